@@ -1,0 +1,41 @@
+# Two commands: `make run` serves on embedded defaults, `make test` runs the whole suite.
+# Each creates .venv from pyproject.toml when needed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.run-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.run-stamp
+
+$(VENV)/.bench-stamp: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@ $(VENV)/.test-stamp $(VENV)/.run-stamp
+
+run: $(VENV)/.run-stamp
+	$(BIN)/python run.py
+
+test: $(VENV)/.test-stamp
+	$(BIN)/ruff check server tests bench run.py
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.test-stamp
+	$(BIN)/ruff check server tests bench run.py
+	$(BIN)/mypy
+
+bench: $(VENV)/.bench-stamp
+	$(BIN)/python bench/accuracy.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

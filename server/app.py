@@ -1,0 +1,29 @@
+"""The aiohttp application factory: app state in typed keys, background resources in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from server import appkeys
+from server.config import Config
+from server.pool import DetectionPool
+from server.transport import health
+
+
+async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    pool = DetectionPool(app[appkeys.CONFIG].workers)
+    app[appkeys.POOL] = pool
+    await pool.start()
+    yield
+    await pool.close()
+
+
+def make_app(config: Config) -> web.Application:
+    """Build the server's application for ``config``. Nothing starts until the app runs."""
+    app = web.Application(client_max_size=1 << 20)
+    app[appkeys.CONFIG] = config
+    app.cleanup_ctx.append(_pool_ctx)
+    health.setup(app)
+    return app

@@ -1,0 +1,34 @@
+"""Dispatch ``run.py``'s subcommands. With no subcommand it serves."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from server.cli import serve
+
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+
+
+def commands() -> dict[str, Command]:
+    """Subcommand name → (add its arguments, run it, one-line help)."""
+    return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    subcommands = commands()
+    parser = argparse.ArgumentParser(
+        prog="run.py",
+        description="Transient: real-time audio onset analysis server. With no subcommand, serve.",
+        epilog="subcommands: " + (", ".join(f"{name} ({c[2]})" for name, c in subcommands.items()) or "none")
+        + ". Run 'run.py SUBCOMMAND --help' for each. Every option can also come from TRANSIENT_<OPTION>.",
+    )
+    if args and args[0] in subcommands:
+        add_arguments, run, help_text = subcommands[args[0]]
+        sub = argparse.ArgumentParser(prog=f"run.py {args[0]}", description=help_text)
+        add_arguments(sub)
+        return run(sub.parse_args(args[1:]))
+    serve.add_arguments(parser)
+    return serve.main(parser.parse_args(args))

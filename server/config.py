@@ -1,0 +1,122 @@
+"""Server configuration: one typed object, filled from command-line options and ``TRANSIENT_*`` variables.
+
+Every field of :class:`Config` is an option: ``max_streams`` is ``--max-streams`` on the command line and
+``TRANSIENT_MAX_STREAMS`` in the environment. The command line wins over the environment, which wins over
+the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "TRANSIENT_"
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server reads at start-up. Units are in the names."""
+
+    # Network
+    host: str = _opt("127.0.0.1", "address to listen on")
+    port: int = _opt(8080, "TCP port to listen on (0 picks a free one)")
+    # Storage
+    data_dir: Path = _opt(Path("data"), "directory for uploads, the job database and other state")
+    # Detection pool
+    workers: int = _opt(2, "processes in the detection pool")
+    # Live streams
+    max_streams: int = _opt(512, "live streams accepted at once; more are refused with close 1013")
+    max_streams_per_client: int = _opt(64, "live streams one client address may hold at once")
+    max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted, in bytes (close 1009)")
+    idle_timeout_s: float = _opt(30.0, "close a stream that sends nothing for this long (close 1008)")
+    heartbeat_s: float = _opt(15.0, "WebSocket ping interval in seconds; 0 disables")
+    max_buffer_s: float = _opt(5.0, "audio a stream may have waiting for analysis before the oldest is dropped")
+    max_subscribers_per_stream: int = _opt(64, "subscribers one stream accepts")
+    subscriber_queue: int = _opt(256, "events queued for one subscriber before overflow is reported")
+    status_interval_s: float = _opt(0.5, "seconds between status messages while audio flows")
+    # Files
+    max_upload_bytes: int = _opt(2 << 30, "largest accepted upload, in bytes (HTTP 413)")
+    max_queued_jobs: int = _opt(1000, "file jobs waiting at once; more are refused with HTTP 503")
+    retention_s: float = _opt(7 * 24 * 3600.0, "how long finished jobs and their results are kept")
+    # WebRTC
+    ice_servers: str = _opt("", "comma-separated STUN/TURN URLs, e.g. stun:stun.example.org:3478")
+    ice_username: str = _opt("", "username for the TURN servers")
+    ice_credential: str = _opt("", "credential for the TURN servers")
+    # Access
+    tokens: str = _opt("", "access tokens as NAME:TOKEN:RIGHTS;... with RIGHTS from publish,subscribe,analyse")
+    allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")
+    # OSC
+    osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT,... (streams opt in by name)")
+    # Scale-out
+    redis: str = _opt("", "Redis URL; empty runs embedded with no outside service")
+    no_worker: bool = _opt(False, "with --redis: serve only, run no file-analysis worker here")
+    # Logging
+    log_level: str = _opt("INFO", "logging level")
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = type(f.default)
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{_env_name(f.name)}: expected a boolean, got {raw!r}")
+    if kind is Path:
+        return Path(raw)
+    return kind(raw)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """Add one option per :class:`Config` field, documenting its environment variable."""
+    for f in dataclasses.fields(Config):
+        help_text = f"{f.metadata['help']} [env {_env_name(f.name)}; default {f.default}]"
+        if type(f.default) is bool:
+            parser.add_argument(_option_name(f.name), dest=f.name, action="store_true", default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(_option_name(f.name), dest=f.name, default=None, metavar=f.name.upper(),
+                                help=help_text)
+
+
+def config_from(namespace: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Config:
+    """Build a :class:`Config` from parsed options, then the environment, then the defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Config):
+        given = getattr(namespace, f.name, None)
+        if given is not None and not isinstance(given, str):
+            values[f.name] = given
+        elif given is not None:
+            values[f.name] = _convert(f, given)
+        elif _env_name(f.name) in env:
+            values[f.name] = _convert(f, env[_env_name(f.name)])
+    return Config(**values)
+
+
+def parse_config(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Parse server options alone (used by tests and by the ``serve`` command)."""
+    parser = argparse.ArgumentParser(prog="run.py")
+    add_config_options(parser)
+    return config_from(parser.parse_args(list(argv)), environ)

@@ -1,0 +1,1 @@
+"""Onset detection: pure spectral functions and one stateful streaming detector per stream."""

@@ -1,0 +1,1 @@
+"""Wire protocol: framing codecs, typed messages, error codes. See docs/protocol.md."""

@@ -1,0 +1,1 @@
+"""Transports: HTTP, WebSocket and WebRTC endpoints. Each module's ``setup(app)`` adds its routes."""

@@ -1,0 +1,141 @@
+"""Shared fixtures: a real server on a free port (in-process or as a subprocess), uvloop, CI rules."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp.test_utils import TestServer
+
+from server.app import make_app
+from server.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Tests run on uvloop, as the server does."""
+    return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI nothing may be skipped: a skip (a missing tool) is reported as a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI (CI=true forbids skips): {report.longrepr}"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    """Embedded defaults on a free port with a private data directory."""
+    return Config(host="127.0.0.1", port=0, data_dir=tmp_path / "data", workers=2)
+
+
+StartServer = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def start_server(config: Config) -> AsyncIterator[StartServer]:
+    """Start a real in-process server on a free port: ``await start_server(max_streams=2)``."""
+    servers: list[TestServer] = []
+
+    async def start(**overrides: Any) -> TestServer:
+        server = TestServer(make_app(config.replace(**overrides)), host="127.0.0.1", port=0)
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> TestServer:
+    """One real server with the test's defaults."""
+    return await start_server()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+class ServerProcess:
+    """``python run.py`` in its own process, stopped by its pid."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "run.py"), *self.args],
+            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.proc.stdout is not None
+        lines: list[str] = []
+        for line in self.proc.stdout:
+            lines.append(line)
+            if line.startswith("serving on "):
+                self.url = line.split()[-1].strip()
+                return self
+            if len(lines) > 500:
+                break
+        raise RuntimeError("server did not start:\n" + "".join(lines))
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout_s)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start ``run.py`` as a subprocess on a free port: ``server_process("--workers", "1")``."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
+        base = ["--port", "0", "--data-dir", str(data_dir or tmp_path / "data")]
+        proc = ServerProcess([*base, *args], env).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def run_async(coro: Awaitable[Any]) -> Any:
+    """Run a coroutine on a fresh uvloop loop (for synchronous helpers)."""
+    return asyncio.run(coro)  # type: ignore[arg-type]
