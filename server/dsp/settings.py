@@ -1,0 +1,113 @@
+"""Detector settings: one frozen, validated dataclass that clients can send as a mapping.
+
+Every field carries its unit in its name. :meth:`DetectorSettings.from_mapping` is the one place where
+untrusted values (from JSON or msgpack) become settings; it names the offending key and value in a
+:class:`~server.exceptions.SettingsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+
+from server.exceptions import SettingsError
+
+Method = Literal["superflux", "complex", "hfc", "energy"]
+METHODS: tuple[Method, ...] = ("superflux", "complex", "hfc", "energy")
+
+# name -> (low, high) inclusive ranges of numeric settings, in the field's own unit.
+RANGES: dict[str, tuple[float, float]] = {
+    "threshold": (0.0, 100.0),
+    "min_interval_ms": (0.0, 1000.0),
+    "silence_db": (-140.0, 0.0),
+    "lookahead_ms": (0.0, 200.0),
+    "frame_ms": (10.0, 100.0),
+    "hop_ms": (2.0, 25.0),
+}
+
+# Settings that fix the analysis grid; they cannot change in the middle of a stream.
+GRID_SETTINGS = ("frame_ms", "hop_ms")
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSettings:
+    """Sensitivity and analysis settings of one :class:`~server.dsp.OnsetDetector`.
+
+    Attributes
+    ----------
+    method : {"superflux", "complex", "hfc", "energy"}
+        Onset detection function. ``superflux`` (default) is log-filtered spectral flux with a maximum
+        filter across frequency (Böck & Widmer, DAFx 2013); ``complex`` is rectified complex-domain
+        deviation; ``hfc`` the rise of high-frequency content; ``energy`` the rise of frame energy.
+    threshold : float
+        Sensitivity, dimensionless, 0–100. A frame is an onset when its detection function exceeds the
+        moving mean of the recent past by ``threshold`` times the method's calibrated unit. Lower finds
+        more (and weaker) onsets.
+    min_interval_ms : float
+        Minimum gap between two reported onsets, milliseconds, 0–1000. A later onset closer than this
+        to the previous one is dropped.
+    silence_db : float
+        Frames whose windowed RMS level is below this, in dBFS (a full-scale square wave is 0 dBFS, a
+        full-scale sine -3 dBFS), never give an onset. -140–0.
+    lookahead_ms : float
+        Look-ahead of the peak picker, milliseconds, 0–200: a peak must be the maximum of the detection
+        function up to this far ahead. The detector's latency is this plus one hop.
+    frame_ms : float
+        Analysis window length, milliseconds, 10–100. Fixed for the life of a stream.
+    hop_ms : float
+        Distance between analysis frames, milliseconds, 2–25. Fixed for the life of a stream.
+    """
+
+    method: Method = "superflux"
+    threshold: float = 1.0
+    min_interval_ms: float = 30.0
+    silence_db: float = -70.0
+    lookahead_ms: float = 20.0
+    frame_ms: float = 40.0
+    hop_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SettingsError("method", self.method, f"must be one of {', '.join(METHODS)}")
+        for name, (low, high) in RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SettingsError(name, value, "must be a number")
+            if not math.isfinite(value) or not low <= value <= high:
+                raise SettingsError(name, value, f"must be between {low:g} and {high:g}")
+            object.__setattr__(self, name, float(value))
+
+    @classmethod
+    def from_mapping(
+        cls, values: Mapping[str, Any], base: DetectorSettings | None = None
+    ) -> DetectorSettings:
+        """Validate untrusted ``values`` and return new settings.
+
+        Parameters
+        ----------
+        values : mapping of str to object
+            Setting names to values, e.g. parsed from a client's JSON. Numbers may be int or float;
+            ``method`` must be a string.
+        base : DetectorSettings, optional
+            Where unspecified settings come from; the defaults when omitted.
+
+        Raises
+        ------
+        SettingsError
+            For an unknown key, a value of the wrong type, or a value out of range.
+        """
+        if not isinstance(values, Mapping):
+            raise SettingsError("settings", values, "must be an object of setting names to values")
+        known = {field.name for field in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise SettingsError(str(key), value, f"unknown setting; known: {', '.join(sorted(known))}")
+            if key == "method" and not isinstance(value, str):
+                raise SettingsError(key, value, "must be a string")
+        return dataclasses.replace(base or cls(), **cast(dict[str, Any], dict(values)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every effective setting as a plain JSON-compatible dict."""
+        return dataclasses.asdict(self)

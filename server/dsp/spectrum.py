@@ -1,0 +1,124 @@
+"""Framing and short-time spectra: pure functions over float32 sample arrays.
+
+Each frame's result depends only on that frame's samples, never on how many frames are computed together
+(no BLAS; row-wise FFTs and reductions), so a stream analysed in any block sizes gives bitwise-identical
+spectra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+import scipy.fft
+
+Float32Array = npt.NDArray[np.float32]
+Complex64Array = npt.NDArray[np.complex64]
+
+TINY_POWER = 1e-14  # floor added before taking a log of a power; 1e-14 is -140 dB
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameGrid:
+    """The analysis grid of one stream, in samples.
+
+    Frame ``i`` covers stream samples ``[(i + 1) * hop - frame_len, (i + 1) * hop)``; samples before the
+    stream's first one are zeros.
+
+    Attributes
+    ----------
+    sample_rate : int
+        Samples per second.
+    frame_len : int
+        Window length, samples.
+    hop : int
+        Distance between consecutive frames, samples.
+    fft_size : int
+        FFT length (the next power of two at or above ``frame_len``), samples.
+    """
+
+    sample_rate: int
+    frame_len: int
+    hop: int
+    fft_size: int
+
+    @classmethod
+    def from_seconds(cls, sample_rate: int, frame_s: float, hop_s: float) -> FrameGrid:
+        """Grid for a rate and a frame and hop in seconds (rounded to whole samples)."""
+        hop = max(1, round(hop_s * sample_rate))
+        frame_len = max(2 * hop, round(frame_s * sample_rate))
+        fft_size = 1 << (frame_len - 1).bit_length()
+        return cls(sample_rate=sample_rate, frame_len=frame_len, hop=hop, fft_size=fft_size)
+
+    @property
+    def n_bins(self) -> int:
+        """Number of rfft bins, ``fft_size // 2 + 1``."""
+        return self.fft_size // 2 + 1
+
+    @property
+    def bin_hz(self) -> float:
+        """Width of one FFT bin, Hz."""
+        return self.sample_rate / self.fft_size
+
+
+def hann_window(length: int) -> Float32Array:
+    """Periodic Hann window of ``length`` samples, float32, shape (length,)."""
+    n = np.arange(length, dtype=np.float64)
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * n / length)).astype(np.float32)
+
+
+def frame_view(samples: Float32Array, frame_len: int, hop: int) -> Float32Array:
+    """Overlapping frames of ``samples`` as a read-only strided view.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (n,)
+    frame_len, hop : int
+        Frame length and hop, samples.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, frame_len)
+        ``n_frames = (n - frame_len) // hop + 1`` (0 when ``n < frame_len``).
+    """
+    n_frames = 0 if len(samples) < frame_len else (len(samples) - frame_len) // hop + 1
+    if n_frames == 0:
+        return np.zeros((0, frame_len), dtype=np.float32)
+    return np.lib.stride_tricks.sliding_window_view(samples, frame_len)[: (n_frames - 1) * hop + 1 : hop]
+
+
+def windowed_spectrum(frames: Float32Array, window: Float32Array, fft_size: int) -> Complex64Array:
+    """Complex spectrum of each windowed frame, scaled so a sine of amplitude A peaks near A.
+
+    Parameters
+    ----------
+    frames : ndarray, shape (n_frames, frame_len), float32
+    window : ndarray, shape (frame_len,), float32
+    fft_size : int
+        FFT length (zero-padded), samples.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, fft_size // 2 + 1), complex64
+    """
+    scale = np.float32(2.0 / float(np.sum(window, dtype=np.float64)))
+    windowed = frames * (window * scale)
+    return scipy.fft.rfft(windowed, n=fft_size, axis=1)
+
+
+def frame_level_db(frames: Float32Array, window: Float32Array) -> npt.NDArray[np.float64]:
+    """Windowed RMS level of each frame, dBFS (full-scale square 0 dB, full-scale sine -3 dB).
+
+    Parameters
+    ----------
+    frames : ndarray, shape (n_frames, frame_len), float32
+    window : ndarray, shape (frame_len,), float32
+
+    Returns
+    -------
+    ndarray, shape (n_frames,), float64
+    """
+    weights = (window.astype(np.float64) ** 2) / float(np.sum(window.astype(np.float64) ** 2))
+    power = np.sum(np.square(frames, dtype=np.float64) * weights, axis=1)
+    return 10.0 * np.log10(power + TINY_POWER)
