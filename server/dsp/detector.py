@@ -28,7 +28,6 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
-ATTACK_OFFSET_FRAMES = 0.5  # attack time before the peak frame's end, in frame lengths
 
 
 class OnsetDetector:
@@ -238,9 +237,10 @@ class OnsetDetector:
         onsets: list[Onset] = []
         if len(picked):
             grid = self._grid
-            offset = round(ATTACK_OFFSET_FRAMES * grid.frame_len)
-            ends = (self._odf_base + picked + 1) * grid.hop
-            times = [max(0, int(end) - offset) / self._rate for end in ends]
+            offset = self._spec.attack_offset * grid.frame_len
+            shifts = peak_shifts(odf, picked)
+            ends = (self._odf_base + picked + 1 + shifts) * grid.hop
+            times = [max(0, round(end - offset)) / self._rate for end in ends]
             kept, self._last_onset_s = merge_close(times, self._last_onset_s, s.min_interval_ms / 1000.0)
             onsets = [Onset(time=times[k], strength=float(odf[picked[k]])) for k in kept]
         # Keep only the past the next decisions need.
@@ -250,6 +250,21 @@ class OnsetDetector:
             self._levels = self._levels[drop:].copy()
             self._odf_base += drop
         return onsets
+
+
+def peak_shifts(odf: F64, peaks: npt.NDArray[np.int64]) -> F64:
+    """Sub-frame position of each peak by a parabola through it and its two neighbours, frames in [-0.5, 0.5].
+
+    A neighbour that is missing or not finite (end of stream) gives shift 0.
+    """
+    shifts = np.zeros(len(peaks))
+    for k, p in enumerate(peaks):
+        if 0 < p < len(odf) - 1:
+            a, b, c = odf[p - 1], odf[p], odf[p + 1]
+            curvature = a - 2.0 * b + c
+            if math.isfinite(a) and math.isfinite(c) and curvature < 0:
+                shifts[k] = min(0.5, max(-0.5, 0.5 * (a - c) / curvature))
+    return shifts
 
 
 def to_mono(block: npt.ArrayLike, channels: int) -> F32:

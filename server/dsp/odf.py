@@ -24,8 +24,9 @@ C64 = npt.NDArray[np.complex64]
 LOG_GAIN = 1.0e4  # log compression: log10(1 + LOG_GAIN * x); values far below 1/LOG_GAIN count as silence
 
 
-def log_compress(values: F32, gain: float = LOG_GAIN) -> F32:
-    """``log10(1 + gain * values)``, float32, same shape."""
+def log_compress(values: F32, gain: float | None = None) -> F32:
+    """``log10(1 + gain * values)`` (gain ``LOG_GAIN`` by default), float32, same shape."""
+    gain = LOG_GAIN if gain is None else gain
     return np.log10(np.float32(1.0) + np.float32(gain) * values)
 
 
@@ -39,10 +40,14 @@ class MethodSpec:
         Feature rows of the past the ODF needs, frames.
     unit : float
         Typical size of a clear onset's ODF step; the ODF is divided by it.
+    attack_offset : float
+        How far an attack lies before the end of the frame where the ODF peaks, in frame lengths
+        (calibrated with clicks at the default frame and hop).
     """
 
     history: int
     unit: float
+    attack_offset: float
 
 
 def superflux_lag(frame_len: int, hop: int) -> int:
@@ -53,13 +58,13 @@ def superflux_lag(frame_len: int, hop: int) -> int:
 def spec_for(method: str, frame_len: int, hop: int) -> MethodSpec:
     """The :class:`MethodSpec` of ``method`` on a grid of ``frame_len`` and ``hop`` samples."""
     if method == "superflux":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.02)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.02, attack_offset=0.285)
     if method == "complex":
-        return MethodSpec(history=2, unit=0.02)
+        return MethodSpec(history=2, unit=0.02, attack_offset=0.335)
     if method == "hfc":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2, attack_offset=0.18)
     if method == "energy":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2, attack_offset=0.19)
     raise ValueError(f"unknown method {method!r}")
 
 
