@@ -8,6 +8,7 @@ the result with the block size; gathering each band's bins and summing per row d
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ class Filterbank:
         return len(self.starts)
 
 
+@functools.lru_cache(maxsize=64)  # shared, read-only: unpickling a detector must not rebuild it (~1 ms)
 def log_filterbank(
     sample_rate: int,
     fft_size: int,
@@ -80,11 +82,14 @@ def log_filterbank(
         bins.append(np.arange(low + 1, high, dtype=np.int64))
         weights.append(tri / tri.sum())
     starts = np.cumsum([0] + [len(b) for b in bins[:-1]]).astype(np.int64)
-    return Filterbank(
+    bank = Filterbank(
         bins=np.concatenate(bins),
         weights=np.concatenate(weights).astype(np.float32),
         starts=starts,
     )
+    for array in (bank.bins, bank.weights, bank.starts):
+        array.setflags(write=False)
+    return bank
 
 
 def apply_filterbank(magnitude: npt.NDArray[np.float32], bank: Filterbank) -> npt.NDArray[np.float32]:
