@@ -9,7 +9,7 @@ from aiohttp import web
 from server import appkeys
 from server.config import Config
 from server.pool import DetectionPool
-from server.transport import health
+from server.transport import health, streams_http, ws_stream
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -26,4 +26,6 @@ def make_app(config: Config) -> web.Application:
     app[appkeys.CONFIG] = config
     app.cleanup_ctx.append(_pool_ctx)
     health.setup(app)
+    ws_stream.setup(app)
+    streams_http.setup(app)
     return app

@@ -5,7 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 
 from server.config import Config
+from server.events.hub import EventHub
 from server.pool import DetectionPool
+from server.stream.service import StreamService
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", DetectionPool)
+HUB = web.AppKey("hub", EventHub)
+STREAMS = web.AppKey("streams", StreamService)

@@ -1,0 +1,1 @@
+"""Fan-out of live-stream events (onsets, status) to subscribers, behind the :class:`EventHub` interface."""

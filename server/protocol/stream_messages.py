@@ -1,0 +1,220 @@
+"""Messages of the live-stream endpoint (``/api/v3/stream``) and its subscribers, parsed once into types.
+
+Client → server: ``start``, ``configure``, ``stop`` (control messages) and audio (raw interleaved
+little-endian PCM). Server → client messages are built here too, so every field name lives in one module.
+The layout of each message is documented in docs/protocol.md, section "Live streams".
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from server.protocol.codec import Control
+from server.protocol.errors import CloseCode, ProtocolError
+
+MIN_SAMPLE_RATE_HZ = 8000
+MAX_SAMPLE_RATE_HZ = 192000
+MAX_CHANNELS = 32
+
+Event = dict[str, Any]
+
+
+class Encoding(enum.Enum):
+    """Sample encodings of binary audio frames: raw, interleaved, little-endian."""
+
+    PCM_F32LE = "pcm_f32le"
+    PCM_S16LE = "pcm_s16le"
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype("<f4") if self is Encoding.PCM_F32LE else np.dtype("<i2")
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 4 if self is Encoding.PCM_F32LE else 2
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """What a stream's binary frames hold."""
+
+    sample_rate: int
+    channels: int
+    encoding: Encoding
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one interleaved frame (one sample per channel)."""
+        return self.channels * self.encoding.bytes_per_sample
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    format: AudioFormat
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Configure:
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    pass
+
+
+ClientMessage = Start | Configure | Stop
+
+
+def _fields(control: Control, allowed: frozenset[str]) -> None:
+    unknown = sorted(set(control.body) - allowed - {"type"})
+    if unknown:
+        raise ProtocolError("bad_message", f"{control.type!r} message has unknown field(s) {unknown}",
+                            CloseCode.INVALID_PAYLOAD)
+
+
+def _settings(control: Control, fatal: bool) -> Mapping[str, Any]:
+    settings = control.body.get("settings", {})
+    if settings is None:
+        return {}
+    if not isinstance(settings, Mapping):
+        raise ProtocolError("bad_settings", f"'settings' must be an object, got {settings!r}",
+                            CloseCode.INVALID_PAYLOAD if fatal else None)
+    return settings
+
+
+def _integer(control: Control, name: str, low: int, high: int) -> int:
+    if name not in control.body:
+        raise ProtocolError("bad_start", f"'start' needs {name!r}", CloseCode.INVALID_PAYLOAD)
+    value = control.body[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ProtocolError("bad_start", f"{name!r} must be an integer, got {value!r}",
+                            CloseCode.INVALID_PAYLOAD)
+    if not low <= value <= high:
+        raise ProtocolError("unsupported_format", f"{name!r}={value!r} is outside {low}..{high}",
+                            CloseCode.UNSUPPORTED_DATA)
+    return int(value)
+
+
+def _start(control: Control) -> Start:
+    _fields(control, frozenset({"sample_rate", "channels", "encoding", "settings"}))
+    sample_rate = _integer(control, "sample_rate", MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+    channels = _integer(control, "channels", 1, MAX_CHANNELS)
+    raw = control.body.get("encoding")
+    try:
+        encoding = Encoding(raw)
+    except ValueError:
+        names = ", ".join(repr(e.value) for e in Encoding)
+        raise ProtocolError("unsupported_format", f"unknown encoding {raw!r}; use one of {names}",
+                            CloseCode.UNSUPPORTED_DATA) from None
+    return Start(AudioFormat(sample_rate, channels, encoding), _settings(control, fatal=True))
+
+
+def parse_client_message(control: Control) -> ClientMessage:
+    """The typed form of a publisher's control message.
+
+    Raises :class:`ProtocolError`: unknown types are a non-fatal ``unknown_type``; a malformed ``start``
+    is fatal; a malformed ``configure`` is not (the stream keeps its settings).
+    """
+    if control.type == "start":
+        return _start(control)
+    if control.type == "configure":
+        try:
+            _fields(control, frozenset({"settings"}))
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, exc.message, None) from None
+        if "settings" not in control.body:
+            raise ProtocolError("bad_settings", "'configure' needs 'settings'", None)
+        return Configure(_settings(control, fatal=False))
+    if control.type == "stop":
+        return Stop()
+    raise ProtocolError("unknown_type", f"unknown message type {control.type!r}; expected start, configure "
+                        "or stop", None)
+
+
+def parse_audio(data: bytes, audio_format: AudioFormat) -> np.ndarray:
+    """Interleaved PCM bytes as a read-only ``(frames, channels)`` array of the format's dtype.
+
+    Raises a non-fatal :class:`ProtocolError` for a length that is not a whole number of frames and for
+    NaN or infinite float samples; the frame is then rejected as a whole.
+    """
+    frame_bytes = audio_format.frame_bytes
+    if len(data) % frame_bytes:
+        raise ProtocolError(
+            "bad_audio_length",
+            f"audio frame of {len(data)} bytes is not a multiple of {frame_bytes} bytes "
+            f"({audio_format.channels} channel(s) × {audio_format.encoding.bytes_per_sample} bytes); "
+            "frame rejected", None)
+    samples = np.frombuffer(data, dtype=audio_format.encoding.dtype).reshape(-1, audio_format.channels)
+    if audio_format.encoding is Encoding.PCM_F32LE and not np.isfinite(samples).all():
+        raise ProtocolError("bad_samples", "audio frame holds NaN or infinite samples; frame rejected", None)
+    return samples
+
+
+# --- Server → client -------------------------------------------------------------------------------------
+
+
+def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, Any], latency_s: float,
+            hop_s: float, limits: Mapping[str, Any]) -> Event:
+    return {
+        "type": "started",
+        "stream_id": stream_id,
+        "sample_rate": audio_format.sample_rate,
+        "channels": audio_format.channels,
+        "encoding": audio_format.encoding.value,
+        "settings": dict(settings),
+        "latency_ms": round(latency_s * 1000.0, 6),
+        "hop_ms": round(hop_s * 1000.0, 6),
+        "limits": dict(limits),
+    }
+
+
+def onset(stream_id: str, time_s: float, strength: float) -> Event:
+    return {"type": "onset", "stream_id": stream_id, "time": time_s, "strength": strength}
+
+
+def status(stream_id: str, *, received_s: float, analysed_s: float, dropped_s: float, onsets: int) -> Event:
+    return {
+        "type": "status",
+        "stream_id": stream_id,
+        "received_s": round(received_s, 6),
+        "analysed_s": round(analysed_s, 6),
+        "lag_s": round(max(0.0, received_s - analysed_s), 6),
+        "dropped_s": round(dropped_s, 6),
+        "onsets": onsets,
+    }
+
+
+def odf(stream_id: str, start_s: float, hop_s: float, values: list[float]) -> Event:
+    return {"type": "odf", "stream_id": stream_id, "start": start_s, "hop_s": hop_s, "values": values}
+
+
+def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
+    return {"type": "warning", "stream_id": stream_id, "code": code, "message": message, **fields}
+
+
+def configured(settings: Mapping[str, Any]) -> Event:
+    return {"type": "configured", "settings": dict(settings)}
+
+
+def stopped(duration_s: float, onsets: int) -> Event:
+    return {"type": "stopped", "duration": round(duration_s, 6), "onsets": onsets}
+
+
+def subscribed(stream: Mapping[str, Any]) -> Event:
+    return {"type": "subscribed", "stream": dict(stream)}
+
+
+def ended(stream_id: str, reason: str, duration_s: float, onsets: int) -> Event:
+    return {"type": "ended", "stream_id": stream_id, "reason": reason, "duration": round(duration_s, 6),
+            "onsets": onsets}
+
+
+def overflow(stream_id: str, dropped: int) -> Event:
+    return {"type": "overflow", "stream_id": stream_id, "dropped": dropped}

@@ -1,0 +1,75 @@
+"""The live-stream service: opens sessions, runs the batch scheduler and the monitor, ends everything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any
+
+from server.config import Config
+from server.events.hub import EventHub
+from server.exceptions import SettingsError
+from server.pool import DetectionPool
+from server.protocol.errors import CloseCode, ProtocolError
+from server.protocol.stream_messages import AudioFormat
+from server.stream.monitor import monitor_streams
+from server.stream.registry import StreamRegistry
+from server.stream.scheduler import BatchScheduler
+from server.stream.session import StreamSession, StreamSink
+from server.stream.settings import StreamSettings
+
+
+class StreamService:
+    """Everything a transport needs to run live streams: ``open`` a session, feed it, stop it."""
+
+    def __init__(self, config: Config, pool: DetectionPool, hub: EventHub) -> None:
+        self.config = config
+        self.hub = hub
+        self.registry = StreamRegistry(config.max_streams, config.max_streams_per_client)
+        self.scheduler = BatchScheduler(pool, max_batches=pool.workers)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        config = self.config
+        self._tasks = [
+            asyncio.create_task(self.scheduler.run(), name="stream-scheduler"),
+            asyncio.create_task(
+                monitor_streams(self.registry, config.status_interval_s, config.idle_timeout_s),
+                name="stream-monitor"),
+        ]
+
+    async def close(self) -> None:
+        for session in self.registry:
+            session.abandon("shutdown")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def limits(self) -> dict[str, Any]:
+        """The limits a publisher should know, as sent in ``started``."""
+        config = self.config
+        return {
+            "max_message_bytes": config.max_message_bytes,
+            "max_buffer_s": config.max_buffer_s,
+            "idle_timeout_s": config.idle_timeout_s,
+            "status_interval_s": config.status_interval_s,
+        }
+
+    def open(self, audio_format: AudioFormat, settings: Mapping[str, Any], sink: StreamSink, *,
+             client: str, transport: str) -> StreamSession:
+        """A new running session, listed and announced. Raises a fatal :class:`ProtocolError`."""
+        self.registry.check_room(client)
+        try:
+            stream_settings = StreamSettings.from_mapping(settings)
+        except SettingsError as exc:
+            raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
+        session = StreamSession(
+            self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
+            sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self.registry.remove,
+            client=client, transport=transport)
+        self.registry.add(session)
+        self.hub.announce(session.stream_id, session.describe)
+        return session

@@ -1,0 +1,305 @@
+"""One live stream: its ring buffer, its detector's state, its counters, and the events it emits.
+
+A session knows nothing of WebSockets. Its transport (WebSocket, WebRTC, ...) feeds it audio arrays and
+control calls and receives its events through a :class:`StreamSink`; the session also publishes the
+events subscribers see to the :class:`~server.events.hub.EventHub`. The scheduler takes the session's
+next :class:`~server.stream.work.Job` when the session has audio and no job in flight, and hands back
+the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from server.dsp import DetectorSettings, OnsetDetector
+from server.events.hub import EventHub
+from server.protocol import stream_messages as msg
+from server.protocol.errors import CloseCode, ProtocolError
+from server.protocol.stream_messages import AudioFormat, Event
+from server.stream.ring import RingBuffer
+from server.stream.settings import StreamSettings
+from server.stream.work import Job, JobResult
+
+MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
+DROP_WARNING_INTERVAL_S = 1.0
+
+
+class StreamSink(Protocol):
+    """Where a session's events go on the transport that feeds it."""
+
+    def deliver(self, event: Event) -> None:
+        """An event for the publisher (onset, status, warning, odf). Must not block."""
+
+    def fault(self, error: ProtocolError) -> None:
+        """The stream must end with this error: the transport reports it, calls ``stop()``, then closes."""
+
+
+class State(enum.Enum):
+    RUNNING = "running"
+    STOPPING = "stopping"
+    ENDED = "ended"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSummary:
+    duration_s: float
+    onsets: int
+    reason: str
+
+
+class StreamSession:
+    def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
+                 max_buffer_s: float, sink: StreamSink, hub: EventHub,
+                 notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
+                 client: str = "", transport: str = "websocket") -> None:
+        self.stream_id = stream_id
+        self.format = audio_format
+        self.settings = settings
+        self.client = client
+        self.transport = transport
+        self.state = State.RUNNING
+        self.started_at = time.time()
+        self._sink = sink
+        self._hub = hub
+        self._notify = notify
+        self._on_end = on_end
+        detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
+        self.latency_s: float = detector.latency_s
+        self.hop_s: float = detector.hop_s
+        self._detector: OnsetDetector | None = detector
+        self._active: DetectorSettings = settings.detector  # settings of the audio handed off last
+        self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
+        capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
+        self._ring = RingBuffer(capacity, audio_format.channels, audio_format.encoding.dtype)
+        self._offset_s = 0.0  # stream time of the current detector's first sample
+        self._next = 0  # absolute frame index of the next frame to hand off
+        self._analysed = 0  # absolute frame index analysed so far
+        self._job_start = 0
+        self._in_flight: Job | None = None
+        self._retry: Job | None = None
+        self._failures = 0
+        self._odf_count = 0
+        self._dropped = 0
+        self._onsets = 0
+        self._faulted = False
+        self._end_reason = ""
+        self._last_drop_warning_s = -DROP_WARNING_INTERVAL_S
+        self._status_mark = (0, 0)
+        self.last_activity_s = time.monotonic()
+        self._finished: asyncio.Future[StreamSummary] = asyncio.get_running_loop().create_future()
+
+    # --- Counters ----------------------------------------------------------------------------------------
+
+    def _seconds(self, frames: int) -> float:
+        return frames / self.format.sample_rate
+
+    @property
+    def received_s(self) -> float:
+        return self._seconds(self._ring.end)
+
+    @property
+    def analysed_s(self) -> float:
+        return self._seconds(self._analysed)
+
+    @property
+    def dropped_s(self) -> float:
+        return self._seconds(self._dropped)
+
+    @property
+    def onsets(self) -> int:
+        return self._onsets
+
+    def describe(self) -> dict[str, Any]:
+        """The stream's entry in ``GET /api/v3/streams``."""
+        return {
+            "stream_id": self.stream_id,
+            "transport": self.transport,
+            "state": self.state.value,
+            "sample_rate": self.format.sample_rate,
+            "channels": self.format.channels,
+            "encoding": self.format.encoding.value,
+            "settings": self.settings.to_dict(),
+            "latency_ms": round(self.latency_s * 1000.0, 6),
+            "started_at": self.started_at,
+            "received_s": round(self.received_s, 6),
+            "analysed_s": round(self.analysed_s, 6),
+            "dropped_s": round(self.dropped_s, 6),
+            "onsets": self._onsets,
+        }
+
+    # --- Transport side ----------------------------------------------------------------------------------
+
+    def touch(self) -> None:
+        """Note activity from the client (any message counts against the idle timeout)."""
+        self.last_activity_s = time.monotonic()
+
+    def feed(self, frames: np.ndarray) -> None:
+        """Take audio, shape ``(n, channels)`` in the stream's dtype. Ignored once the stream is stopping."""
+        self.last_activity_s = now_s = time.monotonic()
+        if self.state is not State.RUNNING:
+            return
+        dropped = self._ring.write(frames)
+        if dropped:
+            self._dropped += dropped
+            if now_s - self._last_drop_warning_s >= DROP_WARNING_INTERVAL_S:
+                self._last_drop_warning_s = now_s
+                self._emit(msg.warning(
+                    self.stream_id, "audio_dropped",
+                    f"analysis fell more than {self._seconds(self._ring.capacity):g} s behind; the oldest "
+                    "audio was dropped", dropped_s=round(self.dropped_s, 6)))
+        if self._in_flight is None:
+            self._notify(self)
+
+    def configure(self, values: Mapping[str, Any]) -> StreamSettings:
+        """Apply new settings from the next audio on; raises :class:`SettingsError` and keeps the old ones."""
+        new = StreamSettings.from_mapping(values, base=self.settings)
+        if new.detector != self.settings.detector:
+            self._changes.append((self._ring.end, new.detector))
+        self.settings = new
+        return new
+
+    async def stop(self, reason: str = "stopped") -> StreamSummary:
+        """Analyse every received sample, emit the remaining onsets, end the stream; returns its summary.
+
+        ``reason`` (``stopped``, ``disconnected``) goes into the subscribers' ``ended`` event unless a
+        fault already named one.
+        """
+        self._end_reason = self._end_reason or reason
+        if self.state is State.RUNNING:
+            self.state = State.STOPPING
+            if self._in_flight is None:
+                self._notify(self)
+        return await asyncio.shield(self._finished)
+
+    def fault(self, error: ProtocolError) -> None:
+        """Report a fatal error to the transport, once (e.g. the idle timeout)."""
+        if not self._faulted and self.state is not State.ENDED:
+            self._faulted = True
+            self._end_reason = error.code
+            self._sink.fault(error)
+
+    def abandon(self, reason: str) -> None:
+        """End at once without analysing what is left (server shutting down)."""
+        self._finish(reason)
+
+    # --- Scheduler side ----------------------------------------------------------------------------------
+
+    @property
+    def wants_work(self) -> bool:
+        return self._in_flight is None and self.state is not State.ENDED and (
+            self._retry is not None or len(self._ring) > 0 or self.state is State.STOPPING)
+
+    def take_job(self) -> Job | None:
+        """The next block of work, or ``None``; at most one job is in flight per stream."""
+        if self._in_flight is not None or self.state is State.ENDED:
+            return None
+        if self._retry is not None:
+            job, self._retry = self._retry, None
+            self._in_flight = job
+            return job
+        ring, changes = self._ring, self._changes
+        start = ring.start
+        due = 0  # settings changes that apply from `start`
+        while due < len(changes) and changes[due][0] <= start:
+            due += 1
+        frames = len(ring) if due == len(changes) else min(len(ring), changes[due][0] - start)
+        flush = self.state is State.STOPPING and frames == len(ring)
+        if frames == 0 and not flush:
+            return None
+        settings: DetectorSettings | None = None
+        for _ in range(due):
+            settings = changes.popleft()[1]
+        if flush:
+            changes.clear()
+        if settings is not None:
+            self._active = settings
+        sample_rate = self.format.sample_rate
+        job = Job(self._detector, sample_rate, self.format.channels, settings, ring.read(frames),
+                  self._offset_s, flush=flush, odf=self.settings.options.odf)
+        if self._detector is None:
+            job.settings, job.offset_s = self._active, start / sample_rate
+        elif start > self._next:  # audio was dropped: start afresh at the first frame kept
+            job.settings, job.restart_at_s = self._active, start / sample_rate
+        self._job_start, self._next = start, start + frames
+        self._in_flight = job
+        return job
+
+    def complete(self, job: Job, result: JobResult) -> None:
+        """Take back the result of the job in flight."""
+        self._in_flight = None
+        if self.state is State.ENDED:
+            return
+        if result.error is not None or result.detector is None:
+            self._reinitialise(job, "detector_failed", f"the detector failed: {result.error}")
+            return
+        self._failures = 0
+        self._detector = result.detector
+        if job.detector is None or job.restart_at_s is not None:
+            self._offset_s = job.offset_s if job.detector is None else float(job.restart_at_s or 0.0)
+            self._odf_count = 0
+        self._analysed = self._next
+        for time_s, strength in result.onsets:
+            self._onsets += 1
+            self._emit(msg.onset(self.stream_id, time_s, strength))
+        if result.odf is not None and len(result.odf):
+            start_s = self._offset_s + self._odf_count * self.hop_s
+            self._odf_count += len(result.odf)
+            self._emit(msg.odf(self.stream_id, start_s, self.hop_s, [float(v) for v in result.odf]))
+        if job.flush:
+            self.emit_status(force=True)
+            self._finish(self._end_reason or "stopped")
+        elif self.wants_work:
+            self._notify(self)
+
+    def pool_restarted(self, job: Job) -> None:
+        """The pool died under this job: re-initialise the detector and analyse the job's audio again."""
+        self._in_flight = None
+        if self.state is not State.ENDED:
+            self._reinitialise(job, "pool_restarted",
+                               "a detection worker died; the detector was re-initialised and goes on")
+
+    def _reinitialise(self, job: Job, code: str, message: str) -> None:
+        self._failures += 1
+        self._detector = None
+        if self._failures > MAX_CONSECUTIVE_FAILURES:
+            self.fault(ProtocolError(code, f"{message}; gave up after {MAX_CONSECUTIVE_FAILURES} attempts",
+                                     CloseCode.SERVER_FAULT))
+            self._finish(code)
+            return
+        sample_rate = self.format.sample_rate
+        self._retry = Job(None, sample_rate, self.format.channels, self._active, job.audio,
+                          self._job_start / sample_rate, flush=job.flush, odf=job.odf)
+        self._emit(msg.warning(self.stream_id, code, message, at_s=round(self._seconds(self._job_start), 6)))
+        self._notify(self)
+
+    # --- Events ------------------------------------------------------------------------------------------
+
+    def _emit(self, event: Event) -> None:
+        self._sink.deliver(event)
+        self._hub.publish(self.stream_id, event)
+
+    def emit_status(self, force: bool = False) -> None:
+        """Emit a status event if audio arrived or was analysed since the last one (or ``force``)."""
+        mark = (self._ring.end, self._analysed)
+        if (mark != self._status_mark or force) and self.state is not State.ENDED:
+            self._status_mark = mark
+            self._emit(msg.status(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
+                                  dropped_s=self.dropped_s, onsets=self._onsets))
+
+    def _finish(self, reason: str) -> None:
+        if self.state is State.ENDED:
+            return
+        self.state = State.ENDED
+        summary = StreamSummary(self.received_s, self._onsets, reason)
+        self._hub.end(self.stream_id, msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets))
+        self._on_end(self)
+        if not self._finished.done():
+            self._finished.set_result(summary)

@@ -1,0 +1,82 @@
+"""A live stream's settings: detector settings plus stream options, split from one client mapping.
+
+The ``settings`` object of ``start`` and ``configure`` carries both. Keys named by a field of
+:class:`StreamOptions` are stream options (what the server does with the stream's results); every other
+key goes to :meth:`DetectorSettings.from_mapping`, which rejects unknown keys. To add a stream option,
+add a field to :class:`StreamOptions` and its validation to :meth:`StreamOptions.from_mapping`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.dsp import DetectorSettings
+from server.dsp.settings import GRID_SETTINGS
+from server.exceptions import SettingsError
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """Options of a stream that are not detector settings.
+
+    Attributes
+    ----------
+    odf : bool
+        Also send the onset-strength (detection function) values, one per hop, in ``odf`` messages.
+    """
+
+    odf: bool = False
+
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], base: StreamOptions | None = None) -> StreamOptions:
+        """Validate ``values`` (only keys in :meth:`names`); unspecified options come from ``base``."""
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key == "odf":
+                if not isinstance(value, bool):
+                    raise SettingsError(key, value, "must be true or false")
+                changes[key] = value
+            else:
+                raise SettingsError(str(key), value, "unknown stream option")
+        return dataclasses.replace(base or cls(), **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """Every effective setting of one stream."""
+
+    detector: DetectorSettings = dataclasses.field(default_factory=DetectorSettings)
+    options: StreamOptions = dataclasses.field(default_factory=StreamOptions)
+
+    @classmethod
+    def from_mapping(cls, values: object, base: StreamSettings | None = None) -> StreamSettings:
+        """Split and validate a client's ``settings`` mapping; unspecified keys keep ``base``'s values.
+
+        With a ``base`` (a running stream), the settings that fix the analysis grid cannot change.
+        Raises :class:`SettingsError` naming the offending key and value.
+        """
+        if not isinstance(values, Mapping):
+            raise SettingsError("settings", values, "must be an object of setting names to values")
+        option_names = StreamOptions.names()
+        option_values = {k: v for k, v in values.items() if k in option_names}
+        detector_values = {k: v for k, v in values.items() if k not in option_names}
+        current = base or cls()
+        detector = DetectorSettings.from_mapping(detector_values, base=current.detector)
+        if base is not None:
+            for name in GRID_SETTINGS:
+                if name in detector_values and getattr(detector, name) != getattr(base.detector, name):
+                    raise SettingsError(name, detector_values[name], "cannot change while the stream runs")
+        return cls(detector, StreamOptions.from_mapping(option_values, base=current.options))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.detector.to_dict(), **self.options.to_dict()}

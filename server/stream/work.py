@@ -1,0 +1,77 @@
+"""The unit of live-stream work that crosses to a pool worker: a detector, its next audio, and back.
+
+A stream's detector object travels with its audio to whichever worker runs the batch, and its updated
+state comes back in the result; a stream has at most one job in flight, so its state stays consistent.
+Everything here runs in the worker process and must pickle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from server.dsp import DetectorSettings, Onset, OnsetDetector
+
+OnsetTuple = tuple[float, float]  # (seconds since the stream's first sample, strength)
+
+
+@dataclass(slots=True)
+class Job:
+    """One stream's next block of work.
+
+    ``detector`` is ``None`` when a fresh detector must be made (first block, after a gap from dropped
+    audio, or after a pool restart); it then starts at stream time ``offset_s`` with ``settings``.
+    Otherwise ``settings``, when given, is applied before ``audio``. With ``restart_at_s`` set, the given
+    detector is flushed first and a fresh one analyses ``audio`` from that stream time on.
+    """
+
+    detector: OnsetDetector | None
+    sample_rate: int
+    channels: int
+    settings: DetectorSettings | None
+    audio: np.ndarray
+    offset_s: float
+    restart_at_s: float | None = None
+    flush: bool = False
+    odf: bool = False
+
+
+@dataclass(slots=True)
+class JobResult:
+    detector: OnsetDetector | None
+    onsets: list[OnsetTuple]
+    odf: np.ndarray | None = None
+    error: str | None = None
+
+
+def _shift(onsets: list[Onset], offset_s: float) -> list[OnsetTuple]:
+    return [(onset.time + offset_s, onset.strength) for onset in onsets]
+
+
+def run_job(job: Job) -> JobResult:
+    """Analyse one job; any failure is returned in ``error`` so that other streams in the batch go on."""
+    try:
+        onsets: list[OnsetTuple] = []
+        detector = job.detector
+        offset_s = job.offset_s
+        if detector is not None and job.restart_at_s is not None:
+            onsets += _shift(detector.flush(), offset_s)
+            detector, offset_s = None, job.restart_at_s
+        if detector is None:
+            detector = OnsetDetector(job.sample_rate, job.channels, job.settings)
+        elif job.settings is not None:
+            detector.configure(job.settings)
+        if len(job.audio):
+            onsets += _shift(detector.process(job.audio), offset_s)
+        odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
+        if job.flush:
+            onsets += _shift(detector.flush(), offset_s)
+        return JobResult(detector, onsets, odf if job.odf else None)
+    except Exception as exc:  # a detector fault must not fail the other streams of the batch
+        return JobResult(None, [], None, f"{type(exc).__name__}: {exc}")
+
+
+def run_batch(jobs: list[Job]) -> list[JobResult]:
+    """Analyse a batch of jobs from different streams in one pool call."""
+    return [run_job(job) for job in jobs]

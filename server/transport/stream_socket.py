@@ -1,0 +1,127 @@
+"""What the live-stream WebSockets share: the configured socket, an outgoing queue, HTTP errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+from aiohttp import web
+
+from server.config import Config
+from server.protocol import codec as codec_mod
+from server.protocol.codec import Codec
+from server.protocol.errors import CloseCode, ProtocolError
+
+Event = dict[str, Any]
+CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
+
+
+def http_error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def check_upgrade(request: web.Request) -> tuple[Codec, None] | tuple[None, web.Response]:
+    """The codec of a WebSocket request, or the HTTP error to answer instead of upgrading."""
+    try:
+        codec = Codec.from_query(request.query.get("codec"))
+    except ProtocolError as exc:
+        return None, http_error(400, exc.code, exc.message)
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        return None, http_error(426, "websocket_required",
+                                "this endpoint is a WebSocket; send an upgrade request")
+    return codec, None
+
+
+class StreamSocket(web.WebSocketResponse):
+    """A server WebSocket configured from :class:`Config`, explaining a too-big message before closing.
+
+    aiohttp closes with 1009 when a message exceeds ``max_msg_size``; this socket first sends an ``error``
+    message (code ``message_too_big``) naming the limit, and puts the reason in the close frame.
+    """
+
+    def __init__(self, config: Config, codec: Codec, receive_limit_bytes: int | None = None) -> None:
+        limit = config.max_message_bytes if receive_limit_bytes is None else receive_limit_bytes
+        # aiohttp refuses a message whose length is >= max_msg_size; +1 admits exactly `limit` bytes.
+        super().__init__(max_msg_size=limit + 1, heartbeat=config.heartbeat_s or None, compress=False)
+        self.codec = codec
+        self.limit_bytes = limit
+
+    async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:
+        if code == CloseCode.TOO_BIG and not message and not self.closed:
+            error = ProtocolError("message_too_big", f"a message was larger than {self.limit_bytes} bytes, "
+                                  "the most this server accepts", CloseCode.TOO_BIG)
+            with contextlib.suppress(Exception):
+                await codec_mod.send(self, self.codec, error.to_message())
+            message = b"message_too_big"
+        return await super().close(code=code, message=message, drain=drain)
+
+
+class Outbox:
+    """Messages waiting to go out on one socket, sent in order by :meth:`run`.
+
+    :meth:`put` never blocks. It refuses (returns ``False``) when ``limit`` messages are already waiting,
+    unless ``force`` is given, so a client that stops reading cannot grow the server's memory.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, codec: Codec, limit: int) -> None:
+        self._ws = ws
+        self._codec = codec
+        self.limit = limit
+        self._queue: deque[Event] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self.broken = False
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def put(self, message: Event, force: bool = False) -> bool:
+        if self._closing or self.broken:
+            return True
+        if len(self._queue) >= self.limit and not force:
+            return False
+        self._queue.append(message)
+        self._idle.clear()
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
+
+    async def run(self) -> None:
+        """Send queued messages until :meth:`close` (after which the queue is still emptied)."""
+        queue, ws, codec = self._queue, self._ws, self._codec
+        try:
+            while True:
+                while queue:
+                    message = queue.popleft()
+                    try:
+                        await codec_mod.send(ws, codec, message)
+                    except (ConnectionError, RuntimeError):
+                        self.broken = True
+                        queue.clear()
+                        return
+                self._idle.set()
+                if self._closing:
+                    return
+                self._wakeup = asyncio.get_running_loop().create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+        finally:
+            self._idle.set()
+
+    async def flush(self, timeout_s: float = CLOSE_DRAIN_TIMEOUT_S) -> None:
+        """Wait until everything queued so far was handed to the socket (or ``timeout_s``)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+
+    def close(self) -> None:
+        self._closing = True
+        waiter = self._wakeup
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,93 @@
+"""``GET /api/v3/streams`` (the live streams) and ``GET /api/v3/streams/{stream_id}/events`` (a subscriber's
+WebSocket: the stream's onset and status events as they happen, then ``ended``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import WSMsgType, web
+
+from server import appkeys
+from server.events.hub import SubscriberLimit, UnknownStream
+from server.events.subscription import Subscription
+from server.protocol import codec as codec_mod
+from server.protocol import stream_messages as msg
+from server.protocol.codec import Codec, decode_frame
+from server.protocol.errors import CloseCode, ProtocolError
+from server.transport.stream_socket import StreamSocket, check_upgrade
+
+SUBSCRIBER_MESSAGE_LIMIT_BYTES = 64 * 1024  # subscribers send nothing that needs more
+CLOSE_TIMEOUT_S = 10.0
+
+
+async def list_streams(request: web.Request) -> web.Response:
+    return web.json_response({"streams": await request.app[appkeys.HUB].streams()})
+
+
+async def _send_events(ws: StreamSocket, codec: Codec, subscription: Subscription) -> None:
+    """Forward events until the stream's last one (``ended``) or the subscriber leaves."""
+    while True:
+        event = await subscription.get()
+        if event is None:
+            break
+        try:
+            await codec_mod.send(ws, codec, event)
+        except (ConnectionError, RuntimeError):
+            return
+    await ws.close(code=CloseCode.NORMAL)
+
+
+async def _read(ws: StreamSocket, codec: Codec) -> None:
+    """Read (for heartbeats and close frames) until the socket closes; subscribers send no messages."""
+    async for message in ws:
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            with contextlib.suppress(ProtocolError):
+                decode_frame(codec, message.type, message.data)
+            error = ProtocolError("unexpected_message", "subscribers send no messages; ignored", None)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await codec_mod.send(ws, codec, error.to_message())
+
+
+async def events_handler(request: web.Request) -> web.StreamResponse:
+    codec, refusal = check_upgrade(request)
+    if codec is None:
+        assert refusal is not None
+        return refusal
+    app = request.app
+    config, hub = app[appkeys.CONFIG], app[appkeys.HUB]
+    ws = StreamSocket(config, codec, receive_limit_bytes=SUBSCRIBER_MESSAGE_LIMIT_BYTES)
+    await ws.prepare(request)
+    stream_id = request.match_info["stream_id"]
+    try:
+        subscription = await hub.subscribe(stream_id, config.subscriber_queue)
+        stream = await hub.describe(stream_id)
+    except (UnknownStream, SubscriberLimit) as exc:
+        error = (ProtocolError("unknown_stream", str(exc), CloseCode.POLICY) if isinstance(exc, UnknownStream)
+                 else ProtocolError("subscriber_limit", str(exc), CloseCode.TRY_AGAIN_LATER))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await codec_mod.send(ws, codec, error.to_message())
+        await ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
+        return ws
+    try:
+        await codec_mod.send(ws, codec, msg.subscribed(stream))
+        sender = asyncio.create_task(_send_events(ws, codec, subscription))
+        reader = asyncio.create_task(_read(ws, codec))
+        await asyncio.wait((sender, reader), return_when=asyncio.FIRST_COMPLETED)
+        if ws.closed:  # the sender is closing the socket after `ended`: let it finish the handshake
+            await asyncio.wait((sender,), timeout=CLOSE_TIMEOUT_S)
+        for task in (sender, reader):
+            task.cancel()
+        await asyncio.gather(sender, reader, return_exceptions=True)
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        subscription.close()
+    if not ws.closed:
+        await ws.close(code=CloseCode.NORMAL)
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/api/v3/streams", list_streams)
+    app.router.add_get("/api/v3/streams/{stream_id}/events", events_handler)

@@ -1,0 +1,189 @@
+"""``GET /api/v3/stream``: a publisher streams audio in and gets its onsets back on the same WebSocket.
+
+The connection is a :class:`~server.stream.session.StreamSink`: its session delivers events here and
+they go out through an :class:`Outbox`, so the receive loop never waits on sending and the socket is
+always read. See docs/protocol.md, "Live streams".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import WSMsgType, web
+
+from server import appkeys
+from server.events.hub import LocalHub
+from server.exceptions import SettingsError
+from server.protocol import stream_messages as msg
+from server.protocol.codec import Audio, Codec, decode_frame
+from server.protocol.errors import CloseCode, ProtocolError
+from server.protocol.stream_messages import Configure, Event, Start, Stop, parse_audio, parse_client_message
+from server.stream.service import StreamService
+from server.stream.session import State, StreamSession
+from server.transport.stream_socket import Outbox, StreamSocket, check_upgrade
+
+log = logging.getLogger(__name__)
+
+PUBLISHER_QUEUE_MIN = 1024  # events waiting for a publisher that does not read before it is cut off
+DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+
+
+class Publisher:
+    """One publishing WebSocket and, once started, its stream session."""
+
+    def __init__(self, ws: StreamSocket, codec: Codec, service: StreamService, client: str) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.service = service
+        self.client = client
+        self.outbox = Outbox(ws, codec, max(PUBLISHER_QUEUE_MIN, 4 * service.config.subscriber_queue))
+        self.session: StreamSession | None = None
+        self._ending: asyncio.Task[None] | None = None
+
+    # --- StreamSink --------------------------------------------------------------------------------------
+
+    def deliver(self, event: Event) -> None:
+        if not self.outbox.put(event) and self.session is not None:
+            self.session.fault(ProtocolError(
+                "slow_reader", f"more than {self.outbox.limit} events are waiting: the client does not read "
+                "its socket", CloseCode.POLICY))
+
+    def fault(self, error: ProtocolError) -> None:
+        if self._ending is None:
+            self._ending = asyncio.create_task(self._end_with(error))
+
+    # --- Connection --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self.outbox.run())
+        try:
+            if await self._start():
+                await self._receive()
+        finally:
+            session = self.session
+            if session is not None and session.state is not State.ENDED and self._ending is None:
+                await session.stop("disconnected")
+            if self._ending is not None:
+                await self._ending
+            self.outbox.close()
+            await sender
+
+    async def _fatal(self, error: ProtocolError) -> None:
+        """Report ``error`` and close now (nothing was accepted yet)."""
+        self.outbox.put(error.to_message(), force=True)
+        self.outbox.close()
+        await self.outbox.flush()
+        await self.ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
+
+    async def _end_with(self, error: ProtocolError) -> None:
+        """Report ``error``, analyse and send what was accepted, then close with the error's code."""
+        self.outbox.put(error.to_message(), force=True)
+        if self.session is not None:
+            await self.session.stop()
+        self.outbox.close()
+        await self.outbox.flush()
+        await self.ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
+
+    async def _start(self) -> bool:
+        """Wait for ``start`` and open the session; ``False`` if the connection ended instead."""
+        idle_timeout_s = self.service.config.idle_timeout_s
+        try:
+            message = await self.ws.receive(timeout=idle_timeout_s or None)
+        except TimeoutError:
+            await self._fatal(ProtocolError("idle_timeout", f"no start message within {idle_timeout_s:g} s",
+                                            CloseCode.POLICY))
+            return False
+        if message.type not in DATA_TYPES:
+            return False
+        try:
+            frame = decode_frame(self.codec, message.type, message.data)
+            parsed = None if isinstance(frame, Audio) else parse_client_message(frame)
+            if not isinstance(parsed, Start):
+                raise ProtocolError("not_started", "the first message must be 'start'", CloseCode.POLICY)
+            session = self.service.open(parsed.format, parsed.settings, self, client=self.client,
+                                        transport="websocket")
+        except ProtocolError as exc:
+            if not exc.fatal:
+                exc = ProtocolError(exc.code, exc.message, CloseCode.POLICY)
+            await self._fatal(exc)
+            return False
+        self.session = session
+        self.outbox.put(msg.started(session.stream_id, session.format, session.settings.to_dict(),
+                                    session.latency_s, session.hop_s, self.service.limits()))
+        return True
+
+    async def _receive(self) -> None:
+        session = self.session
+        assert session is not None
+        ws, codec, audio_format = self.ws, self.codec, session.format
+        while True:
+            message = await ws.receive()
+            kind = message.type
+            if kind not in DATA_TYPES:
+                return
+            try:
+                frame = decode_frame(codec, kind, message.data)
+                if isinstance(frame, Audio):
+                    session.feed(parse_audio(frame.data, audio_format))
+                    continue
+                session.touch()
+                if await self._control(session, parse_client_message(frame)):
+                    return
+            except ProtocolError as exc:
+                if exc.fatal:
+                    self.fault(exc)
+                    return
+                self.outbox.put(exc.to_message(), force=True)
+
+    async def _control(self, session: StreamSession, message: msg.ClientMessage) -> bool:
+        """Handle a control message; ``True`` when the connection is done."""
+        if isinstance(message, Configure):
+            try:
+                settings = session.configure(message.settings)
+            except SettingsError as exc:
+                raise ProtocolError("bad_settings", f"{exc}; the previous settings stay in force",
+                                    None) from None
+            self.outbox.put(msg.configured(settings.to_dict()), force=True)
+            return False
+        if isinstance(message, Stop):
+            summary = await session.stop()
+            self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
+            self.outbox.close()
+            await self.outbox.flush()
+            await self.ws.close(code=CloseCode.NORMAL)
+            return True
+        raise ProtocolError("already_started", "this stream has already started", None)
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    codec, refusal = check_upgrade(request)
+    if codec is None:
+        assert refusal is not None
+        return refusal
+    service = request.app[appkeys.STREAMS]
+    ws = StreamSocket(service.config, codec)
+    await ws.prepare(request)
+    await Publisher(ws, codec, service, request.remote or "").run()
+    return ws
+
+
+async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The event hub and the stream service (scheduler, monitor) live while the app runs."""
+    config = app[appkeys.CONFIG]
+    hub = LocalHub(config.max_subscribers_per_stream)
+    await hub.start()
+    app[appkeys.HUB] = hub
+    service = StreamService(config, app[appkeys.POOL], hub)
+    app[appkeys.STREAMS] = service
+    await service.start()
+    yield
+    await service.close()
+    await hub.close()
+
+
+def setup(app: web.Application) -> None:
+    """Route ``/api/v3/stream``; the hub and stream service start after the pool (added before)."""
+    app.cleanup_ctx.append(streams_ctx)
+    app.router.add_get("/api/v3/stream", stream_handler)
