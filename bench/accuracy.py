@@ -98,13 +98,20 @@ def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, float], float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", help="folder of the real annotated clips (default: $TRANSIENT_ONSETS_DEV)")
     parser.add_argument("--block-ms", type=float, default=20.0, help="streaming block for our detector, ms")
     parser.add_argument("--json", type=Path, help="also write the results here (e.g. bench/results/x.json)")
     parser.add_argument("--ours-only", action="store_true", help="skip librosa and aubio")
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override one of our settings (repeatable), e.g. --set threshold=1.2")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one of our settings (repeatable), e.g. --set threshold=1.2",
+    )
     args = parser.parse_args()
     overrides: dict[str, object] = {}
     for item in args.set:
@@ -120,7 +127,9 @@ def main() -> None:
         for method in ("hfc", "specflux", "complex"):
             runners[f"aubio {method}"] = aubio_method(method)
 
-    header = f"{'detector':<22}" + "".join(f"{c + ' ' + g:>16}" for c in corpora for g in ("drums", "pitched", "all"))
+    header = f"{'detector':<22}" + "".join(
+        f"{c + ' ' + g:>16}" for c in corpora for g in ("drums", "pitched", "all")
+    )
     print(header + f"{'speed x RT':>12}")
     results: dict[str, dict[str, object]] = {}
     warnings.simplefilter("ignore")
@@ -141,8 +150,9 @@ def main() -> None:
         print(f"{name:<22}{cells}{row['speed_x_realtime']:>12.0f}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"block_ms": args.block_ms, "overrides": overrides, "results": results},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"block_ms": args.block_ms, "overrides": overrides, "results": results}, indent=2)
+        )
 
 
 if __name__ == "__main__":

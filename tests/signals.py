@@ -80,7 +80,7 @@ def click(sr: int) -> F64:
 
 
 def tone(sr: int, freq_hz: float, dur_s: float, attack_s: float, decay_s: float) -> F64:
-    """A harmonic tone: linear attack ramp of ``attack_s``, exponential decay with time constant ``decay_s``."""
+    """A harmonic tone: linear attack of ``attack_s``, exponential decay with time constant ``decay_s``."""
     t = _time(round(dur_s * sr), sr)
     wave = np.zeros_like(t)
     for harmonic, gain in ((1, 1.0), (2, 0.5), (3, 0.3), (4, 0.15)):

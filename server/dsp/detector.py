@@ -18,7 +18,7 @@ from server.dsp.filterbank import Filterbank, log_filterbank
 from server.dsp.onset import Onset
 from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S, merge_close, pick_peaks
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings
-from server.dsp.spectrum import FrameGrid, frame_level_db, frame_view, hann_window, windowed_spectrum
+from server.dsp.spectrum import FrameGrid, analysis_window, frame_view, level_db, level_norm, spectrum
 from server.exceptions import AudioFormatError, SettingsError
 
 F32 = npt.NDArray[np.float32]
@@ -27,6 +27,7 @@ F64 = npt.NDArray[np.float64]
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
+END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
 ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
 
 
@@ -50,6 +51,7 @@ class OnsetDetector:
 
     _buf: F32
     _feats: Any  # last feature rows (None: prime from the next frame)
+    _peaks: F32  # loudest feature value of each recent frame, for the compression floor
     _odf: F64
     _levels: F64
     _odf_out: F32
@@ -58,9 +60,7 @@ class OnsetDetector:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
             raise AudioFormatError(f"sample_rate must be an integer, got {sample_rate!r}")
         if not MIN_RATE_HZ <= sample_rate <= MAX_RATE_HZ:
-            raise AudioFormatError(
-                f"sample_rate {sample_rate} Hz is outside {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz"
-            )
+            raise AudioFormatError(f"sample_rate {sample_rate} Hz is outside {MIN_RATE_HZ}–{MAX_RATE_HZ} Hz")
         if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
             raise AudioFormatError(f"channels must be an integer, got {channels!r}")
         if not 1 <= channels <= MAX_CHANNELS:
@@ -123,8 +123,9 @@ class OnsetDetector:
 
         Afterwards the detector starts a new stream (time 0, same settings).
         """
+        end_s = self._samples_in / self._rate
         padding = np.zeros(self._grid.frame_len + self._grid.hop, dtype=np.float32)
-        onsets = self._consume(padding, final=True)
+        onsets = [o for o in self._consume(padding, final=True) if o.time < end_s - END_GUARD_S]
         self._reset_stream()
         return onsets
 
@@ -145,6 +146,7 @@ class OnsetDetector:
         self._derive()
         if method_changed:
             self._feats = None  # primed from the next frame: the new method starts without a jump
+            self._peaks = np.zeros_like(self._peaks)  # peaks of another method are in another unit
 
     def take_odf(self) -> F32:
         """Detection function values produced since the last call, one per hop, float32 (at most 10 s)."""
@@ -156,7 +158,17 @@ class OnsetDetector:
     # Pickling: derived arrays are rebuilt, not stored.
 
     def __getstate__(self) -> dict[str, Any]:
-        derived = {"_window", "_bank", "_spec", "_lookahead", "_pre_max", "_pre_avg", "_context", "_grid"}
+        derived = {
+            "_window",
+            "_level_norm",
+            "_bank",
+            "_spec",
+            "_lookahead",
+            "_pre_max",
+            "_pre_avg",
+            "_context",
+            "_grid",
+        }
         return {key: value for key, value in self.__dict__.items() if key not in derived}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -169,7 +181,8 @@ class OnsetDetector:
         s = self._settings
         self._grid = FrameGrid.from_seconds(self._rate, s.frame_ms / 1000.0, s.hop_ms / 1000.0)
         hop_s = self._grid.hop / self._rate
-        self._window = hann_window(self._grid.frame_len)
+        self._window = analysis_window(self._grid.frame_len)
+        self._level_norm = level_norm(self._window)
         self._bank: Filterbank = log_filterbank(self._rate, self._grid.fft_size)
         self._spec = odf_mod.spec_for(s.method, self._grid.frame_len, self._grid.hop)
         self._lookahead = round(s.lookahead_ms / 1000.0 / hop_s)
@@ -183,6 +196,7 @@ class OnsetDetector:
         self._buf = np.zeros(grid.frame_len - grid.hop, dtype=np.float32)
         silent = np.zeros((self._spec.history, grid.frame_len), dtype=np.float32)
         self._feats = self._features(silent)
+        self._peaks = np.zeros(round(odf_mod.FLOOR_WINDOW_S * self._rate / grid.hop), dtype=np.float32)
         self._odf = np.zeros(self._context, dtype=np.float64)
         self._levels = np.full(self._context, -math.inf, dtype=np.float64)
         self._odf_base = -self._context  # absolute frame index of self._odf[0]
@@ -190,9 +204,9 @@ class OnsetDetector:
         self._last_onset_s = -math.inf
         self._odf_out = np.zeros(0, dtype=np.float32)
 
-    def _features(self, frames: F32) -> Any:
-        spectrum = windowed_spectrum(frames, self._window, self._grid.fft_size)
-        return odf_mod.features(self._settings.method, spectrum, self._bank, self._grid.bin_hz)
+    def _features(self, windowed: F32) -> Any:
+        spectra = spectrum(windowed, self._grid.fft_size)
+        return odf_mod.features(self._settings.method, spectra, self._bank, self._grid.bin_hz)
 
     def _consume(self, mono: F32, *, final: bool) -> list[Onset]:
         grid = self._grid
@@ -200,15 +214,23 @@ class OnsetDetector:
         frames = frame_view(buf, grid.frame_len, grid.hop)
         n_frames = len(frames)
         if n_frames:
-            feats = self._features(frames)
+            windowed = frames * self._window
+            feats = self._features(windowed)
             history = self._spec.history
-            if self._feats is None:
+            priming = self._feats is None
+            if priming:
                 self._feats = np.repeat(feats[:1], history, axis=0)
             stacked = np.concatenate([self._feats, feats])
-            values = odf_mod.odf(self._settings.method, stacked, history, self._spec.unit)
+            peaks = odf_mod.frame_peaks(self._settings.method, feats)
+            recent = odf_mod.running_max(self._peaks, peaks)
+            self._peaks = np.concatenate([self._peaks, peaks])[len(peaks) :]
+            floor = odf_mod.compression_floor(self._settings.method, recent)
+            values = odf_mod.odf(self._settings.method, stacked, history, self._spec.unit, floor)
+            if priming:
+                values[:history] = 0.0  # the new method's first frames have no real past to compare with
             self._feats = stacked[len(stacked) - history :].copy()
             self._odf = np.concatenate([self._odf, values])
-            self._levels = np.concatenate([self._levels, frame_level_db(frames, self._window)])
+            self._levels = np.concatenate([self._levels, level_db(windowed, self._level_norm)])
             keep = round(ODF_KEEP_S * self._rate / grid.hop)
             self._odf_out = np.concatenate([self._odf_out, values.astype(np.float32)])[-keep:]
             buf = buf[n_frames * grid.hop :]
@@ -231,6 +253,7 @@ class OnsetDetector:
             pre_avg=self._pre_avg,
             delta=s.threshold,
             silence_db=s.silence_db,
+            mean_factor=self._spec.mean_factor,
         )
         stop = max(first, len(odf) - lookahead)
         self._next_frame = self._odf_base + stop

@@ -3,8 +3,9 @@
 Each method splits into a per-frame *feature* (computed from that frame's spectrum alone) and an ODF that
 compares each frame's feature with the features of the ``lag`` frames before it. The streaming detector
 keeps the last ``history`` feature rows and prepends them, so the ODF of a frame never depends on where a
-block boundary fell. Every ODF is half-wave rectified (only rises count), works on log-compressed values so
-it does not scale with the input level, and is divided by a per-method unit so one ``threshold`` fits all.
+block boundary fell. Every ODF is half-wave rectified (only rises count) and works on values log-compressed
+relative to the current frame's loudest component, so it does not scale with the input level; it is divided
+by a per-method unit so one ``threshold`` fits all.
 """
 
 from __future__ import annotations
@@ -21,13 +22,78 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
-LOG_GAIN = 1.0e4  # log compression: log10(1 + LOG_GAIN * x); values far below 1/LOG_GAIN count as silence
+RANGE_DB = 60.0  # the log compression keeps this much below the recent loudest component, dB (amplitude)
+ABS_FLOOR = 1e-6  # absolute floor of the compression, linear amplitude (-120 dBFS)
+FLOOR_WINDOW_S = 2.0  # "recent": the loudest frame peak over this long a past sets the floor
 
 
-def log_compress(values: F32, gain: float | None = None) -> F32:
-    """``log10(1 + gain * values)`` (gain ``LOG_GAIN`` by default), float32, same shape."""
-    gain = LOG_GAIN if gain is None else gain
-    return np.log10(np.float32(1.0) + np.float32(gain) * values)
+def frame_peaks(method: str, current: Any) -> F32:
+    """Loudest component of each frame's features, in the features' own unit.
+
+    Parameters
+    ----------
+    method : str
+    current : ndarray, shape (n_frames, n_features)
+        Rows from :func:`features`.
+
+    Returns
+    -------
+    ndarray, shape (n_frames,), float32
+    """
+    if method == "complex":
+        return np.max(np.abs(current), axis=1)
+    return np.max(current, axis=1)
+
+
+def compression_floor(method: str, recent_peak: F32) -> F32:
+    """Floor of the log compression of each frame: ``RANGE_DB`` below its recent loudest peak.
+
+    Compressing a frame and its reference with one floor that follows the recent level makes the ODF
+    independent of the input gain while changes far below the loudest sound do not count.
+
+    Parameters
+    ----------
+    method : str
+        Powers (``hfc``, ``energy``) use twice the range in dB.
+    recent_peak : ndarray, shape (n_frames,)
+        Running maximum of :func:`frame_peaks` over ``FLOOR_WINDOW_S`` up to each frame.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, 1), float32
+    """
+    power = method in ("hfc", "energy")
+    scale = np.float32(10.0 ** (-RANGE_DB / (10.0 if power else 20.0)))
+    low = np.float32(ABS_FLOOR**2 if power else ABS_FLOOR)
+    return np.maximum(recent_peak * scale, low)[:, None]
+
+
+def running_max(past: F32, new: F32) -> F32:
+    """Maximum of each ``new`` value and the ``len(past)`` values before it (exact, order-free).
+
+    Parameters
+    ----------
+    past : ndarray, shape (w,)
+        The ``w`` values before ``new[0]``.
+    new : ndarray, shape (n,)
+
+    Returns
+    -------
+    ndarray, shape (n,)
+    """
+    width = len(past)
+    if len(new) > width:
+        joined = np.concatenate([past, new])
+        windows = np.lib.stride_tricks.sliding_window_view(joined, width + 1)
+        return windows.max(axis=1)
+    # Window of new[i]: past[i:] and new[: i + 1], a suffix maximum of past and a prefix maximum of new.
+    suffix = np.maximum.accumulate(past[::-1])[::-1]
+    return np.maximum(suffix[: len(new)], np.maximum.accumulate(new))
+
+
+def log_rise(current: F32, reference: F32, floor: F32) -> F32:
+    """Half-wave rectified ``log10(1 + current/floor) - log10(1 + reference/floor)``, same shape."""
+    return np.maximum(np.log10((floor + current) / (floor + reference)), np.float32(0.0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +106,18 @@ class MethodSpec:
         Feature rows of the past the ODF needs, frames.
     unit : float
         Typical size of a clear onset's ODF step; the ODF is divided by it.
+    mean_factor : float
+        The adaptive threshold is ``mean_factor * moving mean + threshold``; above 1 for detection
+        functions that stay high on stationary noise (Bello et al., 2005).
     attack_offset : float
         How far an attack lies before the end of the frame where the ODF peaks, in frame lengths
-        (calibrated with clicks at the default frame and hop).
+        (calibrated at the default frame and hop, halfway between clicks and drum hits).
     """
 
     history: int
     unit: float
     attack_offset: float
+    mean_factor: float = 1.0
 
 
 def superflux_lag(frame_len: int, hop: int) -> int:
@@ -58,18 +128,18 @@ def superflux_lag(frame_len: int, hop: int) -> int:
 def spec_for(method: str, frame_len: int, hop: int) -> MethodSpec:
     """The :class:`MethodSpec` of ``method`` on a grid of ``frame_len`` and ``hop`` samples."""
     if method == "superflux":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.02, attack_offset=0.285)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.03, attack_offset=0.24)
     if method == "complex":
-        return MethodSpec(history=2, unit=0.02, attack_offset=0.335)
+        return MethodSpec(history=2, unit=0.02, attack_offset=0.32, mean_factor=1.5)
     if method == "hfc":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2, attack_offset=0.18)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.3, attack_offset=0.2125)
     if method == "energy":
-        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.2, attack_offset=0.19)
+        return MethodSpec(history=superflux_lag(frame_len, hop), unit=0.3, attack_offset=0.225)
     raise ValueError(f"unknown method {method!r}")
 
 
 def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any:
-    """Per-frame feature rows of ``method``.
+    """Per-frame feature rows of ``method`` (linear, not yet compressed).
 
     Parameters
     ----------
@@ -85,28 +155,24 @@ def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any
     Returns
     -------
     ndarray, shape (n_frames, n_features)
-        float32 log-band values (superflux), complex64 log-magnitude phasors (complex) or a float32
-        single column (hfc, energy).
+        float32 band magnitudes (superflux), the complex64 spectrum itself (complex), or one float32
+        column of frequency-weighted power (hfc, Hz/1000 per bin) or of power (energy).
     """
+    if method == "complex":
+        return spectrum
     magnitude = np.abs(spectrum)
     if method == "superflux":
-        return log_compress(apply_filterbank(magnitude, bank))
-    if method == "complex":
-        compressed = log_compress(magnitude)
-        safe = np.where(magnitude > 0, magnitude, np.float32(1.0))
-        return (spectrum / safe) * compressed
+        return apply_filterbank(magnitude, bank)
     power = np.square(magnitude)
     if method == "hfc":
-        weights = (np.arange(spectrum.shape[1], dtype=np.float32) * np.float32(bin_hz / 1000.0)).astype(
-            np.float32
-        )
-        return log_compress(np.sum(power * weights, axis=1, keepdims=True), LOG_GAIN**2)
+        weights = np.arange(spectrum.shape[1], dtype=np.float32) * np.float32(bin_hz / 1000.0)
+        return np.sum(power * weights, axis=1, keepdims=True)
     if method == "energy":
-        return log_compress(np.sum(power, axis=1, keepdims=True), LOG_GAIN**2)
+        return np.sum(power, axis=1, keepdims=True)
     raise ValueError(f"unknown method {method!r}")
 
 
-def odf(method: str, feats: Any, history: int, unit: float) -> F64:
+def odf(method: str, feats: Any, history: int, unit: float, floor: F32) -> F64:
     """ODF of every frame after the first ``history`` rows of ``feats``.
 
     Parameters
@@ -118,19 +184,21 @@ def odf(method: str, feats: Any, history: int, unit: float) -> F64:
         Rows of past context at the start of ``feats``.
     unit : float
         Divisor that makes a clear onset about 1.
+    floor : ndarray, shape (n_frames, 1), float32
+        Compression floor of each frame, from :func:`compression_floor`.
 
     Returns
     -------
     ndarray, shape (n_frames,), float64
     """
     if method == "complex":
-        return complex_domain(feats, unit)
+        return complex_domain(feats, unit, floor)
     current = feats[history:]
     reference = feats[: len(feats) - history]
     if method == "superflux":
-        reference = max_filter_bands(reference)
-    rise = np.maximum(current - reference, np.float32(0.0))
-    return np.sum(rise, axis=1).astype(np.float64) / (rise.shape[1] * unit)
+        rise = log_rise(current, max_filter_bands(reference), floor)
+        return np.sum(rise, axis=1).astype(np.float64) / (rise.shape[1] * unit)
+    return log_rise(current, reference, floor)[:, 0].astype(np.float64) / unit
 
 
 def max_filter_bands(bands: F32) -> F32:
@@ -150,31 +218,31 @@ def max_filter_bands(bands: F32) -> F32:
     return out
 
 
-def complex_domain(phasors: C64, unit: float) -> F64:
+def complex_domain(spectra: C64, unit: float, floor: F32) -> F64:
     """Rectified complex-domain deviation on log-compressed magnitudes (Duxbury; Dixon, DAFx 2006).
 
     Each bin is predicted from the two previous frames (same magnitude, phase advanced by the previous
-    phase step); only bins whose magnitude rises count.
+    phase step); only bins whose magnitude rises count. Magnitudes are compressed as
+    ``log10(1 + magnitude / floor)``.
 
     Parameters
     ----------
-    phasors : ndarray, shape (2 + n_frames, n_bins), complex64
-        Compressed magnitude times unit phasor, oldest first; the first two rows are the past.
+    spectra : ndarray, shape (2 + n_frames, n_bins), complex64
+        Spectra, oldest first; the first two rows are the past.
     unit : float
+    floor : ndarray, shape (n_frames, 1), float32
 
     Returns
     -------
     ndarray, shape (n_frames,), float64
     """
-    current = phasors[2:]
-    prev = phasors[1:-1]
-    prev2 = phasors[:-2]
-    prev_mag = np.abs(prev)
-    prev2_mag = np.abs(prev2)
-    unit_prev = prev / np.where(prev_mag > 0, prev_mag, np.float32(1.0))
-    unit_prev2 = prev2 / np.where(prev2_mag > 0, prev2_mag, np.float32(1.0))
-    predicted = prev_mag * unit_prev * unit_prev * np.conj(unit_prev2)
-    deviation = np.abs(current - predicted)
-    rising = np.abs(current) > prev_mag
+    magnitude = np.abs(spectra)
+    phasor = spectra / np.where(magnitude > 0, magnitude, np.float32(1.0))
+    current = magnitude[2:]
+    now = np.log10(np.float32(1.0) + current / floor)
+    prev = np.log10(np.float32(1.0) + magnitude[1:-1] / floor)
+    predicted = prev * phasor[1:-1] * phasor[1:-1] * np.conj(phasor[:-2])
+    deviation = np.abs(now * phasor[2:] - predicted)
+    rising = now > prev
     total = np.sum(np.where(rising, deviation, np.float32(0.0)), axis=1).astype(np.float64)
     return total / (current.shape[1] * unit)

@@ -22,12 +22,13 @@ def pick_peaks(
     pre_avg: int,
     delta: float,
     silence_db: float,
+    mean_factor: float = 1.0,
 ) -> I64:
     """Indices of frames that are onset candidates.
 
     Frame ``i`` (``first <= i < len(odf) - lookahead``) is a candidate when
     ``odf[i] == max(odf[i - pre_max : i + lookahead + 1])``,
-    ``odf[i] >= mean(odf[i - pre_avg : i + 1]) + delta``, ``odf[i] > 0`` and
+    ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + delta``, ``odf[i] > 0`` and
     ``level_db[i] >= silence_db``. Each decision uses only that window of values, so it does not depend on
     how the ODF was split into blocks.
 
@@ -43,6 +44,8 @@ def pick_peaks(
         Window lengths, frames.
     delta : float
         Margin above the moving mean, ODF units.
+    mean_factor : float
+        Multiplier of the moving mean.
     silence_db : float
         Minimum frame level, dBFS.
 
@@ -57,16 +60,18 @@ def pick_peaks(
     if first < max(pre_max, pre_avg):
         raise ValueError(f"first={first} leaves too little past context")
     values = odf[first:stop]
-    maxima = np.lib.stride_tricks.sliding_window_view(
-        odf[first - pre_max : stop + lookahead], pre_max + lookahead + 1
-    ).max(axis=1)
+    if not np.any(values >= delta):  # the ODF is never negative, so no frame below delta can pass
+        return np.zeros(0, dtype=np.int64)
+    maxima = odf[first - pre_max : stop - pre_max].copy()
+    for shift in range(1 - pre_max, lookahead + 1):
+        np.maximum(maxima, odf[first + shift : stop + shift], out=maxima)
     # Summed shift by shift (not a reduction numpy may reorder), so each mean is bitwise reproducible.
     sums = np.zeros(stop - first, dtype=np.float64)
     for shift in range(pre_avg + 1):
         sums += odf[first - shift : stop - shift]
     means = sums / (pre_avg + 1)
     loud = level_db[first:stop] >= silence_db
-    keep = (values >= maxima) & (values >= means + delta) & (values > 0) & loud
+    keep = (values >= maxima) & (values >= mean_factor * means + delta) & (values > 0) & loud
     return np.flatnonzero(keep).astype(np.int64) + first
 
 

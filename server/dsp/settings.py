@@ -63,7 +63,7 @@ class DetectorSettings:
     method: Method = "superflux"
     threshold: float = 1.0
     min_interval_ms: float = 30.0
-    silence_db: float = -70.0
+    silence_db: float = -90.0
     lookahead_ms: float = 20.0
     frame_ms: float = 40.0
     hop_ms: float = 10.0

@@ -73,7 +73,7 @@ def frame_view(samples: Float32Array, frame_len: int, hop: int) -> Float32Array:
 
     Parameters
     ----------
-    samples : ndarray, shape (n,)
+    samples : ndarray, shape (n,), contiguous
     frame_len, hop : int
         Frame length and hop, samples.
 
@@ -83,18 +83,25 @@ def frame_view(samples: Float32Array, frame_len: int, hop: int) -> Float32Array:
         ``n_frames = (n - frame_len) // hop + 1`` (0 when ``n < frame_len``).
     """
     n_frames = 0 if len(samples) < frame_len else (len(samples) - frame_len) // hop + 1
-    if n_frames == 0:
-        return np.zeros((0, frame_len), dtype=np.float32)
-    return np.lib.stride_tricks.sliding_window_view(samples, frame_len)[: (n_frames - 1) * hop + 1 : hop]
+    step = samples.strides[0]
+    return np.lib.stride_tricks.as_strided(
+        samples, shape=(n_frames, frame_len), strides=(hop * step, step), writeable=False
+    )
 
 
-def windowed_spectrum(frames: Float32Array, window: Float32Array, fft_size: int) -> Complex64Array:
-    """Complex spectrum of each windowed frame, scaled so a sine of amplitude A peaks near A.
+def analysis_window(frame_len: int) -> Float32Array:
+    """Hann window scaled by ``2 / sum(window)``, so a sine of amplitude A peaks near A in the spectrum."""
+    window = hann_window(frame_len).astype(np.float64)
+    return (window * (2.0 / window.sum())).astype(np.float32)
+
+
+def spectrum(windowed: Float32Array, fft_size: int) -> Complex64Array:
+    """Complex spectrum of each windowed frame.
 
     Parameters
     ----------
-    frames : ndarray, shape (n_frames, frame_len), float32
-    window : ndarray, shape (frame_len,), float32
+    windowed : ndarray, shape (n_frames, frame_len), float32
+        Frames times :func:`analysis_window`.
     fft_size : int
         FFT length (zero-padded), samples.
 
@@ -102,23 +109,27 @@ def windowed_spectrum(frames: Float32Array, window: Float32Array, fft_size: int)
     -------
     ndarray, shape (n_frames, fft_size // 2 + 1), complex64
     """
-    scale = np.float32(2.0 / float(np.sum(window, dtype=np.float64)))
-    windowed = frames * (window * scale)
     return scipy.fft.rfft(windowed, n=fft_size, axis=1)
 
 
-def frame_level_db(frames: Float32Array, window: Float32Array) -> npt.NDArray[np.float64]:
+def level_norm(window: Float32Array) -> float:
+    """``sum(window ** 2)``: the divisor of :func:`level_db` for frames windowed by ``window``."""
+    return float(np.sum(np.square(window, dtype=np.float64)))
+
+
+def level_db(windowed: Float32Array, norm: float) -> npt.NDArray[np.float64]:
     """Windowed RMS level of each frame, dBFS (full-scale square 0 dB, full-scale sine -3 dB).
 
     Parameters
     ----------
-    frames : ndarray, shape (n_frames, frame_len), float32
-    window : ndarray, shape (frame_len,), float32
+    windowed : ndarray, shape (n_frames, frame_len), float32
+        Frames times a window.
+    norm : float
+        :func:`level_norm` of the window used.
 
     Returns
     -------
     ndarray, shape (n_frames,), float64
     """
-    weights = (window.astype(np.float64) ** 2) / float(np.sum(window.astype(np.float64) ** 2))
-    power = np.sum(np.square(frames, dtype=np.float64) * weights, axis=1)
+    power = np.sum(np.square(windowed), axis=1).astype(np.float64) / norm
     return 10.0 * np.log10(power + TINY_POWER)
