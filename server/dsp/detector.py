@@ -54,7 +54,8 @@ class OnsetDetector:
     _peaks: F32  # loudest feature value of each recent frame, for the compression floor
     _odf: F64
     _levels: F64
-    _odf_out: F32
+    _odf_out: list[F32]  # detection function not yet taken, in pieces
+    _odf_out_len: int
 
     def __init__(self, sample_rate: int, channels: int = 1, settings: DetectorSettings | None = None) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
@@ -149,10 +150,21 @@ class OnsetDetector:
             self._peaks = np.zeros_like(self._peaks)  # peaks of another method are in another unit
 
     def take_odf(self) -> F32:
-        """Detection function values produced since the last call, one per hop, float32 (at most 10 s)."""
-        out = self._odf_out
-        self._odf_out = np.zeros(0, dtype=np.float32)
+        """Detection function values produced since the last call, one per hop, float32.
+
+        At most the latest ``ODF_KEEP_S`` (10 s) of values are kept between calls.
+        """
+        self._trim_odf_out()
+        out = self._odf_out[0] if self._odf_out else np.zeros(0, dtype=np.float32)
+        self._odf_out = []
+        self._odf_out_len = 0
         return out
+
+    def _trim_odf_out(self) -> None:
+        if self._odf_out:
+            joined = np.concatenate(self._odf_out)[-self._odf_keep :]
+            self._odf_out = [joined]
+            self._odf_out_len = len(joined)
 
     # ----------------------------------------------------------------------------------------------
     # Pickling: derived arrays are rebuilt, not stored.
@@ -189,6 +201,7 @@ class OnsetDetector:
         self._pre_max = max(1, round(PRE_MAX_S / hop_s))
         self._pre_avg = max(1, round(PRE_AVG_S / hop_s))
         self._context = max(self._pre_max, self._pre_avg)
+        self._odf_keep = round(ODF_KEEP_S / hop_s)
 
     def _reset_stream(self) -> None:
         grid = self._grid
@@ -202,7 +215,8 @@ class OnsetDetector:
         self._odf_base = -self._context  # absolute frame index of self._odf[0]
         self._next_frame = 0  # first frame not yet decided
         self._last_onset_s = -math.inf
-        self._odf_out = np.zeros(0, dtype=np.float32)
+        self._odf_out = []
+        self._odf_out_len = 0
 
     def _features(self, windowed: F32) -> Any:
         spectra = spectrum(windowed, self._grid.fft_size)
@@ -231,8 +245,10 @@ class OnsetDetector:
             self._feats = stacked[len(stacked) - history :].copy()
             self._odf = np.concatenate([self._odf, values])
             self._levels = np.concatenate([self._levels, level_db(windowed, self._level_norm)])
-            keep = round(ODF_KEEP_S * self._rate / grid.hop)
-            self._odf_out = np.concatenate([self._odf_out, values.astype(np.float32)])[-keep:]
+            self._odf_out.append(values.astype(np.float32))
+            self._odf_out_len += len(values)
+            if self._odf_out_len > 2 * self._odf_keep:
+                self._trim_odf_out()
             buf = buf[n_frames * grid.hop :]
         self._buf = buf.copy() if buf.base is not None else buf
         return self._decide(final=final)
@@ -314,7 +330,8 @@ def to_mono(block: npt.ArrayLike, channels: int) -> F32:
     if array.dtype == np.int16:
         scaled = array.astype(np.float32) * np.float32(1.0 / 32768.0)
     elif array.dtype in (np.float32, np.float64):
-        if not np.all(np.isfinite(array)):
+        # One sum catches NaN/Inf (they propagate); only a non-finite sum needs the element-wise check.
+        if not math.isfinite(float(np.sum(array))) and not np.all(np.isfinite(array)):
             raise AudioFormatError("audio contains NaN or Inf samples")
         scaled = array.astype(np.float32, copy=False)
     else:

@@ -20,25 +20,33 @@ BANDS_PER_OCTAVE = 24  # SuperFlux's published resolution
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Filterbank:
-    """Sparse triangular filterbank.
+    """Triangular filterbank whose neighbours meet at each other's centres.
+
+    Between two consecutive centre bins every bin belongs to exactly two bands: the rising edge of the
+    upper one and the falling edge of the lower one, with weights adding up to 1. So the bank is applied
+    to one contiguous slice of the spectrum with two segment sums, without gathering bins.
 
     Attributes
     ----------
-    bins : ndarray of int64, shape (n_weights,)
-        FFT bin of each weight; bands are stored one after another.
-    weights : ndarray of float32, shape (n_weights,)
-        Triangle weight of each entry, normalised so each band's weights sum to 1.
-    starts : ndarray of int64, shape (n_bands,)
-        Offset of each band's first entry in ``bins``/``weights``.
+    first_bin, stop_bin : int
+        The slice ``[first_bin, stop_bin)`` of the spectrum the bank reads.
+    rise : ndarray of float32, shape (stop_bin - first_bin,)
+        Weight of each bin in the band whose centre is at or above it.
+    segments : ndarray of int64, shape (n_bands + 1,)
+        Start of each run of bins between consecutive centres, relative to ``first_bin``.
+    inverse_area : ndarray of float32, shape (n_bands,)
+        One over each triangle's weight sum, so every band is a weighted mean.
     """
 
-    bins: npt.NDArray[np.int64]
-    weights: npt.NDArray[np.float32]
-    starts: npt.NDArray[np.int64]
+    first_bin: int
+    stop_bin: int
+    rise: npt.NDArray[np.float32]
+    segments: npt.NDArray[np.int64]
+    inverse_area: npt.NDArray[np.float32]
 
     @property
     def n_bands(self) -> int:
-        return len(self.starts)
+        return len(self.inverse_area)
 
 
 @functools.lru_cache(maxsize=64)  # shared, read-only: unpickling a detector must not rebuild it (~1 ms)
@@ -50,7 +58,7 @@ def log_filterbank(
     fmax_hz: float = FMAX_HZ,
     bands_per_octave: int = BANDS_PER_OCTAVE,
 ) -> Filterbank:
-    """Triangular filters centred on a logarithmic frequency grid, one band per distinct bin range.
+    """Triangular filters centred on a logarithmic frequency grid, one band per distinct centre bin.
 
     Parameters
     ----------
@@ -61,7 +69,7 @@ def log_filterbank(
     fmin_hz, fmax_hz : float
         Lowest and highest centre frequency, Hz; ``fmax_hz`` is capped at 95 % of Nyquist.
     bands_per_octave : int
-        Centre frequencies per octave before merging bands that fall on the same bins.
+        Centre frequencies per octave before merging centres that fall on the same bin.
 
     Returns
     -------
@@ -72,22 +80,25 @@ def log_filterbank(
     top_hz = min(fmax_hz, 0.95 * sample_rate / 2.0)
     n_centres = int(np.floor(np.log2(top_hz / fmin_hz) * bands_per_octave)) + 1
     centres_hz = fmin_hz * 2.0 ** (np.arange(-1, n_centres + 1) / bands_per_octave)
-    centre_bins = np.unique(np.round(centres_hz / bin_hz).astype(np.int64))
-    bins: list[npt.NDArray[np.int64]] = []
-    weights: list[npt.NDArray[np.float64]] = []
-    for low, mid, high in zip(centre_bins[:-2], centre_bins[1:-1], centre_bins[2:], strict=True):
-        rise = (np.arange(low + 1, mid + 1) - low) / (mid - low)
-        fall = (high - np.arange(mid + 1, high)) / (high - mid)
-        tri = np.concatenate([rise, fall])
-        bins.append(np.arange(low + 1, high, dtype=np.int64))
-        weights.append(tri / tri.sum())
-    starts = np.cumsum([0] + [len(b) for b in bins[:-1]]).astype(np.int64)
+    centres = np.unique(np.round(centres_hz / bin_hz).astype(np.int64))
+    centres = centres[centres <= fft_size // 2]
+    # Segment j holds bins (centres[j], centres[j + 1]]: rising into band j + 1, falling out of band j.
+    first_bin, stop_bin = int(centres[0]) + 1, int(centres[-1]) + 1
+    rise = np.empty(stop_bin - first_bin)
+    for low, high in zip(centres[:-1], centres[1:], strict=True):
+        rise[low + 1 - first_bin : high + 1 - first_bin] = (np.arange(low + 1, high + 1) - low) / (high - low)
+    segments = (centres[:-1] + 1 - first_bin).astype(np.int64)
+    rise_sums = np.add.reduceat(rise, segments)
+    fall_sums = np.add.reduceat(1.0 - rise, segments)
+    area = rise_sums[:-1] + fall_sums[1:]
     bank = Filterbank(
-        bins=np.concatenate(bins),
-        weights=np.concatenate(weights).astype(np.float32),
-        starts=starts,
+        first_bin=first_bin,
+        stop_bin=stop_bin,
+        rise=rise.astype(np.float32),
+        segments=segments,
+        inverse_area=(1.0 / area).astype(np.float32),
     )
-    for array in (bank.bins, bank.weights, bank.starts):
+    for array in (bank.rise, bank.segments, bank.inverse_area):
         array.setflags(write=False)
     return bank
 
@@ -97,7 +108,8 @@ def apply_filterbank(magnitude: npt.NDArray[np.float32], bank: Filterbank) -> np
 
     Parameters
     ----------
-    magnitude : ndarray, shape (n_frames, n_bins), float32
+    magnitude : ndarray, shape (n_frames, n_bins) or (n_frames, bank.stop_bin - bank.first_bin), float32
+        The whole spectrum, or already only the bank's slice of it.
     bank : Filterbank
 
     Returns
@@ -107,5 +119,10 @@ def apply_filterbank(magnitude: npt.NDArray[np.float32], bank: Filterbank) -> np
     """
     if magnitude.shape[0] == 0:
         return np.zeros((0, bank.n_bands), dtype=np.float32)
-    products = magnitude[:, bank.bins] * bank.weights
-    return np.add.reduceat(products, bank.starts, axis=1)
+    if magnitude.shape[1] != bank.stop_bin - bank.first_bin:
+        magnitude = magnitude[:, bank.first_bin : bank.stop_bin]
+    rising = magnitude * bank.rise
+    falling = magnitude - rising
+    rise_sums = np.add.reduceat(rising, bank.segments, axis=1)
+    fall_sums = np.add.reduceat(falling, bank.segments, axis=1)
+    return (rise_sums[:, :-1] + fall_sums[:, 1:]) * bank.inverse_area

@@ -160,9 +160,9 @@ def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any
     """
     if method == "complex":
         return spectrum
-    magnitude = np.abs(spectrum)
     if method == "superflux":
-        return apply_filterbank(magnitude, bank)
+        return apply_filterbank(np.abs(spectrum[:, bank.first_bin : bank.stop_bin]), bank)
+    magnitude = np.abs(spectrum)
     power = np.square(magnitude)
     if method == "hfc":
         weights = np.arange(spectrum.shape[1], dtype=np.float32) * np.float32(bin_hz / 1000.0)

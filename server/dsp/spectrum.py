@@ -8,6 +8,7 @@ spectra.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -84,15 +85,20 @@ def frame_view(samples: Float32Array, frame_len: int, hop: int) -> Float32Array:
     """
     n_frames = 0 if len(samples) < frame_len else (len(samples) - frame_len) // hop + 1
     step = samples.strides[0]
-    return np.lib.stride_tricks.as_strided(
-        samples, shape=(n_frames, frame_len), strides=(hop * step, step), writeable=False
+    view: Float32Array = np.ndarray(
+        (n_frames, frame_len), dtype=samples.dtype, buffer=samples, strides=(hop * step, step)
     )
+    view.flags.writeable = False
+    return view
 
 
+@functools.lru_cache(maxsize=64)  # shared and read-only, so unpickling a detector is cheap
 def analysis_window(frame_len: int) -> Float32Array:
     """Hann window scaled by ``2 / sum(window)``, so a sine of amplitude A peaks near A in the spectrum."""
     window = hann_window(frame_len).astype(np.float64)
-    return (window * (2.0 / window.sum())).astype(np.float32)
+    scaled = (window * (2.0 / window.sum())).astype(np.float32)
+    scaled.setflags(write=False)
+    return scaled
 
 
 def spectrum(windowed: Float32Array, fft_size: int) -> Complex64Array:
