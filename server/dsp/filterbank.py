@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import numpy as np
 import numpy.typing as npt
@@ -85,7 +86,7 @@ def log_filterbank(
     # Segment j holds bins (centres[j], centres[j + 1]]: rising into band j + 1, falling out of band j.
     first_bin, stop_bin = int(centres[0]) + 1, int(centres[-1]) + 1
     rise = np.empty(stop_bin - first_bin)
-    for low, high in zip(centres[:-1], centres[1:], strict=True):
+    for low, high in itertools.pairwise(centres):
         rise[low + 1 - first_bin : high + 1 - first_bin] = (np.arange(low + 1, high + 1) - low) / (high - low)
     segments = (centres[:-1] + 1 - first_bin).astype(np.int64)
     rise_sums = np.add.reduceat(rise, segments)
