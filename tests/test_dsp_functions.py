@@ -103,5 +103,5 @@ def test_pick_peaks_rules() -> None:
 
 
 def test_merge_close_keeps_first_of_close_onsets() -> None:
-    kept, last = merge_close([1.0, 1.01, 1.05, 1.2], last_s=0.98, min_interval_s=0.03)
-    assert kept == [2, 3] and last == 1.2
+    kept, last = merge_close([1.0, 1.02, 1.04, 1.2], last_s=0.98, min_interval_s=0.03)
+    assert kept == [1, 3] and last == 1.2
