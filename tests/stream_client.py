@@ -117,3 +117,23 @@ def of_type(messages: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def onset_times(messages: list[dict[str, Any]]) -> list[float]:
     return [m["time"] for m in of_type(messages, "onset")]
+
+
+async def listed_streams(http: aiohttp.ClientSession, server: TestServer) -> list[dict[str, Any]]:
+    async with http.get(server.make_url("/api/v3/streams")) as resp:
+        assert resp.status == 200
+        streams: list[dict[str, Any]] = (await resp.json())["streams"]
+        return streams
+
+
+async def until_listed(http: aiohttp.ClientSession, server: TestServer, count: int,
+                       timeout_s: float = RECEIVE_TIMEOUT_S) -> list[dict[str, Any]]:
+    """Poll ``GET /api/v3/streams`` until it lists ``count`` streams; the listing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        streams = await listed_streams(http, server)
+        if len(streams) == count or loop.time() > deadline:
+            assert len(streams) == count, streams
+            return streams
+        await asyncio.sleep(0.02)

@@ -166,17 +166,21 @@ class StreamSession:
         self.settings = new
         return new
 
-    async def stop(self, reason: str = "stopped") -> StreamSummary:
-        """Analyse every received sample, emit the remaining onsets, end the stream; returns its summary.
+    def request_stop(self, reason: str = "stopped") -> None:
+        """Start ending the stream: every received sample is still analysed and its onsets emitted.
 
         ``reason`` (``stopped``, ``disconnected``) goes into the subscribers' ``ended`` event unless a
-        fault already named one.
+        fault already named one. Returns at once; :meth:`stop` waits for the end.
         """
         self._end_reason = self._end_reason or reason
         if self.state is State.RUNNING:
             self.state = State.STOPPING
             if self._in_flight is None:
                 self._notify(self)
+
+    async def stop(self, reason: str = "stopped") -> StreamSummary:
+        """Analyse every received sample, emit the remaining onsets, end the stream; returns its summary."""
+        self.request_stop(reason)
         return await asyncio.shield(self._finished)
 
     def fault(self, error: ProtocolError) -> None:

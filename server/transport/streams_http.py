@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 from aiohttp import WSMsgType, web
 
@@ -18,7 +19,17 @@ from server.protocol.errors import CloseCode, ProtocolError
 from server.transport.stream_socket import StreamSocket, check_upgrade
 
 SUBSCRIBER_MESSAGE_LIMIT_BYTES = 64 * 1024  # subscribers send nothing that needs more
-CLOSE_TIMEOUT_S = 10.0
+# Kernel send buffer of a subscriber's socket. Without a cap Linux grows it to megabytes for a client that
+# does not read, hiding the backlog from the bounded queue (stale events, unbounded memory per subscriber).
+SUBSCRIBER_SEND_BUFFER_BYTES = 32 * 1024
+
+
+def _cap_send_buffer(request: web.Request) -> None:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SUBSCRIBER_SEND_BUFFER_BYTES)
 
 
 async def list_streams(request: web.Request) -> web.Response:
@@ -30,12 +41,11 @@ async def _send_events(ws: StreamSocket, codec: Codec, subscription: Subscriptio
     while True:
         event = await subscription.get()
         if event is None:
-            break
+            return
         try:
             await codec_mod.send(ws, codec, event)
         except (ConnectionError, RuntimeError):
             return
-    await ws.close(code=CloseCode.NORMAL)
 
 
 async def _read(ws: StreamSocket, codec: Codec) -> None:
@@ -58,6 +68,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     config, hub = app[appkeys.CONFIG], app[appkeys.HUB]
     ws = StreamSocket(config, codec, receive_limit_bytes=SUBSCRIBER_MESSAGE_LIMIT_BYTES)
     await ws.prepare(request)
+    _cap_send_buffer(request)
     stream_id = request.match_info["stream_id"]
     try:
         subscription = await hub.subscribe(stream_id, config.subscriber_queue)
@@ -74,8 +85,8 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         sender = asyncio.create_task(_send_events(ws, codec, subscription))
         reader = asyncio.create_task(_read(ws, codec))
         await asyncio.wait((sender, reader), return_when=asyncio.FIRST_COMPLETED)
-        if ws.closed:  # the sender is closing the socket after `ended`: let it finish the handshake
-            await asyncio.wait((sender,), timeout=CLOSE_TIMEOUT_S)
+        # Stop reading before closing: aiohttp drops the TCP connection without waiting for the client's
+        # close frame when close() runs while another task is inside receive().
         for task in (sender, reader):
             task.cancel()
         await asyncio.gather(sender, reader, return_exceptions=True)

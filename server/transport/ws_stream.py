@@ -40,7 +40,9 @@ class Publisher:
         self.client = client
         self.outbox = Outbox(ws, codec, max(PUBLISHER_QUEUE_MIN, 4 * service.config.subscriber_queue))
         self.session: StreamSession | None = None
+        self._receiver: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # --- StreamSink --------------------------------------------------------------------------------------
 
@@ -51,24 +53,32 @@ class Publisher:
                 "its socket", CloseCode.POLICY))
 
     def fault(self, error: ProtocolError) -> None:
-        if self._ending is None:
+        if self._ending is None and not self._stopping:
             self._ending = asyncio.create_task(self._end_with(error))
 
     # --- Connection --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         sender = asyncio.create_task(self.outbox.run())
+        receiver = self._receiver = asyncio.create_task(self._converse())
         try:
-            if await self._start():
-                await self._receive()
-        finally:
+            await asyncio.wait((receiver,))
             session = self.session
-            if session is not None and session.state is not State.ENDED and self._ending is None:
+            if self._ending is None and session is not None and session.state is not State.ENDED:
                 await session.stop("disconnected")
             if self._ending is not None:
                 await self._ending
             self.outbox.close()
             await sender
+        finally:  # also when aiohttp cancels the handler because the client went away
+            receiver.cancel()
+            sender.cancel()
+            if self.session is not None:
+                self.session.request_stop("disconnected")  # finishes in the background if still running
+
+    async def _converse(self) -> None:
+        if await self._start():
+            await self._receive()
 
     async def _fatal(self, error: ProtocolError) -> None:
         """Report ``error`` and close now (nothing was accepted yet)."""
@@ -79,6 +89,12 @@ class Publisher:
 
     async def _end_with(self, error: ProtocolError) -> None:
         """Report ``error``, analyse and send what was accepted, then close with the error's code."""
+        receiver = self._receiver
+        if receiver is not None:
+            # Stop reading first: aiohttp drops the TCP connection without a closing handshake when
+            # close() runs while another task is inside receive().
+            receiver.cancel()
+            await asyncio.wait((receiver,))
         self.outbox.put(error.to_message(), force=True)
         if self.session is not None:
             await self.session.stop()
@@ -148,6 +164,7 @@ class Publisher:
             self.outbox.put(msg.configured(settings.to_dict()), force=True)
             return False
         if isinstance(message, Stop):
+            self._stopping = True
             summary = await session.stop()
             self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
             self.outbox.close()

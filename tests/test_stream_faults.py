@@ -1,0 +1,85 @@
+"""A stream that falls behind drops its oldest audio and says so; a dead pool worker does not end it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal as signals_mod
+
+import aiohttp
+import numpy as np
+import pytest
+
+from server import appkeys
+from tests.conftest import StartServer
+from tests.stream_client import Publisher, of_type, onset_times
+
+SAMPLE_RATE = 16000
+
+
+def click_train(duration_s: float, every_s: float, first_s: float) -> tuple[np.ndarray, list[float]]:
+    samples = np.zeros(round(duration_s * SAMPLE_RATE), dtype=np.float32)
+    times = list(np.arange(first_s, duration_s - 0.1, every_s))
+    for t in times:
+        samples[round(t * SAMPLE_RATE):][:16] = 0.9
+    return samples, times
+
+
+def near(times: list[float], at_s: float, within_s: float = 0.01) -> bool:
+    return any(abs(t - at_s) <= within_s for t in times)
+
+
+async def test_falling_behind_drops_the_oldest_audio_and_reports_it(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    max_buffer_s = 0.02
+    server = await start_server(max_buffer_s=max_buffer_s, status_interval_s=0.05)
+    publisher = await Publisher.open(http, server)
+    await publisher.start(SAMPLE_RATE)
+    burst = np.random.default_rng(0).uniform(-0.5, 0.5, round(2.0 * SAMPLE_RATE)).astype(np.float32)
+    await publisher.stream(burst, SAMPLE_RATE, chunk_s=0.1)  # 0.1 s frames into a 0.02 s buffer
+    messages = await publisher.receive_until("warning")
+    warning = of_type(messages, "warning")[0]
+    assert warning["code"] == "audio_dropped"
+    assert warning["dropped_s"] > 0
+
+    # Then a paced click train: on the stream's own timeline, 2 s after the first sample.
+    clicks, click_times = click_train(2.0, 0.25, 0.2)
+    await asyncio.sleep(0.2)
+    await publisher.stream(clicks, SAMPLE_RATE, chunk_s=0.01, pace=0.5)
+    messages += await publisher.stop()
+    statuses = of_type(messages, "status")
+    assert statuses[-1]["dropped_s"] >= 1.5  # most of the burst
+    assert statuses[-1]["received_s"] == pytest.approx(4.0)
+    for status in statuses:  # what waits never exceeds the buffer plus the one block in flight
+        assert status["lag_s"] <= 2 * max_buffer_s + 1e-6
+    stopped = of_type(messages, "stopped")[0]
+    assert stopped["duration"] == pytest.approx(4.0)
+    times = onset_times(messages)
+    later = [t for t in times if t > 2.1]
+    assert sum(near(later, 2.0 + t) for t in click_times) >= len(click_times) - 1
+    assert all(any(abs(t - (2.0 + c)) < 0.02 for c in click_times) for t in later)
+
+
+async def test_a_killed_pool_worker_reinitialises_the_stream(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(max_buffer_s=10.0)
+    pool = server.app[appkeys.POOL]
+    publisher = await Publisher.open(http, server)
+    await publisher.start(SAMPLE_RATE)
+    samples, click_times = click_train(3.0, 0.25, 0.1)
+    half = len(samples) // 2
+    await publisher.stream(samples[:half], SAMPLE_RATE, chunk_s=0.02, pace=0.2)
+    for pid in pool.worker_pids():
+        os.kill(pid, signals_mod.SIGKILL)  # a worker of the server under test, stopped by its pid
+    await publisher.stream(samples[half:], SAMPLE_RATE, chunk_s=0.02, pace=0.2)
+    messages = await publisher.stop()
+    warnings = of_type(messages, "warning")
+    assert warnings and warnings[0]["code"] == "pool_restarted"
+    assert pool.rebuilds >= 1
+    times = onset_times(messages)
+    after = [t for t in click_times if t > 1.6]  # clicks well after the restart are all found
+    assert all(near(times, t) for t in after)
+    assert of_type(messages, "stopped")[0]["duration"] == pytest.approx(3.0)
+    assert messages[-1]["code"] == 1000

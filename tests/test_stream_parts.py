@@ -1,0 +1,117 @@
+"""The live-stream building blocks on their own: ring buffer, subscription queue, batching, settings split."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from server.dsp import DetectorSettings, OnsetDetector
+from server.events.subscription import Subscription
+from server.exceptions import SettingsError
+from server.stream.ring import RingBuffer
+from server.stream.scheduler import split_batches
+from server.stream.settings import StreamOptions, StreamSettings
+from server.stream.work import Job, run_batch
+
+
+def frames(start: int, n: int, channels: int = 2) -> np.ndarray:
+    return np.arange(start, start + n, dtype=np.int16)[:, None].repeat(channels, axis=1)
+
+
+def test_ring_buffer_keeps_order_across_the_wrap_and_counts_absolute_frames() -> None:
+    ring = RingBuffer(10, 2, np.int16)
+    written = 0
+    out = []
+    for n in (3, 4, 0, 2, 5, 1):
+        assert ring.write(frames(written, n)) == 0 or len(ring) == 10
+        written += n
+        out.append(ring.read(2))
+    out.append(ring.read())
+    got = np.concatenate(out)[:, 0]
+    assert list(got) == list(range(written))
+    assert ring.start == ring.end == written
+    assert len(ring) == 0
+
+
+def test_ring_buffer_drops_the_oldest_frames_when_full() -> None:
+    ring = RingBuffer(8, 1, np.float32)
+    assert ring.write(frames(0, 6, 1).astype(np.float32)) == 0
+    assert ring.write(frames(6, 5, 1).astype(np.float32)) == 3
+    assert (ring.start, ring.end, len(ring)) == (3, 11, 8)
+    assert ring.write(frames(11, 20, 1).astype(np.float32)) == 20  # larger than the buffer: keep its tail
+    assert (ring.start, ring.end) == (23, 31)
+    assert list(ring.read()[:, 0]) == list(range(23, 31))
+
+
+async def test_subscription_reports_overflow_in_order_and_always_keeps_the_end() -> None:
+    sub = Subscription("s", limit=3)
+    for i in range(7):
+        sub.offer({"type": "onset", "n": i})
+    assert len(sub) == 3 and sub.dropped_total == 4
+    got = [await sub.get() for _ in range(3)]
+    assert [e["n"] for e in got if e] == [0, 1, 2]
+    sub.offer({"type": "onset", "n": 7})
+    assert await sub.get() == {"type": "overflow", "stream_id": "s", "dropped": 4}
+    assert await sub.get() == {"type": "onset", "n": 7}
+    for i in range(8, 12):
+        sub.offer({"type": "onset", "n": i})
+    sub.finish({"type": "ended"})
+    rest = [await sub.get() for _ in range(5)]
+    assert [e["type"] for e in rest if e] == ["onset", "onset", "onset", "overflow", "ended"]
+    assert await sub.get() is None
+
+
+async def test_subscription_get_waits_and_close_releases_it() -> None:
+    sub = Subscription("s", limit=2)
+    waiter = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    sub.offer({"type": "status"})
+    assert await waiter == {"type": "status"}
+    waiter = asyncio.create_task(sub.get())
+    await asyncio.sleep(0)
+    sub.close()
+    assert await waiter is None
+
+
+def test_split_batches_balances_audio_and_keeps_every_job() -> None:
+    def job(n: int) -> Job:
+        return Job(None, 8000, 1, DetectorSettings(), np.zeros((n, 1), np.float32), 0.0)
+
+    items = [(object(), job(n)) for n in (900, 100, 100, 100, 500, 400, 300)]
+    batches = split_batches(items, 2)  # type: ignore[arg-type]
+    assert sorted(id(j) for b in batches for _, j in b) == sorted(id(j) for _, j in items)
+    loads = [sum(len(j.audio) for _, j in b) for b in batches]
+    assert abs(loads[0] - loads[1]) <= 200
+    assert len(split_batches(items[:1], 4)) == 1  # type: ignore[arg-type]
+
+
+def test_batch_matches_the_detector_and_isolates_a_failing_job() -> None:
+    rng = np.random.default_rng(1)
+    audio = (rng.standard_normal((16000, 1)) * 0.1).astype(np.float32)
+    audio[4000:4020] = 0.9
+    good = Job(OnsetDetector(16000), 16000, 1, None, audio, 10.0, flush=True)
+    bad = Job(None, 16000, 1, DetectorSettings(), np.zeros((10, 3), np.float32), 0.0)  # wrong channel count
+    first, second = run_batch([good, bad])
+    expected = OnsetDetector(16000)
+    want = expected.process(audio) + expected.flush()
+    assert first.error is None
+    assert first.onsets == [(o.time + 10.0, o.strength) for o in want]
+    assert second.error is not None and second.detector is None
+
+
+def test_settings_split_detector_settings_from_stream_options() -> None:
+    settings = StreamSettings.from_mapping({"threshold": 3, "odf": True})
+    assert settings.detector.threshold == 3.0
+    assert settings.options == StreamOptions(odf=True)
+    assert settings.to_dict() == {**settings.detector.to_dict(), "odf": True}
+    changed = StreamSettings.from_mapping({"method": "hfc"}, base=settings)
+    assert (changed.detector.method, changed.detector.threshold, changed.options.odf) == ("hfc", 3.0, True)
+    with pytest.raises(SettingsError, match="hop_ms"):
+        StreamSettings.from_mapping({"hop_ms": 5}, base=settings)
+    assert StreamSettings.from_mapping({"hop_ms": 5}).detector.hop_ms == 5.0  # fine before the start
+    with pytest.raises(SettingsError, match="odf"):
+        StreamSettings.from_mapping({"odf": 1})
+    with pytest.raises(SettingsError, match="nonsense"):
+        StreamSettings.from_mapping({"nonsense": 1})
