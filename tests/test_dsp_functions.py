@@ -9,7 +9,7 @@ from server.dsp import METHODS
 from server.dsp import odf as odf_mod
 from server.dsp.filterbank import apply_filterbank, log_filterbank
 from server.dsp.peaks import merge_close, pick_peaks
-from server.dsp.spectrum import FrameGrid, analysis_window, frame_view, level_db, level_norm, spectrum
+from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
 
 @pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 96000, 192000])
@@ -39,12 +39,12 @@ def test_every_row_is_independent_of_batching() -> None:
     windowed = frames * window
     whole = spectrum(windowed, grid.fft_size)
     bands = apply_filterbank(np.abs(whole), bank)
-    levels = level_db(windowed, level_norm(window))
+    levels = frame_power(windowed, level_norm(window))
     for start, stop in [(0, 1), (3, 4), (5, 12), (17, 40)]:
         part = spectrum(windowed[start:stop], grid.fft_size)
         assert np.array_equal(part, whole[start:stop])
         assert np.array_equal(apply_filterbank(np.abs(part), bank), bands[start:stop])
-        assert np.array_equal(level_db(windowed[start:stop], level_norm(window)), levels[start:stop])
+        assert np.array_equal(frame_power(windowed[start:stop], level_norm(window)), levels[start:stop])
     for method in METHODS:
         feats = odf_mod.features(method, whole, bank, grid.bin_hz)
         floor = odf_mod.compression_floor(method, odf_mod.frame_peaks(method, feats[2:]))
@@ -71,7 +71,8 @@ def test_filterbank_is_a_weighted_mean_in_hz(rate: int) -> None:
 def test_full_scale_sine_is_minus_3_dbfs() -> None:
     window = analysis_window(1764)
     sine = np.sin(2 * np.pi * 441.0 * np.arange(1764) / 44100).astype(np.float32)[None, :]
-    assert level_db(sine * window, level_norm(window))[0] == pytest.approx(-3.01, abs=0.05)
+    power = frame_power(sine * window, level_norm(window))[0]
+    assert 10 * np.log10(power) == pytest.approx(-3.01, abs=0.05)
 
 
 def test_running_max_matches_naive() -> None:
@@ -91,12 +92,12 @@ def test_pick_peaks_rules() -> None:
     odf[16] = 4.0  # its shoulder: not a maximum
     odf[25] = 0.5  # below threshold
     odf[33] = 3.0  # a peak that needs 3 frames of look-ahead to be certain
-    levels = np.zeros(40)
-    common = {"pre_max": 3, "pre_avg": 10, "delta": 1.0, "silence_db": -60.0}
+    levels = np.ones(40)
+    common = {"pre_max": 3, "pre_avg": 10, "delta": 1.0, "min_power": 1e-6}
     assert list(pick_peaks(odf, levels, first=10, lookahead=3, **common)) == [15, 33]
     assert list(pick_peaks(odf[:35], levels[:35], first=10, lookahead=3, **common)) == [15]
     quiet = levels.copy()
-    quiet[15] = -80.0
+    quiet[15] = 1e-8
     assert list(pick_peaks(odf, quiet, first=10, lookahead=3, **common)) == [33]
     with pytest.raises(ValueError, match="past context"):
         pick_peaks(odf, levels, first=2, lookahead=3, **common)

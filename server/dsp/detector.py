@@ -18,7 +18,7 @@ from server.dsp.filterbank import Filterbank, log_filterbank
 from server.dsp.onset import Onset
 from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S, merge_close, pick_peaks
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings
-from server.dsp.spectrum import FrameGrid, analysis_window, frame_view, level_db, level_norm, spectrum
+from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 from server.exceptions import AudioFormatError, SettingsError
 
 F32 = npt.NDArray[np.float32]
@@ -54,7 +54,7 @@ class OnsetDetector:
     _feats: Any  # last feature rows (None: prime from the next frame)
     _peaks: F32  # loudest feature value of each recent frame, for the compression floor
     _odf: F64
-    _levels: F64
+    _levels: F64  # frame powers, linear
     _odf_out: list[F32]  # detection function not yet taken, in pieces
     _odf_out_len: int
 
@@ -219,7 +219,7 @@ class OnsetDetector:
         self._feats = self._features(silent)
         self._peaks = np.zeros(round(odf_mod.FLOOR_WINDOW_S * self._rate / grid.hop), dtype=np.float32)
         self._odf = np.zeros(self._context, dtype=np.float64)
-        self._levels = np.full(self._context, -math.inf, dtype=np.float64)
+        self._levels = np.zeros(self._context, dtype=np.float64)
         self._odf_base = -self._context  # absolute frame index of self._odf[0]
         self._next_frame = 0  # first frame not yet decided
         self._last_onset_s = -math.inf
@@ -252,7 +252,7 @@ class OnsetDetector:
                 values[:history] = 0.0  # the new method's first frames have no real past to compare with
             self._feats = stacked[len(stacked) - history :].copy()
             self._odf = np.concatenate([self._odf, values])
-            self._levels = np.concatenate([self._levels, level_db(windowed, self._level_norm)])
+            self._levels = np.concatenate([self._levels, frame_power(windowed, self._level_norm)])
             self._odf_out.append(values.astype(np.float32))
             self._odf_out_len += len(values)
             if self._odf_out_len > 2 * self._odf_keep:
@@ -265,7 +265,7 @@ class OnsetDetector:
         odf, levels, lookahead = self._odf, self._levels, self._lookahead
         if final:
             odf = np.concatenate([odf, np.full(lookahead, -math.inf)])
-            levels = np.concatenate([levels, np.full(lookahead, -math.inf)])
+            levels = np.concatenate([levels, np.zeros(lookahead)])
         first = self._next_frame - self._odf_base
         s = self._settings
         picked = pick_peaks(
@@ -276,7 +276,7 @@ class OnsetDetector:
             lookahead=lookahead,
             pre_avg=self._pre_avg,
             delta=s.threshold,
-            silence_db=s.silence_db,
+            min_power=10.0 ** (s.silence_db / 10.0),
             mean_factor=self._spec.mean_factor,
         )
         stop = max(first, len(odf) - lookahead)

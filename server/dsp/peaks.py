@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
@@ -14,14 +16,14 @@ PRE_AVG_S = 0.10  # the adaptive threshold is the mean of the last 100 ms (Super
 
 def pick_peaks(
     odf: F64,
-    level_db: F64,
+    power: npt.NDArray[np.floating[Any]],
     *,
     first: int,
     pre_max: int,
     lookahead: int,
     pre_avg: int,
     delta: float,
-    silence_db: float,
+    min_power: float,
     mean_factor: float = 1.0,
 ) -> I64:
     """Indices of frames that are onset candidates.
@@ -29,15 +31,15 @@ def pick_peaks(
     Frame ``i`` (``first <= i < len(odf) - lookahead``) is a candidate when
     ``odf[i] == max(odf[i - pre_max : i + lookahead + 1])``,
     ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + delta``, ``odf[i] > 0`` and
-    ``level_db[i] >= silence_db``. Each decision uses only that window of values, so it does not depend on
+    ``power[i] >= min_power``. Each decision uses only that window of values, so it does not depend on
     how the ODF was split into blocks.
 
     Parameters
     ----------
     odf : ndarray, shape (n,), float64
         Detection function, oldest first; pad the end with ``-inf`` to decide the last frames of a stream.
-    level_db : ndarray, shape (n,), float64
-        Frame levels, dBFS.
+    power : ndarray, shape (n,)
+        Frame mean-square levels, linear (``10 * log10(power)`` is dBFS).
     first : int
         First index to decide; needs ``first >= max(pre_max, pre_avg)``.
     pre_max, lookahead, pre_avg : int
@@ -46,8 +48,8 @@ def pick_peaks(
         Margin above the moving mean, ODF units.
     mean_factor : float
         Multiplier of the moving mean.
-    silence_db : float
-        Minimum frame level, dBFS.
+    min_power : float
+        Minimum frame power, linear.
 
     Returns
     -------
@@ -70,7 +72,7 @@ def pick_peaks(
     for shift in range(pre_avg + 1):
         sums += odf[first - shift : stop - shift]
     means = sums / (pre_avg + 1)
-    loud = level_db[first:stop] >= silence_db
+    loud = power[first:stop] >= min_power
     keep = (values >= maxima) & (values >= mean_factor * means + delta) & (values > 0) & loud
     return np.flatnonzero(keep).astype(np.int64) + first
 

@@ -17,7 +17,6 @@ import scipy.fft
 Float32Array = npt.NDArray[np.float32]
 Complex64Array = npt.NDArray[np.complex64]
 
-TINY_POWER = 1e-14  # floor added before taking a log of a power; 1e-14 is -140 dB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +118,14 @@ def spectrum(windowed: Float32Array, fft_size: int) -> Complex64Array:
 
 
 def level_norm(window: Float32Array) -> float:
-    """``sum(window ** 2)``: the divisor of :func:`level_db` for frames windowed by ``window``."""
+    """``sum(window ** 2)``: the divisor of :func:`frame_power` for frames windowed by ``window``."""
     return float(np.sum(np.square(window, dtype=np.float64)))
 
 
-def level_db(windowed: Float32Array, norm: float) -> npt.NDArray[np.float64]:
-    """Windowed RMS level of each frame, dBFS (full-scale square 0 dB, full-scale sine -3 dB).
+def frame_power(windowed: Float32Array, norm: float) -> Float32Array:
+    """Windowed mean-square level of each frame, linear (full-scale square 1, full-scale sine 0.5).
+
+    ``10 * log10(power)`` is the level in dBFS.
 
     Parameters
     ----------
@@ -135,7 +136,6 @@ def level_db(windowed: Float32Array, norm: float) -> npt.NDArray[np.float64]:
 
     Returns
     -------
-    ndarray, shape (n_frames,), float64
+    ndarray, shape (n_frames,), float32
     """
-    power = np.sum(np.square(windowed), axis=1).astype(np.float64) / norm
-    return 10.0 * np.log10(power + TINY_POWER)
+    return np.sum(np.square(windowed), axis=1) * np.float32(1.0 / norm)
