@@ -1,0 +1,260 @@
+"""OSC output: onsets of opted-in live streams, as OSC over UDP to targets in the server's configuration.
+
+Targets come only from the server's configuration (``--osc-targets``, ``NAME=HOST:PORT[/bundle[+DELAY_MS]]``,
+comma-separated); a publisher opts its stream in by naming targets in its settings (``{"osc": ["lights"]}``)
+and can never make the server send to an address of its own choosing. Packets leave through one non-blocking
+UDP socket per address family: a send that would block, or fails (unreachable network, no route), drops that
+one packet and counts it, so a slow or missing target never delays the event loop or the stream.
+The packet layout is documented in docs/protocol.md, section "OSC".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.parsing import osc_types
+
+from server.exceptions import SettingsError
+
+log = logging.getLogger(__name__)
+
+ONSET_ADDRESS = "/transient/onset"
+BUNDLE_HEADER = b"#bundle\x00"
+ONSET_TYPE_TAGS = "sdfd"  # stream id, time (s, double), strength (float32), wall time (Unix s, double)
+RESOLVE_TIMEOUT_S = 5.0
+RESOLVE_RETRY_S = 5.0  # an unresolved host name is looked up again at most this often
+ERROR_LOG_INTERVAL_S = 10.0  # at most one warning per target per interval
+MAX_DELAY_MS = 10_000.0
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_BUNDLE_OPTION = re.compile(r"bundle(?:\+(\d+(?:\.\d+)?))?")
+
+
+@dataclass(frozen=True, slots=True)
+class OscTarget:
+    """A named OSC receiver. With ``bundle`` each message is wrapped in a bundle whose time tag is the
+    onset's wall-clock time plus ``delay_ms``."""
+
+    name: str
+    host: str
+    port: int
+    bundle: bool = False
+    delay_ms: float = 0.0
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` as ``(host, port)``; raises :class:`ValueError` naming the problem."""
+    text = text.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"{text!r}: an IPv6 address is written [ADDRESS]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"{text!r}: expected HOST:PORT")
+        if ":" in host:
+            raise ValueError(f"{text!r}: write an IPv6 address in brackets, [ADDRESS]:PORT")
+    if not host:
+        raise ValueError(f"{text!r}: the host is empty")
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+def parse_targets(spec: str) -> dict[str, OscTarget]:
+    """Parse ``NAME=HOST:PORT[/bundle[+DELAY_MS]],...`` into targets by name (empty spec: none).
+
+    Raises :class:`ValueError` naming the offending entry.
+    """
+    targets: dict[str, OscTarget] = {}
+    for raw in spec.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, sep, rest = entry.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"OSC target {entry!r}: expected NAME=HOST:PORT")
+        if not _NAME.fullmatch(name):
+            raise ValueError(f"OSC target {entry!r}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
+        if name in targets:
+            raise ValueError(f"OSC target {name!r} is named twice")
+        address, slash, option = rest.partition("/")
+        bundle, delay_ms = False, 0.0
+        if slash:
+            match = _BUNDLE_OPTION.fullmatch(option.strip())
+            if match is None:
+                raise ValueError(f"OSC target {entry!r}: the only option is /bundle or /bundle+DELAY_MS")
+            bundle, delay_ms = True, float(match.group(1) or 0.0)
+            if delay_ms > MAX_DELAY_MS:
+                raise ValueError(f"OSC target {entry!r}: the delay is at most {MAX_DELAY_MS:g} ms")
+        try:
+            host, port = parse_host_port(address)
+        except ValueError as exc:
+            raise ValueError(f"OSC target {name!r}: {exc}") from None
+        targets[name] = OscTarget(name, host, port, bundle, delay_ms)
+    return targets
+
+
+def onset_message(stream_id: str, time_s: float, strength: float, wall_time_s: float) -> bytes:
+    """The OSC message ``/transient/onset ,sdfd stream_id time strength wall_time``."""
+    builder = OscMessageBuilder(ONSET_ADDRESS)
+    builder.add_arg(stream_id, OscMessageBuilder.ARG_TYPE_STRING)
+    builder.add_arg(float(time_s), OscMessageBuilder.ARG_TYPE_DOUBLE)
+    builder.add_arg(float(strength), OscMessageBuilder.ARG_TYPE_FLOAT)
+    builder.add_arg(float(wall_time_s), OscMessageBuilder.ARG_TYPE_DOUBLE)
+    return bytes(builder.build().dgram)
+
+
+def bundle_of(message: bytes, time_tag_s: float) -> bytes:
+    """``message`` in an OSC bundle whose time tag is Unix time ``time_tag_s`` (NTP format on the wire)."""
+    # A bundle is "#bundle\0", the 64-bit NTP time tag, then each element as a 32-bit size and its bytes.
+    return BUNDLE_HEADER + osc_types.write_date(time_tag_s) + len(message).to_bytes(4, "big") + message
+
+
+def onset_packet(target: OscTarget, stream_id: str, time_s: float, strength: float,
+                 wall_time_s: float) -> bytes:
+    """The datagram ``target`` receives for one onset."""
+    message = onset_message(stream_id, time_s, strength, wall_time_s)
+    if target.bundle:
+        return bundle_of(message, wall_time_s + target.delay_ms / 1000.0)
+    return message
+
+
+@dataclass(slots=True)
+class _Route:
+    """A target's resolved socket address and its counters."""
+
+    target: OscTarget
+    family: int = 0
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] | None = None
+    retry_at_s: float = 0.0
+    sent: int = 0
+    dropped: int = 0
+    last_warning_s: float = field(default=-ERROR_LOG_INTERVAL_S)
+
+
+def _numeric(host: str) -> int | None:
+    """The address family of an IP literal, or ``None`` for a host name."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
+class OscSender:
+    """Sends onsets to named targets; :meth:`send_onset` never blocks.
+
+    Host names are resolved in :meth:`start` (and, if that failed, again in the background at most every
+    ``RESOLVE_RETRY_S``); packets for a target not yet resolved are dropped and counted.
+    """
+
+    def __init__(self, targets: Mapping[str, OscTarget]) -> None:
+        self.targets = dict(targets)
+        self._routes = {name: _Route(target) for name, target in self.targets.items()}
+        self._sockets: dict[int, socket.socket] = {}
+        self._resolving: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @classmethod
+    def from_spec(cls, spec: str) -> OscSender:
+        return cls(parse_targets(spec))
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset(self.targets)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Per target: datagrams ``sent`` and ``dropped``."""
+        return {name: {"sent": r.sent, "dropped": r.dropped} for name, r in self._routes.items()}
+
+    def check(self, names: Iterable[str]) -> None:
+        """Raise :class:`SettingsError` (setting ``osc``) if a name is not a configured target."""
+        unknown = sorted(set(names) - set(self.targets))
+        if unknown:
+            known = ", ".join(sorted(self.targets)) or "none are configured"
+            raise SettingsError("osc", unknown[0] if len(unknown) == 1 else unknown,
+                                f"unknown OSC target; this server's targets: {known}")
+
+    async def start(self) -> None:
+        await asyncio.gather(*(self._resolve(route) for route in self._routes.values()))
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._resolving):
+            task.cancel()
+        for task in list(self._resolving):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
+
+    async def _resolve(self, route: _Route) -> None:
+        host, port = route.target.host, route.target.port
+        family = _numeric(host)
+        try:
+            if family is None:
+                loop = asyncio.get_running_loop()
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), RESOLVE_TIMEOUT_S)
+            else:
+                infos = socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)
+        except (OSError, TimeoutError) as exc:
+            route.retry_at_s = time.monotonic() + RESOLVE_RETRY_S
+            log.warning("OSC target %r: cannot resolve %s (%s); will retry", route.target.name, host, exc)
+            return
+        family, _, _, _, sockaddr = infos[0]
+        if family not in self._sockets:
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            self._sockets[family] = sock
+        route.family, route.sockaddr = family, sockaddr  # type: ignore[assignment]
+
+    def _retry_resolve(self, route: _Route, now_s: float) -> None:
+        if self._closed or now_s < route.retry_at_s:
+            return
+        route.retry_at_s = now_s + RESOLVE_RETRY_S
+        task = asyncio.get_running_loop().create_task(self._resolve(route))
+        self._resolving.add(task)
+        task.add_done_callback(self._resolving.discard)
+
+    def _drop(self, route: _Route, reason: str, now_s: float) -> None:
+        route.dropped += 1
+        if now_s - route.last_warning_s >= ERROR_LOG_INTERVAL_S:
+            route.last_warning_s = now_s
+            log.warning("OSC target %r: packet dropped (%s); %d dropped so far", route.target.name, reason,
+                        route.dropped)
+
+    def send_onset(self, names: Iterable[str], stream_id: str, time_s: float, strength: float,
+                   wall_time_s: float) -> None:
+        """Send one onset to each named target that exists. Never blocks; failures are counted."""
+        for name in names:
+            route = self._routes.get(name)
+            if route is None or self._closed:
+                continue
+            now_s = time.monotonic()
+            sock = self._sockets.get(route.family)
+            if route.sockaddr is None or sock is None:
+                self._drop(route, "host not resolved", now_s)
+                self._retry_resolve(route, now_s)
+                continue
+            packet = onset_packet(route.target, stream_id, time_s, strength, wall_time_s)
+            try:
+                sock.sendto(packet, route.sockaddr)
+            except BlockingIOError:
+                self._drop(route, "socket send buffer full", now_s)
+            except OSError as exc:
+                self._drop(route, str(exc), now_s)
+            else:
+                route.sent += 1
