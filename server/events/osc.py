@@ -131,6 +131,11 @@ def onset_packet(target: OscTarget, stream_id: str, time_s: float, strength: flo
     return message
 
 
+def check_targets(sender: OscSender | None, names: Iterable[str]) -> None:
+    """Raise :class:`SettingsError` (setting ``osc``) unless every name is a target of ``sender``."""
+    (sender or OscSender({})).check(names)
+
+
 @dataclass(slots=True)
 class _Route:
     """A target's resolved socket address and its counters."""

@@ -175,8 +175,9 @@ def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, An
     }
 
 
-def onset(stream_id: str, time_s: float, strength: float) -> Event:
-    return {"type": "onset", "stream_id": stream_id, "time": time_s, "strength": strength}
+def onset(stream_id: str, time_s: float, strength: float, wall_time_s: float) -> Event:
+    return {"type": "onset", "stream_id": stream_id, "time": time_s, "strength": strength,
+            "wall_time": round(wall_time_s, 6)}
 
 
 def status(stream_id: str, *, received_s: float, analysed_s: float, dropped_s: float, onsets: int) -> Event:

@@ -9,6 +9,7 @@ from typing import Any
 
 from server.config import Config
 from server.events.hub import EventHub
+from server.events.osc import OscSender, check_targets
 from server.exceptions import SettingsError
 from server.pool import DetectionPool
 from server.protocol.errors import CloseCode, ProtocolError
@@ -28,10 +29,12 @@ class StreamService:
         self.hub = hub
         self.registry = StreamRegistry(config.max_streams, config.max_streams_per_client)
         self.scheduler = BatchScheduler(pool, max_batches=pool.workers)
+        self.osc = OscSender.from_spec(config.osc_targets)  # a malformed --osc-targets stops start-up
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         config = self.config
+        await self.osc.start()
         self._tasks = [
             asyncio.create_task(self.scheduler.run(), name="stream-scheduler"),
             asyncio.create_task(
@@ -47,6 +50,7 @@ class StreamService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.osc.close()
 
     def limits(self) -> dict[str, Any]:
         """The limits a publisher should know, as sent in ``started``."""
@@ -64,12 +68,13 @@ class StreamService:
         self.registry.check_room(client)
         try:
             stream_settings = StreamSettings.from_mapping(settings)
+            check_targets(self.osc, stream_settings.options.osc)
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
         session = StreamSession(
             self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
             sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self.registry.remove,
-            client=client, transport=transport)
+            client=client, transport=transport, osc=self.osc)
         self.registry.add(session)
         self.hub.announce(session.stream_id, session.describe)
         return session

@@ -21,13 +21,16 @@ import numpy as np
 
 from server.dsp import DetectorSettings, OnsetDetector
 from server.events.hub import EventHub
+from server.events.osc import OscSender, check_targets
 from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat, Event
+from server.stream.arrival import ArrivalClock
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamSettings
 from server.stream.work import Job, JobResult
 
+ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
 DROP_WARNING_INTERVAL_S = 1.0
 
@@ -59,7 +62,7 @@ class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
                  max_buffer_s: float, sink: StreamSink, hub: EventHub,
                  notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
-                 client: str = "", transport: str = "websocket") -> None:
+                 client: str = "", transport: str = "websocket", osc: OscSender | None = None) -> None:
         self.stream_id = stream_id
         self.format = audio_format
         self.settings = settings
@@ -71,6 +74,8 @@ class StreamSession:
         self._hub = hub
         self._notify = notify
         self._on_end = on_end
+        self._osc = osc
+        self._arrivals = ArrivalClock(audio_format.sample_rate)
         detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
         self.latency_s: float = detector.latency_s
         self.hop_s: float = detector.hop_s
@@ -147,6 +152,7 @@ class StreamSession:
         if self.state is not State.RUNNING:
             return
         dropped = self._ring.write(frames)
+        self._arrivals.mark(self._ring.end, time.time())
         if dropped:
             self._dropped += dropped
             if now_s - self._last_drop_warning_s >= DROP_WARNING_INTERVAL_S:
@@ -161,6 +167,7 @@ class StreamSession:
     def configure(self, values: Mapping[str, Any]) -> StreamSettings:
         """Apply new settings from the next audio on; raises :class:`SettingsError` and keeps the old ones."""
         new = StreamSettings.from_mapping(values, base=self.settings)
+        check_targets(self._osc, new.options.osc)
         if new.detector != self.settings.detector:
             self._changes.append((self._ring.end, new.detector))
         self.settings = new
@@ -250,9 +257,14 @@ class StreamSession:
             self._offset_s = job.offset_s if job.detector is None else float(job.restart_at_s or 0.0)
             self._odf_count = 0
         self._analysed = self._next
+        sample_rate, osc_names = self.format.sample_rate, self.settings.options.osc
         for time_s, strength in result.onsets:
             self._onsets += 1
-            self._emit(msg.onset(self.stream_id, time_s, strength))
+            wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
+            self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s))
+            if osc_names and self._osc is not None:
+                self._osc.send_onset(osc_names, self.stream_id, time_s, strength, wall_time_s)
+        self._arrivals.forget_before(self._analysed - round(ARRIVAL_KEEP_S * sample_rate))
         if result.odf is not None and len(result.odf):
             start_s = self._offset_s + self._odf_count * self.hop_s
             self._odf_count += len(result.odf)

@@ -26,9 +26,13 @@ class StreamOptions:
     ----------
     odf : bool
         Also send the onset-strength (detection function) values, one per hop, in ``odf`` messages.
+    osc : tuple of str
+        Names of the server's configured OSC targets that receive this stream's onsets (see
+        :mod:`server.events.osc`; whether each name exists is checked by the stream service).
     """
 
     odf: bool = False
+    osc: tuple[str, ...] = ()
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -43,12 +47,16 @@ class StreamOptions:
                 if not isinstance(value, bool):
                     raise SettingsError(key, value, "must be true or false")
                 changes[key] = value
+            elif key == "osc":
+                if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                    raise SettingsError(key, value, "must be a list of OSC target names")
+                changes[key] = tuple(dict.fromkeys(value))
             else:
                 raise SettingsError(str(key), value, "unknown stream option")
         return dataclasses.replace(base or cls(), **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "osc": list(self.osc)}
 
 
 @dataclass(frozen=True)
