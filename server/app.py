@@ -9,7 +9,7 @@ from aiohttp import web
 from server import appkeys
 from server.config import Config
 from server.pool import DetectionPool
-from server.transport import health, streams_http, ws_stream
+from server.transport import health, static_files, streams_http, webrtc_http, ws_stream
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -28,4 +28,6 @@ def make_app(config: Config) -> web.Application:
     health.setup(app)
     ws_stream.setup(app)
     streams_http.setup(app)
+    webrtc_http.setup(app)
+    static_files.setup(app)  # last: a catch-all for GET, below every more specific route
     return app

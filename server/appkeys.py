@@ -8,8 +8,10 @@ from server.config import Config
 from server.events.hub import EventHub
 from server.pool import DetectionPool
 from server.stream.service import StreamService
+from server.webrtc.service import WebRtcService
 
 CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", DetectionPool)
 HUB = web.AppKey("hub", EventHub)
 STREAMS = web.AppKey("streams", StreamService)
+WEBRTC = web.AppKey("webrtc", WebRtcService)

@@ -51,6 +51,8 @@ class Config:
     ice_servers: str = _opt("", "comma-separated STUN/TURN URLs, e.g. stun:stun.example.org:3478")
     ice_username: str = _opt("", "username for the TURN servers")
     ice_credential: str = _opt("", "credential for the TURN servers")
+    webrtc_connect_timeout_s: float = _opt(
+        20.0, "close a WebRTC peer connection not connected (ICE + DTLS) this long after its offer")
     # Access
     tokens: str = _opt("", "access tokens as NAME:TOKEN:RIGHTS;... with RIGHTS from publish,subscribe,analyse")
     allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")

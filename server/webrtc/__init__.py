@@ -1,0 +1,1 @@
+"""WebRTC ingest (aiortc): peer connections whose audio tracks drive live-stream sessions."""
