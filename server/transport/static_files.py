@@ -1,0 +1,67 @@
+"""The browser client: ``static/`` served at ``/`` (pages, scripts, styles, the favicon).
+
+``/`` is ``index.html`` (the live page); ``/monitor`` and ``/upload`` name ``monitor.html`` and
+``upload.html``. Paths under ``/api/`` are never served from here, so the API's own routes and errors stay
+as they are. Every response asks the browser to revalidate (``no-cache``) with the file's ETag, so a new
+version of a page is picked up at once without a build step or cache-busting names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+STATIC_DIR = web.AppKey("static_dir", Path)
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+INDEX = "index.html"
+FAVICON = "favicon.svg"
+HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+
+def _not_found(path: str) -> web.Response:
+    return web.json_response({"error": {"code": "not_found", "message": f"no file at /{path}"}}, status=404,
+                             headers=HEADERS)
+
+
+def resolve(root: Path, path: str) -> Path | None:
+    """The file under ``root`` that URL path ``path`` (without its leading slash) names, or ``None``.
+
+    An empty path names the index; a path without a suffix names its ``.html`` page. Nothing outside
+    ``root`` and no hidden file (a part starting with ``.``) is ever returned.
+    """
+    parts = [part for part in path.split("/") if part]
+    if any(part.startswith(".") or "\\" in part for part in parts):
+        return None
+    if not parts:
+        parts = [INDEX]
+    elif "." not in parts[-1]:
+        parts[-1] += ".html"
+    candidate = root.joinpath(*parts).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    path = request.match_info.get("path", "")
+    found = resolve(request.app[STATIC_DIR], path)
+    if found is None:
+        return _not_found(path)
+    return web.FileResponse(found, headers=HEADERS)
+
+
+async def favicon(request: web.Request) -> web.StreamResponse:
+    """``/favicon.ico``, which browsers ask for on their own: the SVG icon (a 404 is a console error)."""
+    found = resolve(request.app[STATIC_DIR], FAVICON)
+    if found is None:
+        return _not_found("favicon.ico")
+    return web.FileResponse(found, headers={**HEADERS, "Content-Type": "image/svg+xml"})
+
+
+def setup(app: web.Application, root: Path = DEFAULT_STATIC_DIR) -> None:
+    """Serve ``root`` at ``/``; more specific routes (the API) always win over these."""
+    app[STATIC_DIR] = root.resolve()
+    app.router.add_get("/", static_file)
+    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_get(r"/{path:(?!api/)[^?#]+}", static_file)
