@@ -160,8 +160,9 @@ def _numeric(host: str) -> int | None:
 class OscSender:
     """Sends onsets to named targets; :meth:`send_onset` never blocks.
 
-    Host names are resolved in :meth:`start` (and, if that failed, again in the background at most every
-    ``RESOLVE_RETRY_S``); packets for a target not yet resolved are dropped and counted.
+    Host names are resolved in the background from :meth:`start` on (after a failure, again at most every
+    ``RESOLVE_RETRY_S``, when a packet is due); packets for a target not yet resolved are dropped and
+    counted.
     """
 
     def __init__(self, targets: Mapping[str, OscTarget]) -> None:
@@ -192,7 +193,12 @@ class OscSender:
                                 f"unknown OSC target; this server's targets: {known}")
 
     async def start(self) -> None:
-        await asyncio.gather(*(self._resolve(route) for route in self._routes.values()))
+        """Open the sockets for IP-literal targets now; host names resolve in the background."""
+        for route in self._routes.values():
+            if _numeric(route.target.host) is not None:
+                await self._resolve(route)
+            else:
+                self._retry_resolve(route, time.monotonic())
 
     async def close(self) -> None:
         self._closed = True
@@ -220,8 +226,15 @@ class OscSender:
             log.warning("OSC target %r: cannot resolve %s (%s); will retry", route.target.name, host, exc)
             return
         family, _, _, _, sockaddr = infos[0]
+        if self._closed:
+            return
         if family not in self._sockets:
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+            except OSError as exc:
+                route.retry_at_s = time.monotonic() + RESOLVE_RETRY_S
+                log.warning("OSC target %r: cannot open a UDP socket (%s)", route.target.name, exc)
+                return
             sock.setblocking(False)
             self._sockets[family] = sock
         route.family, route.sockaddr = family, sockaddr  # type: ignore[assignment]
