@@ -13,7 +13,7 @@ from server.exceptions import SettingsError
 from server.stream.ring import RingBuffer
 from server.stream.scheduler import split_batches
 from server.stream.settings import StreamOptions, StreamSettings
-from server.stream.work import Job, run_batch
+from server.stream.work import Job, freeze, run_batch
 
 
 def frames(start: int, n: int, channels: int = 2) -> np.ndarray:
@@ -91,21 +91,22 @@ def test_batch_matches_the_detector_and_isolates_a_failing_job() -> None:
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal((16000, 1)) * 0.1).astype(np.float32)
     audio[4000:4020] = 0.9
-    good = Job(OnsetDetector(16000), 16000, 1, None, audio, 10.0, flush=True)
+    good = Job(freeze(OnsetDetector(16000)), 16000, 1, None, audio, 10.0, flush=True)
     bad = Job(None, 16000, 1, DetectorSettings(), np.zeros((10, 3), np.float32), 0.0)  # wrong channel count
     first, second = run_batch([good, bad])
     expected = OnsetDetector(16000)
     want = expected.process(audio) + expected.flush()
     assert first.error is None
     assert first.onsets == [(o.time + 10.0, o.strength) for o in want]
-    assert second.error is not None and second.detector is None
+    assert second.error is not None and second.state is None
 
 
 def test_settings_split_detector_settings_from_stream_options() -> None:
     settings = StreamSettings.from_mapping({"threshold": 3, "odf": True})
     assert settings.detector.threshold == 3.0
     assert settings.options == StreamOptions(odf=True)
-    assert settings.to_dict() == {**settings.detector.to_dict(), "odf": True}
+    assert settings.to_dict() == {**settings.detector.to_dict(), **StreamOptions(odf=True).to_dict()}
+    assert settings.to_dict()["odf"] is True
     changed = StreamSettings.from_mapping({"method": "hfc"}, base=settings)
     assert (changed.detector.method, changed.detector.threshold, changed.options.odf) == ("hfc", 3.0, True)
     with pytest.raises(SettingsError, match="hop_ms"):

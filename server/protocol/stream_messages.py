@@ -8,6 +8,7 @@ The layout of each message is documented in docs/protocol.md, section "Live stre
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +153,8 @@ def parse_audio(data: bytes, audio_format: AudioFormat) -> np.ndarray:
             f"({audio_format.channels} channel(s) × {audio_format.encoding.bytes_per_sample} bytes); "
             "frame rejected", None)
     samples = np.frombuffer(data, dtype=audio_format.encoding.dtype).reshape(-1, audio_format.channels)
-    if audio_format.encoding is Encoding.PCM_F32LE and not np.isfinite(samples).all():
+    # One pass, no temporary: a float64 sum of finite float32 values cannot overflow, NaN/Inf propagate.
+    if audio_format.encoding is Encoding.PCM_F32LE and not math.isfinite(samples.sum(dtype=np.float64)):
         raise ProtocolError("bad_samples", "audio frame holds NaN or infinite samples; frame rejected", None)
     return samples
 

@@ -1,4 +1,4 @@
-"""A fixed-capacity FIFO of audio frames that drops its oldest frames instead of growing."""
+"""A bounded FIFO of audio frames that drops its oldest frames instead of growing past its capacity."""
 
 from __future__ import annotations
 
@@ -6,20 +6,24 @@ from typing import Any
 
 import numpy as np
 
+INITIAL_FRAMES = 8192  # storage starts this small and doubles on demand, up to the capacity
+
 
 class RingBuffer:
     """Interleaved audio frames, shape ``(frames, channels)``, of one dtype, at most ``capacity`` of them.
 
     Frames are counted from the first frame ever written: :attr:`start` is the absolute index of the
     oldest frame held and :attr:`end` the index one past the newest (frames written so far). Writing
-    past the capacity overwrites the oldest frames and reports how many were lost.
+    past the capacity overwrites the oldest frames and reports how many were lost. Storage grows by
+    doubling only while more frames wait than fit, so a stream that keeps up holds a few KiB, not its
+    whole capacity.
     """
 
     def __init__(self, capacity: int, channels: int, dtype: np.dtype[Any] | type) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least one frame, got {capacity}")
         self.capacity = capacity
-        self._data = np.zeros((capacity, channels), dtype=dtype)
+        self._data = np.zeros((min(capacity, INITIAL_FRAMES), channels), dtype=dtype)
         self._head = 0  # slot of the oldest frame
         self._size = 0
         self._end = 0
@@ -32,28 +36,55 @@ class RingBuffer:
     def end(self) -> int:
         return self._end
 
+    @property
+    def allocated_frames(self) -> int:
+        return len(self._data)
+
     def __len__(self) -> int:
         return self._size
+
+    def _grow(self, needed: int) -> None:
+        slots = len(self._data)
+        while slots < needed:
+            slots *= 2
+        data = np.zeros((min(slots, self.capacity), self._data.shape[1]), dtype=self._data.dtype)
+        data[:self._size] = self._oldest(self._size, copy=False)
+        self._data = data
+        self._head = 0
+
+    def _oldest(self, n: int, copy: bool) -> np.ndarray:
+        """The oldest ``n`` frames: a view when they are contiguous and ``copy`` is false."""
+        head, slots = self._head, len(self._data)
+        first = min(n, slots - head)
+        if first == n:
+            view = self._data[head:head + n]
+            return view.copy() if copy else view
+        return np.concatenate((self._data[head:], self._data[:n - first]))
 
     def write(self, frames: np.ndarray) -> int:
         """Append ``frames`` (shape ``(n, channels)``); returns how many old frames were dropped for room."""
         n = len(frames)
         if n == 0:
             return 0
-        capacity = self.capacity
         self._end += n
+        capacity = self.capacity
         if n >= capacity:
             dropped = self._size + n - capacity
+            if len(self._data) < capacity:
+                self._data = np.empty((capacity, self._data.shape[1]), dtype=self._data.dtype)
             self._data[:] = frames[n - capacity:]
             self._head = 0
             self._size = capacity
             return dropped
-        dropped = max(0, self._size + n - capacity)
+        if self._size + n > len(self._data) and len(self._data) < capacity:
+            self._grow(self._size + n)
+        slots = len(self._data)
+        dropped = max(0, self._size + n - slots)
         if dropped:
-            self._head = (self._head + dropped) % capacity
+            self._head = (self._head + dropped) % slots
             self._size -= dropped
-        tail = (self._head + self._size) % capacity
-        first = min(n, capacity - tail)
+        tail = (self._head + self._size) % slots
+        first = min(n, slots - tail)
         self._data[tail:tail + first] = frames[:first]
         if first < n:
             self._data[:n - first] = frames[first:]
@@ -63,12 +94,7 @@ class RingBuffer:
     def read(self, max_frames: int | None = None) -> np.ndarray:
         """Remove and return (a copy of) the oldest ``max_frames`` frames, or all of them."""
         n = self._size if max_frames is None else max(0, min(max_frames, self._size))
-        head = self._head
-        first = min(n, self.capacity - head)
-        if first == n:
-            out = self._data[head:head + n].copy()
-        else:
-            out = np.concatenate((self._data[head:], self._data[:n - first]))
-        self._head = (head + n) % self.capacity
+        out = self._oldest(n, copy=True)
+        self._head = (self._head + n) % len(self._data)
         self._size -= n
         return out

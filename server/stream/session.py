@@ -28,7 +28,7 @@ from server.protocol.stream_messages import AudioFormat, Event
 from server.stream.arrival import ArrivalClock
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamSettings
-from server.stream.work import Job, JobResult
+from server.stream.work import Job, JobResult, freeze
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
@@ -79,7 +79,7 @@ class StreamSession:
         detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
         self.latency_s: float = detector.latency_s
         self.hop_s: float = detector.hop_s
-        self._detector: OnsetDetector | None = detector
+        self._state: bytes | None = freeze(detector)  # the detector's state between jobs
         self._active: DetectorSettings = settings.detector  # settings of the audio handed off last
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
         capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
@@ -233,9 +233,9 @@ class StreamSession:
         if settings is not None:
             self._active = settings
         sample_rate = self.format.sample_rate
-        job = Job(self._detector, sample_rate, self.format.channels, settings, ring.read(frames),
+        job = Job(self._state, sample_rate, self.format.channels, settings, ring.read(frames),
                   self._offset_s, flush=flush, odf=self.settings.options.odf)
-        if self._detector is None:
+        if self._state is None:
             job.settings, job.offset_s = self._active, start / sample_rate
         elif start > self._next:  # audio was dropped: start afresh at the first frame kept
             job.settings, job.restart_at_s = self._active, start / sample_rate
@@ -248,13 +248,13 @@ class StreamSession:
         self._in_flight = None
         if self.state is State.ENDED:
             return
-        if result.error is not None or result.detector is None:
+        if result.error is not None or result.state is None:
             self._reinitialise(job, "detector_failed", f"the detector failed: {result.error}")
             return
         self._failures = 0
-        self._detector = result.detector
-        if job.detector is None or job.restart_at_s is not None:
-            self._offset_s = job.offset_s if job.detector is None else float(job.restart_at_s or 0.0)
+        self._state = result.state
+        if job.state is None or job.restart_at_s is not None:
+            self._offset_s = job.offset_s if job.state is None else float(job.restart_at_s or 0.0)
             self._odf_count = 0
         self._analysed = self._next
         sample_rate, osc_names = self.format.sample_rate, self.settings.options.osc
@@ -284,7 +284,7 @@ class StreamSession:
 
     def _reinitialise(self, job: Job, code: str, message: str) -> None:
         self._failures += 1
-        self._detector = None
+        self._state = None
         if self._failures > MAX_CONSECUTIVE_FAILURES:
             self.fault(ProtocolError(code, f"{message}; gave up after {MAX_CONSECUTIVE_FAILURES} attempts",
                                      CloseCode.SERVER_FAULT))

@@ -1,12 +1,15 @@
 """The unit of live-stream work that crosses to a pool worker: a detector, its next audio, and back.
 
-A stream's detector object travels with its audio to whichever worker runs the batch, and its updated
+A stream's detector state travels with its audio to whichever worker runs the batch, and its updated
 state comes back in the result; a stream has at most one job in flight, so its state stays consistent.
-Everything here runs in the worker process and must pickle.
+The state crosses as pickled bytes that only workers unpickle: the server process never rebuilds a
+detector, so the pool's helper threads in the server hold the GIL (and delay the event loop) as little as
+possible. Everything here runs in the worker process and must pickle.
 """
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,13 +23,13 @@ OnsetTuple = tuple[float, float]  # (seconds since the stream's first sample, st
 class Job:
     """One stream's next block of work.
 
-    ``detector`` is ``None`` when a fresh detector must be made (first block, after a gap from dropped
-    audio, or after a pool restart); it then starts at stream time ``offset_s`` with ``settings``.
-    Otherwise ``settings``, when given, is applied before ``audio``. With ``restart_at_s`` set, the given
-    detector is flushed first and a fresh one analyses ``audio`` from that stream time on.
+    ``state`` (a detector frozen by :func:`freeze`) is ``None`` when a fresh detector must be made (after
+    a gap from dropped audio, or after a pool restart); it then starts at stream time ``offset_s`` with
+    ``settings``. Otherwise ``settings``, when given, is applied before ``audio``. With ``restart_at_s``
+    set, the given detector is flushed first and a fresh one analyses ``audio`` from that stream time on.
     """
 
-    detector: OnsetDetector | None
+    state: bytes | None
     sample_rate: int
     channels: int
     settings: DetectorSettings | None
@@ -39,10 +42,20 @@ class Job:
 
 @dataclass(slots=True)
 class JobResult:
-    detector: OnsetDetector | None
+    state: bytes | None
     onsets: list[OnsetTuple]
     odf: np.ndarray | None = None
     error: str | None = None
+
+
+def freeze(detector: OnsetDetector) -> bytes:
+    """A detector's state as bytes, to cross between processes untouched."""
+    return pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def thaw(state: bytes) -> OnsetDetector:
+    detector: OnsetDetector = pickle.loads(state)
+    return detector
 
 
 def _shift(onsets: list[Onset], offset_s: float) -> list[OnsetTuple]:
@@ -53,7 +66,7 @@ def run_job(job: Job) -> JobResult:
     """Analyse one job; any failure is returned in ``error`` so that other streams in the batch go on."""
     try:
         onsets: list[OnsetTuple] = []
-        detector = job.detector
+        detector = None if job.state is None else thaw(job.state)
         offset_s = job.offset_s
         if detector is not None and job.restart_at_s is not None:
             onsets += _shift(detector.flush(), offset_s)
@@ -67,7 +80,7 @@ def run_job(job: Job) -> JobResult:
         odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
         if job.flush:
             onsets += _shift(detector.flush(), offset_s)
-        return JobResult(detector, onsets, odf if job.odf else None)
+        return JobResult(freeze(detector), onsets, odf if job.odf else None)
     except Exception as exc:  # a detector fault must not fail the other streams of the batch
         return JobResult(None, [], None, f"{type(exc).__name__}: {exc}")
 

@@ -1,0 +1,350 @@
+"""Live-stream load: onset latency, capacity and memory per stream of a real server under real-time load.
+
+Usage::
+
+    .venv/bin/python bench/stream_load.py [--steps 1,16,64,128,256,384] [--duration-s 10] [--procs 1]
+                                          [--workers 2] [--json bench/results/stream_load.json]
+
+The server runs as a subprocess (``python run.py --port 0 ...``); the load generator runs in ``--procs``
+processes of its own. Each stream sends 48 kHz mono float32 in 20 ms chunks, paced in real time on an
+absolute schedule (start phases spread over one chunk period), with a click every ``--click-every-s``.
+
+- Latency of an onset: its event's receive time minus the send time of the chunk that completes the
+  detector's look-ahead for it. That chunk is found exactly by feeding the same chunks to a local
+  :class:`OnsetDetector` beforehand: it is the chunk after which the detector first returns the onset
+  (at most ``latency_ms``, the detector's algorithmic latency, after the onset). p50/p99 over every onset.
+- Capacity: steps go up until one fails; a step passes when p99 <= ``--p99-limit-ms`` (50), no audio was
+  dropped, and no click went unreported.
+- Memory: resident set size of the server and all of its descendant processes (the pool), from /proc,
+  idle before the first step and while each step's streams run; per stream = (loaded - idle) / streams.
+- CPU: seconds of CPU used by the server process, its pool, and the generators during the step, from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import heapq
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.dsp import OnsetDetector
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_RATE = 48000
+CHUNK_S = 0.02
+CHUNK_FRAMES = round(SAMPLE_RATE * CHUNK_S)
+CLICK_LEN = 16  # samples
+MATCH_S = 0.025  # a reported onset within this of a click is that click's onset
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# --- Server process and /proc ----------------------------------------------------------------------------
+
+
+def start_server(workers: int, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
+    args = [sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", str(workers),
+            "--max-streams", "4096", "--max-streams-per-client", "4096", "--idle-timeout-s", "120",
+            "--log-level", "WARNING", *extra]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("serving on "):
+            return proc, line.split()[-1].strip()
+    raise RuntimeError("the server did not start")
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, from /proc/*/stat parent links."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def cpu_s(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except OSError:
+            pass
+    return total / CLOCK_TICKS
+
+
+# --- Load generator (runs in its own processes) ----------------------------------------------------------
+
+
+@dataclass
+class ShardResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    clicks: int = 0
+    missed: int = 0
+    extra: int = 0
+    untimed: int = 0  # onsets the local detector did not give (so no completing chunk to time from)
+    dropped_s: float = 0.0
+    warnings: int = 0
+    errors: list[str] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+
+def completing_chunks(samples: np.ndarray) -> list[tuple[float, int]]:
+    """(onset time, index of the chunk after which a detector fed chunk by chunk first reports it)."""
+    detector = OnsetDetector(SAMPLE_RATE, 1)
+    found = []
+    for k in range(0, len(samples) // CHUNK_FRAMES):
+        for onset in detector.process(samples[k * CHUNK_FRAMES:(k + 1) * CHUNK_FRAMES]):
+            found.append((onset.time, k))
+    return found
+
+
+def click_pattern(every_s: float, phase_s: float, total_s: float) -> tuple[np.ndarray, list[float]]:
+    frames = round(total_s * SAMPLE_RATE)
+    frames -= frames % CHUNK_FRAMES
+    samples = np.zeros(frames, dtype=np.float32)
+    times = []
+    t = phase_s
+    while t < total_s - 0.3:
+        start = round(t * SAMPLE_RATE)
+        samples[start:start + CLICK_LEN] = 0.8
+        times.append(start / SAMPLE_RATE)
+        t += every_s
+    return samples, times
+
+
+class LoadStream:
+    """One publisher: a real-time paced sender and a receiver matching onsets to clicks."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, chunks: list[bytes], clicks: list[float],
+                 completing: list[tuple[float, int]], latency_s: float) -> None:
+        self.ws = ws
+        self.chunks = chunks
+        self.clicks = clicks
+        self.completing = completing
+        self.latency_s = latency_s
+        self.sent_at: list[float] = []
+        self.onsets: list[tuple[float, float]] = []  # (onset time, receive time)
+        self.dropped_s = 0.0
+        self.warnings = 0
+        self.errors: list[str] = []
+
+    async def receive(self) -> None:
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            event = json.loads(message.data)
+            kind = event["type"]
+            if kind == "onset":
+                self.onsets.append((event["time"], time.perf_counter()))
+            elif kind == "status":
+                self.dropped_s = max(self.dropped_s, event["dropped_s"])
+            elif kind == "warning":
+                self.warnings += 1
+            elif kind == "error":
+                self.errors.append(event["code"])
+            elif kind == "stopped":
+                break
+
+    def score(self, result: ShardResult) -> None:
+        sent_s = len(self.sent_at) * CHUNK_S
+        played = [c for c in self.clicks if c + self.latency_s + CHUNK_S < sent_s]
+        result.clicks += len(played)
+        matched = set()
+        for onset_s, received in self.onsets:
+            near = [c for c in played if abs(c - onset_s) <= MATCH_S]
+            if not near:
+                result.extra += 1
+                continue
+            matched.add(near[0])
+            chunks = [k for t, k in self.completing if abs(t - onset_s) <= 0.001]
+            if chunks and chunks[0] < len(self.sent_at):
+                result.latencies_ms.append((received - self.sent_at[chunks[0]]) * 1000.0)
+            else:
+                result.untimed += 1
+        result.missed += len(played) - len(matched)
+        result.dropped_s += self.dropped_s
+        result.warnings += self.warnings
+        result.errors += self.errors
+
+
+async def run_shard(url: str, streams: int, duration_s: float, click_every_s: float,
+                    phase_offset: float, phase_count: int) -> ShardResult:
+    result = ShardResult()
+    # Every stream sends the same clicks (their send schedules are spread over a chunk period instead).
+    samples, clicks = click_pattern(click_every_s, 0.137, duration_s + 1.0)
+    chunks = [samples[i:i + CHUNK_FRAMES].tobytes() for i in range(0, len(samples), CHUNK_FRAMES)]
+    completing = completing_chunks(samples)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        load: list[LoadStream] = []
+        for _ in range(streams):
+            ws = await http.ws_connect(url + "/api/v3/stream", max_msg_size=0, autoping=True)
+            await ws.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
+                                          "encoding": "pcm_f32le"}))
+            started = json.loads((await ws.receive(timeout=60)).data)
+            assert started["type"] == "started", started
+            load.append(LoadStream(ws, chunks, clicks, completing, started["latency_ms"] / 1000.0))
+        receivers = [asyncio.create_task(stream.receive()) for stream in load]
+        # Phases spread over one chunk period, across every stream of every shard.
+        phases = [(i * phase_count + phase_offset) / (streams * phase_count) * CHUNK_S
+                  for i in range(streams)]
+        cpu_start = time.process_time()
+        t0 = time.perf_counter() + 0.2
+        n_chunks = round(duration_s / CHUNK_S)
+        due = sorted((t0 + phases[i], i, 0) for i in range(streams))
+        while due:
+            at, i, k = due[0]
+            delay = at - time.perf_counter()
+            if delay > 0:  # the loop's timers tick in milliseconds: a shorter sleep would spin
+                await asyncio.sleep(max(delay, 0.001))
+            while due and due[0][0] <= time.perf_counter():
+                at, i, k = heapq.heappop(due)
+                stream = load[i]
+                stream.sent_at.append(time.perf_counter())
+                await stream.ws.send_bytes(stream.chunks[k])
+                if k + 1 < n_chunks:
+                    heapq.heappush(due, (t0 + phases[i] + (k + 1) * CHUNK_S, i, k + 1))
+        for stream in load:
+            await stream.ws.send_str('{"type":"stop"}')
+        await asyncio.wait_for(asyncio.gather(*receivers), 120)
+        result.cpu_s = time.process_time() - cpu_start
+        for stream in load:
+            stream.score(result)
+            await stream.ws.close()
+    return result
+
+
+def shard_main(args: tuple[str, int, float, float, int, int]) -> dict[str, object]:
+    url, streams, duration_s, click_every_s, offset, count = args
+    return asdict(uvloop.run(run_shard(url, streams, duration_s, click_every_s, offset, count)))
+
+
+# --- Orchestration ---------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def run_step(url: str, server_pid: int, streams: int, args: argparse.Namespace,
+             pool: multiprocessing.pool.Pool, idle_rss: int) -> dict[str, object]:
+    procs = max(1, min(args.procs, streams))
+    shares = [streams // procs + (1 if i < streams % procs else 0) for i in range(procs)]
+    jobs = [(url, n, args.duration_s, args.click_every_s, i, procs)
+            for i, n in enumerate(shares)]
+    tree = descendants(server_pid)
+    server_cpu0, pool_cpu0 = cpu_s(tree[:1]), cpu_s(tree[1:])
+    pending = pool.map_async(shard_main, jobs)
+    time.sleep(args.duration_s * 0.8)  # sample memory while every stream runs
+    loaded_rss = rss_bytes(descendants(server_pid))
+    shards = [ShardResult(**r) for r in pending.get(timeout=args.duration_s * 10 + 300)]  # type: ignore[arg-type]
+    tree = descendants(server_pid)
+    latencies = [x for s in shards for x in s.latencies_ms]
+    step = {
+        "streams": streams,
+        "onsets_timed": len(latencies),
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+        "max_ms": round(max(latencies), 2) if latencies else float("nan"),
+        "clicks": sum(s.clicks for s in shards),
+        "missed": sum(s.missed for s in shards),
+        "extra": sum(s.extra for s in shards),
+        "untimed": sum(s.untimed for s in shards),
+        "dropped_s": round(sum(s.dropped_s for s in shards), 3),
+        "warnings": sum(s.warnings for s in shards),
+        "errors": sorted({e for s in shards for e in s.errors}),
+        "server_rss_mb": round(loaded_rss / 2**20, 1),
+        "rss_per_stream_kb": round((loaded_rss - idle_rss) / streams / 1024, 1),
+        "server_cpu_pct": round(100 * (cpu_s(tree[:1]) - server_cpu0) / args.duration_s, 1),
+        "pool_cpu_pct": round(100 * (cpu_s(tree[1:]) - pool_cpu0) / args.duration_s, 1),
+        "generator_cpu_pct": round(100 * sum(s.cpu_s for s in shards) / args.duration_s, 1),
+    }
+    step["passed"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0  # type: ignore[operator]
+                      and step["missed"] == 0 and not step["errors"])
+    return step
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", default="1,16,64,128,256,384,512")
+    parser.add_argument("--duration-s", type=float, default=10.0)
+    parser.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--workers", type=int, default=2, help="the server's pool processes")
+    parser.add_argument("--click-every-s", type=float, default=0.5)
+    parser.add_argument("--p99-limit-ms", type=float, default=50.0)
+    parser.add_argument("--keep-going", action="store_true", help="run every step even after one fails")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra run.py option (repeatable)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    server, url = start_server(args.workers, args.server_arg)
+    results: list[dict[str, object]] = []
+    try:
+        time.sleep(1.0)
+        idle_rss = rss_bytes(descendants(server.pid))
+        print(f"server {url} pid {server.pid}; idle RSS (server + pool) {idle_rss / 2**20:.1f} MiB; "
+              f"{args.duration_s:g} s per step, {args.procs} generator process(es)", flush=True)
+        header = ("streams", "p50_ms", "p99_ms", "max_ms", "clicks", "missed", "extra", "dropped_s",
+                  "rss_per_stream_kb", "server_cpu_pct", "pool_cpu_pct", "generator_cpu_pct", "passed")
+        print(" ".join(f"{h:>10}" for h in header), flush=True)
+        with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+            for streams in (int(s) for s in args.steps.split(",")):
+                step = run_step(url, server.pid, streams, args, pool, idle_rss)
+                results.append(step)
+                print(" ".join(f"{step[h]!s:>10}" for h in header), flush=True)
+                if step["errors"]:
+                    print("   errors:", step["errors"], flush=True)
+                if not step["passed"] and not args.keep_going:
+                    break
+                time.sleep(1.0)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    passing = [int(r["streams"]) for r in results if r["passed"]]  # type: ignore[call-overload]
+    print(f"capacity: {max(passing) if passing else 0} streams with p99 <= {args.p99_limit_ms:g} ms and "
+          "no audio dropped", flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "steps": results},
+                                        indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
