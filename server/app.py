@@ -9,7 +9,16 @@ from aiohttp import web
 from server import appkeys
 from server.config import Config
 from server.pool import DetectionPool
-from server.transport import health, static_files, streams_http, webrtc_http, ws_stream
+from server.transport import (
+    health,
+    http_analysis,
+    http_errors,
+    static_files,
+    streams_http,
+    webrtc_http,
+    ws_stream,
+    ws_upload,
+)
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -25,9 +34,12 @@ def make_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[appkeys.CONFIG] = config
     app.cleanup_ctx.append(_pool_ctx)
+    http_errors.setup(app)
     health.setup(app)
     ws_stream.setup(app)
     streams_http.setup(app)
     webrtc_http.setup(app)
+    http_analysis.setup(app)
+    ws_upload.setup(app)
     static_files.setup(app)  # last: a catch-all for GET, below every more specific route
     return app

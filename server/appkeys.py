@@ -6,6 +6,7 @@ from aiohttp import web
 
 from server.config import Config
 from server.events.hub import EventHub
+from server.jobs.service import JobService
 from server.pool import DetectionPool
 from server.stream.service import StreamService
 from server.webrtc.service import WebRtcService
@@ -14,4 +15,5 @@ CONFIG = web.AppKey("config", Config)
 POOL = web.AppKey("pool", DetectionPool)
 HUB = web.AppKey("hub", EventHub)
 STREAMS = web.AppKey("streams", StreamService)
+JOBS = web.AppKey("jobs", JobService)
 WEBRTC = web.AppKey("webrtc", WebRtcService)

@@ -1,0 +1,150 @@
+"""The job runner: takes task ids from the queue and runs each job as bounded steps in the detection pool.
+
+Independent of HTTP: it needs a store, a queue, the upload directory and a pool. Up to ``max_active`` jobs
+run at once; their steps share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore),
+so jobs progress side by side and a pool of ``n`` workers always keeps ``n - 1`` of them free of file work
+for live streams (with one worker, file steps are short enough — a fraction of a second — to interleave).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from server.dsp import DetectorSettings
+from server.exceptions import PoolRestarted, SettingsError
+from server.jobs.model import ErrorCode, Job, JobError
+from server.jobs.queue import JobQueue
+from server.jobs.store import JobStore
+from server.jobs.uploads import UploadDir
+from server.jobs.watch import JobWatch
+from server.jobs.work import FileAnalysis, OnsetTuple, StepOutcome, analyse_step
+from server.pool import DetectionPool
+
+log = logging.getLogger(__name__)
+
+MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
+PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one job
+
+
+def result_json(state: FileAnalysis, onsets: list[OnsetTuple]) -> str:
+    """The finished job's result object as JSON text (see docs/protocol.md, "Whole-file analysis")."""
+    source = state.source
+    assert source is not None
+    result: dict[str, Any] = {
+        "duration": state.frames_done / source.sample_rate,
+        "sample_rate": source.sample_rate,
+        "channels": source.channels,
+        "onsets": [{"time": time_s, "strength": strength} for time_s, strength in onsets],
+        "settings": state.settings.to_dict(),
+    }
+    return json.dumps(result, separators=(",", ":"), allow_nan=False)
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, queue: JobQueue, uploads: UploadDir, pool: DetectionPool,
+                 watch: JobWatch, *, pool_slots: int, max_active: int) -> None:
+        self.store = store
+        self.queue = queue
+        self.uploads = uploads
+        self.pool = pool
+        self.watch = watch
+        self._slots = asyncio.Semaphore(max(1, pool_slots))
+        self._active = asyncio.Semaphore(max(1, max_active))
+        self._jobs: set[asyncio.Task[None]] = set()
+        self.steps = 0
+
+    async def run(self) -> None:
+        """Take jobs from the queue until cancelled; cancelling requeues the jobs in progress."""
+        try:
+            while True:
+                await self._active.acquire()
+                try:
+                    task_id = await self.queue.get()
+                except BaseException:
+                    self._active.release()
+                    raise
+                job = asyncio.create_task(self._guarded(task_id), name=f"job-{task_id}")
+                self._jobs.add(job)
+                job.add_done_callback(self._jobs.discard)
+        finally:
+            jobs = list(self._jobs)
+            for job in jobs:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _guarded(self, task_id: str) -> None:
+        try:
+            await self._run_job(task_id)
+        except asyncio.CancelledError:
+            await self.store.requeue(task_id)
+            raise
+        except Exception as exc:
+            log.exception("job %s failed in the runner", task_id)
+            await self._finish_failed(task_id, JobError(ErrorCode.INTERNAL.value, f"server fault: {exc!r}"))
+        finally:
+            self._active.release()
+            await self.queue.done(task_id)
+
+    async def _run_job(self, task_id: str) -> None:
+        job = await self.store.start(task_id)
+        if job is None:
+            return  # not pending any more (finished, failed, or taken by another runner)
+        self.watch.notify(task_id)
+        try:
+            settings = DetectorSettings.from_mapping(job.settings)
+        except SettingsError as exc:
+            await self._finish_failed(task_id, JobError(ErrorCode.BAD_SETTINGS.value, str(exc)))
+            return
+        restarts = 0
+        while True:
+            try:
+                state, onsets = await self._analyse(job, settings)
+                break
+            except PoolRestarted:
+                restarts += 1
+                log.warning("job %s: a pool worker died (%d); restarting the job from scratch", task_id,
+                            restarts)
+                if restarts > MAX_POOL_RESTARTS:
+                    await self._finish_failed(task_id, JobError(
+                        ErrorCode.DECODER_CRASHED.value,
+                        f"analysing this file crashed a worker process {restarts} times"))
+                    return
+                await self.store.set_progress(task_id, 0.0)
+        if isinstance(state, JobError):
+            await self._finish_failed(task_id, state)
+            return
+        await self.store.succeed(task_id, result_json(state, onsets))
+        await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+        self.watch.notify(task_id)
+
+    async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError,
+                                                                             list[OnsetTuple]]:
+        """Run every step of ``job``; the final state, or the error that ended it, and the onsets."""
+        state = FileAnalysis(job.upload_path, str(self.uploads.work_prefix(job.task_id)) + ".spool", settings)
+        onsets: list[OnsetTuple] = []
+        reported_at = time.monotonic()
+        while not state.finished:
+            async with self._slots:
+                outcome: StepOutcome = await self.pool.run(analyse_step, state)
+            self.steps += 1
+            if outcome.error is not None:
+                if outcome.trace:
+                    log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace)
+                return outcome.error, onsets
+            state = outcome.state
+            onsets += outcome.onsets
+            now = time.monotonic()
+            if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
+                reported_at = now
+                await self.store.set_progress(job.task_id, state.progress)
+                self.watch.notify(job.task_id)
+        return state, onsets
+
+    async def _finish_failed(self, task_id: str, error: JobError) -> None:
+        await self.store.fail(task_id, error)
+        await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+        self.watch.notify(task_id)

@@ -1,0 +1,161 @@
+"""What the analysis endpoints use: accept uploads as jobs, look them up, follow them; plus housekeeping.
+
+One :class:`JobService` per server. It owns the store, the queue, the upload directory and (unless the
+server runs without a local worker) a :class:`~server.jobs.runner.JobRunner`. At start it recovers jobs
+cut short by a crash (re-queued if their upload is on disk, failed with ``upload_gone`` otherwise) and
+deletes files no job owns; while it runs, a sweeper deletes finished jobs older than ``retention_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from server.config import Config
+from server.dsp import DetectorSettings
+from server.exceptions import SettingsError
+from server.jobs.model import ErrorCode, Job, JobError, JobStatus
+from server.jobs.queue import JobQueue
+from server.jobs.runner import JobRunner
+from server.jobs.store import JobStore
+from server.jobs.uploads import UploadDir, UploadWriter
+from server.jobs.watch import JobWatch
+from server.pool import DetectionPool
+
+log = logging.getLogger(__name__)
+
+MAX_ACTIVE_JOBS = 4  # jobs analysed side by side by one runner; the rest wait in the queue
+MIN_SWEEP_INTERVAL_S = 0.2
+MAX_SWEEP_INTERVAL_S = 600.0
+
+
+class QueueFull(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} jobs are already waiting; try again later")
+        self.limit = limit
+
+
+def parse_settings(values: object) -> DetectorSettings:
+    """A client's ``settings`` object (``None``: defaults). Raises :class:`SettingsError` naming the value."""
+    if values is None:
+        return DetectorSettings()
+    if not isinstance(values, Mapping):
+        raise SettingsError("settings", values, "must be an object of setting names to values")
+    return DetectorSettings.from_mapping(values)
+
+
+class JobService:
+    def __init__(self, config: Config, store: JobStore, queue: JobQueue, pool: DetectionPool | None) -> None:
+        self.config = config
+        self.store = store
+        self.queue = queue
+        self.uploads = UploadDir(config.data_dir)
+        self.watch = JobWatch()
+        self.runner: JobRunner | None = None
+        if pool is not None:
+            self.runner = JobRunner(store, queue, self.uploads, pool, self.watch,
+                                    pool_slots=max(1, pool.workers - 1), max_active=MAX_ACTIVE_JOBS)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- life cycle ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.uploads.create)
+        await self.store.open()
+        await self.recover()
+        if self.runner is not None:
+            self._tasks.append(asyncio.create_task(self.runner.run(), name="job-runner"))
+        self._tasks.append(asyncio.create_task(self._sweep(), name="job-retention"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self.store.close()
+
+    async def recover(self) -> None:
+        """Re-queue jobs cut short by a stop or crash; fail those whose upload is gone; drop orphan files."""
+        unfinished = await self.store.unfinished()
+        for job in unfinished:
+            if await asyncio.to_thread(Path(job.upload_path).is_file):
+                await self.store.requeue(job.task_id)
+                await self.queue.put(job.task_id)
+                log.info("job %s re-queued after a restart", job.task_id)
+            else:
+                await self.store.fail(job.task_id, JobError(
+                    ErrorCode.UPLOAD_GONE.value, "the server stopped before the upload was complete, "
+                    "or the stored upload was deleted"))
+        keep = {job.task_id for job in unfinished}
+        for path in await asyncio.to_thread(self.uploads.orphans, keep):
+            await asyncio.to_thread(path.unlink, True)
+
+    async def _sweep(self) -> None:
+        interval_s = min(MAX_SWEEP_INTERVAL_S, max(MIN_SWEEP_INTERVAL_S, self.config.retention_s / 4))
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                removed = await self.store.delete_finished_before(time.time() - self.config.retention_s)
+                for job in removed:
+                    await asyncio.to_thread(self.uploads.remove_job_files, job.task_id)
+            except Exception:
+                log.exception("retention sweep failed")
+
+    # --- accepting jobs ------------------------------------------------------------------------------
+
+    async def check_capacity(self) -> None:
+        """Raise :class:`QueueFull` when ``max_queued_jobs`` jobs are already waiting."""
+        if await self.store.count_waiting() >= self.config.max_queued_jobs:
+            raise QueueFull(self.config.max_queued_jobs)
+
+    @staticmethod
+    def new_task_id() -> str:
+        return uuid.uuid4().hex
+
+    def writer(self, task_id: str) -> UploadWriter:
+        return self.uploads.writer(task_id, self.config.max_upload_bytes)
+
+    def _job(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
+        now = time.time()
+        return Job(task_id=task_id, status=JobStatus.PENDING, filename=filename,
+                   upload_path=str(self.uploads.upload_path(task_id)), settings=settings.to_dict(),
+                   created_s=now, updated_s=now)
+
+    async def submit(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
+        """Create a job for the stored upload of ``task_id`` and queue it."""
+        job = self._job(task_id, filename, settings)
+        await self.store.add(job)
+        await self.queue.put(task_id)
+        return job
+
+    async def reserve(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
+        """Create a ``pending`` job whose upload is still arriving; :meth:`enqueue` it once stored."""
+        job = self._job(task_id, filename, settings)
+        await self.store.add(job)
+        return job
+
+    async def enqueue(self, task_id: str) -> None:
+        await self.queue.put(task_id)
+
+    async def abandon(self, task_id: str, error: JobError) -> None:
+        """Fail a reserved job whose upload did not complete, and delete what arrived."""
+        await self.store.fail(task_id, error)
+        await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+        self.watch.notify(task_id)
+
+    # --- looking up ----------------------------------------------------------------------------------
+
+    async def get(self, task_id: str) -> Job | None:
+        return await self.store.get(task_id)
+
+    def info(self) -> dict[str, Any]:
+        return {"max_upload_bytes": self.config.max_upload_bytes,
+                "max_queued_jobs": self.config.max_queued_jobs}

@@ -1,0 +1,163 @@
+"""The embedded job store: one SQLite file under the data directory, used from one dedicated thread.
+
+SQLite calls block, so every call runs on a single-thread executor owned by the store (never on the event
+loop). WAL journal with ``synchronous=NORMAL``: a committed state survives a process crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from server.jobs.model import Job, JobError, JobStatus
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    task_id     TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    filename    TEXT NOT NULL,
+    upload_path TEXT NOT NULL,
+    settings    TEXT NOT NULL,
+    created_s   REAL NOT NULL,
+    updated_s   REAL NOT NULL,
+    progress    REAL NOT NULL DEFAULT 0,
+    result      TEXT,
+    error_code  TEXT,
+    error_msg   TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_s);
+"""
+
+COLUMNS = ("task_id, status, filename, upload_path, settings, created_s, updated_s, progress, result, "
+           "error_code, error_msg, attempts")
+UNFINISHED = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
+
+
+def _row_to_job(row: tuple[Any, ...]) -> Job:
+    (task_id, status, filename, upload_path, settings, created_s, updated_s, progress, result, error_code,
+     error_msg, attempts) = row
+    error = JobError(error_code, error_msg or "") if error_code is not None else None
+    return Job(task_id=task_id, status=JobStatus(status), filename=filename, upload_path=upload_path,
+               settings=json.loads(settings), created_s=created_s, updated_s=updated_s, progress=progress,
+               result_json=result, error=error, attempts=attempts)
+
+
+class SQLiteJobStore:
+    """:class:`~server.jobs.store.JobStore` on SQLite at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            assert self._db is not None, "the job store is not open"
+            with self._db:  # one transaction per call
+                return fn(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def open(self) -> None:
+        def connect() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(SCHEMA)
+            db.isolation_level = "DEFERRED"
+            self._db = db
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        def disconnect() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, disconnect)
+        self._executor.shutdown(wait=True)
+
+    async def add(self, job: Job) -> None:
+        values = (job.task_id, job.status.value, job.filename, job.upload_path, json.dumps(job.settings),
+                  job.created_s, job.updated_s, job.progress, job.result_json,
+                  job.error.code if job.error else None, job.error.message if job.error else None,
+                  job.attempts)
+        await self._call(lambda db: db.execute(
+            f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(values))})", values))
+
+    async def get(self, task_id: str) -> Job | None:
+        def get(db: sqlite3.Connection) -> Job | None:
+            row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)).fetchone()
+            return None if row is None else _row_to_job(row)
+
+        return await self._call(get)
+
+    async def count_waiting(self) -> int:
+        def count(db: sqlite3.Connection) -> int:
+            return int(db.execute("SELECT COUNT(*) FROM jobs WHERE status = ?",
+                                  (JobStatus.PENDING.value,)).fetchone()[0])
+
+        return await self._call(count)
+
+    async def start(self, task_id: str) -> Job | None:
+        def start(db: sqlite3.Connection) -> Job | None:
+            changed = db.execute(
+                "UPDATE jobs SET status = ?, progress = 0, attempts = attempts + 1, updated_s = ? "
+                "WHERE task_id = ? AND status = ?",
+                (JobStatus.PROCESSING.value, time.time(), task_id, JobStatus.PENDING.value)).rowcount
+            if not changed:
+                return None
+            row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE task_id = ?", (task_id,)).fetchone()
+            return _row_to_job(row)
+
+        return await self._call(start)
+
+    async def set_progress(self, task_id: str, progress: float) -> None:
+        await self._call(lambda db: db.execute(
+            "UPDATE jobs SET progress = ?, updated_s = ? WHERE task_id = ? AND status = ?",
+            (progress, time.time(), task_id, JobStatus.PROCESSING.value)))
+
+    async def succeed(self, task_id: str, result_json: str) -> None:
+        await self._call(lambda db: db.execute(
+            "UPDATE jobs SET status = ?, progress = 1, result = ?, updated_s = ? WHERE task_id = ?",
+            (JobStatus.SUCCESS.value, result_json, time.time(), task_id)))
+
+    async def fail(self, task_id: str, error: JobError) -> None:
+        await self._call(lambda db: db.execute(
+            "UPDATE jobs SET status = ?, error_code = ?, error_msg = ?, updated_s = ? "
+            "WHERE task_id = ? AND status IN (?, ?)",
+            (JobStatus.FAILED.value, error.code, error.message, time.time(), task_id, *UNFINISHED)))
+
+    async def requeue(self, task_id: str) -> None:
+        await self._call(lambda db: db.execute(
+            "UPDATE jobs SET status = ?, progress = 0, updated_s = ? WHERE task_id = ? AND status IN (?, ?)",
+            (JobStatus.PENDING.value, time.time(), task_id, *UNFINISHED)))
+
+    async def unfinished(self) -> list[Job]:
+        def unfinished(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE status IN (?, ?) ORDER BY created_s",
+                              UNFINISHED).fetchall()
+            return [_row_to_job(row) for row in rows]
+
+        return await self._call(unfinished)
+
+    async def delete_finished_before(self, before_s: float) -> list[Job]:
+        def delete(db: sqlite3.Connection) -> list[Job]:
+            where = "status IN (?, ?) AND updated_s < ?"
+            args = (JobStatus.SUCCESS.value, JobStatus.FAILED.value, before_s)
+            rows = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE {where}", args).fetchall()
+            db.execute(f"DELETE FROM jobs WHERE {where}", args)
+            return [_row_to_job(row) for row in rows]
+
+        return await self._call(delete)

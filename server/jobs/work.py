@@ -1,0 +1,142 @@
+"""One bounded step of a file's analysis, run in a pool worker: the state crosses there and back.
+
+A job is a sequence of :func:`analyse_step` calls. The first probes the file (and, for PyAV formats,
+demuxes it into a packet spool, see :mod:`server.jobs.spool`); each later call decodes at most
+:data:`STEP_SAMPLES` samples from where the previous one stopped and feeds them to the job's
+:class:`~server.dsp.OnsetDetector`, which travels in the state. The last call flushes the detector. So no
+pool call holds a worker for long whatever the file's length, and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from server.dsp import DetectorSettings, OnsetDetector
+from server.exceptions import AudioFormatError
+from server.jobs.model import ErrorCode, JobError
+from server.jobs.probe import DecodeError, Decoder, Source, probe
+from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
+
+STEP_SAMPLES = 1 << 21  # samples (frames × channels) decoded per pool call: ~24 s of 44.1 kHz mono
+BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
+
+OnsetTuple = tuple[float, float]  # (seconds since the file's first sample, strength)
+
+
+@dataclass(slots=True)
+class FileAnalysis:
+    """A job's analysis state between pool calls (small: paths, counters, the detector)."""
+
+    upload: str
+    spool: str
+    settings: DetectorSettings
+    source: Source | None = None
+    detector: OnsetDetector | None = None
+    frames_done: int = 0  # frames per channel analysed so far
+    cursor: SpoolCursor | None = None  # PyAV formats: where the next span starts
+    spool_bytes: int = 0
+    finished: bool = False
+    step_samples: int = STEP_SAMPLES
+
+    @property
+    def progress(self) -> float:
+        if self.finished:
+            return 1.0
+        source = self.source
+        if source is None:
+            return 0.0
+        if source.decoder is Decoder.SOUNDFILE:
+            return min(1.0, self.frames_done / source.frames) if source.frames else 0.0
+        if self.cursor is None or not self.spool_bytes:
+            return 0.0
+        return min(1.0, self.cursor.offset / self.spool_bytes)
+
+
+@dataclass(slots=True)
+class StepOutcome:
+    state: FileAnalysis
+    onsets: list[OnsetTuple] = field(default_factory=list)
+    error: JobError | None = None
+    trace: str | None = None  # traceback of an unexpected failure, for the server's log
+
+
+def analyse_step(state: FileAnalysis) -> StepOutcome:
+    """Advance ``state`` by one bounded step. Failures come back in ``error``, never as exceptions."""
+    try:
+        if state.source is None:
+            _start(state)
+            return StepOutcome(state)
+        return StepOutcome(state, _advance(state))
+    except DecodeError as exc:
+        return StepOutcome(state, error=JobError(exc.code.value, exc.message))
+    except AudioFormatError as exc:
+        return StepOutcome(state, error=JobError(ErrorCode.UNSUPPORTED_FORMAT.value, str(exc)))
+    except Exception as exc:
+        return StepOutcome(state, error=JobError(ErrorCode.INTERNAL.value, f"analysis failed: {exc!r}"),
+                           trace=traceback.format_exc())
+
+
+def _start(state: FileAnalysis) -> None:
+    source = probe(Path(state.upload))
+    state.detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
+    state.source = source
+    if source.decoder is Decoder.AV:
+        info = demux_to_spool(Path(state.upload), Path(state.spool))
+        state.cursor = SpoolCursor()
+        state.spool_bytes = info.size_bytes
+
+
+def _advance(state: FileAnalysis) -> list[OnsetTuple]:
+    source, detector = state.source, state.detector
+    assert source is not None and detector is not None
+    budget_frames = max(1, state.step_samples // source.channels)
+    found = []
+    if source.decoder is Decoder.SOUNDFILE:
+        blocks, at_end = _read_soundfile(state, source, budget_frames)
+    else:
+        assert state.cursor is not None
+        span = SpanDecoder(Path(state.upload), Path(state.spool), source.sample_rate, source.channels)
+        blocks, state.cursor = span.decode(state.cursor, budget_frames)
+        at_end = state.cursor is None
+    for block in blocks:
+        found += detector.process(block)
+        state.frames_done += len(block)
+    if at_end:
+        if state.frames_done == 0:
+            raise DecodeError(ErrorCode.EMPTY, "the file holds no audio samples")
+        found += detector.flush()
+        state.finished = True
+    return [(onset.time, onset.strength) for onset in found]
+
+
+def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int) -> tuple[list[np.ndarray], bool]:
+    """The next blocks of a libsndfile-readable file, and whether the file ended."""
+    blocks: list[np.ndarray] = []
+    got = 0
+    try:
+        with sf.SoundFile(state.upload) as file:
+            file.seek(state.frames_done)
+            while got < budget_frames:
+                block = file.read(min(BLOCK_FRAMES, budget_frames - got), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block)
+                got += len(block)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        reason = getattr(exc, "error_string", None) or type(exc).__name__
+        position = state.frames_done + got
+        if position == 0:
+            raise DecodeError(ErrorCode.NOT_AUDIO, f"cannot decode the file: {reason}") from None
+        raise DecodeError(ErrorCode.TRUNCATED, f"decoding stopped after {position} of {source.frames} "
+                          f"frames: {reason}") from None
+    at_end = got < budget_frames
+    position = state.frames_done + got
+    if at_end and source.frames and position < source.frames:
+        raise DecodeError(ErrorCode.TRUNCATED, f"the file ends after {position} of the {source.frames} "
+                          "frames its header declares")
+    return blocks, at_end

@@ -1,0 +1,181 @@
+"""``POST /api/v3/analysis`` (upload a file, get a task id) and ``GET /api/v3/analysis/{task_id}``.
+
+The upload is streamed from the multipart body to disk chunk by chunk; the 202 answer comes once it is
+stored, before analysis. Limits are checked before the body is read (``Content-Length``, also in answer
+to ``Expect: 100-continue``) and while it is read (the running byte count). See docs/protocol.md,
+"Whole-file analysis".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http import HttpVersion11
+
+from server import appkeys
+from server.exceptions import SettingsError
+from server.jobs.queue import LocalJobQueue
+from server.jobs.service import JobService, QueueFull, parse_settings
+from server.jobs.sqlite_store import SQLiteJobStore
+from server.jobs.uploads import UploadTooLarge, UploadWriter
+from server.transport.http_errors import json_error
+
+READ_CHUNK_BYTES = 1 << 18
+SETTINGS_MAX_BYTES = 1 << 16  # the `settings` field's largest accepted size
+BODY_OVERHEAD_BYTES = 1 << 17  # what a multipart body may add to the file: boundaries, headers, settings
+FILENAME_MAX_CHARS = 255
+TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+RETRY_AFTER_S = "5"
+
+
+class BadUpload(Exception):
+    """A client mistake in the upload request: answered with ``status`` and a JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _precheck(request: web.Request, service: JobService) -> None:
+    """What can be refused from the headers alone."""
+    if request.content_type != "multipart/form-data":
+        raise BadUpload(400, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
+                        f"(got Content-Type {request.content_type!r})")
+    limit = service.config.max_upload_bytes
+    length = request.content_length
+    if length is not None and length > limit + BODY_OVERHEAD_BYTES:
+        raise BadUpload(413, "too_large", f"the request body is {length} bytes; files may be at most "
+                        f"{limit} bytes")
+
+
+async def _capacity(service: JobService) -> None:
+    try:
+        await service.check_capacity()
+    except QueueFull as exc:
+        raise BadUpload(503, "queue_full", str(exc)) from None
+
+
+def _error(exc: BadUpload) -> web.Response:
+    headers = {"Retry-After": RETRY_AFTER_S} if exc.status == 503 else None
+    return json_error(exc.status, exc.code, exc.message, headers)
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """Answer ``Expect: 100-continue``: refuse from the headers, or invite the body."""
+    service = request.app[appkeys.JOBS]
+    try:
+        _precheck(request, service)
+        await _capacity(service)
+    except BadUpload as exc:
+        return _error(exc)
+    if request.version == HttpVersion11:
+        if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+            return json_error(417, "expectation_failed", "only 'Expect: 100-continue' is understood")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
+async def _read_settings(part: BodyPartReader) -> object:
+    data = bytearray()
+    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+        data += chunk
+        if len(data) > SETTINGS_MAX_BYTES:
+            raise BadUpload(400, "bad_settings",
+                            f"the settings field is larger than {SETTINGS_MAX_BYTES} bytes")
+    try:
+        return json.loads(data.decode("utf-8")) if data.strip() else None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadUpload(400, "bad_settings", f"the settings field is not a JSON object: {exc}") from None
+
+
+def _filename(part: BodyPartReader) -> str:
+    name = part.filename or ""
+    return re.split(r"[\\/]", name)[-1][:FILENAME_MAX_CHARS]
+
+
+async def post_analysis(request: web.Request) -> web.Response:
+    service = request.app[appkeys.JOBS]
+    writer: UploadWriter | None = None
+    committed = False
+    try:
+        _precheck(request, service)
+        await _capacity(service)
+        try:
+            reader = await request.multipart()
+        except (ValueError, AssertionError) as exc:
+            raise BadUpload(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
+        task_id = service.new_task_id()
+        filename = ""
+        settings = parse_settings(None)
+        try:
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise BadUpload(400, "bad_multipart", "nested multipart bodies are not accepted")
+                if part.name == "settings":
+                    settings = parse_settings(await _read_settings(part))
+                elif part.name == "file":
+                    if writer is not None:
+                        raise BadUpload(400, "duplicate_field", "send exactly one field named 'file'")
+                    filename = _filename(part)
+                    writer = service.writer(task_id)
+                    await writer.open()
+                    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+                        await writer.write(chunk)
+                else:
+                    raise BadUpload(400, "unexpected_field", f"unexpected field {part.name!r}; send 'file' "
+                                    "and optionally 'settings'")
+        except ValueError as exc:  # malformed multipart framing (but SettingsError is handled below)
+            if isinstance(exc, SettingsError):
+                raise
+            raise BadUpload(400, "bad_multipart", f"the multipart body is malformed: {exc}") from None
+        if writer is None:
+            raise BadUpload(400, "no_file", "the multipart body has no field named 'file'")
+        if writer.received_bytes == 0:
+            raise BadUpload(400, "empty", "the uploaded file is empty")
+        await _capacity(service)
+        await writer.commit()
+        committed = True
+        await service.submit(task_id, filename, settings)
+    except BadUpload as exc:
+        return _error(exc)
+    except SettingsError as exc:
+        return json_error(400, "bad_settings", str(exc))
+    except UploadTooLarge as exc:
+        return json_error(413, "too_large", str(exc))
+    finally:
+        if writer is not None and not committed:
+            await writer.discard()
+    return web.json_response({"task_id": task_id, "status": "pending"}, status=202)
+
+
+async def get_analysis(request: web.Request) -> web.Response:
+    task_id = request.match_info["task_id"]
+    job = await request.app[appkeys.JOBS].get(task_id) if TASK_ID_RE.match(task_id) else None
+    if job is None:
+        return json_error(404, "not_found",
+                          f"no task {task_id!r} (unknown, or deleted after the retention time)")
+    return web.Response(text=job.status_json(), content_type="application/json")
+
+
+async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The job service (SQLite store, local queue, runner on the shared pool) lives while the app runs."""
+    config = app[appkeys.CONFIG]
+    service = JobService(config, SQLiteJobStore(config.data_dir / "jobs.sqlite3"), LocalJobQueue(),
+                         app[appkeys.POOL])
+    app[appkeys.JOBS] = service
+    await service.start()
+    yield
+    await service.close()
+
+
+def setup(app: web.Application) -> None:
+    """Route the analysis API; the job service starts after the pool (its context was added before)."""
+    app.cleanup_ctx.append(jobs_ctx)
+    app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=expect_continue)
+    app.router.add_get("/api/v3/analysis/{task_id}", get_analysis)

@@ -1,0 +1,47 @@
+"""HTTP errors as JSON: ``{"error": {"code": str, "message": str}}``, whatever raised them.
+
+The middleware turns aiohttp's own HTTP errors (404 for an unknown path, 405...) into that shape, and any
+unexpected exception into a JSON 500 whose traceback is logged. Handlers answer client mistakes
+themselves with a 4xx (:func:`json_error`), so a 500 always means a server fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger(__name__)
+
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+def _code(reason: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_") or "error"
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        headers = {name: exc.headers[name] for name in KEPT_HEADERS if name in exc.headers}
+        message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
+        return json_error(exc.status, _code(exc.reason), message, headers)
+    except ConnectionError:
+        raise  # the client went away; nothing to answer
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal", "the server failed to handle this request; the fault is logged")
+
+
+def setup(app: web.Application) -> None:
+    app.middlewares.append(json_errors)

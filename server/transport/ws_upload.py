@@ -1,0 +1,206 @@
+"""``GET /api/v3/upload``: upload a file over a WebSocket, then follow its analysis on the same socket.
+
+``upload`` → ``accepted``; binary chunks, acknowledged with ``ack`` as they reach the disk (the client
+keeps at most ``window_bytes`` unacknowledged); ``end`` → ``progress``... → ``result`` (or ``error``).
+The job is the same one ``GET /api/v3/analysis/{task_id}`` shows. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from aiohttp import WSMsgType, web
+
+from server import appkeys
+from server.exceptions import SettingsError
+from server.jobs.model import ErrorCode, JobError
+from server.jobs.service import JobService, QueueFull, parse_settings
+from server.jobs.uploads import UploadWriter
+from server.protocol import upload_messages as msg
+from server.protocol.codec import Audio, Codec, decode_frame, send
+from server.protocol.errors import CloseCode, ProtocolError
+from server.transport.stream_socket import StreamSocket, check_upgrade
+
+log = logging.getLogger(__name__)
+
+WINDOW_BYTES = 4 << 20  # unacknowledged bytes a client may have in flight
+FOLLOW_POLL_S = 1.0  # re-read the job at least this often while waiting for its progress
+DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+
+
+class Uploading:
+    """One upload socket: receive the file, then report the job's progress and result."""
+
+    def __init__(self, ws: StreamSocket, codec: Codec, service: JobService) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.service = service
+        self.task_id = ""
+        self.writer: UploadWriter | None = None
+
+    async def run(self) -> None:
+        try:
+            upload = await self._first()
+            if upload is None or not await self._accept(upload):
+                return
+            if not await self._receive(upload.size):
+                return
+            follower = asyncio.create_task(self._follow())
+            await self._after_end(follower)
+        except ProtocolError as exc:
+            await self._abandon(f"the upload ended early: {exc.message}")
+            if not self.ws.closed:
+                with contextlib.suppress(ConnectionError):
+                    await send(self.ws, self.codec, exc.to_message())
+                await self.ws.close(code=exc.close_code or CloseCode.POLICY, message=exc.code.encode())
+        finally:
+            await self._abandon("the connection failed during the upload")
+
+    async def _abandon(self, reason: str) -> None:
+        """Fail the reserved job of an upload that did not complete (once), deleting what arrived."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            await writer.discard()
+            await self.service.abandon(self.task_id, JobError(ErrorCode.UPLOAD_INCOMPLETE.value, reason))
+
+    async def _message(self) -> Audio | msg.ClientMessage | None:
+        """The next message (``None`` when the socket closed); the idle timeout is a fatal error."""
+        idle_timeout_s = self.service.config.idle_timeout_s
+        try:
+            message = await self.ws.receive(timeout=idle_timeout_s or None)
+        except TimeoutError:
+            raise ProtocolError("idle_timeout", f"nothing received for {idle_timeout_s:g} s",
+                                CloseCode.POLICY) from None
+        if message.type not in DATA_TYPES:
+            return None
+        frame = decode_frame(self.codec, message.type, message.data)
+        if isinstance(frame, Audio):
+            return frame
+        return msg.parse_client_message(frame)
+
+    async def _first(self) -> msg.Upload | None:
+        first = await self._message()
+        if first is None:
+            return None
+        if not isinstance(first, msg.Upload):
+            raise ProtocolError("not_started", "the first message must be 'upload'", CloseCode.POLICY)
+        return first
+
+    async def _accept(self, upload: msg.Upload) -> bool:
+        service = self.service
+        limit = service.config.max_upload_bytes
+        if upload.size > limit:
+            raise ProtocolError("too_large", f"the file is {upload.size} bytes; at most {limit} are accepted",
+                                CloseCode.TOO_BIG)
+        if upload.size == 0:
+            raise ProtocolError("empty", "the file is empty", CloseCode.POLICY)
+        try:
+            settings = parse_settings(upload.settings)
+            await service.check_capacity()
+        except SettingsError as exc:
+            raise ProtocolError("bad_settings", str(exc), CloseCode.POLICY) from None
+        except QueueFull as exc:
+            raise ProtocolError("queue_full", str(exc), CloseCode.TRY_AGAIN_LATER) from None
+        self.task_id = service.new_task_id()
+        await service.reserve(self.task_id, upload.filename, settings)
+        self.writer = service.writer(self.task_id)
+        await self.writer.open()
+        await send(self.ws, self.codec, msg.accepted(self.task_id, WINDOW_BYTES, self.ws.limit_bytes))
+        return True
+
+    async def _receive(self, size: int) -> bool:
+        """Store the file's bytes until ``end``; ``True`` once the job is queued."""
+        writer = self.writer
+        assert writer is not None
+        while True:
+            message = await self._message()
+            if message is None:
+                await self._abandon(f"the connection closed after {writer.received_bytes} of {size} bytes")
+                return False
+            if isinstance(message, Audio):
+                if writer.received_bytes + len(message.data) > size:
+                    raise ProtocolError("size_mismatch", f"more than the announced {size} bytes arrived",
+                                        CloseCode.POLICY)
+                before = writer.written_bytes
+                await writer.write(message.data)
+                if writer.written_bytes != before:
+                    await send(self.ws, self.codec, msg.ack(writer.written_bytes))
+            elif isinstance(message, msg.End):
+                if writer.received_bytes != size:
+                    raise ProtocolError("size_mismatch", f"'end' after {writer.received_bytes} of the "
+                                        f"announced {size} bytes", CloseCode.POLICY)
+                await writer.commit()
+                self.writer = None
+                await send(self.ws, self.codec, msg.ack(writer.written_bytes))
+                await self.service.enqueue(self.task_id)
+                return True
+            else:
+                raise ProtocolError("already_started", "'upload' was already sent", CloseCode.POLICY)
+
+    async def _after_end(self, follower: asyncio.Task[None]) -> None:
+        """Keep reading while the follower reports; anything but a close is an error."""
+        try:
+            while not self.ws.closed:
+                message = await self.ws.receive()
+                if message.type not in DATA_TYPES:
+                    break
+                follower.cancel()
+                error = ProtocolError("already_ended", "nothing may follow 'end'; the analysis goes on and "
+                                      f"GET /api/v3/analysis/{self.task_id} shows it", CloseCode.POLICY)
+                with contextlib.suppress(ConnectionError):
+                    await send(self.ws, self.codec, error.to_message())
+                await self.ws.close(code=CloseCode.POLICY, message=error.code.encode())
+                break
+        finally:
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
+
+    async def _follow(self) -> None:
+        """Send ``progress`` as the job advances, then its ``result`` or ``error``, then close."""
+        service, task_id = self.service, self.task_id
+        last: tuple[str, float] | None = None
+        while True:
+            job = await service.get(task_id)
+            if job is None:
+                error = ProtocolError("not_found", "the task was deleted", CloseCode.SERVER_FAULT)
+                await send(self.ws, self.codec, error.to_message())
+                await self.ws.close(code=CloseCode.SERVER_FAULT, message=error.code.encode())
+                return
+            if job.status.finished:
+                if job.error is not None:
+                    reply = msg.job_failed(task_id, job.error.code, job.error.message)
+                else:
+                    reply = msg.result(task_id, job.result() or {})
+                await send(self.ws, self.codec, reply)
+                await self.ws.close(code=CloseCode.NORMAL)
+                return
+            if (job.status.value, job.progress) != last:
+                last = (job.status.value, job.progress)
+                await send(self.ws, self.codec, msg.progress(task_id, job.progress))
+            await service.watch.wait(task_id, FOLLOW_POLL_S)
+
+
+async def upload_handler(request: web.Request) -> web.StreamResponse:
+    codec, refusal = check_upgrade(request)
+    if codec is None:
+        assert refusal is not None
+        return refusal
+    service = request.app[appkeys.JOBS]
+    ws = StreamSocket(service.config, codec)
+    await ws.prepare(request)
+    try:
+        await Uploading(ws, codec, service).run()
+    except ConnectionError:
+        pass  # the client went away; a reserved job was already failed
+    except Exception:
+        log.exception("upload socket failed")
+        await ws.close(code=CloseCode.SERVER_FAULT, message=b"internal")
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    """Route ``/api/v3/upload`` (the job service comes from :mod:`server.transport.http_analysis`)."""
+    app.router.add_get("/api/v3/upload", upload_handler)
