@@ -1,0 +1,85 @@
+"""The asyncio client of a Transient server: live streams, subscriptions, the stream list, file analysis.
+
+>>> async with TransientClient("http://127.0.0.1:8080") as client:
+...     publisher = await client.publish(sample_rate=48000)
+...     await publisher.send_audio(samples)
+...     stopped = await publisher.stop()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from server.client import files
+from server.client.files import Progress
+from server.client.publisher import Publisher
+from server.client.subscriber import Subscription
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+SERVER_ENV = "TRANSIENT_SERVER"
+
+
+def default_server(environ: Mapping[str, str] | None = None) -> str:
+    """``TRANSIENT_SERVER`` if set, else the server's default address."""
+    return (os.environ if environ is None else environ).get(SERVER_ENV) or DEFAULT_SERVER
+
+
+class TransientClient:
+    """One server, one HTTP session (owned unless given). Use as ``async with``."""
+
+    def __init__(self, base_url: str | None = None, *, session: aiohttp.ClientSession | None = None,
+                 codec: str = "json") -> None:
+        self.base_url = (base_url or default_server()).rstrip("/")
+        self.codec = codec
+        self._session = session
+        self._owns_session = session is None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> TransientClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def streams(self) -> list[dict[str, Any]]:
+        """``GET /api/v3/streams``: the live streams."""
+        async with self.session.get(self.base_url + "/api/v3/streams") as response:
+            body = await files.json_or_error(response)
+        streams: list[dict[str, Any]] = body["streams"]
+        return streams
+
+    async def publish(self, sample_rate: int, channels: int = 1, encoding: str = "pcm_f32le",
+                      settings: Mapping[str, Any] | None = None) -> Publisher:
+        """Start a live stream."""
+        return await Publisher.open(self.session, self.base_url, sample_rate=sample_rate, channels=channels,
+                                    encoding=encoding, settings=settings, codec=self.codec)
+
+    async def subscribe(self, stream_id: str) -> Subscription:
+        """Follow a live stream's events."""
+        return await Subscription.open(self.session, self.base_url, stream_id, self.codec)
+
+    async def analyse(self, path: Path, settings: Mapping[str, Any] | None = None, *,
+                      on_progress: Progress | None = None) -> dict[str, Any]:
+        """Analyse a file through ``POST /api/v3/analysis`` and polling; the result object."""
+        return await files.analyse_http(self.session, self.base_url, path, settings, on_progress=on_progress)
+
+    async def upload(self, path: Path, settings: Mapping[str, Any] | None = None, *,
+                     on_progress: Progress | None = None) -> dict[str, Any]:
+        """Analyse a file through the ``/api/v3/upload`` WebSocket; the result object."""
+        return await files.analyse_ws(self.session, self.base_url, path, settings, on_progress=on_progress,
+                                      codec=self.codec)
