@@ -91,6 +91,7 @@ async def _reply(socket: MessageSocket) -> Message:
         raise ClientError("closed", f"the connection closed (code {socket.close_code})",
                           close_code=socket.close_code)
     if message["type"] == "error":
+        await socket.close()  # a fatal error: this waits for the server's close frame and its code
         raise ClientError(str(message.get("code")), str(message.get("message", "")),
                           close_code=socket.close_code)
     return message
