@@ -17,7 +17,8 @@ absolute schedule (start phases spread over one chunk period), with a click ever
   dropped, and no click went unreported.
 - Memory: resident set size of the server and all of its descendant processes (the pool), from /proc,
   idle before the first step and while each step's streams run; per stream = (loaded - idle) / streams.
-- CPU: seconds of CPU used by the server process, its pool, and the generators during the step, from /proc.
+- CPU: percent of one core used by the server process, its pool, the generators, and everything else on
+  the machine (``others``: a shared machine's other load skews every figure) during the step, from /proc.
 """
 
 from __future__ import annotations
@@ -95,6 +96,13 @@ def rss_bytes(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds spent busy by every core of the machine so far (from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -269,12 +277,16 @@ def run_step(url: str, server_pid: int, streams: int, args: argparse.Namespace,
     jobs = [(url, n, args.duration_s, args.click_every_s, i, procs)
             for i, n in enumerate(shares)]
     tree = descendants(server_pid)
-    server_cpu0, pool_cpu0 = cpu_s(tree[:1]), cpu_s(tree[1:])
+    server_cpu0, pool_cpu0, busy0 = cpu_s(tree[:1]), cpu_s(tree[1:]), machine_busy_s()
     pending = pool.map_async(shard_main, jobs)
     time.sleep(args.duration_s * 0.8)  # sample memory while every stream runs
     loaded_rss = rss_bytes(descendants(server_pid))
     shards = [ShardResult(**r) for r in pending.get(timeout=args.duration_s * 10 + 300)]  # type: ignore[arg-type]
     tree = descendants(server_pid)
+    busy_pct = 100 * (machine_busy_s() - busy0) / args.duration_s
+    server_pct = 100 * (cpu_s(tree[:1]) - server_cpu0) / args.duration_s
+    pool_pct = 100 * (cpu_s(tree[1:]) - pool_cpu0) / args.duration_s
+    generator_pct = 100 * sum(s.cpu_s for s in shards) / args.duration_s
     latencies = [x for s in shards for x in s.latencies_ms]
     step = {
         "streams": streams,
@@ -291,9 +303,11 @@ def run_step(url: str, server_pid: int, streams: int, args: argparse.Namespace,
         "errors": sorted({e for s in shards for e in s.errors}),
         "server_rss_mb": round(loaded_rss / 2**20, 1),
         "rss_per_stream_kb": round((loaded_rss - idle_rss) / streams / 1024, 1),
-        "server_cpu_pct": round(100 * (cpu_s(tree[:1]) - server_cpu0) / args.duration_s, 1),
-        "pool_cpu_pct": round(100 * (cpu_s(tree[1:]) - pool_cpu0) / args.duration_s, 1),
-        "generator_cpu_pct": round(100 * sum(s.cpu_s for s in shards) / args.duration_s, 1),
+        "server_cpu_pct": round(server_pct, 1),
+        "pool_cpu_pct": round(pool_pct, 1),
+        "generator_cpu_pct": round(generator_pct, 1),
+        # Everything else the machine did meanwhile (other users' work skews a shared machine's figures).
+        "others_cpu_pct": round(max(0.0, busy_pct - server_pct - pool_pct - generator_pct), 1),
     }
     step["passed"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0  # type: ignore[operator]
                       and step["missed"] == 0 and not step["errors"])
@@ -321,7 +335,8 @@ def main() -> int:
         print(f"server {url} pid {server.pid}; idle RSS (server + pool) {idle_rss / 2**20:.1f} MiB; "
               f"{args.duration_s:g} s per step, {args.procs} generator process(es)", flush=True)
         header = ("streams", "p50_ms", "p99_ms", "max_ms", "clicks", "missed", "extra", "dropped_s",
-                  "rss_per_stream_kb", "server_cpu_pct", "pool_cpu_pct", "generator_cpu_pct", "passed")
+                  "rss_per_stream_kb", "server_cpu_pct", "pool_cpu_pct", "generator_cpu_pct",
+                  "others_cpu_pct", "passed")
         print(" ".join(f"{h:>10}" for h in header), flush=True)
         with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
             for streams in (int(s) for s in args.steps.split(",")):

@@ -217,7 +217,3 @@ def subscribed(stream: Mapping[str, Any]) -> Event:
 def ended(stream_id: str, reason: str, duration_s: float, onsets: int) -> Event:
     return {"type": "ended", "stream_id": stream_id, "reason": reason, "duration": round(duration_s, 6),
             "onsets": onsets}
-
-
-def overflow(stream_id: str, dropped: int) -> Event:
-    return {"type": "overflow", "stream_id": stream_id, "dropped": dropped}
