@@ -169,7 +169,10 @@ class StreamSession:
         new = StreamSettings.from_mapping(values, base=self.settings)
         check_targets(self._osc, new.options.osc)
         if new.detector != self.settings.detector:
-            self._changes.append((self._ring.end, new.detector))
+            at = self._ring.end
+            if self._changes and self._changes[-1][0] == at:
+                self._changes.pop()  # no audio since the last change: it never applies
+            self._changes.append((at, new.detector))
         self.settings = new
         return new
 
