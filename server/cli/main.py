@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,9 +12,25 @@ from server.cli import serve
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 
 
+def _lazy(module: str, help_text: str) -> Command:
+    """A subcommand whose module is imported only when it runs (serving never imports the client tools)."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        importlib.import_module(f"server.cli.{module}").add_arguments(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        return int(importlib.import_module(f"server.cli.{module}").main(args))
+
+    return add_arguments, run, help_text
+
+
 def commands() -> dict[str, Command]:
     """Subcommand name → (add its arguments, run it, one-line help)."""
-    return {}
+    return {
+        "analyze": _lazy("analyze", "analyse audio files here, without a server; print or write the onsets"),
+        "listen": _lazy("listen", "follow a live stream's events; print them or forward onsets to OSC"),
+        "stream": _lazy("stream", "publish a file or raw PCM from stdin as a live stream; print its onsets"),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

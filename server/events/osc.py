@@ -192,10 +192,11 @@ class OscSender:
             raise SettingsError("osc", unknown[0] if len(unknown) == 1 else unknown,
                                 f"unknown OSC target; this server's targets: {known}")
 
-    async def start(self) -> None:
-        """Open the sockets for IP-literal targets now; host names resolve in the background."""
+    async def start(self, resolve_names: bool = False) -> None:
+        """Open the sockets for IP-literal targets now; host names resolve in the background (or now,
+        with ``resolve_names``: a command-line tool would rather wait than drop its first packets)."""
         for route in self._routes.values():
-            if _numeric(route.target.host) is not None:
+            if resolve_names or _numeric(route.target.host) is not None:
                 await self._resolve(route)
             else:
                 self._retry_resolve(route, time.monotonic())

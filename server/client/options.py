@@ -1,0 +1,77 @@
+"""Command-line pieces shared by the client commands (``run.py listen``, ``stream``, ``analyze``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import uvloop
+
+from server.client.client import DEFAULT_SERVER, SERVER_ENV, default_server
+from server.client.wire import CODECS
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help=f"the server's base URL [env {SERVER_ENV}; default {DEFAULT_SERVER}]")
+    parser.add_argument("--codec", choices=CODECS, default="json", help="WebSocket message codec")
+
+
+def server_url(args: argparse.Namespace) -> str:
+    return str(args.server or default_server())
+
+
+def add_settings_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", default=None, metavar="JSON",
+                        help='detector settings as a JSON object, e.g. \'{"threshold": 2, "method": "hfc"}\'')
+
+
+def parse_settings_option(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any] | None:
+    """The ``--settings`` object, or ``None``; anything but a JSON object is a usage error (exit 2)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        parser.error(f"--settings is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        parser.error(f"--settings must be a JSON object, got {text!r}")
+    return value
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main(interrupted)`` on uvloop. The first SIGINT or SIGTERM sets ``interrupted`` (the command
+    winds down: a publisher sends ``stop``); a second one cancels it (exit code 130)."""
+
+    async def guarded() -> int:
+        interrupted = asyncio.Event()
+        task = asyncio.ensure_future(main(interrupted))
+
+        def on_signal() -> None:
+            if interrupted.is_set():
+                task.cancel()
+            interrupted.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            return 130
+        except BrokenPipeError:  # stdout's reader went away (e.g. `| head`): quietly, like other tools
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    return uvloop.run(guarded())
