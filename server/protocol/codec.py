@@ -65,7 +65,7 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
     """Decode one TEXT or BINARY WebSocket message. Raises :class:`ProtocolError` on anything else."""
     if codec is Codec.JSON:
         if kind is WSMsgType.BINARY:
-            return Audio(bytes(data) if not isinstance(data, bytes) else data)
+            return Audio(data if isinstance(data, bytes) else data.encode())
         if kind is WSMsgType.TEXT:
             try:
                 obj = json.loads(data)
