@@ -118,7 +118,8 @@ def test_ice_servers_parse_and_validate() -> None:
     assert empty.servers == () and empty.rtc_configuration().iceServers == []  # never aiortc's default
     ice = parse_ice_servers("stun:stun.example.org, turn:turn.example.org:3479?transport=tcp,"
                             "stun:second.example.org", "user", "secret")
-    assert [s.urls for s in ice.servers] == ["stun:stun.example.org", "turn:turn.example.org:3479?transport=tcp"]
+    assert [s.urls for s in ice.servers] == ["stun:stun.example.org",
+                                             "turn:turn.example.org:3479?transport=tcp"]
     assert ice.servers[1].username == "user" and ice.servers[1].credential == "secret"
     assert ice.ignored == ("stun:second.example.org",)
     for bad in ["http://example.org", "stun:", "stun:host:99999", "stun:host?transport=udp",
@@ -127,3 +128,14 @@ def test_ice_servers_parse_and_validate() -> None:
             parse_ice_servers(bad, "u", "p")
     with pytest.raises(IceConfigError, match="ice_username"):
         parse_ice_servers("turn:turn.example.org")
+
+
+def test_converter_reports_a_clock_jump_instead_of_filling_it() -> None:
+    jumps: list[tuple[float, float]] = []
+    converter = FrameConverter(48000, max_gap_s=1.0, on_jump=lambda at_s, jump_s: jumps.append((at_s, jump_s)))
+    zeros = np.zeros(960, np.int16)
+    total = 0
+    for pts in [0, 960, 960 * 2 + 48000 * 5, 960 * 3 + 48000 * 5]:
+        total += sum(len(block) for block, _ in converter.convert(opus_like_frame(zeros, zeros, pts=pts)))
+    assert total == 4 * 960
+    assert jumps == [(0.04, 5.0)]

@@ -29,8 +29,12 @@ ROOM_POLL_S = 0.01  # how often a long fill checks whether the session has caugh
 class FrameConverter:
     """Decoded frames of one track → mono float32 blocks at ``out_rate_hz``, placed by RTP time."""
 
-    def __init__(self, out_rate_hz: int, max_gap_s: float = MAX_GAP_S) -> None:
+    def __init__(self, out_rate_hz: int, max_gap_s: float = MAX_GAP_S,
+                 on_jump: Callable[[float, float], None] | None = None) -> None:
+        """``on_jump(at_s, jump_s)`` hears of each clock discontinuity: RTP time ``jump_s`` seconds ahead
+        of the time line's end ``at_s`` (seconds), which the time line skips instead of filling."""
         self.out_rate_hz = out_rate_hz
+        self.on_jump = on_jump
         self.max_gap_s = max_gap_s
         self.timeline: RtpTimeline | None = None
         self._resampler: MonoResampler | None = None
@@ -53,7 +57,10 @@ class FrameConverter:
             placement = timeline.append(samples)
         else:
             placement = timeline.place(int(frame.pts), Fraction(frame.time_base), samples)
-        self.jumps_s += placement.jump_s
+        if placement.jump_s:
+            self.jumps_s += placement.jump_s
+            if self.on_jump is not None:
+                self.on_jump((timeline.end - samples) / rate, placement.jump_s)
         chunk = max(1, round(FILL_CHUNK_S * rate))
         left = placement.silence
         while left > 0:

@@ -60,6 +60,11 @@ def check_media(text: str) -> bool:
     if unsupported:
         raise _bad("unsupported_media", f"the offer has {', '.join(unsupported)} media; only one audio track "
                    "and the 'events' data channel are accepted")
+    for media in description.media:
+        # aiortc accepts an offer without these and fails later, inside its connection task.
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise _bad("bad_sdp", f"the offer's {media.kind} section has no DTLS fingerprint and setup "
+                       "attributes (a=fingerprint, a=setup)")
     sending = [m for m in description.media if m.kind == "audio" and m.direction in SENDING_DIRECTIONS]
     if len(sending) != 1:
         raise _bad("no_audio_track" if not sending else "too_many_tracks",

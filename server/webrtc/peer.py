@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 SESSION_RATE_HZ = 48000  # every WebRTC stream is analysed as mono float32 at this rate
 CHANNEL_CLOSE_TIMEOUT_S = 5.0  # how long the client may take to acknowledge the channel's last messages
 STOP_TIMEOUT_S = 60.0  # how long the analysis of what was received may take before it is abandoned
-CONSUMER_EXIT_TIMEOUT_S = 5.0  # how long a closed track's consumer may take to notice
 
 
 class WebRtcPeer:
@@ -51,7 +50,7 @@ class WebRtcPeer:
         self._on_closed = on_closed
         self.session: StreamSession | None = None
         self.events = EventChannel()
-        self.converter = FrameConverter(SESSION_RATE_HZ)
+        self.converter = FrameConverter(SESSION_RATE_HZ, on_jump=self._on_clock_jump)
         self.track: MediaStreamTrack | None = None
         self.frames = 0  # decoded frames read from the track
         self._consumers: list[asyncio.Task[None]] = []
@@ -108,6 +107,11 @@ class WebRtcPeer:
             log.exception("reading the audio track of stream %s failed", self.stream_id)
             self.fault(ProtocolError("server_fault", "the server failed to read the audio track",
                                      CloseCode.SERVER_FAULT))
+
+    def _on_clock_jump(self, at_s: float, jump_s: float) -> None:
+        self.deliver(msg.warning(
+            self.stream_id, "clock_jump", f"the track's RTP clock jumped {jump_s:.3f} s ahead; onset times "
+            "after this point run that much behind it", at_s=round(at_s, 6), jump_s=round(jump_s, 6)))
 
     def _count_frame(self) -> None:
         self.frames += 1
@@ -203,9 +207,9 @@ class WebRtcPeer:
         if reply_stopped:
             self.events.send(msg.stopped(summary.duration_s, summary.onsets), force=True)
 
-    async def close(self) -> None:
-        """Close the peer connection at once and release everything (the session is abandoned if it still
-        runs). Safe to call more than once."""
+    async def close(self, reason: str = "closed") -> None:
+        """Close the peer connection at once and release everything; a session still running is abandoned
+        with ``reason``. Safe to call more than once."""
         if self._closing:
             await asyncio.shield(self.closed)
             return
@@ -214,14 +218,16 @@ class WebRtcPeer:
             if self._watchdog is not None:
                 self._watchdog.cancel()
             if self.session is not None and self.session.state is not State.ENDED:
-                self.session.abandon("closed")
+                self.session.abandon(reason)
             await self.pc.close()
+            # A closed connection delivers nothing more, and a track whose receiver never started (no
+            # connection yet) would never end by itself: stop reading now.
             current = asyncio.current_task()
-            consumers = [task for task in self._consumers if task is not current]
+            consumers = [task for task in self._consumers if task is not current and not task.done()]
+            for task in consumers:
+                task.cancel()
             if consumers:
-                _, pending = await asyncio.wait(consumers, timeout=CONSUMER_EXIT_TIMEOUT_S)
-                for task in pending:
-                    task.cancel()
+                await asyncio.wait(consumers)
         finally:
             if not self.closed.done():
                 self.closed.set_result(None)

@@ -35,6 +35,6 @@ class PeerRegistry:
         """Close every peer connection now (server shutdown); streams are abandoned, not analysed."""
         peers = list(self._peers)
         if peers:
-            await asyncio.wait([asyncio.create_task(peer.close()) for peer in peers],
+            await asyncio.wait([asyncio.create_task(peer.close("shutdown")) for peer in peers],
                                timeout=CLOSE_ALL_TIMEOUT_S)
         self._peers.clear()
