@@ -8,7 +8,6 @@ The layout of each message is documented in docs/protocol.md, section "Live stre
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,11 +32,14 @@ class Encoding(enum.Enum):
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return np.dtype("<f4") if self is Encoding.PCM_F32LE else np.dtype("<i2")
+        return _DTYPES[self]
 
     @property
     def bytes_per_sample(self) -> int:
-        return 4 if self is Encoding.PCM_F32LE else 2
+        return _DTYPES[self].itemsize
+
+
+_DTYPES = {Encoding.PCM_F32LE: np.dtype("<f4"), Encoding.PCM_S16LE: np.dtype("<i2")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +155,7 @@ def parse_audio(data: bytes, audio_format: AudioFormat) -> np.ndarray:
             f"({audio_format.channels} channel(s) × {audio_format.encoding.bytes_per_sample} bytes); "
             "frame rejected", None)
     samples = np.frombuffer(data, dtype=audio_format.encoding.dtype).reshape(-1, audio_format.channels)
-    # One pass, no temporary: a float64 sum of finite float32 values cannot overflow, NaN/Inf propagate.
-    if audio_format.encoding is Encoding.PCM_F32LE and not math.isfinite(samples.sum(dtype=np.float64)):
+    if audio_format.encoding is Encoding.PCM_F32LE and not np.isfinite(samples).all():
         raise ProtocolError("bad_samples", "audio frame holds NaN or infinite samples; frame rejected", None)
     return samples
 
@@ -182,13 +183,14 @@ def onset(stream_id: str, time_s: float, strength: float, wall_time_s: float) ->
             "wall_time": round(wall_time_s, 6)}
 
 
-def status(stream_id: str, *, received_s: float, analysed_s: float, dropped_s: float, onsets: int) -> Event:
+def status(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, dropped_s: float,
+           onsets: int) -> Event:
     return {
         "type": "status",
         "stream_id": stream_id,
         "received_s": round(received_s, 6),
         "analysed_s": round(analysed_s, 6),
-        "lag_s": round(max(0.0, received_s - analysed_s), 6),
+        "lag_s": round(lag_s, 6),
         "dropped_s": round(dropped_s, 6),
         "onsets": onsets,
     }

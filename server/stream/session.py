@@ -115,6 +115,12 @@ class StreamSession:
         return self._seconds(self._analysed)
 
     @property
+    def lag_s(self) -> float:
+        """Audio kept but not analysed yet: waiting in the ring buffer or in the job in flight."""
+        job = self._in_flight
+        return self._seconds(len(self._ring) + (len(job.audio) if job is not None else 0))
+
+    @property
     def dropped_s(self) -> float:
         return self._seconds(self._dropped)
 
@@ -136,6 +142,7 @@ class StreamSession:
             "started_at": self.started_at,
             "received_s": round(self.received_s, 6),
             "analysed_s": round(self.analysed_s, 6),
+            "lag_s": round(self.lag_s, 6),
             "dropped_s": round(self.dropped_s, 6),
             "onsets": self._onsets,
         }
@@ -311,7 +318,7 @@ class StreamSession:
         if (mark != self._status_mark or force) and self.state is not State.ENDED:
             self._status_mark = mark
             self._emit(msg.status(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
-                                  dropped_s=self.dropped_s, onsets=self._onsets))
+                                  lag_s=self.lag_s, dropped_s=self.dropped_s, onsets=self._onsets))
 
     def _finish(self, reason: str) -> None:
         if self.state is State.ENDED:
