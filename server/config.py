@@ -57,7 +57,8 @@ class Config:
     tokens: str = _opt("", "access tokens as NAME:TOKEN:RIGHTS;... with RIGHTS from publish,subscribe,analyse")
     allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")
     # OSC
-    osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT,... (streams opt in by name)")
+    osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT[/bundle[+DELAY_MS]],... (streams opt in "
+                                "by name)")
     # Scale-out
     redis: str = _opt("", "Redis URL; empty runs embedded with no outside service")
     no_worker: bool = _opt(False, "with --redis: serve only, run no file-analysis worker here")
