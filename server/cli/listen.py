@@ -15,7 +15,7 @@ from typing import Any
 
 from server.client import ClientError, Subscription, TransientClient
 from server.client.options import add_server_options, run_until_signal, server_url
-from server.events.osc import OscSender, parse_targets
+from server.events.osc import OscSender, parse_target
 
 OSC_TARGET_NAME = "listen"
 
@@ -65,10 +65,10 @@ async def listen(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
     osc: OscSender | None = None
     if args.osc is not None:
         try:
-            targets = parse_targets(f"{OSC_TARGET_NAME}={args.osc}")
+            target = parse_target(OSC_TARGET_NAME, args.osc)
         except ValueError as exc:
             args.parser.error(f"--osc: {exc}")
-        osc = OscSender(targets)
+        osc = OscSender({OSC_TARGET_NAME: target})
         await osc.start(resolve_names=True)
     try:
         async with TransientClient(server_url(args), codec=args.codec) as client:

@@ -105,7 +105,7 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
         try:
             publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings)
         except (ClientError, OSError) as exc:
-            print(f"the server refused the stream: {exc}", file=sys.stderr)
+            print(f"cannot start the stream: {exc}", file=sys.stderr)
             return 1
         print(f"stream {publisher.stream_id}: {source.sample_rate} Hz, {source.channels} channel(s), "
               f"latency {publisher.started['latency_ms']} ms", file=sys.stderr, flush=True)

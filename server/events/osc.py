@@ -89,21 +89,26 @@ def parse_targets(spec: str) -> dict[str, OscTarget]:
             raise ValueError(f"OSC target {entry!r}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
         if name in targets:
             raise ValueError(f"OSC target {name!r} is named twice")
-        address, slash, option = rest.partition("/")
-        bundle, delay_ms = False, 0.0
-        if slash:
-            match = _BUNDLE_OPTION.fullmatch(option.strip())
-            if match is None:
-                raise ValueError(f"OSC target {entry!r}: the only option is /bundle or /bundle+DELAY_MS")
-            bundle, delay_ms = True, float(match.group(1) or 0.0)
-            if delay_ms > MAX_DELAY_MS:
-                raise ValueError(f"OSC target {entry!r}: the delay is at most {MAX_DELAY_MS:g} ms")
         try:
-            host, port = parse_host_port(address)
+            targets[name] = parse_target(name, rest)
         except ValueError as exc:
             raise ValueError(f"OSC target {name!r}: {exc}") from None
-        targets[name] = OscTarget(name, host, port, bundle, delay_ms)
     return targets
+
+
+def parse_target(name: str, address: str) -> OscTarget:
+    """The target ``name`` at ``HOST:PORT[/bundle[+DELAY_MS]]``; raises :class:`ValueError`."""
+    host_port, slash, option = address.partition("/")
+    bundle, delay_ms = False, 0.0
+    if slash:
+        match = _BUNDLE_OPTION.fullmatch(option.strip())
+        if match is None:
+            raise ValueError(f"{address!r}: the only option is /bundle or /bundle+DELAY_MS")
+        bundle, delay_ms = True, float(match.group(1) or 0.0)
+        if delay_ms > MAX_DELAY_MS:
+            raise ValueError(f"{address!r}: the delay is at most {MAX_DELAY_MS:g} ms")
+    host, port = parse_host_port(host_port)
+    return OscTarget(name, host, port, bundle, delay_ms)
 
 
 def onset_message(stream_id: str, time_s: float, strength: float, wall_time_s: float) -> bytes:
