@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRANSIENT_"
+DEFAULT_DATA_DIR = Path("data")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -30,7 +31,7 @@ class Config:
     host: str = _opt("127.0.0.1", "address to listen on")
     port: int = _opt(8080, "TCP port to listen on (0 picks a free one)")
     # Storage
-    data_dir: Path = _opt(Path("data"), "directory for uploads, the job database and other state")
+    data_dir: Path = _opt(DEFAULT_DATA_DIR, "directory for uploads, job database and other state")  # noqa: RUF009
     # Detection pool
     workers: int = _opt(2, "processes in the detection pool")
     # Live streams
@@ -39,7 +40,7 @@ class Config:
     max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted, in bytes (close 1009)")
     idle_timeout_s: float = _opt(30.0, "close a stream that sends nothing for this long (close 1008)")
     heartbeat_s: float = _opt(15.0, "WebSocket ping interval in seconds; 0 disables")
-    max_buffer_s: float = _opt(5.0, "audio a stream may have waiting for analysis before the oldest is dropped")
+    max_buffer_s: float = _opt(5.0, "seconds of audio a stream may have waiting before the oldest is dropped")
     max_subscribers_per_stream: int = _opt(64, "subscribers one stream accepts")
     subscriber_queue: int = _opt(256, "events queued for one subscriber before overflow is reported")
     status_interval_s: float = _opt(0.5, "seconds between status messages while audio flows")
@@ -54,7 +55,7 @@ class Config:
     webrtc_connect_timeout_s: float = _opt(
         20.0, "close a WebRTC peer connection not connected (ICE + DTLS) this long after its offer")
     # Access
-    tokens: str = _opt("", "access tokens as NAME:TOKEN:RIGHTS;... with RIGHTS from publish,subscribe,analyse")
+    tokens: str = _opt("", "tokens as NAME:TOKEN:RIGHTS;... (RIGHTS from publish,subscribe,analyse)")
     allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")
     # OSC
     osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT[/bundle[+DELAY_MS]],... (streams opt in "
@@ -78,7 +79,7 @@ def _env_name(name: str) -> str:
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = type(f.default)
+    kind: type[Any] = type(f.default)
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):

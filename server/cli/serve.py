@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 
 import uvloop
@@ -40,8 +41,6 @@ def main(args: argparse.Namespace) -> int:
     config = config_from(args)
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
         uvloop.run(serve(config))
-    except (KeyboardInterrupt, web.GracefulExit):
-        pass
     return 0
