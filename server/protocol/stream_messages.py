@@ -39,7 +39,10 @@ class Encoding(enum.Enum):
         return _DTYPES[self].itemsize
 
 
-_DTYPES = {Encoding.PCM_F32LE: np.dtype("<f4"), Encoding.PCM_S16LE: np.dtype("<i2")}
+_DTYPES: dict[Encoding, np.dtype[Any]] = {
+    Encoding.PCM_F32LE: np.dtype("<f4"),
+    Encoding.PCM_S16LE: np.dtype("<i2"),
+}
 
 
 @dataclass(frozen=True, slots=True)
