@@ -17,6 +17,17 @@ DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 INDEX = "index.html"
 FAVICON = "favicon.svg"
 HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+# Set here rather than guessed from the host's MIME database: a module script served as anything but
+# JavaScript is refused by the browser.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".json": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
 
 
 def _not_found(path: str) -> web.Response:
@@ -48,7 +59,8 @@ async def static_file(request: web.Request) -> web.StreamResponse:
     found = resolve(request.app[STATIC_DIR], path)
     if found is None:
         return _not_found(path)
-    return web.FileResponse(found, headers=HEADERS)
+    content_type = CONTENT_TYPES.get(found.suffix.lower(), "application/octet-stream")
+    return web.FileResponse(found, headers={**HEADERS, "Content-Type": content_type})
 
 
 async def favicon(request: web.Request) -> web.StreamResponse:
@@ -56,7 +68,7 @@ async def favicon(request: web.Request) -> web.StreamResponse:
     found = resolve(request.app[STATIC_DIR], FAVICON)
     if found is None:
         return _not_found("favicon.ico")
-    return web.FileResponse(found, headers={**HEADERS, "Content-Type": "image/svg+xml"})
+    return web.FileResponse(found, headers={**HEADERS, "Content-Type": CONTENT_TYPES[".svg"]})
 
 
 def setup(app: web.Application, root: Path = DEFAULT_STATIC_DIR) -> None:

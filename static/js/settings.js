@@ -1,0 +1,184 @@
+// The detector settings panel: a control per setting (docs/protocol.md, "Detector settings"), a slider
+// and an exact number box for numbers, remembered in localStorage, reporting changes debounced.
+
+export const METHODS = [
+  ["superflux", "SuperFlux", "Log-filtered spectral flux; the best all-rounder, robust to vibrato."],
+  ["complex", "Complex domain", "Phase and magnitude; finds soft and pitched attacks."],
+  ["hfc", "High-frequency content", "Favours bright, percussive hits (hi-hats, snares, picks)."],
+  ["energy", "Energy", "Rise of loudness; cheapest, for loud isolated hits."],
+];
+
+const NUMBERS = [
+  {
+    key: "threshold", label: "Threshold", min: 0.05, max: 50, log: true, step: 0.01, digits: 2, unit: "",
+    hint: "How far the onset strength must rise above its recent mean. Lower finds more, weaker onsets.",
+  },
+  {
+    key: "min_interval_ms", label: "Minimum gap", min: 0, max: 500, step: 5, digits: 0, unit: "ms",
+    hint: "An onset closer than this to the previous one is ignored (flams, double triggers).",
+  },
+  {
+    key: "silence_db", label: "Silence gate", min: -140, max: 0, step: 1, digits: 0, unit: "dBFS",
+    hint: "Nothing quieter than this level can trigger: raise it above the room's noise.",
+  },
+];
+
+export const DEFAULTS = { method: "superflux", threshold: 1.0, min_interval_ms: 30, silence_db: -90 };
+const SLIDER_STEPS = 1000;
+const DEBOUNCE_MS = 120;
+
+function toSlider(spec, value) {
+  const clamped = Math.min(spec.max, Math.max(spec.min, value));
+  if (!spec.log) return clamped;
+  return Math.round((SLIDER_STEPS * Math.log(clamped / spec.min)) / Math.log(spec.max / spec.min));
+}
+
+function fromSlider(spec, position) {
+  if (!spec.log) return Number(position);
+  const value = spec.min * (spec.max / spec.min) ** (Number(position) / SLIDER_STEPS);
+  return Number(value.toPrecision(value < 1 ? 2 : 3));
+}
+
+function element(tag, attributes = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
+export class SettingsPanel {
+  /**
+   * @param {HTMLElement} container  where the controls go
+   * @param {{storageKey: string, onChange?: (changed: object) => void}} options
+   *   `onChange` gets only the keys whose value changed since the last report.
+   */
+  constructor(container, { storageKey, onChange = () => {} }) {
+    this.storageKey = storageKey;
+    this.onChange = onChange;
+    this.current = { ...DEFAULTS, ...this._restore() };
+    this.reported = { ...this.current };
+    this.controls = {};
+    this._timer = null;
+    this._build(container);
+    this._render();
+  }
+
+  /** The settings the controls show. */
+  values() {
+    return { ...this.current };
+  }
+
+  /** Show the server's effective settings (a `started` or `configured` reply) without reporting them. */
+  setEffective(settings) {
+    let changed = false;
+    for (const key of Object.keys(DEFAULTS)) {
+      if (key in settings && settings[key] !== this.current[key] && settings[key] !== this.reported[key]) {
+        this.current[key] = settings[key];
+        changed = true;
+      }
+      if (key in settings) this.reported[key] = settings[key];
+    }
+    if (!changed) return; // the server confirmed what the controls show: leave them as the user holds them
+    this._save();
+    this._render();
+  }
+
+  setDisabled(disabled) {
+    for (const control of Object.values(this.controls)) {
+      for (const input of control.inputs) input.disabled = disabled;
+    }
+  }
+
+  _restore() {
+    try {
+      const saved = JSON.parse(localStorage.getItem(this.storageKey) || "{}");
+      const valid = {};
+      for (const key of Object.keys(DEFAULTS)) {
+        if (typeof saved[key] === typeof DEFAULTS[key]) valid[key] = saved[key];
+      }
+      return valid;
+    } catch {
+      return {};
+    }
+  }
+
+  _save() {
+    try {
+      localStorage.setItem(this.storageKey, JSON.stringify(this.current));
+    } catch {
+      // storage may be disabled; the settings still work for this page
+    }
+  }
+
+  _build(container) {
+    container.classList.add("settings");
+    const select = element("select", { "data-setting": "method", "aria-label": "Detection method" });
+    for (const [value, label] of METHODS) select.append(element("option", { value, text: label }));
+    const methodHint = element("p", { class: "hint" });
+    select.addEventListener("change", () => this._set("method", select.value));
+    container.append(element("label", { class: "field" }, [element("span", { text: "Method" }), select]), methodHint);
+    this.controls.method = { inputs: [select], hint: methodHint };
+
+    for (const spec of NUMBERS) {
+      const slider = element("input", {
+        type: "range",
+        min: spec.log ? 0 : spec.min,
+        max: spec.log ? SLIDER_STEPS : spec.max,
+        step: spec.log ? 1 : spec.step,
+        "data-setting": spec.key,
+        "aria-label": spec.label,
+      });
+      const box = element("input", {
+        type: "number", min: spec.min, max: spec.max, step: spec.step, class: "num",
+        style: "width: 84px; padding: 2px 6px;", "aria-label": `${spec.label} value`,
+      });
+      slider.addEventListener("input", () => this._set(spec.key, fromSlider(spec, slider.value), slider));
+      box.addEventListener("change", () => {
+        const value = Number(box.value);
+        if (box.value !== "" && Number.isFinite(value)) this._set(spec.key, Math.min(spec.max, Math.max(spec.min, value)));
+        else this._render();
+      });
+      const title = element("span", {}, [
+        element("span", { text: spec.label }),
+        element("span", {}, [box, spec.unit ? ` ${spec.unit}` : ""]),
+      ]);
+      container.append(element("label", { class: "field" }, [title, slider]), element("p", { class: "hint", text: spec.hint }));
+      this.controls[spec.key] = { inputs: [slider, box], spec };
+    }
+  }
+
+  /** Show the current values; `source` (the control being moved) is left as the user put it. */
+  _render(source = null) {
+    const method = this.controls.method;
+    method.inputs[0].value = this.current.method;
+    const described = METHODS.find(([value]) => value === this.current.method);
+    method.hint.textContent = described ? described[2] : "";
+    for (const spec of NUMBERS) {
+      const [slider, box] = this.controls[spec.key].inputs;
+      const value = this.current[spec.key];
+      if (slider !== source) slider.value = String(toSlider(spec, value));
+      if (document.activeElement !== box) box.value = value.toFixed(spec.digits);
+    }
+  }
+
+  _set(key, value, source = null) {
+    this.current[key] = value;
+    this._save();
+    this._render(source);
+    clearTimeout(this._timer);
+    this._timer = setTimeout(() => this._report(), DEBOUNCE_MS);
+  }
+
+  _report() {
+    const changed = {};
+    for (const [key, value] of Object.entries(this.current)) {
+      if (this.reported[key] !== value) changed[key] = value;
+    }
+    if (Object.keys(changed).length === 0) return;
+    this.reported = { ...this.current };
+    this.onChange(changed);
+  }
+}
