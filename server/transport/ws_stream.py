@@ -200,7 +200,18 @@ async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
     await hub.close()
 
 
+async def _on_shutdown(app: web.Application) -> None:
+    """Shutdown begins: end each WebSocket stream while its socket is open (aiohttp waits for running
+    handlers before the cleanup contexts run, so otherwise clients hang until its timeout, then see 1006).
+    The publisher gets ``error`` ``shutdown`` and close 1001 once the audio it sent is analysed."""
+    error = ProtocolError("shutdown", "the server is shutting down", CloseCode.GOING_AWAY)
+    for session in list(app[appkeys.STREAMS].registry):
+        if session.transport == "websocket":
+            session.fault(error)
+
+
 def setup(app: web.Application) -> None:
     """Route ``/api/v3/stream``; the hub and stream service start after the pool (added before)."""
     app.cleanup_ctx.append(streams_ctx)
+    app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/api/v3/stream", stream_handler)
