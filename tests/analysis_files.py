@@ -7,6 +7,7 @@ Signals come from the seeded generator in ``tests/signals.py``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import struct
 from collections.abc import Mapping
@@ -150,7 +151,7 @@ async def post_file(http: aiohttp.ClientSession, base_url: str, data: bytes | Pa
     if settings is not None:
         form.add_field("settings", settings if isinstance(settings, str) else json.dumps(settings))
     payload = data.read_bytes() if isinstance(data, Path) else data
-    form.add_field("file", payload, filename=filename, content_type="application/octet-stream")
+    form.add_field("file", io.BytesIO(payload), filename=filename, content_type="application/octet-stream")
     async with http.post(base_url + "/api/v3/analysis", data=form) as resp:
         return resp.status, await resp.json()
 

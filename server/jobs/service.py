@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ class JobService:
             self.runner = JobRunner(store, queue, self.uploads, pool, self.watch,
                                     pool_slots=max(1, pool.workers - 1), max_active=MAX_ACTIVE_JOBS)
         self._tasks: list[asyncio.Task[None]] = []
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -80,6 +81,8 @@ class JobService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
         await self.store.close()
 
     async def recover(self) -> None:
@@ -129,12 +132,16 @@ class JobService:
                    upload_path=str(self.uploads.upload_path(task_id)), settings=settings.to_dict(),
                    created_s=now, updated_s=now)
 
-    async def submit(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
-        """Create a job for the stored upload of ``task_id`` and queue it."""
-        job = self._job(task_id, filename, settings)
-        await self.store.add(job)
-        await self.queue.put(task_id)
-        return job
+    async def submit(self, writer: UploadWriter, task_id: str, filename: str,
+                     settings: DetectorSettings) -> None:
+        """Store the upload for good, create its job and queue it, even if the caller is cancelled."""
+
+        async def submit() -> None:
+            await writer.commit()
+            await self.store.add(self._job(task_id, filename, settings))
+            await self.queue.put(task_id)
+
+        await self.shielded(submit())
 
     async def reserve(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
         """Create a ``pending`` job whose upload is still arriving; :meth:`enqueue` it once stored."""
@@ -142,14 +149,35 @@ class JobService:
         await self.store.add(job)
         return job
 
-    async def enqueue(self, task_id: str) -> None:
-        await self.queue.put(task_id)
+    async def enqueue(self, writer: UploadWriter, task_id: str) -> None:
+        """Store the complete upload of a reserved job for good and queue the job."""
 
-    async def abandon(self, task_id: str, error: JobError) -> None:
-        """Fail a reserved job whose upload did not complete, and delete what arrived."""
+        async def enqueue() -> None:
+            await writer.commit()
+            await self.queue.put(task_id)
+
+        await self.shielded(enqueue())
+
+    async def abandon(self, task_id: str, error: JobError, writer: UploadWriter | None = None) -> None:
+        """Fail a reserved job whose upload did not complete, and delete what arrived.
+
+        The clean-up finishes even if the caller is cancelled (a handler whose client went away).
+        """
+        await self.shielded(self._abandon(task_id, error, writer))
+
+    async def _abandon(self, task_id: str, error: JobError, writer: UploadWriter | None) -> None:
+        if writer is not None:
+            await writer.discard()
         await self.store.fail(task_id, error)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
         self.watch.notify(task_id)
+
+    async def shielded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` to the end even if the caller is cancelled meanwhile."""
+        task = asyncio.create_task(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        await asyncio.shield(task)
 
     # --- looking up ----------------------------------------------------------------------------------
 

@@ -139,9 +139,8 @@ async def post_analysis(request: web.Request) -> web.Response:
         if writer.received_bytes == 0:
             raise BadUpload(400, "empty", "the uploaded file is empty")
         await _capacity(service)
-        await writer.commit()
         committed = True
-        await service.submit(task_id, filename, settings)
+        await service.submit(writer, task_id, filename, settings)
     except BadUpload as exc:
         return _error(exc)
     except SettingsError as exc:
@@ -150,7 +149,7 @@ async def post_analysis(request: web.Request) -> web.Response:
         return json_error(413, "too_large", str(exc))
     finally:
         if writer is not None and not committed:
-            await writer.discard()
+            await service.shielded(writer.discard())
     return web.json_response({"task_id": task_id, "status": "pending"}, status=202)
 
 
@@ -166,8 +165,9 @@ async def get_analysis(request: web.Request) -> web.Response:
 async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The job service (SQLite store, local queue, runner on the shared pool) lives while the app runs."""
     config = app[appkeys.CONFIG]
-    service = JobService(config, SQLiteJobStore(config.data_dir / "jobs.sqlite3"), LocalJobQueue(),
-                         app[appkeys.POOL])
+    # With --redis the scale-out context (server.scale.backend) has provided a service on Redis.
+    service = app[appkeys.JOBS] if appkeys.JOBS in app else JobService(
+        config, SQLiteJobStore(config.data_dir / "jobs.sqlite3"), LocalJobQueue(), app[appkeys.POOL])
     app[appkeys.JOBS] = service
     await service.start()
     yield

@@ -62,8 +62,8 @@ class Uploading:
         """Fail the reserved job of an upload that did not complete (once), deleting what arrived."""
         writer, self.writer = self.writer, None
         if writer is not None:
-            await writer.discard()
-            await self.service.abandon(self.task_id, JobError(ErrorCode.UPLOAD_INCOMPLETE.value, reason))
+            await self.service.abandon(self.task_id, JobError(ErrorCode.UPLOAD_INCOMPLETE.value, reason),
+                                       writer)
 
     async def _message(self) -> Audio | msg.ClientMessage | None:
         """The next message (``None`` when the socket closed); the idle timeout is a fatal error."""
@@ -131,10 +131,9 @@ class Uploading:
                 if writer.received_bytes != size:
                     raise ProtocolError("size_mismatch", f"'end' after {writer.received_bytes} of the "
                                         f"announced {size} bytes", CloseCode.POLICY)
-                await writer.commit()
                 self.writer = None
+                await self.service.enqueue(writer, self.task_id)
                 await send(self.ws, self.codec, msg.ack(writer.written_bytes))
-                await self.service.enqueue(self.task_id)
                 return True
             else:
                 raise ProtocolError("already_started", "'upload' was already sent", CloseCode.POLICY)
