@@ -180,6 +180,7 @@ scope.draw();
 
 function onStatus({ state, text, level }) {
   if (state === "stopped" && ui.pill.dataset.state === "error") return; // keep showing why it stopped
+  if (state === "retrying" && session) ui.format.textContent = `${session.transport} · waiting for the server…`;
   const pillState = { live: "live", connecting: "connecting", retrying: "connecting", failed: "error" }[state] || "idle";
   setPill(ui.pill, pillState, state === "live" ? "Live" : state === "retrying" ? "Reconnecting" : text.split(":")[0]);
   if (level) setBanner(ui.banner, level, text);

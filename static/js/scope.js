@@ -67,7 +67,15 @@ export class Scope {
     const ctx = this.ctx;
     const tl = this.timeline;
     ctx.clearRect(0, 0, width, height);
-    if (!tl) return;
+    if (!tl) {
+      ctx.fillStyle = COLORS.label;
+      ctx.font = `${14 * dpr}px system-ui, sans-serif`;
+      ctx.textAlign = "center";
+      ctx.textBaseline = "middle";
+      ctx.fillText("Press “Start microphone”: the waveform, onset strength and onsets scroll here.", width / 2, height / 2);
+      ctx.textAlign = "start";
+      return;
+    }
     const plotH = height - AXIS_PX * dpr;
     const waveH = Math.round(plotH * WAVE_SHARE);
     const odfTop = waveH + 1;
@@ -85,7 +93,7 @@ export class Scope {
     ctx.font = `${11 * dpr}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
     ctx.fillText(`waveform ×${this.waveGain.toFixed(1)}`, 8 * dpr, 6 * dpr);
-    ctx.fillText("onset strength", 8 * dpr, odfTop + 6 * dpr);
+    ctx.fillText("onset strength (log scale)", 8 * dpr, odfTop + 6 * dpr);
   }
 
   _grid(ctx, t0, t1, x, width, height, plotH, waveH, dpr) {
@@ -135,7 +143,9 @@ export class Scope {
     let visibleMax = this.threshold * 1.5;
     for (let i = first; i < values.length; i += 1) visibleMax = Math.max(visibleMax, values[i][1]);
     this.odfTop += (visibleMax * 1.1 - this.odfTop) * (visibleMax * 1.1 > this.odfTop ? 0.5 : 0.03);
-    const y = (v) => top + height - (Math.min(v, this.odfTop) / this.odfTop) * (height - 4 * dpr);
+    // Logarithmic: a loud hit must not flatten the quiet ones and the threshold line near zero.
+    const scale = (height - 4 * dpr) / Math.log1p(this.odfTop);
+    const y = (v) => top + height - Math.log1p(Math.max(0, Math.min(v, this.odfTop))) * scale;
 
     ctx.lineWidth = 1.5 * dpr;
     ctx.strokeStyle = COLORS.odf;
@@ -174,6 +184,7 @@ export class Scope {
     const now = performance.now();
     ctx.font = `${10 * dpr}px system-ui, sans-serif`;
     ctx.textBaseline = "top";
+    let labelEnd = -Infinity; // right end of the last strength label drawn: later ones must not overlap
     for (const onset of this.timeline.onsets) {
       if (onset.time < t0) continue;
       const px = x(onset.time);
@@ -186,7 +197,11 @@ export class Scope {
       ctx.lineTo(px + 5 * dpr, 0);
       ctx.lineTo(px, 7 * dpr);
       ctx.fill();
-      ctx.fillText(onset.strength.toFixed(1), px + 4 * dpr, 9 * dpr);
+      const label = onset.strength.toFixed(1);
+      if (px + 4 * dpr > labelEnd) {
+        ctx.fillText(label, px + 4 * dpr, 9 * dpr);
+        labelEnd = px + 4 * dpr + ctx.measureText(label).width + 4 * dpr;
+      }
     }
     ctx.globalAlpha = 1;
   }
