@@ -253,7 +253,8 @@ async def test_queue_full_is_503(start_server: StartServer, http: aiohttp.Client
     assert status == 202
 
 
-async def test_unknown_routes_and_methods_answer_json(server: TestServer, http: aiohttp.ClientSession) -> None:
+async def test_unknown_routes_and_methods_answer_json(server: TestServer,
+                                                      http: aiohttp.ClientSession) -> None:
     async with http.get(base(server) + "/api/v3/nothing-here") as resp:
         await expect_error(resp, 404, "not_found")
     async with http.delete(base(server) + "/api/v3/analysis") as resp:

@@ -87,8 +87,9 @@ def signal_pid(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-async def test_start_up_requeues_or_fails_unfinished_jobs(config: Config, start_server: StartServer,
-                                                          http: aiohttp.ClientSession, tmp_path: Path) -> None:
+async def test_start_up_requeues_or_fails_unfinished_jobs(
+    config: Config, start_server: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
     uploads = config.data_dir / "uploads"
     uploads.mkdir(parents=True)
     made = make_file(tmp_path, "wav", duration_s=3.0)

@@ -19,6 +19,7 @@ from tests.analysis_files import decode_whole, get_task, make_file, wait_finishe
 from tests.conftest import StartServer
 
 TIMEOUT_S = 60.0
+Message = dict[str, Any]
 
 
 class UploadClient:
@@ -61,8 +62,8 @@ class UploadClient:
             if message["type"] == "<closed>":
                 return messages
 
-    async def upload(self, data: bytes, *, chunk_bytes: int = 256 << 10, settings: Mapping[str, Any] | None = None
-                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def upload(self, data: bytes, *, chunk_bytes: int = 256 << 10,
+                     settings: Mapping[str, Any] | None = None) -> tuple[Message, list[Message]]:
         """Send the whole file respecting the window; returns ``accepted`` and the acks seen while sending."""
         start: dict[str, Any] = {"type": "upload", "filename": "song.bin", "size": len(data)}
         if settings is not None:
@@ -94,7 +95,7 @@ async def test_upload_then_progress_then_result(codec: str, server: TestServer, 
     made = make_file(tmp_path, "flac", duration_s=40.0, seed=5)
     data = made.path.read_bytes()
     client = await UploadClient.connect(http, server, codec)
-    accepted, acks = await client.upload(data, chunk_bytes=100_000)
+    accepted, _ = await client.upload(data, chunk_bytes=100_000)
     rest = await client.until_closed()
     assert rest[-1] == {"type": "<closed>", "code": 1000}
     result_message = rest[-2]
@@ -109,7 +110,8 @@ async def test_upload_then_progress_then_result(codec: str, server: TestServer, 
 
     samples, rate = decode_whole(made.path)
     result = result_message["result"]
-    assert result["onsets"] == [{"time": o.time, "strength": o.strength} for o in detect_onsets(samples, rate)]
+    expected = [{"time": o.time, "strength": o.strength} for o in detect_onsets(samples, rate)]
+    assert result["onsets"] == expected
     assert result["duration"] == pytest.approx(40.0)
     # the same task over HTTP
     status, task = await get_task(http, str(server.make_url("")).rstrip("/"), accepted["task_id"])
@@ -286,4 +288,5 @@ async def test_many_uploads_at_once(server: TestServer, http: aiohttp.ClientSess
     for path, message in done:
         assert message["type"] == "result"
         samples, rate = decode_whole(path)
-        assert [o["time"] for o in message["result"]["onsets"]] == [o.time for o in detect_onsets(samples, rate)]
+        expected = [o.time for o in detect_onsets(samples, rate)]
+        assert [o["time"] for o in message["result"]["onsets"]] == expected
