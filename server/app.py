@@ -34,6 +34,10 @@ def make_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[appkeys.CONFIG] = config
     app.cleanup_ctx.append(_pool_ctx)
+    if config.redis:  # scale-out: the hub and the job service come from Redis (docs/deploy.md)
+        from server.scale import backend
+
+        backend.setup(app)
     http_errors.setup(app)
     health.setup(app)
     ws_stream.setup(app)

@@ -63,6 +63,13 @@ class Config:
     # Scale-out
     redis: str = _opt("", "Redis URL; empty runs embedded with no outside service")
     no_worker: bool = _opt(False, "with --redis: serve only, run no file-analysis worker here")
+    redis_prefix: str = _opt("transient", "with --redis: prefix of every Redis key and channel")
+    redis_stream_ttl_s: float = _opt(
+        10.0, "with --redis: a crashed instance's live streams leave every listing after this long")
+    redis_claim_idle_s: float = _opt(
+        30.0, "with --redis: a file job whose worker has been silent this long is taken over by another")
+    redis_max_deliveries: int = _opt(
+        3, "with --redis: a file job handed to workers more often than this fails (worker_lost)")
     # Logging
     log_level: str = _opt("INFO", "logging level")
 

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 
 from server.app import make_app
 from server.config import Config
+from tests.redis_server import module_redis, redis_server  # noqa: F401 - fixtures of the Redis tests
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -189,7 +189,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
 async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
     """The event hub and the stream service (scheduler, monitor) live while the app runs."""
     config = app[appkeys.CONFIG]
-    hub = LocalHub(config.max_subscribers_per_stream)
+    # With --redis the scale-out context (server.scale.backend) has provided a hub spanning instances.
+    hub = app[appkeys.HUB] if appkeys.HUB in app else LocalHub(config.max_subscribers_per_stream)
     await hub.start()
     app[appkeys.HUB] = hub
     service = StreamService(config, app[appkeys.POOL], hub)
