@@ -9,6 +9,7 @@ from aiohttp import web
 from server import appkeys
 from server.config import Config
 from server.pool import DetectionPool
+from server.security import access
 from server.transport import (
     health,
     http_analysis,
@@ -19,6 +20,7 @@ from server.transport import (
     ws_stream,
     ws_upload,
 )
+from server.transport import metrics as metrics_endpoint
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -39,6 +41,8 @@ def make_app(config: Config) -> web.Application:
 
         backend.setup(app)
     http_errors.setup(app)
+    metrics_endpoint.setup(app)  # the metric set first: the access middleware counts refusals in it
+    access.setup(app)
     health.setup(app)
     ws_stream.setup(app)
     streams_http.setup(app)

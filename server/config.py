@@ -57,6 +57,9 @@ class Config:
     # Access
     tokens: str = _opt("", "tokens as NAME:TOKEN:RIGHTS;... (RIGHTS from publish,subscribe,analyse)")
     allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")
+    rate_limit_per_s: float = _opt(100.0, "HTTP API requests and WebSocket connections per second one client "
+                                          "address may make (HTTP 429); 0 disables")
+    rate_limit_burst: int = _opt(1000, "requests a client may make at once before rate_limit_per_s applies")
     # OSC
     osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT[/bundle[+DELAY_MS]],... (streams opt in "
                                 "by name)")

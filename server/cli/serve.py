@@ -12,6 +12,7 @@ from aiohttp import web
 
 from server.app import make_app
 from server.config import Config, add_config_options, config_from
+from server.observability import logs
 
 log = logging.getLogger("server")
 
@@ -39,8 +40,7 @@ async def serve(config: Config) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = config_from(args)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(config.log_level)
     with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
         uvloop.run(serve(config))
     return 0

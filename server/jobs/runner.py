@@ -83,7 +83,7 @@ class JobRunner:
             await self.store.requeue(task_id)
             raise
         except Exception as exc:
-            log.exception("job %s failed in the runner", task_id)
+            log.exception("job %s failed in the runner", task_id, extra={"task_id": task_id})
             await self._finish_failed(task_id, JobError(ErrorCode.INTERNAL.value, f"server fault: {exc!r}"))
         finally:
             self._active.release()
@@ -107,7 +107,7 @@ class JobRunner:
             except PoolRestarted:
                 restarts += 1
                 log.warning("job %s: a pool worker died (%d); restarting the job from scratch", task_id,
-                            restarts)
+                            restarts, extra={"task_id": task_id})
                 if restarts > MAX_POOL_RESTARTS:
                     await self._finish_failed(task_id, JobError(
                         ErrorCode.DECODER_CRASHED.value,
@@ -133,7 +133,8 @@ class JobRunner:
             self.steps += 1
             if outcome.error is not None:
                 if outcome.trace:
-                    log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace)
+                    log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace,
+                              extra={"task_id": job.task_id})
                 return outcome.error, onsets
             state = outcome.state
             onsets += outcome.onsets

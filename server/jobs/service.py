@@ -92,7 +92,7 @@ class JobService:
             if await asyncio.to_thread(Path(job.upload_path).is_file):
                 await self.store.requeue(job.task_id)
                 await self.queue.put(job.task_id)
-                log.info("job %s re-queued after a restart", job.task_id)
+                log.info("job %s re-queued after a restart", job.task_id, extra={"task_id": job.task_id})
             else:
                 await self.store.fail(job.task_id, JobError(
                     ErrorCode.UPLOAD_GONE.value, "the server stopped before the upload was complete, "

@@ -110,6 +110,14 @@ class SQLiteJobStore:
 
         return await self._call(count)
 
+    async def count_by_status(self) -> dict[str, int]:
+        """Jobs in each state (states with none are absent); read by ``GET /metrics``."""
+        def count(db: sqlite3.Connection) -> dict[str, int]:
+            return {status: int(n) for status, n in
+                    db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()}
+
+        return await self._call(count)
+
     async def start(self, task_id: str) -> Job | None:
         def start(db: sqlite3.Connection) -> Job | None:
             changed = db.execute(

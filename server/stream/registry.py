@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from server.protocol.errors import CloseCode, ProtocolError
 from server.stream.session import StreamSession
@@ -20,6 +20,9 @@ class StreamRegistry:
         self.max_per_client = max_per_client
         self._sessions: dict[str, StreamSession] = {}
         self._per_client: Counter[str] = Counter()
+        # Observers (metrics, logs): called with each session as it is added and as it is removed.
+        self.on_add: list[Callable[[StreamSession], None]] = []
+        self.on_remove: list[Callable[[StreamSession], None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -49,9 +52,13 @@ class StreamRegistry:
         self.check_room(session.client)
         self._sessions[session.stream_id] = session
         self._per_client[session.client] += 1
+        for observer in self.on_add:
+            observer(session)
 
     def remove(self, session: StreamSession) -> None:
         if self._sessions.pop(session.stream_id, None) is not None:
             self._per_client[session.client] -= 1
             if self._per_client[session.client] <= 0:
                 del self._per_client[session.client]
+            for observer in self.on_remove:
+                observer(session)

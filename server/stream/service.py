@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from server.config import Config
@@ -31,6 +31,7 @@ class StreamService:
         self.scheduler = BatchScheduler(pool, max_batches=pool.workers)
         self.osc = OscSender.from_spec(config.osc_targets)  # a malformed --osc-targets stops start-up
         self._tasks: list[asyncio.Task[None]] = []
+        self.on_onset: Callable[[float], None] | None = None  # observer of onset latencies (metrics)
 
     async def start(self) -> None:
         config = self.config
@@ -74,7 +75,7 @@ class StreamService:
         session = StreamSession(
             self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
             sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self.registry.remove,
-            client=client, transport=transport, osc=self.osc)
+            client=client, transport=transport, osc=self.osc, on_onset=self.on_onset)
         self.registry.add(session)
         self.hub.announce(session.stream_id, session.describe)
         return session

@@ -62,7 +62,8 @@ class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
                  max_buffer_s: float, sink: StreamSink, hub: EventHub,
                  notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
-                 client: str = "", transport: str = "websocket", osc: OscSender | None = None) -> None:
+                 client: str = "", transport: str = "websocket", osc: OscSender | None = None,
+                 on_onset: Callable[[float], None] | None = None) -> None:
         self.stream_id = stream_id
         self.format = audio_format
         self.settings = settings
@@ -75,6 +76,7 @@ class StreamSession:
         self._notify = notify
         self._on_end = on_end
         self._osc = osc
+        self._on_onset = on_onset  # observer of each onset's latency (s from its audio's arrival to now)
         self._arrivals = ArrivalClock(audio_format.sample_rate)
         detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
         self.latency_s: float = detector.latency_s
@@ -96,6 +98,7 @@ class StreamSession:
         self._onsets = 0
         self._faulted = False
         self._end_reason = ""
+        self.end_reason = ""  # why the stream ended, once it has (as in the subscribers' ``ended``)
         self._last_drop_warning_s = -DROP_WARNING_INTERVAL_S
         self._status_mark = (0, 0)
         self.last_activity_s = time.monotonic()
@@ -270,7 +273,10 @@ class StreamSession:
         sample_rate, osc_names = self.format.sample_rate, self.settings.options.osc
         for time_s, strength in result.onsets:
             self._onsets += 1
-            wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
+            now_s = time.time()
+            wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), now_s)
+            if self._on_onset is not None:
+                self._on_onset(now_s - wall_time_s)
             self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s))
             if osc_names and self._osc is not None:
                 self._osc.send_onset(osc_names, self.stream_id, time_s, strength, wall_time_s)
@@ -324,6 +330,7 @@ class StreamSession:
         if self.state is State.ENDED:
             return
         self.state = State.ENDED
+        self.end_reason = reason
         summary = StreamSummary(self.received_s, self._onsets, reason)
         self._hub.end(self.stream_id, msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets))
         self._on_end(self)

@@ -1,0 +1,1 @@
+"""Metrics (Prometheus text format) and structured logging for the server."""
