@@ -1,4 +1,4 @@
-"""Tokens and rights, the WebSocket Origin check, unguessable ids, and the exposure warning, on a real server."""
+"""Tokens and rights, the WebSocket Origin check, unguessable ids, the exposure warning: on a real server."""
 
 from __future__ import annotations
 
@@ -118,8 +118,9 @@ async def test_websocket_origin_must_be_the_same_host_or_allowed(
     assert await handshake_status(http, url, origin="null") == 403
     assert await handshake_status(http, url, origin=same) == 101
     assert await handshake_status(http, url) == 101  # no Origin: not a browser
-    assert await handshake_status(http, server.make_url("/api/v3/upload"), origin="http://evil.example") == 403
-    async with http.get(server.make_url("/api/v3/streams"), headers={"Origin": "http://evil.example"}) as resp:
+    evil = "http://evil.example"
+    assert await handshake_status(http, server.make_url("/api/v3/upload"), origin=evil) == 403
+    async with http.get(server.make_url("/api/v3/streams"), headers={"Origin": evil}) as resp:
         assert resp.status == 200  # plain HTTP is not a WebSocket hijack; tokens guard it
 
     listed = await start_server(allowed_origins="https://app.example, https://other.example:8443/")
