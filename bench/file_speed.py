@@ -2,19 +2,26 @@
 
 Usage::
 
-    .venv/bin/python bench/file_speed.py [--minutes 10 60] [--workers 2] [--keep DIR] [--json PATH]
+    .venv/bin/python bench/file_speed.py [--minutes 10 60] [--repeat 3] [--workers 2] [--keep DIR]
+                                         [--json PATH]
 
 For each length it writes a generated 44.1 kHz 16-bit mono WAV (drum-like hits over noise, seeded) to a
 temporary directory, then:
 
 - ours: starts ``run.py`` as a subprocess (fresh data directory), POSTs the file to ``/api/v3/analysis``
-  and polls ``GET`` every 20 ms until ``success``. Speed = audio duration / wall time from the start of
-  the upload to the result (upload + queue + analysis). Peak memory = the largest sum of RSS over the server
-  process and all its descendants (pool workers, forkserver), sampled from /proc every 10 ms during the
-  run; the idle server's RSS is reported too.
+  and polls ``GET`` every 20 ms until ``success``. Wall time runs from the start of the upload to the result
+  (upload + queue + analysis). CPU time is the user + system time the server process and all its
+  descendants (pool workers) spent meanwhile, from /proc. Peak memory = the largest sum of RSS over the
+  server process and its descendants, sampled from /proc every 10 ms during the run; the idle server's
+  RSS is reported too.
 - librosa (``librosa.load`` + ``onset.onset_detect``, defaults) and aubio (``source`` + ``onset("hfc")``,
-  buffer 512, hop 256, streaming), each in its own process on the same file: speed = duration / wall time
-  from reading the file to the onsets (imports excluded), peak memory = the process's ``ru_maxrss``.
+  buffer 512, hop 256, streaming), each in its own process on the same file: wall and CPU time
+  (``time.process_time``) from reading the file to the onsets (imports excluded), peak memory = the
+  process's ``ru_maxrss``.
+
+Each measurement is repeated ``--repeat`` times, alternating detectors; the fastest wall time (the least
+disturbed by other load on the machine) and the CPU time of that run are reported, as multiples of real
+time (audio duration / time). Peak memory is the largest seen over the repeats.
 """
 
 from __future__ import annotations
@@ -41,11 +48,13 @@ RATE_HZ = 44100
 BLOCK_S = 10
 POLL_S = 0.02
 SAMPLE_S = 0.01
+NAMES = ("ours (HTTP API)", "aubio hfc", "librosa")
 
 PEERS = {
     "librosa": """
 import librosa
 t0 = time.perf_counter()
+c0 = time.process_time()
 y, sr = librosa.load(PATH, sr=None)
 onsets = librosa.onset.onset_detect(y=y, sr=sr, units="time")
 count = len(onsets)
@@ -53,6 +62,7 @@ count = len(onsets)
     "aubio": """
 import aubio
 t0 = time.perf_counter()
+c0 = time.process_time()
 src = aubio.source(PATH, 0, 256)
 det = aubio.onset("hfc", 512, 256, src.samplerate)
 count = 0
@@ -66,8 +76,10 @@ while True:
 }
 PEER_TAIL = """
 seconds = time.perf_counter() - t0
+cpu_seconds = time.process_time() - c0
 peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb, "onsets": int(count)}))
+print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb,
+                  "onsets": int(count)}))
 """
 
 
@@ -102,6 +114,16 @@ def descendants(pid: int) -> list[int]:
             with contextlib.suppress(OSError):
                 stack += [int(c) for c in (task / "children").read_text().split()]
     return found
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (living ones)."""
+    ticks = 0
+    for one in descendants(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -171,33 +193,49 @@ async def analyse_over_http(url: str, path: Path) -> tuple[float, float, dict[st
     return uploaded, total, task["result"]
 
 
-def run_ours(path: Path, duration_s: float, workers: int, scratch: Path) -> dict[str, Any]:
-    data_dir = Path(tempfile.mkdtemp(dir=scratch, prefix="data-"))
-    proc, url = start_server(data_dir, workers)
-    try:
+class OurServer:
+    """``run.py`` on a fresh data directory, for the repeats on one file."""
+
+    def __init__(self, workers: int, scratch: Path) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(dir=scratch, prefix="data-"))
+        self.proc, self.url = start_server(self.data_dir, workers)
         time.sleep(1.0)
-        idle_mb = rss_mb(proc.pid)
-        with PeakSampler(proc.pid) as sampler:
-            uploaded, total, result = asyncio.run(analyse_over_http(url, path))
-        return {"seconds": total, "upload_seconds": uploaded, "x_realtime": duration_s / total,
-                "peak_rss_mb": sampler.peak_mb, "idle_rss_mb": idle_mb, "onsets": len(result["onsets"])}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        self.idle_mb = rss_mb(self.proc.pid)
+
+    def run(self, path: Path) -> dict[str, Any]:
+        cpu_before = cpu_s(self.proc.pid)
+        with PeakSampler(self.proc.pid) as sampler:
+            uploaded, total, result = asyncio.run(analyse_over_http(self.url, path))
+        return {"seconds": total, "cpu_seconds": cpu_s(self.proc.pid) - cpu_before,
+                "upload_seconds": uploaded, "peak_rss_mb": sampler.peak_mb, "idle_rss_mb": self.idle_mb,
+                "onsets": len(result["onsets"])}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
-def run_peer(name: str, path: Path, duration_s: float) -> dict[str, Any]:
+def run_peer(name: str, path: Path) -> dict[str, Any]:
     code = "import json, resource, time\nPATH = " + repr(str(path)) + "\n" + PEERS[name] + PEER_TAIL
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    figures = json.loads(out.stdout.strip().splitlines()[-1])
-    figures["x_realtime"] = duration_s / figures["seconds"]
-    return dict(figures)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def best(runs: list[dict[str, Any]], duration_s: float) -> dict[str, Any]:
+    """The fastest run's figures, with the peak memory of all runs and multiples of real time."""
+    fastest = dict(min(runs, key=lambda run: run["seconds"]))
+    fastest["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    fastest["x_realtime"] = duration_s / fastest["seconds"]
+    fastest["x_realtime_cpu"] = duration_s / fastest["cpu_seconds"]
+    fastest["repeats"] = len(runs)
+    return fastest
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per detector and file (fastest kept)")
     parser.add_argument("--workers", type=int, default=2, help="the server's pool size")
     parser.add_argument("--keep", type=Path, help="write the test files here (default: a temporary dir)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -212,25 +250,36 @@ def main() -> int:
             duration_s = write_test_file(path, minutes)
             size_mb = path.stat().st_size / 1e6
             print(f"{path.name}: {duration_s:.0f} s, {size_mb:.0f} MB", flush=True)
-            for name in ("ours (HTTP API)", "aubio hfc", "librosa"):
-                if name.startswith("ours"):
-                    figures = run_ours(path, duration_s, args.workers, Path(tmp))
-                else:
-                    figures = run_peer(name.split()[0], path, duration_s)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in NAMES}
+            server = OurServer(args.workers, Path(tmp))
+            try:
+                for _ in range(args.repeat):
+                    runs[NAMES[0]].append(server.run(path))
+                    runs[NAMES[1]].append(run_peer("aubio", path))
+                    runs[NAMES[2]].append(run_peer("librosa", path))
+            finally:
+                server.stop()
+            for name in NAMES:
+                figures = best(runs[name], duration_s)
                 figures.update(detector=name, minutes=minutes)
                 rows.append(figures)
                 extra = (f", upload {figures['upload_seconds']:.1f} s, idle {figures['idle_rss_mb']:.0f} MB"
                          if "upload_seconds" in figures else "")
-                print(f"  {name:16s} {figures['seconds']:8.2f} s  {figures['x_realtime']:7.0f}x real time  "
-                      f"peak {figures['peak_rss_mb']:7.0f} MB  {figures['onsets']} onsets{extra}", flush=True)
-        print("\nratios (ours vs peer, same run): speed = ours x / peer x; memory = peer peak / our peak")
+                print(f"  {name:16s} wall {figures['seconds']:7.2f} s {figures['x_realtime']:6.0f}x   "
+                      f"cpu {figures['cpu_seconds']:7.2f} s {figures['x_realtime_cpu']:6.0f}x   "
+                      f"peak {figures['peak_rss_mb']:6.0f} MB   {figures['onsets']} onsets{extra}",
+                      flush=True)
+        print("\nratios, same run (> 1: ours better): wall speed, CPU speed (ours x / peer x); "
+              "memory (peer peak / our peak)")
         for minutes in args.minutes:
             same = {r["detector"]: r for r in rows if r["minutes"] == minutes}
-            ours = same["ours (HTTP API)"]
-            for peer in ("aubio hfc", "librosa"):
-                speed = ours["x_realtime"] / same[peer]["x_realtime"]
+            ours = same[NAMES[0]]
+            for peer in NAMES[1:]:
+                wall = ours["x_realtime"] / same[peer]["x_realtime"]
+                cpu = ours["x_realtime_cpu"] / same[peer]["x_realtime_cpu"]
                 memory = same[peer]["peak_rss_mb"] / ours["peak_rss_mb"]
-                print(f"  {minutes:g} min vs {peer:10s} speed {speed:5.2f}  memory {memory:5.2f}")
+                print(f"  {minutes:g} min vs {peer:10s} wall {wall:5.2f}  cpu {cpu:5.2f}  "
+                      f"memory {memory:5.2f}")
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))
     return 0

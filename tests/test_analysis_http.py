@@ -146,6 +146,40 @@ async def test_malformed_multipart_is_400(server: TestServer, http: aiohttp.Clie
         await expect_error(resp, 400, "bad_multipart")
 
 
+MALFORMED_BODIES = [
+    b"",
+    b"--B--\r\n",
+    b"--B\r\n\r\n\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--B--\r\n",
+    b"--B\r\nBroken header line\r\n\r\nabc\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename*=UTF-8''%ff%fe\r\n\r\nabc\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\nContent-Transfer-Encoding: base64\r\n\r\n!!"
+    b"\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\nContent-Encoding: gzip\r\n\r\nnot gzip"
+    b"\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n\xff\xfe\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n{\"threshold\": NaN}\r\n--B--\r\n",
+    b"garbage first\r\n--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--B--\r\n",
+    b"--B\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc\r\n--B",
+]
+
+
+async def test_malformed_bodies_never_get_a_500(server: TestServer, http: aiohttp.ClientSession) -> None:
+    """Each is refused with a JSON 4xx, or (bytes that parse as a file) accepted as a task that fails."""
+    for content_type in ("multipart/form-data; boundary=B", 'multipart/form-data; boundary=""',
+                         "multipart/mixed; boundary=B"):
+        for body in MALFORMED_BODIES:
+            async with http.post(base(server) + "/api/v3/analysis", data=body,
+                                 headers={"Content-Type": content_type}) as resp:
+                answer = await resp.json()
+                if resp.status == 202:
+                    done = await wait_finished(http, base(server), answer["task_id"])
+                    assert done["status"] == "failed", done
+                else:
+                    assert 400 <= resp.status < 500, (content_type, body, answer)
+                    assert answer["error"]["code"]
+
+
 @pytest.mark.parametrize(("settings", "named"), [
     ('{"threshold": -1}', "threshold"),
     ('{"method": "magic"}', "magic"),

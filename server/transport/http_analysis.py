@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
 from server.exceptions import SettingsError
@@ -29,6 +30,8 @@ BODY_OVERHEAD_BYTES = 1 << 17  # what a multipart body may add to the file: boun
 FILENAME_MAX_CHARS = 255
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 RETRY_AFTER_S = "5"
+# What aiohttp's multipart reader raises on a malformed body (Warning: when warnings are errors, as in tests).
+MALFORMED = (ValueError, AssertionError, HttpProcessingError, Warning)
 
 
 class BadUpload(Exception):
@@ -108,7 +111,7 @@ async def post_analysis(request: web.Request) -> web.Response:
         await _capacity(service)
         try:
             reader = await request.multipart()
-        except (ValueError, AssertionError) as exc:
+        except MALFORMED as exc:
             raise BadUpload(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
         task_id = service.new_task_id()
         filename = ""
@@ -130,7 +133,7 @@ async def post_analysis(request: web.Request) -> web.Response:
                 else:
                     raise BadUpload(400, "unexpected_field", f"unexpected field {part.name!r}; send 'file' "
                                     "and optionally 'settings'")
-        except ValueError as exc:  # malformed multipart framing (but SettingsError is handled below)
+        except MALFORMED as exc:  # malformed multipart framing or part headers
             if isinstance(exc, SettingsError):
                 raise
             raise BadUpload(400, "bad_multipart", f"the multipart body is malformed: {exc}") from None
