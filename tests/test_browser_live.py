@@ -136,6 +136,15 @@ async def test_live_page_over_webrtc_finds_the_files_onsets(
         check_onsets(found, truth, tolerance_s=0.045)
         await session.screenshot("live-webrtc")
 
+        # Settings changes travel on the data channel.
+        await page.select_option("select[data-setting=method]", "energy")
+
+        async def method_changed() -> bool:
+            (current,) = await streams(http, server)
+            return bool(current["settings"]["method"] == "energy")
+
+        await wait_until(method_changed, timeout_s=10)
+
         await page.click("#start")
 
         async def gone() -> bool:

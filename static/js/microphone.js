@@ -113,7 +113,9 @@ export class Microphone {
       // resume() waits for a user gesture when the browser blocks audio: do not wait for ever.
       const timeout = new Promise((resolve) => setTimeout(resolve, RESUME_TIMEOUT_MS));
       await Promise.race([context.resume(), timeout]);
-      if (context.state !== "running") throw new Error("the browser did not let the audio start; press Start again");
+      if (context.state !== "running") {
+        throw new Error("the browser did not start audio processing (audio blocked, or no audio device); press Start again");
+      }
     }
   }
 

@@ -1,6 +1,8 @@
 // Playback of the uploaded file from any point: sample-accurate from the decoded AudioBuffer, or through
 // an <audio> element when the browser could not decode the file (or it is too long to decode).
 
+const RESUME_TIMEOUT_MS = 3000;
+
 export class Player {
   constructor() {
     this.context = null;
@@ -50,7 +52,12 @@ export class Player {
     }
     if (!this.buffer) return;
     if (!this.context) this.context = new AudioContext({ latencyHint: "interactive" });
-    if (this.context.state !== "running") await this.context.resume();
+    if (this.context.state !== "running") {
+      // resume() never settles when the browser blocks audio or has no output device: do not wait for ever.
+      const timeout = new Promise((resolve) => setTimeout(resolve, RESUME_TIMEOUT_MS));
+      await Promise.race([this.context.resume(), timeout]);
+      if (this.context.state !== "running") throw new Error("the browser did not start audio output (no audio device?)");
+    }
     this._stopSource();
     const source = this.context.createBufferSource();
     source.buffer = this.buffer;
