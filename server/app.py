@@ -17,6 +17,7 @@ from server.transport import (
     static_files,
     streams_http,
     webrtc_http,
+    ws_shutdown,
     ws_stream,
     ws_upload,
 )
@@ -43,6 +44,7 @@ def make_app(config: Config) -> web.Application:
     http_errors.setup(app)
     metrics_endpoint.setup(app)  # the metric set first: the access middleware counts refusals in it
     access.setup(app)
+    ws_shutdown.setup(app)
     health.setup(app)
     ws_stream.setup(app)
     streams_http.setup(app)

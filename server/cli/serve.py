@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import signal
 
 import uvloop
 from aiohttp import web
@@ -22,9 +23,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def serve(config: Config) -> None:
-    """Run the server until cancelled (SIGINT/SIGTERM)."""
+    """Run the server until SIGINT/SIGTERM (or cancelled), then shut down gracefully.
+
+    The signal only sets an event, so the shutdown runs in this task, in order: stop listening, the
+    ``on_shutdown`` hooks (streams end with close 1001, uploads are closed), running handlers finish,
+    then the cleanup contexts (jobs in progress go back to the queue). aiohttp's own signal handling
+    raises out of the event loop instead, which cancels every handler at once (clients see 1006).
+    """
     app = make_app(config)
-    runner = web.AppRunner(app, handle_signals=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()
@@ -33,9 +44,11 @@ async def serve(config: Config) -> None:
         # One parsable line: tests and scripts read the bound port from it.
         print(f"serving on http://{host}:{port}", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await runner.cleanup()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
 
 
 def main(args: argparse.Namespace) -> int:
