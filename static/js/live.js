@@ -49,7 +49,7 @@ class Session {
 
   async open(deviceId) {
     await this.microphone.open(deviceId);
-    this.timeline = new Timeline(this.microphone.sampleRate);
+    this.timeline = this.timeline || new Timeline(this.microphone.sampleRate);
     const Transport = this.transport === "webrtc" ? RtcPublisher : WsPublisher;
     this.publisher = new Transport(this.microphone, {
       settings: () => settings.values(),
@@ -70,6 +70,8 @@ class Session {
   }
 
   _chunk(samples, endFrame) {
+    // Chunks may flow before open() returns (while the AudioContext resumes): the time line starts with them.
+    if (!this.timeline) this.timeline = new Timeline(this.microphone.sampleRate);
     this.timeline.addAudio(samples);
     if (this.publisher) this.publisher.sendAudio(samples, endFrame);
   }

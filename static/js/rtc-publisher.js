@@ -6,6 +6,10 @@ import { Publisher } from "./publisher.js";
 
 const GATHER_TIMEOUT_MS = 3000; // host candidates on a LAN arrive at once; do not wait for slow STUN
 const DISCONNECTED_GRACE_MS = 4000; // ICE "disconnected" may recover; after this it counts as lost
+const CONNECT_TIMEOUT_MS = 15000; // from the answer to a connected peer (the server gives up after 20 s)
+const NO_PATH = "WebRTC found no network path to the server (ICE failed). Use the WebSocket transport, or " +
+  "give the server a STUN/TURN server (--ice-servers); browsers that hide local addresses behind mDNS " +
+  "names need one.";
 
 function iceGathered(pc) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
@@ -28,6 +32,7 @@ export class RtcPublisher extends Publisher {
     this.channel = null;
     this.latestFrame = 0;
     this.graceTimer = null;
+    this.connectTimer = null;
   }
 
   async _open() {
@@ -36,9 +41,12 @@ export class RtcPublisher extends Publisher {
     const channel = pc.createDataChannel("events");
     this.channel = channel;
     let connected = false;
+    let answered = false;
     const lost = (why) => {
       if (this.pc !== pc) return;
-      this._ended({ everOpened: connected, fatal: false, why });
+      const error = this.lastError;
+      const detail = error ? `The stream ended: ${error.message} (${error.code}).` : why;
+      this._ended({ everOpened: answered, fatal: false, why: connected ? detail : NO_PATH });
     };
     pc.addTransceiver(this.microphone.track, { direction: "sendonly" });
     channel.onmessage = (event) => {
@@ -50,6 +58,7 @@ export class RtcPublisher extends Publisher {
       clearTimeout(this.graceTimer);
       if (state === "connected" && !connected) {
         connected = true;
+        clearTimeout(this.connectTimer);
         // The server's time line starts with the first audio it receives: about now on ours.
         this.baseFrame = this.latestFrame;
       } else if (state === "failed" || state === "closed") {
@@ -79,7 +88,11 @@ export class RtcPublisher extends Publisher {
       const answer = await response.json();
       if (this.pc !== pc) return; // stopped meanwhile
       this.streamId = answer.stream_id;
+      answered = true;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      this.connectTimer = setTimeout(() => {
+        if (!connected) lost(NO_PATH);
+      }, CONNECT_TIMEOUT_MS);
     } catch (err) {
       if (this.pc !== pc) return;
       const fatal = err instanceof ApiError && err.status >= 400 && err.status < 500 && err.status !== 429;
@@ -100,6 +113,7 @@ export class RtcPublisher extends Publisher {
 
   _teardown() {
     clearTimeout(this.graceTimer);
+    clearTimeout(this.connectTimer);
     const pc = this.pc;
     const channel = this.channel;
     this.pc = null;
