@@ -88,8 +88,10 @@ class JobService:
     async def recover(self) -> None:
         """Re-queue jobs cut short by a stop or crash; fail those whose upload is gone; drop orphan files."""
         unfinished = await self.store.unfinished()
+        keep: set[str] = set()
         for job in unfinished:
             if await asyncio.to_thread(Path(job.upload_path).is_file):
+                keep.add(job.task_id)
                 await self.store.requeue(job.task_id)
                 await self.queue.put(job.task_id)
                 log.info("job %s re-queued after a restart", job.task_id, extra={"task_id": job.task_id})
@@ -97,7 +99,6 @@ class JobService:
                 await self.store.fail(job.task_id, JobError(
                     ErrorCode.UPLOAD_GONE.value, "the server stopped before the upload was complete, "
                     "or the stored upload was deleted"))
-        keep = {job.task_id for job in unfinished}
         for path in await asyncio.to_thread(self.uploads.orphans, keep):
             await asyncio.to_thread(path.unlink, True)
 
