@@ -1,17 +1,18 @@
 """Onset detection: pure spectral functions and one stateful streaming detector per stream.
 
->>> from server.dsp import OnsetDetector, DetectorSettings, Onset, detect_onsets
+>>> from server.dsp import OnsetDetector, DetectorSettings, Onset, detect_onsets, process_many
 """
 
 from __future__ import annotations
 
 import numpy.typing as npt
 
+from server.dsp.batch import process_many
 from server.dsp.detector import OnsetDetector
 from server.dsp.onset import Onset
 from server.dsp.settings import METHODS, DetectorSettings
 
-__all__ = ["METHODS", "DetectorSettings", "Onset", "OnsetDetector", "detect_onsets"]
+__all__ = ["METHODS", "DetectorSettings", "Onset", "OnsetDetector", "detect_onsets", "process_many"]
 
 
 def detect_onsets(

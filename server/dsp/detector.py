@@ -1,35 +1,39 @@
 """The streaming onset detector: one small stateful object per stream.
 
-State is an absolute frame counter, the samples not yet framed, the last few feature rows, the recent
-detection function and the time of the last reported onset; everything derived from the settings (window,
-filterbank) is rebuilt after unpickling, so the pickled object stays small.
+State is the samples not yet framed, the last few feature rows, the recent frame peaks (for the compression
+floor), the recent detection function and frame levels, and the time of the last reported onset. Everything
+derived from the rate and settings (window, filterbank, peak-picking windows) is a shared cached
+:class:`~server.dsp.plan.Plan`, so the pickled object stays small and unpickles fast.
+
+The per-frame analysis (FFT, filterbank, ODF) is done by :mod:`server.dsp.batch` for one or many
+detectors at once; this module keeps each stream's state and decides its onsets, in plain Python floats:
+with a handful of new frames per block that is cheaper than numpy calls, and every value is computed by
+the same IEEE operations in the same order as the vectorised definitions in :mod:`server.dsp.peaks`.
 """
 
 from __future__ import annotations
 
+import collections
 import math
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp import odf as odf_mod
-from server.dsp.filterbank import Filterbank, log_filterbank
+from server.dsp import batch
 from server.dsp.onset import Onset
-from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S, merge_close, pick_peaks
-from server.dsp.settings import GRID_SETTINGS, DetectorSettings
-from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
+from server.dsp.peaks import merge_close
+from server.dsp.plan import Plan, plan_for
+from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_from_tuple, settings_tuple
 from server.exceptions import AudioFormatError, SettingsError
 
 F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
-CHUNK_HOPS = 128  # long blocks are analysed this many hops at a time
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
+STATE_VERSION = 2  # of the pickled state
 
 
 class OnsetDetector:
@@ -50,13 +54,13 @@ class OnsetDetector:
         For a sample rate or channel count out of range.
     """
 
-    _buf: F32
-    _feats: Any  # last feature rows (None: prime from the next frame)
-    _peaks: F32  # loudest feature value of each recent frame, for the compression floor
-    _odf: F64
-    _levels: F64  # frame powers, linear
-    _odf_out: list[F32]  # detection function not yet taken, in pieces
-    _odf_out_len: int
+    _tail: F32  # samples not yet framed, the last frame_len - hop or more of the stream
+    _hist: Any  # the last `history` feature rows (None: prime from the next frame after a method switch)
+    _prime: int  # frames whose ODF is still forced to 0 after a method switch
+    _recent: collections.deque[tuple[int, float]]  # (frame, peak) pairs with decreasing peaks: a window max
+    _odf: list[float]  # detection function from frame _odf_base on: past context, then undecided frames
+    _levels: list[float]  # frame powers, linear, aligned with _odf
+    _odf_out: list[float]  # detection function not yet taken
 
     def __init__(self, sample_rate: int, channels: int = 1, settings: DetectorSettings | None = None) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int | np.integer):
@@ -70,7 +74,7 @@ class OnsetDetector:
         self._rate = int(sample_rate)
         self._channels = int(channels)
         self._settings = settings or DetectorSettings()
-        self._derive()
+        self._use_plan(plan_for(self._rate, self._settings))
         self._reset_stream()
 
     # ----------------------------------------------------------------------------------------------
@@ -91,12 +95,12 @@ class OnsetDetector:
     @property
     def hop_s(self) -> float:
         """Distance between analysis frames, seconds (a whole number of samples)."""
-        return self._grid.hop / self._rate
+        return self._plan.frames.grid.hop / self._rate
 
     @property
     def latency_s(self) -> float:
         """Algorithmic latency: the peak picker's look-ahead plus one hop, seconds."""
-        return (self._lookahead + 1) * self._grid.hop / self._rate
+        return (self._plan.lookahead + 1) * self._plan.frames.grid.hop / self._rate
 
     @property
     def samples_in(self) -> int:
@@ -115,17 +119,12 @@ class OnsetDetector:
         ------
         AudioFormatError
             Wrong shape or dtype, or NaN/Inf samples; the detector's state is then unchanged.
+
+        See Also
+        --------
+        server.dsp.batch.process_many : the same for many detectors at once, faster per block.
         """
-        mono = to_mono(block, self._channels)
-        self._samples_in += len(mono)
-        # Long blocks go through in pieces that stay in cache; the result is the same by construction.
-        step = CHUNK_HOPS * self._grid.hop
-        if len(mono) <= step:
-            return self._consume(mono, final=False)
-        onsets: list[Onset] = []
-        for start in range(0, len(mono), step):
-            onsets += self._consume(mono[start : start + step], final=False)
-        return onsets
+        return batch.analyse([self], [batch.to_mono(block, self._channels, check=False)])[0]
 
     def flush(self) -> list[Onset]:
         """End the stream: analyse the remaining samples and return the remaining onsets.
@@ -133,10 +132,11 @@ class OnsetDetector:
         Afterwards the detector starts a new stream (time 0, same settings).
         """
         end_s = self._samples_in / self._rate
-        padding = np.zeros(self._grid.frame_len + self._grid.hop, dtype=np.float32)
-        onsets = [o for o in self._consume(padding, final=True) if o.time < end_s - END_GUARD_S]
+        grid = self._plan.frames.grid
+        padding = np.zeros(grid.frame_len + grid.hop, dtype=np.float32)
+        found = batch.analyse_pass(self, padding, final=True)
         self._reset_stream()
-        return onsets
+        return [o for o in found if o.time < end_s - END_GUARD_S]
 
     def configure(self, settings: DetectorSettings) -> None:
         """Use ``settings`` from the next block on, keeping the stream's state.
@@ -152,207 +152,201 @@ class OnsetDetector:
                 raise SettingsError(name, new, f"cannot change during a stream (it is {old:g})")
         method_changed = settings.method != self._settings.method
         self._settings = settings
-        self._derive()
+        self._use_plan(plan_for(self._rate, settings))
         if method_changed:
-            self._feats = None  # primed from the next frame: the new method starts without a jump
-            self._peaks = np.zeros_like(self._peaks)  # peaks of another method are in another unit
+            # Primed from the next frame: the new method starts without a jump, and the frame peaks of
+            # another method (in another unit) no longer set the compression floor.
+            self._hist = None
+            self._prime = self._plan.frames.history
+            self._recent.clear()
 
     def take_odf(self) -> F32:
         """Detection function values produced since the last call, one per hop, float32.
 
         At most the latest ``ODF_KEEP_S`` (10 s) of values are kept between calls.
         """
-        self._trim_odf_out()
-        out = self._odf_out[0] if self._odf_out else np.zeros(0, dtype=np.float32)
+        values = self._odf_out
+        if len(values) > self._plan.odf_keep:
+            values = values[-self._plan.odf_keep :]
         self._odf_out = []
-        self._odf_out_len = 0
-        return out
-
-    def _trim_odf_out(self) -> None:
-        if self._odf_out:
-            joined = np.concatenate(self._odf_out)[-self._odf_keep :]
-            self._odf_out = [joined]
-            self._odf_out_len = len(joined)
+        return np.array(values, dtype=np.float32)
 
     # ----------------------------------------------------------------------------------------------
-    # Pickling: derived arrays are rebuilt, not stored.
+    # Pickling: the plan is looked up again, not stored; numbers travel as plain tuples and bytes.
 
-    def __getstate__(self) -> dict[str, Any]:
-        derived = {
-            "_window",
-            "_level_norm",
-            "_bank",
-            "_spec",
-            "_lookahead",
-            "_pre_max",
-            "_pre_avg",
-            "_context",
-            "_grid",
-        }
-        return {key: value for key, value in self.__dict__.items() if key not in derived}
+    def __getstate__(self) -> tuple[Any, ...]:
+        hist = self._hist
+        return (
+            STATE_VERSION,
+            self._rate,
+            self._channels,
+            settings_tuple(self._settings),
+            self._samples_in,
+            self._tail.tobytes(),
+            None if hist is None else hist.tobytes(),
+            self._prime,
+            tuple(self._recent),
+            self._odf,
+            self._levels,
+            self._odf_base,
+            self._next_frame,
+            self._last_onset_s,
+            self._odf_out,
+        )
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._derive()
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if state[0] != STATE_VERSION:
+            raise ValueError(f"detector state version {state[0]} is not {STATE_VERSION}")
+        (
+            _,
+            self._rate,
+            self._channels,
+            values,
+            self._samples_in,
+            tail,
+            hist,
+            self._prime,
+            recent,
+            self._odf,
+            self._levels,
+            self._odf_base,
+            self._next_frame,
+            self._last_onset_s,
+            self._odf_out,
+        ) = state
+        self._settings = settings_from_tuple(values)
+        self._use_plan(plan_for(self._rate, self._settings))
+        self._tail = np.frombuffer(tail, dtype=np.float32)
+        silent = self._plan.frames.silent_features
+        self._hist = None if hist is None else np.frombuffer(hist, dtype=silent.dtype).reshape(silent.shape)
+        self._recent = collections.deque(recent)
 
     # ----------------------------------------------------------------------------------------------
+    # Stream state, used by server.dsp.batch
 
-    def _derive(self) -> None:
-        s = self._settings
-        self._grid = FrameGrid.from_seconds(self._rate, s.frame_ms / 1000.0, s.hop_ms / 1000.0)
-        hop_s = self._grid.hop / self._rate
-        self._window = analysis_window(self._grid.frame_len)
-        self._level_norm = level_norm(self._window)
-        self._bank: Filterbank = log_filterbank(self._rate, self._grid.fft_size)
-        self._spec = odf_mod.spec_for(s.method, self._grid.frame_len, self._grid.hop)
-        self._lookahead = round(s.lookahead_ms / 1000.0 / hop_s)
-        self._pre_max = max(1, round(PRE_MAX_S / hop_s))
-        self._pre_avg = max(1, round(PRE_AVG_S / hop_s))
-        self._context = max(self._pre_max, self._pre_avg)
-        self._odf_keep = round(ODF_KEEP_S / hop_s)
+    def _use_plan(self, plan: Plan) -> None:
+        self._plan = plan
+        self._frames = plan.frames  # what batch.analyse groups detectors by
+        self._chunk_len = batch.CHUNK_HOPS * plan.frames.grid.hop  # longest block analysed in one pass
 
     def _reset_stream(self) -> None:
-        grid = self._grid
+        plan = self._plan
+        grid = plan.frames.grid
         self._samples_in = 0
-        self._buf = np.zeros(grid.frame_len - grid.hop, dtype=np.float32)
-        silent = np.zeros((self._spec.history, grid.frame_len), dtype=np.float32)
-        self._feats = self._features(silent)
-        self._peaks = np.zeros(round(odf_mod.FLOOR_WINDOW_S * self._rate / grid.hop), dtype=np.float32)
-        self._odf = np.zeros(self._context, dtype=np.float64)
-        self._levels = np.zeros(self._context, dtype=np.float64)
-        self._odf_base = -self._context  # absolute frame index of self._odf[0]
+        self._tail = np.zeros(grid.frame_len - grid.hop, dtype=np.float32)
+        self._hist = plan.frames.silent_features
+        self._prime = 0
+        self._recent = collections.deque()
+        self._odf = [0.0] * plan.context
+        self._levels = [0.0] * plan.context
+        self._odf_base = -plan.context  # absolute frame index of self._odf[0]
         self._next_frame = 0  # first frame not yet decided
         self._last_onset_s = -math.inf
         self._odf_out = []
-        self._odf_out_len = 0
 
-    def _features(self, windowed: F32) -> Any:
-        spectra = spectrum(windowed, self._grid.fft_size)
-        return odf_mod.features(self._settings.method, spectra, self._bank, self._grid.bin_hz)
+    def _floors(self, peaks: list[float]) -> list[float]:
+        """Compression floor of each new frame, from its peak and the peaks of the frames before it.
 
-    def _consume(self, mono: F32, *, final: bool) -> list[Onset]:
-        grid = self._grid
-        buf = np.concatenate([self._buf, mono]) if len(mono) else self._buf
-        frames = frame_view(buf, grid.frame_len, grid.hop)
-        n_frames = len(frames)
-        if n_frames:
-            windowed = frames * self._window
-            feats = self._features(windowed)
-            history = self._spec.history
-            priming = self._feats is None
-            if priming:
-                self._feats = np.repeat(feats[:1], history, axis=0)
-            stacked = np.concatenate([self._feats, feats])
-            peaks = odf_mod.frame_peaks(self._settings.method, feats)
-            recent = odf_mod.running_max(self._peaks, peaks)
-            self._peaks = np.concatenate([self._peaks, peaks])[len(peaks) :]
-            floor = odf_mod.compression_floor(self._settings.method, recent)
-            values = odf_mod.odf(self._settings.method, stacked, history, self._spec.unit, floor)
-            if priming:
-                values[:history] = 0.0  # the new method's first frames have no real past to compare with
-            self._feats = stacked[len(stacked) - history :].copy()
-            self._odf = np.concatenate([self._odf, values])
-            self._levels = np.concatenate([self._levels, frame_power(windowed, self._level_norm)])
-            self._odf_out.append(values.astype(np.float32))
-            self._odf_out_len += len(values)
-            if self._odf_out_len > 2 * self._odf_keep:
-                self._trim_odf_out()
-            buf = buf[n_frames * grid.hop :]
-        self._buf = buf.copy() if buf.base is not None else buf
+        The floor is ``max(recent * scale, low)`` where ``recent`` is the largest peak of the frame and the
+        ``floor_frames`` before it: :func:`~server.dsp.odf.compression_floor` of
+        :func:`~server.dsp.odf.running_max`. A maximum is exact whatever the order of comparisons, peaks
+        are never negative (so a cleared window acts as one of zeros), and the product of two float32
+        values is exact in a float, so rounding the result to float32 gives the same bits.
+        """
+        recent = self._recent
+        frames = self._plan.frames
+        width, scale, low = frames.floor_frames, float(frames.floor_scale), float(frames.floor_low)
+        frame = self._odf_base + len(self._odf)
+        out = []
+        for peak in peaks:
+            while recent and recent[-1][1] <= peak:
+                recent.pop()
+            recent.append((frame, peak))
+            if recent[0][0] < frame - width:
+                recent.popleft()
+            floor = recent[0][1] * scale
+            out.append(floor if floor > low else low)
+            frame += 1
+        return out
+
+    def _finish(
+        self, tail: F32, hist: Any, values: list[float], levels: list[float], final: bool
+    ) -> list[Onset]:
+        """Take a pass's results: the samples left unframed, the new history rows (None: no new frames),
+        the new frames' detection function and levels; return the onsets now certain."""
+        self._tail = tail
+        if hist is not None:
+            self._hist = hist
+            if self._prime:
+                primed = min(self._prime, len(values))
+                values[:primed] = [0.0] * primed  # no real past to compare the new method's first frames to
+                self._prime -= primed
+            self._odf += values
+            self._levels += levels
+            out = self._odf_out
+            out += values
+            if len(out) > 2 * self._plan.odf_keep:
+                del out[: -self._plan.odf_keep]
         return self._decide(final=final)
 
     def _decide(self, *, final: bool) -> list[Onset]:
-        odf, levels, lookahead = self._odf, self._levels, self._lookahead
+        """Onsets among the frames whose look-ahead is complete (all of them when ``final``).
+
+        A frame ``i`` is a candidate when ``odf[i]`` is the maximum of ``odf[i - pre_max : i + lookahead
+        + 1]``, at least ``mean_factor`` times the mean of ``odf[i - pre_avg : i + 1]`` (summed newest
+        first) plus ``threshold``, above 0, and its level is at least ``silence_db``: the rule of
+        :func:`server.dsp.peaks.pick_peaks`, frame by frame with the same float operations.
+        """
+        plan = self._plan
+        odf, lookahead = self._odf, plan.lookahead
         if final:
-            odf = np.concatenate([odf, np.full(lookahead, -math.inf)])
-            levels = np.concatenate([levels, np.zeros(lookahead)])
+            odf = odf + [-math.inf] * lookahead
         first = self._next_frame - self._odf_base
-        s = self._settings
-        picked = pick_peaks(
-            odf,
-            levels,
-            first=first,
-            pre_max=self._pre_max,
-            lookahead=lookahead,
-            pre_avg=self._pre_avg,
-            delta=s.threshold,
-            min_power=10.0 ** (s.silence_db / 10.0),
-            mean_factor=self._spec.mean_factor,
-        )
-        stop = max(first, len(odf) - lookahead)
+        stop = len(odf) - lookahead
+        if stop <= first:
+            return []
+        picked: list[int] = []
+        delta = plan.delta
+        for i in range(first, stop):
+            value = odf[i]
+            # The ODF is never negative, so a value below delta cannot pass the mean test.
+            if not value >= delta or not value > 0.0 or not self._levels[i] >= plan.min_power:
+                continue
+            if not all(other <= value for other in odf[i - plan.pre_max : i + lookahead + 1]):
+                continue
+            total = 0.0
+            for shift in range(plan.pre_avg + 1):
+                total += odf[i - shift]
+            if value >= plan.mean_factor * (total / (plan.pre_avg + 1)) + delta:
+                picked.append(i)
         self._next_frame = self._odf_base + stop
         onsets: list[Onset] = []
-        if len(picked):
-            grid = self._grid
-            offset = self._spec.attack_offset * grid.frame_len
-            shifts = peak_shifts(odf, picked)
-            ends = (self._odf_base + picked + 1 + shifts) * grid.hop
-            times = [max(0, round(end - offset)) / self._rate for end in ends]
-            kept, self._last_onset_s = merge_close(times, self._last_onset_s, s.min_interval_ms / 1000.0)
-            onsets = [Onset(time=times[k], strength=float(odf[picked[k]])) for k in kept]
+        if picked:
+            hop, base = plan.frames.grid.hop, self._odf_base
+            times = [
+                max(0, round((base + p + 1 + peak_shift(odf, p)) * hop - plan.attack_offset)) / self._rate
+                for p in picked
+            ]
+            kept, self._last_onset_s = merge_close(times, self._last_onset_s, plan.min_interval_s)
+            onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
         # Keep only the past the next decisions need.
-        drop = max(0, self._next_frame - self._context - self._odf_base)
-        if drop:
-            self._odf = self._odf[drop:].copy()
-            self._levels = self._levels[drop:].copy()
+        drop = stop - plan.context
+        if drop > 0:
+            del self._odf[:drop]
+            del self._levels[:drop]
             self._odf_base += drop
         return onsets
 
 
-def peak_shifts(odf: F64, peaks: npt.NDArray[np.int64]) -> F64:
-    """Sub-frame position of each peak by a parabola through it and its two neighbours, frames in [-0.5, 0.5].
+def peak_shift(odf: list[float], peak: int) -> float:
+    """Sub-frame position of a peak by a parabola through it and its two neighbours, frames in [-0.5, 0.5].
 
-    A neighbour that is missing or not finite (end of stream) gives shift 0.
+    A neighbour that is missing or not finite (end of stream) gives 0.
     """
-    shifts = np.zeros(len(peaks))
-    for k, p in enumerate(peaks):
-        if 0 < p < len(odf) - 1:
-            a, b, c = odf[p - 1], odf[p], odf[p + 1]
-            curvature = a - 2.0 * b + c
-            if math.isfinite(a) and math.isfinite(c) and curvature < 0:
-                shifts[k] = min(0.5, max(-0.5, 0.5 * (a - c) / curvature))
-    return shifts
-
-
-def to_mono(block: npt.ArrayLike, channels: int) -> F32:
-    """Validate one block and return it as contiguous mono float32.
-
-    Parameters
-    ----------
-    block : array_like, shape (n,) or (n, channels)
-        float32/float64 in [-1, 1], or int16 scaled by 1/32768.
-    channels : int
-        Expected channel count; a 1-D block is accepted only when it is 1.
-
-    Returns
-    -------
-    ndarray, shape (n,), float32
-        Channel mean, computed channel by channel so each sample's value never depends on the block.
-
-    Raises
-    ------
-    AudioFormatError
-        Wrong shape or dtype, or a NaN/Inf sample.
-    """
-    array = np.asarray(block)
-    if array.dtype == np.int16:
-        scaled = array.astype(np.float32) * np.float32(1.0 / 32768.0)
-    elif array.dtype in (np.float32, np.float64):
-        # One sum catches NaN/Inf (they propagate); only a non-finite sum needs the element-wise check.
-        if not math.isfinite(float(np.sum(array))) and not np.all(np.isfinite(array)):
-            raise AudioFormatError("audio contains NaN or Inf samples")
-        scaled = array.astype(np.float32, copy=False)
-    else:
-        raise AudioFormatError(f"audio dtype {array.dtype} is not float32, float64 or int16")
-    if scaled.ndim == 1:
-        if channels != 1:
-            raise AudioFormatError(f"a 1-D block is mono but the stream has {channels} channels")
-        return np.ascontiguousarray(scaled)
-    if scaled.ndim != 2 or scaled.shape[1] != channels:
-        raise AudioFormatError(f"block shape {array.shape} does not match (n, {channels})")
-    if channels == 1:
-        return np.ascontiguousarray(scaled[:, 0])
-    total = scaled[:, 0].copy()
-    for channel in range(1, channels):
-        total += scaled[:, channel]
-    return total * np.float32(1.0 / channels)
+    if not 0 < peak < len(odf) - 1:
+        return 0.0
+    a, b, c = odf[peak - 1], odf[peak], odf[peak + 1]
+    curvature = a - 2.0 * b + c
+    if math.isfinite(a) and math.isfinite(c) and curvature < 0:
+        return min(0.5, max(-0.5, 0.5 * (a - c) / curvature))
+    return 0.0

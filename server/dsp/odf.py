@@ -62,10 +62,16 @@ def compression_floor(method: str, recent_peak: F32) -> F32:
     -------
     ndarray, shape (n_frames, 1), float32
     """
+    scale, low = floor_constants(method)
+    return np.maximum(recent_peak * scale, low)[:, None]
+
+
+def floor_constants(method: str) -> tuple[np.float32, np.float32]:
+    """``(scale, low)`` of :func:`compression_floor`: the floor is ``max(recent_peak * scale, low)``."""
     power = method in ("hfc", "energy")
     scale = np.float32(10.0 ** (-RANGE_DB / (10.0 if power else 20.0)))
     low = np.float32(ABS_FLOOR**2 if power else ABS_FLOOR)
-    return np.maximum(recent_peak * scale, low)[:, None]
+    return scale, low
 
 
 def running_max(past: F32, new: F32) -> F32:
@@ -138,7 +144,9 @@ def spec_for(method: str, frame_len: int, hop: int) -> MethodSpec:
     raise ValueError(f"unknown method {method!r}")
 
 
-def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any:
+def features(
+    method: str, spectrum: C64, bank: Filterbank, bin_hz: float, hfc_weights: F32 | None = None
+) -> Any:
     """Per-frame feature rows of ``method`` (linear, not yet compressed).
 
     Parameters
@@ -146,11 +154,13 @@ def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any
     method : str
         One of ``superflux``, ``complex``, ``hfc``, ``energy``.
     spectrum : ndarray, shape (n_frames, n_bins), complex64
-        Scaled spectra from :func:`server.dsp.spectrum.windowed_spectrum`.
+        Spectra of windowed frames, from :func:`server.dsp.spectrum.spectrum`.
     bank : Filterbank
         Log filterbank (used by ``superflux``).
     bin_hz : float
         Width of one bin, Hz (used by ``hfc``).
+    hfc_weights : ndarray, shape (n_bins,), float32, optional
+        ``hfc``'s bin weights, ``arange(n_bins) * bin_hz / 1000`` in float32, when already at hand.
 
     Returns
     -------
@@ -165,7 +175,9 @@ def features(method: str, spectrum: C64, bank: Filterbank, bin_hz: float) -> Any
     magnitude = np.abs(spectrum)
     power = np.square(magnitude)
     if method == "hfc":
-        weights = np.arange(spectrum.shape[1], dtype=np.float32) * np.float32(bin_hz / 1000.0)
+        weights = hfc_weights
+        if weights is None:
+            weights = np.arange(spectrum.shape[1], dtype=np.float32) * np.float32(bin_hz / 1000.0)
         return np.sum(power * weights, axis=1, keepdims=True)
     if method == "energy":
         return np.sum(power, axis=1, keepdims=True)
@@ -181,7 +193,7 @@ def odf(method: str, feats: Any, history: int, unit: float, floor: F32) -> F64:
     feats : ndarray, shape (history + n_frames, n_features)
         Feature rows, oldest first, the first ``history`` being the stream's past.
     history : int
-        Rows of past context at the start of ``feats``.
+        Rows of past context at the start of ``feats`` (2 for ``complex``).
     unit : float
         Divisor that makes a clear onset about 1.
     floor : ndarray, shape (n_frames, 1), float32
@@ -192,13 +204,33 @@ def odf(method: str, feats: Any, history: int, unit: float, floor: F32) -> F64:
     ndarray, shape (n_frames,), float64
     """
     if method == "complex":
-        return complex_domain(feats, unit, floor)
-    current = feats[history:]
-    reference = feats[: len(feats) - history]
+        return odf_rows(method, feats[2:], (feats[1:-1], feats[:-2]), unit, floor)
+    return odf_rows(method, feats[history:], (feats[: len(feats) - history],), unit, floor)
+
+
+def odf_rows(method: str, current: Any, past: tuple[Any, ...], unit: float, floor: F32) -> F64:
+    """ODF of each row of ``current`` against the same rows of ``past``; each row independent of the rest.
+
+    Parameters
+    ----------
+    method : str
+    current : ndarray, shape (n_frames, n_features)
+        Feature rows of the frames to score.
+    past : tuple of ndarray, each shape (n_frames, n_features)
+        For ``complex`` the rows one and two frames back; otherwise the row ``history`` frames back.
+    unit : float
+    floor : ndarray, shape (n_frames, 1), float32
+
+    Returns
+    -------
+    ndarray, shape (n_frames,), float64
+    """
+    if method == "complex":
+        return complex_domain(current, past[0], past[1], unit, floor)
     if method == "superflux":
-        rise = log_rise(current, max_filter_bands(reference), floor)
+        rise = log_rise(current, max_filter_bands(past[0]), floor)
         return np.sum(rise, axis=1).astype(np.float64) / (rise.shape[1] * unit)
-    return log_rise(current, reference, floor)[:, 0].astype(np.float64) / unit
+    return log_rise(current, past[0], floor)[:, 0].astype(np.float64) / unit
 
 
 def max_filter_bands(bands: F32) -> F32:
@@ -218,7 +250,7 @@ def max_filter_bands(bands: F32) -> F32:
     return out
 
 
-def complex_domain(spectra: C64, unit: float, floor: F32) -> F64:
+def complex_domain(current: C64, previous: C64, before: C64, unit: float, floor: F32) -> F64:
     """Rectified complex-domain deviation on log-compressed magnitudes (Duxbury; Dixon, DAFx 2006).
 
     Each bin is predicted from the two previous frames (same magnitude, phase advanced by the previous
@@ -227,8 +259,8 @@ def complex_domain(spectra: C64, unit: float, floor: F32) -> F64:
 
     Parameters
     ----------
-    spectra : ndarray, shape (2 + n_frames, n_bins), complex64
-        Spectra, oldest first; the first two rows are the past.
+    current, previous, before : ndarray, shape (n_frames, n_bins), complex64
+        Spectra of each frame, of the frame before it and of the one before that.
     unit : float
     floor : ndarray, shape (n_frames, 1), float32
 
@@ -236,13 +268,17 @@ def complex_domain(spectra: C64, unit: float, floor: F32) -> F64:
     -------
     ndarray, shape (n_frames,), float64
     """
-    magnitude = np.abs(spectra)
-    phasor = spectra / np.where(magnitude > 0, magnitude, np.float32(1.0))
-    current = magnitude[2:]
-    now = np.log10(np.float32(1.0) + current / floor)
-    prev = np.log10(np.float32(1.0) + magnitude[1:-1] / floor)
-    predicted = prev * phasor[1:-1] * phasor[1:-1] * np.conj(phasor[:-2])
-    deviation = np.abs(now * phasor[2:] - predicted)
+    one = np.float32(1.0)
+    magnitude = np.abs(current)
+    previous_magnitude = np.abs(previous)
+    phasor = current / np.where(magnitude > 0, magnitude, one)
+    previous_phasor = previous / np.where(previous_magnitude > 0, previous_magnitude, one)
+    before_magnitude = np.abs(before)
+    before_phasor = before / np.where(before_magnitude > 0, before_magnitude, one)
+    now = np.log10(one + magnitude / floor)
+    prev = np.log10(one + previous_magnitude / floor)
+    predicted = prev * previous_phasor * previous_phasor * np.conj(before_phasor)
+    deviation = np.abs(now * phasor - predicted)
     rising = now > prev
     total = np.sum(np.where(rising, deviation, np.float32(0.0)), axis=1).astype(np.float64)
     return total / (current.shape[1] * unit)

@@ -8,6 +8,7 @@ untrusted values (from JSON or msgpack) become settings; it names the offending 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Literal, cast
@@ -111,3 +112,17 @@ class DetectorSettings:
     def to_dict(self) -> dict[str, Any]:
         """Every effective setting as a plain JSON-compatible dict."""
         return dataclasses.asdict(self)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(DetectorSettings))
+
+
+def settings_tuple(settings: DetectorSettings) -> tuple[Any, ...]:
+    """Every field's value in field order: a compact form for pickled detector state."""
+    return tuple(getattr(settings, name) for name in FIELD_NAMES)
+
+
+@functools.lru_cache(maxsize=1024)
+def settings_from_tuple(values: tuple[Any, ...]) -> DetectorSettings:
+    """The settings of a :func:`settings_tuple` (validated again; equal tuples share one object)."""
+    return DetectorSettings(*values)

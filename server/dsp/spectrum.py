@@ -18,7 +18,6 @@ Float32Array = npt.NDArray[np.float32]
 Complex64Array = npt.NDArray[np.complex64]
 
 
-
 @dataclasses.dataclass(frozen=True)
 class FrameGrid:
     """The analysis grid of one stream, in samples.
