@@ -185,6 +185,7 @@ async def drive(args: argparse.Namespace, url: str, server_pid: int) -> dict[str
     tally = Tally()
     job_data = wav_bytes(click_audio(10.0, rng))
     memory: list[tuple[float, float]] = []
+    server_memory: list[tuple[float, float]] = []  # the server process alone, without the pool
     fds: list[tuple[float, float]] = []
     tasks: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=0)
@@ -195,6 +196,7 @@ async def drive(args: argparse.Namespace, url: str, server_pid: int) -> dict[str
         while (now := time.monotonic()) - t0 < args.duration_s:
             if now >= next_sample:
                 memory.append((now - t0, rss_bytes(descendants(server_pid)) / 2**20))
+                server_memory.append((now - t0, rss_bytes([server_pid]) / 2**20))
                 fds.append((now - t0, open_fds(server_pid)))
                 next_sample += args.sample_s
             if now >= next_job:
@@ -209,6 +211,7 @@ async def drive(args: argparse.Namespace, url: str, server_pid: int) -> dict[str
         await asyncio.sleep(2.0)  # let the server finish ending what just left
         now = time.monotonic()
         memory.append((now - t0, rss_bytes(descendants(server_pid)) / 2**20))
+        server_memory.append((now - t0, rss_bytes([server_pid]) / 2**20))
         fds.append((now - t0, open_fds(server_pid)))
         async with http.get(url + "/metrics") as resp:
             metrics = await resp.text()
@@ -223,6 +226,8 @@ async def drive(args: argparse.Namespace, url: str, server_pid: int) -> dict[str
         "rss_mib": {"start": round(memory[0][1], 1), "end": round(memory[-1][1], 1),
                     "peak": round(max(v for _, v in memory), 1),
                     "slope_per_min": round(slope_per_min(memory), 2)},
+        "server_only_rss_mib": {"start": round(server_memory[0][1], 1), "end": round(server_memory[-1][1], 1),
+                                "slope_per_min": round(slope_per_min(server_memory), 2)},
         "fds": {"start": int(fds[0][1]), "end": int(fds[-1][1]), "peak": int(max(v for _, v in fds)),
                 "slope_per_min": round(slope_per_min(fds), 2)},
         "samples": [(round(t, 1), round(m, 1), int(f)) for (t, m), (_, f) in zip(memory, fds, strict=True)],
