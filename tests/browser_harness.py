@@ -118,10 +118,10 @@ def drum_loop(path: Path, *, seed: int, duration_s: float = 3.0, gap_s: float = 
 
 @dataclass(frozen=True)
 class LoopMatch:
-    shift_s: float  # detected time = true time + shift + k × period
+    shift_s: float  # detected time = true time + shift + k × period, at the first detection
     matched: int  # detections that fall on a true onset
     detections: int
-    expected: int  # true onsets within the span covered by the detections
+    expected: int  # true onsets from the first to the last matched one
     hit: int  # of those, how many were found
 
     @property
@@ -134,30 +134,38 @@ class LoopMatch:
 
 
 def match_loop(detected: Sequence[float], truth: Sequence[float] | np.ndarray, period_s: float,
-               tolerance_s: float, span: tuple[float, float]) -> LoopMatch:
-    """Compare onset times detected from a looped file with the file's own, up to an unknown shift.
+               tolerance_s: float) -> LoopMatch:
+    """Compare onset times detected from a looped file with the file's own, up to a shift that may drift.
 
-    The shift (where in the file the capture started, plus any fixed codec delay) is the one that puts
-    the most detections on a true onset. ``span`` is the detector time range whose true onsets count as
-    expected (where the capture ran, minus its edges).
+    The starting shift (where in the file the capture started, plus any fixed codec delay) is the one that
+    puts the most detections on a true onset. It is then followed from detection to detection, because a
+    capture device that repeats or skips a buffer moves the rest of the audio by that much. Each matched
+    detection names one occurrence of a true onset (loop number × onsets per loop + index); recall counts
+    the occurrences between the first and last matched ones that were found.
     """
-    found = np.asarray(detected, dtype=np.float64)
-    known = np.asarray(truth, dtype=np.float64)
+    found = np.sort(np.asarray(detected, dtype=np.float64))
+    known = np.sort(np.asarray(truth, dtype=np.float64))
+    n = len(known)
 
-    def circular_error(shift: float) -> np.ndarray:
+    def errors(shift: float) -> np.ndarray:
         phase = np.mod(found[:, None] - shift - known[None, :], period_s)
         return np.minimum(phase, period_s - phase).min(axis=1)
 
     candidates = [float(np.mod(d - k, period_s)) for d in found for k in known]
-    shift = max(candidates, key=lambda s: (int(np.sum(circular_error(s) <= tolerance_s)), -s))
-    matched = int(np.sum(circular_error(shift) <= tolerance_s))
-    start, stop = span
-    first_cycle = int(np.floor((start - shift) / period_s)) - 1
-    last_cycle = int(np.ceil((stop - shift) / period_s)) + 1
-    expected_times = [k + shift + c * period_s for c in range(first_cycle, last_cycle + 1) for k in known]
-    expected = [t for t in expected_times if start - tolerance_s <= t <= stop + tolerance_s]
-    hit = sum(1 for t in expected if found.size and np.min(np.abs(found - t)) <= tolerance_s)
-    return LoopMatch(shift, matched, len(found), len(expected), hit)
+    first_shift = max(candidates, key=lambda s: (int(np.sum(errors(s) <= tolerance_s)), -s))
+    shift = first_shift
+    occurrences: list[int] = []
+    for d in found:
+        offsets = d - shift - known  # how far each true onset (in this loop numbering) lies from d
+        cycles = np.round(offsets / period_s)
+        residual = offsets - cycles * period_s
+        j = int(np.argmin(np.abs(residual)))
+        if abs(residual[j]) <= tolerance_s:
+            occurrences.append(int(cycles[j]) * n + j)
+            shift += float(residual[j])  # follow any drift
+    distinct = sorted(set(occurrences))
+    expected = distinct[-1] - distinct[0] + 1 if distinct else 0
+    return LoopMatch(first_shift, len(occurrences), len(found), expected, len(distinct))
 
 
 async def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.1) -> Any:
