@@ -109,6 +109,8 @@ def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class RunPy:
     """``python run.py ARGS`` started at once; :meth:`ready` waits for its ready line; stopped by pid.
 
+    The process leads its own process group (its pid is the group id), so :meth:`kill` takes its pool
+    processes down with it, as a crash of the machine would, and :meth:`stop` leaves nothing behind.
     Output is drained by a thread (kept in :attr:`lines`) so a chatty process never blocks on its pipe.
     """
 
@@ -119,17 +121,20 @@ class RunPy:
         self.value = ""  # what follows the marker on the ready line: the URL, or the worker's name
         self._ready = threading.Event()
         self.proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
     def _drain(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if not self._ready.is_set() and line.startswith(self.marker):
-                self.value = line[len(self.marker):].strip()
-                self._ready.set()
+        stdout = self.proc.stdout
+        assert stdout is not None
+        with stdout:  # closed here, by the only reader, once every holder of the pipe is gone
+            for line in stdout:
+                self.lines.append(line)
+                if not self._ready.is_set() and line.startswith(self.marker):
+                    self.value = line[len(self.marker):].strip()
+                    self._ready.set()
         self._ready.set()
 
     def ready(self, timeout_s: float = PROCESS_START_TIMEOUT_S) -> RunPy:
@@ -142,24 +147,24 @@ class RunPy:
     def url(self) -> str:
         return self.value
 
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     def kill(self) -> None:
-        """SIGKILL: the process dies at once, mid-work, cleaning nothing up."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+        """SIGKILL to the process and its pool: they die at once, mid-work, cleaning nothing up."""
+        self._kill_group()
         self.proc.wait(timeout=15)
 
     def stop(self) -> None:
+        """SIGTERM (a clean shutdown), then SIGKILL to whatever of its group is left."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
+        self._kill_group()
+        self.proc.wait(timeout=15)
         self._reader.join(timeout=5)
-        if self.proc.stdout is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stdout.close()
 
 
 def instance(redis_url: str, data_dir: Path, *args: str) -> RunPy:

@@ -67,6 +67,11 @@ if deliveries > tonumber(ARGV[4]) then
   return {'failed', deliveries}
 end
 if status == 'processing' then
+  if deliveries == 1 then  -- a second entry for a job in hand elsewhere (a resent XADD): drop it
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+    redis.call('XDEL', KEYS[1], ARGV[2])
+    return {'skip', deliveries}
+  end
   redis.call('HSET', KEYS[2], 'status', 'pending', 'progress', '0', 'updated_s', ARGV[7])
   redis.call('ZADD', KEYS[3], redis.call('HGET', KEYS[2], 'created_s'), ARGV[3])
   redis.call('PUBLISH', ARGV[6], ARGV[3])

@@ -21,8 +21,12 @@ from server.scale.client import Redis
 from server.scale.keys import JOB_GROUP, Keys
 
 # KEYS: job, pending, unfinished. ARGV: task id, ttl ms, changes channel, created s, field, value, ...
+# A record already there with the same creation time is this call's own, sent again after a lost reply.
 ADD = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_s') == ARGV[4] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local status = redis.call('HGET', KEYS[1], 'status')
