@@ -163,6 +163,14 @@ class RedisJobStore:
         pipe.zcard(self.keys.pending)
         return int((await pipe.execute())[1])
 
+    async def count_by_status(self) -> dict[str, int]:
+        """Unfinished jobs by state (for metrics); finished records are not counted (they just expire)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zcard(self.keys.pending)
+        pipe.zcard(self.keys.unfinished)
+        pending, unfinished = (int(n) for n in await pipe.execute())
+        return {JobStatus.PENDING.value: pending, JobStatus.PROCESSING.value: max(0, unfinished - pending)}
+
     async def start(self, task_id: str) -> Job | None:
         flat = await self._start(keys=[self.keys.job(task_id), self.keys.pending], args=self._head(task_id))
         return job_from_fields(task_id, _pairs(flat)) if flat else None
