@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +87,8 @@ class ServerProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.output: collections.deque[str] = collections.deque(maxlen=500)  # the latest lines, for debugging
+        self._drain: threading.Thread | None = None
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.proc = subprocess.Popen(
@@ -96,10 +101,19 @@ class ServerProcess:
             lines.append(line)
             if line.startswith("serving on "):
                 self.url = line.split()[-1].strip()
+                # Keep reading: a full, unread pipe would block the server's logging and stall it.
+                self._drain = threading.Thread(target=self._read_output, daemon=True)
+                self._drain.start()
                 return self
             if len(lines) > 500:
                 break
         raise RuntimeError("server did not start:\n" + "".join(lines))
+
+    def _read_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with contextlib.suppress(ValueError, OSError):  # the pipe closed under us
+            for line in self.proc.stdout:
+                self.output.append(line)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
@@ -117,6 +131,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
+        if self._drain is not None:
+            self._drain.join(timeout=5)  # ends at EOF, once the server (and its children) have exited
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
 
