@@ -184,7 +184,3 @@ class JobService:
 
     async def get(self, task_id: str) -> Job | None:
         return await self.store.get(task_id)
-
-    def info(self) -> dict[str, Any]:
-        return {"max_upload_bytes": self.config.max_upload_bytes,
-                "max_queued_jobs": self.config.max_queued_jobs}
