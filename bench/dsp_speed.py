@@ -4,12 +4,14 @@
 Usage::
 
     .venv/bin/python bench/dsp_speed.py [--seconds 10] [--rates 44100,48000] [--streams 64,256]
-                                        [--method superflux] [--json bench/results/dsp_speed.json]
+                                        [--method superflux] [--repeat 3] [--json PATH]
 
 Figures are multiples of real time on one core (audio seconds, summed over streams, per CPU second of this
-process, ``time.process_time``) and CPU microseconds per call, so another process on the machine slows the
-wall clock but not these much. Thread pools are limited to one thread before numpy is imported. The audio is
-a generated music-like mix (``tests/signals.py``); stream ``i`` of ``N`` starts at its own offset into it.
+process, ``time.process_time``) and CPU microseconds per call; each is the best of ``--repeat`` runs, as
+other processes on a shared machine only ever slow a run down (they share its caches and cores). Thread
+pools are limited to one thread before numpy is imported. The audio is a generated music-like mix
+(``tests/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
+``take_odf()`` is called after each block, as a live stream's pool job does.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import pickle  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -43,31 +47,31 @@ def audio(rate: int, seconds: float) -> F32:
     return signals.music_mix(rate, seconds, seed=2024).samples
 
 
-def cpu_s(run: object) -> float:
-    """CPU seconds of ``run()`` (a callable), garbage collection paused."""
-    assert callable(run)
-    gc.collect()
-    gc.disable()
-    try:
+def cpu_s(run: Callable[[], None], repeat: int) -> float:
+    """Least CPU seconds of ``repeat`` runs of ``run()`` (each on fresh state from ``run`` itself)."""
+    best = math.inf
+    for _ in range(repeat):
+        gc.collect()
         start = time.process_time()
         run()
-        return time.process_time() - start
-    finally:
-        gc.enable()
+        best = min(best, time.process_time() - start)
+    return best
 
 
-def one_stream(samples: F32, rate: int, block_ms: float, settings: DetectorSettings) -> dict[str, float]:
+def one_stream(
+    samples: F32, rate: int, block_ms: float, settings: DetectorSettings, repeat: int
+) -> dict[str, float]:
     """One detector fed ``samples`` in blocks of ``block_ms`` through ``process()`` (plus take_odf)."""
     block = round(block_ms / 1000 * rate)
     blocks = [samples[i : i + block] for i in range(0, len(samples) - block + 1, block)]
-    detector = OnsetDetector(rate, 1, settings)
 
     def run() -> None:
+        detector = OnsetDetector(rate, 1, settings)
         for b in blocks:
             detector.process(b)
             detector.take_odf()
 
-    seconds = cpu_s(run)
+    seconds = cpu_s(run, repeat)
     return {"us_per_call": seconds / len(blocks) * 1e6, "x_realtime": len(blocks) * block / rate / seconds}
 
 
@@ -84,16 +88,22 @@ def stream_blocks(samples: F32, rate: int, streams: int, block_ms: float, second
 
 
 def many_streams(
-    samples: F32, rate: int, streams: int, block_ms: float, seconds: float, settings: DetectorSettings
+    samples: F32,
+    rate: int,
+    streams: int,
+    block_ms: float,
+    seconds: float,
+    settings: DetectorSettings,
+    repeat: int,
 ) -> dict[str, float]:
-    """``streams`` detectors fed 20 ms-style blocks in lockstep: by ``process_many`` and by a loop."""
+    """``streams`` detectors fed blocks of ``block_ms`` in lockstep: by ``process_many`` and by a loop."""
     blocks = stream_blocks(samples, rate, streams, block_ms, seconds)
     audio_s = len(blocks) * streams * len(blocks[0][0]) / rate
     result: dict[str, float] = {}
     for name in ("process_many", "process loop"):
-        detectors = [OnsetDetector(rate, 1, settings) for _ in range(streams)]
 
-        def run(detectors: list[OnsetDetector] = detectors, name: str = name) -> None:
+        def run(name: str = name) -> None:
+            detectors = [OnsetDetector(rate, 1, settings) for _ in range(streams)]
             for step in blocks:
                 if name == "process_many":
                     process_many(list(zip(detectors, step, strict=True)))
@@ -103,22 +113,23 @@ def many_streams(
                 for detector in detectors:
                     detector.take_odf()
 
-        seconds_cpu = cpu_s(run)
+        seconds_cpu = cpu_s(run, repeat)
         result[f"{name} x_realtime"] = audio_s / seconds_cpu
         result[f"{name} us_per_block"] = seconds_cpu / (len(blocks) * streams) * 1e6
     return result
 
 
-def pickle_round_trip(samples: F32, rate: int, settings: DetectorSettings, repeats: int = 2000) -> float:
+def pickle_round_trip(samples: F32, rate: int, settings: DetectorSettings, repeat: int) -> float:
     """CPU microseconds to pickle and unpickle a mid-stream detector (what each pool job adds)."""
     detector = OnsetDetector(rate, 1, settings)
     detector.process(samples[: rate * 3 + 123])
+    count = 2000
 
     def run() -> None:
-        for _ in range(repeats):
+        for _ in range(count):
             pickle.loads(pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL))
 
-    return cpu_s(run) / repeats * 1e6
+    return cpu_s(run, repeat) / count * 1e6
 
 
 def main() -> None:
@@ -129,6 +140,7 @@ def main() -> None:
     parser.add_argument("--rates", default="44100,48000", help="comma-separated sample rates, Hz")
     parser.add_argument("--streams", default="64,256", help="comma-separated stream counts for process_many")
     parser.add_argument("--method", default="superflux")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     settings = DetectorSettings(method=args.method)
@@ -137,7 +149,7 @@ def main() -> None:
         samples = audio(rate, max(args.seconds, 4.0))
         print(f"{rate} Hz mono, {args.method}, one core")
         for block_ms in (10.0, 20.0, 100.0):
-            row = one_stream(samples, rate, block_ms, settings)
+            row = one_stream(samples, rate, block_ms, settings, args.repeat)
             results[f"{rate} 1 stream {block_ms:g} ms"] = row
             print(
                 f"  1 stream, {block_ms:5g} ms blocks, process():      "
@@ -145,7 +157,7 @@ def main() -> None:
                 flush=True,
             )
         for streams in [int(n) for n in args.streams.split(",")]:
-            row = many_streams(samples, rate, streams, 20.0, args.seconds, settings)
+            row = many_streams(samples, rate, streams, 20.0, args.seconds, settings, args.repeat)
             results[f"{rate} {streams} streams 20 ms"] = row
             for name in ("process_many", "process loop"):
                 per_block, speed = row[f"{name} us_per_block"], row[f"{name} x_realtime"]
@@ -154,7 +166,7 @@ def main() -> None:
                     f"{per_block:7.1f} us/block {speed:6.0f}x real time",
                     flush=True,
                 )
-        round_trip = pickle_round_trip(samples, rate, settings)
+        round_trip = pickle_round_trip(samples, rate, settings, args.repeat)
         results[f"{rate} pickle round trip us"] = round_trip
         print(f"  pickle.dumps + pickle.loads of a detector mid-stream: {round_trip:.1f} us", flush=True)
     if args.json:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
 from server.dsp import METHODS
 from server.dsp import odf as odf_mod
-from server.dsp.filterbank import apply_filterbank, log_filterbank
-from server.dsp.peaks import merge_close, pick_peaks
+from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
+from server.dsp.peaks import merge_close, peak_shift, pick_peaks
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
 
@@ -75,32 +77,120 @@ def test_full_scale_sine_is_minus_3_dbfs() -> None:
     assert 10 * np.log10(power) == pytest.approx(-3.01, abs=0.05)
 
 
-def test_running_max_matches_naive() -> None:
+@pytest.mark.parametrize(("rate", "frame_s"), [(8000, 0.04), (44100, 0.04), (48000, 0.04), (96000, 0.1)])
+def test_fft_and_filterbank_rows_do_not_depend_on_the_batch(rate: int, frame_s: float) -> None:
+    """pocketfft batches rows (SIMD across them) and the filterbank's sparse product is vectorised across
+    frames: each frame's result must still be bitwise the same in a batch of any size and position."""
+    rng = np.random.default_rng(rate)
+    grid = FrameGrid.from_seconds(rate, frame_s, 0.010)
+    bank = log_filterbank(rate, grid.fft_size)
+    frames = (rng.standard_normal((50, grid.frame_len)) * rng.choice([1e-4, 0.1, 1.0], (50, 1))).astype(
+        np.float32
+    )
+    windowed = frames * analysis_window(grid.frame_len)
+    alone = [spectrum(windowed[i : i + 1], grid.fft_size) for i in range(len(frames))]
+    bands_alone = [apply_filterbank(np.abs(part), bank) for part in alone]
+    for size in (2, 3, 4, 5, 7, 8, 9, 16, 33, 48, 49, 50):
+        start = int(rng.integers(0, len(frames) - size + 1))
+        batch = spectrum(windowed[start : start + size], grid.fft_size)
+        bands = apply_filterbank(np.abs(batch), bank)
+        for k in range(size):
+            assert np.array_equal(batch[k : k + 1], alone[start + k]), (size, k)
+            assert np.array_equal(bands[k : k + 1], bands_alone[start + k]), (size, k)
+    magnitude = np.abs(spectrum(windowed, grid.fft_size))[:, bank.first_bin : bank.stop_bin]
+    columns = np.ascontiguousarray(magnitude.T)
+    assert np.array_equal(bands_of_columns(columns, bank), np.concatenate(bands_alone))
+
+
+def test_window_max_matches_naive() -> None:
     rng = np.random.default_rng(81)
     for width in (1, 4, 30):
-        for n in (0, 1, 3, width, width + 5):
-            past = rng.random(width).astype(np.float32)
-            new = rng.random(n).astype(np.float32)
-            joined = np.concatenate([past, new])
-            naive = np.array([joined[i : i + width + 1].max() for i in range(n)], dtype=np.float32)
-            assert np.array_equal(odf_mod.running_max(past, new), naive)
+        values = rng.random(300).astype(np.float32).tolist()
+        values[100:160] = sorted(values[100:160], reverse=True)  # a long decreasing run
+        window: collections.deque[tuple[int, float]] = collections.deque()
+        for frame, value in enumerate(values):
+            naive = max(values[max(0, frame - width) : frame + 1])
+            assert odf_mod.window_max(window, frame, value, width) == naive
+            assert len(window) <= width + 1
+
+
+def test_detector_floors_are_the_float32_compression_floor() -> None:
+    """The detector computes floors in Python floats, rounded to float32 later: the same bits."""
+    rng = np.random.default_rng(82)
+    for method in METHODS:
+        peaks = (rng.random(500) * rng.choice([1e-9, 1e-3, 1.0, 1e3], 500)).astype(np.float32)
+        scale, low = odf_mod.floor_constants(method)
+        window: collections.deque[tuple[int, float]] = collections.deque()
+        floats = []
+        for frame, peak in enumerate(peaks.tolist()):
+            floor = odf_mod.window_max(window, frame, peak, 200) * float(scale)
+            floats.append(floor if floor > float(low) else float(low))
+        recent = np.array([peaks[max(0, i - 200) : i + 1].max() for i in range(len(peaks))], dtype=np.float32)
+        expected = odf_mod.compression_floor(method, recent)[:, 0]
+        assert np.array_equal(np.array(floats, dtype=np.float32), expected), method
+
+
+def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: int, **k: float) -> list[int]:
+    """The peak-picking rule written with numpy slices and maxima, as a second opinion."""
+    pre_max, lookahead, pre_avg = int(k["pre_max"]), int(k["lookahead"]), int(k["pre_avg"])
+    found = []
+    for i in range(first, stop):
+        window_max = odf[i - pre_max : i + lookahead + 1].max()
+        total = 0.0
+        for shift in range(pre_avg + 1):
+            total += odf[i - shift]
+        mean = total / (pre_avg + 1)
+        above_mean = odf[i] >= k["mean_factor"] * mean + k["delta"]
+        if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"]:
+            found.append(i)
+    return found
 
 
 def test_pick_peaks_rules() -> None:
-    odf = np.zeros(40)
+    odf = [0.0] * 40
     odf[15] = 5.0  # clear peak
     odf[16] = 4.0  # its shoulder: not a maximum
     odf[25] = 0.5  # below threshold
     odf[33] = 3.0  # a peak that needs 3 frames of look-ahead to be certain
-    levels = np.ones(40)
-    common = {"pre_max": 3, "pre_avg": 10, "delta": 1.0, "min_power": 1e-6}
-    assert list(pick_peaks(odf, levels, first=10, lookahead=3, **common)) == [15, 33]
-    assert list(pick_peaks(odf[:35], levels[:35], first=10, lookahead=3, **common)) == [15]
+    levels = [1.0] * 40
+    common = {"pre_max": 3, "pre_avg": 10, "delta": 1.0, "min_power": 1e-6, "lookahead": 3}
+    assert pick_peaks(odf, levels, first=10, stop=37, **common) == [15, 33]
+    assert pick_peaks(odf[:35], levels[:35], first=10, stop=32, **common) == [15]
     quiet = levels.copy()
     quiet[15] = 1e-8
-    assert list(pick_peaks(odf, quiet, first=10, lookahead=3, **common)) == [33]
+    assert pick_peaks(odf, quiet, first=10, stop=37, **common) == [33]
+    padded = odf[:34] + [-np.inf] * 3  # end of stream: the look-ahead runs into -inf padding
+    assert pick_peaks(padded, levels, first=10, stop=34, **common) == [15, 33]
     with pytest.raises(ValueError, match="past context"):
-        pick_peaks(odf, levels, first=2, lookahead=3, **common)
+        pick_peaks(odf, levels, first=2, stop=37, **common)
+
+
+def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
+    rng = np.random.default_rng(83)
+    for trial in range(200):
+        n = int(rng.integers(20, 120))
+        odf = np.maximum(rng.standard_normal(n) * rng.choice([0.5, 2.0]), 0.0)
+        odf[rng.random(n) < 0.1] = 0.0
+        power = rng.random(n) * 1e-3
+        k = {
+            "pre_max": int(rng.integers(1, 5)),
+            "lookahead": int(rng.integers(0, 5)),
+            "pre_avg": int(rng.integers(1, 12)),
+            "delta": float(rng.choice([0.0, 0.5, 1.0])),
+            "min_power": float(rng.choice([0.0, 2e-4])),
+            "mean_factor": float(rng.choice([1.0, 1.5])),
+        }
+        first = max(k["pre_max"], k["pre_avg"])
+        stop = n - k["lookahead"]
+        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop, **k)
+        assert got == pick_peaks_reference(odf, power, first, stop, **k), trial
+
+
+def test_peak_shift_is_a_parabola_vertex() -> None:
+    odf = [0.0, 1.0, 3.0, 2.0, 0.0, -np.inf]
+    # Parabola through (1, 1), (2, 3), (3, 2): vertex at 2 + 0.5 * (1 - 2) / (1 - 6 + 2) = 2 + 1/6.
+    assert peak_shift(odf, 2) == pytest.approx(1 / 6)
+    assert peak_shift(odf, 0) == 0.0 and peak_shift(odf, 4) == 0.0  # edge, and -inf neighbour
 
 
 def test_merge_close_keeps_first_of_close_onsets() -> None:

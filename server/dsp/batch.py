@@ -1,27 +1,26 @@
-"""Per-frame analysis of one or many detectors' blocks in one pass, and :func:`process_many`.
+"""Per-frame analysis of one or many detectors' blocks in shared passes, and :func:`process_many`.
 
-The new frames of every detector that shares a :class:`~server.dsp.plan.FramePlan` (same rate, method and
+The new frames of the detectors that share a :class:`~server.dsp.plan.FramePlan` (same rate, method and
 grid) are stacked into one array: one gather and window, one FFT, one filterbank, one detection-function
-pass, whatever the number of streams. Every step works row by row (pocketfft per row, no BLAS, reductions
-along each row), so a frame's values are bitwise the same whichever other frames share its batch; only the
-small stateful part (frame-peak window, peak picking) runs per detector, in
-:class:`~server.dsp.detector.OnsetDetector`.
+pass, whatever the number of streams. Every step works frame by frame (pocketfft per row, the filterbank's
+sparse product per column, reductions along each row, no BLAS), so a frame's values are bitwise the same
+whichever other frames share its pass; only the small stateful part (frame-peak window, peak picking) runs
+per detector, in :class:`~server.dsp.detector.OnsetDetector`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.fft
 
 from server.dsp import odf as odf_mod
 from server.dsp.onset import Onset
 from server.dsp.plan import FramePlan
+from server.dsp.spectrum import frame_power, spectrum
 from server.exceptions import AudioFormatError
 
 if TYPE_CHECKING:
@@ -34,8 +33,11 @@ INT16_SCALE = np.float32(1.0 / 32768.0)
 
 
 def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[list[Onset]]:
-    """Feed each detector its next block, all in shared passes; the same as ``[d.process(b) for d, b in
-    pairs]``, bitwise, but with the fixed per-call cost paid once per pass instead of once per block.
+    """Feed each detector its next block, in passes shared by all of them.
+
+    The same as ``[detector.process(block) for detector, block in pairs]``, bitwise, with the fixed cost of
+    the numpy and scipy calls paid once per pass (up to ``FramePlan.pass_frames`` frames) instead of once
+    per block.
 
     Parameters
     ----------
@@ -69,52 +71,51 @@ def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[l
 def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool = False) -> list[list[Onset]]:
     """Check and analyse mono samples from :func:`to_mono` (``monos[i]`` for ``detectors[i]``).
 
-    The first block of each detector, when at most ``CHUNK_HOPS`` hops long, goes into passes shared with
-    the other detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every sample
-    is checked before any state changes: once per pass, and the other blocks one by one.
+    Each detector's first block, when at most ``CHUNK_HOPS`` hops long, goes into a pass shared with other
+    detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every sample is checked
+    before any state changes (once per pass, and the other blocks one by one); a NaN or Inf raises
+    :class:`AudioFormatError`, prefixed ``block <index>:`` when ``numbered``.
 
     Returns
     -------
     list of list of Onset
-        One list per detector entry.
+        One list per entry.
     """
-    groups: dict[FramePlan, list[int]] = {}
+    unique = len(set(map(id, detectors))) == len(detectors)
+    open_passes: dict[FramePlan, _Pass] = {}
+    passes: list[_Pass] = []
     later: list[int] = []
     seen: set[int] = set()
     for index, detector in enumerate(detectors):
-        key = id(detector)
-        if key in seen or len(monos[index]) > detector._chunk_len:
+        mono = monos[index]
+        first_time = unique or _first_time(seen, detector)
+        if not first_time or len(mono) > detector._chunk_len:
             later.append(index)
-        else:
-            members = groups.get(detector._frames)
-            if members is None:
-                groups[detector._frames] = [index]
-            else:
-                members.append(index)
-        seen.add(key)
-    passes = [
-        _prepare(plan, detectors, monos, part)
-        for plan, members in groups.items()
-        for part in _split(plan, detectors, monos, members)
-    ]
-    for prepared in passes:
-        if not _finite(prepared.samples):
-            _raise_bad(monos, prepared.members, numbered)
+            continue
+        frames = detector._frames
+        current = open_passes.get(frames)
+        if current is None or current.full:
+            current = open_passes[frames] = _Pass(frames)
+            passes.append(current)
+        current.add(index, detector, mono)
+    for current in passes:
+        current.seal()
+        if not _finite(current.samples):
+            _raise_bad(monos, current.members, numbered)
     if later:
         _raise_bad(monos, later, numbered)
-    results: list[list[Onset]] = [[] for _ in detectors] if later or len(passes) != 1 else []
-    for prepared in passes:
-        found = _run(prepared, detectors, final=False)
-        if not results:  # one pass of every detector, in order
-            results = found
-            break
-        for index, onsets in zip(prepared.members, found, strict=True):
-            results[index] = onsets
-    for index in later:
-        detector, mono = detectors[index], monos[index]
-        step = detector._chunk_len
-        for start in range(0, max(1, len(mono)), step):
-            results[index] += analyse_pass(detector, mono[start : start + step], final=False)
+    if len(passes) == 1 and not later:
+        results = passes[0].run(final=False)  # every entry, in order
+    else:
+        results = [[] for _ in detectors]
+        for current in passes:
+            for index, onsets in zip(current.members, current.run(final=False), strict=True):
+                results[index] = onsets
+        for index in later:
+            detector, mono = detectors[index], monos[index]
+            step = detector._chunk_len
+            for start in range(0, max(1, len(mono)), step):
+                results[index] += analyse_pass(detector, mono[start : start + step], final=False)
     for index, detector in enumerate(detectors):
         detector._samples_in += len(monos[index])
     return results
@@ -122,85 +123,96 @@ def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool 
 
 def analyse_pass(detector: OnsetDetector, mono: F32, *, final: bool) -> list[Onset]:
     """Analyse one chunk of one detector without checks (``final``: decide the last frames, at the end)."""
-    return _run(_prepare(detector._frames, [detector], [mono], [0]), [detector], final=final)[0]
+    current = _Pass(detector._frames)
+    current.add(0, detector, mono)
+    current.seal()
+    return current.run(final=final)[0]
 
 
-def _split(
-    plan: FramePlan, detectors: list[OnsetDetector], monos: list[F32], members: list[int]
-) -> list[list[int]]:
-    """Split one plan's members into passes of at most ``plan.pass_frames`` new frames (one member may
-    bring more), so that a pass's arrays stay small: large temporaries are given back to the system
-    after each use and page-faulted in again, which costs more than the per-pass overhead saved."""
-    frame_len, hop, limit = plan.grid.frame_len, plan.grid.hop, plan.pass_frames
-    parts: list[list[int]] = [[]]
-    frames = 0
-    for index in members:
-        length = len(detectors[index]._tail) + len(monos[index])
-        count = (length - frame_len) // hop + 1 if length >= frame_len else 0
-        if frames + count > limit and parts[-1]:
-            parts.append([])
-            frames = 0
-        parts[-1].append(index)
-        frames += count
-    return parts
+def _first_time(seen: set[int], detector: OnsetDetector) -> bool:
+    key = id(detector)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
-@dataclasses.dataclass(slots=True)
 class _Pass:
-    """One pass, ready to run: the detectors' unframed samples joined, and where their frames start."""
+    """Detectors whose new frames are analysed together: filled by :meth:`add`, then sealed and run."""
 
-    plan: FramePlan
-    members: list[int]  # indices of the detectors
-    samples: F32  # each member's unframed samples then its new samples, member after member
-    starts: list[int]  # offset in `samples` of each new frame
-    counts: list[int]  # new frames of each member
-    lengths: list[int]  # samples of each member in `samples`
+    __slots__ = (
+        "counts",
+        "detectors",
+        "frames",
+        "lengths",
+        "members",
+        "pieces",
+        "plan",
+        "samples",
+        "size",
+        "starts",
+    )
 
+    def __init__(self, plan: FramePlan) -> None:
+        self.plan = plan
+        self.members: list[int] = []  # caller's index of each detector
+        self.detectors: list[OnsetDetector] = []
+        self.pieces: list[F32] = []  # each detector's unframed samples, then its new ones
+        self.starts: list[int] = []  # offset of each new frame in the joined pieces
+        self.counts: list[int] = []  # new frames of each detector
+        self.lengths: list[int] = []  # samples of each detector in the joined pieces
+        self.frames = 0  # new frames in all
+        self.size = 0  # samples in all
+        self.samples: F32 = np.zeros(0, dtype=np.float32)
 
-def _prepare(plan: FramePlan, detectors: list[OnsetDetector], monos: list[F32], members: list[int]) -> _Pass:
-    frame_len, hop = plan.grid.frame_len, plan.grid.hop
-    pieces: list[F32] = []
-    starts: list[int] = []
-    counts: list[int] = []
-    lengths: list[int] = []
-    offset = 0
-    for index in members:
-        tail = detectors[index]._tail
-        mono = monos[index]
+    @property
+    def full(self) -> bool:
+        """Whether the pass holds enough frames: a pass's arrays stay around half a megabyte, because
+        larger temporaries are given back to the system after each use and cost page faults to reuse."""
+        return self.frames >= self.plan.pass_frames
+
+    def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
+        grid = self.plan.grid
+        tail = detector._tail
         length = len(tail) + len(mono)
-        pieces += (tail, mono)
-        if length >= frame_len:
-            count = (length - frame_len) // hop + 1
-            starts += range(offset, offset + count * hop, hop)
+        offset = self.size
+        self.size += length
+        self.pieces += (tail, mono)
+        self.members.append(index)
+        self.detectors.append(detector)
+        self.lengths.append(length)
+        if length >= grid.frame_len:
+            count = (length - grid.frame_len) // grid.hop + 1
+            self.starts += range(offset, offset + count * grid.hop, grid.hop)
+            self.frames += count
+            self.counts.append(count)
         else:
-            count = 0
-        counts.append(count)
-        lengths.append(length)
-        offset += length
-    return _Pass(plan, members, np.concatenate(pieces), starts, counts, lengths)
+            self.counts.append(0)
 
+    def seal(self) -> None:
+        """Join the pieces (nothing changes in the detectors yet)."""
+        self.samples = np.concatenate(self.pieces)
+        self.pieces = []
 
-def _run(prepared: _Pass, detectors: list[OnsetDetector], *, final: bool) -> list[list[Onset]]:
-    """Run a prepared pass: frames, features and ODF of all members at once, then each one's decisions."""
-    samples, counts, hop = prepared.samples, prepared.counts, prepared.plan.grid.hop
-    if prepared.starts:
-        values, levels, kept = _analyse_frames(prepared, detectors)
-    history = prepared.plan.history
-    found: list[list[Onset]] = []
-    offset = row = framed = 0
-    for j, index in enumerate(prepared.members):
-        count, length = counts[j], prepared.lengths[j]
-        tail = samples[offset + count * hop : offset + length]
-        offset += length
-        if count:
-            stop = row + count
-            hist = kept[framed * history : (framed + 1) * history]
-            found.append(detectors[index]._finish(tail, hist, values[row:stop], levels[row:stop], final))
-            row = stop
-            framed += 1
-        else:
-            found.append(detectors[index]._finish(tail, None, [], [], final))
-    return found
+    def run(self, *, final: bool) -> list[list[Onset]]:
+        """Frames, features and ODF of all members at once, then each member's decisions, in order."""
+        if self.starts:
+            values, levels, kept = _analyse_frames(self)
+        samples, hop, history = self.samples, self.plan.grid.hop, self.plan.history
+        found: list[list[Onset]] = []
+        offset = row = framed = 0
+        for detector, count, length in zip(self.detectors, self.counts, self.lengths, strict=True):
+            tail = samples[offset + count * hop : offset + length]
+            offset += length
+            if count:
+                stop = row + count
+                hist = kept[framed * history : (framed + 1) * history]
+                found.append(detector._finish(tail, hist, values[row:stop], levels[row:stop], final))
+                row = stop
+                framed += 1
+            else:
+                found.append(detector._finish(tail, None, [], [], final))
+        return found
 
 
 def _finite(samples: F32) -> bool:
@@ -216,7 +228,7 @@ def _raise_bad(monos: list[F32], indices: list[int], numbered: bool) -> None:
             raise AudioFormatError(f"{prefix}audio contains NaN or Inf samples")
 
 
-def _analyse_frames(prepared: _Pass, detectors: list[OnsetDetector]) -> tuple[list[float], list[float], Any]:
+def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     """Detection function and level of every new frame of a pass, and each member's next history rows.
 
     Returns
@@ -226,7 +238,7 @@ def _analyse_frames(prepared: _Pass, detectors: list[OnsetDetector]) -> tuple[li
     kept : ndarray, shape (members with new frames * history, n_features)
         Their last ``history`` feature rows, member after member.
     """
-    plan, samples = prepared.plan, prepared.samples
+    plan, samples = current.plan, current.samples
     grid = plan.grid
     method, history, lags = plan.method, plan.history, plan.lags
     strided = np.ndarray(
@@ -235,9 +247,10 @@ def _analyse_frames(prepared: _Pass, detectors: list[OnsetDetector]) -> tuple[li
         buffer=samples,
         strides=(samples.strides[0], samples.strides[0]),
     )
-    windowed = strided[prepared.starts] * plan.window
-    spectra = scipy.fft.rfft(windowed, n=grid.fft_size, axis=1)
-    levels = (np.add.reduce(np.square(windowed), axis=1) * plan.level_scale).tolist()
+    windowed = strided[current.starts] * plan.window
+    spectra = spectrum(windowed, grid.fft_size)
+    levels = frame_power(windowed, plan.level_norm).tolist()
+    del windowed
     feats = odf_mod.features(method, spectra, plan.bank, grid.bin_hz, plan.hfc_weights)
     peaks = odf_mod.frame_peaks(method, feats).tolist()
 
@@ -250,13 +263,11 @@ def _analyse_frames(prepared: _Pass, detectors: list[OnsetDetector]) -> tuple[li
     keep: list[int] = []
     floors: list[float] = []
     row = 0
-    next_hist = len(prepared.starts)
+    next_hist = len(current.starts)
     simple = lags == (1,) and history == 1
-    for j, index in enumerate(prepared.members):
-        count = prepared.counts[j]
+    for detector, count in zip(current.detectors, current.counts, strict=True):
         if not count:
             continue
-        detector = detectors[index]
         hist = detector._hist
         if hist is None:
             first, step = row, 0

@@ -5,10 +5,9 @@ floor), the recent detection function and frame levels, and the time of the last
 derived from the rate and settings (window, filterbank, peak-picking windows) is a shared cached
 :class:`~server.dsp.plan.Plan`, so the pickled object stays small and unpickles fast.
 
-The per-frame analysis (FFT, filterbank, ODF) is done by :mod:`server.dsp.batch` for one or many
-detectors at once; this module keeps each stream's state and decides its onsets, in plain Python floats:
-with a handful of new frames per block that is cheaper than numpy calls, and every value is computed by
-the same IEEE operations in the same order as the vectorised definitions in :mod:`server.dsp.peaks`.
+The per-frame analysis (FFT, filterbank, ODF) is done by :mod:`server.dsp.batch`, for one detector or for
+many at once; this class keeps each stream's state and decides its onsets, in plain Python floats (see
+:mod:`server.dsp.peaks`): with a handful of new frames per block that is cheaper than numpy calls.
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import batch
+from server.dsp.odf import window_max
 from server.dsp.onset import Onset
-from server.dsp.peaks import merge_close
+from server.dsp.peaks import merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_from_tuple, settings_tuple
 from server.exceptions import AudioFormatError, SettingsError
@@ -247,11 +247,9 @@ class OnsetDetector:
     def _floors(self, peaks: list[float]) -> list[float]:
         """Compression floor of each new frame, from its peak and the peaks of the frames before it.
 
-        The floor is ``max(recent * scale, low)`` where ``recent`` is the largest peak of the frame and the
-        ``floor_frames`` before it: :func:`~server.dsp.odf.compression_floor` of
-        :func:`~server.dsp.odf.running_max`. A maximum is exact whatever the order of comparisons, peaks
-        are never negative (so a cleared window acts as one of zeros), and the product of two float32
-        values is exact in a float, so rounding the result to float32 gives the same bits.
+        :func:`~server.dsp.odf.compression_floor` of :func:`~server.dsp.odf.window_max`, in floats: the
+        product of two float32 values is exact in a float and rounding is monotonic, so rounding these
+        to float32 gives the bits of the float32 computation.
         """
         recent = self._recent
         frames = self._plan.frames
@@ -259,12 +257,7 @@ class OnsetDetector:
         frame = self._odf_base + len(self._odf)
         out = []
         for peak in peaks:
-            while recent and recent[-1][1] <= peak:
-                recent.pop()
-            recent.append((frame, peak))
-            if recent[0][0] < frame - width:
-                recent.popleft()
-            floor = recent[0][1] * scale
+            floor = window_max(recent, frame, peak, width) * scale
             out.append(floor if floor > low else low)
             frame += 1
         return out
@@ -290,13 +283,7 @@ class OnsetDetector:
         return self._decide(final=final)
 
     def _decide(self, *, final: bool) -> list[Onset]:
-        """Onsets among the frames whose look-ahead is complete (all of them when ``final``).
-
-        A frame ``i`` is a candidate when ``odf[i]`` is the maximum of ``odf[i - pre_max : i + lookahead
-        + 1]``, at least ``mean_factor`` times the mean of ``odf[i - pre_avg : i + 1]`` (summed newest
-        first) plus ``threshold``, above 0, and its level is at least ``silence_db``: the rule of
-        :func:`server.dsp.peaks.pick_peaks`, frame by frame with the same float operations.
-        """
+        """Onsets among the frames whose look-ahead is complete (all of them when ``final``)."""
         plan = self._plan
         odf, lookahead = self._odf, plan.lookahead
         if final:
@@ -305,20 +292,18 @@ class OnsetDetector:
         stop = len(odf) - lookahead
         if stop <= first:
             return []
-        picked: list[int] = []
-        delta = plan.delta
-        for i in range(first, stop):
-            value = odf[i]
-            # The ODF is never negative, so a value below delta cannot pass the mean test.
-            if not value >= delta or not value > 0.0 or not self._levels[i] >= plan.min_power:
-                continue
-            if not all(other <= value for other in odf[i - plan.pre_max : i + lookahead + 1]):
-                continue
-            total = 0.0
-            for shift in range(plan.pre_avg + 1):
-                total += odf[i - shift]
-            if value >= plan.mean_factor * (total / (plan.pre_avg + 1)) + delta:
-                picked.append(i)
+        picked = pick_peaks(
+            odf,
+            self._levels,
+            first=first,
+            stop=stop,
+            pre_max=plan.pre_max,
+            lookahead=lookahead,
+            pre_avg=plan.pre_avg,
+            delta=plan.delta,
+            min_power=plan.min_power,
+            mean_factor=plan.mean_factor,
+        )
         self._next_frame = self._odf_base + stop
         onsets: list[Onset] = []
         if picked:
@@ -336,17 +321,3 @@ class OnsetDetector:
             del self._levels[:drop]
             self._odf_base += drop
         return onsets
-
-
-def peak_shift(odf: list[float], peak: int) -> float:
-    """Sub-frame position of a peak by a parabola through it and its two neighbours, frames in [-0.5, 0.5].
-
-    A neighbour that is missing or not finite (end of stream) gives 0.
-    """
-    if not 0 < peak < len(odf) - 1:
-        return 0.0
-    a, b, c = odf[peak - 1], odf[peak], odf[peak + 1]
-    curvature = a - 2.0 * b + c
-    if math.isfinite(a) and math.isfinite(c) and curvature < 0:
-        return min(0.5, max(-0.5, 0.5 * (a - c) / curvature))
-    return 0.0

@@ -1,8 +1,10 @@
-"""Logarithmically spaced triangular filterbank, applied by sparse segment sums (no BLAS).
+"""Logarithmically spaced triangular filterbank, applied as a sparse matrix product (no BLAS).
 
 Band edges are in Hz so the bands mean the same at every sample rate. A dense matrix product would be
 simpler, but BLAS picks different kernels for different numbers of frames and so changes the last bits of
-the result with the block size; gathering each band's bins and summing per row does not.
+the result with the block size. scipy's sparse product (its own C++ loops) computes each band of each frame
+as a plain running sum over the band's bins in ascending order, the same whatever the number of frames,
+and vectorised across frames, so a batch of many frames costs about a fifth of per-frame segment sums.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import itertools
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse
 
 FMIN_HZ = 30.0  # lowest band centre, as in SuperFlux
 FMAX_HZ = 17000.0  # highest band centre (capped below Nyquist)
@@ -37,6 +40,8 @@ class Filterbank:
         Start of each run of bins between consecutive centres, relative to ``first_bin``.
     inverse_area : ndarray of float32, shape (n_bands,)
         One over each triangle's weight sum, so every band is a weighted mean.
+    weights : scipy.sparse.csr_matrix of float32, shape (n_bands, stop_bin - first_bin)
+        Each band's weight of each bin of the slice: its triangle times its ``inverse_area``.
     """
 
     first_bin: int
@@ -44,6 +49,7 @@ class Filterbank:
     rise: npt.NDArray[np.float32]
     segments: npt.NDArray[np.int64]
     inverse_area: npt.NDArray[np.float32]
+    weights: scipy.sparse.csr_matrix
 
     @property
     def n_bands(self) -> int:
@@ -92,14 +98,24 @@ def log_filterbank(
     rise_sums = np.add.reduceat(rise, segments)
     fall_sums = np.add.reduceat(1.0 - rise, segments)
     area = rise_sums[:-1] + fall_sums[1:]
+    inverse_area = (1.0 / area).astype(np.float32)
+    # Band j rises over segment j and falls over segment j + 1.
+    bounds = [*segments.tolist(), stop_bin - first_bin]
+    dense = np.zeros((len(area), stop_bin - first_bin), dtype=np.float64)
+    for j in range(len(area)):
+        dense[j, bounds[j] : bounds[j + 1]] = rise[bounds[j] : bounds[j + 1]]
+        dense[j, bounds[j + 1] : bounds[j + 2]] = 1.0 - rise[bounds[j + 1] : bounds[j + 2]]
+    weights = scipy.sparse.csr_matrix((dense / area[:, None]).astype(np.float32))
+    weights.sort_indices()
     bank = Filterbank(
         first_bin=first_bin,
         stop_bin=stop_bin,
         rise=rise.astype(np.float32),
         segments=segments,
-        inverse_area=(1.0 / area).astype(np.float32),
+        inverse_area=inverse_area,
+        weights=weights,
     )
-    for array in (bank.rise, bank.segments, bank.inverse_area):
+    for array in (bank.rise, bank.segments, bank.inverse_area, weights.data, weights.indices, weights.indptr):
         array.setflags(write=False)
     return bank
 
@@ -115,15 +131,25 @@ def apply_filterbank(magnitude: npt.NDArray[np.float32], bank: Filterbank) -> np
 
     Returns
     -------
-    ndarray, shape (n_frames, n_bands), float32
+    ndarray, shape (n_frames, n_bands), float32, C-contiguous
         Weighted mean magnitude per band; each row depends only on the same row of ``magnitude``.
     """
-    if magnitude.shape[0] == 0:
-        return np.zeros((0, bank.n_bands), dtype=np.float32)
     if magnitude.shape[1] != bank.stop_bin - bank.first_bin:
         magnitude = magnitude[:, bank.first_bin : bank.stop_bin]
-    rising = magnitude * bank.rise
-    falling = magnitude - rising
-    rise_sums = np.add.reduceat(rising, bank.segments, axis=1)
-    fall_sums = np.add.reduceat(falling, bank.segments, axis=1)
-    return (rise_sums[:, :-1] + fall_sums[:, 1:]) * bank.inverse_area
+    return bands_of_columns(np.ascontiguousarray(magnitude.T), bank)
+
+
+def bands_of_columns(columns: npt.NDArray[np.float32], bank: Filterbank) -> npt.NDArray[np.float32]:
+    """:func:`apply_filterbank` of magnitudes given one column per frame.
+
+    Parameters
+    ----------
+    columns : ndarray, shape (stop_bin - first_bin, n_frames), float32, C-contiguous
+        The bank's slice of each frame's magnitude spectrum, one frame per column.
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_bands), float32, C-contiguous
+    """
+    product: npt.NDArray[np.float32] = bank.weights @ columns
+    return np.ascontiguousarray(product.T)

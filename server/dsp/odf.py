@@ -10,13 +10,14 @@ by a per-method unit so one ``threshold`` fits all.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp.filterbank import Filterbank, apply_filterbank
+from server.dsp.filterbank import Filterbank, bands_of_columns
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -56,7 +57,7 @@ def compression_floor(method: str, recent_peak: F32) -> F32:
     method : str
         Powers (``hfc``, ``energy``) use twice the range in dB.
     recent_peak : ndarray, shape (n_frames,)
-        Running maximum of :func:`frame_peaks` over ``FLOOR_WINDOW_S`` up to each frame.
+        Maximum of :func:`frame_peaks` over ``FLOOR_WINDOW_S`` up to each frame (:func:`window_max`).
 
     Returns
     -------
@@ -74,32 +75,35 @@ def floor_constants(method: str) -> tuple[np.float32, np.float32]:
     return scale, low
 
 
-def running_max(past: F32, new: F32) -> F32:
-    """Maximum of each ``new`` value and the ``len(past)`` values before it (exact, order-free).
+def window_max(window: collections.deque[tuple[int, float]], frame: int, value: float, width: int) -> float:
+    """Push frame ``frame``'s ``value``; return the maximum of it and the values of the ``width`` frames
+    before it (exact: a maximum does not depend on the order of comparisons).
 
     Parameters
     ----------
-    past : ndarray, shape (w,)
-        The ``w`` values before ``new[0]``.
-    new : ndarray, shape (n,)
-
-    Returns
-    -------
-    ndarray, shape (n,)
+    window : deque of (frame, value)
+        The state, updated in place: pairs with decreasing values, oldest first. An empty window acts as
+        one of zeros for values that are never negative.
+    frame : int
+        Index of this value's frame, one more than the last push.
+    value : float
+    width : int
+        Frames of the past that count.
     """
-    width = len(past)
-    if len(new) > width:
-        joined = np.concatenate([past, new])
-        windows = np.lib.stride_tricks.sliding_window_view(joined, width + 1)
-        return windows.max(axis=1)
-    # Window of new[i]: past[i:] and new[: i + 1], a suffix maximum of past and a prefix maximum of new.
-    suffix = np.maximum.accumulate(past[::-1])[::-1]
-    return np.maximum(suffix[: len(new)], np.maximum.accumulate(new))
+    while window and window[-1][1] <= value:
+        window.pop()
+    window.append((frame, value))
+    if window[0][0] < frame - width:
+        window.popleft()
+    return window[0][1]
 
 
 def log_rise(current: F32, reference: F32, floor: F32) -> F32:
     """Half-wave rectified ``log10(1 + current/floor) - log10(1 + reference/floor)``, same shape."""
-    return np.maximum(np.log10((floor + current) / (floor + reference)), np.float32(0.0))
+    ratio = floor + current
+    np.divide(ratio, floor + reference, out=ratio)
+    np.log10(ratio, out=ratio)
+    return np.maximum(ratio, np.float32(0.0), out=ratio)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +175,10 @@ def features(
     if method == "complex":
         return spectrum
     if method == "superflux":
-        return apply_filterbank(np.abs(spectrum[:, bank.first_bin : bank.stop_bin]), bank)
+        # Magnitudes straight into one column per frame, the layout of the filterbank's sparse product.
+        columns = np.empty((bank.stop_bin - bank.first_bin, spectrum.shape[0]), dtype=np.float32)
+        np.abs(spectrum[:, bank.first_bin : bank.stop_bin].T, out=columns)
+        return bands_of_columns(columns, bank)
     magnitude = np.abs(spectrum)
     power = np.square(magnitude)
     if method == "hfc":
@@ -229,8 +236,8 @@ def odf_rows(method: str, current: Any, past: tuple[Any, ...], unit: float, floo
         return complex_domain(current, past[0], past[1], unit, floor)
     if method == "superflux":
         rise = log_rise(current, max_filter_bands(past[0]), floor)
-        return np.sum(rise, axis=1).astype(np.float64) / (rise.shape[1] * unit)
-    return log_rise(current, past[0], floor)[:, 0].astype(np.float64) / unit
+        return np.divide(np.add.reduce(rise, axis=1), rise.shape[1] * unit, dtype=np.float64)
+    return np.divide(log_rise(current, past[0], floor)[:, 0], unit, dtype=np.float64)
 
 
 def max_filter_bands(bands: F32) -> F32:

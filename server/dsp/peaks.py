@@ -1,80 +1,92 @@
-"""Peak picking on an onset detection function: pure helpers, causal apart from a bounded look-ahead."""
+"""Peak picking on an onset detection function: pure helpers, causal apart from a bounded look-ahead.
+
+A live stream brings a handful of new frames per block, so these work on plain Python lists of floats:
+cheaper than numpy calls at that size, and every value goes through fixed IEEE operations in a fixed
+order, so a decision never depends on how the stream was split into blocks.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
+import math
+from collections.abc import Sequence
 
 PRE_MAX_S = 0.03  # a peak must be the maximum of the last 30 ms (SuperFlux's pre_max)
 PRE_AVG_S = 0.10  # the adaptive threshold is the mean of the last 100 ms (SuperFlux's pre_avg)
 
 
 def pick_peaks(
-    odf: F64,
-    power: npt.NDArray[np.floating[Any]],
+    odf: Sequence[float],
+    power: Sequence[float],
     *,
     first: int,
+    stop: int,
     pre_max: int,
     lookahead: int,
     pre_avg: int,
     delta: float,
     min_power: float,
     mean_factor: float = 1.0,
-) -> I64:
+) -> list[int]:
     """Indices of frames that are onset candidates.
 
-    Frame ``i`` (``first <= i < len(odf) - lookahead``) is a candidate when
-    ``odf[i] == max(odf[i - pre_max : i + lookahead + 1])``,
-    ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + delta``, ``odf[i] > 0`` and
-    ``power[i] >= min_power``. Each decision uses only that window of values, so it does not depend on
-    how the ODF was split into blocks.
+    Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
+    lookahead + 1])``, ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + delta`` (the sum taken
+    from ``odf[i]`` backwards), ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those
+    windows rules the frame out.
 
     Parameters
     ----------
-    odf : ndarray, shape (n,), float64
-        Detection function, oldest first; pad the end with ``-inf`` to decide the last frames of a stream.
-    power : ndarray, shape (n,)
+    odf : sequence of float
+        Detection function, oldest first, never negative; pad the end with ``-inf`` to decide the last
+        frames of a stream.
+    power : sequence of float
         Frame mean-square levels, linear (``10 * log10(power)`` is dBFS).
-    first : int
-        First index to decide; needs ``first >= max(pre_max, pre_avg)``.
+    first, stop : int
+        Frames to decide; needs ``first >= max(pre_max, pre_avg)`` and ``stop + lookahead <= len(odf)``.
     pre_max, lookahead, pre_avg : int
         Window lengths, frames.
     delta : float
         Margin above the moving mean, ODF units.
-    mean_factor : float
-        Multiplier of the moving mean.
     min_power : float
         Minimum frame power, linear.
+    mean_factor : float
+        Multiplier of the moving mean.
 
     Returns
     -------
-    ndarray of int64
+    list of int
         Candidate indices into ``odf``, ascending.
     """
-    stop = len(odf) - lookahead
-    if stop <= first:
-        return np.zeros(0, dtype=np.int64)
     if first < max(pre_max, pre_avg):
         raise ValueError(f"first={first} leaves too little past context")
-    values = odf[first:stop]
-    if not np.any(values >= delta):  # the ODF is never negative, so no frame below delta can pass
-        return np.zeros(0, dtype=np.int64)
-    maxima = odf[first - pre_max : stop - pre_max].copy()
-    for shift in range(1 - pre_max, lookahead + 1):
-        np.maximum(maxima, odf[first + shift : stop + shift], out=maxima)
-    # Summed shift by shift (not a reduction numpy may reorder), so each mean is bitwise reproducible.
-    sums = np.zeros(stop - first, dtype=np.float64)
-    for shift in range(pre_avg + 1):
-        sums += odf[first - shift : stop - shift]
-    means = sums / (pre_avg + 1)
-    loud = power[first:stop] >= min_power
-    keep = (values >= maxima) & (values >= mean_factor * means + delta) & (values > 0) & loud
-    return np.flatnonzero(keep).astype(np.int64) + first
+    picked: list[int] = []
+    for i in range(first, stop):
+        value = odf[i]
+        # Means are never negative, so a value below delta cannot pass the mean test.
+        if not value >= delta or not value > 0.0 or not power[i] >= min_power:
+            continue
+        if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
+            continue
+        total = 0.0
+        for shift in range(pre_avg + 1):
+            total += odf[i - shift]
+        if value >= mean_factor * (total / (pre_avg + 1)) + delta:
+            picked.append(i)
+    return picked
+
+
+def peak_shift(odf: Sequence[float], peak: int) -> float:
+    """Sub-frame position of a peak by a parabola through it and its two neighbours, frames in [-0.5, 0.5].
+
+    A neighbour that is missing or not finite (end of stream) gives 0.
+    """
+    if not 0 < peak < len(odf) - 1:
+        return 0.0
+    a, b, c = odf[peak - 1], odf[peak], odf[peak + 1]
+    curvature = a - 2.0 * b + c
+    if math.isfinite(a) and math.isfinite(c) and curvature < 0:
+        return min(0.5, max(-0.5, 0.5 * (a - c) / curvature))
+    return 0.0
 
 
 def merge_close(times_s: list[float], last_s: float, min_interval_s: float) -> tuple[list[int], float]:

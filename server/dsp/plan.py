@@ -22,7 +22,7 @@ from server.dsp.settings import DetectorSettings
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
 ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
-PASS_FFT_SAMPLES = 1 << 17  # FFT input per batched pass, samples (64 frames of 2048): arrays of ~0.5 MB
+PASS_FFT_SAMPLES = 48 * 2048  # FFT input per batched pass, samples: arrays of about 0.4 MB
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -35,8 +35,8 @@ class FramePlan:
     grid : FrameGrid
     window : ndarray of float32, shape (frame_len,)
         :func:`~server.dsp.spectrum.analysis_window`.
-    level_scale : float32
-        ``1 / level_norm(window)``: frame power is the sum of squared windowed samples times this.
+    level_norm : float
+        :func:`~server.dsp.spectrum.level_norm` of the window, for :func:`~server.dsp.spectrum.frame_power`.
     bank : Filterbank
         Log filterbank of the rate and FFT size (used by ``superflux``).
     spec : MethodSpec
@@ -57,7 +57,7 @@ class FramePlan:
     method: str
     grid: FrameGrid
     window: npt.NDArray[np.float32]
-    level_scale: np.float32
+    level_norm: float
     bank: Filterbank
     spec: odf_mod.MethodSpec
     lags: tuple[int, ...]
@@ -90,7 +90,7 @@ def frame_plan(sample_rate: int, method: str, frame_ms: float, hop_ms: float) ->
         method=method,
         grid=grid,
         window=window,
-        level_scale=np.float32(1.0 / level_norm(window)),
+        level_norm=level_norm(window),
         bank=bank,
         spec=spec,
         lags=(1, 2) if method == "complex" else (spec.history,),
