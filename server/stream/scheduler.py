@@ -19,6 +19,10 @@ from server.stream.work import Job, JobResult, run_batch
 
 log = logging.getLogger(__name__)
 
+# Dispatches at most this often: a lone stream is dispatched at once, but under load the streams that
+# become ready within this interval share one batch, which costs far less than one pool call each.
+DISPATCH_INTERVAL_S = 0.004
+
 Batch = list[tuple[StreamSession, Job]]
 
 
@@ -39,9 +43,11 @@ def split_batches(jobs: Batch, parts: int) -> list[Batch]:
 class BatchScheduler:
     """Feeds ready sessions' jobs to the pool, at most ``max_batches`` pool calls at a time."""
 
-    def __init__(self, pool: DetectionPool, max_batches: int) -> None:
+    def __init__(self, pool: DetectionPool, max_batches: int,
+                 min_interval_s: float = DISPATCH_INTERVAL_S) -> None:
         self._pool = pool
         self.max_batches = max(1, max_batches)
+        self.min_interval_s = min_interval_s
         self._ready: dict[StreamSession, None] = {}  # insertion-ordered set
         self._wake = asyncio.Event()
         self._in_flight = 0
@@ -56,19 +62,26 @@ class BatchScheduler:
 
     async def run(self) -> None:
         """Dispatch until cancelled."""
+        loop = asyncio.get_running_loop()
+        last_s = -self.min_interval_s
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                self._dispatch()
+                pause_s = last_s + self.min_interval_s - loop.time()
+                if pause_s > 0:  # dispatched a moment ago: let more streams join the next batch
+                    await asyncio.sleep(pause_s)
+                if self._dispatch():
+                    last_s = loop.time()
         finally:
             for task in self._tasks:
                 task.cancel()
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> bool:
+        """Send the ready sessions' jobs if a pool slot is free; whether any batch went."""
         free = self.max_batches - self._in_flight
         if free <= 0 or not self._ready:
-            return
+            return False
         ready, self._ready = self._ready, {}
         jobs: Batch = []
         for session in ready:
@@ -80,6 +93,7 @@ class BatchScheduler:
             task = asyncio.create_task(self._run(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        return bool(jobs)
 
     async def _run(self, batch: Batch) -> None:
         try:
