@@ -33,6 +33,9 @@ from server.stream.work import Job, JobResult, freeze
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
 DROP_WARNING_INTERVAL_S = 1.0
+# Audio in one job, at most: a stream far behind catches up over several batches instead of holding up
+# every stream of one long batch.
+MAX_JOB_S = 0.5
 
 
 class StreamSink(Protocol):
@@ -86,6 +89,7 @@ class StreamSession:
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
         capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
         self._ring = RingBuffer(capacity, audio_format.channels, audio_format.encoding.dtype)
+        self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
         self._offset_s = 0.0  # stream time of the current detector's first sample
         self._next = 0  # absolute frame index of the next frame to hand off
         self._analysed = 0  # absolute frame index analysed so far
@@ -235,6 +239,7 @@ class StreamSession:
         while due < len(changes) and changes[due][0] <= start:
             due += 1
         frames = len(ring) if due == len(changes) else min(len(ring), changes[due][0] - start)
+        frames = min(frames, self._max_job_frames)
         flush = self.state is State.STOPPING and frames == len(ring)
         if frames == 0 and not flush:
             return None
