@@ -21,7 +21,9 @@ Starts its own ``redis-server`` (free loopback port, append-only file in a tempo
   POSTed to A at once; time from the first upload to the last ``success`` (polled on A). Each step runs
   ``--repeat`` batches with the same workers and keeps the fastest (the least disturbed by other load on a
   shared machine); files per second, multiple of real time (audio seconds / wall seconds), and the
-  speed-up over the first step.
+  speed-up over the first step; the workers' CPU time (with their pool processes) as audio seconds per CPU
+  second, and how many cores' worth of CPU everything else on the machine used meanwhile (``others``: a
+  shared machine's other work caps what more workers can gain; read it before comparing steps).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ CHUNK_FRAMES = round(SAMPLE_RATE * CHUNK_S)
 CLICK_LEN = 16  # samples
 FILE_RATE = 44100
 START_TIMEOUT_S = 120.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Onsets = dict[str, float]  # "stream_id/time" -> receive time (perf_counter seconds)
 
@@ -229,6 +232,48 @@ def fan_out(url_a: str, url_b: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# --- CPU accounting from /proc ---------------------------------------------------------------------------
+
+
+def process_tree(roots: list[int]) -> list[int]:
+    """``roots`` and every process below them, from /proc/*/stat parent links."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                frontier.append(pid)
+    return sorted(found)
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (those still running)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, all users)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
 # --- throughput ------------------------------------------------------------------------------------------
 
 
@@ -276,26 +321,50 @@ async def _run_batch(url: str, paths: list[Path]) -> float:
         return time.perf_counter() - started_s
 
 
-def throughput(url_a: str, redis_url: str, data_dir: Path, paths: list[Path], minutes: float,
-               steps: list[int], repeat: int) -> list[dict[str, Any]]:
+def measured_batch(url_a: str, paths: list[Path], workers: list[int], instance: int,
+                   cpus: int) -> dict[str, float]:
+    """One batch: its wall time, the workers' CPU (with their pools), and how busy the rest of the machine
+    was meanwhile (``others_cores``: cores' worth of CPU used by everything but the workers, the instance
+    and this script)."""
+    worker_tree, instance_tree = process_tree(workers), process_tree([instance])
+    own = [os.getpid()]
+    before = (cpu_s(worker_tree), cpu_s(instance_tree), cpu_s(own), machine_busy_s())
+    wall_s = uvloop.run(_run_batch(url_a, paths))
+    after = (cpu_s(worker_tree), cpu_s(instance_tree), cpu_s(own), machine_busy_s())
+    workers_s, instance_s, own_s, busy_s = (b - a for a, b in zip(before, after, strict=True))
+    others_s = max(0.0, busy_s - workers_s - instance_s - own_s)
+    return {"wall_s": wall_s, "workers_cpu_s": workers_s, "instance_cpu_s": instance_s,
+            "others_cores": min(float(cpus), others_s / wall_s)}
+
+
+def throughput(url_a: str, instance: int, redis_url: str, data_dir: Path, paths: list[Path],
+               minutes: float, steps: list[int], repeat: int) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     audio_s = len(paths) * minutes * 60
+    cpus = os.cpu_count() or 1
     for count in steps:
         worker_args = ["worker", "--redis", redis_url, "--data-dir", str(data_dir), "--workers", "1",
                        "--log-level", "WARNING"]
         workers = [start_run_py(worker_args, "worker ready: ")[0] for _ in range(count)]
         try:
-            walls_s = [uvloop.run(_run_batch(url_a, paths)) for _ in range(max(1, repeat))]
+            runs = [measured_batch(url_a, paths, [p.pid for p in workers], instance, cpus)
+                    for _ in range(max(1, repeat))]
         finally:
             for proc in workers:
                 stop(proc)
-        wall_s = min(walls_s)
-        row = {"workers": count, "files": len(paths), "walls_s": [round(w, 3) for w in walls_s],
-               "wall_s": round(wall_s, 3),
-               "files_per_s": round(len(paths) / wall_s, 3), "x_real_time": round(audio_s / wall_s, 1)}
+        best = min(runs, key=lambda run: run["wall_s"])
+        wall_s = best["wall_s"]
+        row = {"workers": count, "files": len(paths), "walls_s": [round(r["wall_s"], 3) for r in runs],
+               "wall_s": round(wall_s, 3), "files_per_s": round(len(paths) / wall_s, 3),
+               "x_real_time": round(audio_s / wall_s, 1),
+               "x_real_time_per_worker_cpu_s": round(audio_s / max(best["workers_cpu_s"], 1e-9), 1),
+               "instance_cpu_s": round(best["instance_cpu_s"], 2),
+               "others_cores": round(best["others_cores"], 2)}
         results.append(row)
         print(f"  {count} worker(s): {row['wall_s']:.2f} s (runs {row['walls_s']}), "
-              f"{row['files_per_s']:.2f} files/s, {row['x_real_time']:.0f}x real time", flush=True)
+              f"{row['files_per_s']:.2f} files/s, {row['x_real_time']:.0f}x real time; workers' CPU "
+              f"{row['x_real_time_per_worker_cpu_s']:.0f}x real time per CPU second; other load "
+              f"{row['others_cores']:.2f} of {cpus} cores", flush=True)
     base = results[0]["wall_s"]
     for row in results:
         row["speedup_vs_first"] = round(base / row["wall_s"], 2)
@@ -337,8 +406,8 @@ def main() -> int:
             stop(proc_b)
             paths = write_files(tmp_dir, args.files, args.file_minutes)
             print(f"throughput: {args.files} files x {args.file_minutes:g} min through A", flush=True)
-            report["throughput"] = throughput(url_a, redis_url, data_dir, paths, args.file_minutes, steps,
-                                              args.repeat)
+            report["throughput"] = throughput(url_a, proc_a.pid, redis_url, data_dir, paths,
+                                              args.file_minutes, steps, args.repeat)
         finally:
             for proc in instances:
                 stop(proc)

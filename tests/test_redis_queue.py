@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,6 +205,26 @@ async def test_a_job_requeued_at_shutdown_goes_back_at_once(client: Redis, store
     assert staying.taken_over == 0
     job = await store.start(task_id)
     assert job is not None and job.attempts == 2
+
+
+async def test_a_worker_that_cannot_see_the_upload_fails_the_job_clearly(client: Redis, tmp_path: Path,
+                                                                         consumers: Consumers) -> None:
+    store = RedisJobStore(client, KEYS, RETENTION_S, check_uploads=True, holder="worker w9")
+    queue = consumers("w9")
+    await submit(store, queue, "f" * 32)  # its upload path, /nowhere/a.wav, is not on this machine
+    task_id = await asyncio.wait_for(queue.get(), 10)
+    assert await store.start(task_id) is None  # not run
+    job = await store.get(task_id)
+    assert job is not None and job.status is JobStatus.FAILED and job.error is not None
+    assert job.error.code == "upload_gone"
+    assert "/nowhere/a.wav" in job.error.message and "worker w9" in job.error.message
+    await queue.done(task_id)
+    assert await pending_entries(client) == [] and await client.xlen(KEYS.queue) == 0
+    present = tmp_path / "b.wav"
+    present.write_bytes(b"RIFF")
+    await store.add(new_job("9" * 32).replace(upload_path=str(present)))
+    started = await store.start("9" * 32)
+    assert started is not None and started.status is JobStatus.PROCESSING
 
 
 async def test_waiting_and_unfinished_counts(store: RedisJobStore, consumers: Consumers) -> None:

@@ -72,8 +72,9 @@ class ScaleOut:
                                    claim_idle_s=config.redis_claim_idle_s,
                                    max_deliveries=config.redis_max_deliveries,
                                    retention_s=config.retention_s, on_failed=self._remove_files)
-        self.jobs = SharedJobService(config, RedisJobStore(client, keys, config.retention_s), self.queue,
-                                     None if config.no_worker else pool)
+        store = RedisJobStore(client, keys, config.retention_s, check_uploads=True,
+                              holder=f"instance {self.instance}")
+        self.jobs = SharedJobService(config, store, self.queue, None if config.no_worker else pool)
         self._keys = keys
 
     @classmethod

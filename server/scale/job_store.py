@@ -12,13 +12,18 @@ Finishing is idempotent by task id: the first result wins; a late duplicate only
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
-from server.jobs.model import Job, JobError, JobStatus
+from server.jobs.model import ErrorCode, Job, JobError, JobStatus
 from server.scale.client import Redis
 from server.scale.keys import JOB_GROUP, Keys
+
+log = logging.getLogger(__name__)
 
 # KEYS: job, pending, unfinished. ARGV: task id, ttl ms, changes channel, created s, field, value, ...
 # A record already there with the same creation time is this call's own, sent again after a lost reply.
@@ -123,12 +128,20 @@ def _pairs(flat: list[Any]) -> dict[Any, Any]:
 
 
 class RedisJobStore:
-    """:class:`~server.jobs.store.JobStore` in Redis. ``open``/``close`` leave the shared client alone."""
+    """:class:`~server.jobs.store.JobStore` in Redis. ``open``/``close`` leave the shared client alone.
 
-    def __init__(self, client: Redis, keys: Keys, retention_s: float) -> None:
+    With ``check_uploads`` (a process that runs jobs, named ``holder``), :meth:`start` fails a job whose
+    upload this process cannot see with ``upload_gone``, naming the path: the upload storage is not shared
+    as it must be (docs/deploy.md).
+    """
+
+    def __init__(self, client: Redis, keys: Keys, retention_s: float, *, check_uploads: bool = False,
+                 holder: str = "") -> None:
         self.client = client
         self.keys = keys
         self.retention_s = retention_s
+        self.check_uploads = check_uploads
+        self.holder = holder
         self.ttl_ms = max(1, round(retention_s * 1000))
         self._add = client.register_script(ADD)
         self._start = client.register_script(START)
@@ -173,7 +186,17 @@ class RedisJobStore:
 
     async def start(self, task_id: str) -> Job | None:
         flat = await self._start(keys=[self.keys.job(task_id), self.keys.pending], args=self._head(task_id))
-        return job_from_fields(task_id, _pairs(flat)) if flat else None
+        job = job_from_fields(task_id, _pairs(flat)) if flat else None
+        if job is None or not self.check_uploads:
+            return job
+        if not await asyncio.to_thread(Path(job.upload_path).is_file):
+            log.error("job %s: upload %s not found here; is data_dir the shared directory?", task_id,
+                      job.upload_path)
+            await self.fail(task_id, JobError(ErrorCode.UPLOAD_GONE.value, (
+                f"the upload {job.upload_path} is not on the storage of {self.holder or 'this worker'}: "
+                "every instance and worker needs the same shared data_dir")))
+            return None
+        return job
 
     async def set_progress(self, task_id: str, progress: float) -> None:
         await self._progress(keys=[self.keys.job(task_id)], args=[*self._head(task_id), repr(progress)])

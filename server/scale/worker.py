@@ -47,7 +47,8 @@ async def run_worker(config: Config, ready: Callable[[str], None] | None = None)
     queue = RedisJobQueue(client, keys, consumer=consumer, claim_idle_s=config.redis_claim_idle_s,
                           max_deliveries=config.redis_max_deliveries, retention_s=config.retention_s,
                           on_failed=remove_files)
-    runner = JobRunner(RedisJobStore(client, keys, config.retention_s), queue, uploads, pool, JobWatch(),
+    store = RedisJobStore(client, keys, config.retention_s, check_uploads=True, holder=f"worker {consumer}")
+    runner = JobRunner(store, queue, uploads, pool, JobWatch(),
                        pool_slots=pool.workers, max_active=pool.workers + EXTRA_ACTIVE_JOBS)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
