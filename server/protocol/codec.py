@@ -57,7 +57,8 @@ def _control(obj: object) -> Control:
         raise ProtocolError("bad_message", "a control message must be an object", CloseCode.INVALID_PAYLOAD)
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("bad_message", "a control message needs a string 'type'", CloseCode.INVALID_PAYLOAD)
+        raise ProtocolError("bad_message", "a control message needs a string 'type'",
+                            CloseCode.INVALID_PAYLOAD)
     return Control(kind, obj)
 
 
@@ -80,7 +81,8 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
             try:
                 obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
             except Exception as exc:  # msgpack raises several unrelated types on bad input
-                raise ProtocolError("bad_msgpack", f"invalid msgpack: {exc}", CloseCode.INVALID_PAYLOAD) from None
+                raise ProtocolError("bad_msgpack", f"invalid msgpack: {exc}",
+                                    CloseCode.INVALID_PAYLOAD) from None
             control = _control(obj)
             if control.type == "audio":
                 payload = control.body.get("data")
@@ -89,7 +91,8 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
                                         CloseCode.INVALID_PAYLOAD)
                 return Audio(bytes(payload))
             return control
-    raise ProtocolError("bad_frame", f"unexpected WebSocket message type {kind.name}", CloseCode.UNSUPPORTED_DATA)
+    raise ProtocolError("bad_frame", f"unexpected WebSocket message type {kind.name}",
+                        CloseCode.UNSUPPORTED_DATA)
 
 
 def encode(codec: Codec, message: Mapping[str, Any]) -> str | bytes:
