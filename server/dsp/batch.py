@@ -30,6 +30,7 @@ F32 = npt.NDArray[np.float32]
 
 CHUNK_HOPS = 128  # a detector's samples go through a pass at most this many hops at a time
 INT16_SCALE = np.float32(1.0 / 32768.0)
+FLOAT32 = np.dtype(np.float32)
 
 
 def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[list[Onset]]:
@@ -60,10 +61,19 @@ def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[l
     detectors: list[OnsetDetector] = []
     monos: list[F32] = []
     for detector, block in pairs:
-        try:
-            monos.append(to_mono(block, detector._channels, check=False))
-        except AudioFormatError as exc:
-            raise AudioFormatError(f"block {len(detectors)}: {exc}") from exc
+        if (  # the common case, mono float32 as it came: what to_mono would return, checked faster
+            type(block) is np.ndarray
+            and block.dtype is FLOAT32
+            and block.ndim == 1
+            and block.flags.c_contiguous
+            and detector._channels == 1
+        ):
+            monos.append(block)
+        else:
+            try:
+                monos.append(to_mono(block, detector._channels, check=False))
+            except AudioFormatError as exc:
+                raise AudioFormatError(f"block {len(detectors)}: {exc}") from exc
         detectors.append(detector)
     return analyse(detectors, monos, numbered=True)
 
@@ -81,6 +91,16 @@ def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool 
     list of list of Onset
         One list per entry.
     """
+    if len(detectors) == 1 and len(monos[0]) <= detectors[0]._chunk_len:  # one block of one detector
+        detector, mono = detectors[0], monos[0]
+        single = _Pass(detector._frames)
+        single.add(0, detector, mono)
+        single.seal()
+        if not _finite(single.samples):
+            _raise_bad(monos, [0], numbered)
+        found = single.run(final=False)
+        detector._samples_in += len(mono)
+        return found
     unique = len(set(map(id, detectors))) == len(detectors)
     open_passes: dict[FramePlan, _Pass] = {}
     passes: list[_Pass] = []
@@ -94,7 +114,7 @@ def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool 
             continue
         frames = detector._frames
         current = open_passes.get(frames)
-        if current is None or current.full:
+        if current is None or current.frames >= frames.pass_frames:
             current = open_passes[frames] = _Pass(frames)
             passes.append(current)
         current.add(index, detector, mono)
@@ -138,12 +158,19 @@ def _first_time(seen: set[int], detector: OnsetDetector) -> bool:
 
 
 class _Pass:
-    """Detectors whose new frames are analysed together: filled by :meth:`add`, then sealed and run."""
+    """Detectors whose new frames are analysed together: filled by :meth:`add`, then sealed and run.
+
+    A pass closes once it holds ``plan.pass_frames`` frames, so its arrays stay under half a megabyte:
+    larger temporaries are handed back to the system after each use and page-faulted in again, which
+    costs more than the per-pass overhead that larger passes would save.
+    """
 
     __slots__ = (
         "counts",
         "detectors",
+        "frame_len",
         "frames",
+        "hop",
         "lengths",
         "members",
         "pieces",
@@ -155,6 +182,7 @@ class _Pass:
 
     def __init__(self, plan: FramePlan) -> None:
         self.plan = plan
+        self.frame_len, self.hop = plan.grid.frame_len, plan.grid.hop
         self.members: list[int] = []  # caller's index of each detector
         self.detectors: list[OnsetDetector] = []
         self.pieces: list[F32] = []  # each detector's unframed samples, then its new ones
@@ -165,29 +193,20 @@ class _Pass:
         self.size = 0  # samples in all
         self.samples: F32 = np.zeros(0, dtype=np.float32)
 
-    @property
-    def full(self) -> bool:
-        """Whether the pass holds enough frames: a pass's arrays stay around half a megabyte, because
-        larger temporaries are given back to the system after each use and cost page faults to reuse."""
-        return self.frames >= self.plan.pass_frames
-
     def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
-        grid = self.plan.grid
         tail = detector._tail
         length = len(tail) + len(mono)
         offset = self.size
-        self.size += length
+        self.size = offset + length
         self.pieces += (tail, mono)
         self.members.append(index)
         self.detectors.append(detector)
         self.lengths.append(length)
-        if length >= grid.frame_len:
-            count = (length - grid.frame_len) // grid.hop + 1
-            self.starts += range(offset, offset + count * grid.hop, grid.hop)
+        count = (length - self.frame_len) // self.hop + 1 if length >= self.frame_len else 0
+        self.counts.append(count)
+        if count:
+            self.starts += range(offset, offset + count * self.hop, self.hop)
             self.frames += count
-            self.counts.append(count)
-        else:
-            self.counts.append(0)
 
     def seal(self) -> None:
         """Join the pieces (nothing changes in the detectors yet)."""
@@ -241,13 +260,23 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     plan, samples = current.plan, current.samples
     grid = plan.grid
     method, history, lags = plan.method, plan.history, plan.lags
-    strided = np.ndarray(
-        (len(samples) - grid.frame_len + 1, grid.frame_len),
-        dtype=np.float32,
-        buffer=samples,
-        strides=(samples.strides[0], samples.strides[0]),
-    )
-    windowed = strided[current.starts] * plan.window
+    starts, step = current.starts, samples.strides[0]
+    if len(current.detectors) == 1:  # the frames are evenly spaced: a strided view, no gather
+        frames = np.ndarray(
+            (len(starts), grid.frame_len),
+            dtype=np.float32,
+            buffer=samples,
+            offset=starts[0] * step,
+            strides=(grid.hop * step, step),
+        )
+    else:
+        frames = np.ndarray(
+            (len(samples) - grid.frame_len + 1, grid.frame_len),
+            dtype=np.float32,
+            buffer=samples,
+            strides=(step, step),
+        )[starts]
+    windowed = frames * plan.window
     spectra = spectrum(windowed, grid.fft_size)
     levels = frame_power(windowed, plan.level_norm).tolist()
     del windowed
@@ -292,11 +321,17 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
         floors += detector._floors(peaks[row : row + count])
         row += count
 
-    table = np.concatenate([feats, *hist_parts]) if hist_parts else feats
     floor = np.array(floors, dtype=np.float32)[:, None]
-    references = tuple(table[rows] for rows in past)
+    if simple and len(hist_parts) == 1 and len(hist_parts) == len(keep):
+        # One member with history (a lone detector's pass): its past is its history, then its new rows.
+        references: tuple[Any, ...] = (np.concatenate([hist_parts[0], feats[:-1]]),)
+        kept = feats[-1:]
+    else:
+        table = np.concatenate([feats, *hist_parts]) if hist_parts else feats
+        references = tuple(table[rows] for rows in past)
+        kept = table[keep]
     values = odf_mod.odf_rows(method, feats, references, plan.spec.unit, floor).tolist()
-    return values, levels, table[keep]
+    return values, levels, kept
 
 
 def to_mono(block: npt.ArrayLike, channels: int, *, check: bool = True) -> F32:

@@ -292,18 +292,22 @@ class OnsetDetector:
         stop = len(odf) - lookahead
         if stop <= first:
             return []
-        picked = pick_peaks(
-            odf,
-            self._levels,
-            first=first,
-            stop=stop,
-            pre_max=plan.pre_max,
-            lookahead=lookahead,
-            pre_avg=plan.pre_avg,
-            delta=plan.delta,
-            min_power=plan.min_power,
-            mean_factor=plan.mean_factor,
-        )
+        picked: list[int] = []
+        for value in odf[first:stop]:
+            if value >= plan.delta:  # most blocks have no frame this high: no candidate, nothing to pick
+                picked = pick_peaks(
+                    odf,
+                    self._levels,
+                    first=first,
+                    stop=stop,
+                    pre_max=plan.pre_max,
+                    lookahead=lookahead,
+                    pre_avg=plan.pre_avg,
+                    delta=plan.delta,
+                    min_power=plan.min_power,
+                    mean_factor=plan.mean_factor,
+                )
+                break
         self._next_frame = self._odf_base + stop
         onsets: list[Onset] = []
         if picked:

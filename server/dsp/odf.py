@@ -42,8 +42,8 @@ def frame_peaks(method: str, current: Any) -> F32:
     ndarray, shape (n_frames,), float32
     """
     if method == "complex":
-        return np.max(np.abs(current), axis=1)
-    return np.max(current, axis=1)
+        return np.maximum.reduce(np.abs(current), axis=1)
+    return np.maximum.reduce(current, axis=1)
 
 
 def compression_floor(method: str, recent_peak: F32) -> F32:

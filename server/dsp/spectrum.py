@@ -137,4 +137,4 @@ def frame_power(windowed: Float32Array, norm: float) -> Float32Array:
     -------
     ndarray, shape (n_frames,), float32
     """
-    return np.sum(np.square(windowed), axis=1) * np.float32(1.0 / norm)
+    return np.add.reduce(np.square(windowed), axis=1) * np.float32(1.0 / norm)
