@@ -23,8 +23,8 @@ from server.dsp import batch
 from server.dsp.odf import window_max
 from server.dsp.onset import Onset
 from server.dsp.peaks import merge_close, peak_shift, pick_peaks
-from server.dsp.plan import Plan, plan_for
-from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_from_tuple, settings_tuple
+from server.dsp.plan import Plan, plan_for, restore_plan
+from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_tuple
 from server.exceptions import AudioFormatError, SettingsError
 
 F32 = npt.NDArray[np.float32]
@@ -73,8 +73,7 @@ class OnsetDetector:
             raise AudioFormatError(f"channels {channels} is outside 1–{MAX_CHANNELS}")
         self._rate = int(sample_rate)
         self._channels = int(channels)
-        self._settings = settings or DetectorSettings()
-        self._use_plan(plan_for(self._rate, self._settings))
+        self._use_settings(settings or DetectorSettings())
         self._reset_stream()
 
     # ----------------------------------------------------------------------------------------------
@@ -151,8 +150,7 @@ class OnsetDetector:
             if old != new:
                 raise SettingsError(name, new, f"cannot change during a stream (it is {old:g})")
         method_changed = settings.method != self._settings.method
-        self._settings = settings
-        self._use_plan(plan_for(self._rate, settings))
+        self._use_settings(settings)
         if method_changed:
             # Primed from the next frame: the new method starts without a jump, and the frame peaks of
             # another method (in another unit) no longer set the compression floor.
@@ -180,7 +178,7 @@ class OnsetDetector:
             STATE_VERSION,
             self._rate,
             self._channels,
-            settings_tuple(self._settings),
+            self._settings_values,
             self._samples_in,
             self._tail.tobytes(),
             None if hist is None else hist.tobytes(),
@@ -214,8 +212,9 @@ class OnsetDetector:
             self._last_onset_s,
             self._odf_out,
         ) = state
-        self._settings = settings_from_tuple(values)
-        self._use_plan(plan_for(self._rate, self._settings))
+        self._settings, plan = restore_plan(self._rate, values)
+        self._settings_values = values
+        self._use_plan(plan)
         self._tail = np.frombuffer(tail, dtype=np.float32)
         silent = self._plan.frames.silent_features
         self._hist = None if hist is None else np.frombuffer(hist, dtype=silent.dtype).reshape(silent.shape)
@@ -223,6 +222,11 @@ class OnsetDetector:
 
     # ----------------------------------------------------------------------------------------------
     # Stream state, used by server.dsp.batch
+
+    def _use_settings(self, settings: DetectorSettings) -> None:
+        self._settings = settings
+        self._settings_values = settings_tuple(settings)
+        self._use_plan(plan_for(self._rate, settings))
 
     def _use_plan(self, plan: Plan) -> None:
         self._plan = plan

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from server.dsp import odf as odf_mod
 from server.dsp.filterbank import Filterbank, log_filterbank
 from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S
-from server.dsp.settings import DetectorSettings
+from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
 ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
@@ -155,3 +155,10 @@ def plan_for(sample_rate: int, settings: DetectorSettings) -> Plan:
         min_interval_s=settings.min_interval_ms / 1000.0,
         attack_offset=frames.spec.attack_offset * grid.frame_len,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def restore_plan(sample_rate: int, values: tuple[Any, ...]) -> tuple[DetectorSettings, Plan]:
+    """Settings from :func:`~server.dsp.settings.settings_tuple` and their plan in one lookup (unpickling)."""
+    settings = settings_from_tuple(values)
+    return settings, plan_for(sample_rate, settings)

@@ -8,7 +8,6 @@ untrusted values (from JSON or msgpack) become settings; it names the offending 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from collections.abc import Mapping
 from typing import Any, Literal, cast
@@ -122,7 +121,6 @@ def settings_tuple(settings: DetectorSettings) -> tuple[Any, ...]:
     return tuple(getattr(settings, name) for name in FIELD_NAMES)
 
 
-@functools.lru_cache(maxsize=1024)
 def settings_from_tuple(values: tuple[Any, ...]) -> DetectorSettings:
-    """The settings of a :func:`settings_tuple` (validated again; equal tuples share one object)."""
+    """The settings of a :func:`settings_tuple` (validated again)."""
     return DetectorSettings(*values)
