@@ -54,6 +54,9 @@ class Config:
     ice_credential: str = _opt("", "credential for the TURN servers")
     webrtc_connect_timeout_s: float = _opt(
         20.0, "close a WebRTC peer connection not connected (ICE + DTLS) this long after its offer")
+    webrtc_jitter_buffer: str = _opt(
+        "immediate", "WebRTC receive jitter buffer: immediate (each packet analysed on arrival) or aiortc "
+        "(aiortc's own: holds 80 ms, 300 ms after a loss)")
     # Access
     tokens: str = _opt("", "tokens as NAME:TOKEN:RIGHTS;... (RIGHTS from publish,subscribe,analyse)")
     allowed_origins: str = _opt("", "comma-separated Origin values WebSockets accept; empty: same host only")

@@ -132,7 +132,8 @@ def test_ice_servers_parse_and_validate() -> None:
 
 def test_converter_reports_a_clock_jump_instead_of_filling_it() -> None:
     jumps: list[tuple[float, float]] = []
-    converter = FrameConverter(48000, max_gap_s=1.0, on_jump=lambda at_s, jump_s: jumps.append((at_s, jump_s)))
+    converter = FrameConverter(48000, max_gap_s=1.0,
+                               on_jump=lambda at_s, jump_s: jumps.append((at_s, jump_s)))
     zeros = np.zeros(960, np.int16)
     total = 0
     for pts in [0, 960, 960 * 2 + 48000 * 5, 960 * 3 + 48000 * 5]:

@@ -93,16 +93,26 @@ async def test_onsets_arrive_on_the_data_channel(server: TestServer, http: aioht
     assert len(server.app[appkeys.STREAMS].registry) == 0
 
 
-async def test_lost_frames_do_not_shift_later_onsets(server: TestServer, http: aiohttp.ClientSession) -> None:
-    """Frames the client never sends (as lost packets or discontinuous transmission look to the server)
-    leave a gap in the RTP clock; the onsets after it keep their true times."""
+@pytest.mark.parametrize("loss", ["packets", "timestamps"])
+async def test_lost_audio_does_not_shift_later_onsets(loss: str, server: TestServer,
+                                                      http: aiohttp.ClientSession) -> None:
+    """160 ms of audio never arrives, well between two onsets: RTP packets lost on the way (a hole in the
+    sequence numbers) or frames never sent (a jump in the time stamps, as with discontinuous
+    transmission). Either way the onsets after it keep their true times."""
     signal = signals.clicks(sr=48000, duration_s=3.0, seed=12)
     truth = signal.onsets_s
     widest = int(np.argmax(np.diff(truth)))
     assert truth[widest + 1] - truth[widest] > 0.3
-    gap = (float(truth[widest]) + 0.06, 0.16)  # 160 ms of audio never sent, well between two onsets
-    track = ArrayTrack(signal.samples, gaps_s=[gap])
-    client = await WebRtcClient.offerer(track).connect(http, base_url(server))
+    gap_start_s, gap_s = float(truth[widest]) + 0.06, 0.16
+    if loss == "timestamps":
+        track = ArrayTrack(signal.samples, gaps_s=[(gap_start_s, gap_s)])
+        client = WebRtcClient.offerer(track)
+    else:
+        track = ArrayTrack(signal.samples)
+        client = WebRtcClient.offerer(track)
+        first = 1 + round(gap_start_s / 0.02)
+        client.drop_rtp(set(range(first, first + round(gap_s / 0.02))))
+    await client.connect(http, base_url(server))
     try:
         messages = await stream_and_stop(client, track)
     finally:

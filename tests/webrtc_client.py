@@ -13,7 +13,7 @@ import contextlib
 import fractions
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -21,6 +21,7 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import is_rtcp
 
 RECEIVE_TIMEOUT_S = 30.0
 FRAME_SAMPLES = 960  # 20 ms at 48 kHz, as browsers send Opus
@@ -118,6 +119,23 @@ class WebRtcClient:
                 transceiver.setCodecPreferences(
                     [c for c in capabilities.codecs if c.mimeType.lower() == f"audio/{codec}"])
         return cls(pc, channel)
+
+    def drop_rtp(self, packets: Collection[int]) -> None:
+        """Never send the RTP packets whose 1-based index (in sending order) is in ``packets``: a lossy
+        network between this client and the server (their sequence numbers are used up, as when lost)."""
+        transport = self.pc.getTransceivers()[0].sender.transport
+        send = transport._send_rtp
+        sent = 0
+
+        async def lossy_send(data: bytes) -> None:
+            nonlocal sent
+            if not is_rtcp(data):
+                sent += 1
+                if sent in packets:
+                    return
+            await send(data)
+
+        transport._send_rtp = lossy_send  # type: ignore[method-assign]
 
     async def offer_sdp(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from server import appkeys
 from server.webrtc.ice import parse_ice_servers
+from server.webrtc.jitter import JITTER_BUFFERS
 from server.webrtc.messages import OfferRefused, parse_offer
 from server.webrtc.service import WebRtcService
 
@@ -56,5 +57,8 @@ def _ctx(ice_servers: str, username: str, credential: str) -> CleanupContext:
 def setup(app: web.Application) -> None:
     """Route the offer endpoint; call after the live-stream transport's ``setup`` (its service is used)."""
     config = app[appkeys.CONFIG]
+    if config.webrtc_jitter_buffer not in JITTER_BUFFERS:
+        raise ValueError(f"webrtc_jitter_buffer: {config.webrtc_jitter_buffer!r} is not one of "
+                         f"{', '.join(JITTER_BUFFERS)}")
     app.cleanup_ctx.append(_ctx(config.ice_servers, config.ice_username, config.ice_credential))
     app.router.add_post("/api/v3/webrtc/offer", offer_handler)

@@ -29,6 +29,7 @@ from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import Configure, Event, Stop
 from server.stream.session import State, StreamSession
+from server.webrtc import jitter
 from server.webrtc.channel import EVENTS_LABEL, EventChannel, parse_channel_message
 from server.webrtc.consumer import FrameConverter, consume_track
 
@@ -43,8 +44,9 @@ class WebRtcPeer:
     """A peer connection from one client and, once negotiated, its live-stream session."""
 
     def __init__(self, pc: RTCPeerConnection, *, connect_timeout_s: float, max_lag_s: float,
-                 on_closed: Callable[[WebRtcPeer], None]) -> None:
+                 on_closed: Callable[[WebRtcPeer], None], jitter_buffer: str = "immediate") -> None:
         self.pc = pc
+        self.jitter_buffer = jitter_buffer
         self.connect_timeout_s = connect_timeout_s
         self.max_lag_s = max_lag_s
         self._on_closed = on_closed
@@ -72,6 +74,9 @@ class WebRtcPeer:
         """Apply the client's offer and create the answer; raises whatever aiortc raises for an offer it
         cannot use."""
         await self.pc.setRemoteDescription(offer)
+        if self.jitter_buffer == "immediate":
+            for transceiver in self.pc.getTransceivers():
+                jitter.install(transceiver.receiver, transceiver.kind)
         return await self.pc.createAnswer()
 
     async def make_answer(self, answer: RTCSessionDescription) -> RTCSessionDescription:

@@ -60,7 +60,8 @@ class WebRtcService:
         config = self.config
         peer = WebRtcPeer(RTCPeerConnection(self.ice.rtc_configuration()),
                           connect_timeout_s=config.webrtc_connect_timeout_s,
-                          max_lag_s=config.max_buffer_s / 2, on_closed=self.peers.remove)
+                          max_lag_s=config.max_buffer_s / 2, on_closed=self.peers.remove,
+                          jitter_buffer=config.webrtc_jitter_buffer)
         self.peers.add(peer)
         try:
             try:
