@@ -85,7 +85,7 @@ async def wait_for_room(session: StreamSession, max_lag_s: float) -> None:
 
 
 async def consume_track(track: MediaStreamTrack, session: StreamSession, converter: FrameConverter, *,
-                        max_lag_s: float, on_frame: Callable[[], None] | None = None) -> None:
+                        max_lag_s: float) -> None:
     """Feed ``track``'s audio to ``session`` until the track ends.
 
     Once the session stops running, frames are still read (and dropped) until the track ends. Long
@@ -97,8 +97,6 @@ async def consume_track(track: MediaStreamTrack, session: StreamSession, convert
             frame = await track.recv()
         except MediaStreamError:
             return
-        if on_frame is not None:
-            on_frame()
         if session.state is not State.RUNNING or not isinstance(frame, av.AudioFrame):
             continue
         for block, is_silence in converter.convert(frame):

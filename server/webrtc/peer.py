@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -54,7 +53,6 @@ class WebRtcPeer:
         self.events = EventChannel()
         self.converter = FrameConverter(SESSION_RATE_HZ, on_jump=self._on_clock_jump)
         self.track: MediaStreamTrack | None = None
-        self.frames = 0  # decoded frames read from the track
         self._consumers: list[asyncio.Task[None]] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None
@@ -105,8 +103,7 @@ class WebRtcPeer:
                     while True:
                         await track.recv()
             else:
-                await consume_track(track, session, self.converter, max_lag_s=self.max_lag_s,
-                                    on_frame=self._count_frame)
+                await consume_track(track, session, self.converter, max_lag_s=self.max_lag_s)
                 self.end(reason="disconnected")  # the track ended: the client hung up
         except Exception:  # a failure here must not leave the connection open
             log.exception("reading the audio track of stream %s failed", self.stream_id)
@@ -117,9 +114,6 @@ class WebRtcPeer:
         self.deliver(msg.warning(
             self.stream_id, "clock_jump", f"the track's RTP clock jumped {jump_s:.3f} s ahead; onset times "
             "after this point run that much behind it", at_s=round(at_s, 6), jump_s=round(jump_s, 6)))
-
-    def _count_frame(self) -> None:
-        self.frames += 1
 
     async def _watch_connect(self) -> None:
         await asyncio.sleep(self.connect_timeout_s)
@@ -237,6 +231,3 @@ class WebRtcPeer:
             if not self.closed.done():
                 self.closed.set_result(None)
                 self._on_closed(self)
-
-    def describe(self) -> dict[str, Any]:
-        return {"stream_id": self.stream_id, "connection": self.pc.connectionState, "frames": self.frames}

@@ -28,9 +28,6 @@ class PeerRegistry:
     def remove(self, peer: WebRtcPeer) -> None:
         self._peers.discard(peer)
 
-    def by_stream(self, stream_id: str) -> WebRtcPeer | None:
-        return next((peer for peer in self._peers if peer.stream_id == stream_id), None)
-
     async def close_all(self) -> None:
         """Close every peer connection now (server shutdown); streams are abandoned, not analysed."""
         peers = list(self._peers)
