@@ -19,7 +19,7 @@ from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 CYCLES = 200
 CONCURRENCY = 4  # cycles in flight at once
-SETTLE_S = 20.0
+SETTLE_S = 30.0
 # The default executor (aiortc's encoder and getaddrinfo run there) may start a few more threads, and the
 # HTTP client its keep-alive sockets, when the load changes; a leak per cycle would show in hundreds.
 FDS_SLACK = 4
@@ -35,11 +35,11 @@ def tasks() -> int:
     return len(asyncio.all_tasks())
 
 
-async def cycle(http: aiohttp.ClientSession, base_url: str, index: int) -> None:
-    """Connect and hang up; every fourth cycle hangs up before the connection is established."""
+async def cycle(http: aiohttp.ClientSession, base_url: str, early_hang_up: bool) -> None:
+    """Connect and hang up, or (``early_hang_up``) hang up before the connection is established."""
     client = WebRtcClient.offerer(ArrayTrack(SILENCE))
     try:
-        if index % 4 == 3:
+        if early_hang_up:
             response = await client.post_offer(http, base_url)
             assert response.status == 200
             response.release()
@@ -65,7 +65,7 @@ async def settle(server: TestServer, fds: int, task_count: int, threads: int) ->
 
 async def test_connect_disconnect_cycles_leak_nothing(start_server: StartServer) -> None:
     # Peers whose client left before connecting end at the connect timeout.
-    server = await start_server(webrtc_connect_timeout_s=2.0)
+    server = await start_server(webrtc_connect_timeout_s=5.0)
     # No HTTP keep-alive: pooled sockets would count as open files.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
         await run_cycles(server, http)
@@ -74,20 +74,21 @@ async def test_connect_disconnect_cycles_leak_nothing(start_server: StartServer)
 async def run_cycles(server: TestServer, http: aiohttp.ClientSession) -> None:
     base_url = str(server.make_url("")).rstrip("/")
 
-    async def run(cycles: int) -> None:
+    async def run(cycles: int, early_every: int) -> None:
         queue = iter(range(cycles))
 
         async def worker() -> None:
             for index in queue:
-                await cycle(http, base_url, index)
+                await cycle(http, base_url, index % early_every == early_every - 1)
 
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
-    await run(2 * CONCURRENCY)  # warm up: lazy imports, codec tables, HTTP keep-alive, executor threads
+    # Warm up: lazy imports, codec tables, the default executor's threads.
+    await run(2 * CONCURRENCY, early_every=CYCLES)
     await settle(server, open_fds() + 100, tasks() + 100, threading.active_count() + 100)
     fds, task_count, threads = open_fds(), tasks(), threading.active_count()
     started_s = time.monotonic()
-    await run(CYCLES)
+    await run(CYCLES, early_every=4)  # every fourth client leaves before connecting
     elapsed_s = time.monotonic() - started_s
     await settle(server, fds, task_count, threads)
     settled_s = time.monotonic() - started_s - elapsed_s

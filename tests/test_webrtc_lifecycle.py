@@ -55,9 +55,10 @@ async def ended_event(ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str, An
 
 async def test_client_hangs_up(server: TestServer, http: aiohttp.ClientSession) -> None:
     signal = signals.clicks(sr=48000, duration_s=3.0, seed=21)
-    track = ArrayTrack(signal.samples)
+    track = ArrayTrack(signal.samples, paused=True)
     client = await WebRtcClient.offerer(track).connect(http, base_url(server))
     subscriber = await subscribe(http, server, client.stream_id)
+    track.resume()
     await until(lambda: track.position >= 48000 * 1.5)
     await client.close()
     ended, onsets = await ended_event(subscriber)
@@ -91,7 +92,7 @@ async def test_connection_never_established(start_server: StartServer, http: aio
 async def test_silent_client_times_out(start_server: StartServer, http: aiohttp.ClientSession) -> None:
     """Media stops (a vanished or paused client): the idle timeout ends the stream with a fatal error on
     the data channel, after the onsets of what was received."""
-    server = await start_server(idle_timeout_s=1.0)
+    server = await start_server(idle_timeout_s=2.0)
     signal = signals.clicks(sr=48000, duration_s=2.0, seed=22)
     track = ArrayTrack(signal.samples)
     client = await WebRtcClient.offerer(track).connect(http, base_url(server))

@@ -56,7 +56,7 @@ def check_onsets(got: np.ndarray, truth: np.ndarray, extras: bool = False) -> fl
 
 async def test_onsets_arrive_on_the_data_channel(server: TestServer, http: aiohttp.ClientSession) -> None:
     signal = signals.clicks(sr=48000, duration_s=3.0, seed=11)
-    track = ArrayTrack(signal.samples)
+    track = ArrayTrack(signal.samples, paused=True)  # resumed once a subscriber watches
     client = await WebRtcClient.offerer(track).connect(http, base_url(server))
     try:
         assert client.answer["type"] == "answer" and client.answer["sample_rate"] == 48000
@@ -64,6 +64,8 @@ async def test_onsets_arrive_on_the_data_channel(server: TestServer, http: aioht
         entry = next(s for s in listing["streams"] if s["stream_id"] == client.stream_id)
         assert entry["transport"] == "webrtc" and entry["channels"] == 1
         subscriber = await http.ws_connect(server.make_url(f"/api/v3/streams/{client.stream_id}/events"))
+        assert json.loads((await subscriber.receive(timeout=30)).data)["type"] == "subscribed"
+        track.resume()
         messages = await stream_and_stop(client, track)
         kinds = [m["type"] for m in messages]
         assert kinds[0] == "started" and messages[0]["stream_id"] == client.stream_id

@@ -32,14 +32,15 @@ class ArrayTrack(MediaStreamTrack):
 
     ``gaps_s`` lists ``(start_s, duration_s)`` spans whose frames are never sent: the next frame's time
     stamp jumps over them. ``sent_at`` maps each sent frame's first sample index to the monotonic time it
-    was handed to the encoder. :meth:`pause` stops producing frames (the track stays live).
+    was handed to the encoder. :meth:`pause` stops producing frames (the track stays live), :meth:`resume`
+    goes on; a track made ``paused`` sends nothing until resumed.
     """
 
     kind = "audio"
 
     def __init__(self, samples: np.ndarray, sample_rate_hz: int = 48000, *,
                  gaps_s: Sequence[tuple[float, float]] = (), realtime: bool = True,
-                 frame_samples: int = FRAME_SAMPLES) -> None:
+                 frame_samples: int = FRAME_SAMPLES, paused: bool = False) -> None:
         super().__init__()
         stereo = samples if samples.ndim == 2 else np.stack([samples, samples], axis=1)
         self.pcm = np.clip(np.round(stereo * 32767.0), -32768, 32767).astype(np.int16)
@@ -51,7 +52,8 @@ class ArrayTrack(MediaStreamTrack):
         self.sent_at: dict[int, float] = {}
         self._start_s: float | None = None
         self._running = asyncio.Event()
-        self._running.set()
+        if not paused:
+            self._running.set()
 
     @property
     def finished(self) -> bool:
@@ -60,6 +62,10 @@ class ArrayTrack(MediaStreamTrack):
 
     def pause(self) -> None:
         self._running.clear()
+
+    def resume(self) -> None:
+        """Start (or go on) producing frames; the time line goes on from where it stopped."""
+        self._running.set()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
