@@ -34,9 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from corpus import Clip, data_dir, generated_clips, real_clips  # noqa: E402
 
-from server.dsp import METHODS, DetectorSettings, OnsetDetector  # noqa: E402
+from server.dsp import METHODS, DetectorSettings, OnsetDetector, process_many  # noqa: E402
 
 Runner = Callable[[Clip], npt.NDArray[np.float64]]
+MANY_STREAMS = 64  # concurrent streams for the process_many speed figure
 
 
 def ours(method: str, block_ms: float, overrides: dict[str, object]) -> Runner:
@@ -107,7 +108,35 @@ def block_speeds(clips: list[Clip]) -> dict[str, float]:
         label = "whole file" if block_ms >= 1e9 else f"{block_ms:g} ms"
         speeds[label] = speed
         print(f"  {label:>12}: {speed:8.0f}x", flush=True)
+    label = f"20 ms, {MANY_STREAMS} streams, process_many"
+    speeds[label] = many_streams_speed(mono, MANY_STREAMS, 20.0)
+    print(f"  {label}: {speeds[label]:8.0f}x (aggregate)", flush=True)
     return speeds
+
+
+def many_streams_speed(clips: list[Clip], streams: int, block_ms: float) -> float:
+    """Aggregate speed of ``streams`` live streams fed in lockstep through ``process_many``.
+
+    Stream ``i`` plays clip ``i % len(clips)`` from its own offset (wrapping), so many streams share a pass.
+    """
+    feeds = []
+    for i in range(streams):
+        clip = clips[i % len(clips)]
+        start = (i // len(clips)) * len(clip.samples) // (streams // len(clips) + 1)
+        feeds.append((clip, np.concatenate([clip.samples[start:], clip.samples[:start]])))
+    detectors = [OnsetDetector(clip.sample_rate) for clip, _ in feeds]
+    blocks = [max(1, round(block_ms / 1000 * clip.sample_rate)) for clip, _ in feeds]
+    steps = min(len(samples) // block for (_, samples), block in zip(feeds, blocks, strict=True))
+    start_s = time.process_time()
+    for step in range(steps):
+        pairs = [
+            (d, samples[step * block : (step + 1) * block])
+            for d, (_, samples), block in zip(detectors, feeds, blocks, strict=True)
+        ]
+        process_many(pairs)
+    cpu_s = time.process_time() - start_s
+    audio_s = sum(steps * block / clip.sample_rate for (clip, _), block in zip(feeds, blocks, strict=True))
+    return audio_s / max(cpu_s, 1e-9)
 
 
 def main() -> None:

@@ -123,6 +123,7 @@ def pickle_round_trip(samples: F32, rate: int, settings: DetectorSettings, repea
     """CPU microseconds to pickle and unpickle a mid-stream detector (what each pool job adds)."""
     detector = OnsetDetector(rate, 1, settings)
     detector.process(samples[: rate * 3 + 123])
+    detector.take_odf()  # as a live stream's job does before handing the state back
     count = 2000
 
     def run() -> None:

@@ -102,32 +102,30 @@ def test_fft_and_filterbank_rows_do_not_depend_on_the_batch(rate: int, frame_s: 
     assert np.array_equal(bands_of_columns(columns, bank), np.concatenate(bands_alone))
 
 
-def test_window_max_matches_naive() -> None:
+def test_compression_floors_follow_the_recent_maximum() -> None:
     rng = np.random.default_rng(81)
     for width in (1, 4, 30):
         values = rng.random(300).astype(np.float32).tolist()
         values[100:160] = sorted(values[100:160], reverse=True)  # a long decreasing run
         window: collections.deque[tuple[int, float]] = collections.deque()
-        for frame, value in enumerate(values):
-            naive = max(values[max(0, frame - width) : frame + 1])
-            assert odf_mod.window_max(window, frame, value, width) == naive
+        got: list[float] = []
+        for start in range(0, 300, 7):  # in pieces, as blocks bring them
+            got += odf_mod.compression_floors(window, start, values[start : start + 7], width, 1.0, 0.0)
             assert len(window) <= width + 1
+        assert got == [max(values[max(0, i - width) : i + 1]) for i in range(300)]
 
 
-def test_detector_floors_are_the_float32_compression_floor() -> None:
-    """The detector computes floors in Python floats, rounded to float32 later: the same bits."""
+def test_compression_floors_are_the_float32_compression_floor() -> None:
+    """Floors computed in Python floats and rounded to float32 later have the float32 computation's bits."""
     rng = np.random.default_rng(82)
     for method in METHODS:
         peaks = (rng.random(500) * rng.choice([1e-9, 1e-3, 1.0, 1e3], 500)).astype(np.float32)
         scale, low = odf_mod.floor_constants(method)
         window: collections.deque[tuple[int, float]] = collections.deque()
-        floats = []
-        for frame, peak in enumerate(peaks.tolist()):
-            floor = odf_mod.window_max(window, frame, peak, 200) * float(scale)
-            floats.append(floor if floor > float(low) else float(low))
+        floors = odf_mod.compression_floors(window, 0, peaks.tolist(), 200, float(scale), float(low))
         recent = np.array([peaks[max(0, i - 200) : i + 1].max() for i in range(len(peaks))], dtype=np.float32)
         expected = odf_mod.compression_floor(method, recent)[:, 0]
-        assert np.array_equal(np.array(floats, dtype=np.float32), expected), method
+        assert np.array_equal(np.array(floors, dtype=np.float32), expected), method
 
 
 def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: int, **k: float) -> list[int]:

@@ -160,18 +160,16 @@ def _first_time(seen: set[int], detector: OnsetDetector) -> bool:
 class _Pass:
     """Detectors whose new frames are analysed together: filled by :meth:`add`, then sealed and run.
 
-    A pass closes once it holds ``plan.pass_frames`` frames, so its arrays stay under half a megabyte:
+    A pass closes once it holds ``plan.pass_frames`` frames, so its arrays stay around half a megabyte:
     larger temporaries are handed back to the system after each use and page-faulted in again, which
     costs more than the per-pass overhead that larger passes would save.
     """
 
     __slots__ = (
-        "counts",
-        "detectors",
+        "entries",
         "frame_len",
         "frames",
         "hop",
-        "lengths",
         "members",
         "pieces",
         "plan",
@@ -184,11 +182,9 @@ class _Pass:
         self.plan = plan
         self.frame_len, self.hop = plan.grid.frame_len, plan.grid.hop
         self.members: list[int] = []  # caller's index of each detector
-        self.detectors: list[OnsetDetector] = []
+        self.entries: list[tuple[OnsetDetector, int, int]] = []  # detector, new frames, samples joined
         self.pieces: list[F32] = []  # each detector's unframed samples, then its new ones
         self.starts: list[int] = []  # offset of each new frame in the joined pieces
-        self.counts: list[int] = []  # new frames of each detector
-        self.lengths: list[int] = []  # samples of each detector in the joined pieces
         self.frames = 0  # new frames in all
         self.size = 0  # samples in all
         self.samples: F32 = np.zeros(0, dtype=np.float32)
@@ -200,13 +196,13 @@ class _Pass:
         self.size = offset + length
         self.pieces += (tail, mono)
         self.members.append(index)
-        self.detectors.append(detector)
-        self.lengths.append(length)
-        count = (length - self.frame_len) // self.hop + 1 if length >= self.frame_len else 0
-        self.counts.append(count)
-        if count:
+        if length >= self.frame_len:
+            count = (length - self.frame_len) // self.hop + 1
             self.starts += range(offset, offset + count * self.hop, self.hop)
             self.frames += count
+            self.entries.append((detector, count, length))
+        else:
+            self.entries.append((detector, 0, length))
 
     def seal(self) -> None:
         """Join the pieces (nothing changes in the detectors yet)."""
@@ -217,10 +213,10 @@ class _Pass:
         """Frames, features and ODF of all members at once, then each member's decisions, in order."""
         if self.starts:
             values, levels, kept = _analyse_frames(self)
-        samples, hop, history = self.samples, self.plan.grid.hop, self.plan.history
+        samples, hop, history = self.samples, self.hop, self.plan.history
         found: list[list[Onset]] = []
         offset = row = framed = 0
-        for detector, count, length in zip(self.detectors, self.counts, self.lengths, strict=True):
+        for detector, count, length in self.entries:
             tail = samples[offset + count * hop : offset + length]
             offset += length
             if count:
@@ -261,7 +257,7 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     grid = plan.grid
     method, history, lags = plan.method, plan.history, plan.lags
     starts, step = current.starts, samples.strides[0]
-    if len(current.detectors) == 1:  # the frames are evenly spaced: a strided view, no gather
+    if len(current.entries) == 1:  # the frames are evenly spaced: a strided view, no gather
         frames = np.ndarray(
             (len(starts), grid.frame_len),
             dtype=np.float32,
@@ -276,10 +272,13 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
             buffer=samples,
             strides=(step, step),
         )[starts]
-    windowed = frames * plan.window
-    spectra = spectrum(windowed, grid.fft_size)
+    # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
+    padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
+    padded[:, grid.frame_len :] = 0.0
+    windowed = np.multiply(frames, plan.window, out=padded[:, : grid.frame_len])
     levels = frame_power(windowed, plan.level_norm).tolist()
-    del windowed
+    spectra = spectrum(padded, grid.fft_size)
+    del padded, windowed
     feats = odf_mod.features(method, spectra, plan.bank, grid.bin_hz, plan.hfc_weights)
     peaks = odf_mod.frame_peaks(method, feats).tolist()
 
@@ -294,7 +293,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     row = 0
     next_hist = len(current.starts)
     simple = lags == (1,) and history == 1
-    for detector, count in zip(current.detectors, current.counts, strict=True):
+    width, scale, low = plan.floor_frames, plan.floor_scale, plan.floor_low
+    for detector, count, _ in current.entries:
         if not count:
             continue
         hist = detector._hist
@@ -318,7 +318,10 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
                 rows += range(row, row + count - head)
             for position in range(count, count + history):
                 keep.append(row + position - history if position >= history else first + step * position)
-        floors += detector._floors(peaks[row : row + count])
+        frame = detector._odf_base + len(detector._odf)  # the first new frame's index
+        floors += odf_mod.compression_floors(
+            detector._recent, frame, peaks[row : row + count], width, scale, low
+        )
         row += count
 
     floor = np.array(floors, dtype=np.float32)[:, None]

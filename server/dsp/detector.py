@@ -20,7 +20,6 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import batch
-from server.dsp.odf import window_max
 from server.dsp.onset import Onset
 from server.dsp.peaks import merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
@@ -248,30 +247,13 @@ class OnsetDetector:
         self._last_onset_s = -math.inf
         self._odf_out = []
 
-    def _floors(self, peaks: list[float]) -> list[float]:
-        """Compression floor of each new frame, from its peak and the peaks of the frames before it.
-
-        :func:`~server.dsp.odf.compression_floor` of :func:`~server.dsp.odf.window_max`, in floats: the
-        product of two float32 values is exact in a float and rounding is monotonic, so rounding these
-        to float32 gives the bits of the float32 computation.
-        """
-        recent = self._recent
-        frames = self._plan.frames
-        width, scale, low = frames.floor_frames, float(frames.floor_scale), float(frames.floor_low)
-        frame = self._odf_base + len(self._odf)
-        out = []
-        for peak in peaks:
-            floor = window_max(recent, frame, peak, width) * scale
-            out.append(floor if floor > low else low)
-            frame += 1
-        return out
-
     def _finish(
         self, tail: F32, hist: Any, values: list[float], levels: list[float], final: bool
     ) -> list[Onset]:
         """Take a pass's results: the samples left unframed, the new history rows (None: no new frames),
         the new frames' detection function and levels; return the onsets now certain."""
         self._tail = tail
+        plan = self._plan
         if hist is not None:
             self._hist = hist
             if self._prime:
@@ -282,9 +264,19 @@ class OnsetDetector:
             self._levels += levels
             out = self._odf_out
             out += values
-            if len(out) > 2 * self._plan.odf_keep:
-                del out[: -self._plan.odf_keep]
-        return self._decide(final=final)
+            if len(out) > 2 * plan.odf_keep:
+                del out[: -plan.odf_keep]
+        if final:
+            return self._decide(final=True)
+        first = self._next_frame - self._odf_base
+        stop = len(self._odf) - plan.lookahead
+        if stop <= first:
+            return []
+        for value in self._odf[first:stop]:
+            if value >= plan.delta:
+                return self._decide(final=False)
+        self._advance(stop)  # no frame reaches the threshold: none can be an onset
+        return []
 
     def _decide(self, *, final: bool) -> list[Onset]:
         """Onsets among the frames whose look-ahead is complete (all of them when ``final``)."""
@@ -296,23 +288,18 @@ class OnsetDetector:
         stop = len(odf) - lookahead
         if stop <= first:
             return []
-        picked: list[int] = []
-        for value in odf[first:stop]:
-            if value >= plan.delta:  # most blocks have no frame this high: no candidate, nothing to pick
-                picked = pick_peaks(
-                    odf,
-                    self._levels,
-                    first=first,
-                    stop=stop,
-                    pre_max=plan.pre_max,
-                    lookahead=lookahead,
-                    pre_avg=plan.pre_avg,
-                    delta=plan.delta,
-                    min_power=plan.min_power,
-                    mean_factor=plan.mean_factor,
-                )
-                break
-        self._next_frame = self._odf_base + stop
+        picked = pick_peaks(
+            odf,
+            self._levels,
+            first=first,
+            stop=stop,
+            pre_max=plan.pre_max,
+            lookahead=lookahead,
+            pre_avg=plan.pre_avg,
+            delta=plan.delta,
+            min_power=plan.min_power,
+            mean_factor=plan.mean_factor,
+        )
         onsets: list[Onset] = []
         if picked:
             hop, base = plan.frames.grid.hop, self._odf_base
@@ -322,10 +309,15 @@ class OnsetDetector:
             ]
             kept, self._last_onset_s = merge_close(times, self._last_onset_s, plan.min_interval_s)
             onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
-        # Keep only the past the next decisions need.
-        drop = stop - plan.context
+        self._advance(stop)
+        return onsets
+
+    def _advance(self, stop: int) -> None:
+        """Frames before ``stop`` (an index into ``_odf``) are decided; keep only the past still needed."""
+        self._next_frame = self._odf_base + stop
+        drop = stop - self._plan.context
         if drop > 0:
             del self._odf[:drop]
             del self._levels[:drop]
             self._odf_base += drop
-        return onsets
+

@@ -57,7 +57,7 @@ def compression_floor(method: str, recent_peak: F32) -> F32:
     method : str
         Powers (``hfc``, ``energy``) use twice the range in dB.
     recent_peak : ndarray, shape (n_frames,)
-        Maximum of :func:`frame_peaks` over ``FLOOR_WINDOW_S`` up to each frame (:func:`window_max`).
+        Maximum of :func:`frame_peaks` over ``FLOOR_WINDOW_S`` up to each frame.
 
     Returns
     -------
@@ -75,27 +75,51 @@ def floor_constants(method: str) -> tuple[np.float32, np.float32]:
     return scale, low
 
 
-def window_max(window: collections.deque[tuple[int, float]], frame: int, value: float, width: int) -> float:
-    """Push frame ``frame``'s ``value``; return the maximum of it and the values of the ``width`` frames
-    before it (exact: a maximum does not depend on the order of comparisons).
+def compression_floors(
+    window: collections.deque[tuple[int, float]],
+    frame: int,
+    peaks: list[float],
+    width: int,
+    scale: float,
+    low: float,
+) -> list[float]:
+    """Compression floor of new frames, streaming: :func:`compression_floor` of each frame's recent peak.
+
+    The recent peak of a frame is the maximum of its peak and the peaks of the ``width`` frames before it,
+    kept in ``window``; all in floats. A maximum is exact whatever the order of comparisons, the product
+    of two float32 values is exact in a float, and rounding is monotonic, so these floors rounded to
+    float32 are bitwise the float32 computation.
 
     Parameters
     ----------
-    window : deque of (frame, value)
-        The state, updated in place: pairs with decreasing values, oldest first. An empty window acts as
-        one of zeros for values that are never negative.
+    window : deque of (frame, peak)
+        The state, updated in place: pairs with decreasing peaks, oldest first. Empty at the start of a
+        stream, where it acts as zeros (peaks are never negative).
     frame : int
-        Index of this value's frame, one more than the last push.
-    value : float
+        Index of the first new frame (one more than the last frame pushed).
+    peaks : list of float
+        :func:`frame_peaks` of the new frames.
     width : int
-        Frames of the past that count.
+        Frames of the past that count (``FLOOR_WINDOW_S`` in frames).
+    scale, low : float
+        From :func:`floor_constants`.
+
+    Returns
+    -------
+    list of float
+        One floor per new frame.
     """
-    while window and window[-1][1] <= value:
-        window.pop()
-    window.append((frame, value))
-    if window[0][0] < frame - width:
-        window.popleft()
-    return window[0][1]
+    floors = []
+    for peak in peaks:
+        while window and window[-1][1] <= peak:
+            window.pop()
+        window.append((frame, peak))
+        if window[0][0] < frame - width:
+            window.popleft()
+        floor = window[0][1] * scale
+        floors.append(floor if floor > low else low)
+        frame += 1
+    return floors
 
 
 def log_rise(current: F32, reference: F32, floor: F32) -> F32:

@@ -22,7 +22,7 @@ from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
 ODF_KEEP_S = 10.0  # take_odf() returns at most this much of the most recent detection function
-PASS_FFT_SAMPLES = 48 * 2048  # FFT input per batched pass, samples: arrays of about 0.4 MB
+PASS_FFT_SAMPLES = 64 * 2048  # FFT input per batched pass, samples: arrays of about half a megabyte
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -44,8 +44,8 @@ class FramePlan:
         Which past feature rows the ODF of a frame compares with, frames back (``history`` is the largest).
     floor_frames : int
         Frames of past frame peaks that set the compression floor.
-    floor_scale, floor_low : float32
-        The compression floor is ``max(recent_peak * floor_scale, floor_low)``.
+    floor_scale, floor_low : float
+        The compression floor is ``max(recent_peak * floor_scale, floor_low)`` (float32 values).
     hfc_weights : ndarray of float32, shape (n_bins,)
         Bin weights of ``hfc``, kHz.
     silent_features : ndarray, shape (history, n_features)
@@ -62,8 +62,8 @@ class FramePlan:
     spec: odf_mod.MethodSpec
     lags: tuple[int, ...]
     floor_frames: int
-    floor_scale: np.float32
-    floor_low: np.float32
+    floor_scale: float
+    floor_low: float
     hfc_weights: npt.NDArray[np.float32]
     silent_features: Any
     pass_frames: int
@@ -95,8 +95,8 @@ def frame_plan(sample_rate: int, method: str, frame_ms: float, hop_ms: float) ->
         spec=spec,
         lags=(1, 2) if method == "complex" else (spec.history,),
         floor_frames=round(odf_mod.FLOOR_WINDOW_S * sample_rate / grid.hop),
-        floor_scale=scale,
-        floor_low=low,
+        floor_scale=float(scale),
+        floor_low=float(low),
         hfc_weights=weights,
         silent_features=silent,
         pass_frames=max(8, PASS_FFT_SAMPLES // grid.fft_size),
