@@ -4,6 +4,7 @@ server goes on serving."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,8 @@ async def test_bad_offers_are_refused_with_400(server: TestServer, http: aiohttp
     video = WebRtcClient.offerer(ArrayTrack(SILENCE))
     video.pc.addTrack(VideoStreamTrack())
     no_track = WebRtcClient.offerer(None)
+    two_tracks = WebRtcClient.offerer(ArrayTrack(SILENCE))
+    two_tracks.pc.addTrack(ArrayTrack(SILENCE))
     cases: list[tuple[Any, bool, str]] = [
         (b"{not json", True, "bad_json"),
         ([1, 2], False, "bad_request"),
@@ -56,6 +59,7 @@ async def test_bad_offers_are_refused_with_400(server: TestServer, http: aiohttp
         ({"sdp": "x" * 70000, "type": "offer"}, False, "bad_sdp"),
         ({"sdp": await no_track.offer_sdp(), "type": "offer"}, False, "no_audio_track"),
         ({"sdp": await video.offer_sdp(), "type": "offer"}, False, "unsupported_media"),
+        ({"sdp": await two_tracks.offer_sdp(), "type": "offer"}, False, "too_many_tracks"),
         ({"sdp": good, "type": "offer", "settings": [1]}, False, "bad_settings"),
         ({"sdp": good, "type": "offer", "settings": {"threshold": "high"}}, False, "bad_settings"),
         ({"sdp": good, "type": "offer", "settings": {"no_such_setting": 1}}, False, "bad_settings"),
@@ -70,7 +74,7 @@ async def test_bad_offers_are_refused_with_400(server: TestServer, http: aiohttp
         status, answer, _ = await post(http, server, {"sdp": good, "type": "offer"})
         assert status == 200 and answer["stream_id"]  # and the server still serves
     finally:
-        for peer in (client, video, no_track):
+        for peer in (client, video, no_track, two_tracks):
             await peer.close()
 
 
@@ -100,3 +104,31 @@ async def test_max_streams_is_shared_with_websocket_streams(start_server: StartS
         for peer in (first, second, third):
             await peer.close()
         await publisher.ws.close()
+
+
+async def test_without_an_events_channel(server: TestServer, http: aiohttp.ClientSession) -> None:
+    """No ``events`` channel: the stream still runs (its events reach subscribers); a channel with another
+    label is closed by the server."""
+    client = WebRtcClient.offerer(ArrayTrack(SILENCE), data_channel=False)
+    other = client.pc.createDataChannel("chat")
+    closed = asyncio.Event()
+    other.on("close", closed.set)
+    try:
+        await client.connect(http, str(server.make_url("")).rstrip("/"))
+        assert client.answer["data_channel"] is True  # the "chat" channel made one
+        await asyncio.wait_for(closed.wait(), 30)
+        listing = await (await http.get(server.make_url("/api/v3/streams"))).json()
+        assert [s["stream_id"] for s in listing["streams"]] == [client.stream_id]
+        subscriber = await http.ws_connect(server.make_url(f"/api/v3/streams/{client.stream_id}/events"))
+        kinds = set()
+        while "status" not in kinds:
+            kinds.add(json.loads((await subscriber.receive(timeout=30)).data)["type"])
+        await subscriber.close()
+        bare = WebRtcClient.offerer(ArrayTrack(SILENCE), data_channel=False)
+        try:
+            status, answer, _ = await post(http, server, {"sdp": await bare.offer_sdp(), "type": "offer"})
+            assert status == 200 and answer["data_channel"] is False
+        finally:
+            await bare.close()
+    finally:
+        await client.close()
