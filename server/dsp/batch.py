@@ -276,8 +276,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
     padded[:, grid.frame_len :] = 0.0
     windowed = np.multiply(frames, plan.window, out=padded[:, : grid.frame_len])
-    levels = frame_power(windowed, plan.level_norm).tolist()
     spectra = spectrum(padded, grid.fft_size)
+    levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
     del padded, windowed
     feats = odf_mod.features(method, spectra, plan.bank, grid.bin_hz, plan.hfc_weights)
     peaks = odf_mod.frame_peaks(method, feats).tolist()

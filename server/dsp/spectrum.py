@@ -121,7 +121,7 @@ def level_norm(window: Float32Array) -> float:
     return float(np.sum(np.square(window, dtype=np.float64)))
 
 
-def frame_power(windowed: Float32Array, norm: float) -> Float32Array:
+def frame_power(windowed: Float32Array, norm: float, *, overwrite: bool = False) -> Float32Array:
     """Windowed mean-square level of each frame, linear (full-scale square 1, full-scale sine 0.5).
 
     ``10 * log10(power)`` is the level in dBFS.
@@ -132,9 +132,12 @@ def frame_power(windowed: Float32Array, norm: float) -> Float32Array:
         Frames times a window.
     norm : float
         :func:`level_norm` of the window used.
+    overwrite : bool
+        Square ``windowed`` in place (saves a temporary array; the caller no longer needs it).
 
     Returns
     -------
     ndarray, shape (n_frames,), float32
     """
-    return np.add.reduce(np.square(windowed), axis=1) * np.float32(1.0 / norm)
+    squares = np.square(windowed, out=windowed) if overwrite else np.square(windowed)
+    return np.add.reduce(squares, axis=1) * np.float32(1.0 / norm)
