@@ -173,6 +173,7 @@ class _Pass:
         "members",
         "pieces",
         "plan",
+        "regular",
         "samples",
         "size",
         "starts",
@@ -187,6 +188,7 @@ class _Pass:
         self.starts: list[int] = []  # offset of each new frame in the joined pieces
         self.frames = 0  # new frames in all
         self.size = 0  # samples in all
+        self.regular = True  # every member has new frames and as many samples as the others
         self.samples: F32 = np.zeros(0, dtype=np.float32)
 
     def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
@@ -203,6 +205,9 @@ class _Pass:
             self.entries.append((detector, count, length))
         else:
             self.entries.append((detector, 0, length))
+            self.regular = False
+        if length != self.entries[0][2]:  # the number of frames follows from the length
+            self.regular = False
 
     def seal(self) -> None:
         """Join the pieces (nothing changes in the detectors yet)."""
@@ -256,26 +261,27 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     plan, samples = current.plan, current.samples
     grid = plan.grid
     method, history, lags = plan.method, plan.history, plan.lags
-    starts, step = current.starts, samples.strides[0]
-    if len(current.entries) == 1:  # the frames are evenly spaced: a strided view, no gather
+    starts, step, frame_len = current.starts, samples.strides[0], grid.frame_len
+    # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
+    padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
+    padded[:, frame_len:] = 0.0
+    count, length = current.entries[0][1:]
+    if current.regular:  # every member brought as many samples: its frames lie on a regular grid
         frames = np.ndarray(
-            (len(starts), grid.frame_len),
+            (len(current.entries), count, frame_len),
             dtype=np.float32,
             buffer=samples,
-            offset=starts[0] * step,
-            strides=(grid.hop * step, step),
+            strides=(length * step, grid.hop * step, step),
+        )
+        np.multiply(
+            frames, plan.window, out=padded.reshape(len(current.entries), count, -1)[:, :, :frame_len]
         )
     else:
         frames = np.ndarray(
-            (len(samples) - grid.frame_len + 1, grid.frame_len),
-            dtype=np.float32,
-            buffer=samples,
-            strides=(step, step),
-        )[starts]
-    # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
-    padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
-    padded[:, grid.frame_len :] = 0.0
-    windowed = np.multiply(frames, plan.window, out=padded[:, : grid.frame_len])
+            (len(samples) - frame_len + 1, frame_len), dtype=np.float32, buffer=samples, strides=(step, step)
+        )
+        np.multiply(frames[starts], plan.window, out=padded[:, :frame_len])
+    windowed = padded[:, :frame_len]
     spectra = spectrum(padded, grid.fft_size)
     levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
     del padded, windowed
