@@ -94,6 +94,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "run.py"), *self.args],
             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # its own process group: teardown can stop the pool it leaves behind
         )
         assert self.proc.stdout is not None
         lines: list[str] = []
@@ -131,6 +132,11 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 os.kill(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
+        if self.proc is not None:
+            # A server killed with SIGKILL leaves its forkserver and pool workers running, holding the
+            # output pipe open; stop them through the process group the server led (its pid).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
         if self._drain is not None:
             self._drain.join(timeout=5)  # ends at EOF, once the server (and its children) have exited
         if self.proc is not None and self.proc.stdout is not None:
