@@ -58,9 +58,24 @@ def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[l
         If any block is bad (wrong shape or dtype, NaN/Inf); its message starts with ``block <index>:``.
         Every block is checked before any is analysed, so then no detector's state has changed.
     """
-    detectors: list[OnsetDetector] = []
+    return analyse(pairs, numbered=True)
+
+
+def analyse(
+    pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]], *, numbered: bool = False
+) -> list[list[Onset]]:
+    """:func:`process_many`, with error messages prefixed ``block <index>:`` only when ``numbered``.
+
+    Each detector's first block, when at most ``CHUNK_HOPS`` hops long, goes into a pass shared with other
+    detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every block is checked
+    before any state changes: NaN/Inf once per pass, and in the other blocks one by one.
+    """
     monos: list[F32] = []
-    for detector, block in pairs:
+    open_passes: dict[FramePlan, _Pass] = {}
+    passes: list[_Pass] = []
+    later: list[int] = []
+    seen: set[int] | None = None if len({id(d) for d, _ in pairs}) == len(pairs) else set()
+    for index, (detector, block) in enumerate(pairs):
         if (  # the common case, mono float32 as it came: what to_mono would return, checked faster
             type(block) is np.ndarray
             and block.dtype is FLOAT32
@@ -68,48 +83,16 @@ def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[l
             and block.flags.c_contiguous
             and detector._channels == 1
         ):
-            monos.append(block)
+            mono: F32 = block
         else:
             try:
-                monos.append(to_mono(block, detector._channels, check=False))
+                mono = to_mono(block, detector._channels, check=False)
             except AudioFormatError as exc:
-                raise AudioFormatError(f"block {len(detectors)}: {exc}") from exc
-        detectors.append(detector)
-    return analyse(detectors, monos, numbered=True)
-
-
-def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool = False) -> list[list[Onset]]:
-    """Check and analyse mono samples from :func:`to_mono` (``monos[i]`` for ``detectors[i]``).
-
-    Each detector's first block, when at most ``CHUNK_HOPS`` hops long, goes into a pass shared with other
-    detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every sample is checked
-    before any state changes (once per pass, and the other blocks one by one); a NaN or Inf raises
-    :class:`AudioFormatError`, prefixed ``block <index>:`` when ``numbered``.
-
-    Returns
-    -------
-    list of list of Onset
-        One list per entry.
-    """
-    if len(detectors) == 1 and len(monos[0]) <= detectors[0]._chunk_len:  # one block of one detector
-        detector, mono = detectors[0], monos[0]
-        single = _Pass(detector._frames)
-        single.add(0, detector, mono)
-        single.seal()
-        if not _finite(single.samples):
-            _raise_bad(monos, [0], numbered)
-        found = single.run(final=False)
-        detector._samples_in += len(mono)
-        return found
-    unique = len(set(map(id, detectors))) == len(detectors)
-    open_passes: dict[FramePlan, _Pass] = {}
-    passes: list[_Pass] = []
-    later: list[int] = []
-    seen: set[int] = set()
-    for index, detector in enumerate(detectors):
-        mono = monos[index]
-        first_time = unique or _first_time(seen, detector)
-        if not first_time or len(mono) > detector._chunk_len:
+                if numbered:
+                    raise AudioFormatError(f"block {index}: {exc}") from exc
+                raise
+        monos.append(mono)
+        if len(mono) > detector._chunk_len or not (seen is None or _first_time(seen, detector)):
             later.append(index)
             continue
         frames = detector._frames
@@ -125,24 +108,25 @@ def analyse(detectors: list[OnsetDetector], monos: list[F32], *, numbered: bool 
     if later:
         _raise_bad(monos, later, numbered)
     if len(passes) == 1 and not later:
-        results = passes[0].run(final=False)  # every entry, in order
-    else:
-        results = [[] for _ in detectors]
-        for current in passes:
-            for index, onsets in zip(current.members, current.run(final=False), strict=True):
-                results[index] = onsets
-        for index in later:
-            detector, mono = detectors[index], monos[index]
-            step = detector._chunk_len
-            for start in range(0, max(1, len(mono)), step):
-                results[index] += analyse_pass(detector, mono[start : start + step], final=False)
-    for index, detector in enumerate(detectors):
-        detector._samples_in += len(monos[index])
+        return passes[0].run(final=False)  # every entry, in order
+    results: list[list[Onset]] = [[] for _ in pairs]
+    for current in passes:
+        for index, onsets in zip(current.members, current.run(final=False), strict=True):
+            results[index] = onsets
+    for index in later:
+        detector, mono = pairs[index][0], monos[index]
+        step = detector._chunk_len
+        for start in range(0, max(1, len(mono)), step):
+            results[index] += analyse_pass(detector, mono[start : start + step], final=False)
     return results
 
 
 def analyse_pass(detector: OnsetDetector, mono: F32, *, final: bool) -> list[Onset]:
-    """Analyse one chunk of one detector without checks (``final``: decide the last frames, at the end)."""
+    """Analyse one chunk of one detector without checks.
+
+    With ``final`` the detector decides its last frames and ``mono`` (end-of-stream padding) does not
+    count in ``samples_in``.
+    """
     current = _Pass(detector._frames)
     current.add(0, detector, mono)
     current.seal()
@@ -183,7 +167,8 @@ class _Pass:
         self.plan = plan
         self.frame_len, self.hop = plan.grid.frame_len, plan.grid.hop
         self.members: list[int] = []  # caller's index of each detector
-        self.entries: list[tuple[OnsetDetector, int, int]] = []  # detector, new frames, samples joined
+        # Per member: detector, its new frames, its samples in the joined pieces, its new samples.
+        self.entries: list[tuple[OnsetDetector, int, int, int]] = []
         self.pieces: list[F32] = []  # each detector's unframed samples, then its new ones
         self.starts: list[int] = []  # offset of each new frame in the joined pieces
         self.frames = 0  # new frames in all
@@ -202,9 +187,9 @@ class _Pass:
             count = (length - self.frame_len) // self.hop + 1
             self.starts += range(offset, offset + count * self.hop, self.hop)
             self.frames += count
-            self.entries.append((detector, count, length))
+            self.entries.append((detector, count, length, len(mono)))
         else:
-            self.entries.append((detector, 0, length))
+            self.entries.append((detector, 0, length, len(mono)))
             self.regular = False
         if length != self.entries[0][2]:  # the number of frames follows from the length
             self.regular = False
@@ -215,15 +200,20 @@ class _Pass:
         self.pieces = []
 
     def run(self, *, final: bool) -> list[list[Onset]]:
-        """Frames, features and ODF of all members at once, then each member's decisions, in order."""
+        """Frames, features and ODF of all members at once, then each member's decisions, in order.
+
+        With ``final`` (end of stream) the new samples are padding: they do not count in ``samples_in``.
+        """
         if self.starts:
             values, levels, kept = _analyse_frames(self)
         samples, hop, history = self.samples, self.hop, self.plan.history
         found: list[list[Onset]] = []
         offset = row = framed = 0
-        for detector, count, length in self.entries:
+        for detector, count, length, new in self.entries:
             tail = samples[offset + count * hop : offset + length]
             offset += length
+            if not final:
+                detector._samples_in += new
             if count:
                 stop = row + count
                 hist = kept[framed * history : (framed + 1) * history]
@@ -265,7 +255,7 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
     padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
     padded[:, frame_len:] = 0.0
-    count, length = current.entries[0][1:]
+    count, length = current.entries[0][1:3]
     if current.regular:  # every member brought as many samples: its frames lie on a regular grid
         frames = np.ndarray(
             (len(current.entries), count, frame_len),
@@ -300,7 +290,7 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     next_hist = len(current.starts)
     simple = lags == (1,) and history == 1
     width, scale, low = plan.floor_frames, plan.floor_scale, plan.floor_low
-    for detector, count, _ in current.entries:
+    for detector, count, _, _ in current.entries:
         if not count:
             continue
         hist = detector._hist

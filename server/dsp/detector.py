@@ -122,7 +122,7 @@ class OnsetDetector:
         --------
         server.dsp.batch.process_many : the same for many detectors at once, faster per block.
         """
-        return batch.analyse([self], [batch.to_mono(block, self._channels, check=False)])[0]
+        return batch.analyse([(self, block)])[0]
 
     def flush(self) -> list[Onset]:
         """End the stream: analyse the remaining samples and return the remaining onsets.
@@ -320,4 +320,3 @@ class OnsetDetector:
             del self._odf[:drop]
             del self._levels[:drop]
             self._odf_base += drop
-
