@@ -10,7 +10,6 @@ per detector, in :class:`~server.dsp.detector.OnsetDetector`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +17,10 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
+from server.dsp.blocks import FLOAT32, all_finite, to_mono
 from server.dsp.onset import Onset
 from server.dsp.plan import FramePlan
-from server.dsp.spectrum import frame_power, spectrum
+from server.dsp.spectrum import frame_power, frame_view, spectrum
 from server.exceptions import AudioFormatError
 
 if TYPE_CHECKING:
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 F32 = npt.NDArray[np.float32]
 
 CHUNK_HOPS = 128  # a detector's samples go through a pass at most this many hops at a time
-INT16_SCALE = np.float32(1.0 / 32768.0)
-FLOAT32 = np.dtype(np.float32)
 
 
 def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[list[Onset]]:
@@ -103,7 +101,7 @@ def analyse(
         current.add(index, detector, mono)
     for current in passes:
         current.seal()
-        if not _finite(current.samples):
+        if not all_finite(current.samples):
             _raise_bad(monos, current.members, numbered)
     if later:
         _raise_bad(monos, later, numbered)
@@ -225,15 +223,10 @@ class _Pass:
         return found
 
 
-def _finite(samples: F32) -> bool:
-    """Whether every sample is finite (a dot product is NaN or Inf when one is, or when it overflows)."""
-    return math.isfinite(float(np.dot(samples, samples))) or bool(np.isfinite(samples).all())
-
-
 def _raise_bad(monos: list[F32], indices: list[int], numbered: bool) -> None:
     """Raise for the first of ``monos[indices]`` with a NaN or Inf sample, if any."""
     for index in indices:
-        if not _finite(monos[index]):
+        if not all_finite(monos[index]):
             prefix = f"block {index}: " if numbered else ""
             raise AudioFormatError(f"{prefix}audio contains NaN or Inf samples")
 
@@ -267,10 +260,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
             frames, plan.window, out=padded.reshape(len(current.entries), count, -1)[:, :, :frame_len]
         )
     else:
-        frames = np.ndarray(
-            (len(samples) - frame_len + 1, frame_len), dtype=np.float32, buffer=samples, strides=(step, step)
-        )
-        np.multiply(frames[starts], plan.window, out=padded[:, :frame_len])
+        every_start = frame_view(samples, frame_len, 1)  # a frame at every sample; pick ours
+        np.multiply(every_start[starts], plan.window, out=padded[:, :frame_len])
     windowed = padded[:, :frame_len]
     spectra = spectrum(padded, grid.fft_size)
     levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
@@ -331,60 +322,3 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
         kept = table[keep]
     values = odf_mod.odf_rows(method, feats, references, plan.spec.unit, floor).tolist()
     return values, levels, kept
-
-
-def to_mono(block: npt.ArrayLike, channels: int, *, check: bool = True) -> F32:
-    """Validate one block and return it as contiguous mono float32.
-
-    Parameters
-    ----------
-    block : array_like, shape (n,) or (n, channels)
-        float32/float64 in [-1, 1], or int16 scaled by 1/32768.
-    channels : int
-        Expected channel count; a 1-D block is accepted only when it is 1.
-    check : bool
-        Also reject NaN/Inf samples (:func:`analyse` checks them itself, many blocks at once).
-
-    Returns
-    -------
-    ndarray, shape (n,), float32
-        Channel mean, computed channel by channel so each sample's value never depends on the block.
-
-    Raises
-    ------
-    AudioFormatError
-        Wrong shape or dtype, or (with ``check``) a NaN/Inf sample, also a float64 one beyond float32's range.
-    """
-    if (
-        type(block) is np.ndarray
-        and block.dtype == np.float32
-        and block.ndim == 1
-        and channels == 1
-        and block.flags.c_contiguous
-        and not check
-    ):
-        return block  # the common case: mono float32 as it came
-    array = np.asarray(block)
-    kind = array.dtype
-    if kind == np.float32 or kind == np.float64:
-        scaled = array if kind == np.float32 else array.astype(np.float32)
-    elif kind == np.int16:
-        scaled = array.astype(np.float32) * INT16_SCALE
-    else:
-        raise AudioFormatError(f"audio dtype {array.dtype} is not float32, float64 or int16")
-    if scaled.ndim == 1:
-        if channels != 1:
-            raise AudioFormatError(f"a 1-D block is mono but the stream has {channels} channels")
-        mono = scaled if scaled.flags.c_contiguous else np.ascontiguousarray(scaled)
-    elif scaled.ndim != 2 or scaled.shape[1] != channels:
-        raise AudioFormatError(f"block shape {array.shape} does not match (n, {channels})")
-    elif channels == 1:
-        mono = np.ascontiguousarray(scaled[:, 0])
-    else:
-        mono = scaled[:, 0].copy()
-        for channel in range(1, channels):
-            mono += scaled[:, channel]
-        mono *= np.float32(1.0 / channels)
-    if check and kind != np.int16 and not _finite(mono):
-        raise AudioFormatError("audio contains NaN or Inf samples")
-    return mono
