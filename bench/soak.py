@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import wave
@@ -37,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stream_load import descendants, rss_bytes
+from bench.procs import descendants, rss_bytes, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 16000
@@ -54,17 +53,6 @@ class Tally:
     jobs: int = 0
     jobs_ok: int = 0
     errors: list[str] = field(default_factory=list)
-
-
-def start_server(workers: int, data_dir: Path) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", str(workers), "--data-dir",
-            str(data_dir), "--log-level", "WARNING", "--idle-timeout-s", "60"]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
 
 
 def open_fds(pid: int) -> int:
@@ -247,7 +235,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/transient-soak"))
     args = parser.parse_args()
-    proc, url = start_server(args.workers, args.data_dir)
+    proc, url = start_server(["--workers", str(args.workers), "--data-dir", str(args.data_dir),
+                              "--log-level", "WARNING", "--idle-timeout-s", "60"])
     try:
         report = asyncio.run(drive(args, url, proc.pid))
     finally:

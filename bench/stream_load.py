@@ -30,7 +30,6 @@ import json
 import multiprocessing
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.procs import descendants, rss_bytes, start_server
 from server.dsp import OnsetDetector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,48 +54,6 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # --- Server process and /proc ----------------------------------------------------------------------------
-
-
-def start_server(workers: int, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", str(workers),
-            "--max-streams", "4096", "--max-streams-per-client", "4096", "--idle-timeout-s", "120",
-            "--log-level", "WARNING", *extra]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, from /proc/*/stat parent links."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
-    return found
-
-
-def rss_bytes(pids: list[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 def machine_busy_s() -> float:
@@ -327,7 +285,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    server, url = start_server(args.workers, args.server_arg)
+    server, url = start_server(["--workers", str(args.workers), "--max-streams", "4096",
+                                 "--max-streams-per-client", "4096", "--idle-timeout-s", "120",
+                                 "--log-level", "WARNING", *args.server_arg])
     results: list[dict[str, object]] = []
     try:
         time.sleep(1.0)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import start_server  # noqa: E402
 from server.dsp import OnsetDetector  # noqa: E402
 from tests.webrtc_client import ArrayTrack, WebRtcClient  # noqa: E402
 
@@ -171,15 +171,7 @@ async def run_round(url: str, transport: str, streams: int, samples: np.ndarray,
         await asyncio.gather(*(run(http, url, samples, clicks, completing, result) for _ in range(streams)))
 
 
-def start_server(workers: int, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", str(workers),
-            "--log-level", "WARNING", *extra]
-    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
+
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,7 +219,8 @@ def main() -> int:
     if not args.no_aiortc_buffer:
         servers.append(("aiortc", [("webrtc", aiortc)]))
     for buffer, runs in servers:
-        proc, url = start_server(args.workers, ["--webrtc-jitter-buffer", buffer])
+        proc, url = start_server(["--workers", str(args.workers), "--log-level", "WARNING",
+                                  "--webrtc-jitter-buffer", buffer])
         try:
             for _ in range(args.rounds):
                 for transport, result in runs:
