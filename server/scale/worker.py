@@ -20,11 +20,11 @@ from server.jobs.runner import JobRunner
 from server.jobs.uploads import UploadDir
 from server.jobs.watch import JobWatch
 from server.pool import DetectionPool
-from server.scale.backend import check_scale_options, shared_config
 from server.scale.client import connect, instance_id, redacted
 from server.scale.job_queue import RedisJobQueue
 from server.scale.job_store import RedisJobStore
 from server.scale.keys import Keys
+from server.scale.options import check_scale_options, shared_config
 
 log = logging.getLogger(__name__)
 
