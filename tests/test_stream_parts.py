@@ -10,6 +10,7 @@ import pytest
 from server.dsp import DetectorSettings, OnsetDetector
 from server.events.subscription import Subscription
 from server.exceptions import SettingsError
+from server.stream.registry import StreamRegistry
 from server.stream.ring import RingBuffer
 from server.stream.scheduler import split_batches
 from server.stream.settings import StreamOptions, StreamSettings
@@ -116,3 +117,11 @@ def test_settings_split_detector_settings_from_stream_options() -> None:
         StreamSettings.from_mapping({"odf": 1})
     with pytest.raises(SettingsError, match="nonsense"):
         StreamSettings.from_mapping({"nonsense": 1})
+
+
+def test_stream_ids_never_start_with_a_dash() -> None:
+    """A leading '-' makes `run.py listen ID` read the id as an option (1 in 64 random ids would)."""
+    registry = StreamRegistry(max_streams=1, max_per_client=1)
+    ids = {registry.new_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert not [stream_id for stream_id in ids if stream_id.startswith("-")]

@@ -34,9 +34,10 @@ class StreamRegistry:
         return self._sessions.get(stream_id)
 
     def new_id(self) -> str:
+        """A fresh unguessable URL-safe id; never starts with ``-``, which command lines read as an option."""
         while True:
             stream_id = secrets.token_urlsafe(STREAM_ID_BYTES)
-            if stream_id not in self._sessions:
+            if not stream_id.startswith("-") and stream_id not in self._sessions:
                 return stream_id
 
     def check_room(self, client: str) -> None:
