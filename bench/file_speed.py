@@ -44,6 +44,10 @@ import numpy as np
 import soundfile as sf
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.procs import descendants, start_server  # noqa: E402
+
 RATE_HZ = 44100
 BLOCK_S = 10
 POLL_S = 0.02
@@ -105,17 +109,6 @@ def write_test_file(path: Path, minutes: float, seed: int = 1) -> float:
     return total / RATE_HZ
 
 
-def descendants(pid: int) -> list[int]:
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                stack += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` and its descendants (living ones)."""
     ticks = 0
@@ -159,17 +152,6 @@ class PeakSampler:
         self._thread.join()
 
 
-def start_server(data_dir: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--port", "0", "--data-dir", str(data_dir),
-                             "--workers", str(workers), "--log-level", "WARNING"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1]
-    raise RuntimeError("the server did not start")
-
-
 async def analyse_over_http(url: str, path: Path) -> tuple[float, float, dict[str, Any]]:
     """(upload seconds, total seconds, result) for one file."""
     timeout = aiohttp.ClientTimeout(total=None)
@@ -198,7 +180,8 @@ class OurServer:
 
     def __init__(self, workers: int, scratch: Path) -> None:
         self.data_dir = Path(tempfile.mkdtemp(dir=scratch, prefix="data-"))
-        self.proc, self.url = start_server(self.data_dir, workers)
+        self.proc, self.url = start_server(["--data-dir", str(self.data_dir), "--workers", str(workers),
+                                            "--log-level", "WARNING"])
         time.sleep(1.0)
         self.idle_mb = rss_mb(self.proc.pid)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -21,21 +22,20 @@ def start_server(run_args: Sequence[str]) -> tuple[subprocess.Popen[str], str]:
     raise RuntimeError("the server did not start")
 
 
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, from /proc/*/stat parent links."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [pid], [pid]
-    while frontier:
-        children = [child for child, parent in parents.items() if parent in frontier]
-        found += children
-        frontier = children
+def descendants(*roots: int) -> list[int]:
+    """``roots`` and every process below them (roots first), from /proc/PID/task/TID/children."""
+    found: list[int] = []
+    seen: set[int] = set()
+    stack = list(reversed(roots))
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                stack += [int(child) for child in (task / "children").read_text().split()]
     return found
 
 

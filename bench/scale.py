@@ -49,6 +49,10 @@ import soundfile as sf
 import uvloop
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.procs import descendants  # noqa: E402
+
 SAMPLE_RATE = 48000
 CHUNK_S = 0.02
 CHUNK_FRAMES = round(SAMPLE_RATE * CHUNK_S)
@@ -235,26 +239,6 @@ def fan_out(url_a: str, url_b: str, args: argparse.Namespace) -> dict[str, Any]:
 # --- CPU accounting from /proc ---------------------------------------------------------------------------
 
 
-def process_tree(roots: list[int]) -> list[int]:
-    """``roots`` and every process below them, from /proc/*/stat parent links."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = set(roots), list(roots)
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in found:
-                found.add(pid)
-                frontier.append(pid)
-    return sorted(found)
-
-
 def cpu_s(pids: list[int]) -> float:
     """User + system CPU seconds used so far by ``pids`` (those still running)."""
     total = 0
@@ -326,7 +310,7 @@ def measured_batch(url_a: str, paths: list[Path], workers: list[int], instance: 
     """One batch: its wall time, the workers' CPU (with their pools), and how busy the rest of the machine
     was meanwhile (``others_cores``: cores' worth of CPU used by everything but the workers, the instance
     and this script)."""
-    worker_tree, instance_tree = process_tree(workers), process_tree([instance])
+    worker_tree, instance_tree = descendants(*workers), descendants(instance)
     own = [os.getpid()]
     before = (cpu_s(worker_tree), cpu_s(instance_tree), cpu_s(own), machine_busy_s())
     wall_s = uvloop.run(_run_batch(url_a, paths))
