@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.web_request import BaseRequest
 
 from server.config import Config
 from server.protocol import codec as codec_mod
 from server.protocol.codec import Codec
 from server.protocol.errors import CloseCode, ProtocolError
+from server.transport import lingering_close
 
 Event = dict[str, Any]
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
@@ -39,6 +42,11 @@ class StreamSocket(web.WebSocketResponse):
 
     aiohttp closes with 1009 when a message exceeds ``max_msg_size``; this socket first sends an ``error``
     message (code ``message_too_big``) naming the limit, and puts the reason in the close frame.
+
+    aiohttp refuses such a message from its header, while the client is still sending its payload, and then
+    closes the TCP connection at once: the kernel resets it and the client loses the error and the close
+    frame (it sees 1006). So after the close frame the connection lingers (:mod:`lingering_close`) until the
+    client has stopped sending.
     """
 
     def __init__(self, config: Config, codec: Codec, receive_limit_bytes: int | None = None) -> None:
@@ -47,15 +55,41 @@ class StreamSocket(web.WebSocketResponse):
         super().__init__(max_msg_size=limit + 1, heartbeat=config.heartbeat_s or None, compress=False)
         self.codec = codec
         self.limit_bytes = limit
+        self._transport: asyncio.Transport | None = None
+        self._linger = False
+        self._drain: lingering_close.Drain | None = None
+
+    async def prepare(self, request: BaseRequest) -> AbstractStreamWriter:
+        self._transport = cast(asyncio.Transport | None, request.transport)  # uvloop's is no subclass
+        return await super().prepare(request)
 
     async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:
-        if code == CloseCode.TOO_BIG and not message and not self.closed:
-            error = ProtocolError("message_too_big", f"a message was larger than {self.limit_bytes} bytes, "
-                                  "the most this server accepts", CloseCode.TOO_BIG)
-            with contextlib.suppress(Exception):
-                await codec_mod.send(self, self.codec, error.to_message())
-            message = b"message_too_big"
-        return await super().close(code=code, message=message, drain=drain)
+        if not (code == CloseCode.TOO_BIG and not message and not self.closed):
+            return await super().close(code=code, message=message, drain=drain)
+        # aiohttp's reader refused a message (its only close with 1009 and no reason).
+        error = ProtocolError("message_too_big", f"a message was larger than {self.limit_bytes} bytes, "
+                              "the most this server accepts", CloseCode.TOO_BIG)
+        with contextlib.suppress(Exception):
+            await codec_mod.send(self, self.codec, error.to_message())
+        self._linger = True
+        try:
+            return await super().close(code=code, message=b"message_too_big", drain=drain)
+        finally:
+            self._linger = False
+            try:
+                if self._drain is not None:
+                    await self._drain.wait()
+            finally:
+                super()._close_transport()
+                self._close_code = CloseCode.TOO_BIG  # what the client was sent (aiohttp noted 1006)
+
+    def _close_transport(self) -> None:
+        """aiohttp's last step of ``close()`` (3.14). While lingering, discard what arrives instead."""
+        transport = self._transport
+        if self._linger and transport is not None and not transport.is_closing() and self._drain is None:
+            self._drain = lingering_close.start(transport)
+            return
+        super()._close_transport()
 
 
 class Outbox:
