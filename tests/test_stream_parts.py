@@ -12,9 +12,8 @@ from server.events.subscription import Subscription
 from server.exceptions import SettingsError
 from server.stream.registry import StreamRegistry
 from server.stream.ring import RingBuffer
-from server.stream.scheduler import split_batches
 from server.stream.settings import StreamOptions, StreamSettings
-from server.stream.work import Job, freeze, run_batch
+from server.stream.work import Job, ResidentDetectors, run_batch
 
 
 def frames(start: int, n: int, channels: int = 2) -> np.ndarray:
@@ -76,30 +75,36 @@ async def test_subscription_get_waits_and_close_releases_it() -> None:
     assert await waiter is None
 
 
-def test_split_batches_balances_audio_and_keeps_every_job() -> None:
-    def job(n: int) -> Job:
-        return Job(None, 8000, 1, DetectorSettings(), np.zeros((n, 1), np.float32), 0.0)
-
-    items = [(object(), job(n)) for n in (900, 100, 100, 100, 500, 400, 300)]
-    batches = split_batches(items, 2)  # type: ignore[arg-type]
-    assert sorted(id(j) for b in batches for _, j in b) == sorted(id(j) for _, j in items)
-    loads = [sum(len(j.audio) for _, j in b) for b in batches]
-    assert abs(loads[0] - loads[1]) <= 200
-    assert len(split_batches(items[:1], 4)) == 1  # type: ignore[arg-type]
-
-
-def test_batch_matches_the_detector_and_isolates_a_failing_job() -> None:
+def test_batch_keeps_detectors_in_the_worker_and_isolates_a_failing_job() -> None:
     rng = np.random.default_rng(1)
     audio = (rng.standard_normal((16000, 1)) * 0.1).astype(np.float32)
     audio[4000:4020] = 0.9
-    good = Job(freeze(OnsetDetector(16000)), 16000, 1, None, audio, 10.0, flush=True)
-    bad = Job(None, 16000, 1, DetectorSettings(), np.zeros((10, 3), np.float32), 0.0)  # wrong channel count
-    first, second = run_batch([good, bad])
+    audio[12000:12020] = 0.9
+    resident = ResidentDetectors()
+    first_half = Job("a/0", 16000, 1, DetectorSettings(), audio[:7000], 10.0, fresh=True)
+    bad = Job("b/0", 16000, 1, DetectorSettings(), np.zeros((10, 3), np.float32), 0.0, fresh=True)
+    first, failed = run_batch([first_half, bad], resident=resident)
+    assert failed.error is not None and not failed.ok
+    assert len(resident) == 1  # a's detector stays in the worker; b's failed one is not kept
+    second_half = Job("a/0", 16000, 1, None, audio[7000:], 10.0, flush=True)
+    second, = run_batch([second_half], resident=resident)
+    assert len(resident) == 0  # flushed at the end: forgotten
     expected = OnsetDetector(16000)
     want = expected.process(audio) + expected.flush()
-    assert first.error is None
-    assert first.onsets == [(o.time + 10.0, o.strength) for o in want]
-    assert second.error is not None and second.state is None
+    assert first.ok and second.ok
+    assert first.onsets + second.onsets == [(o.time + 10.0, o.strength) for o in want]
+    assert [round(o.time, 2) for o in want][-2:] == [0.25, 0.75]  # both clicks, one in each job
+
+
+def test_batch_reports_a_detector_the_worker_does_not_hold_and_forgets_ended_streams() -> None:
+    resident = ResidentDetectors()
+    silence = np.zeros((800, 1), np.float32)
+    run_batch([Job("a/0", 8000, 1, DetectorSettings(), silence, 0.0, fresh=True),
+               Job("b/0", 8000, 1, DetectorSettings(), silence, 0.0, fresh=True)], resident=resident)
+    assert len(resident) == 2
+    lost, = run_batch([Job("c/0", 8000, 1, None, silence, 0.0)], forget=["a/0"], resident=resident)
+    assert lost.lost and not lost.ok and lost.onsets == []
+    assert len(resident) == 1
 
 
 def test_settings_split_detector_settings_from_stream_options() -> None:

@@ -1,10 +1,11 @@
 """Batching of live-stream work into the detection pool.
 
-Sessions with new audio are marked ready. Whenever fewer than ``max_batches`` pool calls are in flight,
-the scheduler takes one job from every ready session (a session with a job in flight has none to give)
-and sends them as one or more batches, one pool call each. Audio that arrives while a stream's job is in
-flight waits in its ring buffer and goes with the next batch, so batches grow with load and the per-call
-overhead is shared by many streams.
+Every session is assigned one lane of the pool when it opens (the lane with the fewest streams), and its
+detector lives in that lane's worker. Sessions with new audio are marked ready. Whenever a lane has fewer
+than ``batches_per_lane`` calls in flight, the scheduler takes one job from every ready session of that
+lane (a session with a job in flight has none to give) and sends them as one batch, one pool call. Audio
+that arrives while a stream's job is in flight waits in its ring buffer and goes with the next batch, so
+batches grow with load and the per-call overhead is shared by many streams.
 """
 
 from __future__ import annotations
@@ -22,42 +23,46 @@ log = logging.getLogger(__name__)
 # Dispatches at most this often: a lone stream is dispatched at once, but under load the streams that
 # become ready within this interval share one batch, which costs far less than one pool call each.
 DISPATCH_INTERVAL_S = 0.004
+# Calls in flight per lane. One: audio that arrives meanwhile joins the lane's next batch, which then
+# carries every stream that has audio instead of trailing the running call by a few streams.
+BATCHES_PER_LANE = 1
 
 Batch = list[tuple[StreamSession, Job]]
 
 
-def split_batches(jobs: Batch, parts: int) -> list[Batch]:
-    """Split ``jobs`` into at most ``parts`` batches of near-equal audio length (largest first, greedy)."""
-    parts = max(1, min(parts, len(jobs)))
-    if parts == 1:
-        return [jobs]
-    batches: list[Batch] = [[] for _ in range(parts)]
-    loads = [0] * parts
-    for item in sorted(jobs, key=lambda item: len(item[1].audio), reverse=True):
-        lightest = loads.index(min(loads))
-        batches[lightest].append(item)
-        loads[lightest] += len(item[1].audio) + 1
-    return batches
-
-
 class BatchScheduler:
-    """Feeds ready sessions' jobs to the pool, at most ``max_batches`` pool calls at a time."""
+    """Assigns sessions to lanes and feeds each lane's ready jobs to its worker."""
 
-    def __init__(self, pool: DetectionPool, max_batches: int,
+    def __init__(self, pool: DetectionPool, batches_per_lane: int = BATCHES_PER_LANE,
                  min_interval_s: float = DISPATCH_INTERVAL_S) -> None:
         self._pool = pool
-        self.max_batches = max(1, max_batches)
+        lanes = pool.workers
+        self.batches_per_lane = max(1, batches_per_lane)
         self.min_interval_s = min_interval_s
-        self._ready: dict[StreamSession, None] = {}  # insertion-ordered set
+        self._ready: list[dict[StreamSession, None]] = [{} for _ in range(lanes)]  # insertion-ordered sets
+        self._forget: list[list[str]] = [[] for _ in range(lanes)]  # detector keys of ended streams
+        self._streams = [0] * lanes
+        self._in_flight = [0] * lanes
         self._wake = asyncio.Event()
-        self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.jobs = 0
 
+    def assign(self) -> int:
+        """The lane for a new stream: the one with the fewest streams."""
+        lane = self._streams.index(min(self._streams))
+        self._streams[lane] += 1
+        return lane
+
+    def release(self, lane: int, detector_key: str | None) -> None:
+        """A stream of ``lane`` ended; its worker may still hold a detector under ``detector_key``."""
+        self._streams[lane] -= 1
+        if detector_key is not None:
+            self._forget[lane].append(detector_key)
+
     def notify(self, session: StreamSession) -> None:
         """``session`` may have work (new audio, a stop, a retry)."""
-        self._ready[session] = None
+        self._ready[session.lane][session] = None
         self._wake.set()
 
     async def run(self) -> None:
@@ -78,38 +83,42 @@ class BatchScheduler:
                 task.cancel()
 
     def _dispatch(self) -> bool:
-        """Send the ready sessions' jobs if a pool slot is free; whether any batch went."""
-        free = self.max_batches - self._in_flight
-        if free <= 0 or not self._ready:
-            return False
-        ready, self._ready = self._ready, {}
-        jobs: Batch = []
-        for session in ready:
-            job = session.take_job()
-            if job is not None:
-                jobs.append((session, job))
-        for batch in split_batches(jobs, free) if jobs else ():
-            self._in_flight += 1
-            task = asyncio.create_task(self._run(batch))
+        """Send each lane's ready jobs if the lane has room; whether any batch went."""
+        sent = False
+        for lane, ready in enumerate(self._ready):
+            if not ready or self._in_flight[lane] >= self.batches_per_lane:
+                continue
+            self._ready[lane] = {}
+            batch: Batch = []
+            for session in ready:
+                job = session.take_job()
+                if job is not None:
+                    batch.append((session, job))
+            if not batch:
+                continue
+            forget, self._forget[lane] = self._forget[lane], []
+            self._in_flight[lane] += 1
+            task = asyncio.create_task(self._run(lane, batch, forget))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return bool(jobs)
+            sent = True
+        return sent
 
-    async def _run(self, batch: Batch) -> None:
+    async def _run(self, lane: int, batch: Batch, forget: list[str]) -> None:
         try:
-            results = await self._pool.run(run_batch, [job for _, job in batch])
+            results = await self._pool.run_on(lane, run_batch, [job for _, job in batch], forget)
         except PoolRestarted:
             for session, job in batch:
                 session.pool_restarted(job)
         except Exception as exc:  # e.g. a job that cannot cross to the worker
             log.exception("a batch of %d stream jobs failed", len(batch))
             for session, job in batch:
-                session.complete(job, JobResult(None, [], None, f"{type(exc).__name__}: {exc}"))
+                session.complete(job, JobResult([], None, f"{type(exc).__name__}: {exc}"))
         else:
             self.batches += 1
             self.jobs += len(batch)
             for (session, job), result in zip(batch, results, strict=True):
                 session.complete(job, result)
         finally:
-            self._in_flight -= 1
+            self._in_flight[lane] -= 1
             self._wake.set()

@@ -28,7 +28,7 @@ class StreamService:
         self.config = config
         self.hub = hub
         self.registry = StreamRegistry(config.max_streams, config.max_streams_per_client)
-        self.scheduler = BatchScheduler(pool, max_batches=pool.workers)
+        self.scheduler = BatchScheduler(pool)
         self.osc = OscSender.from_spec(config.osc_targets)  # a malformed --osc-targets stops start-up
         self._tasks: list[asyncio.Task[None]] = []
         self.on_onset: Callable[[float], None] | None = None  # observer of onset latencies (metrics)
@@ -74,8 +74,13 @@ class StreamService:
             raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
         session = StreamSession(
             self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
-            sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self.registry.remove,
-            client=client, transport=transport, osc=self.osc, on_onset=self.on_onset)
+            sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self._ended,
+            lane=self.scheduler.assign(), client=client, transport=transport, osc=self.osc,
+            on_onset=self.on_onset)
         self.registry.add(session)
         self.hub.announce(session.stream_id, session.describe)
         return session
+
+    def _ended(self, session: StreamSession) -> None:
+        self.registry.remove(session)
+        self.scheduler.release(session.lane, session.detector_key if session.holds_detector else None)

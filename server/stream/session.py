@@ -4,7 +4,7 @@ A session knows nothing of WebSockets. Its transport (WebSocket, WebRTC, ...) fe
 control calls and receives its events through a :class:`StreamSink`; the session also publishes the
 events subscribers see to the :class:`~server.events.hub.EventHub`. The scheduler takes the session's
 next :class:`~server.stream.work.Job` when the session has audio and no job in flight, and hands back
-the result.
+the result. The detector itself lives in the worker of the session's pool lane, under its detector key.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from server.protocol.stream_messages import AudioFormat, Event
 from server.stream.arrival import ArrivalClock
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamSettings
-from server.stream.work import Job, JobResult, freeze
+from server.stream.work import Job, JobResult
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
@@ -65,9 +65,10 @@ class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
                  max_buffer_s: float, sink: StreamSink, hub: EventHub,
                  notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
-                 client: str = "", transport: str = "websocket", osc: OscSender | None = None,
+                 lane: int = 0, client: str = "", transport: str = "websocket", osc: OscSender | None = None,
                  on_onset: Callable[[float], None] | None = None) -> None:
         self.stream_id = stream_id
+        self.lane = lane  # the pool lane whose worker holds this stream's detector
         self.format = audio_format
         self.settings = settings
         self.client = client
@@ -84,7 +85,8 @@ class StreamSession:
         detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
         self.latency_s: float = detector.latency_s
         self.hop_s: float = detector.hop_s
-        self._state: bytes | None = freeze(detector)  # the detector's state between jobs
+        self._generation = 0  # counts fresh detectors: the worker keeps each under its own key
+        self._resident = False  # whether the lane's worker holds this stream's detector
         self._active: DetectorSettings = settings.detector  # settings of the audio handed off last
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
         capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
@@ -221,6 +223,16 @@ class StreamSession:
     # --- Scheduler side ----------------------------------------------------------------------------------
 
     @property
+    def detector_key(self) -> str:
+        """The key of this stream's current detector in its lane's worker."""
+        return f"{self.stream_id}/{self._generation}"
+
+    @property
+    def holds_detector(self) -> bool:
+        """Whether the lane's worker may still hold this stream's detector (to forget once it ends)."""
+        return self._resident or self._in_flight is not None
+
+    @property
     def wants_work(self) -> bool:
         return self._in_flight is None and self.state is not State.ENDED and (
             self._retry is not None or len(self._ring) > 0 or self.state is State.STOPPING)
@@ -251,10 +263,10 @@ class StreamSession:
         if settings is not None:
             self._active = settings
         sample_rate = self.format.sample_rate
-        job = Job(self._state, sample_rate, self.format.channels, settings, ring.read(frames),
+        job = Job(self.detector_key, sample_rate, self.format.channels, settings, ring.read(frames),
                   self._offset_s, flush=flush, odf=self.settings.options.odf)
-        if self._state is None:
-            job.settings, job.offset_s = self._active, start / sample_rate
+        if not self._resident:
+            job.fresh, job.settings, job.offset_s = True, self._active, start / sample_rate
         elif start > self._next:  # audio was dropped: start afresh at the first frame kept
             job.settings, job.restart_at_s = self._active, start / sample_rate
         self._job_start, self._next = start, start + frames
@@ -266,13 +278,17 @@ class StreamSession:
         self._in_flight = None
         if self.state is State.ENDED:
             return
-        if result.error is not None or result.state is None:
+        if result.lost:
+            self._reinitialise(job, "pool_restarted", "a detection worker was replaced; the detector was "
+                               "re-initialised and goes on")
+            return
+        if result.error is not None:
             self._reinitialise(job, "detector_failed", f"the detector failed: {result.error}")
             return
         self._failures = 0
-        self._state = result.state
-        if job.state is None or job.restart_at_s is not None:
-            self._offset_s = job.offset_s if job.state is None else float(job.restart_at_s or 0.0)
+        self._resident = not job.flush
+        if job.fresh or job.restart_at_s is not None:
+            self._offset_s = job.offset_s if job.fresh else float(job.restart_at_s or 0.0)
             self._odf_count = 0
         self._analysed = self._next
         sample_rate, osc_names = self.format.sample_rate, self.settings.options.osc
@@ -305,15 +321,16 @@ class StreamSession:
 
     def _reinitialise(self, job: Job, code: str, message: str) -> None:
         self._failures += 1
-        self._state = None
+        self._resident = False
+        self._generation += 1
         if self._failures > MAX_CONSECUTIVE_FAILURES:
             self.fault(ProtocolError(code, f"{message}; gave up after {MAX_CONSECUTIVE_FAILURES} attempts",
                                      CloseCode.SERVER_FAULT))
             self._finish(code)
             return
         sample_rate = self.format.sample_rate
-        self._retry = Job(None, sample_rate, self.format.channels, self._active, job.audio,
-                          self._job_start / sample_rate, flush=job.flush, odf=job.odf)
+        self._retry = Job(self.detector_key, sample_rate, self.format.channels, self._active, job.audio,
+                          self._job_start / sample_rate, fresh=True, flush=job.flush, odf=job.odf)
         self._emit(msg.warning(self.stream_id, code, message, at_s=round(self._seconds(self._job_start), 6)))
         self._notify(self)
 

@@ -1,15 +1,19 @@
-"""The unit of live-stream work that crosses to a pool worker: a detector, its next audio, and back.
+"""The unit of live-stream work that crosses to a pool worker: a stream's next audio, and its onsets back.
 
-A stream's detector state travels with its audio to whichever worker runs the batch, and its updated
-state comes back in the result; a stream has at most one job in flight, so its state stays consistent.
-The state crosses as pickled bytes that only workers unpickle: the server process never rebuilds a
-detector, so the pool's helper threads in the server hold the GIL (and delay the event loop) as little as
-possible. Everything here runs in the worker process and must pickle.
+Every stream has one lane of the pool (see :mod:`server.pool`), and that lane's worker keeps the stream's
+detector between jobs, under the stream's detector key. So only audio goes to the worker and only onsets
+come back: the detector's state (a few KiB of spectra and history) never crosses between processes, and
+neither process spends time pickling it. A stream has at most one job in flight, so its detector sees its
+audio in order.
+
+If a worker is replaced (it died), its detectors are gone: a job that finds no detector under its key
+returns ``lost``, and the session starts a fresh detector from that job's audio on (with a warning).
+Everything here runs in the worker process and must pickle.
 """
 
 from __future__ import annotations
 
-import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,18 +27,20 @@ OnsetTuple = tuple[float, float]  # (seconds since the stream's first sample, st
 class Job:
     """One stream's next block of work.
 
-    ``state`` (a detector frozen by :func:`freeze`) is ``None`` when a fresh detector must be made (after
-    a gap from dropped audio, or after a pool restart); it then starts at stream time ``offset_s`` with
-    ``settings``. Otherwise ``settings``, when given, is applied before ``audio``. With ``restart_at_s``
-    set, the given detector is flushed first and a fresh one analyses ``audio`` from that stream time on.
+    With ``fresh`` the worker makes a new detector with ``settings`` whose first sample is at stream time
+    ``offset_s`` (at the start, after a pool restart or a detector fault). Otherwise it continues the
+    detector it holds under ``key``: with ``restart_at_s`` set, that detector is flushed first and a fresh
+    one analyses ``audio`` from that stream time on (after dropped audio); else ``settings``, when given,
+    apply before ``audio``. With ``flush`` the detector is flushed after ``audio`` and forgotten.
     """
 
-    state: bytes | None
+    key: str
     sample_rate: int
     channels: int
     settings: DetectorSettings | None
     audio: np.ndarray
     offset_s: float
+    fresh: bool = False
     restart_at_s: float | None = None
     flush: bool = False
     odf: bool = False
@@ -42,20 +48,39 @@ class Job:
 
 @dataclass(slots=True)
 class JobResult:
-    state: bytes | None
     onsets: list[OnsetTuple]
     odf: np.ndarray | None = None
     error: str | None = None
+    lost: bool = False  # the worker held no detector under the job's key: nothing was analysed
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.lost
 
 
-def freeze(detector: OnsetDetector) -> bytes:
-    """A detector's state as bytes, to cross between processes untouched."""
-    return pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
+class ResidentDetectors:
+    """The detectors a worker process keeps for the live streams of its lane, by detector key."""
+
+    def __init__(self) -> None:
+        self._detectors: dict[str, OnsetDetector] = {}
+
+    def __len__(self) -> int:
+        return len(self._detectors)
+
+    def take(self, key: str) -> OnsetDetector | None:
+        return self._detectors.pop(key, None)
+
+    def keep(self, key: str, detector: OnsetDetector) -> None:
+        self._detectors[key] = detector
+
+    def forget(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._detectors.pop(key, None)
 
 
-def thaw(state: bytes) -> OnsetDetector:
-    detector: OnsetDetector = pickle.loads(state)
-    return detector
+# The one piece of state a worker process keeps between pool calls. An executor's worker can reach state
+# of its own only through its modules; in the server process this stays empty.
+RESIDENT = ResidentDetectors()
 
 
 def _shift(onsets: list[Onset], offset_s: float) -> list[OnsetTuple]:
@@ -73,71 +98,82 @@ class _Running:
 
 
 def _failed(exc: Exception) -> JobResult:
-    return JobResult(None, [], None, f"{type(exc).__name__}: {exc}")
+    return JobResult([], None, f"{type(exc).__name__}: {exc}")
 
 
-def _prepare(job: Job) -> _Running:
-    """Thaw (or make) the job's detector and apply a restart or new settings, before its audio."""
-    onsets: list[OnsetTuple] = []
-    detector = None if job.state is None else thaw(job.state)
-    offset_s = job.offset_s
-    if detector is not None and job.restart_at_s is not None:
-        onsets += _shift(detector.flush(), offset_s)
-        detector, offset_s = None, job.restart_at_s
+def _prepare(job: Job, resident: ResidentDetectors) -> _Running | JobResult:
+    """Take (or make) the job's detector and apply a restart or new settings, before its audio."""
+    detector = resident.take(job.key)
+    if job.fresh:
+        return _Running(job, OnsetDetector(job.sample_rate, job.channels, job.settings), job.offset_s, [])
     if detector is None:
-        detector = OnsetDetector(job.sample_rate, job.channels, job.settings)
+        return JobResult([], lost=True)
+    onsets: list[OnsetTuple] = []
+    offset_s = job.offset_s
+    if job.restart_at_s is not None:
+        onsets += _shift(detector.flush(), offset_s)
+        detector, offset_s = OnsetDetector(job.sample_rate, job.channels, job.settings), job.restart_at_s
     elif job.settings is not None:
         detector.configure(job.settings)
     return _Running(job, detector, offset_s, onsets)
 
 
-def _finish(running: _Running) -> JobResult:
-    """After the job's audio: take the detection function, flush at the end, freeze the state."""
+def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
+    """After the job's audio: take the detection function, flush at the end or keep the detector."""
     detector, job = running.detector, running.job
     odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
     if job.flush:
         running.onsets += _shift(detector.flush(), running.offset_s)
-    return JobResult(freeze(detector), running.onsets, odf if job.odf else None)
+    else:
+        resident.keep(job.key, detector)
+    return JobResult(running.onsets, odf if job.odf else None)
 
 
-def run_job(job: Job) -> JobResult:
-    """Analyse one job alone; any failure is returned in ``error``."""
-    try:
-        running = _prepare(job)
-        if len(job.audio):
-            running.onsets += _shift(running.detector.process(job.audio), running.offset_s)
-        return _finish(running)
-    except Exception as exc:  # a detector fault must not fail the other streams of the batch
-        return _failed(exc)
-
-
-def run_batch(jobs: list[Job]) -> list[JobResult]:
-    """Analyse a batch of jobs from different streams in one pool call.
+def run_batch(jobs: list[Job], forget: Sequence[str] = (),
+              resident: ResidentDetectors = RESIDENT) -> list[JobResult]:
+    """Analyse a batch of jobs from different streams of one lane in one pool call.
 
     Every job's audio goes through :func:`~server.dsp.process_many` together, so the detector's fixed cost
-    per call (FFT set-up, filterbank, detection function) is paid once per pass, not once per stream.
-    If that fails, each job is run alone so that one stream's fault cannot fail the others.
+    per call (FFT set-up, filterbank, detection function) is paid once per pass, not once per stream. If
+    that fails (one bad block; no detector has changed then), each job runs alone, so that one stream's
+    fault cannot fail the others. A failed job's detector is forgotten. The detectors of streams that
+    ended are forgotten first (``forget``).
     """
+    resident.forget(forget)
     prepared: list[_Running | JobResult] = []
     for job in jobs:
         try:
-            prepared.append(_prepare(job))
+            prepared.append(_prepare(job, resident))
         except Exception as exc:
             prepared.append(_failed(exc))
     running = [item for item in prepared if isinstance(item, _Running) and len(item.job.audio)]
     try:
-        found = process_many([(item.detector, item.job.audio) for item in running])
-    except Exception:  # e.g. one bad block: nothing changed, so each job runs alone (fresh from its state)
-        return [run_job(job) for job in jobs]
+        found: list[list[Onset] | Exception] = list(
+            process_many([(item.detector, item.job.audio) for item in running]))
+    except Exception:
+        found = [_process_alone(item) for item in running]
+    failures: dict[int, Exception] = {}
     for item, onsets in zip(running, found, strict=True):
-        item.onsets += _shift(onsets, item.offset_s)
+        if isinstance(onsets, Exception):
+            failures[id(item)] = onsets
+        else:
+            item.onsets += _shift(onsets, item.offset_s)
     results: list[JobResult] = []
     for step in prepared:
         if isinstance(step, JobResult):
             results.append(step)
-            continue
-        try:
-            results.append(_finish(step))
-        except Exception as exc:
-            results.append(_failed(exc))
+        elif id(step) in failures:
+            results.append(_failed(failures[id(step)]))
+        else:
+            try:
+                results.append(_finish(step, resident))
+            except Exception as exc:
+                results.append(_failed(exc))
     return results
+
+
+def _process_alone(item: _Running) -> list[Onset] | Exception:
+    try:
+        return item.detector.process(item.job.audio)
+    except Exception as exc:
+        return exc
