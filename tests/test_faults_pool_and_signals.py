@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -152,3 +153,41 @@ async def test_sigterm_closes_sockets_with_1001_requeues_jobs_exits_0_and_restar
             failed = await resp.json()
         assert failed["status"] == "failed" and failed["error"]["code"] == "upload_incomplete"
         await Client(publisher, "json").close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, from /proc's children files (threads included)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_sigkilled_server_leaves_no_process_behind(server_process: Callable[..., ServerProcess]) -> None:
+    proc = server_process("--workers", "2")
+    assert proc.proc is not None
+    helpers = _descendants(proc.proc.pid)
+    assert len(helpers) >= 3  # the forkserver and two workers at least
+    proc.signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + WAIT_S
+    left = helpers
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [pid for pid in helpers if _running(pid)]
+    assert left == [], f"still running after the server was killed: {left}"
