@@ -10,6 +10,9 @@ Which right a path needs (see docs/protocol.md, "Security and limits"):
 
 Tokens are only asked for when at least one is configured. The rate limit applies to every ``/api/``
 request (a WebSocket handshake included) per client address.
+
+aiohttp answers ``Expect: 100-continue`` before any middleware runs: routes that take a body guard their
+expect handler with :func:`server.security.expect.guard_expect`, which runs :func:`check` first.
 """
 
 from __future__ import annotations
@@ -101,8 +104,14 @@ def _refuse(request: web.Request, status: int, code: str, message: str,
     return json_error(status, code, message, headers)
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+CHECKED = web.RequestKey("access_checked", bool)  # set once a request passed (or failed) the checks
+
+
+def check(request: web.Request) -> web.Response | None:
+    """Run the access checks on ``request`` (once: a second call passes): the refusal, or ``None``."""
+    if request.get(CHECKED):
+        return None
+    request[CHECKED] = True
     access = request.app[ACCESS]
     path = request.path
     if access.limiter.enabled and _under(path, "/api"):
@@ -129,7 +138,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if isinstance(need, Right) and need not in token.rights:
             return _refuse(request, 403, "forbidden", f"token {token.name!r} lacks the right "
                            f"{need.value!r} that {path} needs")
-    return await handler(request)
+    return None
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    refusal = check(request)
+    return refusal if refusal is not None else await handler(request)
 
 
 async def _warn_on_startup(app: web.Application) -> None:

@@ -22,6 +22,7 @@ from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
 from server.jobs.uploads import UploadTooLarge, UploadWriter
+from server.security.expect import guard_expect
 from server.transport.http_errors import json_error
 
 READ_CHUNK_BYTES = 1 << 18
@@ -180,5 +181,5 @@ async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """Route the analysis API; the job service starts after the pool (its context was added before)."""
     app.cleanup_ctx.append(jobs_ctx)
-    app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=expect_continue)
+    app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=guard_expect(expect_continue))
     app.router.add_get("/api/v3/analysis/{task_id}", get_analysis)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from server import appkeys
+from server.security.expect import guard_expect
 from server.webrtc.ice import parse_ice_servers
 from server.webrtc.jitter import JITTER_BUFFERS
 from server.webrtc.messages import OfferRefused, parse_offer
@@ -61,4 +62,4 @@ def setup(app: web.Application) -> None:
         raise ValueError(f"webrtc_jitter_buffer: {config.webrtc_jitter_buffer!r} is not one of "
                          f"{', '.join(JITTER_BUFFERS)}")
     app.cleanup_ctx.append(_ctx(config.ice_servers, config.ice_username, config.ice_credential))
-    app.router.add_post("/api/v3/webrtc/offer", offer_handler)
+    app.router.add_post("/api/v3/webrtc/offer", offer_handler, expect_handler=guard_expect())
