@@ -102,7 +102,8 @@ async def test_an_authorised_upload_is_invited_then_accepted(start_server: Start
         await exchange.close()
 
 
-async def test_a_webrtc_offer_without_a_token_is_refused_instead_of_invited(start_server: StartServer) -> None:
+async def test_a_webrtc_offer_without_a_token_is_refused_instead_of_invited(
+        start_server: StartServer) -> None:
     server = await start_server(tokens=TOKENS)
     exchange, head = await RawExchange.start(server, "/api/v3/webrtc/offer", 5000, "application/json", None)
     try:
