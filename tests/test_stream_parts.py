@@ -81,12 +81,14 @@ def test_batch_keeps_detectors_in_the_worker_and_isolates_a_failing_job() -> Non
     audio[4000:4020] = 0.9
     audio[12000:12020] = 0.9
     resident = ResidentDetectors()
-    first_half = Job("a/0", 16000, 1, DetectorSettings(), audio[:7000], 10.0, fresh=True)
-    bad = Job("b/0", 16000, 1, DetectorSettings(), np.zeros((10, 3), np.float32), 0.0, fresh=True)
+    first_half = Job("a/0", 16000, 1, "<f4", DetectorSettings(), audio[:7000].tobytes(), 10.0, fresh=True)
+    bad_samples = np.zeros(10, np.float32)
+    bad_samples[3] = np.nan
+    bad = Job("b/0", 16000, 1, "<f4", DetectorSettings(), bad_samples.tobytes(), 0.0, fresh=True)
     first, failed = run_batch([first_half, bad], resident=resident)
     assert failed.error is not None and not failed.ok
     assert len(resident) == 1  # a's detector stays in the worker; b's failed one is not kept
-    second_half = Job("a/0", 16000, 1, None, audio[7000:], 10.0, flush=True)
+    second_half = Job("a/0", 16000, 1, "<f4", None, audio[7000:].tobytes(), 10.0, flush=True)
     second, = run_batch([second_half], resident=resident)
     assert len(resident) == 0  # flushed at the end: forgotten
     expected = OnsetDetector(16000)
@@ -98,11 +100,11 @@ def test_batch_keeps_detectors_in_the_worker_and_isolates_a_failing_job() -> Non
 
 def test_batch_reports_a_detector_the_worker_does_not_hold_and_forgets_ended_streams() -> None:
     resident = ResidentDetectors()
-    silence = np.zeros((800, 1), np.float32)
-    run_batch([Job("a/0", 8000, 1, DetectorSettings(), silence, 0.0, fresh=True),
-               Job("b/0", 8000, 1, DetectorSettings(), silence, 0.0, fresh=True)], resident=resident)
+    silence = np.zeros(800, np.int16).tobytes()
+    run_batch([Job("a/0", 8000, 1, "<i2", DetectorSettings(), silence, 0.0, fresh=True),
+               Job("b/0", 8000, 1, "<i2", DetectorSettings(), silence, 0.0, fresh=True)], resident=resident)
     assert len(resident) == 2
-    lost, = run_batch([Job("c/0", 8000, 1, None, silence, 0.0)], forget=["a/0"], resident=resident)
+    lost, = run_batch([Job("c/0", 8000, 1, "<i2", None, silence, 0.0)], forget=["a/0"], resident=resident)
     assert lost.lost and not lost.ok and lost.onsets == []
     assert len(resident) == 1
 

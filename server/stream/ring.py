@@ -37,6 +37,10 @@ class RingBuffer:
         return self._end
 
     @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._data.dtype
+
+    @property
     def allocated_frames(self) -> int:
         return len(self._data)
 

@@ -91,6 +91,7 @@ class StreamSession:
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
         capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
         self._ring = RingBuffer(capacity, audio_format.channels, audio_format.encoding.dtype)
+        self._dtype = self._ring.dtype.str  # of the samples a job carries, e.g. "<f4"
         self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
         self._offset_s = 0.0  # stream time of the current detector's first sample
         self._next = 0  # absolute frame index of the next frame to hand off
@@ -127,7 +128,7 @@ class StreamSession:
     def lag_s(self) -> float:
         """Audio kept but not analysed yet: waiting in the ring buffer or in the job in flight."""
         job = self._in_flight
-        return self._seconds(len(self._ring) + (len(job.audio) if job is not None else 0))
+        return self._seconds(len(self._ring) + (job.frames if job is not None else 0))
 
     @property
     def dropped_s(self) -> float:
@@ -263,12 +264,14 @@ class StreamSession:
         if settings is not None:
             self._active = settings
         sample_rate = self.format.sample_rate
-        job = Job(self.detector_key, sample_rate, self.format.channels, settings, ring.read(frames),
-                  self._offset_s, flush=flush, odf=self.settings.options.odf)
+        offset_s, fresh, restart_at_s = self._offset_s, False, None
         if not self._resident:
-            job.fresh, job.settings, job.offset_s = True, self._active, start / sample_rate
+            offset_s, fresh, settings = start / sample_rate, True, self._active
         elif start > self._next:  # audio was dropped: start afresh at the first frame kept
-            job.settings, job.restart_at_s = self._active, start / sample_rate
+            restart_at_s, settings = start / sample_rate, self._active
+        audio = ring.read(frames).tobytes()
+        job = Job(self.detector_key, sample_rate, self.format.channels, self._dtype, settings, audio,
+                  offset_s, fresh, restart_at_s, flush, self.settings.options.odf)
         self._job_start, self._next = start, start + frames
         self._in_flight = job
         return job
@@ -328,9 +331,8 @@ class StreamSession:
                                      CloseCode.SERVER_FAULT))
             self._finish(code)
             return
-        sample_rate = self.format.sample_rate
-        self._retry = Job(self.detector_key, sample_rate, self.format.channels, self._active, job.audio,
-                          self._job_start / sample_rate, fresh=True, flush=job.flush, odf=job.odf)
+        self._retry = job._replace(key=self.detector_key, settings=self._active, fresh=True,
+                                   restart_at_s=None, offset_s=self._job_start / self.format.sample_rate)
         self._emit(msg.warning(self.stream_id, code, message, at_s=round(self._seconds(self._job_start), 6)))
         self._notify(self)
 
