@@ -98,8 +98,10 @@ class DetectionPool:
         """Start every worker process now; returns their pids."""
         return list(await asyncio.gather(*(self.run_on(lane, os.getpid) for lane in range(self.workers))))
 
-    def worker_pids(self) -> list[int]:
-        return sorted(pid for lane in self._lanes for pid in lane.worker_pids())
+    def worker_pids(self, lane: int | None = None) -> list[int]:
+        """The worker processes' pids, of every lane or of one."""
+        lanes = self._lanes if lane is None else [self._lanes[lane]]
+        return sorted(pid for each in lanes for pid in each.worker_pids())
 
     def lane_in_flight(self, lane: int) -> int:
         return self._lanes[lane].in_flight

@@ -84,3 +84,37 @@ async def test_a_killed_pool_worker_reinitialises_the_stream(
     assert all(near(times, t) for t in after)
     assert of_type(messages, "stopped")[0]["duration"] == pytest.approx(3.0)
     assert messages[-1]["code"] == 1000
+
+
+async def test_a_killed_worker_reinitialises_only_its_own_streams(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(max_buffer_s=10.0, workers=2)
+    pool = server.app[appkeys.POOL]
+    publishers = [await Publisher.open(http, server) for _ in range(2)]
+    stream_ids = [(await publisher.start(SAMPLE_RATE))["stream_id"] for publisher in publishers]
+    sessions = {session.lane: session.stream_id for session in server.app[appkeys.STREAMS].registry}
+    assert sorted(sessions) == [0, 1]  # one stream per worker
+    samples, click_times = click_train(3.0, 0.25, 0.1)
+    half = len(samples) // 2
+
+    async def feed(part: np.ndarray) -> None:
+        await asyncio.gather(*(p.stream(part, SAMPLE_RATE, chunk_s=0.02, pace=0.2) for p in publishers))
+
+    await feed(samples[:half])
+    await asyncio.sleep(0.3)  # both streams analysed so far: their detectors wait in their workers
+    victim = pool.worker_pids(0)
+    assert victim and set(victim).isdisjoint(pool.worker_pids(1))
+    for pid in victim:
+        os.kill(pid, signals_mod.SIGKILL)  # lane 0's worker of the server under test, by its pid
+    await feed(samples[half:])
+    results = {stream_id: await publisher.stop()
+               for stream_id, publisher in zip(stream_ids, publishers, strict=True)}
+    hit, spared = results[sessions[0]], results[sessions[1]]
+    assert [w["code"] for w in of_type(hit, "warning")] == ["pool_restarted"]
+    assert of_type(spared, "warning") == []
+    for messages in (hit, spared):
+        times = onset_times(messages)
+        assert all(near(times, t) for t in click_times if t > 1.6)
+        assert of_type(messages, "stopped")[0]["duration"] == pytest.approx(3.0)
+    assert pool.rebuilds == 1
