@@ -15,6 +15,7 @@ from aiohttp import web
 from server.app import make_app
 from server.config import Config, add_config_options, config_from
 from server.observability import logs
+from server.observability.redact import RedactingAccessLogger
 
 log = logging.getLogger("server")
 
@@ -36,7 +37,7 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False, access_log_class=RedactingAccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     await site.start()

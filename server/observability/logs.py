@@ -2,12 +2,14 @@
 
 Code attaches context with ``extra`` (``log.info("...", extra={"stream_id": ...})``); the formatter appends
 the known context fields present on the record, so lines about one stream or task can be found with grep
-(``stream_id=...``, ``task_id=...``).
+(``stream_id=...``, ``task_id=...``). Access tokens in URLs are redacted (:mod:`redact`).
 """
 
 from __future__ import annotations
 
 import logging
+
+from server.observability.redact import redact_tokens
 
 CONTEXT_FIELDS = ("stream_id", "task_id", "transport", "client", "token")
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -27,10 +29,10 @@ class ContextFormatter(logging.Formatter):
         line = super().format(record)
         context = [f"{name}={_quote(getattr(record, name))}"
                    for name in CONTEXT_FIELDS if hasattr(record, name)]
-        if not context:
-            return line
-        head, newline, trace = line.partition("\n")  # keep a traceback below the line
-        return head + " " + " ".join(context) + newline + trace
+        if context:
+            head, newline, trace = line.partition("\n")  # keep a traceback below the line
+            line = head + " " + " ".join(context) + newline + trace
+        return redact_tokens(line)  # no access token in any line, traceback included
 
 
 def configure(level: str) -> None:
