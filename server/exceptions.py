@@ -23,3 +23,7 @@ class AudioFormatError(TransientError, ValueError):
 
 class PoolRestarted(TransientError):
     """A detection worker process died; the pool was rebuilt and per-task state must be re-initialised."""
+
+
+class StorageUnavailable(TransientError):
+    """The storage shared by instances (Redis) cannot be reached now; the request may be tried again later."""

@@ -34,6 +34,7 @@ class ErrorCode(enum.StrEnum):
     UPLOAD_INCOMPLETE = "upload_incomplete"  # a WebSocket upload ended before its declared size
     UPLOAD_GONE = "upload_gone"  # after a restart the stored upload was missing
     DECODER_CRASHED = "decoder_crashed"  # the file crashed a pool worker repeatedly
+    STORAGE_UNAVAILABLE = "storage_unavailable"  # the shared store was unreachable when the upload completed
     INTERNAL = "internal"  # a server fault, logged with a traceback
 
 

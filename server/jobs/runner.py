@@ -4,18 +4,23 @@ Independent of HTTP: it needs a store, a queue, the upload directory and a pool.
 run at once; their steps share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore),
 so jobs progress side by side and a pool of ``n`` workers always keeps ``n - 1`` of them free of file work
 for live streams (with one worker, file steps are short enough — a fraction of a second — to interleave).
+
+With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
+updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
+logged once, and the queue hands the job out again later (at least once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from typing import Any
 
 from server.dsp import DetectorSettings
-from server.exceptions import PoolRestarted, SettingsError
+from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
 from server.jobs.store import JobStore
@@ -80,11 +85,17 @@ class JobRunner:
         try:
             await self._run_job(task_id)
         except asyncio.CancelledError:
-            await self.store.requeue(task_id)
+            with contextlib.suppress(StorageUnavailable):  # then the queue hands it out again later
+                await self.store.requeue(task_id)
             raise
+        except StorageUnavailable:
+            log.warning("job %s: its state cannot be stored now (storage unreachable); it will be run again",
+                        task_id, extra={"task_id": task_id})
         except Exception as exc:
             log.exception("job %s failed in the runner", task_id, extra={"task_id": task_id})
-            await self._finish_failed(task_id, JobError(ErrorCode.INTERNAL.value, f"server fault: {exc!r}"))
+            with contextlib.suppress(StorageUnavailable):
+                await self._finish_failed(task_id, JobError(ErrorCode.INTERNAL.value,
+                                                            f"server fault: {exc!r}"))
         finally:
             self._active.release()
             await self.queue.done(task_id)
@@ -113,7 +124,7 @@ class JobRunner:
                         ErrorCode.DECODER_CRASHED.value,
                         f"analysing this file crashed a worker process {restarts} times"))
                     return
-                await self.store.set_progress(task_id, 0.0)
+                await self._progress(task_id, 0.0)
         if isinstance(state, JobError):
             await self._finish_failed(task_id, state)
             return
@@ -141,9 +152,14 @@ class JobRunner:
             now = time.monotonic()
             if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
                 reported_at = now
-                await self.store.set_progress(job.task_id, state.progress)
+                await self._progress(job.task_id, state.progress)
                 self.watch.notify(job.task_id)
         return state, onsets
+
+    async def _progress(self, task_id: str, progress: float) -> None:
+        """Store the job's progress if the store answers (it is only informative)."""
+        with contextlib.suppress(StorageUnavailable):
+            await self.store.set_progress(task_id, progress)
 
     async def _finish_failed(self, task_id: str, error: JobError) -> None:
         await self.store.fail(task_id, error)

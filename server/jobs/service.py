@@ -4,6 +4,10 @@ One :class:`JobService` per server. It owns the store, the queue, the upload dir
 server runs without a local worker) a :class:`~server.jobs.runner.JobRunner`. At start it recovers jobs
 cut short by a crash (re-queued if their upload is on disk, failed with ``upload_gone`` otherwise) and
 deletes files no job owns; while it runs, a sweeper deletes finished jobs older than ``retention_s``.
+
+A shared store (Redis) may be unreachable for a while: its calls then raise
+:class:`~server.exceptions.StorageUnavailable`, which the endpoints answer with 503 / close 1013. A job
+cut short by that has its stored upload deleted at once, and is marked failed once the store answers again.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any
 
 from server.config import Config
 from server.dsp import DetectorSettings
-from server.exceptions import SettingsError
+from server.exceptions import SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, Job, JobError, JobStatus
 from server.jobs.queue import JobQueue
 from server.jobs.runner import JobRunner
@@ -33,6 +37,9 @@ log = logging.getLogger(__name__)
 MAX_ACTIVE_JOBS = 4  # jobs analysed side by side by one runner; the rest wait in the queue
 MIN_SWEEP_INTERVAL_S = 0.2
 MAX_SWEEP_INTERVAL_S = 600.0
+SETTLE_RETRY_S = 1.0  # how often failures the store could not take are offered to it again
+STORAGE_LOST = JobError(ErrorCode.STORAGE_UNAVAILABLE.value, "the shared storage could not be reached when "
+                        "the upload completed, so the task was never queued; upload the file again")
 
 
 class QueueFull(Exception):
@@ -63,6 +70,8 @@ class JobService:
                                     pool_slots=max(1, pool.workers - 1), max_active=MAX_ACTIVE_JOBS)
         self._tasks: list[asyncio.Task[None]] = []
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._unsettled: dict[str, JobError] = {}  # failures to store once the store answers again
+        self._settler: asyncio.Task[None] | None = None
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -83,6 +92,13 @@ class JobService:
         self._tasks = []
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
+        if self._settler is not None:
+            self._settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._settler
+        if self._unsettled:
+            log.warning("%d task(s) stay pending: the store was unreachable until shutdown",
+                        len(self._unsettled))
         await self.store.close()
 
     async def recover(self) -> None:
@@ -139,15 +155,23 @@ class JobService:
 
         async def submit() -> None:
             await writer.commit()
-            await self.store.add(self._job(task_id, filename, settings))
-            await self.queue.put(task_id)
+            try:
+                await self.store.add(self._job(task_id, filename, settings))
+                await self.queue.put(task_id)
+            except StorageUnavailable:
+                await self._withdraw(task_id)
+                raise
 
         await self.shielded(submit())
 
     async def reserve(self, task_id: str, filename: str, settings: DetectorSettings) -> Job:
         """Create a ``pending`` job whose upload is still arriving; :meth:`enqueue` it once stored."""
         job = self._job(task_id, filename, settings)
-        await self.store.add(job)
+        try:
+            await self.store.add(job)
+        except StorageUnavailable:
+            self._fail_later(task_id, STORAGE_LOST)  # in case the record was written and the reply lost
+            raise
         return job
 
     async def enqueue(self, writer: UploadWriter, task_id: str) -> None:
@@ -155,9 +179,18 @@ class JobService:
 
         async def enqueue() -> None:
             await writer.commit()
-            await self.queue.put(task_id)
+            try:
+                await self.queue.put(task_id)
+            except StorageUnavailable:
+                await self._withdraw(task_id)
+                raise
 
         await self.shielded(enqueue())
+
+    async def _withdraw(self, task_id: str) -> None:
+        """A stored upload whose job could not be recorded or queued: delete it; fail the job later."""
+        await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+        self._fail_later(task_id, STORAGE_LOST)
 
     async def abandon(self, task_id: str, error: JobError, writer: UploadWriter | None = None) -> None:
         """Fail a reserved job whose upload did not complete, and delete what arrived.
@@ -169,9 +202,29 @@ class JobService:
     async def _abandon(self, task_id: str, error: JobError, writer: UploadWriter | None) -> None:
         if writer is not None:
             await writer.discard()
-        await self.store.fail(task_id, error)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+        try:
+            await self.store.fail(task_id, error)
+        except StorageUnavailable:
+            self._fail_later(task_id, error)
         self.watch.notify(task_id)
+
+    def _fail_later(self, task_id: str, error: JobError) -> None:
+        """Record ``error`` for ``task_id`` as soon as the store answers (tried every second)."""
+        self._unsettled[task_id] = error
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle(), name="job-failures")
+
+    async def _settle(self) -> None:
+        while self._unsettled:
+            await asyncio.sleep(SETTLE_RETRY_S)
+            for task_id, error in list(self._unsettled.items()):
+                try:
+                    await self.store.fail(task_id, error)
+                except StorageUnavailable:
+                    break
+                del self._unsettled[task_id]
+                self.watch.notify(task_id)
 
     async def shielded(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` to the end even if the caller is cancelled meanwhile."""

@@ -4,7 +4,8 @@
 process's pub/sub listener and provides :data:`~server.appkeys.HUB` (a
 :class:`~server.scale.hub.RedisHub`) and :data:`~server.appkeys.JOBS` (a job service on the Redis store and
 queue, with a local worker unless ``--no-worker``); the live-stream and analysis contexts start and stop
-them as they do the embedded ones.
+them as they do the embedded ones. One :class:`~server.scale.availability.Availability` is shared by all of
+them: a Redis outage is noticed and logged once, and every Redis-backed request fails fast while it lasts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from server import appkeys
 from server.config import Config
 from server.jobs.service import JobService
 from server.pool import DetectionPool
+from server.scale.availability import Availability
 from server.scale.client import Redis, connect, instance_id, redacted
 from server.scale.hub import RedisHub
 from server.scale.job_queue import RedisJobQueue
@@ -28,6 +30,9 @@ from server.scale.listener import Listener
 from server.scale.options import check_scale_options, shared_config
 
 log = logging.getLogger(__name__)
+
+OUTAGE_EFFECT = ("file tasks are refused (503, WebSocket close 1013) and other instances' streams cannot be "
+                 "watched until it answers; live streams here go on")
 
 
 class SharedJobService(JobService):
@@ -48,16 +53,18 @@ class ScaleOut:
         self.config = config
         self.client = client
         self.instance = instance_id()
-        self.listener = Listener(client)
+        self.availability = Availability(client, f"Redis at {redacted(config.redis)}", OUTAGE_EFFECT)
+        self.listener = Listener(client, self.availability)
         self.hub = RedisHub(client, self.listener, keys, instance=self.instance,
                             max_subscribers_per_stream=config.max_subscribers_per_stream,
-                            stream_ttl_s=config.redis_stream_ttl_s)
+                            stream_ttl_s=config.redis_stream_ttl_s, availability=self.availability)
         self.queue = RedisJobQueue(client, keys, consumer=self.instance,
                                    claim_idle_s=config.redis_claim_idle_s,
                                    max_deliveries=config.redis_max_deliveries,
-                                   retention_s=config.retention_s, on_failed=self._remove_files)
+                                   retention_s=config.retention_s, on_failed=self._remove_files,
+                                   availability=self.availability)
         store = RedisJobStore(client, keys, config.retention_s, check_uploads=True,
-                              holder=f"instance {self.instance}")
+                              holder=f"instance {self.instance}", availability=self.availability)
         self.jobs = SharedJobService(config, store, self.queue, None if config.no_worker else pool)
         self._keys = keys
 
@@ -79,6 +86,7 @@ class ScaleOut:
     async def close(self) -> None:
         await self.queue.close()
         await self.listener.close()
+        await self.availability.close()
         await self.client.aclose()
 
 

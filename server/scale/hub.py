@@ -9,6 +9,12 @@ the instance fans the events out to its local subscribers' bounded queues.
 Events are delivered at most once: an event published while an instance is cut off from Redis is lost for
 that instance's subscribers (the stream itself goes on). If a stream's instance dies, its entry expires
 after ``stream_ttl_s`` and subscribers elsewhere receive ``ended`` with reason ``expired``.
+
+While this instance cannot reach Redis (:mod:`server.scale.availability`) its own streams and their local
+subscribers go on untouched; listings show this instance's streams only; subscribing to a stream elsewhere
+raises :class:`~server.exceptions.StorageUnavailable`; and once the outage has lasted ``stream_ttl_s``
+(the longest a stream elsewhere could have gone unnoticed) the subscribers here of streams elsewhere get
+``ended`` with reason ``storage_unavailable``.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from redis.exceptions import RedisError
 
 from server.events.hub import Describe, EventHub, SubscriberLimit, UnknownStream
 from server.events.subscription import Event, Subscription
+from server.exceptions import StorageUnavailable
 from server.protocol import stream_messages as msg
+from server.scale.availability import Availability
 from server.scale.client import Redis
 from server.scale.directory import FULL, UNKNOWN, StreamDirectory
 from server.scale.keys import Keys
@@ -40,6 +48,7 @@ MAX_REFRESH_INTERVAL_S = 1.0  # listing entries (and their counters) are at most
 MISSED_REFRESHES = 2  # a watched stream absent this many heartbeats in a row has expired
 CLOSE_FLUSH_S = 5.0  # how long closing waits for queued events and withdrawals to reach Redis
 EXPIRED = "expired"  # `ended` reason when the stream's instance stopped refreshing it
+UNAVAILABLE = "storage_unavailable"  # `ended` reason when this instance lost Redis for stream_ttl_s
 
 
 def _dumps(event: Event) -> str:
@@ -48,13 +57,16 @@ def _dumps(event: Event) -> str:
 
 class RedisHub(EventHub):
     def __init__(self, client: Redis, listener: Listener, keys: Keys, *, instance: str,
-                 max_subscribers_per_stream: int, stream_ttl_s: float) -> None:
+                 max_subscribers_per_stream: int, stream_ttl_s: float,
+                 availability: Availability | None = None) -> None:
         self.keys = keys
         self.instance = instance
         self.max_subscribers_per_stream = max_subscribers_per_stream
+        self.availability = availability or Availability(client)
         self.directory = StreamDirectory(client, keys, stream_ttl_s)
+        self.stream_ttl_s = stream_ttl_s
         self.refresh_interval_s = min(MAX_REFRESH_INTERVAL_S, stream_ttl_s / 3)
-        self.outbox = RedisOutbox(client, OUTBOX_LIMIT)
+        self.outbox = RedisOutbox(client, OUTBOX_LIMIT, self.availability)
         self._listener = listener
         self._describe: dict[str, Describe] = {}  # streams running here
         self._subscribers: dict[str, set[Subscription]] = {}  # subscribers here, of streams anywhere
@@ -115,7 +127,8 @@ class RedisHub(EventHub):
         local = stream_id in self._describe
         channel = None if local else self.keys.events(stream_id)
         if channel is not None:
-            await self._listener.acquire(channel, self._on_message)
+            with self.availability.guard():
+                await self._listener.acquire(channel, self._on_message)
         subscription = Subscription(stream_id, queue_limit, self._forget)
         # Registered before joining, so an `ended` arriving meanwhile finishes it rather than being missed.
         self._subscribers.setdefault(stream_id, set()).add(subscription)
@@ -123,14 +136,14 @@ class RedisHub(EventHub):
             self._channels[subscription] = channel
         member = f"{self.instance}:{next(self._serial)}"
         try:
-            joined = await self.directory.join(stream_id, member, self.max_subscribers_per_stream,
-                                               listed=not local)
-        except (RedisError, OSError) as exc:
+            with self.availability.guard():
+                joined = await self.directory.join(stream_id, member, self.max_subscribers_per_stream,
+                                                   listed=not local)
+        except StorageUnavailable:
             if channel is not None:
                 subscription.close()
                 raise
-            log.warning("redis unavailable, counting subscribers of %s on this instance only: %s",
-                        stream_id, exc)
+            log.debug("redis unavailable, counting subscribers of %s on this instance only", stream_id)
             local_count = len(self._subscribers.get(stream_id, ()))
             joined = FULL if local_count > self.max_subscribers_per_stream else local_count
             member = ""
@@ -186,10 +199,10 @@ class RedisHub(EventHub):
 
     async def streams(self) -> list[dict[str, Any]]:
         try:
-            listed = await self.directory.list()
-        except (RedisError, OSError) as exc:
-            log.warning("redis unavailable, listing this instance's streams only: %s", exc)
-            listed = []
+            with self.availability.guard():
+                listed = await self.directory.list()
+        except StorageUnavailable:
+            listed = []  # this instance's streams only
         entries: dict[str, dict[str, Any]] = {}
         for entry in listed:
             stream_id = entry.get("stream_id")
@@ -205,8 +218,9 @@ class RedisHub(EventHub):
     async def describe(self, stream_id: str) -> dict[str, Any]:
         local = self._describe.get(stream_id)
         try:
-            entry = await self.directory.describe(stream_id)
-        except (RedisError, OSError):
+            with self.availability.guard():
+                entry = await self.directory.describe(stream_id)
+        except StorageUnavailable:
             if local is None:
                 raise
             entry = None
@@ -223,12 +237,29 @@ class RedisHub(EventHub):
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval_s)
-            for stream_id in list(self._describe):
-                self._queue_refresh(stream_id)  # in order with the stream's end
+            if self.availability.up:  # refreshes resume once Redis answers again
+                for stream_id in list(self._describe):
+                    self._queue_refresh(stream_id)  # in order with the stream's end
             try:
                 await self._watch_remote()
-            except (RedisError, OSError) as exc:
-                log.debug("redis unavailable for the heartbeat: %s", exc)
+            except StorageUnavailable:
+                self._end_unconfirmed()
+            except RedisError as exc:
+                log.warning("heartbeat of watched streams failed: %s", exc)
+
+    def _end_unconfirmed(self) -> None:
+        """Once Redis has been unreachable for ``stream_ttl_s``, end the subscriptions here to streams
+        running elsewhere: whether they still run can no longer be known."""
+        if self.availability.down_for_s() < self.stream_ttl_s:
+            return
+        remote = [stream_id for stream_id in self._subscribers if stream_id not in self._describe]
+        if remote:
+            log.info("ending %d watched stream(s) of other instances: Redis unreachable for %.0f s",
+                     len(remote), self.availability.down_for_s())
+        for stream_id in remote:
+            last = self._last_entry.get(stream_id, {})
+            duration_s, onsets = float(last.get("received_s", 0.0)), int(last.get("onsets", 0))
+            self._finish_remote(stream_id, msg.ended(stream_id, UNAVAILABLE, duration_s, onsets))
 
     async def _watch_remote(self) -> None:
         watched = [(stream_id, [self._members[s] for s in subscribers if s in self._members])
@@ -236,7 +267,8 @@ class RedisHub(EventHub):
                    if stream_id not in self._describe and subscribers]
         if not watched:
             return
-        entries = await self.directory.touch_remote(watched)
+        with self.availability.guard():
+            entries = await self.directory.touch_remote(watched)
         for (stream_id, _), entry in zip(watched, entries, strict=True):
             if stream_id not in self._subscribers:
                 continue  # ended while we asked

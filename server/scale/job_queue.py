@@ -9,6 +9,10 @@ delivery, and a job delivered more than ``max_deliveries`` times fails with ``wo
 job acknowledges and deletes its entry in the same script that stores the outcome
 (:mod:`server.scale.job_store`); a delivery of a job that already finished is only acknowledged, so
 handling is idempotent by task id.
+
+While Redis cannot be reached (see :mod:`server.scale.availability`) ``put`` raises
+:class:`~server.exceptions.StorageUnavailable`; a runner's ``get`` waits for Redis to answer again, and a
+job whose delivery could not be settled is taken over later like a dead worker's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from server.exceptions import StorageUnavailable
+from server.scale.availability import Availability
 from server.scale.client import Redis
 from server.scale.keys import JOB_GROUP, Keys
 
@@ -133,10 +139,12 @@ class RedisJobQueue:
     ``done`` from a runner (a worker), which must :meth:`close` it when it stops."""
 
     def __init__(self, client: Redis, keys: Keys, *, consumer: str, claim_idle_s: float, max_deliveries: int,
-                 retention_s: float, on_failed: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 retention_s: float, on_failed: Callable[[str], Awaitable[None]] | None = None,
+                 availability: Availability | None = None) -> None:
         if claim_idle_s <= 0 or max_deliveries < 1:
             raise ValueError("claim_idle_s must be > 0 and max_deliveries >= 1")
         self.client = client
+        self.availability = availability or Availability(client)
         self.keys = keys
         self.consumer = consumer
         self.claim_idle_s = claim_idle_s
@@ -169,13 +177,14 @@ class RedisJobQueue:
                 await self._keeper
             self._keeper = None
         if self._group_ready:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(RedisError, StorageUnavailable), self.availability.guard():
                 await self._retire(keys=[self.keys.queue], args=[JOB_GROUP, self.consumer])
 
     # --- the submitting side ----------------------------------------------------------------------------
 
     async def put(self, task_id: str) -> None:
-        await self._put(keys=[self.keys.queue, self.keys.job(task_id)], args=[task_id])
+        with self.availability.guard():
+            await self._put(keys=[self.keys.queue, self.keys.job(task_id)], args=[task_id])
 
     # --- the runner's side ------------------------------------------------------------------------------
 
@@ -189,13 +198,16 @@ class RedisJobQueue:
                 self._held[task_id] = entry_id
                 return task_id
             try:
-                await self._fill()
+                with self.availability.guard():
+                    await self._fill()
             except ResponseError as exc:
                 if "NOGROUP" in str(exc):
                     self._group_ready = False  # Redis lost the group (restarted without persistence)
                 else:
                     raise
-            except (RedisError, OSError) as exc:
+            except StorageUnavailable:
+                await asyncio.sleep(RETRY_S)  # the outage is logged once, by the availability
+            except RedisError as exc:
                 self._log(f"cannot read the job queue, retrying: {exc}")
                 await asyncio.sleep(RETRY_S)
 
@@ -204,9 +216,12 @@ class RedisJobQueue:
         if entry_id is None:
             return
         try:
-            await self._settle(keys=[self.keys.queue, self.keys.job(task_id)],
-                               args=[JOB_GROUP, entry_id, task_id])
-        except (RedisError, OSError) as exc:
+            with self.availability.guard():
+                await self._settle(keys=[self.keys.queue, self.keys.job(task_id)],
+                                   args=[JOB_GROUP, entry_id, task_id])
+        except StorageUnavailable:
+            log.debug("job %s not settled (Redis unavailable); a worker takes it over later", task_id)
+        except RedisError as exc:
             self._log(f"could not settle job {task_id}; another worker will take it over: {exc}")
 
     async def _ensure_group(self) -> None:
@@ -276,9 +291,12 @@ class RedisJobQueue:
             if not held:
                 continue
             try:
-                owners = await self._keep(keys=[self.keys.queue],
-                                          args=[JOB_GROUP, self.consumer, *held.values()])
-            except (RedisError, OSError) as exc:
+                with self.availability.guard():
+                    owners = await self._keep(keys=[self.keys.queue],
+                                              args=[JOB_GROUP, self.consumer, *held.values()])
+            except StorageUnavailable:
+                continue
+            except RedisError as exc:
                 self._log(f"cannot renew job claims: {exc}")
                 continue
             for (task_id, _entry_id), raw in zip(held.items(), owners, strict=True):

@@ -8,6 +8,10 @@ by a worker elsewhere at once.
 Finishing a job (``succeed``, ``fail``) also acknowledges and deletes its entry in the job stream in the
 same script: a result is never stored without the delivery being settled, nor settled without the result.
 Finishing is idempotent by task id: the first result wins; a late duplicate only settles its delivery.
+
+Every call goes through the process's :class:`~server.scale.availability.Availability`: while Redis cannot
+be reached each method raises :class:`~server.exceptions.StorageUnavailable` (at once, once the outage is
+known).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from server.jobs.model import ErrorCode, Job, JobError, JobStatus
+from server.scale.availability import Availability
 from server.scale.client import Redis
 from server.scale.keys import JOB_GROUP, Keys
 
@@ -136,8 +141,9 @@ class RedisJobStore:
     """
 
     def __init__(self, client: Redis, keys: Keys, retention_s: float, *, check_uploads: bool = False,
-                 holder: str = "") -> None:
+                 holder: str = "", availability: Availability | None = None) -> None:
         self.client = client
+        self.availability = availability or Availability(client)
         self.keys = keys
         self.retention_s = retention_s
         self.check_uploads = check_uploads
@@ -161,31 +167,38 @@ class RedisJobStore:
     async def add(self, job: Job) -> None:
         keys = self.keys
         flat = [item for pair in job_fields(job).items() for item in pair]
-        added = await self._add(keys=[keys.job(job.task_id), keys.pending, keys.unfinished],
-                                args=[job.task_id, self.ttl_ms, keys.job_changes, repr(job.created_s), *flat])
+        with self.availability.guard():
+            added = await self._add(keys=[keys.job(job.task_id), keys.pending, keys.unfinished],
+                                    args=[job.task_id, self.ttl_ms, keys.job_changes, repr(job.created_s),
+                                          *flat])
         if not added:
             raise ValueError(f"task {job.task_id!r} already exists")
 
     async def get(self, task_id: str) -> Job | None:
-        raw = await self.client.hgetall(self.keys.job(task_id))
+        with self.availability.guard():
+            raw = await self.client.hgetall(self.keys.job(task_id))
         return job_from_fields(task_id, raw) if raw else None
 
     async def count_waiting(self) -> int:
         pipe = self.client.pipeline(transaction=True)
         pipe.zremrangebyscore(self.keys.pending, "-inf", time.time() - self.retention_s)
         pipe.zcard(self.keys.pending)
-        return int((await pipe.execute())[1])
+        with self.availability.guard():
+            return int((await pipe.execute())[1])
 
     async def count_by_status(self) -> dict[str, int]:
         """Unfinished jobs by state (for metrics); finished records are not counted (they just expire)."""
         pipe = self.client.pipeline(transaction=True)
         pipe.zcard(self.keys.pending)
         pipe.zcard(self.keys.unfinished)
-        pending, unfinished = (int(n) for n in await pipe.execute())
+        with self.availability.guard():
+            pending, unfinished = (int(n) for n in await pipe.execute())
         return {JobStatus.PENDING.value: pending, JobStatus.PROCESSING.value: max(0, unfinished - pending)}
 
     async def start(self, task_id: str) -> Job | None:
-        flat = await self._start(keys=[self.keys.job(task_id), self.keys.pending], args=self._head(task_id))
+        with self.availability.guard():
+            flat = await self._start(keys=[self.keys.job(task_id), self.keys.pending],
+                                     args=self._head(task_id))
         job = job_from_fields(task_id, _pairs(flat)) if flat else None
         if job is None or not self.check_uploads:
             return job
@@ -199,13 +212,15 @@ class RedisJobStore:
         return job
 
     async def set_progress(self, task_id: str, progress: float) -> None:
-        await self._progress(keys=[self.keys.job(task_id)], args=[*self._head(task_id), repr(progress)])
+        with self.availability.guard():
+            await self._progress(keys=[self.keys.job(task_id)], args=[*self._head(task_id), repr(progress)])
 
     async def _finish_with(self, task_id: str, fields: dict[str, str]) -> bool:
         keys = self.keys
         flat = [item for pair in fields.items() for item in pair]
-        changed = await self._finish(keys=[keys.job(task_id), keys.pending, keys.unfinished, keys.queue],
-                                     args=[*self._head(task_id), JOB_GROUP, *flat])
+        with self.availability.guard():
+            changed = await self._finish(keys=[keys.job(task_id), keys.pending, keys.unfinished, keys.queue],
+                                         args=[*self._head(task_id), JOB_GROUP, *flat])
         return bool(changed)
 
     async def succeed(self, task_id: str, result_json: str) -> None:
@@ -217,21 +232,25 @@ class RedisJobStore:
                                           "error_msg": error.message})
 
     async def requeue(self, task_id: str) -> None:
-        await self._requeue(keys=[self.keys.job(task_id), self.keys.pending], args=self._head(task_id))
+        with self.availability.guard():
+            await self._requeue(keys=[self.keys.job(task_id), self.keys.pending], args=self._head(task_id))
 
     async def unfinished(self) -> list[Job]:
-        listed: Any = await self.client.zrange(self.keys.unfinished, 0, -1)
+        with self.availability.guard():
+            listed: Any = await self.client.zrange(self.keys.unfinished, 0, -1)
         ids = [_text(raw) for raw in listed]
         if not ids:
             return []
         pipe = self.client.pipeline(transaction=False)
         for task_id in ids:
             pipe.hgetall(self.keys.job(task_id))
-        records = await pipe.execute()
+        with self.availability.guard():
+            records = await pipe.execute()
         jobs = [job_from_fields(task_id, raw) for task_id, raw in zip(ids, records, strict=True) if raw]
         gone = [task_id for task_id, raw in zip(ids, records, strict=True) if not raw]
         if gone:
-            await self.client.zrem(self.keys.unfinished, *gone)
+            with self.availability.guard():
+                await self.client.zrem(self.keys.unfinished, *gone)
         return sorted((job for job in jobs if not job.status.finished), key=lambda job: job.created_s)
 
     async def delete_finished_before(self, before_s: float) -> list[Job]:

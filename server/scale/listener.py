@@ -2,7 +2,10 @@
 
 Handlers run on the event loop in the listener's task and must not block. When the connection drops,
 redis-py reconnects and subscribes again to every channel; messages published meanwhile are lost (pub/sub
-delivers at most once). The listener keeps trying until it is closed.
+delivers at most once). The listener keeps trying until it is closed; a lost connection is reported to the
+process's :class:`~server.scale.availability.Availability`, which logs the outage once. A channel whose
+unsubscribe failed for want of Redis is unsubscribed once the connection is back (redis-py would otherwise
+subscribe to it again on reconnecting).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
+from server.scale.availability import OUTAGE_ERRORS, Availability
 from server.scale.client import Redis
 
 log = logging.getLogger(__name__)
@@ -28,8 +32,10 @@ LOG_INTERVAL_S = 30.0  # least time between two logged connection failures
 
 
 class Listener:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, availability: Availability | None = None) -> None:
         self._pubsub = client.pubsub()
+        self.availability = availability or Availability(client)
+        self._leftover: set[str] = set()  # channels released while Redis was unreachable
         self._handlers: dict[str, Handler] = {}
         self._refs: Counter[str] = Counter()
         self._confirmed: dict[str, asyncio.Future[None]] = {}
@@ -94,10 +100,31 @@ class Listener:
             if self._refs[channel] > 0:
                 return
             self._drop(channel)
-            try:
-                await self._pubsub.unsubscribe(channel)
-            except (RedisError, OSError) as exc:
-                self._log_failure(f"could not unsubscribe from {channel}: {exc}")
+            await self._unsubscribe(channel)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        started_s = time.monotonic()
+        try:
+            await self._pubsub.unsubscribe(channel)
+            self._leftover.discard(channel)
+        except OUTAGE_ERRORS as exc:
+            self._leftover.add(channel)
+            self.availability.lost(exc, started_s)
+        except RedisError as exc:
+            self._log_failure(f"could not unsubscribe from {channel}: {exc}")
+
+    async def _unsubscribe_leftovers(self) -> None:
+        async with self._lock:
+            for channel in list(self._leftover):
+                self._leftover.discard(channel)
+                if channel not in self._refs:  # not taken again meanwhile
+                    await self._unsubscribe(channel)
+
+    def _after_reconnect(self) -> None:
+        if self._leftover and self.availability.up:
+            task = asyncio.create_task(self._unsubscribe_leftovers())
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
 
     def _drop(self, channel: str) -> None:
         self._refs.pop(channel, None)
@@ -106,14 +133,20 @@ class Listener:
 
     async def _run(self) -> None:
         while True:
+            started_s = time.monotonic()
             try:
                 message = await self._pubsub.get_message(timeout=None)
-            except (RedisError, OSError) as exc:
-                self._log_failure(f"pub/sub connection lost, reconnecting: {exc}")
+            except OUTAGE_ERRORS as exc:
+                self.availability.lost(exc, started_s)  # redis-py reconnects and subscribes again
+                await asyncio.sleep(RETRY_S)
+                continue
+            except RedisError as exc:
+                self._log_failure(f"pub/sub read failed, retrying: {exc}")
                 await asyncio.sleep(RETRY_S)
                 continue
             if message is not None:
                 self._dispatch(message)
+                self._after_reconnect()
 
     def _dispatch(self, message: dict[str, object]) -> None:
         kind, raw_channel, data = message.get("type"), message.get("channel"), message.get("data")

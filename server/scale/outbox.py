@@ -2,8 +2,11 @@
 
 :meth:`RedisOutbox.put` never blocks: it queues an *operation*, a function that adds commands to a
 pipeline when the batch is built (so it reads the freshest state then). One background task sends the
-operations in order, many per round trip. When Redis is unreachable a batch is dropped, counted and
-logged, and sending resumes once it answers again: live events are delivered at most once.
+operations in order, many per round trip. Live events are delivered at most once: while Redis cannot be
+reached (see :mod:`server.scale.availability`) ordinary operations (events) are refused and counted as
+lost, while *essential* ones (a stream's withdrawal, a subscriber leaving) wait, within their limit, and
+are sent once Redis answers again. A batch that meets the outage is lost but for its essential operations,
+which go back to the head of the queue (each of them may safely run twice).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from server.scale.availability import OUTAGE_ERRORS, Availability
 from server.scale.client import Redis
 
 log = logging.getLogger(__name__)
@@ -39,27 +43,32 @@ def queue_script(pipe: Pipeline, script: AsyncScript, keys: Sequence[str], args:
 
 
 class RedisOutbox:
-    def __init__(self, client: Redis, limit: int) -> None:
+    def __init__(self, client: Redis, limit: int, availability: Availability | None = None) -> None:
         self._client = client
         self.limit = limit
-        self._ops: deque[Op] = deque()
+        self.availability = availability or Availability(client)
+        self._ops: deque[tuple[Op, bool]] = deque()  # (operation, essential)
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.dropped = 0  # operations refused because the queue was full
-        self.lost = 0  # operations in batches Redis did not take
+        self.lost = 0  # operations refused or dropped because Redis could not be reached
         self._logged_at_s = -LOG_INTERVAL_S
 
     def __len__(self) -> int:
         return len(self._ops)
 
     def put(self, op: Op, essential: bool = False) -> bool:
-        """Queue ``op``; refused (``False``) when ``limit`` operations wait, or 4× that if ``essential``."""
+        """Queue ``op``; refused (``False``) when ``limit`` operations wait, or 4× that if ``essential``,
+        and, unless ``essential``, while Redis cannot be reached."""
+        if not essential and not self.availability.up:
+            self.lost += 1
+            return False
         if len(self._ops) >= self.limit * (ESSENTIAL_FACTOR if essential else 1):
             self.dropped += 1
             self._log(f"{self.dropped} operations dropped so far: Redis is not keeping up")
             return False
-        self._ops.append(op)
+        self._ops.append((op, essential))
         self._idle.clear()
         self._wakeup.set()
         return True
@@ -71,32 +80,51 @@ class RedisOutbox:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 while self._ops:
-                    await self._send_batch()
+                    if self.availability.up:
+                        await self._send_batch()
+                    else:
+                        self._drop_inessential()
+                        await asyncio.sleep(RETRY_S)  # essential operations wait for Redis to answer
                 self._idle.set()
         finally:
             self._idle.set()
 
+    def _drop_inessential(self) -> None:
+        kept = deque(item for item in self._ops if item[1])
+        self.lost += len(self._ops) - len(kept)
+        self._ops = kept
+
     async def _send_batch(self) -> None:
         pipe = self._client.pipeline(transaction=False)
-        count = 0
-        while self._ops and count < BATCH_OPS:
-            op = self._ops.popleft()
-            count += 1
+        batch: list[tuple[Op, bool]] = []
+        while self._ops and len(batch) < BATCH_OPS:
+            item = self._ops.popleft()
+            batch.append(item)
             try:
-                op(pipe)
+                item[0](pipe)
             except Exception:
                 log.exception("a queued Redis operation failed to build")
         if not len(pipe):
             return
+        started_s = time.monotonic()
         try:
             await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            self.lost += count
-            self._log(f"{count} operations lost ({self.lost} so far): {exc}")
+        except OUTAGE_ERRORS as exc:
+            self.availability.lost(exc, started_s)
+            essential = [item for item in batch if item[1]]
+            self._ops.extendleft(reversed(essential))
+            self.lost += len(batch) - len(essential)
+            await asyncio.sleep(RETRY_S)
+        except RedisError as exc:
+            self.lost += len(batch)
+            self._log(f"{len(batch)} operations lost ({self.lost} so far): {exc}")
             await asyncio.sleep(RETRY_S)
 
     async def flush(self, timeout_s: float) -> None:
-        """Wait until everything queued so far was sent (or ``timeout_s``)."""
+        """Wait until everything queued so far was sent (or ``timeout_s``; at once while Redis cannot be
+        reached)."""
+        if not self.availability.up:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)
 

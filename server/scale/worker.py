@@ -20,6 +20,7 @@ from server.jobs.runner import JobRunner
 from server.jobs.uploads import UploadDir
 from server.jobs.watch import JobWatch
 from server.pool import DetectionPool
+from server.scale.availability import Availability
 from server.scale.client import connect, instance_id, redacted
 from server.scale.job_queue import RedisJobQueue
 from server.scale.job_store import RedisJobStore
@@ -38,6 +39,8 @@ async def run_worker(config: Config, ready: Callable[[str], None] | None = None)
     client = await connect(config.redis)
     keys = Keys(config.redis_prefix)
     consumer = instance_id()
+    availability = Availability(client, f"Redis at {redacted(config.redis)}",
+                                "no job can be taken or finished until it answers")
     uploads = UploadDir(config.data_dir)
     pool = DetectionPool(config.workers)
 
@@ -46,8 +49,9 @@ async def run_worker(config: Config, ready: Callable[[str], None] | None = None)
 
     queue = RedisJobQueue(client, keys, consumer=consumer, claim_idle_s=config.redis_claim_idle_s,
                           max_deliveries=config.redis_max_deliveries, retention_s=config.retention_s,
-                          on_failed=remove_files)
-    store = RedisJobStore(client, keys, config.retention_s, check_uploads=True, holder=f"worker {consumer}")
+                          on_failed=remove_files, availability=availability)
+    store = RedisJobStore(client, keys, config.retention_s, check_uploads=True, holder=f"worker {consumer}",
+                          availability=availability)
     runner = JobRunner(store, queue, uploads, pool, JobWatch(),
                        pool_slots=pool.workers, max_active=pool.workers + EXTRA_ACTIVE_JOBS)
     stop = asyncio.Event()
@@ -73,4 +77,5 @@ async def run_worker(config: Config, ready: Callable[[str], None] | None = None)
             loop.remove_signal_handler(signum)
         await queue.close()
         await pool.close()
+        await availability.close()
         await client.aclose()

@@ -2,7 +2,8 @@
 
 The upload is streamed from the multipart body to disk chunk by chunk; the 202 answer comes once it is
 stored, before analysis. Limits are checked before the body is read (``Content-Length``, also in answer
-to ``Expect: 100-continue``) and while it is read (the running byte count). See docs/protocol.md,
+to ``Expect: 100-continue``) and while it is read (the running byte count). With ``--redis``, while
+Redis cannot be reached both endpoints answer 503 ``storage_unavailable``. See docs/protocol.md,
 "Whole-file analysis".
 """
 
@@ -17,7 +18,7 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
-from server.exceptions import SettingsError
+from server.exceptions import SettingsError, StorageUnavailable
 from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
@@ -57,11 +58,17 @@ def _precheck(request: web.Request, service: JobService) -> None:
                         f"{limit} bytes")
 
 
+def _unavailable(exc: StorageUnavailable) -> BadUpload:
+    return BadUpload(503, "storage_unavailable", str(exc))
+
+
 async def _capacity(service: JobService) -> None:
     try:
         await service.check_capacity()
     except QueueFull as exc:
         raise BadUpload(503, "queue_full", str(exc)) from None
+    except StorageUnavailable as exc:
+        raise _unavailable(exc) from None
 
 
 def _error(exc: BadUpload) -> web.Response:
@@ -144,7 +151,10 @@ async def post_analysis(request: web.Request) -> web.Response:
             raise BadUpload(400, "empty", "the uploaded file is empty")
         await _capacity(service)
         committed = True
-        await service.submit(writer, task_id, filename, settings)
+        try:
+            await service.submit(writer, task_id, filename, settings)
+        except StorageUnavailable as exc:  # the service deleted the stored upload
+            raise _unavailable(exc) from None
     except BadUpload as exc:
         return _error(exc)
     except SettingsError as exc:
@@ -159,7 +169,10 @@ async def post_analysis(request: web.Request) -> web.Response:
 
 async def get_analysis(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
-    job = await request.app[appkeys.JOBS].get(task_id) if TASK_ID_RE.match(task_id) else None
+    try:
+        job = await request.app[appkeys.JOBS].get(task_id) if TASK_ID_RE.match(task_id) else None
+    except StorageUnavailable as exc:
+        return _error(_unavailable(exc))
     if job is None:
         return json_error(404, "not_found",
                           f"no task {task_id!r} (unknown, or deleted after the retention time)")

@@ -2,7 +2,9 @@
 
 The middleware turns aiohttp's own HTTP errors (404 for an unknown path, 405...) into that shape, and any
 unexpected exception into a JSON 500 whose traceback is logged. Handlers answer client mistakes
-themselves with a 4xx (:func:`json_error`), so a 500 always means a server fault.
+themselves with a 4xx (:func:`json_error`), so a 500 always means a server fault. The shared storage being
+unreachable (:class:`~server.exceptions.StorageUnavailable`, with ``--redis``) is no fault of the server
+either: 503 ``storage_unavailable`` with ``Retry-After``, logged only once per outage (by the storage).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from server.exceptions import StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+STORAGE_RETRY_AFTER_S = "5"
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -38,6 +43,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return json_error(exc.status, _code(exc.reason), message, headers)
     except ConnectionError:
         raise  # the client went away; nothing to answer
+    except StorageUnavailable as exc:
+        return json_error(503, "storage_unavailable", str(exc), {"Retry-After": STORAGE_RETRY_AFTER_S})
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal", "the server failed to handle this request; the fault is logged")

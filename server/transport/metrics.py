@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from server import appkeys
+from server.exceptions import StorageUnavailable
 from server.jobs.model import JobStatus
 from server.observability.metrics import METRICS, MetricSet, counter_now, gauge
 from server.stream.session import StreamSession
@@ -59,16 +60,20 @@ def _stream_removed(metrics: MetricSet) -> Any:
     return removed
 
 
-async def _job_counts(app: web.Application) -> dict[str, int]:
+async def _job_counts(app: web.Application) -> dict[str, int] | None:
+    """Jobs by state; ``None`` when the (shared) store cannot be reached."""
     jobs = app.get(appkeys.JOBS)
     if jobs is None:
         return {}
     store: Any = jobs.store
     counter = getattr(store, "count_by_status", None)  # stores that can count every state
-    if counter is not None:
-        counts: dict[str, int] = await counter()
-        return counts
-    return {JobStatus.PENDING.value: await store.count_waiting()}
+    try:
+        if counter is not None:
+            counts: dict[str, int] = await counter()
+            return counts
+        return {JobStatus.PENDING.value: await store.count_waiting()}
+    except StorageUnavailable:
+        return None
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
@@ -101,8 +106,9 @@ async def metrics_handler(request: web.Request) -> web.Response:
     lines += gauge("transient_stream_lag_seconds_sum", "audio waiting for analysis, all streams",
                    [((), sum(lags))])
     counts = await _job_counts(app)
-    lines += gauge("transient_jobs", "file analysis tasks by state",
-                   [((("state", state.value),), counts.get(state.value, 0)) for state in JobStatus])
+    if counts is not None:  # left out while the job store cannot be reached
+        lines += gauge("transient_jobs", "file analysis tasks by state",
+                       [((("state", state.value),), counts.get(state.value, 0)) for state in JobStatus])
     pool = app.get(appkeys.POOL)
     lines += gauge("transient_pool_workers", "processes in the detection pool",
                    [((), pool.workers if pool else 0)])

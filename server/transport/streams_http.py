@@ -1,5 +1,8 @@
 """``GET /api/v3/streams`` (the live streams) and ``GET /api/v3/streams/{stream_id}/events`` (a subscriber's
-WebSocket: the stream's onset and status events as they happen, then ``ended``)."""
+WebSocket: the stream's onset and status events as they happen, then ``ended``).
+
+With ``--redis``, a subscriber to a stream of another instance while Redis cannot be reached gets
+``storage_unavailable`` and close 1013."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from aiohttp import WSMsgType, web
 from server import appkeys
 from server.events.hub import SubscriberLimit, UnknownStream
 from server.events.subscription import Subscription
+from server.exceptions import StorageUnavailable
 from server.protocol import codec as codec_mod
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Codec, decode_frame
@@ -59,6 +63,15 @@ async def _read(ws: StreamSocket, codec: Codec) -> None:
                 await codec_mod.send(ws, codec, error.to_message())
 
 
+def _refusal(exc: UnknownStream | SubscriberLimit | StorageUnavailable) -> ProtocolError:
+    if isinstance(exc, UnknownStream):
+        return ProtocolError("unknown_stream", str(exc), CloseCode.POLICY)
+    if isinstance(exc, SubscriberLimit):
+        return ProtocolError("subscriber_limit", str(exc), CloseCode.TRY_AGAIN_LATER)
+    return ProtocolError("storage_unavailable", f"{exc} (streams of other instances cannot be watched now)",
+                         CloseCode.TRY_AGAIN_LATER)
+
+
 async def events_handler(request: web.Request) -> web.StreamResponse:
     codec, refusal = check_upgrade(request)
     if codec is None:
@@ -70,12 +83,14 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     _cap_send_buffer(request)
     stream_id = request.match_info["stream_id"]
+    subscription: Subscription | None = None
     try:
         subscription = await hub.subscribe(stream_id, config.subscriber_queue)
         stream = await hub.describe(stream_id)
-    except (UnknownStream, SubscriberLimit) as exc:
-        error = (ProtocolError("unknown_stream", str(exc), CloseCode.POLICY) if isinstance(exc, UnknownStream)
-                 else ProtocolError("subscriber_limit", str(exc), CloseCode.TRY_AGAIN_LATER))
+    except (UnknownStream, SubscriberLimit, StorageUnavailable) as exc:
+        if subscription is not None:  # the stream ended, or Redis went away, in between
+            subscription.close()
+        error = _refusal(exc)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await codec_mod.send(ws, codec, error.to_message())
         await ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())

@@ -2,7 +2,8 @@
 
 ``upload`` → ``accepted``; binary chunks, acknowledged with ``ack`` as they reach the disk (the client
 keeps at most ``window_bytes`` unacknowledged); ``end`` → ``progress``... → ``result`` (or ``error``).
-The job is the same one ``GET /api/v3/analysis/{task_id}`` shows. See docs/protocol.md.
+The job is the same one ``GET /api/v3/analysis/{task_id}`` shows. With ``--redis``, Redis being
+unreachable ends the socket with ``storage_unavailable`` and close 1013. See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from server import appkeys
-from server.exceptions import SettingsError
+from server.exceptions import SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.uploads import UploadWriter
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 WINDOW_BYTES = 4 << 20  # unacknowledged bytes a client may have in flight
 FOLLOW_POLL_S = 1.0  # re-read the job at least this often while waiting for its progress
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+
+
+def _unavailable(exc: StorageUnavailable, consequence: str = "") -> ProtocolError:
+    return ProtocolError("storage_unavailable", f"{exc}{consequence}", CloseCode.TRY_AGAIN_LATER)
 
 
 class Uploading:
@@ -99,12 +104,14 @@ class Uploading:
         try:
             settings = parse_settings(upload.settings)
             await service.check_capacity()
+            self.task_id = service.new_task_id()
+            await service.reserve(self.task_id, upload.filename, settings)
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.POLICY) from None
         except QueueFull as exc:
             raise ProtocolError("queue_full", str(exc), CloseCode.TRY_AGAIN_LATER) from None
-        self.task_id = service.new_task_id()
-        await service.reserve(self.task_id, upload.filename, settings)
+        except StorageUnavailable as exc:
+            raise _unavailable(exc) from None
         self.writer = service.writer(self.task_id)
         await self.writer.open()
         await send(self.ws, self.codec, msg.accepted(self.task_id, WINDOW_BYTES, self.ws.limit_bytes))
@@ -132,7 +139,10 @@ class Uploading:
                     raise ProtocolError("size_mismatch", f"'end' after {writer.received_bytes} of the "
                                         f"announced {size} bytes", CloseCode.POLICY)
                 self.writer = None
-                await self.service.enqueue(writer, self.task_id)
+                try:
+                    await self.service.enqueue(writer, self.task_id)
+                except StorageUnavailable as exc:  # the service deleted the upload; the task fails
+                    raise _unavailable(exc, "; the file was not kept: send it again") from None
                 await send(self.ws, self.codec, msg.ack(writer.written_bytes))
                 return True
             else:
@@ -162,7 +172,14 @@ class Uploading:
         service, task_id = self.service, self.task_id
         last: tuple[str, float] | None = None
         while True:
-            job = await service.get(task_id)
+            try:
+                job = await service.get(task_id)
+            except StorageUnavailable as exc:  # the task itself is queued (or running) and goes on
+                error = _unavailable(exc, f"; the task goes on: GET /api/v3/analysis/{task_id} shows it "
+                                          "once the storage answers again")
+                await send(self.ws, self.codec, {**error.to_message(), "task_id": task_id})
+                await self.ws.close(code=CloseCode.TRY_AGAIN_LATER, message=error.code.encode())
+                return
             if job is None:
                 error = ProtocolError("not_found", "the task was deleted", CloseCode.SERVER_FAULT)
                 await send(self.ws, self.codec, error.to_message())
