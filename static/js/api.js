@@ -1,8 +1,13 @@
 // Endpoints of the Transient server (docs/protocol.md) and small helpers every page shares.
 
-/** WebSocket URL of `path` on the server that served this page (ws: or wss: to match http: or https:). */
+import { authHeaders, withToken } from "./auth.js";
+
+/**
+ * WebSocket URL of `path` on the server that served this page (ws: or wss: to match http: or https:),
+ * carrying the access token if there is one.
+ */
 export function wsUrl(path) {
-  const url = new URL(path, window.location.href);
+  const url = new URL(withToken(path), window.location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
 }
@@ -43,16 +48,34 @@ export async function errorOf(response) {
   return new ApiError(response.status, code, message, Number.isFinite(retry) && retry > 0 ? retry : null);
 }
 
-/** fetch() that returns parsed JSON or throws ApiError (status 0 when the server cannot be reached). */
+/**
+ * fetch() with the access token that returns parsed JSON or throws ApiError (status 0 when the server
+ * cannot be reached).
+ */
 export async function fetchJson(path, init = {}) {
   let response;
   try {
-    response = await fetch(path, init);
+    response = await fetch(path, { ...init, headers: authHeaders(init.headers) });
   } catch (err) {
     throw new ApiError(0, "unreachable", `cannot reach the server (${err.message || err})`);
   }
   if (!response.ok) throw await errorOf(response);
   return response.json();
+}
+
+/**
+ * Why a WebSocket to `path` was refused, if the access checks refused it: a failed handshake hides its
+ * HTTP status from the page, so the same path is asked for over plain HTTP, where the access checks
+ * answer the same (401, 403) and an allowed request gets 426. The ApiError of a 401/403, else null.
+ */
+export async function accessRefusal(path) {
+  try {
+    const response = await fetch(path, { headers: authHeaders(), cache: "no-store" });
+    if (response.status === 401 || response.status === 403) return await errorOf(response);
+  } catch {
+    // unreachable: not an access problem
+  }
+  return null;
 }
 
 /**

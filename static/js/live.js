@@ -1,5 +1,6 @@
 // The live page: microphone → AudioWorklet → server (WebSocket or WebRTC), onsets back, plotted live.
 
+import { TokenField } from "./auth.js";
 import { Microphone, listInputs } from "./microphone.js";
 import { RtcPublisher } from "./rtc-publisher.js";
 import { Scope } from "./scope.js";
@@ -56,6 +57,7 @@ class Session {
       onStatus: (status) => onStatus(status),
       onStarted: (message) => this._started(message),
       onMessage: (message) => this._message(message),
+      onAccessRefused: () => tokenField.demand(),
     });
     this.microphone.onEnded = () => {
       setBanner(ui.banner, "error", "The microphone was disconnected. Connect it and press Start again.");
@@ -167,6 +169,9 @@ class Session {
 }
 
 let session = null;
+const tokenField = new TokenField($("#token-form"), () => {
+  if (!session) setBanner(ui.banner, "info", "Access token saved for this tab. Press Start microphone to use it.");
+});
 const scope = new Scope($("#scope"), null);
 const settings = new SettingsPanel($("#settings"), {
   storageKey: "transient.live.settings",

@@ -1,7 +1,8 @@
 // The monitor page: pick a live stream (GET /api/v3/streams, refreshed) and flash on each of its onsets
 // (/api/v3/streams/{id}/events), with the event log. Made for a second screen next to the lighting desk.
 
-import { Backoff, PATHS, describeClose, fetchJson, wsUrl } from "./api.js";
+import { Backoff, PATHS, accessRefusal, describeClose, fetchJson, wsUrl } from "./api.js";
+import { TokenField, accessProblem } from "./auth.js";
 import { $, logLine, setBanner, setPill } from "./ui.js";
 
 const REFRESH_MS = 2000;
@@ -39,6 +40,7 @@ class Watch {
     this.ws = null;
     this.ended = false;
     this.closed = false;
+    this.refused = false; // the access checks refused this subscription
     this.backoff = new Backoff();
     this.retryTimer = null;
     this.onsets = 0;
@@ -58,11 +60,20 @@ class Watch {
     ws.onmessage = (event) => {
       if (typeof event.data === "string") this._message(JSON.parse(event.data));
     };
-    ws.onclose = (event) => {
+    ws.onclose = async (event) => {
       if (this.closed || this.ended) return;
       const listed = streams.some((s) => s.stream_id === this.streamId);
       if (!listed && opened) {
         this._end("The stream is no longer live.");
+        return;
+      }
+      const refusal = opened ? null : await accessRefusal(PATHS.events(this.streamId));
+      if (this.closed) return;
+      if (refusal) {
+        this.refused = true; // retried once the token changes
+        setPill(ui.pill, "error", "Access refused");
+        setBanner(ui.banner, "error", `Cannot watch the stream: ${accessProblem(refusal)}`);
+        tokenField.demand();
         return;
       }
       const delayS = this.backoff.next();
@@ -161,6 +172,11 @@ class Watch {
 
 let streams = [];
 let watch = null;
+const tokenField = new TokenField($("#token-form"), () => {
+  setBanner(ui.banner, "info", "Access token saved for this tab.");
+  if (watch && watch.refused) choose(watch.streamId);
+  refresh();
+});
 let requested = new URLSearchParams(window.location.search).get("stream");
 let animation = null;
 
@@ -202,7 +218,14 @@ async function refresh() {
     streams = body.streams.slice().sort((a, b) => b.started_at - a.started_at);
     if (ui.banner.dataset.level === "error") setBanner(ui.banner, "", "");
   } catch (err) {
-    setBanner(ui.banner, "error", `Cannot list the streams: ${err.message}. Retrying…`);
+    const problem = accessProblem(err);
+    if (problem) {
+      setPill(ui.pill, "error", "Access refused");
+      if (ui.banner.dataset.level !== "error") tokenField.demand();
+      setBanner(ui.banner, "error", `Cannot list the streams: ${problem}`);
+    } else {
+      setBanner(ui.banner, "error", `Cannot list the streams: ${err.message}. Retrying…`);
+    }
     return;
   }
   let target = null;

@@ -1,7 +1,8 @@
 // What the WebSocket and WebRTC publishers share: the wish to stay connected, reconnecting with backoff,
 // and a client time line that continues across reconnections (each new stream starts at its own 0 s).
 
-import { Backoff, fetchJson } from "./api.js";
+import { Backoff, accessRefusal, fetchJson } from "./api.js";
+import { accessProblem } from "./auth.js";
 
 const HEALTHY_AFTER_MS = 10000; // a stream that lived this long resets the backoff
 const STOP_TIMEOUT_MS = 10000; // how long a stop may take before the connection is dropped anyway
@@ -12,6 +13,7 @@ const STOP_TIMEOUT_MS = 10000; // how long a stop may take before the connection
  *   onStatus({state, text, level})   state: connecting | live | retrying | stopped | failed
  *   onStarted(message)       a new stream started (its `started` message)
  *   onMessage(message)       every event: onset, odf, status, warning, error, configured, stopped
+ *   onAccessRefused(error)   (optional) the server refused the access token (401/403 ApiError)
  */
 export class Publisher {
   constructor(microphone, hooks) {
@@ -25,6 +27,7 @@ export class Publisher {
     this.streamId = null;
     this.lastError = null;
     this._stopped = null; // resolves when a requested stop finished
+    this.accessPath = null; // a WebSocket transport's path, asked over HTTP when its handshake fails
   }
 
   /** Client seconds (since the microphone opened) of stream time `t`. */
@@ -80,8 +83,11 @@ export class Publisher {
     this.hooks.onMessage(message);
   }
 
-  /** The connection ended: retry unless the user stopped or retrying cannot help. */
-  async _ended({ everOpened, fatal, why }) {
+  /**
+   * The connection ended: retry unless the user stopped or retrying cannot help. `refusal`: the access
+   * checks refused the request (an ApiError with status 401 or 403).
+   */
+  async _ended({ everOpened, fatal, why, refusal = null }) {
     this._teardown();
     if (this._stopped) {
       this._stopped();
@@ -90,13 +96,20 @@ export class Publisher {
     if (!this.wanted) return;
     if (this.liveSinceMs && performance.now() - this.liveSinceMs > HEALTHY_AFTER_MS) this.backoff.reset();
     this.liveSinceMs = 0;
+    let text = why;
+    if (!everOpened && !refusal && !fatal) {
+      ({ text, refusal } = await this._whyUnreachable(why));
+      if (!this.wanted) return;
+    }
+    if (refusal) {
+      this._refused(refusal);
+      return;
+    }
     if (fatal) {
       this.wanted = false;
       this.hooks.onStatus({ state: "failed", text: `Stopped: ${why}`, level: "error" });
       return;
     }
-    let text = why;
-    if (!everOpened) text = await this._whyUnreachable(why);
     const delayS = this.backoff.next();
     this.hooks.onStatus({ state: "retrying", text: `${text} Reconnecting in ${delayS.toFixed(1)} s…`, level: "warn" });
     this.retryTimer = setTimeout(() => {
@@ -104,14 +117,22 @@ export class Publisher {
     }, delayS * 1000);
   }
 
-  /** Tell "the server is down" from "the server refused this connection". */
+  /** Another token is needed: the same one would be refused again, so stop trying. */
+  _refused(refusal) {
+    this.wanted = false;
+    if (this.hooks.onAccessRefused) this.hooks.onAccessRefused(refusal);
+    this.hooks.onStatus({ state: "failed", text: `Access refused: ${accessProblem(refusal)}`, level: "error" });
+  }
+
+  /** Tell "the server is down" from "the server refused this connection" (and why, if it was the token). */
   async _whyUnreachable(why) {
     try {
       await fetchJson("/healthz", { cache: "no-store" });
     } catch {
-      return `Cannot reach the server at ${window.location.host}.`;
+      return { text: `Cannot reach the server at ${window.location.host}.`, refusal: null };
     }
-    return `The server is up but refused the connection (${why}).`;
+    const refusal = this.accessPath ? await accessRefusal(this.accessPath) : null;
+    return { text: `The server is up but refused the connection (${why}).`, refusal };
   }
 
   // Implemented by each transport:

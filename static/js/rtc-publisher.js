@@ -2,6 +2,7 @@
 // `configure` and `stop` travel on the `events` data channel, opened before the offer is made.
 
 import { ApiError, PATHS, errorOf } from "./api.js";
+import { accessProblem, authHeaders } from "./auth.js";
 import { Publisher } from "./publisher.js";
 
 const GATHER_TIMEOUT_MS = 3000; // host candidates on a LAN arrive at once; do not wait for slow STUN
@@ -74,7 +75,7 @@ export class RtcPublisher extends Publisher {
       try {
         response = await fetch(PATHS.webrtcOffer, {
           method: "POST",
-          headers: { "Content-Type": "application/json" },
+          headers: authHeaders({ "Content-Type": "application/json" }),
           body: JSON.stringify({
             sdp: pc.localDescription.sdp,
             type: "offer",
@@ -99,7 +100,8 @@ export class RtcPublisher extends Publisher {
       const why = err instanceof ApiError && err.status === 0
         ? "The offer could not be sent."
         : `The server refused the offer: ${err.message}${err.code ? ` (${err.code})` : ""}.`;
-      this._ended({ everOpened: !(err instanceof ApiError && err.status === 0), fatal, why });
+      const refusal = err instanceof ApiError && accessProblem(err) ? err : null;
+      this._ended({ everOpened: !(err instanceof ApiError && err.status === 0), fatal, why, refusal });
     }
   }
 

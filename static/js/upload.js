@@ -3,6 +3,7 @@
 // and offer the onsets as JSON and CSV.
 
 import { ApiError, PATHS, fetchJson, formatClock, sleep } from "./api.js";
+import { TokenField, accessProblem, getToken } from "./auth.js";
 import { baseName, download, toCsv, toJson } from "./exporters.js";
 import { Player } from "./player.js";
 import { SettingsPanel } from "./settings.js";
@@ -38,6 +39,10 @@ const ui = {
 };
 
 const settings = new SettingsPanel($("#settings"), { storageKey: "transient.upload.settings" });
+const tokenField = new TokenField($("#token-form"), () => {
+  const again = file ? " Press “Analyse again” to send the file with it." : "";
+  setBanner(ui.banner, "info", `Access token saved for this tab.${again}`);
+});
 const player = new Player();
 const view = new WaveformView($("#wave"), $("#overview"), { onSeek: (t) => playFrom(t) });
 let file = null;
@@ -71,6 +76,7 @@ function send(chosen, values, myRun) {
     const request = new XMLHttpRequest();
     xhr = request;
     request.open("POST", PATHS.analysis);
+    if (getToken()) request.setRequestHeader("Authorization", `Bearer ${getToken()}`);
     request.responseType = "json";
     request.upload.onprogress = (event) => {
       if (myRun !== run || !event.lengthComputable) return;
@@ -161,14 +167,17 @@ async function analyse(chosen) {
   } catch (err) {
     if (myRun !== run) return;
     ui.cancel.disabled = true;
-    setPill(ui.pill, "error", err.code === "cancelled" ? "Cancelled" : "Failed");
+    setPill(ui.pill, "error", err.code === "cancelled" ? "Cancelled" : accessProblem(err) ? "Access refused" : "Failed");
     if (err.code !== "cancelled") setBanner(ui.banner, "error", explain(err));
+    if (accessProblem(err)) tokenField.demand();
   } finally {
     if (myRun === run) ui.again.disabled = false;
   }
 }
 
 function explain(err) {
+  const problem = accessProblem(err);
+  if (problem) return `Access refused: ${problem}`;
   if (err.status === 0) return `Cannot reach the server at ${window.location.host}. Check that it is running, then try again.`;
   if (err.status === 413) return `The file is too large for this server: ${err.message}`;
   if (err.status === 503) return `The server is busy: ${err.message}. Try again in a moment.`;

@@ -11,6 +11,7 @@ export class WsPublisher extends Publisher {
   constructor(microphone, hooks) {
     super(microphone, hooks);
     this.transport = "websocket";
+    this.accessPath = PATHS.stream;
     this.ws = null;
     this.started = false;
     this.sent = []; // [endFrame, performance.now()] of each chunk sent, oldest first
