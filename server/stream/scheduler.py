@@ -20,8 +20,8 @@ from server.stream.work import Job, JobResult, run_batch
 
 log = logging.getLogger(__name__)
 
-# Dispatches at most this often: a lone stream is dispatched at once, but under load the streams that
-# become ready within this interval share one batch, which costs far less than one pool call each.
+# Each lane dispatches at most this often: a lone stream is dispatched at once, but under load the
+# streams that become ready within this interval share one batch, which costs far less than one call each.
 DISPATCH_INTERVAL_S = 0.004
 # Calls in flight per lane. One: audio that arrives meanwhile joins the lane's next batch, which then
 # carries every stream that has audio instead of trailing the running call by a few streams.
@@ -43,6 +43,7 @@ class BatchScheduler:
         self._forget: list[list[str]] = [[] for _ in range(lanes)]  # detector keys of ended streams
         self._streams = [0] * lanes
         self._in_flight = [0] * lanes
+        self._last_s = [float("-inf")] * lanes  # loop time of each lane's last dispatch
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -68,25 +69,31 @@ class BatchScheduler:
     async def run(self) -> None:
         """Dispatch until cancelled."""
         loop = asyncio.get_running_loop()
-        last_s = -self.min_interval_s
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                pause_s = last_s + self.min_interval_s - loop.time()
-                if pause_s > 0:  # dispatched a moment ago: let more streams join the next batch
+                pause_s = self._dispatch(loop.time())
+                while pause_s is not None:  # a lane dispatched a moment ago: more streams join its batch
                     await asyncio.sleep(pause_s)
-                if self._dispatch():
-                    last_s = loop.time()
+                    pause_s = self._dispatch(loop.time())
         finally:
             for task in self._tasks:
                 task.cancel()
 
-    def _dispatch(self) -> bool:
-        """Send each lane's ready jobs if the lane has room; whether any batch went."""
-        sent = False
+    def _dispatch(self, now_s: float) -> float | None:
+        """Send each lane's ready jobs if the lane has room and its interval has passed.
+
+        Returns the seconds until a lane that still waits may go, or ``None`` if none waits on its
+        interval (a lane without room goes when its call returns and wakes the scheduler).
+        """
+        pause_s: float | None = None
         for lane, ready in enumerate(self._ready):
             if not ready or self._in_flight[lane] >= self.batches_per_lane:
+                continue
+            wait_s = self._last_s[lane] + self.min_interval_s - now_s
+            if wait_s > 0:
+                pause_s = wait_s if pause_s is None else min(pause_s, wait_s)
                 continue
             self._ready[lane] = {}
             batch: Batch = []
@@ -96,13 +103,13 @@ class BatchScheduler:
                     batch.append((session, job))
             if not batch:
                 continue
+            self._last_s[lane] = now_s
             forget, self._forget[lane] = self._forget[lane], []
             self._in_flight[lane] += 1
             task = asyncio.create_task(self._run(lane, batch, forget))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            sent = True
-        return sent
+        return pause_s
 
     async def _run(self, lane: int, batch: Batch, forget: list[str]) -> None:
         try:
