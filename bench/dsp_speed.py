@@ -1,5 +1,5 @@
 """Speed of the streaming detector at small blocks: one stream through ``process()``, many through
-``process_many()``, and the pickle round trip a pool job adds; one core, CPU time.
+``process_many()``, and the pickle round trip each file-analysis step adds; one core, CPU time.
 
 Usage::
 
@@ -120,7 +120,8 @@ def many_streams(
 
 
 def pickle_round_trip(samples: F32, rate: int, settings: DetectorSettings, repeat: int) -> float:
-    """CPU microseconds to pickle and unpickle a mid-stream detector (what each pool job adds)."""
+    """CPU microseconds to pickle and unpickle a mid-stream detector (what each file-analysis step adds;
+    a live stream's detector stays in its worker)."""
     detector = OnsetDetector(rate, 1, settings)
     detector.process(samples[: rate * 3 + 123])
     detector.take_odf()  # as a live stream's job does before handing the state back
