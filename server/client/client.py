@@ -1,6 +1,6 @@
 """The asyncio client of a Transient server: live streams, subscriptions, the stream list, file analysis.
 
->>> async with TransientClient("http://127.0.0.1:8080") as client:
+>>> async with TransientClient("http://127.0.0.1:8080", token="...") as client:
 ...     publisher = await client.publish(sample_rate=48000)
 ...     await publisher.send_audio(samples)
 ...     stopped = await publisher.stop()
@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from server.client import files
+from server.client.auth import auth_headers, default_token, normalise_token
 from server.client.files import Progress
 from server.client.publisher import Publisher
 from server.client.subscriber import Subscription
@@ -30,12 +31,19 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
 
 
 class TransientClient:
-    """One server, one HTTP session (owned unless given). Use as ``async with``."""
+    """One server, one HTTP session (owned unless given). Use as ``async with``.
+
+    ``token`` is presented as ``Authorization: Bearer TOKEN`` on every request and WebSocket handshake;
+    ``None`` takes ``TRANSIENT_TOKEN`` from the environment, if set; ``""`` sends none. A token that cannot
+    travel in a header raises :class:`ValueError`. A refused token raises :class:`ClientError` with the
+    server's code (``unauthorized``, status 401; ``forbidden``, status 403) from the call that met it.
+    """
 
     def __init__(self, base_url: str | None = None, *, session: aiohttp.ClientSession | None = None,
-                 codec: str = "json") -> None:
+                 codec: str = "json", token: str | None = None) -> None:
         self.base_url = (base_url or default_server()).rstrip("/")
         self.codec = codec
+        self.token = default_token() if token is None else normalise_token(token)
         self._session = session
         self._owns_session = session is None
 
@@ -58,7 +66,8 @@ class TransientClient:
 
     async def streams(self) -> list[dict[str, Any]]:
         """``GET /api/v3/streams``: the live streams."""
-        async with self.session.get(self.base_url + "/api/v3/streams") as response:
+        async with self.session.get(self.base_url + "/api/v3/streams",
+                                    headers=auth_headers(self.token)) as response:
             body = await files.json_or_error(response)
         streams: list[dict[str, Any]] = body["streams"]
         return streams
@@ -67,19 +76,20 @@ class TransientClient:
                       settings: Mapping[str, Any] | None = None) -> Publisher:
         """Start a live stream."""
         return await Publisher.open(self.session, self.base_url, sample_rate=sample_rate, channels=channels,
-                                    encoding=encoding, settings=settings, codec=self.codec)
+                                    encoding=encoding, settings=settings, codec=self.codec, token=self.token)
 
     async def subscribe(self, stream_id: str) -> Subscription:
         """Follow a live stream's events."""
-        return await Subscription.open(self.session, self.base_url, stream_id, self.codec)
+        return await Subscription.open(self.session, self.base_url, stream_id, self.codec, token=self.token)
 
     async def analyse(self, path: Path, settings: Mapping[str, Any] | None = None, *,
                       on_progress: Progress | None = None) -> dict[str, Any]:
         """Analyse a file through ``POST /api/v3/analysis`` and polling; the result object."""
-        return await files.analyse_http(self.session, self.base_url, path, settings, on_progress=on_progress)
+        return await files.analyse_http(self.session, self.base_url, path, settings, on_progress=on_progress,
+                                        token=self.token)
 
     async def upload(self, path: Path, settings: Mapping[str, Any] | None = None, *,
                      on_progress: Progress | None = None) -> dict[str, Any]:
         """Analyse a file through the ``/api/v3/upload`` WebSocket; the result object."""
         return await files.analyse_ws(self.session, self.base_url, path, settings, on_progress=on_progress,
-                                      codec=self.codec)
+                                      codec=self.codec, token=self.token)

@@ -1,7 +1,8 @@
 """Whole-file analysis: ``POST /api/v3/analysis`` then polling, or the ``/api/v3/upload`` WebSocket.
 
 Both return the finished task's ``result`` object (docs/protocol.md, "Whole-file analysis") or raise
-:class:`ClientError` with the server's error code (for a refused upload or a failed task).
+:class:`ClientError` with the server's error code (for a refused upload or a failed task). ``token``, if
+given, goes with every request as ``Authorization: Bearer TOKEN``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from server.client.auth import auth_headers
 from server.client.errors import ClientError
 from server.client.wire import Message, MessageSocket
 
@@ -41,30 +43,33 @@ async def json_or_error(response: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 async def submit(session: aiohttp.ClientSession, base_url: str, path: Path,
-                 settings: Mapping[str, Any] | None = None) -> str:
+                 settings: Mapping[str, Any] | None = None, *, token: str | None = None) -> str:
     """Upload ``path`` with ``POST /api/v3/analysis``; the task id."""
     form = aiohttp.FormData()
     if settings is not None:
         form.add_field("settings", json.dumps(dict(settings)), content_type="application/json")
     with path.open("rb") as file:  # aiohttp streams the open file; it is never read whole
         form.add_field("file", file, filename=path.name, content_type="application/octet-stream")
-        async with session.post(base_url.rstrip("/") + ANALYSIS_PATH, data=form) as response:
+        async with session.post(base_url.rstrip("/") + ANALYSIS_PATH, data=form,
+                                headers=auth_headers(token)) as response:
             body = await json_or_error(response)
     return str(body["task_id"])
 
 
-async def task(session: aiohttp.ClientSession, base_url: str, task_id: str) -> dict[str, Any]:
+async def task(session: aiohttp.ClientSession, base_url: str, task_id: str, *,
+               token: str | None = None) -> dict[str, Any]:
     """``GET /api/v3/analysis/{task_id}``: the task's status object."""
-    async with session.get(f"{base_url.rstrip('/')}{ANALYSIS_PATH}/{task_id}") as response:
+    async with session.get(f"{base_url.rstrip('/')}{ANALYSIS_PATH}/{task_id}",
+                           headers=auth_headers(token)) as response:
         return await json_or_error(response)
 
 
 async def wait_for_result(session: aiohttp.ClientSession, base_url: str, task_id: str, *,
-                          on_progress: Progress | None = None,
-                          poll_interval_s: float = POLL_INTERVAL_S) -> dict[str, Any]:
+                          on_progress: Progress | None = None, poll_interval_s: float = POLL_INTERVAL_S,
+                          token: str | None = None) -> dict[str, Any]:
     """Poll the task until it finishes; its ``result``. A failed task raises :class:`ClientError`."""
     while True:
-        status = await task(session, base_url, task_id)
+        status = await task(session, base_url, task_id, token=token)
         if on_progress is not None:
             on_progress(float(status.get("progress", 0.0)))
         if status["status"] == "success":
@@ -78,11 +83,11 @@ async def wait_for_result(session: aiohttp.ClientSession, base_url: str, task_id
 
 async def analyse_http(session: aiohttp.ClientSession, base_url: str, path: Path,
                        settings: Mapping[str, Any] | None = None, *, on_progress: Progress | None = None,
-                       poll_interval_s: float = POLL_INTERVAL_S) -> dict[str, Any]:
+                       poll_interval_s: float = POLL_INTERVAL_S, token: str | None = None) -> dict[str, Any]:
     """Upload over HTTP and poll until the result is ready."""
-    task_id = await submit(session, base_url, path, settings)
+    task_id = await submit(session, base_url, path, settings, token=token)
     return await wait_for_result(session, base_url, task_id, on_progress=on_progress,
-                                 poll_interval_s=poll_interval_s)
+                                 poll_interval_s=poll_interval_s, token=token)
 
 
 async def _reply(socket: MessageSocket) -> Message:
@@ -99,11 +104,11 @@ async def _reply(socket: MessageSocket) -> Message:
 
 async def analyse_ws(session: aiohttp.ClientSession, base_url: str, path: Path,
                      settings: Mapping[str, Any] | None = None, *, on_progress: Progress | None = None,
-                     codec: str = "json") -> dict[str, Any]:
+                     codec: str = "json", token: str | None = None) -> dict[str, Any]:
     """Upload over the ``/api/v3/upload`` WebSocket, keeping within the server's window of unacknowledged
     bytes, then follow the analysis on the same socket; the result."""
     size = path.stat().st_size
-    socket = await MessageSocket.connect(session, base_url, UPLOAD_PATH, codec)
+    socket = await MessageSocket.connect(session, base_url, UPLOAD_PATH, codec, token=token)
     try:
         upload: dict[str, Any] = {"type": "upload", "filename": path.name, "size": size}
         if settings is not None:

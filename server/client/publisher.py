@@ -45,10 +45,11 @@ class Publisher:
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, base_url: str, *, sample_rate: int, channels: int = 1,
                    encoding: str = "pcm_f32le", settings: Mapping[str, Any] | None = None,
-                   codec: str = "json") -> Publisher:
-        """Connect and start a stream. The server's refusal raises :class:`ClientError`."""
+                   codec: str = "json", token: str | None = None) -> Publisher:
+        """Connect (presenting ``token``, if any) and start a stream. The server's refusal raises
+        :class:`ClientError`."""
         audio_encoding = Encoding(encoding)
-        socket = await MessageSocket.connect(session, base_url, STREAM_PATH, codec)
+        socket = await MessageSocket.connect(session, base_url, STREAM_PATH, codec, token=token)
         start: dict[str, Any] = {"type": "start", "sample_rate": sample_rate, "channels": channels,
                                  "encoding": audio_encoding.value}
         if settings is not None:

@@ -24,10 +24,11 @@ class Subscription:
 
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, base_url: str, stream_id: str,
-                   codec: str = "json") -> Subscription:
-        """Subscribe; an unknown stream or a full one raises :class:`ClientError`."""
+                   codec: str = "json", *, token: str | None = None) -> Subscription:
+        """Subscribe (presenting ``token``, if any); an unknown stream, a full one or a refused token
+        raises :class:`ClientError`."""
         path = f"/api/v3/streams/{quote(stream_id, safe='')}/events"
-        socket = await MessageSocket.connect(session, base_url, path, codec)
+        socket = await MessageSocket.connect(session, base_url, path, codec, token=token)
         try:
             first = await socket.receive(REPLY_TIMEOUT_S)
         except BaseException:

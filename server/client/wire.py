@@ -7,6 +7,7 @@ JSON codec: control messages and events are text frames, audio binary frames. Ms
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -15,10 +16,13 @@ import aiohttp
 import msgpack
 import numpy as np
 
+from server.client.auth import auth_headers
 from server.client.errors import ClientError
 from server.protocol.stream_messages import Encoding
 
 CODECS = ("json", "msgpack")
+ACCESS_STATUSES = (401, 403)  # refusals of the access checks (docs/protocol.md, "Access tokens")
+ACCESS_PROBE_TIMEOUT_S = 10.0
 Message = dict[str, Any]
 
 
@@ -49,6 +53,34 @@ def ws_url(base_url: str, path: str, codec: str = "json") -> str:
     return url if codec == "json" else f"{url}?codec={codec}"
 
 
+def http_url(base_url: str, path: str) -> str:
+    """The plain-HTTP URL of ``path`` under ``base_url`` (``ws``/``wss`` become ``http``/``https``)."""
+    url = base_url.rstrip("/") + path
+    if url.startswith("ws://") or url.startswith("wss://"):
+        url = "http" + url[len("ws"):]
+    return url
+
+
+async def _access_refusal(session: aiohttp.ClientSession, url: str, headers: Mapping[str, str],
+                          status: int) -> ClientError:
+    """The error for a handshake refused with 401 or 403, with the server's own code and message.
+
+    A refused handshake carries no readable body, so the same path is asked for once more over plain HTTP
+    with the same headers: the access checks run before any handler and answer the same way (the browser
+    pages do the same). Should that answer differ, the error is built from the status alone.
+    """
+    with contextlib.suppress(aiohttp.ClientError, OSError, ValueError, TimeoutError):
+        async with session.get(url, headers=headers, allow_redirects=False,
+                               timeout=aiohttp.ClientTimeout(total=ACCESS_PROBE_TIMEOUT_S)) as response:
+            body = await response.json(content_type=None)
+            error = body.get("error") if isinstance(body, dict) else None
+            if response.status == status and isinstance(error, dict) and isinstance(error.get("code"), str):
+                return ClientError(error["code"], str(error.get("message", "")), status=status)
+    if status == 401:
+        return ClientError("unauthorized", "the server wants a token it knows (HTTP 401)", status=status)
+    return ClientError("forbidden", "the server refused access to this endpoint (HTTP 403)", status=status)
+
+
 class MessageSocket:
     """A client WebSocket speaking the server's framing."""
 
@@ -58,12 +90,18 @@ class MessageSocket:
 
     @classmethod
     async def connect(cls, session: aiohttp.ClientSession, base_url: str, path: str,
-                      codec: str = "json") -> MessageSocket:
-        """Open the socket; an HTTP refusal (e.g. 400 for a bad codec) raises :class:`ClientError`."""
+                      codec: str = "json", *, token: str | None = None) -> MessageSocket:
+        """Open the socket, presenting ``token`` in the handshake's ``Authorization`` header.
+
+        An HTTP refusal (e.g. 400 for a bad codec, 401/403 for the token) raises :class:`ClientError`.
+        """
+        headers = auth_headers(token)
         try:
             ws = await session.ws_connect(ws_url(base_url, path, codec), autoping=True, compress=0,
-                                          max_msg_size=0)
+                                          max_msg_size=0, headers=headers)
         except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in ACCESS_STATUSES:
+                raise await _access_refusal(session, http_url(base_url, path), headers, exc.status) from None
             raise ClientError(f"http_{exc.status}", f"the server refused the WebSocket: {exc.message}",
                               status=exc.status) from None
         return cls(ws, codec)
