@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from server.client import ClientError, Subscription, TransientClient
-from server.client.options import add_server_options, run_until_signal, server_url
+from server.client.options import add_server_options, client_token, refusal_text, run_until_signal, server_url
 from server.events.osc import OscSender, parse_target
 
 OSC_TARGET_NAME = "listen"
@@ -62,6 +62,7 @@ async def follow(subscription: Subscription, args: argparse.Namespace, osc: OscS
 
 
 async def listen(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
+    token = client_token(args.parser, args)
     osc: OscSender | None = None
     if args.osc is not None:
         try:
@@ -71,11 +72,11 @@ async def listen(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
         osc = OscSender({OSC_TARGET_NAME: target})
         await osc.start(resolve_names=True)
     try:
-        async with TransientClient(server_url(args), codec=args.codec) as client:
+        async with TransientClient(server_url(args), codec=args.codec, token=token) as client:
             try:
                 subscription = await client.subscribe(args.stream_id)
             except (ClientError, OSError) as exc:
-                print(f"cannot subscribe to {args.stream_id!r}: {exc}", file=sys.stderr)
+                print(f"cannot subscribe to {args.stream_id!r}: {refusal_text(exc)}", file=sys.stderr)
                 return 1
             print(f"listening to stream {args.stream_id}", file=sys.stderr, flush=True)
             async with subscription:

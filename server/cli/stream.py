@@ -25,7 +25,9 @@ from server.client.audio_file import AudioFile
 from server.client.options import (
     add_server_options,
     add_settings_option,
+    client_token,
     parse_settings_option,
+    refusal_text,
     run_until_signal,
     server_url,
 )
@@ -88,6 +90,7 @@ async def print_events(publisher: Publisher, fmt: str) -> None:
 async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
     parser: argparse.ArgumentParser = args.parser
     settings = parse_settings_option(parser, args.settings)
+    token = client_token(parser, args)
     source: AudioFile | RawInput
     if args.source == "-":
         if args.rate is None:
@@ -101,11 +104,11 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
             print(f"{args.source}: {getattr(exc, 'code', 'unreadable')}: {exc}", file=sys.stderr)
             return 1
         encoding = Encoding.PCM_F32LE
-    async with TransientClient(server_url(args), codec=args.codec) as client:
+    async with TransientClient(server_url(args), codec=args.codec, token=token) as client:
         try:
             publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings)
         except (ClientError, OSError) as exc:
-            print(f"cannot start the stream: {exc}", file=sys.stderr)
+            print(f"cannot start the stream: {refusal_text(exc)}", file=sys.stderr)
             return 1
         print(f"stream {publisher.stream_id}: {source.sample_rate} Hz, {source.channels} channel(s), "
               f"latency {publisher.started['latency_ms']} ms", file=sys.stderr, flush=True)

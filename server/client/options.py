@@ -14,7 +14,9 @@ from typing import Any
 
 import uvloop
 
+from server.client.auth import TOKEN_ENV, default_token, normalise_token
 from server.client.client import DEFAULT_SERVER, SERVER_ENV, default_server
+from server.client.errors import ClientError
 from server.client.wire import CODECS
 
 
@@ -22,10 +24,32 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default=None, metavar="URL",
                         help=f"the server's base URL [env {SERVER_ENV}; default {DEFAULT_SERVER}]")
     parser.add_argument("--codec", choices=CODECS, default="json", help="WebSocket message codec")
+    parser.add_argument("--token", default=None, metavar="TOKEN",
+                        help=f"access token, sent as 'Authorization: Bearer TOKEN', for a server with tokens "
+                        f"configured [env {TOKEN_ENV}, which keeps it out of the process list]")
 
 
 def server_url(args: argparse.Namespace) -> str:
     return str(args.server or default_server())
+
+
+def client_token(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``--token`` (``--token ''``: none), else ``TRANSIENT_TOKEN``, else ``""`` (what
+    :class:`TransientClient` takes as "send no token"). A token unfit for a header: usage error (exit 2)."""
+    given = args.token is not None
+    try:
+        return (normalise_token(args.token) if given else default_token()) or ""
+    except ValueError as exc:
+        parser.error(f"{'--token' if given else TOKEN_ENV}: {exc}")
+
+
+def refusal_text(exc: Exception) -> str:
+    """One line for a failed request; a refused token (401, 403) also says what to change."""
+    if isinstance(exc, ClientError) and exc.status == 401:
+        return f"{exc} (HTTP 401; set the token with --token or {TOKEN_ENV})"
+    if isinstance(exc, ClientError) and exc.status == 403 and exc.code == "forbidden":
+        return f"{exc} (HTTP 403; use a token with that right)"
+    return str(exc)
 
 
 def add_settings_option(parser: argparse.ArgumentParser) -> None:
