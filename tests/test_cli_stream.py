@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,33 +111,52 @@ async def test_listen_prints_another_clients_stream_and_forwards_it_to_osc(
         await asyncio.sleep(0.01)  # uvloop closes the UDP handle on the next loop iteration
 
 
+@dataclass
+class Listened:
+    """What ``run.py listen`` printed while a client published, and what the publisher itself got."""
+
+    returncode: int | None
+    heard: list[dict[str, Any]]  # the listener's JSON lines
+    err: str
+    stopped: dict[str, Any]  # the publisher's ``stopped``
+    events: list[dict[str, Any]]  # the publisher's events
+
+
+async def listen_while_publishing(client: TransientClient, samples: np.ndarray, sample_rate: int,
+                                  args: list[str], env: dict[str, str]) -> Listened:
+    """Start ``run.py listen STREAM --format json ARGS`` on a new stream of ``client``, publish
+    ``samples`` in 20 ms chunks once it listens, stop, and collect both sides (the listener's by pid)."""
+    publisher = await client.publish(sample_rate)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "run.py"), "listen", publisher.stream_id, "--format", "json", *args,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        line = await asyncio.wait_for(proc.stderr.readline(), STARTUP_TIMEOUT_S)
+        assert line.decode().strip() == f"listening to stream {publisher.stream_id}"
+        step = round(0.02 * sample_rate)
+        for i in range(0, len(samples), step):
+            await publisher.send_audio(samples[i:i + step])
+        stopped = await publisher.stop()
+        events = [e async for e in publisher.events()]
+        out, err = await asyncio.wait_for(proc.communicate(), STARTUP_TIMEOUT_S)
+    finally:
+        if proc.returncode is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    return Listened(proc.returncode, json_lines(out.decode()), err.decode(), stopped, events)
+
+
 async def listen_and_check(url: Any, http: aiohttp.ClientSession, receiver: OscReceiver) -> None:
     sample_rate = 22050
     samples = signals.drums(sr=sample_rate, duration_s=2.0, seed=31).samples
     async with TransientClient(str(url), session=http) as client:
-        publisher = await client.publish(sample_rate)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(REPO / "run.py"), "listen", publisher.stream_id, "--format", "json",
-            "--osc", f"127.0.0.1:{receiver.port}/bundle+20", cwd=REPO,
-            env={**os.environ, "TRANSIENT_SERVER": str(url)},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            assert proc.stderr is not None
-            line = await asyncio.wait_for(proc.stderr.readline(), STARTUP_TIMEOUT_S)
-            assert line.decode().strip() == f"listening to stream {publisher.stream_id}"
-            step = round(0.02 * sample_rate)
-            for i in range(0, len(samples), step):
-                await publisher.send_audio(samples[i:i + step])
-            stopped = await publisher.stop()
-            events = [e async for e in publisher.events()]
-            out, err = await asyncio.wait_for(proc.communicate(), STARTUP_TIMEOUT_S)
-        finally:
-            if proc.returncode is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                await proc.wait()
-    assert proc.returncode == 0, err
-    heard = json_lines(out.decode())
-    assert heard[-1]["type"] == "ended" and heard[-1]["onsets"] == stopped["onsets"]
+        listened = await listen_while_publishing(
+            client, samples, sample_rate, ["--osc", f"127.0.0.1:{receiver.port}/bundle+20"],
+            {**os.environ, "TRANSIENT_SERVER": str(url)})
+    assert listened.returncode == 0, listened.err
+    heard, events = listened.heard, listened.events
+    assert heard[-1]["type"] == "ended" and heard[-1]["onsets"] == listened.stopped["onsets"]
     onsets = [e for e in events if e["type"] == "onset"]
     assert [e for e in heard if e["type"] == "onset"] == onsets
     assert len(onsets) >= 4

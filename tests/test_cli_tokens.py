@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +12,9 @@ from aiohttp.test_utils import TestServer
 from server.client import TransientClient
 from server.dsp import detect_onsets
 from tests import signals
-from tests.conftest import REPO, StartServer
+from tests.conftest import StartServer
 from tests.test_cli_analyze import run_cli
-from tests.test_cli_stream import STARTUP_TIMEOUT_S, assert_same_times, json_lines
+from tests.test_cli_stream import assert_same_times, json_lines, listen_while_publishing
 
 TOKENS = "rig:rig-secret-0001:publish;wall:wall-secret-0002:subscribe;ops:ops-secret-0003:publish,subscribe"
 RIG, WALL, OPS = "rig-secret-0001", "wall-secret-0002", "ops-secret-0003"
@@ -64,28 +61,11 @@ async def test_listen_follows_a_stream_with_a_token(guarded: TestServer, how: st
     samples = signals.clicks(sr=sample_rate, duration_s=1.5, seed=12).samples
     args, extra = token_args(how, WALL)
     async with TransientClient(str(guarded.make_url("")), token=RIG) as client:
-        publisher = await client.publish(sample_rate)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(REPO / "run.py"), "listen", publisher.stream_id, "--format", "json", *args,
-            cwd=REPO, env=server_env(guarded, **extra),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        try:
-            assert proc.stderr is not None
-            line = await asyncio.wait_for(proc.stderr.readline(), STARTUP_TIMEOUT_S)
-            assert line.decode().strip() == f"listening to stream {publisher.stream_id}"
-            step = round(0.02 * sample_rate)
-            for i in range(0, len(samples), step):
-                await publisher.send_audio(samples[i:i + step])
-            stopped = await publisher.stop()
-            events = [e async for e in publisher.events()]
-            out, err = await asyncio.wait_for(proc.communicate(), STARTUP_TIMEOUT_S)
-        finally:
-            if proc.returncode is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                await proc.wait()
-    assert proc.returncode == 0, err
-    heard = json_lines(out.decode())
-    assert heard[-1]["type"] == "ended" and heard[-1]["onsets"] == stopped["onsets"] >= 4
+        listened = await listen_while_publishing(client, samples, sample_rate, args,
+                                                 server_env(guarded, **extra))
+    assert listened.returncode == 0, listened.err
+    heard, events = listened.heard, listened.events
+    assert heard[-1]["type"] == "ended" and heard[-1]["onsets"] == listened.stopped["onsets"] >= 4
     assert [e for e in heard if e["type"] == "onset"] == [e for e in events if e["type"] == "onset"]
 
 

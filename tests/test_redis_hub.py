@@ -5,7 +5,6 @@ instances, and a stream whose instance stops refreshing it expires."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from server.scale.client import connect
 from server.scale.hub import EXPIRED, RedisHub
 from server.scale.keys import Keys
 from server.scale.listener import Listener
+from tests.polling import until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -52,13 +52,6 @@ async def make_hub(redis_server: RedisServer) -> AsyncIterator[MakeHub]:
 def describe(stream_id: str, **extra: Any) -> Callable[[], dict[str, Any]]:
     return lambda: {"stream_id": stream_id, "state": "running", "started_at": 1.0, "onsets": 0,
                     "received_s": 0.0, **extra}
-
-
-async def until(check: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def listed(hub: RedisHub) -> dict[str, dict[str, Any]]:

@@ -10,11 +10,9 @@ once per instance (one warning, one info), without tracebacks.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from server.dsp import detect_onsets
 from tests import signals
 from tests.analysis_files import decode_whole, get_task, make_file, matches, post_file, wait_finished
 from tests.conftest import StartServer
+from tests.polling import until
 from tests.redis_server import RedisServer
 from tests.stream_client import Client, Publisher, of_type, onset_times
 from tests.test_redis_workers import long_clicks
@@ -38,16 +37,6 @@ WAIT_S = 60.0  # generous: a loaded 2-core machine, and the client's own retries
 SAMPLE_RATE = 16000
 STREAM_TTL_S = 2.0
 LONG_FILE_MINUTES = 20  # several seconds of analysis: long enough to lose Redis part-way
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 async def fetch(http: aiohttp.ClientSession, method: str, url: str,

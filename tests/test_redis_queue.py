@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from server.scale.client import Redis, connect
 from server.scale.job_queue import WORKER_LOST, RedisJobQueue
 from server.scale.job_store import RedisJobStore
 from server.scale.keys import JOB_GROUP, Keys
+from tests.polling import until
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
@@ -87,14 +88,6 @@ async def ghost_takes(client: Redis, store: RedisJobStore) -> str:
     task_id = fields[b"task"].decode()
     assert await store.start(task_id) is not None
     return task_id
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    """Poll ``check`` until it holds (generous: the suite may run on a loaded machine)."""
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def pending_entries(client: Redis) -> list[dict[str, Any]]:

@@ -7,8 +7,6 @@ short claim time so the take-over is quick.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from server.scale.client import Redis, connect
 from server.scale.keys import JOB_GROUP, Keys
 from tests import signals
 from tests.analysis_files import get_task, make_file, matches, post_file, wait_finished
+from tests.polling import until
 from tests.redis_server import RedisServer, RunPy, instance, worker
 
 pytestmark = pytest.mark.redis
@@ -70,16 +69,6 @@ def long_clicks(path: Path, minutes: int) -> np.ndarray:
         for _ in range(repeats):
             out.write(tile.samples.astype(np.float32))
     return np.concatenate([tile.onsets_s + k * TILE_S for k in range(repeats)])
-
-
-async def until(check: Any, timeout_s: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = await check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_worker_killed_mid_job_loses_it_to_another(module_redis: RedisServer, server_a: RunPy,
