@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 FLUSH_BYTES = 1 << 20  # bytes gathered in memory before one write to disk
+# A full disk, a full quota, a file larger than the process may write: no room for the upload.
+NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+T = TypeVar("T")
 
 
 class UploadTooLarge(Exception):
@@ -21,6 +27,24 @@ class UploadTooLarge(Exception):
     def __init__(self, limit_bytes: int) -> None:
         super().__init__(f"the upload is larger than {limit_bytes} bytes, the most this server accepts")
         self.limit_bytes = limit_bytes
+
+
+class StorageFull(Exception):
+    """The upload cannot be stored: the disk, a quota or a file-size limit has no room for it."""
+
+    def __init__(self, cause: OSError) -> None:
+        reason = os.strerror(cause.errno) if cause.errno is not None else str(cause)
+        super().__init__(f"the server has no room to store the upload ({reason}); try again later")
+
+
+async def _on_disk(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a thread, with running out of room raised as :class:`StorageFull`."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        if exc.errno in NO_ROOM_ERRNOS:
+            raise StorageFull(exc) from exc
+        raise
 
 
 class UploadDir:
@@ -81,7 +105,7 @@ class UploadWriter:
         self._file: BinaryIO | None = None
 
     async def open(self) -> None:
-        self._file = await asyncio.to_thread(open, self.part_path, "wb")
+        self._file = await _on_disk(open, self.part_path, "wb")
 
     async def write(self, chunk: bytes) -> None:
         """Add ``chunk``; raises :class:`UploadTooLarge` as soon as the total passes the limit."""
@@ -100,7 +124,7 @@ class UploadWriter:
         data = b"".join(self._pending)
         self._pending, self._pending_bytes = [], 0
         assert self._file is not None
-        await asyncio.to_thread(self._file.write, data)
+        await _on_disk(self._file.write, data)
         self.written_bytes += len(data)
 
     async def commit(self) -> Path:
@@ -115,7 +139,11 @@ class UploadWriter:
             file.close()
             os.replace(self.part_path, self.final_path)
 
-        await asyncio.to_thread(finish)
+        try:
+            await _on_disk(finish)
+        except BaseException:
+            self._file = file  # so that discard() still closes it and deletes the part
+            raise
         return self.final_path
 
     async def discard(self) -> None:

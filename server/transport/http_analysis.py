@@ -22,7 +22,7 @@ from server.exceptions import SettingsError, StorageUnavailable
 from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
-from server.jobs.uploads import UploadTooLarge, UploadWriter
+from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
 from server.security.expect import guard_expect
 from server.transport.http_errors import json_error
 
@@ -150,17 +150,20 @@ async def post_analysis(request: web.Request) -> web.Response:
         if writer.received_bytes == 0:
             raise BadUpload(400, "empty", "the uploaded file is empty")
         await _capacity(service)
-        committed = True
         try:
             await service.submit(writer, task_id, filename, settings)
         except StorageUnavailable as exc:  # the service deleted the stored upload
+            committed = True
             raise _unavailable(exc) from None
+        committed = True
     except BadUpload as exc:
         return _error(exc)
     except SettingsError as exc:
         return json_error(400, "bad_settings", str(exc))
     except UploadTooLarge as exc:
         return json_error(413, "too_large", str(exc))
+    except StorageFull as exc:  # what arrived is deleted below; the server goes on
+        return json_error(507, "insufficient_storage", str(exc))
     finally:
         if writer is not None and not committed:
             await service.shielded(writer.discard())

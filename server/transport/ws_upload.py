@@ -18,7 +18,7 @@ from server import appkeys
 from server.exceptions import SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.service import JobService, QueueFull, parse_settings
-from server.jobs.uploads import UploadWriter
+from server.jobs.uploads import StorageFull, UploadWriter
 from server.protocol import upload_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame, send
 from server.protocol.errors import CloseCode, ProtocolError
@@ -131,16 +131,22 @@ class Uploading:
                     raise ProtocolError("size_mismatch", f"more than the announced {size} bytes arrived",
                                         CloseCode.POLICY)
                 before = writer.written_bytes
-                await writer.write(message.data)
+                try:
+                    await writer.write(message.data)
+                except StorageFull as exc:  # run() fails the task and deletes what arrived
+                    raise ProtocolError("insufficient_storage", str(exc), CloseCode.TRY_AGAIN_LATER) from None
                 if writer.written_bytes != before:
                     await send(self.ws, self.codec, msg.ack(writer.written_bytes))
             elif isinstance(message, msg.End):
                 if writer.received_bytes != size:
                     raise ProtocolError("size_mismatch", f"'end' after {writer.received_bytes} of the "
                                         f"announced {size} bytes", CloseCode.POLICY)
-                self.writer = None
+                self.writer = None  # the service owns the upload now (even if this handler is cancelled)
                 try:
                     await self.service.enqueue(writer, self.task_id)
+                except StorageFull as exc:  # not stored: run() fails the task and deletes what arrived
+                    self.writer = writer
+                    raise ProtocolError("insufficient_storage", str(exc), CloseCode.TRY_AGAIN_LATER) from None
                 except StorageUnavailable as exc:  # the service deleted the upload; the task fails
                     raise _unavailable(exc, "; the file was not kept: send it again") from None
                 await send(self.ws, self.codec, msg.ack(writer.written_bytes))
