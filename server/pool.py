@@ -103,9 +103,6 @@ class DetectionPool:
         lanes = self._lanes if lane is None else [self._lanes[lane]]
         return sorted(pid for each in lanes for pid in each.worker_pids())
 
-    def lane_in_flight(self, lane: int) -> int:
-        return self._lanes[lane].in_flight
-
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the worker with the fewest calls in flight (see :meth:`run_on`)."""
         lane = min(self._lanes, key=lambda lane: lane.in_flight)

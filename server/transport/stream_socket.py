@@ -16,13 +16,10 @@ from server.protocol import codec as codec_mod
 from server.protocol.codec import Codec
 from server.protocol.errors import CloseCode, ProtocolError
 from server.transport import lingering_close
+from server.transport.http_errors import json_error
 
 Event = dict[str, Any]
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
-
-
-def http_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 def check_upgrade(request: web.Request) -> tuple[Codec, None] | tuple[None, web.Response]:
@@ -30,11 +27,23 @@ def check_upgrade(request: web.Request) -> tuple[Codec, None] | tuple[None, web.
     try:
         codec = Codec.from_query(request.query.get("codec"))
     except ProtocolError as exc:
-        return None, http_error(400, exc.code, exc.message)
+        return None, json_error(400, exc.code, exc.message)
     if not web.WebSocketResponse().can_prepare(request).ok:
-        return None, http_error(426, "websocket_required",
+        return None, json_error(426, "websocket_required",
                                 "this endpoint is a WebSocket; send an upgrade request")
     return codec, None
+
+
+async def open_socket(request: web.Request, config: Config,
+                      receive_limit_bytes: int | None = None) -> StreamSocket | web.Response:
+    """The prepared :class:`StreamSocket` of a WebSocket request, or the HTTP error to answer instead."""
+    codec, refusal = check_upgrade(request)
+    if codec is None:
+        assert refusal is not None
+        return refusal
+    ws = StreamSocket(config, codec, receive_limit_bytes)
+    await ws.prepare(request)
+    return ws
 
 
 class StreamSocket(web.WebSocketResponse):

@@ -20,7 +20,7 @@ from server.protocol import codec as codec_mod
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
-from server.transport.stream_socket import StreamSocket, check_upgrade
+from server.transport.stream_socket import StreamSocket, open_socket
 
 SUBSCRIBER_MESSAGE_LIMIT_BYTES = 64 * 1024  # subscribers send nothing that needs more
 # Kernel send buffer of a subscriber's socket. Without a cap Linux grows it to megabytes for a client that
@@ -73,14 +73,12 @@ def _refusal(exc: UnknownStream | SubscriberLimit | StorageUnavailable) -> Proto
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
-    codec, refusal = check_upgrade(request)
-    if codec is None:
-        assert refusal is not None
-        return refusal
     app = request.app
     config, hub = app[appkeys.CONFIG], app[appkeys.HUB]
-    ws = StreamSocket(config, codec, receive_limit_bytes=SUBSCRIBER_MESSAGE_LIMIT_BYTES)
-    await ws.prepare(request)
+    ws = await open_socket(request, config, receive_limit_bytes=SUBSCRIBER_MESSAGE_LIMIT_BYTES)
+    if not isinstance(ws, StreamSocket):
+        return ws  # the HTTP refusal
+    codec = ws.codec
     _cap_send_buffer(request)
     stream_id = request.match_info["stream_id"]
     subscription: Subscription | None = None

@@ -22,7 +22,7 @@ from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import Configure, Event, Start, Stop, parse_audio, parse_client_message
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
-from server.transport.stream_socket import Outbox, StreamSocket, check_upgrade
+from server.transport.stream_socket import Outbox, StreamSocket, open_socket
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,11 @@ class Publisher:
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
-    codec, refusal = check_upgrade(request)
-    if codec is None:
-        assert refusal is not None
-        return refusal
     service = request.app[appkeys.STREAMS]
-    ws = StreamSocket(service.config, codec)
-    await ws.prepare(request)
-    await Publisher(ws, codec, service, request.remote or "").run()
+    ws = await open_socket(request, service.config)
+    if not isinstance(ws, StreamSocket):
+        return ws  # the HTTP refusal
+    await Publisher(ws, ws.codec, service, request.remote or "").run()
     return ws
 
 

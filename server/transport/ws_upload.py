@@ -22,7 +22,7 @@ from server.jobs.uploads import StorageFull, UploadWriter
 from server.protocol import upload_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame, send
 from server.protocol.errors import CloseCode, ProtocolError
-from server.transport.stream_socket import StreamSocket, check_upgrade
+from server.transport.stream_socket import StreamSocket, open_socket
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +206,12 @@ class Uploading:
 
 
 async def upload_handler(request: web.Request) -> web.StreamResponse:
-    codec, refusal = check_upgrade(request)
-    if codec is None:
-        assert refusal is not None
-        return refusal
     service = request.app[appkeys.JOBS]
-    ws = StreamSocket(service.config, codec)
-    await ws.prepare(request)
+    ws = await open_socket(request, service.config)
+    if not isinstance(ws, StreamSocket):
+        return ws  # the HTTP refusal
     try:
-        await Uploading(ws, codec, service).run()
+        await Uploading(ws, ws.codec, service).run()
     except ConnectionError:
         pass  # the client went away; a reserved job was already failed
     except Exception:
