@@ -132,6 +132,17 @@ def onset_key(event: dict[str, Any]) -> str:
     return f"{event['stream_id']}/{event['time']:.6f}"
 
 
+async def record_onsets(ws: aiohttp.ClientWebSocketResponse, arrived: Onsets) -> None:
+    """Note when each onset event arrives on ``ws``, until it closes or (a subscriber's) ``ended``."""
+    async for message in ws:
+        if message.type is aiohttp.WSMsgType.TEXT:
+            event = json.loads(message.data)
+            if event["type"] == "onset":
+                arrived[onset_key(event)] = time.perf_counter()
+            elif event["type"] == "ended":
+                return
+
+
 async def _publish(url: str, streams: int, duration_s: float, click_every_s: float, ids: Any, go: Any,
                    out: Any) -> None:
     arrived: Onsets = {}
@@ -146,13 +157,6 @@ async def _publish(url: str, streams: int, duration_s: float, click_every_s: flo
         ids.put([stream_id for _, stream_id in sockets])
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
 
-        async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    event = json.loads(message.data)
-                    if event["type"] == "onset":
-                        arrived[onset_key(event)] = time.perf_counter()
-
         async def send(ws: aiohttp.ClientWebSocketResponse, index: int) -> None:
             track = click_track(duration_s, click_every_s, phase_s=index * click_every_s / streams)
             start_s = time.perf_counter() + index * CHUNK_S / streams
@@ -163,7 +167,7 @@ async def _publish(url: str, streams: int, duration_s: float, click_every_s: flo
                 await ws.send_bytes(track[at : at + CHUNK_FRAMES].tobytes())
             await ws.send_json({"type": "stop"})
 
-        receivers = [asyncio.create_task(receive(ws)) for ws, _ in sockets]
+        receivers = [asyncio.create_task(record_onsets(ws, arrived)) for ws, _ in sockets]
         await asyncio.gather(*(send(ws, i) for i, (ws, _) in enumerate(sockets)))
         await asyncio.gather(*receivers)
     out.put(arrived)
@@ -179,17 +183,7 @@ async def _subscribe(url: str, stream_ids: list[str], ready: Any, out: Any) -> N
             assert first["type"] == "subscribed", first
             sockets.append(ws)
         ready.set()
-
-        async def receive(ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    event = json.loads(message.data)
-                    if event["type"] == "onset":
-                        arrived[onset_key(event)] = time.perf_counter()
-                    elif event["type"] == "ended":
-                        return
-
-        await asyncio.gather(*(receive(ws) for ws in sockets))
+        await asyncio.gather(*(record_onsets(ws, arrived) for ws in sockets))
     out.put(arrived)
 
 
