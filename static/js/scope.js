@@ -1,6 +1,8 @@
 // The live page's scrolling plot on a <canvas>: waveform above, onset strength (with the threshold it
 // must clear) below, a marker through both at every onset. The right edge is "now".
 
+import { drawOnsetMarker } from "./marks.js";
+
 const COLORS = {
   grid: "#1c2430",
   label: "#7d8898",
@@ -191,12 +193,7 @@ export class Scope {
       const fresh = now - onset.arrivedMs < FRESH_MS;
       ctx.globalAlpha = fresh ? 1 : 0.75;
       ctx.fillStyle = COLORS.onset;
-      ctx.fillRect(px - (fresh ? dpr : dpr / 2), 0, fresh ? 2 * dpr : dpr, plotH);
-      ctx.beginPath();
-      ctx.moveTo(px - 5 * dpr, 0);
-      ctx.lineTo(px + 5 * dpr, 0);
-      ctx.lineTo(px, 7 * dpr);
-      ctx.fill();
+      drawOnsetMarker(ctx, px, plotH, dpr, fresh);
       const label = onset.strength.toFixed(1);
       if (px + 4 * dpr > labelEnd) {
         ctx.fillText(label, px + 4 * dpr, 9 * dpr);

@@ -1,6 +1,8 @@
 // The upload page's waveform: a zoomable view of a whole file with its onsets and the playhead, and an
 // overview strip of the whole file showing where the view is. Drawn on <canvas> from min/max summaries.
 
+import { drawOnsetMarker } from "./marks.js";
+
 const COLORS = {
   wave: "#4cc3ff",
   waveFaded: "#24617f",
@@ -210,12 +212,7 @@ export class WaveformView {
       const isCurrent = i === this.current;
       ctx.globalAlpha = isCurrent ? 1 : 0.8;
       ctx.fillStyle = COLORS.onset;
-      ctx.fillRect(px - (isCurrent ? dpr : dpr / 2), 0, isCurrent ? 2 * dpr : dpr, plotH);
-      ctx.beginPath();
-      ctx.moveTo(px - 5 * dpr, 0);
-      ctx.lineTo(px + 5 * dpr, 0);
-      ctx.lineTo(px, 7 * dpr);
-      ctx.fill();
+      drawOnsetMarker(ctx, px, plotH, dpr, isCurrent);
       if (!dense) ctx.fillText(String(i + 1), px + 4 * dpr, 3 * dpr);
     });
     ctx.globalAlpha = 1;
