@@ -1,0 +1,79 @@
+"""The process pool that runs all detection work off the event loop.
+
+One :class:`DetectionPool` per server: ``workers`` processes, each in its own *lane*
+(:class:`~server.pool.lane.Lane`). Work for a live stream always goes to the stream's lane, so that lane's
+worker can keep the stream's detector between calls and only audio and onsets cross between processes
+(see :mod:`server.stream.work`); other work (file steps, health checks) goes to the lane with the fewest
+calls in flight. Live streams and file jobs submit small units of work (a block of audio for a batch of
+streams, a chunk of a file) so that neither can hold a lane for long.
+
+When a worker process dies its lane starts a fresh process and the callers of that lane see
+:class:`PoolRestarted`, so they can re-initialise their state instead of hanging. A worker also ends by
+itself when the server process that made it dies, even by SIGKILL, so no detection process outlives its
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TypeVar
+
+from server.exceptions import PoolRestarted
+from server.pool.lane import Lane, LaneBroken
+
+T = TypeVar("T")
+
+__all__ = ["DetectionPool"]
+
+
+class DetectionPool:
+    """``workers`` lanes with an awaitable ``run`` (any lane) and ``run_on`` (one given lane)."""
+
+    def __init__(self, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
+        self._lanes = [Lane(index) for index in range(workers)]
+        self._closed = False
+
+    @property
+    def rebuilds(self) -> int:
+        """Worker processes replaced after dying, over every lane."""
+        return sum(lane.rebuilds for lane in self._lanes)
+
+    async def start(self) -> list[int]:
+        """Start every worker process now; returns their pids."""
+        await asyncio.gather(*(lane.start() for lane in self._lanes))
+        return self.worker_pids()
+
+    def worker_pids(self, lane: int | None = None) -> list[int]:
+        """The worker processes' pids, of every lane or of one."""
+        lanes = self._lanes if lane is None else [self._lanes[lane]]
+        return sorted(pid for each in lanes for pid in each.worker_pids())
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in the worker with the fewest calls in flight (see :meth:`run_on`)."""
+        lane = min(self._lanes, key=lambda lane: lane.in_flight)
+        return await self.run_on(lane.index, fn, *args)
+
+    async def run_on(self, lane: int, fn: Callable[..., T], *args: object) -> T:
+        """Run ``fn(*args)`` in the worker of ``lane`` (0 to ``workers - 1``); calls on one lane run in order.
+
+        ``fn`` and ``args`` must pickle. Raises what ``fn`` raised, or :class:`PoolRestarted` if that
+        worker died first (its lane is then already starting a fresh one).
+        """
+        if self._closed:
+            raise RuntimeError("the detection pool is closed")
+        chosen = self._lanes[lane]
+        chosen.in_flight += 1
+        try:
+            return await chosen.call(fn, *args)
+        except LaneBroken as exc:
+            raise PoolRestarted(f"detection worker {lane} died; it was replaced") from exc
+        finally:
+            chosen.in_flight -= 1
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(lane.close() for lane in self._lanes), return_exceptions=True)

@@ -1,0 +1,196 @@
+"""One lane of the detection pool: a worker process that the event loop feeds and reads itself.
+
+Calls go to the worker as frames on one pipe and answers come back, in the same order, on another (see
+:mod:`server.pool.frames`). Both pipes are asyncio pipe transports of the server's event loop: a call is
+pickled and written by the loop, and an answer is read, unpickled and handed to its caller by the loop,
+with no thread in between. (A ``concurrent.futures.ProcessPoolExecutor`` hands every call and every
+answer through two threads of its own; at a few hundred live streams, those threads' waits for the GIL
+were a large share of a stream's latency, see ``bench/stream_load.py``.)
+
+A worker that dies closes its answer pipe: every call still waiting fails with :class:`LaneBroken` and a
+fresh worker is started at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import pickle
+from collections import deque
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
+
+from server.pool.frames import FrameReader, frame
+from server.pool.worker import serve
+
+log = logging.getLogger("server.pool")
+
+T = TypeVar("T")
+STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after its call pipe closed is killed
+
+
+class LaneBroken(Exception):
+    """The lane's worker died before answering."""
+
+
+class _Worker:
+    """A started worker process, its call pipe and the calls it has not answered yet (oldest first)."""
+
+    def __init__(self, process: BaseProcess, calls: asyncio.WriteTransport) -> None:
+        self.process = process
+        self.calls = calls
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.alive = True
+
+
+class _Answers(asyncio.Protocol):
+    """The reading end of a worker's answer pipe."""
+
+    def __init__(self, on_answer: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self._frames = FrameReader()
+        self._on_answer = on_answer
+        self._on_lost = on_lost
+
+    def data_received(self, data: bytes) -> None:
+        for payload in self._frames.feed(data):
+            self._on_answer(payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_lost()
+
+
+def _take_fd(connection: Connection) -> int:
+    """The connection's file descriptor, now owned by the caller (the connection is closed)."""
+    fd = os.dup(connection.fileno())
+    connection.close()
+    return fd
+
+
+def _spawn(index: int) -> tuple[BaseProcess, int, int]:
+    """Start a worker (blocking: run it off the loop); returns it and the server's ends of its pipes."""
+    context = multiprocessing.get_context("forkserver")
+    calls_out, calls_in = context.Pipe(duplex=False)  # (worker reads, server writes)
+    answers_out, answers_in = context.Pipe(duplex=False)  # (server reads, worker writes)
+    process = context.Process(target=serve, args=(calls_out, answers_in, os.getpid()),
+                              name=f"transient-pool-{index}", daemon=True)
+    try:
+        process.start()
+    finally:
+        calls_out.close()
+        answers_in.close()
+    return process, _take_fd(calls_in), _take_fd(answers_out)
+
+
+class Lane:
+    """One worker process; calls on a lane run one after another, in the order they were made."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.in_flight = 0
+        self.rebuilds = 0
+        self._worker: _Worker | None = None
+        self._starting: asyncio.Task[_Worker] | None = None
+        self._closed = False
+
+    def worker_pids(self) -> list[int]:
+        worker = self._worker
+        return [worker.process.pid] if worker is not None and worker.alive and worker.process.pid else []
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the worker; raises what it raised, or :class:`LaneBroken` if the worker died."""
+        if self._closed:
+            raise RuntimeError("the detection pool is closed")
+        worker = await self._running()
+        payload = frame(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+        if not worker.alive:  # died while this call was being pickled
+            raise LaneBroken(f"detection worker {self.index} died")
+        future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
+        worker.waiting.append(future)
+        worker.calls.write(payload)
+        ok, value = await future
+        if not ok:
+            raise value
+        return value
+
+    async def start(self) -> None:
+        await self._running()
+
+    async def _running(self) -> _Worker:
+        worker = self._worker
+        if worker is not None and worker.alive:
+            return worker
+        if self._starting is None:
+            self._starting = asyncio.create_task(self._start())
+        return await asyncio.shield(self._starting)
+
+    async def _start(self) -> _Worker:
+        loop = asyncio.get_running_loop()
+        try:
+            process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index)
+            calls, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(call_fd, "wb", buffering=0))
+            worker = _Worker(process, calls)
+            await loop.connect_read_pipe(
+                lambda: _Answers(lambda payload: self._answered(worker, payload), lambda: self._lost(worker)),
+                os.fdopen(answer_fd, "rb", buffering=0))
+            self._worker = worker
+            return worker
+        finally:
+            self._starting = None
+
+    @staticmethod
+    def _answered(worker: _Worker, payload: bytes) -> None:
+        future = worker.waiting.popleft()
+        if future.done():
+            return  # its caller was cancelled; the answer has nobody to go to
+        try:
+            future.set_result(pickle.loads(payload))
+        except Exception as exc:  # an answer that does not unpickle here
+            future.set_result((False, exc))
+
+    def _lost(self, worker: _Worker) -> None:
+        """``worker``'s answer pipe closed: it died (or the pool is closing)."""
+        if not worker.alive:
+            return
+        worker.alive = False
+        worker.calls.close()
+        while worker.waiting:
+            future = worker.waiting.popleft()
+            if not future.done():
+                future.set_exception(LaneBroken(f"detection worker {self.index} died"))
+        # Nothing to reap here: the forkserver is the worker's parent and reaps it.
+        if not self._closed and worker is self._worker:
+            log.warning("detection worker %d died; starting a new one", self.index)
+            self.rebuilds += 1
+            self._worker = None
+            self._starting = asyncio.create_task(self._start())
+            self._starting.add_done_callback(_log_start_failure)
+
+    async def close(self) -> None:
+        """Stop the worker: close its call pipe, so it exits; kill it if it has not within a few seconds."""
+        self._closed = True
+        if self._starting is not None:
+            with contextlib.suppress(Exception):
+                await self._starting
+        worker = self._worker
+        if worker is None:
+            return
+        worker.calls.close()
+        await asyncio.get_running_loop().run_in_executor(None, _reap, worker.process)
+        self._worker = None
+
+
+def _reap(process: BaseProcess) -> None:
+    process.join(STOP_TIMEOUT_S)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+
+
+def _log_start_failure(task: asyncio.Task[_Worker]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("could not start a detection worker: %s", task.exception())

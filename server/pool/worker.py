@@ -1,0 +1,74 @@
+"""The body of a pool worker process: run the calls that arrive on one pipe, answer on the other, in order.
+
+The worker is single-threaded apart from a watcher of the server process: it ends as soon as the server
+does, even when the server was killed with SIGKILL, so no detection process outlives its server. It also
+ends when the server closes its end of the call pipe (a normal shutdown). SIGINT is ignored: a Ctrl-C in a
+terminal reaches the whole process group, and only the server decides when its workers stop.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import select
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any, BinaryIO
+
+from server.pool.frames import HEADER, frame
+
+
+def _exit_with(server_pid: int) -> None:
+    """End this process as soon as the server process ``server_pid`` has ended."""
+    try:
+        handle = os.pidfd_open(server_pid)
+    except OSError:  # already gone (or no pidfd support): nothing to serve
+        os._exit(0)
+    select.select([handle], [], [])  # a pidfd becomes readable when its process ends
+    os._exit(0)
+
+
+def _read_exactly(source: BinaryIO, size: int) -> bytes | None:
+    data = source.read(size)
+    return data if data is not None and len(data) == size else None
+
+
+def _answer(ok: bool, value: Any) -> bytes:
+    """The pickled answer; an exception or result that cannot pickle is answered as a RuntimeError."""
+    try:
+        return frame(pickle.dumps((ok, value), protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:
+        what = "exception" if not ok else "result"
+        detail = f"{type(value).__name__}: {value}" if not ok else f"{type(exc).__name__}: {exc}"
+        error = RuntimeError(f"the worker's {what} cannot be sent back: {detail}")
+        return frame(pickle.dumps((False, error)))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def serve(calls: Connection, answers: Connection, server_pid: int) -> None:
+    """Worker process main: answer every call from ``calls`` on ``answers`` until the server goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(server_pid,), name="server-watch", daemon=True).start()
+    import server.dsp  # noqa: F401  # the first real call pays no import cost
+
+    answer_fd = answers.fileno()  # both connections stay open (and their descriptors theirs) until exit
+    with os.fdopen(calls.fileno(), "rb", closefd=False) as source:
+        while True:
+            header = _read_exactly(source, HEADER.size)
+            if header is None:
+                return  # the server closed the pipe
+            payload = _read_exactly(source, HEADER.unpack(header)[0])
+            if payload is None:
+                return
+            try:
+                fn, args = pickle.loads(payload)
+                reply = _answer(True, fn(*args))
+            except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
+                reply = _answer(False, exc)
+            _write_all(answer_fd, reply)
