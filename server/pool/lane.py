@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import multiprocessing
 import os
@@ -25,12 +26,14 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
-from server.pool.frames import FrameReader, frame
+from server.pool.frames import HEADER, FrameReader
 from server.pool.worker import serve
 
 log = logging.getLogger("server.pool")
 
 T = TypeVar("T")
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
+PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after its call pipe closed is killed
 
 
@@ -65,9 +68,12 @@ class _Answers(asyncio.Protocol):
 
 
 def _take_fd(connection: Connection) -> int:
-    """The connection's file descriptor, now owned by the caller (the connection is closed)."""
+    """The pipe end of ``connection``, now owned by the caller (the connection is closed), made roomy."""
     fd = os.dup(connection.fileno())
     connection.close()
+    # A batch of a few hundred streams' audio is a few hundred KiB: with room for it, a call is one write.
+    with contextlib.suppress(OSError):  # the system's limit may be lower: the default then serves
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
     return fd
 
 
@@ -106,12 +112,12 @@ class Lane:
         if self._closed:
             raise RuntimeError("the detection pool is closed")
         worker = await self._running()
-        payload = frame(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
         if not worker.alive:  # died while this call was being pickled
             raise LaneBroken(f"detection worker {self.index} died")
         future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
         worker.waiting.append(future)
-        worker.calls.write(payload)
+        worker.calls.writelines((HEADER.pack(len(payload)), payload))  # no copy of a large payload
         ok, value = await future
         if not ok:
             raise value
