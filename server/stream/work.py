@@ -86,8 +86,8 @@ class ResidentDetectors:
             self._detectors.pop(key, None)
 
 
-# The one piece of state a worker process keeps between pool calls. An executor's worker can reach state
-# of its own only through its modules; in the server process this stays empty.
+# The one piece of state a worker process keeps between pool calls. A pool call names a function of a
+# module, so a worker reaches state of its own only through its modules; in the server this stays empty.
 RESIDENT = ResidentDetectors()
 
 
