@@ -5,7 +5,7 @@ Calls go to the worker as frames on one pipe and answers come back, in the same 
 pickled and written by the loop, and an answer is read, unpickled and handed to its caller by the loop,
 with no thread in between. (A ``concurrent.futures.ProcessPoolExecutor``, which each lane was before,
 hands every call and every answer through two threads of its own, and in a busy server each hand-over
-waits for the GIL. With 256 live streams the server process used 71-76 % of a core with executors and
+waits for the GIL. With 256 live streams the server process used 71-77 % of a core with executors and
 55-69 % with these lanes, in ``bench/stream_load.py``; ``bench/pool_rtt.py`` compares one call both ways.)
 
 A worker that dies closes its answer pipe: every call still waiting fails with :class:`LaneBroken` and a
