@@ -124,9 +124,6 @@ class Lane:
             raise value
         return value
 
-    async def start(self) -> None:
-        await self._running()
-
     async def _running(self) -> _Worker:
         worker = self._worker
         if worker is not None and worker.alive:
