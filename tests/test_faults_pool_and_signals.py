@@ -19,6 +19,7 @@ from server import appkeys
 from tests.analysis_files import make_file, post_file, wait_finished
 from tests.conftest import ServerProcess, StartServer
 from tests.metrics_scrape import scrape
+from tests.processes import running
 from tests.stream_client import Client, Publisher, of_type
 
 SAMPLE_RATE = 16000
@@ -171,13 +172,6 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_sigkilled_server_leaves_no_process_behind(server_process: Callable[..., ServerProcess]) -> None:
     proc = server_process("--workers", "2")
     assert proc.proc is not None
@@ -189,5 +183,5 @@ def test_a_sigkilled_server_leaves_no_process_behind(server_process: Callable[..
     left = helpers
     while left and time.monotonic() < deadline:
         time.sleep(0.1)
-        left = [pid for pid in helpers if _running(pid)]
+        left = [pid for pid in helpers if running(pid)]
     assert left == [], f"still running after the server was killed: {left}"

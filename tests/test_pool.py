@@ -15,6 +15,7 @@ from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
 from server.pool.frames import FrameReader, frame
 from tests.polling import until
+from tests.processes import running
 
 
 def slow_echo(value: int, delay_s: float) -> tuple[int, int]:
@@ -44,14 +45,6 @@ async def pool() -> AsyncIterator[DetectionPool]:
     await pool.start()
     yield pool
     await pool.close()
-
-
-def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_frames_split_anywhere_reassemble_in_order() -> None:
@@ -122,7 +115,7 @@ async def test_close_ends_every_worker() -> None:
     assert pool.worker_pids() == []
 
     async def all_gone() -> bool:
-        return all(gone(pid) for pid in pids)
+        return not any(running(pid) for pid in pids)
 
     await until(all_gone, timeout_s=10)
     with pytest.raises(RuntimeError, match="closed"):
