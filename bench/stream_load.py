@@ -202,11 +202,13 @@ async def run_shard(url: str, streams: int, duration_s: float, click_every_s: fl
                     phase_offset: int, phase_count: int) -> ShardResult:
     result = ShardResult()
     tracks = click_tracks(click_every_s, click_phases, duration_s + 1.0)
+    # Each stream's index across every shard: it picks the stream's click track and send phase.
+    index = [i * phase_count + phase_offset for i in range(streams)]
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
         load: list[LoadStream] = []
         for i in range(streams):
-            track = tracks[(i * phase_count + phase_offset) % click_phases]  # by the stream's global index
+            track = tracks[index[i] % click_phases]
             ws = await http.ws_connect(url + "/api/v3/stream", max_msg_size=0, autoping=True)
             await ws.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
                                           "encoding": "pcm_f32le"}))
@@ -216,8 +218,7 @@ async def run_shard(url: str, streams: int, duration_s: float, click_every_s: fl
                                    started["latency_ms"] / 1000.0))
         receivers = [asyncio.create_task(stream.receive()) for stream in load]
         # Phases spread over one chunk period, across every stream of every shard.
-        phases = [(i * phase_count + phase_offset) / (streams * phase_count) * CHUNK_S
-                  for i in range(streams)]
+        phases = [index[i] / (streams * phase_count) * CHUNK_S for i in range(streams)]
         cpu_start = time.process_time()
         t0 = time.perf_counter() + 0.2
         n_chunks = round(duration_s / CHUNK_S)
