@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import inspect
 import os
 import signal
 import subprocess
@@ -25,11 +27,40 @@ from tests.redis_server import module_redis, redis_server  # noqa: F401 - fixtur
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# An async test's body fails with TimeoutError (its traceback shows what it waited for) after this long.
+# pytest-timeout cannot do it: its SIGALRM handler raises inside uvloop's signal callback, which swallows
+# the exception, and the test runs on. Its own limit (pyproject.toml, thread method, longer than this) is
+# the backstop for the rest, a sync test or a teardown: it prints every thread's stack and ends the run.
+ASYNC_TEST_TIMEOUT_S = 150.0
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Tests run on uvloop, as the server does."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+def _bounded(test: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        limit = asyncio.timeout(ASYNC_TEST_TIMEOUT_S)
+        try:
+            async with limit:
+                return await test(*args, **kwargs)
+        except TimeoutError as exc:
+            if limit.expired():
+                raise TimeoutError(f"the test did not finish within {ASYNC_TEST_TIMEOUT_S:g} s "
+                                   "(the await it was in is in the traceback above)") from exc
+            raise
+
+    return bounded
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test runs under :data:`ASYNC_TEST_TIMEOUT_S`."""
+    for item in items:
+        test = getattr(item, "obj", None)
+        if inspect.iscoroutinefunction(test) and not hasattr(test, "hypothesis"):
+            item.obj = _bounded(test)  # type: ignore[attr-defined]
 
 
 @pytest.hookimpl(hookwrapper=True)
