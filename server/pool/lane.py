@@ -179,7 +179,7 @@ class Lane:
         self._closed = True
         if self._starting is not None:
             with contextlib.suppress(Exception):
-                await self._starting
+                await asyncio.wait_for(asyncio.shield(self._starting), STOP_TIMEOUT_S)
         worker = self._worker
         if worker is None:
             return
@@ -189,10 +189,14 @@ class Lane:
 
 
 def _reap(process: BaseProcess) -> None:
+    """Wait for ``process`` to exit, killing it if it has not within :data:`STOP_TIMEOUT_S`; never waits
+    longer than twice that (this runs in the loop's default executor, which the loop's close waits for)."""
     process.join(STOP_TIMEOUT_S)
     if process.exitcode is None:
         process.kill()
-        process.join()
+        process.join(STOP_TIMEOUT_S)
+    if process.exitcode is None:
+        log.error("detection worker pid %s did not exit after SIGKILL", process.pid)
 
 
 def _log_start_failure(task: asyncio.Task[_Worker]) -> None:
