@@ -40,15 +40,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
-import aiohttp
 import numpy as np
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import descendants, rss_bytes, start_server
+from bench.wire_ws import BINARY, WireSocket, masked_frame
 from server.dsp import OnsetDetector
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,38 +122,44 @@ def click_pattern(every_s: float, phase_s: float, total_s: float) -> tuple[np.nd
     return samples, times
 
 
-class LoadStream:
-    """One publisher: a real-time paced sender and a receiver matching onsets to clicks."""
+class ClickTrack(NamedTuple):
+    chunks: list[bytes]
+    clicks: list[float]
+    completing: list[tuple[float, int]]
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, chunks: list[bytes], clicks: list[float],
-                 completing: list[tuple[float, int]], latency_s: float) -> None:
-        self.ws = ws
-        self.chunks = chunks
-        self.clicks = clicks
-        self.completing = completing
-        self.latency_s = latency_s
+
+class LoadStream:
+    """One publisher: its chunks, paced by :func:`run_shard`, and a receiver matching onsets to clicks."""
+
+    def __init__(self, track: ClickTrack) -> None:
+        self.chunks = track.chunks
+        self.clicks = track.clicks
+        self.completing = track.completing
+        self.latency_s = 0.0
         self.sent_at: list[float] = []
         self.onsets: list[tuple[float, float]] = []  # (onset time, receive time)
         self.dropped_s = 0.0
         self.warnings = 0
         self.errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        self.started: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.stopped: asyncio.Future[None] = loop.create_future()
 
-    async def receive(self) -> None:
-        async for message in self.ws:
-            if message.type != aiohttp.WSMsgType.TEXT:
-                break
-            event = json.loads(message.data)
-            kind = event["type"]
-            if kind == "onset":
-                self.onsets.append((event["time"], time.perf_counter()))
-            elif kind == "status":
-                self.dropped_s = max(self.dropped_s, event["dropped_s"])
-            elif kind == "warning":
-                self.warnings += 1
-            elif kind == "error":
-                self.errors.append(event["code"])
-            elif kind == "stopped":
-                break
+    def on_text(self, text: str, received_at: float) -> None:
+        event = json.loads(text)
+        kind = event["type"]
+        if kind == "onset":
+            self.onsets.append((event["time"], received_at))
+        elif kind == "status":
+            self.dropped_s = max(self.dropped_s, event["dropped_s"])
+        elif kind == "warning":
+            self.warnings += 1
+        elif kind == "error":
+            self.errors.append(event["code"])
+        elif kind == "started" and not self.started.done():
+            self.started.set_result(event)
+        elif kind == "stopped" and not self.stopped.done():
+            self.stopped.set_result(None)
 
     def score(self, result: ShardResult) -> None:
         sent_s = len(self.sent_at) * CHUNK_S
@@ -178,12 +185,6 @@ class LoadStream:
         result.errors += self.errors
 
 
-class ClickTrack(NamedTuple):
-    chunks: list[bytes]
-    clicks: list[float]
-    completing: list[tuple[float, int]]
-
-
 @functools.cache
 def click_tracks(click_every_s: float, click_phases: int, total_s: float) -> list[ClickTrack]:
     """``click_phases`` click tracks, their first clicks spread evenly over one click period.
@@ -193,7 +194,8 @@ def click_tracks(click_every_s: float, click_phases: int, total_s: float) -> lis
     tracks = []
     for k in range(click_phases):
         samples, clicks = click_pattern(click_every_s, 0.137 + k * click_every_s / click_phases, total_s)
-        chunks = [samples[i:i + CHUNK_FRAMES].tobytes() for i in range(0, len(samples), CHUNK_FRAMES)]
+        chunks = [masked_frame(BINARY, samples[i:i + CHUNK_FRAMES].tobytes())
+                  for i in range(0, len(samples), CHUNK_FRAMES)]
         tracks.append(ClickTrack(chunks, clicks, completing_chunks(samples)))
     return tracks
 
@@ -204,44 +206,43 @@ async def run_shard(url: str, streams: int, duration_s: float, click_every_s: fl
     tracks = click_tracks(click_every_s, click_phases, duration_s + 1.0)
     # Each stream's index across every shard: it picks the stream's click track and send phase.
     index = [i * phase_count + phase_offset for i in range(streams)]
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as http:
-        load: list[LoadStream] = []
-        for i in range(streams):
-            track = tracks[index[i] % click_phases]
-            ws = await http.ws_connect(url + "/api/v3/stream", max_msg_size=0, autoping=True)
-            await ws.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
-                                          "encoding": "pcm_f32le"}))
-            started = json.loads((await ws.receive(timeout=60)).data)
-            assert started["type"] == "started", started
-            load.append(LoadStream(ws, track.chunks, track.clicks, track.completing,
-                                   started["latency_ms"] / 1000.0))
-        receivers = [asyncio.create_task(stream.receive()) for stream in load]
-        # Phases spread over one chunk period, across every stream of every shard.
-        phases = [index[i] / (streams * phase_count) * CHUNK_S for i in range(streams)]
-        cpu_start = time.process_time()
-        t0 = time.perf_counter() + 0.2
-        n_chunks = round(duration_s / CHUNK_S)
-        due = sorted((t0 + phases[i], i, 0) for i in range(streams))
-        while due:
-            at, i, k = due[0]
-            delay = at - time.perf_counter()
-            if delay > 0:  # the loop's timers tick in milliseconds: a shorter sleep would spin
-                await asyncio.sleep(max(delay, 0.001))
-            while due and due[0][0] <= time.perf_counter():
-                at, i, k = heapq.heappop(due)
-                stream = load[i]
-                stream.sent_at.append(time.perf_counter())
-                await stream.ws.send_bytes(stream.chunks[k])
-                if k + 1 < n_chunks:
-                    heapq.heappush(due, (t0 + phases[i] + (k + 1) * CHUNK_S, i, k + 1))
-        for stream in load:
-            await stream.ws.send_str('{"type":"stop"}')
-        await asyncio.wait_for(asyncio.gather(*receivers), 120)
-        result.cpu_s = time.process_time() - cpu_start
-        for stream in load:
-            stream.score(result)
-            await stream.ws.close()
+    address = urlsplit(url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
+    start = json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1, "encoding": "pcm_f32le"})
+    load: list[LoadStream] = []
+    sockets: list[WireSocket] = []
+    for i in range(streams):
+        stream = LoadStream(tracks[index[i] % click_phases])
+        socket = await WireSocket.connect(host, port, "/api/v3/stream", stream.on_text)
+        socket.send_text(start)
+        stream.latency_s = float((await asyncio.wait_for(stream.started, 60))["latency_ms"]) / 1000.0
+        load.append(stream)
+        sockets.append(socket)
+    # Phases spread over one chunk period, across every stream of every shard.
+    phases = [index[i] / (streams * phase_count) * CHUNK_S for i in range(streams)]
+    cpu_start = time.process_time()
+    t0 = time.perf_counter() + 0.2
+    n_chunks = round(duration_s / CHUNK_S)
+    due = sorted((t0 + phases[i], i, 0) for i in range(streams))
+    while due:
+        at, i, k = due[0]
+        delay = at - time.perf_counter()
+        if delay > 0:  # the loop's timers tick in milliseconds: a shorter sleep would spin
+            await asyncio.sleep(max(delay, 0.001))
+        while due and due[0][0] <= time.perf_counter():
+            at, i, k = heapq.heappop(due)
+            stream = load[i]
+            stream.sent_at.append(time.perf_counter())
+            sockets[i].send(stream.chunks[k])
+            if k + 1 < n_chunks:
+                heapq.heappush(due, (t0 + phases[i] + (k + 1) * CHUNK_S, i, k + 1))
+    for socket in sockets:
+        socket.send_text('{"type":"stop"}')
+    await asyncio.wait_for(asyncio.gather(*(stream.stopped for stream in load)), 120)
+    result.cpu_s = time.process_time() - cpu_start
+    for stream, socket in zip(load, sockets, strict=True):
+        stream.score(result)
+        socket.close()
     return result
 
 
