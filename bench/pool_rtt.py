@@ -10,8 +10,10 @@ Both run one worker process (forkserver), in the same run, on a uvloop event loo
   was before (each call and each answer pass through the executor's two threads in the server);
 - ``lane``: :meth:`DetectionPool.run_on`, whose event loop writes the call and reads the answer itself.
 
-Calls run one after another: ``trivial`` (``abs(-1)``) and ``batch`` (``--streams`` blocks of 20 ms of
-48 kHz float32, the size of one lane's batch of live-stream audio, answered with their total length).
+Calls run one after another: ``trivial`` (``abs(-1)``) and ``batch`` (``--streams`` live-stream jobs,
+:class:`~server.stream.work.Job`, of 20 ms of 48 kHz float32 each, a lane's batch under load, answered
+with their total length). Through the lane a job's audio crosses in the lane's shared arena; through the
+executor, inside the pickle.
 The event loop does nothing else meanwhile; in a busy server the executor's threads also wait for the
 GIL (see ``bench/stream_load.py`` for the whole server under load). Reported: p50/p99 round trip (µs)
 and the server process's CPU time per call (µs, every thread), and the ratios executor / lane.
@@ -36,12 +38,13 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.pool import DetectionPool
+from server.stream.work import Job
 
 BLOCK_BYTES = 960 * 4  # 20 ms of 48 kHz mono float32
 
 
-def total_length(blocks: list[bytes]) -> int:
-    return sum(len(block) for block in blocks)
+def total_frames(jobs: list[Job]) -> int:
+    return sum(job.frames for job in jobs)
 
 
 async def measure(call: Callable[[Callable[..., Any], tuple[Any, ...]], Awaitable[Any]],
@@ -72,10 +75,10 @@ async def main_async(args: argparse.Namespace) -> None:
     async def via_lane(fn: Callable[..., Any], fn_args: tuple[Any, ...]) -> Any:
         return await pool.run_on(0, fn, *fn_args)
 
-    blocks = [bytes(BLOCK_BYTES) for _ in range(args.streams)]
+    jobs = [Job(f"stream-{i}/0", 48000, 1, "<f4", None, bytes(BLOCK_BYTES), 0.0) for i in range(args.streams)]
     cases: list[tuple[str, Callable[..., Any], tuple[Any, ...], int]] = [
-        ("trivial", abs, (-1,), args.calls), ("batch", total_length, (blocks,), max(1, args.calls // 4))]
-    print(f"batch = {args.streams} blocks of {BLOCK_BYTES} bytes")
+        ("trivial", abs, (-1,), args.calls), ("batch", total_frames, (jobs,), max(1, args.calls // 4))]
+    print(f"batch = {args.streams} live-stream jobs of {BLOCK_BYTES} bytes of audio")
     print(f"{'case':>8} {'via':>9} {'p50 µs':>9} {'p99 µs':>9} {'cpu µs':>9}")
     try:
         for name, fn, fn_args, calls in cases:

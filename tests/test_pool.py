@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import threading
 import time
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
+from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd
 from server.pool.frames import FrameReader, frame
 from tests.polling import until
 from tests.processes import running
@@ -39,6 +42,15 @@ def checksum(data: bytes) -> int:
     return sum(data[::4096]) + len(data)
 
 
+def arrays_sum(arrays: list[np.ndarray], delay_s: float = 0.0) -> list[float]:
+    time.sleep(delay_s)
+    return [float(array.astype(np.float64).sum()) for array in arrays]
+
+
+def buffers(*sizes: int) -> list[pickle.PickleBuffer]:
+    return [pickle.PickleBuffer(bytes([size % 251]) * size) for size in sizes]
+
+
 @pytest.fixture
 async def pool() -> AsyncIterator[DetectionPool]:
     pool = DetectionPool(2)
@@ -56,6 +68,42 @@ def test_frames_split_anywhere_reassemble_in_order() -> None:
             got += reader.feed(stream[at:at + piece])
         assert got == payloads
         assert reader.pending_bytes == 0
+
+
+def test_arena_reserves_in_a_ring_released_oldest_first() -> None:
+    arena = Arena(1000)
+    try:
+        view = ArenaView(SharedFd(os.dup(arena.fd)), 1000)
+        first = arena.place(buffers(300, 100))
+        assert first == [(0, 300), (300, 100)]
+        assert view.copies(first) == [bytes([300 % 251]) * 300, bytes([100]) * 100]
+        second = arena.place(buffers(500))
+        assert second == [(400, 500)]
+        assert arena.place(buffers(200)) is None  # 100 free at the end, none before the oldest
+        arena.release_oldest()  # [0, 400) is free again: the next reservation wraps to the start
+        third = arena.place(buffers(350))
+        assert third == [(0, 350)]
+        assert view.copies(third) == [bytes([350 % 251]) * 350]
+        assert arena.place(buffers(60)) is None  # 50 left before the oldest (at 400), 100 at the end
+        assert arena.place(buffers(1001)) is None  # larger than the arena
+        assert arena.reserved == 2
+        arena.clear()
+        assert arena.place(buffers(1000)) == [(0, 1000)]  # an empty arena starts at its first byte
+    finally:
+        arena.close()
+
+
+async def test_arrays_cross_through_the_arena_or_inside_the_pickle_intact(pool: DetectionPool) -> None:
+    rng = np.random.default_rng(3)
+    small = [rng.standard_normal((960, 1)).astype(np.float32) for _ in range(300)]
+    too_big = [np.ones(ARENA_BYTES // 4 + 1, np.float32)]  # cannot fit: goes inside the pickle
+    expected = [float(a.astype(np.float64).sum()) for a in small]
+    # Several calls in flight on one lane at once, each holding its own part of the arena.
+    answers = await asyncio.gather(*(pool.run_on(0, arrays_sum, small, 0.05) for _ in range(4)),
+                                   pool.run_on(0, arrays_sum, too_big))
+    assert answers[:4] == [expected] * 4
+    assert answers[4] == [float(ARENA_BYTES // 4 + 1)]
+    assert await pool.run_on(0, arrays_sum, small) == expected
 
 
 async def test_each_lane_is_its_own_process_and_answers_in_call_order(pool: DetectionPool) -> None:
@@ -105,6 +153,8 @@ async def test_a_killed_worker_fails_its_calls_and_is_replaced_alone(pool: Detec
     assert pool.worker_pids() == sorted([pid, spared])
     assert pool.rebuilds == 1
     assert (await pool.run_on(1, slow_echo, 4, 0.0)) == (4, spared)
+    arrays = [np.full((960, 1), i, np.float32) for i in range(50)]  # through the arena, to the new worker
+    assert await pool.run_on(0, arrays_sum, arrays) == [960.0 * i for i in range(50)]
 
 
 async def test_close_ends_every_worker() -> None:

@@ -8,6 +8,9 @@ hands every call and every answer through two threads of its own, and in a busy 
 waits for the GIL. With 256 live streams the server process used 71-77 % of a core with executors and
 55-69 % with these lanes, in ``bench/stream_load.py``; ``bench/pool_rtt.py`` compares one call both ways.)
 
+Large buffers in a call's arguments (a batch's audio) do not go through the pipe: they cross in the lane's
+shared memory (:mod:`server.pool.arena`), and the pipe carries only the small pickle.
+
 A worker that dies closes its answer pipe: every call still waiting fails with :class:`LaneBroken` and a
 fresh worker is started at once.
 """
@@ -27,6 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from server.pool.arena import Arena, SharedFd
 from server.pool.frames import HEADER, FrameReader
 from server.pool.worker import serve
 
@@ -43,12 +47,13 @@ class LaneBroken(Exception):
 
 
 class _Worker:
-    """A started worker process, its call pipe and the calls it has not answered yet (oldest first)."""
+    """A started worker process, its call pipe and the calls it has not answered yet (oldest first), each
+    with whether it holds a reservation in the lane's arena."""
 
     def __init__(self, process: BaseProcess, calls: asyncio.WriteTransport) -> None:
         self.process = process
         self.calls = calls
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], bool]] = deque()
         self.alive = True
 
 
@@ -78,12 +83,13 @@ def _take_fd(connection: Connection) -> int:
     return fd
 
 
-def _spawn(index: int) -> tuple[BaseProcess, int, int]:
+def _spawn(index: int, arena: Arena) -> tuple[BaseProcess, int, int]:
     """Start a worker (blocking: run it off the loop); returns it and the server's ends of its pipes."""
     context = multiprocessing.get_context("forkserver")
     calls_out, calls_in = context.Pipe(duplex=False)  # (worker reads, server writes)
     answers_out, answers_in = context.Pipe(duplex=False)  # (server reads, worker writes)
-    process = context.Process(target=serve, args=(calls_out, answers_in, os.getpid()),
+    process = context.Process(target=serve,
+                              args=(calls_out, answers_in, os.getpid(), SharedFd(arena.fd), arena.size_bytes),
                               name=f"transient-pool-{index}", daemon=True)
     try:
         process.start()
@@ -103,6 +109,7 @@ class Lane:
         self._worker: _Worker | None = None
         self._starting: asyncio.Task[_Worker] | None = None
         self._closed = False
+        self._arena = Arena()  # outlives a worker that dies: its replacement gets the same one
 
     def worker_pids(self) -> list[int]:
         worker = self._worker
@@ -113,11 +120,16 @@ class Lane:
         if self._closed:
             raise RuntimeError("the detection pool is closed")
         worker = await self._running()
-        payload = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-        if not worker.alive:  # died while this call was being pickled
+        if not worker.alive:  # died while this call waited for it to start
             raise LaneBroken(f"detection worker {self.index} died")
+        buffers: list[pickle.PickleBuffer] = []
+        call = pickle.dumps((fn, args), protocol=5, buffer_callback=buffers.append)
+        spans = self._arena.place(buffers) if buffers else []
+        if spans is None:  # no room in the arena now: the buffers go through the pipe
+            call = pickle.dumps((fn, args), protocol=5)
+        payload = pickle.dumps((call, spans or []), protocol=5)
         future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        worker.waiting.append(future)
+        worker.waiting.append((future, bool(spans)))
         worker.calls.writelines((HEADER.pack(len(payload)), payload))  # no copy of a large payload
         ok, value = await future
         if not ok:
@@ -135,7 +147,7 @@ class Lane:
     async def _start(self) -> _Worker:
         loop = asyncio.get_running_loop()
         try:
-            process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index)
+            process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index, self._arena)
             calls, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(call_fd, "wb", buffering=0))
             worker = _Worker(process, calls)
             await loop.connect_read_pipe(
@@ -146,9 +158,10 @@ class Lane:
         finally:
             self._starting = None
 
-    @staticmethod
-    def _answered(worker: _Worker, payload: bytes) -> None:
-        future = worker.waiting.popleft()
+    def _answered(self, worker: _Worker, payload: bytes) -> None:
+        future, reserved = worker.waiting.popleft()
+        if reserved:
+            self._arena.release_oldest()
         if future.done():
             return  # its caller was cancelled; the answer has nobody to go to
         try:
@@ -162,8 +175,9 @@ class Lane:
             return
         worker.alive = False
         worker.calls.close()
+        self._arena.clear()
         while worker.waiting:
-            future = worker.waiting.popleft()
+            future, _ = worker.waiting.popleft()
             if not future.done():
                 future.set_exception(LaneBroken(f"detection worker {self.index} died"))
         # Nothing to reap here: the forkserver is the worker's parent and reaps it.
@@ -181,11 +195,11 @@ class Lane:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._starting), STOP_TIMEOUT_S)
         worker = self._worker
-        if worker is None:
-            return
-        worker.calls.close()
-        await asyncio.get_running_loop().run_in_executor(None, _reap, worker.process)
-        self._worker = None
+        if worker is not None:
+            worker.calls.close()
+            await asyncio.get_running_loop().run_in_executor(None, _reap, worker.process)
+            self._worker = None
+        self._arena.close()
 
 
 def _reap(process: BaseProcess) -> None:

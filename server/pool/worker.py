@@ -16,6 +16,7 @@ import threading
 from multiprocessing.connection import Connection
 from typing import Any, BinaryIO
 
+from server.pool.arena import ArenaView, SharedFd
 from server.pool.frames import HEADER, frame
 
 
@@ -51,12 +52,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def serve(calls: Connection, answers: Connection, server_pid: int) -> None:
-    """Worker process main: answer every call from ``calls`` on ``answers`` until the server goes away."""
+def serve(calls: Connection, answers: Connection, server_pid: int, arena: SharedFd, arena_bytes: int) -> None:
+    """Worker process main: answer every call from ``calls`` on ``answers`` until the server goes away.
+
+    A call's large buffers are in the lane's shared ``arena`` (see :mod:`server.pool.arena`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(server_pid,), name="server-watch", daemon=True).start()
     import server.dsp  # noqa: F401  # the first real call pays no import cost
 
+    shared = ArenaView(arena, arena_bytes)
     answer_fd = answers.fileno()  # both connections stay open (and their descriptors theirs) until exit
     with os.fdopen(calls.fileno(), "rb", closefd=False) as source:
         while True:
@@ -67,7 +71,8 @@ def serve(calls: Connection, answers: Connection, server_pid: int) -> None:
             if payload is None:
                 return
             try:
-                fn, args = pickle.loads(payload)
+                call, spans = pickle.loads(payload)
+                fn, args = pickle.loads(call, buffers=shared.copies(spans))
                 reply = _answer(True, fn(*args))
             except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
                 reply = _answer(False, exc)

@@ -1,0 +1,113 @@
+"""Shared memory through which a lane's calls carry their large buffers (a batch's audio) to its worker.
+
+A call is pickled with protocol 5: numpy arrays in its arguments come out as out-of-band buffers, which
+the server copies into the lane's :class:`Arena` instead of into the call pipe, and only the small pickle
+and the buffers' places cross the pipe. The worker copies each buffer out of the arena as it unpickles
+the call, so nothing it keeps points into the arena. Compared with writing the audio through the pipe,
+this saves the server a copy into the pickle and the pipe's kernel copies on both sides
+(``bench/pool_rtt.py`` measures one call both ways).
+
+The arena is a ``memfd`` (anonymous memory, Linux): it has no name to leak, and it is freed when the
+server and its worker have both closed it, however they end. Its file descriptor reaches the worker as a
+:class:`SharedFd` in the worker's start arguments.
+
+Space is reserved per call and released when that call's answer arrives; a lane's calls are answered in
+the order they were made, so reservations are released oldest first (a ring). A call whose buffers do
+not fit goes through the pipe whole, as before.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import pickle
+from collections import deque
+from collections.abc import Sequence
+from multiprocessing import reduction
+
+ARENA_BYTES = 16 << 20  # per lane: a batch of 256 streams' 0.5 s jobs of 48 kHz float32 is 24 MiB
+Span = tuple[int, int]  # (offset, bytes) of one buffer in the arena
+
+
+class SharedFd:
+    """A file descriptor that crosses to a process being started: its pickle carries a duplicate."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[object, tuple[object]]:
+        return _rebuild_fd, (reduction.DupFd(self.fd),)
+
+
+def _rebuild_fd(duplicate: object) -> SharedFd:
+    return SharedFd(duplicate.detach())  # type: ignore[attr-defined]
+
+
+class Arena:
+    """The server's side: the shared memory of one lane and its reservations, oldest first."""
+
+    def __init__(self, size_bytes: int = ARENA_BYTES) -> None:
+        self.size_bytes = size_bytes
+        self.fd = os.memfd_create("transient-pool-arena", os.MFD_CLOEXEC)
+        os.ftruncate(self.fd, size_bytes)
+        self._map = mmap.mmap(self.fd, size_bytes)
+        self._held: deque[Span] = deque()
+
+    def place(self, buffers: Sequence[pickle.PickleBuffer]) -> list[Span] | None:
+        """Copy ``buffers`` into one new reservation; their spans, or ``None`` if they do not fit now."""
+        views = [buffer.raw() for buffer in buffers]
+        start = self._reserve(sum(view.nbytes for view in views))
+        if start is None:
+            return None
+        spans = []
+        for view in views:
+            end = start + view.nbytes
+            self._map[start:end] = view
+            spans.append((start, view.nbytes))
+            start = end
+        return spans
+
+    def release_oldest(self) -> None:
+        """The oldest reservation's call was answered: its space is free again."""
+        self._held.popleft()
+
+    def clear(self) -> None:
+        """Forget every reservation (the worker died: none of its calls will be answered)."""
+        self._held.clear()
+
+    @property
+    def reserved(self) -> int:
+        return len(self._held)
+
+    def close(self) -> None:
+        self._held.clear()
+        self._map.close()
+        os.close(self.fd)
+
+    def _reserve(self, size: int) -> int | None:
+        held = self._held
+        if size == 0 or size > self.size_bytes:
+            return None
+        if not held:
+            start: int | None = 0  # reuse the first pages: an idle lane's arena stays small in memory
+        else:
+            head, tail = held[0][0], held[-1][0] + held[-1][1]
+            if tail > head:  # in use: [head, tail)
+                start = tail if self.size_bytes - tail >= size else 0 if head >= size else None
+            else:  # wrapped, in use: [head, end) and [0, tail)
+                start = tail if head - tail >= size else None
+        if start is not None:
+            held.append((start, size))
+        return start
+
+
+class ArenaView:
+    """The worker's side: the same shared memory, read-only."""
+
+    def __init__(self, shared: SharedFd, size_bytes: int) -> None:
+        self._map = mmap.mmap(shared.fd, size_bytes, prot=mmap.PROT_READ)
+        os.close(shared.fd)
+
+    def copies(self, spans: Sequence[Span]) -> list[bytes]:
+        """A copy of each span's bytes, for ``pickle.loads(..., buffers=...)``."""
+        return [self._map[offset:offset + size] for offset, size in spans]
