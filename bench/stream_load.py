@@ -23,7 +23,9 @@ chunk period, twice a second, a burst no real set of streams produces (the worst
 - Memory: resident set size of the server and all of its descendant processes (the pool), from /proc,
   idle before the first step and while each step's streams run; per stream = (loaded - idle) / streams.
 - CPU: percent of one core used by the server process, its pool, the generators, and everything else on
-  the machine (``others``: a shared machine's other load skews every figure) during the step, from /proc.
+  the machine (``others``: a shared machine's other load skews every figure) during the step, from /proc;
+  and ``steal``, the time the host withheld from this virtual machine's cores while they had work (100 %
+  stolen is one core fewer).
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # --- Server process and /proc ----------------------------------------------------------------------------
 
 
-def machine_busy_s() -> float:
-    """CPU seconds spent busy by every core of the machine so far (from /proc/stat)."""
+def machine_cpu_s() -> tuple[float, float]:
+    """CPU seconds so far over every core of the machine (from /proc/stat): (busy, stolen). Stolen is
+    time a virtual machine's cores were ready to run but the host ran something else."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS, steal / CLOCK_TICKS
 
 
 def cpu_s(pids: list[int]) -> float:
@@ -264,13 +267,14 @@ def run_step(url: str, server_pid: int, streams: int, args: argparse.Namespace,
     jobs = [(url, n, args.duration_s, args.click_every_s, args.click_phases, i, procs)
             for i, n in enumerate(shares)]
     tree = descendants(server_pid)
-    server_cpu0, pool_cpu0, busy0 = cpu_s(tree[:1]), cpu_s(tree[1:]), machine_busy_s()
+    server_cpu0, pool_cpu0, (busy0, steal0) = cpu_s(tree[:1]), cpu_s(tree[1:]), machine_cpu_s()
     pending = pool.map_async(shard_main, jobs)
     time.sleep(args.duration_s * 0.8)  # sample memory while every stream runs
     loaded_rss = rss_bytes(descendants(server_pid))
     shards = [ShardResult(**r) for r in pending.get(timeout=args.duration_s * 10 + 300)]  # type: ignore[arg-type]
     tree = descendants(server_pid)
-    busy_pct = 100 * (machine_busy_s() - busy0) / args.duration_s
+    busy_s, steal_s = machine_cpu_s()
+    busy_pct, steal_pct = 100 * (busy_s - busy0) / args.duration_s, 100 * (steal_s - steal0) / args.duration_s
     server_pct = 100 * (cpu_s(tree[:1]) - server_cpu0) / args.duration_s
     pool_pct = 100 * (cpu_s(tree[1:]) - pool_cpu0) / args.duration_s
     generator_pct = 100 * sum(s.cpu_s for s in shards) / args.duration_s
@@ -295,6 +299,7 @@ def run_step(url: str, server_pid: int, streams: int, args: argparse.Namespace,
         "generator_cpu_pct": round(generator_pct, 1),
         # Everything else the machine did meanwhile (other users' work skews a shared machine's figures).
         "others_cpu_pct": round(max(0.0, busy_pct - server_pct - pool_pct - generator_pct), 1),
+        "steal_cpu_pct": round(steal_pct, 1),
     }
     step["passed"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0  # type: ignore[operator]
                       and step["missed"] == 0 and not step["errors"])
@@ -328,7 +333,7 @@ def main() -> int:
               f"{args.duration_s:g} s per step, {args.procs} generator process(es)", flush=True)
         header = ("streams", "p50_ms", "p99_ms", "max_ms", "clicks", "missed", "extra", "dropped_s",
                   "rss_per_stream_kb", "server_cpu_pct", "pool_cpu_pct", "generator_cpu_pct",
-                  "others_cpu_pct", "passed")
+                  "others_cpu_pct", "steal_cpu_pct", "passed")
         print(" ".join(f"{h:>10}" for h in header), flush=True)
         with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
             for streams in (int(s) for s in args.steps.split(",")):

@@ -17,6 +17,7 @@ from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
 from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd
 from server.pool.frames import FrameReader, frame
+from server.pool.worker import WORKER_NICE
 from tests.polling import until
 from tests.processes import running
 
@@ -109,6 +110,8 @@ async def test_arrays_cross_through_the_arena_or_inside_the_pickle_intact(pool: 
 async def test_each_lane_is_its_own_process_and_answers_in_call_order(pool: DetectionPool) -> None:
     pids = pool.worker_pids()
     assert len(pids) == 2 and os.getpid() not in pids
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [min(19, ours + WORKER_NICE)] * 2
     answers = await asyncio.gather(*(pool.run_on(0, slow_echo, i, 0.02 if i % 2 else 0.0) for i in range(6)))
     assert [value for value, _ in answers] == list(range(6))
     assert {pid for _, pid in answers} == set(pool.worker_pids(0))
