@@ -7,8 +7,9 @@ Usage::
                                           [--json bench/results/stream_load.json]
 
 The server runs as a subprocess (``python run.py --port 0 ...``); the load generator runs in ``--procs``
-processes of its own. Each stream sends 48 kHz mono float32 in 20 ms chunks, paced in real time on an
-absolute schedule (start phases spread over one chunk period), with a click every ``--click-every-s``.
+processes of its own, each connection a lean WebSocket client (:mod:`bench.wire_ws`). Each stream sends
+48 kHz mono float32 in 20 ms chunks, paced in real time on an absolute schedule (start phases spread over
+one chunk period), with a click every ``--click-every-s``.
 Live streams are independent performers, so their clicks are spread too: stream ``j`` plays click track
 ``j mod --click-phases``, the tracks' clicks spread evenly over one click period. ``--click-phases 1``
 gives every stream the same clicks at the same moments: every stream's onset is then due within one
@@ -126,7 +127,7 @@ def click_pattern(every_s: float, phase_s: float, total_s: float) -> tuple[np.nd
 
 
 class ClickTrack(NamedTuple):
-    chunks: list[bytes]
+    chunks: list[bytes]  # each 20 ms chunk as a masked binary WebSocket frame, ready to send
     clicks: list[float]
     completing: list[tuple[float, int]]
 

@@ -1,7 +1,8 @@
 """Shared memory through which a lane's calls carry their large buffers (a batch's audio) to its worker.
 
-A call is pickled with protocol 5: numpy arrays in its arguments come out as out-of-band buffers, which
-the server copies into the lane's :class:`Arena` instead of into the call pipe, and only the small pickle
+A call is pickled with protocol 5: buffers in its arguments that offer themselves out of band (numpy
+arrays, and the audio of a live stream's :class:`~server.stream.work.Job`) come out of the pickle, the
+server copies them into the lane's :class:`Arena` instead of into the call pipe, and only the small pickle
 and the buffers' places cross the pipe. The worker copies each buffer out of the arena as it unpickles
 the call, so nothing it keeps points into the arena. Compared with writing the audio through the pipe,
 this saves the server a copy into the pickle and the pipe's kernel copies on both sides
@@ -25,7 +26,9 @@ from collections import deque
 from collections.abc import Sequence
 from multiprocessing import reduction
 
-ARENA_BYTES = 16 << 20  # per lane: a batch of 256 streams' 0.5 s jobs of 48 kHz float32 is 24 MiB
+# Per lane. A lane's batch of 128 streams' longest jobs (0.5 s of 48 kHz float32 each) is 12 MiB; a
+# larger call goes through the pipe. Only the pages calls have used take memory.
+ARENA_BYTES = 16 << 20
 Span = tuple[int, int]  # (offset, bytes) of one buffer in the arena
 
 
@@ -69,7 +72,8 @@ class Arena:
 
     def release_oldest(self) -> None:
         """The oldest reservation's call was answered: its space is free again."""
-        self._held.popleft()
+        if self._held:  # else cleared meanwhile (the worker died, or the lane closed)
+            self._held.popleft()
 
     def clear(self) -> None:
         """Forget every reservation (the worker died: none of its calls will be answered)."""
