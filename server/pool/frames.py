@@ -1,10 +1,10 @@
 """Length-prefixed frames, the wire format of the pipes between the server and a pool worker.
 
-A frame is an 8-byte little-endian payload length, then the payload (one pickle). Calls go to the worker
-as pickles of ``(call, spans)``: ``call`` is the protocol-5 pickle of ``(function, args)`` and ``spans``
-the places in the lane's shared arena of its out-of-band buffers, in order (see :mod:`server.pool.arena`;
-empty when the pickle holds them). Answers come back as pickles of ``(ok, value)``, where ``value`` is the
-function's result when ``ok`` is true and the exception it raised otherwise.
+A frame is an 8-byte little-endian payload length, then the payload (one pickle). A call goes to the
+worker as two frames: the pickle of ``spans``, the places in the lane's shared arena of the call's
+out-of-band buffers, in order (see :mod:`server.pool.arena`; empty when the call's pickle holds them),
+then the protocol-5 pickle of ``(function, args)``. Answers come back as pickles of ``(ok, value)``,
+where ``value`` is the function's result when ``ok`` is true and the exception it raised otherwise.
 """
 
 from __future__ import annotations

@@ -124,13 +124,14 @@ class Lane:
             raise LaneBroken(f"detection worker {self.index} died")
         buffers: list[pickle.PickleBuffer] = []
         call = pickle.dumps((fn, args), protocol=5, buffer_callback=buffers.append)
-        spans = self._arena.place(buffers) if buffers else []
-        if spans is None:  # no room in the arena now: the buffers go through the pipe
+        spans = self._arena.place(buffers) if buffers else None
+        if buffers and spans is None:  # no room in the arena now: the buffers go inside the pickle
             call = pickle.dumps((fn, args), protocol=5)
-        payload = pickle.dumps((call, spans or []), protocol=5)
+        placed = pickle.dumps(spans or [], protocol=5)
         future: asyncio.Future[tuple[bool, Any]] = asyncio.get_running_loop().create_future()
-        worker.waiting.append((future, bool(spans)))
-        worker.calls.writelines((HEADER.pack(len(payload)), payload))  # no copy of a large payload
+        worker.waiting.append((future, spans is not None))
+        # Two frames, the spans and the call, written as they are: no copy of a large call.
+        worker.calls.writelines((HEADER.pack(len(placed)), placed, HEADER.pack(len(call)), call))
         ok, value = await future
         if not ok:
             raise value

@@ -43,6 +43,12 @@ def _read_exactly(source: BinaryIO, size: int) -> bytes | None:
     return data if data is not None and len(data) == size else None
 
 
+def _read_frame(source: BinaryIO) -> bytes | None:
+    """The next frame's payload, or ``None`` once the server has closed the pipe."""
+    header = _read_exactly(source, HEADER.size)
+    return None if header is None else _read_exactly(source, HEADER.unpack(header)[0])
+
+
 def _answer(ok: bool, value: Any) -> bytes:
     """The pickled answer; an exception or result that cannot pickle is answered as a RuntimeError."""
     try:
@@ -73,15 +79,11 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
     answer_fd = answers.fileno()  # both connections stay open (and their descriptors theirs) until exit
     with os.fdopen(calls.fileno(), "rb", closefd=False) as source:
         while True:
-            header = _read_exactly(source, HEADER.size)
-            if header is None:
+            placed, call = _read_frame(source), _read_frame(source)
+            if placed is None or call is None:
                 return  # the server closed the pipe
-            payload = _read_exactly(source, HEADER.unpack(header)[0])
-            if payload is None:
-                return
             try:
-                call, spans = pickle.loads(payload)
-                fn, args = pickle.loads(call, buffers=shared.copies(spans))
+                fn, args = pickle.loads(call, buffers=shared.copies(pickle.loads(placed)))
                 reply = _answer(True, fn(*args))
             except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
                 reply = _answer(False, exc)
