@@ -17,6 +17,8 @@ from server.dsp import DetectorSettings
 from server.dsp.settings import GRID_SETTINGS
 from server.exceptions import SettingsError
 
+MAX_NAME_CHARS = 64  # the stream option ``name``
+
 
 @dataclass(frozen=True)
 class StreamOptions:
@@ -29,10 +31,14 @@ class StreamOptions:
     osc : tuple of str
         Names of the server's configured OSC targets that receive this stream's onsets (see
         :mod:`server.events.osc`; whether each name exists is checked by the stream service).
+    name : str
+        A name the publisher gives the stream (1–64 printable characters; ``""``: none), shown in the
+        stream list, so subscribers find a stream again after its publisher reconnects (``listen --follow``).
     """
 
     odf: bool = False
     osc: tuple[str, ...] = ()
+    name: str = ""
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -51,6 +57,11 @@ class StreamOptions:
                 if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                     raise SettingsError(key, value, "must be a list of OSC target names")
                 changes[key] = tuple(dict.fromkeys(value))
+            elif key == "name":
+                if not isinstance(value, str) or len(value) > MAX_NAME_CHARS or not value.isprintable():
+                    raise SettingsError(key, value, f"must be a string of at most {MAX_NAME_CHARS} printable "
+                                        "characters")
+                changes[key] = value
             else:
                 raise SettingsError(str(key), value, "unknown stream option")
         return dataclasses.replace(base or cls(), **changes)
