@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pythonosc.osc_message import OscMessage
 
 from server.client import Publisher, TransientClient
 from tests import signals
@@ -105,7 +106,8 @@ async def test_follow_by_name_survives_reconnects_and_forwards_to_osc(start_serv
     assert len(by_stream[third.stream_id]) == stops[1]["onsets"]
     assert not [e for e in onsets if e["stream_id"] == other.stream_id]  # another name: never followed
     packets = await receiver.take(len(onsets))
-    assert [p.params[:2] for p in packets] == [[e["stream_id"], e["time"]] for e in onsets]  # type: ignore[union-attr]
+    sent = [packet.params[:2] for packet in packets if isinstance(packet, OscMessage)]
+    assert sent == [[e["stream_id"], e["time"]] for e in onsets]
 
 
 @pytest.mark.parametrize("name", [None, "kit"])
@@ -115,7 +117,8 @@ async def test_follow_waits_for_the_server_and_a_refused_token_ends_it(
     server = await start_server(tokens="wall:wall-secret-0002:subscribe")
     url = str(server.make_url(""))
     args = ["--follow"] + ([name] if name else [])
-    listener = await Listener.start(*args, env={"TRANSIENT_SERVER": url, "TRANSIENT_TOKEN": "nobody-knows-this-0004"})
+    env = {"TRANSIENT_SERVER": url, "TRANSIENT_TOKEN": "nobody-knows-this-0004"}
+    listener = await Listener.start(*args, env=env)
     try:
         await asyncio.wait_for(listener.proc.wait(), LINE_TIMEOUT_S)
         _, err = await listener.proc.communicate()
