@@ -2,6 +2,7 @@
 
 import { TokenField } from "./auth.js";
 import { Microphone, listInputs } from "./microphone.js";
+import { OscPanel } from "./osc-panel.js";
 import { RtcPublisher } from "./rtc-publisher.js";
 import { Scope } from "./scope.js";
 import { SettingsPanel } from "./settings.js";
@@ -53,7 +54,7 @@ class Session {
     this.timeline = this.timeline || new Timeline(this.microphone.sampleRate);
     const Transport = this.transport === "webrtc" ? RtcPublisher : WsPublisher;
     this.publisher = new Transport(this.microphone, {
-      settings: () => settings.values(),
+      settings: () => ({ ...settings.values(), ...outputs.values() }),
       onStatus: (status) => onStatus(status),
       onStarted: (message) => this._started(message),
       onMessage: (message) => this._message(message),
@@ -181,6 +182,13 @@ const settings = new SettingsPanel($("#settings"), {
     scope.method = settings.values().method;
   },
 });
+const outputs = new OscPanel($("#outputs"), {
+  storageKey: "transient.live.outputs",
+  onChange: (changed) => {
+    if (session && session.publisher) session.publisher.configure(changed);
+  },
+});
+outputs.load();
 scope.threshold = settings.values().threshold;
 scope.method = settings.values().method;
 scope.draw();
