@@ -100,5 +100,6 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
         await page.wait_for_selector("#banner[data-level=error]")
         assert "could not be analysed" in await page.inner_text("#banner")
         assert await page.get_attribute("#state", "data-state") == "error"
+        assert await page.inner_text("#analysis-progress output") == "failed"  # not "queued"
         assert await page.is_hidden("#result")
         session.assert_no_errors()

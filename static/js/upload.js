@@ -167,6 +167,10 @@ async function analyse(chosen) {
   } catch (err) {
     if (myRun !== run) return;
     ui.cancel.disabled = true;
+    const ended = err.code === "cancelled" ? "cancelled" : "failed";
+    for (const row of [ui.upload, ui.analysis]) {
+      if (!row.classList.contains("done")) setProgress(row, 0, ended); // never "queued" for a dead task
+    }
     setPill(ui.pill, "error", err.code === "cancelled" ? "Cancelled" : accessProblem(err) ? "Access refused" : "Failed");
     if (err.code !== "cancelled") setBanner(ui.banner, "error", explain(err));
     if (accessProblem(err)) tokenField.demand();
