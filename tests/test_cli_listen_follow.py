@@ -8,7 +8,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ from pythonosc.osc_message import OscMessage
 
 from server.client import Publisher, TransientClient
 from tests import signals
-from tests.conftest import REPO, StartServer
+from tests.conftest import REPO, ServerProcess, StartServer
 from tests.test_osc_output import OscReceiver
 
 LINE_TIMEOUT_S = 60.0
@@ -126,3 +129,37 @@ async def test_follow_waits_for_the_server_and_a_refused_token_ends_it(
         listener.kill()
     assert listener.proc.returncode == 1
     assert "unauthorized" in err.decode() and "Traceback" not in err.decode()
+
+
+async def test_follow_waits_through_a_server_restart(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = server_process("--port", str(port))
+    url = first.url
+    clicks = signals.clicks(sr=SAMPLE_RATE, duration_s=1.0, seed=4).samples
+    listener = await Listener.start("--follow", env={"TRANSIENT_SERVER": url})
+    try:
+        async with TransientClient(url) as client:
+            publisher = await client.publish(SAMPLE_RATE)
+            await listener.note("following")
+            await send(publisher, clicks)
+            await publisher.stop()
+        first.stop()  # SIGTERM: the server goes away
+        assert (await listener.note("waiting for the server")).startswith(
+            f"waiting for the server (cannot connect to {url}")
+        second = server_process("--port", str(port))  # back on the same address
+        async with TransientClient(url) as client:
+            publisher = await client.publish(SAMPLE_RATE)
+            assert await listener.note("following") == f"following stream {publisher.stream_id}"
+            await send(publisher, clicks)
+            await publisher.stop()
+        code, events, err = await listener.stop()
+        second.stop()
+    finally:
+        listener.kill()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert len({e["stream_id"] for e in events if e["type"] == "onset"}) == 2  # both servers' streams
