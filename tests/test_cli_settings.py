@@ -133,3 +133,18 @@ def test_pip_install_gives_the_transient_command(tmp_path: Path) -> None:
     check = subprocess.run([sys.executable, "-c", "import server; print(server.__file__)"], env=env,
                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert check.stdout.strip() == str(target / "server" / "__init__.py")  # the installed copy ran
+
+
+async def test_stream_prints_the_audio_the_server_dropped(start_server: StartServer, tmp_path: Path) -> None:
+    server = await start_server(max_buffer_s=0.05)  # tiny: sent at full speed, audio is dropped
+    path = tmp_path / "long.wav"
+    sf.write(path, signals.drums(sr=16000, duration_s=20.0, seed=9).samples, 16000)
+    code, out, err = await run_cli("stream", str(path), "--speed", "0", "--format", "json",
+                                   env={"TRANSIENT_SERVER": str(server.make_url(""))})
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    dropped_s = [e for e in events if e["type"] == "status"][-1]["dropped_s"]
+    assert dropped_s > 0
+    last = err.strip().splitlines()
+    assert last[-2].endswith(f"onsets, {dropped_s:g} s of audio dropped by the server"), last
+    assert last[-1].startswith(f"the server dropped {dropped_s:g} s of audio")

@@ -150,7 +150,12 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
         await printer
     if isinstance(source, RawInput) and source.leftover_bytes:
         print(f"dropped {source.leftover_bytes} trailing bytes (not a whole frame)", file=sys.stderr)
-    print(f"stopped: {stopped['duration']} s, {stopped['onsets']} onsets", file=sys.stderr, flush=True)
+    dropped_s = publisher.dropped_s
+    lost = f", {dropped_s:g} s of audio dropped by the server" if dropped_s > 0 else ""
+    print(f"stopped: {stopped['duration']} s, {stopped['onsets']} onsets{lost}", file=sys.stderr, flush=True)
+    if dropped_s > 0 and args.speed != 1:
+        print(f"the server dropped {dropped_s:g} s of audio because it arrived faster than it was analysed; "
+              "--speed 1 sends in real time", file=sys.stderr, flush=True)
     return 0
 
 

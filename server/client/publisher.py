@@ -36,6 +36,7 @@ class Publisher:
         self.encoding = encoding
         self.events_dropped = 0
         self.error: Message | None = None  # the last error message the server sent
+        self.dropped_s = 0.0  # audio the server dropped so far (the latest ``status``/``stopped`` says)
         self._events: deque[Message | None] = deque()
         self._arrived = asyncio.Event()
         self._configuring: deque[asyncio.Future[Message]] = deque()
@@ -149,7 +150,10 @@ class Publisher:
                 error = ClientError(message["code"], str(message.get("message", "")))
                 _fail(self._configuring.popleft(), error)
         elif kind == "stopped":
+            self.dropped_s = float(message.get("dropped_s", self.dropped_s))
             self._resolve(self._stopped, message)
+        elif kind in ("status", "warning") and "dropped_s" in message:
+            self.dropped_s = max(self.dropped_s, float(message["dropped_s"]))
         self._queue(message)
 
     @staticmethod
