@@ -139,8 +139,9 @@ async def test_stream_prints_the_audio_the_server_dropped(start_server: StartSer
     server = await start_server(max_buffer_s=0.05)  # tiny: sent at full speed, audio is dropped
     path = tmp_path / "long.wav"
     sf.write(path, signals.drums(sr=16000, duration_s=20.0, seed=9).samples, 16000)
+    env = {"TRANSIENT_SERVER": str(server.make_url(""))}
     code, out, err = await run_cli("stream", str(path), "--speed", "0", "--format", "json",
-                                   env={"TRANSIENT_SERVER": str(server.make_url(""))})
+                                   "--no-flow-control", env=env)
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     dropped_s = [e for e in events if e["type"] == "status"][-1]["dropped_s"]
@@ -148,3 +149,28 @@ async def test_stream_prints_the_audio_the_server_dropped(start_server: StartSer
     last = err.strip().splitlines()
     assert last[-2].endswith(f"onsets, {dropped_s:g} s of audio dropped by the server"), last
     assert last[-1].startswith(f"the server dropped {dropped_s:g} s of audio")
+
+
+async def test_stream_at_full_speed_with_flow_control_loses_nothing(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The same tiny buffer and full speed, with flow control (the default for a file): no audio is
+    dropped and the onsets are those of the whole file."""
+    server = await start_server(max_buffer_s=0.05)
+    sample_rate = 16000
+    path = tmp_path / "long.wav"
+    sf.write(path, signals.drums(sr=sample_rate, duration_s=20.0, seed=9).samples, sample_rate,
+             subtype="FLOAT")
+    decoded = sf.read(path, dtype="float32")[0]
+    want = [o.time for o in detect_onsets(decoded, sample_rate)]
+    code, out, err = await run_cli("stream", str(path), "--speed", "0", "--format", "json",
+                                   env={"TRANSIENT_SERVER": str(server.make_url(""))})
+    assert code == 0, err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert not [e for e in events if e["type"] == "ack"]  # flow control stays inside the client
+    assert [e for e in events if e["type"] == "status"][-1]["dropped_s"] == 0
+    assert not [e for e in events if e["type"] == "warning"]
+    got = [e["time"] for e in events if e["type"] == "onset"]
+    assert len(want) >= 40 and len(got) == len(want)
+    assert max(abs(g - w) for g, w in zip(got, want, strict=True)) <= 0.001
+    assert "dropped" not in err

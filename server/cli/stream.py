@@ -112,7 +112,9 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
         encoding = Encoding.PCM_F32LE
     async with TransientClient(url, codec=args.codec, token=token) as client:
         try:
-            publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings)
+            flow = args.flow_control if args.flow_control is not None else not isinstance(source, RawInput)
+            publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings,
+                                             flow_control=flow)
         except (ClientError, *CONNECTION_ERRORS) as exc:
             print(f"cannot start the stream: {failure_text(exc, url)}", file=sys.stderr)
             return 1
@@ -153,9 +155,9 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
     dropped_s = publisher.dropped_s
     lost = f", {dropped_s:g} s of audio dropped by the server" if dropped_s > 0 else ""
     print(f"stopped: {stopped['duration']} s, {stopped['onsets']} onsets{lost}", file=sys.stderr, flush=True)
-    if dropped_s > 0 and args.speed != 1:
+    if dropped_s > 0 and not publisher.flow_control:
         print(f"the server dropped {dropped_s:g} s of audio because it arrived faster than it was analysed; "
-              "--speed 1 sends in real time", file=sys.stderr, flush=True)
+              "--flow-control waits instead", file=sys.stderr, flush=True)
     return 0
 
 
@@ -173,6 +175,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message, ms")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="pace as this multiple of real time; 0 sends as fast as possible")
+    parser.add_argument("--flow-control", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait for the server's acks instead of letting it drop audio that arrives "
+                        "faster than it is analysed (default: on for a file, off for stdin, a live capture "
+                        "that cannot wait)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one 'time<TAB>strength<TAB>wall_time' line per onset; json: every event")
     add_time_format_option(parser)

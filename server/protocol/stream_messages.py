@@ -203,6 +203,12 @@ def odf(stream_id: str, start_s: float, hop_s: float, values: list[float]) -> Ev
     return {"type": "odf", "stream_id": stream_id, "start": start_s, "hop_s": hop_s, "values": values}
 
 
+def ack(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, dropped_s: float) -> Event:
+    """Flow control (stream option ``ack``): what has been received and analysed, to the publisher only."""
+    return {"type": "ack", "stream_id": stream_id, "received_s": round(received_s, 6),
+            "analysed_s": round(analysed_s, 6), "lag_s": round(lag_s, 6), "dropped_s": round(dropped_s, 6)}
+
+
 def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
     return {"type": "warning", "stream_id": stream_id, "code": code, "message": message, **fields}
 

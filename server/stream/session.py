@@ -309,6 +309,9 @@ class StreamSession:
             start_s = self._offset_s + self._odf_count * self.hop_s
             self._odf_count += len(result.odf)
             self._emit(msg.odf(self.stream_id, start_s, self.hop_s, [float(v) for v in result.odf]))
+        if self.settings.options.ack and not job.flush:  # flow control: the publisher only, not subscribers
+            self._sink.deliver(msg.ack(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
+                                       lag_s=self.lag_s, dropped_s=self.dropped_s))
         if job.flush:
             self.emit_status(force=True)
             self._finish(self._end_reason or "stopped")

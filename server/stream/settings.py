@@ -31,6 +31,9 @@ class StreamOptions:
     osc : tuple of str
         Names of the server's configured OSC targets that receive this stream's onsets (see
         :mod:`server.events.osc`; whether each name exists is checked by the stream service).
+    ack : bool
+        Send the publisher an ``ack`` after each piece of audio is analysed, so a publisher that is not real
+        time (a script pushing a recording) can wait instead of overrunning the buffer (flow control).
     name : str
         A name the publisher gives the stream (1–64 printable characters; ``""``: none), shown in the
         stream list, so subscribers find a stream again after its publisher reconnects (``listen --follow``).
@@ -38,6 +41,7 @@ class StreamOptions:
 
     odf: bool = False
     osc: tuple[str, ...] = ()
+    ack: bool = False
     name: str = ""
 
     @classmethod
@@ -49,7 +53,7 @@ class StreamOptions:
         """Validate ``values`` (only keys in :meth:`names`); unspecified options come from ``base``."""
         changes: dict[str, Any] = {}
         for key, value in values.items():
-            if key == "odf":
+            if key in ("odf", "ack"):
                 if not isinstance(value, bool):
                     raise SettingsError(key, value, "must be true or false")
                 changes[key] = value
