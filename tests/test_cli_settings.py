@@ -145,7 +145,7 @@ async def test_stream_prints_the_audio_the_server_dropped(start_server: StartSer
     assert code == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     dropped_s = [e for e in events if e["type"] == "status"][-1]["dropped_s"]
-    assert dropped_s > 0
+    assert dropped_s > 0 and events[-1] == {**events[-1], "type": "stopped", "dropped_s": dropped_s}
     last = err.strip().splitlines()
     assert last[-2].endswith(f"onsets, {dropped_s:g} s of audio dropped by the server"), last
     assert last[-1].startswith(f"the server dropped {dropped_s:g} s of audio")
@@ -169,6 +169,7 @@ async def test_stream_at_full_speed_with_flow_control_loses_nothing(
     events = [json.loads(line) for line in out.splitlines()]
     assert not [e for e in events if e["type"] == "ack"]  # flow control stays inside the client
     assert [e for e in events if e["type"] == "status"][-1]["dropped_s"] == 0
+    assert events[-1]["type"] == "stopped" and events[-1]["dropped_s"] == 0
     assert not [e for e in events if e["type"] == "warning"]
     got = [e["time"] for e in events if e["type"] == "onset"]
     assert len(want) >= 40 and len(got) == len(want)

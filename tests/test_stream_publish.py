@@ -44,7 +44,7 @@ async def test_started_reports_every_effective_setting_and_the_latency(
     assert (started["sample_rate"], started["channels"], started["encoding"]) == (44100, 1, "pcm_f32le")
     assert started["limits"]["max_message_bytes"] == server.app[appkeys.CONFIG].max_message_bytes
     messages = await publisher.stop()
-    assert messages[-2] == {"type": "stopped", "duration": 0.0, "onsets": 0}
+    assert messages[-2] == {"type": "stopped", "duration": 0.0, "onsets": 0, "dropped_s": 0.0}
     assert messages[-1]["code"] == 1000
 
 

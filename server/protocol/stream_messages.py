@@ -217,8 +217,9 @@ def configured(settings: Mapping[str, Any]) -> Event:
     return {"type": "configured", "settings": dict(settings)}
 
 
-def stopped(duration_s: float, onsets: int) -> Event:
-    return {"type": "stopped", "duration": round(duration_s, 6), "onsets": onsets}
+def stopped(duration_s: float, onsets: int, dropped_s: float = 0.0) -> Event:
+    return {"type": "stopped", "duration": round(duration_s, 6), "onsets": onsets,
+            "dropped_s": round(dropped_s, 6)}
 
 
 def subscribed(stream: Mapping[str, Any]) -> Event:

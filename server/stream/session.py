@@ -59,6 +59,7 @@ class StreamSummary:
     duration_s: float
     onsets: int
     reason: str
+    dropped_s: float = 0.0  # audio dropped because analysis fell behind, in all
 
 
 class StreamSession:
@@ -358,7 +359,7 @@ class StreamSession:
             return
         self.state = State.ENDED
         self.end_reason = reason
-        summary = StreamSummary(self.received_s, self._onsets, reason)
+        summary = StreamSummary(self.received_s, self._onsets, reason, self.dropped_s)
         self._hub.end(self.stream_id, msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets))
         self._on_end(self)
         if not self._finished.done():

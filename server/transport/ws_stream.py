@@ -166,7 +166,7 @@ class Publisher:
         if isinstance(message, Stop):
             self._stopping = True
             summary = await session.stop()
-            self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
+            self.outbox.put(msg.stopped(summary.duration_s, summary.onsets, summary.dropped_s), force=True)
             self.outbox.close()
             await self.outbox.flush()
             await self.ws.close(code=CloseCode.NORMAL)
