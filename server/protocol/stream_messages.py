@@ -75,7 +75,12 @@ class Stop:
     pass
 
 
-ClientMessage = Start | Configure | Stop
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Activity without audio (a paused publisher): resets the idle timeout; no reply."""
+
+
+ClientMessage = Start | Configure | Stop | Keepalive
 
 
 def _fields(control: Control, allowed: frozenset[str]) -> None:
@@ -140,8 +145,10 @@ def parse_client_message(control: Control) -> ClientMessage:
         return Configure(_settings(control, fatal=False))
     if control.type == "stop":
         return Stop()
-    raise ProtocolError("unknown_type", f"unknown message type {control.type!r}; expected start, configure "
-                        "or stop", None)
+    if control.type == "keepalive":
+        return Keepalive()
+    raise ProtocolError("unknown_type", f"unknown message type {control.type!r}; expected start, configure, "
+                        "keepalive or stop", None)
 
 
 def parse_audio(data: bytes, audio_format: AudioFormat) -> np.ndarray:

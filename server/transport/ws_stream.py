@@ -19,7 +19,15 @@ from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
-from server.protocol.stream_messages import Configure, Event, Start, Stop, parse_audio, parse_client_message
+from server.protocol.stream_messages import (
+    Configure,
+    Event,
+    Keepalive,
+    Start,
+    Stop,
+    parse_audio,
+    parse_client_message,
+)
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
 from server.transport.stream_socket import Outbox, StreamSocket, open_socket
@@ -155,6 +163,8 @@ class Publisher:
 
     async def _control(self, session: StreamSession, message: msg.ClientMessage) -> bool:
         """Handle a control message; ``True`` when the connection is done."""
+        if isinstance(message, Keepalive):
+            return False  # its arrival was the point: the session was touched
         if isinstance(message, Configure):
             try:
                 settings = session.configure(message.settings)
