@@ -37,7 +37,7 @@ import numpy.typing as npt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.dsp import DetectorSettings, OnsetDetector, process_many  # noqa: E402
-from tests import signals  # noqa: E402
+from testkit import signals  # noqa: E402
 
 F32 = npt.NDArray[np.float32]
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from tests import signals
+from testkit import signals
 
 F32 = npt.NDArray[np.float32]
 WRITE_BLOCK_FRAMES = 4096  # libsndfile's Vorbis encoder crashes on one very large write; write in blocks

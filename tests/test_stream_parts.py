@@ -10,10 +10,10 @@ import pytest
 from server.dsp import DetectorSettings, OnsetDetector
 from server.events.subscription import Subscription
 from server.exceptions import SettingsError
+from server.stream.in_worker import Job, ResidentDetectors, run_batch
 from server.stream.registry import StreamRegistry
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamOptions, StreamSettings
-from server.stream.work import Job, ResidentDetectors, run_batch
 
 
 def frames(start: int, n: int, channels: int = 2) -> np.ndarray:

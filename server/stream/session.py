@@ -3,7 +3,7 @@
 A session knows nothing of WebSockets. Its transport (WebSocket, WebRTC, ...) feeds it audio arrays and
 control calls and receives its events through a :class:`StreamSink`; the session also publishes the
 events subscribers see to the :class:`~server.events.hub.EventHub`. The scheduler takes the session's
-next :class:`~server.stream.work.Job` when the session has audio and no job in flight, and hands back
+next :class:`~server.stream.in_worker.Job` when the session has audio and no job in flight, and hands back
 the result. The detector itself lives in the worker of the session's pool lane, under its detector key.
 """
 
@@ -26,9 +26,9 @@ from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat, Event
 from server.stream.arrival import ArrivalClock
+from server.stream.in_worker import Job, JobResult
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamSettings
-from server.stream.work import Job, JobResult
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
