@@ -14,12 +14,16 @@ from typing import Any
 
 import numpy as np
 
+from server.dsp import detector
 from server.protocol.codec import Control
 from server.protocol.errors import CloseCode, ProtocolError
 
-MIN_SAMPLE_RATE_HZ = 8000
-MAX_SAMPLE_RATE_HZ = 192000
-MAX_CHANNELS = 32
+# One source for the audio limits: the detector's (server.dsp.detector). A live stream accepts the
+# detector's whole rate range, but at most 32 channels, the documented public limit of ``start``
+# (docs/protocol.md); the detector itself, and so whole-file analysis, takes up to its own 64.
+MIN_SAMPLE_RATE_HZ = detector.MIN_RATE_HZ
+MAX_SAMPLE_RATE_HZ = detector.MAX_RATE_HZ
+MAX_CHANNELS = min(32, detector.MAX_CHANNELS)
 
 Event = dict[str, Any]
 

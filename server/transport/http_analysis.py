@@ -18,13 +18,13 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
-from server.exceptions import SettingsError, StorageUnavailable
+from server.exceptions import SettingsError, StorageUnavailable, TransientError
 from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
+from server.protocol.errors import json_error
 from server.security.expect import guard_expect
-from server.transport.http_errors import json_error
 
 READ_CHUNK_BYTES = 1 << 18
 SETTINGS_MAX_BYTES = 1 << 16  # the `settings` field's largest accepted size
@@ -36,7 +36,7 @@ RETRY_AFTER_S = "5"
 MALFORMED = (ValueError, AssertionError, HttpProcessingError, Warning)
 
 
-class BadUpload(Exception):
+class BadUpload(TransientError):
     """A client mistake in the upload request: answered with ``status`` and a JSON error."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
