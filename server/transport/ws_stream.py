@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
 from server import appkeys
-from server.events.hub import LocalHub
 from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
@@ -183,21 +181,6 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The event hub and the stream service (scheduler, monitor) live while the app runs."""
-    config = app[appkeys.CONFIG]
-    # With --redis the scale-out context (server.scale.backend) has provided a hub spanning instances.
-    hub = app[appkeys.HUB] if appkeys.HUB in app else LocalHub(config.max_subscribers_per_stream)
-    await hub.start()
-    app[appkeys.HUB] = hub
-    service = StreamService(config, app[appkeys.POOL], hub)
-    app[appkeys.STREAMS] = service
-    await service.start()
-    yield
-    await service.close()
-    await hub.close()
-
-
 async def _on_shutdown(app: web.Application) -> None:
     """Shutdown begins: end each WebSocket stream while its socket is open (aiohttp waits for running
     handlers before the cleanup contexts run, so otherwise clients hang until its timeout, then see 1006).
@@ -209,7 +192,6 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Route ``/api/v3/stream``; the hub and stream service start after the pool (added before)."""
-    app.cleanup_ctx.append(streams_ctx)
+    """Route ``/api/v3/stream`` to the stream service (:data:`~server.appkeys.STREAMS`, built in app.py)."""
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/api/v3/stream", stream_handler)
