@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,10 @@ class Encoding(enum.Enum):
         return _DTYPES[self].itemsize
 
 
-_DTYPES: dict[Encoding, np.dtype[Any]] = {
+_DTYPES: Mapping[Encoding, np.dtype[Any]] = MappingProxyType({
     Encoding.PCM_F32LE: np.dtype("<f4"),
     Encoding.PCM_S16LE: np.dtype("<i2"),
-}
+})
 
 
 @dataclass(frozen=True, slots=True)
