@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from server.dsp import detector
+from server.dsp.methods import detector_info
 from server.protocol.codec import Control
 from server.protocol.errors import CloseCode, ProtocolError
 
@@ -198,6 +199,7 @@ def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, An
         "latency_ms": round(latency_s * 1000.0, 6),
         "hop_ms": round(hop_s * 1000.0, 6),
         "limits": dict(limits),
+        "detector": detector_info(settings["method"]),
     }
 
 
@@ -228,7 +230,7 @@ def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
 
 
 def configured(settings: Mapping[str, Any]) -> Event:
-    return {"type": "configured", "settings": dict(settings)}
+    return {"type": "configured", "settings": dict(settings), "detector": detector_info(settings["method"])}
 
 
 def stopped(duration_s: float, onsets: int) -> Event:
