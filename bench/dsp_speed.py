@@ -10,7 +10,7 @@ Figures are multiples of real time on one core (audio seconds, summed over strea
 process, ``time.process_time``) and CPU microseconds per call; each is the best of ``--repeat`` runs, as
 other processes on a shared machine only ever slow a run down (they share its caches and cores). Thread
 pools are limited to one thread before numpy is imported. The audio is a generated music-like mix
-(``tests/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
+(``testkit/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
 ``take_odf()`` is called after each block, as a live stream's pool job does.
 """
 

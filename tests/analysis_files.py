@@ -1,7 +1,7 @@
 """Audio files with known onsets in every format the analysis API takes, and a small HTTP client for it.
 
 soundfile writes WAV, FLAC, OGG/Vorbis and MP3; PyAV's encoders write WebM/Opus, M4A/AAC and Ogg/Opus.
-Signals come from the seeded generator in ``tests/signals.py``.
+Signals come from the seeded generator in ``testkit/signals.py``.
 """
 
 from __future__ import annotations
