@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from tests import signals
+from testkit import signals
 from tests.conftest import REPO, ServerProcess
 from tests.test_cli_analyze import run_cli
 

@@ -19,7 +19,7 @@ import pytest
 from pythonosc.osc_message import OscMessage
 
 from server.client import Publisher, TransientClient
-from tests import signals
+from testkit import signals
 from tests.conftest import REPO, ServerProcess, StartServer
 from tests.test_osc_output import OscReceiver
 

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from server.dsp import METHODS, DetectorSettings, detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import REPO, StartServer
 from tests.test_cli_analyze import run_cli
 

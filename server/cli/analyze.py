@@ -22,7 +22,7 @@ from typing import Any, TextIO
 from server.cli.settings_flags import add_settings_options, settings_from_args
 from server.cli.time_format import add_time_format_option, time_column, time_csv, time_text
 from server.dsp import DetectorSettings
-from server.exceptions import SettingsError
+from server.exceptions import SettingsError, TransientError
 from server.jobs.runner import result_json
 from server.jobs.service import parse_settings
 from server.jobs.work import FileAnalysis, analyse_step
@@ -32,7 +32,7 @@ BAR_WIDTH = 30
 BAR_INTERVAL_S = 0.1  # least time between redraws of the progress bar
 
 
-class FileFailed(Exception):
+class FileFailed(TransientError):
     """A file could not be analysed; ``code`` is the failed task's error code on the server."""
 
     def __init__(self, code: str, message: str) -> None:

@@ -38,7 +38,10 @@ def field_help(doc: str | None) -> dict[str, str]:
             helps[name] = (helps[name] + " " + line.strip()).strip()
         elif name is not None and not line.strip() and helps[name]:
             name = None
-    return {key: text.split(". ")[0].rstrip(".") for key, text in helps.items()}
+    def plain(text: str) -> str:  # reST roles and literals as plain words
+        return re.sub(r":\w+:`~?([\w.]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], text).replace("``", "")
+
+    return {key: plain(text).split(". ")[0].rstrip(".") for key, text in helps.items()}
 
 
 def add_settings_options(parser: argparse.ArgumentParser, extra_keys: str = "") -> None:
@@ -56,6 +59,7 @@ def add_settings_options(parser: argparse.ArgumentParser, extra_keys: str = "") 
         options: dict[str, Any] = {"dest": DEST_PREFIX + field.name, "default": None}
         if field.name == "method":
             options.update(choices=list(METHODS), metavar="|".join(METHODS))
+            helps[field.name] = "onset detection function (the server's methods, docs/protocol.md)"
         elif isinstance(default, bool):
             options.update(action=argparse.BooleanOptionalAction)
         elif isinstance(default, int | float):

@@ -89,9 +89,10 @@ class Session {
     this.detectorLatencyMs = message.latency_ms;
     this.streamStartS = this.timeline.now;
     scope.hopS = message.hop_ms / 1000;
+    settings.setMethods(message.detector.methods);
     settings.setEffective(message.settings);
     scope.threshold = settings.values().threshold;
-    scope.method = settings.values().method;
+    scope.detector = message.detector;
     // The rate the server analyses at (WebRTC: Opus decoded at 48 kHz, whatever the microphone's rate).
     const analysedHz = message.sample_rate || this.microphone.sampleRate;
     const khz = (analysedHz / 1000).toFixed(1);
@@ -136,7 +137,7 @@ class Session {
       case "configured":
         settings.setEffective(message.settings);
         scope.threshold = settings.values().threshold;
-        scope.method = settings.values().method;
+        scope.detector = message.detector;
         break;
       case "warning":
         setBanner(ui.banner, "warn", message.message);
@@ -189,7 +190,6 @@ const settings = new SettingsPanel($("#settings"), {
   onChange: (changed) => {
     if (session && session.publisher) session.publisher.configure(changed);
     scope.threshold = settings.values().threshold;
-    scope.method = settings.values().method;
   },
 });
 const outputs = new OscPanel($("#outputs"), {
@@ -200,7 +200,6 @@ const outputs = new OscPanel($("#outputs"), {
 });
 outputs.load();
 scope.threshold = settings.values().threshold;
-scope.method = settings.values().method;
 scope.draw();
 
 function onStatus({ state, text, level }) {
