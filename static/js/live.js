@@ -183,6 +183,7 @@ class Session {
 let session = null;
 const tokenField = new TokenField($("#token-form"), () => {
   if (!session) setBanner(ui.banner, "info", "Access token saved for this tab. Press Start microphone to use it.");
+  outputs.load(); // the OSC targets may have been refused without the token
 });
 const scope = new Scope($("#scope"), null);
 const settings = new SettingsPanel($("#settings"), {
