@@ -83,6 +83,7 @@ def drum_track(
     seed: int = 0,
     noise_db: float = -70.0,
     gaps: list[tuple[float, float]] | None = None,
+    kinds: tuple[str, ...] = ("kick", "snare", "hat"),
 ) -> DrumTrack:
     """A rock pattern on ``beats``: kick on 1 and 3, snare on 2 and 4 (in 3: kick on 1, snare on 2, 3).
 
@@ -100,6 +101,8 @@ def drum_track(
         Spans left silent (no hits; the beats inside them are dropped from the answers).
     noise_db : float
         Level of a white noise floor under everything, dBFS (RMS).
+    kinds : tuple of str
+        Which drums play (the others' hits are left out).
     """
     rng = np.random.default_rng(seed)
     gaps = gaps or []
@@ -109,7 +112,7 @@ def drum_track(
     makers = {"kick": kick, "snare": snare, "hat": hat}
 
     def place(kind: str, time_s: float, gain: float) -> None:
-        if any(start <= time_s < stop for start, stop in gaps):
+        if kind not in kinds or any(start <= time_s < stop for start, stop in gaps):
             return
         sound = makers[kind](sample_rate, rng) * gain
         start = round(time_s * sample_rate)

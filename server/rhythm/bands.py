@@ -2,7 +2,7 @@
 (hat-like).
 
 The evidence is the rise of the low, mid and high band groups around the onset
-(:func:`server.rhythm.features.rise_features`): the largest of each group's rise over the frames from one hop
+(:func:`server.rhythm.features.group_rises`): the largest of each group's rise over the frames from one hop
 before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (the groups differ in how
 much a hit of their kind raises them), decides. Each group's score is first divided by the square root of
 its running mean over the stream's past onsets (:class:`OnsetBands`), so a kit whose hats are quiet

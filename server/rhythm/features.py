@@ -1,17 +1,18 @@
-"""The rhythm front end: log-compressed band rises, grouped into low, mid and high.
+"""The band front end: how much each of three band groups rose at each frame.
 
 The detector's ``superflux`` features are filterbank magnitudes, 24 bands per octave, one row per 10 ms hop
-(:func:`server.dsp.odf.features`). From those rows this module computes, per frame, the rise of each band
-(log-compressed, half-wave rectified, against the frame before) and its mean over three groups of bands:
-low (kick-like), mid (snare-like) and high (hat-like). The beat tracker's onset strength is the mean of the
-three group rises, so a kick (a handful of bands below 150 Hz) counts as much as a hi-hat (dozens of bands
-above 5 kHz), unlike a flux summed over all bands, where the many high bands dominate and eighth-note hats
-pull a tracker to double time. The same group rises say where an onset's attack is strongest
-(:mod:`server.rhythm.bands`).
+(:func:`server.dsp.odf.features`). From those rows this module computes, per frame, the rise of each band's
+magnitude against the frame before (half-wave rectified, linear: an attack's energy, not its ratio to a
+silence before it) and, for each of three groups of bands, low (kick-like), mid (snare-like) and high
+(hat-like), the mean of its three largest rises. :mod:`server.rhythm.bands` compares the groups.
 
 :class:`BandFlux` computes the filterbank rows itself with the detector's own functions, for use apart from a
 detector (benches, tests, whole files); beside a live detector the rows it already computed are enough
-(:func:`rise_features`), which is what the tracker's cost budget counts.
+(:func:`group_rises`).
+
+Chosen on rhythm-dev (see bench/README.md): linear rises and a top-3 mean beat log-compressed rises and a
+mean over the group, which named lone synthetic snares "low" (from a silence before them, any leak below
+120 Hz is a large log rise) and diluted a snare's rise over the mid group's 77 bands.
 """
 
 from __future__ import annotations
@@ -31,40 +32,32 @@ F32 = npt.NDArray[np.float32]
 
 FRAME_S = 0.04  # window, seconds: the detector's default grid
 HOP_S = 0.01  # hop, seconds
-COMPRESSION = 1000.0  # log10(1 + COMPRESSION * magnitude); magnitude 1 is a full-scale sine
-LOW_MAX_HZ = 150.0  # band centres up to this are "low" (kick-like)
-HIGH_MIN_HZ = 5000.0  # band centres from this up are "high" (hat-like); between the two "mid"
+TOP_BANDS = 3  # a group's rise is the mean of its this many largest band rises
+LOW_MAX_HZ = 120.0  # band centres up to this are "low" (kick-like)
+HIGH_MIN_HZ = 3000.0  # band centres from this up are "high" (hat-like); between the two "mid"
 BAND_NAMES = ("low", "mid", "high")
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class BandGroups:
-    """Which group each filterbank band belongs to.
+    """Where each group's bands lie: bands ``[0, mid_start)`` are low, ``[mid_start, high_start)`` mid, the
+    rest high (bands ascend in frequency)."""
 
-    Attributes
-    ----------
-    masks : ndarray of float32, shape (n_bands, 3)
-        Column ``g`` is 1 / (bands in group g) on the bands of group ``g``, else 0: a product with band
-        rises gives each group's mean rise.
-    """
-
-    masks: F32
+    mid_start: int
+    high_start: int
 
 
 @functools.lru_cache(maxsize=32)
 def band_groups(bank: Filterbank, bin_hz: float, low_max_hz: float, high_min_hz: float) -> BandGroups:
     """The low, mid and high groups of a filterbank's bands, by each band's centre frequency."""
     centres_hz = (np.asarray(bank.weights.argmax(axis=1)).ravel() + bank.first_bin) * bin_hz
-    group = np.where(centres_hz <= low_max_hz, 0, np.where(centres_hz >= high_min_hz, 2, 1))
-    masks = np.zeros((len(group), 3), dtype=np.float32)
-    masks[np.arange(len(group)), group] = 1.0
-    masks /= np.maximum(masks.sum(axis=0, keepdims=True), 1.0)
-    masks.setflags(write=False)
-    return BandGroups(masks)
+    mid_start = int(np.searchsorted(centres_hz, low_max_hz, side="right"))
+    high_start = int(np.searchsorted(centres_hz, high_min_hz, side="left"))
+    return BandGroups(mid_start=mid_start, high_start=max(mid_start, high_start))
 
 
-def rise_features(bands: F32, previous: F32, groups: BandGroups) -> tuple[F32, F32]:
-    """Per-frame onset strength and group rises from filterbank magnitudes.
+def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:
+    """Rise of the low, mid and high band groups per frame.
 
     Parameters
     ----------
@@ -76,19 +69,20 @@ def rise_features(bands: F32, previous: F32, groups: BandGroups) -> tuple[F32, F
 
     Returns
     -------
-    strength : ndarray, shape (n_frames,), float32
-        Mean of the three group rises, log10 units.
-    rises : ndarray, shape (n_frames, 3), float32
-        Mean rise of the low, mid and high bands, log10 units.
+    ndarray, shape (n_frames, 3), float32
+        Mean of the ``TOP_BANDS`` largest rectified magnitude rises in each group (linear magnitude, a
+        full-scale sine is 1); each row depends only on its frame and the one before.
     """
-    logs = np.log10(np.float32(1.0) + np.float32(COMPRESSION) * np.concatenate((previous, bands)))
-    rise = np.maximum(logs[1:] - logs[:-1], np.float32(0.0))
-    # Per row, a product by a small constant matrix, written as three row sums so no BLAS kernel (whose
-    # choice depends on the number of rows) changes the last bits with the block size.
-    rises = np.empty((rise.shape[0], 3), dtype=np.float32)
+    rows = np.concatenate((previous, bands))
+    rise = np.maximum(rows[1:] - rows[:-1], np.float32(0.0))
+    out = np.zeros((rise.shape[0], 3), dtype=np.float32)
+    bounds = (0, groups.mid_start, groups.high_start, rise.shape[1])
     for g in range(3):
-        rises[:, g] = np.add.reduce(rise * groups.masks[:, g], axis=1)
-    return np.add.reduce(rises, axis=1) * np.float32(1.0 / 3.0), rises
+        part = rise[:, bounds[g] : bounds[g + 1]]
+        top = min(TOP_BANDS, part.shape[1])
+        if top:
+            out[:, g] = np.partition(part, part.shape[1] - top, axis=1)[:, -top:].mean(axis=1)
+    return out
 
 
 @functools.lru_cache(maxsize=16)
@@ -100,7 +94,7 @@ def grid_for(sample_rate: int) -> tuple[FrameGrid, Filterbank, BandGroups]:
 
 
 class BandFlux:
-    """Streaming front end for one mono stream, apart from a detector: strength and group rises per hop.
+    """Streaming front end for one mono stream, apart from a detector: group rises per hop.
 
     Frame ``i`` covers stream samples ``[(i + 1) * hop - frame_len, (i + 1) * hop)`` (zeros before the
     stream), as the detector's; see :attr:`frame_time_offset_s` for where its attack lies.
@@ -125,18 +119,18 @@ class BandFlux:
         self._tail = np.zeros(grid.frame_len - grid.hop, dtype=np.float32)
         self._previous = np.zeros((1, self._bank.n_bands), dtype=np.float32)
 
-    def process(self, samples: npt.ArrayLike) -> tuple[F32, F32]:
-        """Feed mono samples; return the new frames' :func:`rise_features`."""
+    def process(self, samples: npt.ArrayLike) -> F32:
+        """Feed mono samples; return the new frames' :func:`group_rises`, shape (n_new, 3)."""
         grid = self._grid
         buffer = np.concatenate((self._tail, np.asarray(samples, dtype=np.float32).reshape(-1)))
         frames = frame_view(buffer, grid.frame_len, grid.hop)
         n = frames.shape[0]
         self._tail = buffer[n * grid.hop :].copy()
         if n == 0:
-            return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.float32)
+            return np.zeros((0, 3), dtype=np.float32)
         spectra = spectrum(frames * analysis_window(grid.frame_len), grid.fft_size)
         bands = features("superflux", spectra, self._bank, grid.bin_hz)
-        out = rise_features(bands, self._previous, self._groups)
+        out = group_rises(bands, self._previous, self._groups)
         self._previous = bands[-1:].copy()
         return out
 

@@ -18,6 +18,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "prior_weight": (0.0, 1.0),
     "beat_width": (0.0, 0.5),
     "norm_s": (0.1, 60.0),
+    "reference": (0.1, 100.0),
     "floor": (1e-6, 10.0),
     "sharpness": (0.0, 10.0),
     "cap": (1.0, 1000.0),
@@ -48,7 +49,10 @@ class TrackerSettings:
     beat_width : float
         Fraction of the beat interval around each beat whose states explain an onset.
     norm_s : float
-        Onset strength is divided by its exponential moving mean over this time constant, seconds.
+        Time constant of the exponential moving mean of the onset strength, seconds.
+    reference : float
+        Onset strength is divided by ``reference`` times its moving mean: a frame that reaches this is as
+        likely on a beat as off it, a weaker one (an off-beat hat) counts against a beat there.
     floor : float
         Likelihood ratio of a beat state where the normalised strength is 0 is ``floor / (1 + floor)``
         (before ``sharpness``); dimensionless.
@@ -73,9 +77,10 @@ class TrackerSettings:
     prior_weight: float = 0.1
     beat_width: float = 0.12
     norm_s: float = 3.0
+    reference: float = 1.0
     floor: float = 0.1
     sharpness: float = 2.0
-    cap: float = 4.0
+    cap: float = 8.0
     activity: float = 1.0
     hold_s: float = 1.5
     reset_s: float = 3.0

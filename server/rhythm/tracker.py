@@ -47,10 +47,11 @@ def space_for(settings: TrackerSettings) -> StateSpace:
 def beat_ratio(strength: float, mean: float, settings: TrackerSettings) -> float:
     """Likelihood ratio of a beat state over any other for one frame's onset strength.
 
-    ``((min(strength / mean, cap) + floor) / (1 + floor)) ** sharpness``: 1 for an average frame, above 1
-    for a strong onset, ``(floor / (1 + floor)) ** sharpness`` for a frame without any.
+    ``((min(strength / (reference * mean), cap) + floor) / (1 + floor)) ** sharpness``: 1 for a frame at
+    the reference, above 1 for a stronger onset, ``(floor / (1 + floor)) ** sharpness`` for a frame
+    without any.
     """
-    z = min(strength / mean, settings.cap) if mean > 0.0 else 0.0
+    z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
     return float(((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness)
 
 

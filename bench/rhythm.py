@@ -1,0 +1,365 @@
+"""Beat, tempo and drum-band accuracy and cost of server.rhythm, beside librosa, aubio and madmom, in one run.
+
+    .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
+                                     [--no-madmom] [--no-generated] [--json PATH]
+
+Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
+(``tests/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
+trap and a silent gap. Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
+``|bpm / ref_bpm - 1|`` with ``ref_bpm`` from the median reference inter-beat interval (ours: the tracker's
+own ``bpm`` at each beat from 4 s after the first reference beat on; peers: 60 / median inter-beat interval
+of their beats); band F = ``mir_eval.onset.f_measure`` (±50 ms) of our onsets of each band against the
+annotated kick, snare and hi-hat hits, beside the ceiling of any one-band-per-onset labelling of the same
+onsets. Cost: CPU microseconds per 10 ms frame on one core, the detector's and the tracker's, in 20 ms blocks.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.dsp import OnsetDetector  # noqa: E402
+from server.rhythm import BeatTracker  # noqa: E402
+from server.rhythm.bands import OnsetBands, band_scores, onset_frames  # noqa: E402
+from server.rhythm.features import BandFlux, grid_for, group_rises  # noqa: E402
+from tests.rhythm_signals import beat_times, drum_track  # noqa: E402
+
+BLOCK_S = 0.02
+CLASSES = (("low", "KD"), ("mid", "SD"), ("high", "HH"))
+DEFAULT_DATA = Path("/work/shared/data/rhythm-dev")  # ../shared/data/rhythm-dev of the main checkout
+
+
+def ours(audio: np.ndarray, rate: int) -> dict[str, Any]:
+    """Detector + tracker + bands fed in 20 ms blocks, as a live stream; CPU time of each part."""
+    detector = OnsetDetector(rate, 1)
+    tracker = BeatTracker(detector.hop_s, time_offset_s=-detector.hop_s)
+    flux = BandFlux(rate)
+    grid, bank, groups = grid_for(rate)
+    block = round(BLOCK_S * rate)
+    onsets, beats, rises = [], [], []
+    frames = 0
+    for start in range(0, len(audio), block):
+        chunk = audio[start : start + block]
+        onsets += detector.process(chunk)
+        odf = detector.take_odf()
+        beats += tracker.process(odf)
+        frames += len(odf)
+        rises.append(flux.process(chunk))
+    onsets += detector.flush()
+    det_s = track_s = 0.0
+    # Time the parts again, each alone, so one does not warm the other's caches.
+    detector = OnsetDetector(rate, 1)
+    tracker = BeatTracker(detector.hop_s, time_offset_s=-detector.hop_s)
+    odfs = []
+    for start in range(0, len(audio), block):
+        t0 = time.process_time()
+        detector.process(audio[start : start + block])
+        odfs.append(detector.take_odf())
+        det_s += time.process_time() - t0
+    for odf in odfs:
+        t0 = time.process_time()
+        tracker.process(odf)
+        track_s += time.process_time() - t0
+    # The band part beside a detector: rises from filterbank rows the detector already has.
+    from server.dsp.odf import features
+    from server.dsp.spectrum import analysis_window, frame_view, spectrum
+
+    padded = np.concatenate((np.zeros(grid.frame_len - grid.hop, dtype=np.float32), audio))
+    rows = features(
+        "superflux",
+        spectrum(
+            frame_view(padded, grid.frame_len, grid.hop) * analysis_window(grid.frame_len), grid.fft_size
+        ),
+        bank,
+        grid.bin_hz,
+    )
+    band_s = 0.0
+    previous = np.zeros((1, bank.n_bands), dtype=np.float32)
+    for start in range(0, len(rows), 2):
+        t0 = time.process_time()
+        group_rises(rows[start : start + 2], previous, groups)
+        band_s += time.process_time() - t0
+        previous = rows[start + 1 : start + 2] if start + 1 < len(rows) else previous
+    rise = np.concatenate(rises)
+    times = np.array([o.time for o in onsets])
+    names = np.array(
+        OnsetBands().classify(
+            band_scores(rise, onset_frames(times, flux.hop_s, flux.frame_time_offset_s), (1.0, 1.0, 1.0))
+        )
+    )
+    return {
+        "beats": np.array([b.time for b in beats]),
+        "bpm": np.array([b.bpm for b in beats]),
+        "onsets": times,
+        "bands": names,
+        "cost_us": {
+            "detector": 1e6 * det_s / frames,
+            "tracker": 1e6 * track_s / frames,
+            "bands": 1e6 * band_s / frames,
+        },
+    }
+
+
+def librosa_beats(path: str) -> np.ndarray:
+    import librosa
+
+    y, sr = librosa.load(path, sr=22050, mono=True)
+    _, frames = librosa.beat.beat_track(y=y, sr=sr)
+    return np.asarray(librosa.frames_to_time(frames, sr=sr))
+
+
+def aubio_beats(path: str) -> np.ndarray:
+    import aubio
+
+    source = aubio.source(path, 0, 512)
+    tempo = aubio.tempo("default", 1024, 512, source.samplerate)
+    beats = []
+    while True:
+        samples, read = source()
+        if tempo(samples)[0]:
+            beats.append(tempo.get_last_s())
+        if read < 512:
+            break
+    return np.array(beats)
+
+
+def madmom_beats(python: str, paths: list[str]) -> dict[str, Any]:
+    helper = Path(__file__).resolve().parent / "madmom_peer.py"
+    done = subprocess.run(
+        [python, str(helper), *paths], capture_output=True, text=True, check=True, timeout=3600
+    )
+    return json.loads(done.stdout)
+
+
+def beat_scores(ref: np.ndarray, est: np.ndarray) -> tuple[float, float, float]:
+    import mir_eval
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = mir_eval.beat.f_measure(ref, est)
+        _, cmlt, _, amlt = mir_eval.beat.continuity(ref, est)
+    return float(f), float(cmlt), float(amlt)
+
+
+def tempo_error(ref: np.ndarray, est: np.ndarray) -> float:
+    if len(est) < 2:
+        return float("nan")
+    return abs(np.median(np.diff(ref)) / np.median(np.diff(est)) - 1.0)
+
+
+def own_tempo(ref: np.ndarray, result: dict[str, Any], after_s: float = 4.0) -> tuple[float, float]:
+    """Median tempo error of our beats from ``after_s`` after the first reference beat, and the share within 4 %."""
+    ref_bpm = np.interp(result["beats"], ref[1:], 60.0 / np.diff(ref))
+    late = result["beats"] >= ref[0] + after_s
+    if not late.any():
+        return float("nan"), float("nan")
+    errors = np.abs(result["bpm"][late] / ref_bpm[late] - 1.0)
+    return float(np.median(errors)), float(np.mean(errors <= 0.04))
+
+
+def band_f(result: dict[str, Any], hits: dict[str, np.ndarray]) -> dict[str, float]:
+    import mir_eval
+
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for band, cls in CLASSES:
+            if len(hits.get(cls, [])):
+                scores[band] = mir_eval.onset.f_measure(
+                    hits[cls], result["onsets"][result["bands"] == band], window=0.05
+                )[0]
+    return scores
+
+
+def band_ceiling(onsets: np.ndarray, hits: dict[str, np.ndarray]) -> dict[str, float]:
+    """F of each class when every onset is labelled with one class it truly matches (the best case for one band per onset).
+
+    Each onset near annotated hits of several classes is given the class with fewer matched onsets so far
+    (greedy): an upper estimate of what any one-band classifier can reach on these onsets.
+    """
+    import mir_eval
+
+    names = np.array([""] * len(onsets), dtype=object)
+    counts = {cls: 0 for _, cls in CLASSES}
+    for i, t in enumerate(onsets):
+        near = [cls for _, cls in CLASSES if len(hits.get(cls, [])) and np.min(np.abs(hits[cls] - t)) <= 0.05]
+        if near:
+            pick = min(near, key=lambda c: counts[c] / max(1, len(hits[c])))
+            names[i] = pick
+            counts[pick] += 1
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for band, cls in CLASSES:
+            if len(hits.get(cls, [])):
+                out[band] = mir_eval.onset.f_measure(hits[cls], onsets[names == cls], window=0.05)[0]
+    return out
+
+
+def generated_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
+    """(name, wav path, reference beats, reference hits) of the generated drum tracks."""
+    rng = np.random.default_rng(2026)
+    rubato = beat_times([(105, 24)])
+    rubato = rubato + np.cumsum(rng.normal(0.0, 0.008, len(rubato)))
+    specs: list[tuple[str, np.ndarray, dict[str, Any]]] = [
+        ("steady 70", beat_times([(70, 20)]), {}),
+        ("steady 100", beat_times([(100, 16)]), {}),
+        ("steady 128", beat_times([(128, 16)]), {}),
+        ("steady 160", beat_times([(160, 16)]), {}),
+        ("steady 190", beat_times([(190, 16)]), {}),
+        ("change 100>125", beat_times([(100, 12), (125, 12)]), {}),
+        ("change 140>110", beat_times([(140, 12), (110, 12)]), {}),
+        ("ramp 90>130", beat_times([(90 + 2.5 * k, 1.5) for k in range(17)]), {}),
+        ("swing 100", beat_times([(100, 16)]), {"swing": 2 / 3}),
+        ("rubato 105", rubato, {}),
+        ("waltz 3/4 120", beat_times([(120, 16)]), {"meter": 3}),
+        ("no hats 85", beat_times([(85, 16)]), {"hats": False}),
+        ("gap 120 (4 s silent)", beat_times([(120, 20)]), {"gaps": [(8.0, 12.0)]}),
+    ]
+    cases = []
+    for seed, (name, beats, options) in enumerate(specs, start=100):
+        track = drum_track(beats, seed=seed, **options)
+        path = os.path.join(directory, f"gen{seed}.wav")
+        sf.write(path, track.audio, track.sample_rate, subtype="FLOAT")
+        hits = {"KD": track.hits["kick"], "SD": track.hits["snare"], "HH": track.hits["hat"]}
+        cases.append((name, path, track.beats, hits))
+    return cases
+
+
+def follow_beats(ref: np.ndarray, result: dict[str, Any]) -> float:
+    """Beats after the largest tempo change until every later beat is matched (±70 ms) with bpm within 4 %."""
+    intervals = np.diff(ref)
+    change = int(np.argmax(np.abs(np.diff(intervals)))) + 1
+    t_change = ref[change]
+    ref_bpm = np.interp(result["beats"], ref[1:], 60.0 / intervals)
+    good = np.array([np.min(np.abs(ref - b)) <= 0.07 for b in result["beats"]]) & (
+        np.abs(result["bpm"] / ref_bpm - 1) <= 0.04
+    )
+    after = np.flatnonzero(result["beats"] > t_change)
+    bad = [i for i in after if not good[i]]
+    return float(bad[-1] - after[0] + 1) if bad else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=os.environ.get("TRANSIENT_RHYTHM_DEV", str(DEFAULT_DATA)))
+    parser.add_argument("--madmom-python", default="/work/madmom-venv/bin/python")
+    parser.add_argument("--no-madmom", action="store_true")
+    parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        corpora = []
+        dev = []
+        for wav in sorted(glob.glob(os.path.join(args.data, "*.wav"))):
+            ref = np.loadtxt(wav[:-4] + ".beats", ndmin=2)[:, 0]
+            hits: dict[str, list[float]] = {}
+            for line in open(wav[:-4] + ".drums"):
+                t, cls = line.split()
+                hits.setdefault(cls, []).append(float(t))
+            dev.append(
+                (
+                    Path(wav).stem.removeprefix("mdbdrums_"),
+                    wav,
+                    ref,
+                    {k: np.array(v) for k, v in hits.items()},
+                )
+            )
+        corpora.append(("rhythm-dev (tuned on it)", dev))
+        if not args.no_generated:
+            corpora.append(("generated", generated_cases(tmp)))
+        madmom = {}
+        if not args.no_madmom:
+            madmom = madmom_beats(args.madmom_python, [c[1] for _, cases in corpora for c in cases])
+        for corpus, cases in corpora:
+            rows = []
+            print(f"\n## {corpus}")
+            print(
+                f"{'file':24s} {'tracker':16s} {'F':>6s} {'CMLt':>6s} {'AMLt':>6s} {'tempo err':>9s}  extra"
+            )
+            for name, path, ref, hits in cases:
+                audio, rate = sf.read(path, dtype="float32", always_2d=True)
+                result = ours(audio.mean(axis=1).astype(np.float32), rate)
+                med, share = own_tempo(ref, result)
+                extra = (
+                    f"own bpm from 4 s: median err {100 * med:.1f} %, {100 * share:.0f} % of beats within 4 %"
+                )
+                if "change" in name or "ramp" in name:
+                    extra += f"; follows the change in {follow_beats(ref, result):.0f} beats"
+                peers = {"ours (online)": result["beats"]}
+                if madmom:
+                    peers["madmom online"] = np.array(madmom[path]["online"])
+                    peers["madmom offline"] = np.array(madmom[path]["offline"])
+                peers["librosa (offline)"] = librosa_beats(path)
+                peers["aubio (online)"] = aubio_beats(path)
+                for tracker, est in peers.items():
+                    f, cmlt, amlt = beat_scores(ref, est)
+                    err = med if tracker.startswith("ours") else tempo_error(ref, est)
+                    rows.append(
+                        {
+                            "file": name,
+                            "tracker": tracker,
+                            "F": f,
+                            "CMLt": cmlt,
+                            "AMLt": amlt,
+                            "tempo_err": err,
+                        }
+                    )
+                    print(
+                        f"{name:24s} {tracker:16s} {f:6.3f} {cmlt:6.3f} {amlt:6.3f} {100 * err:8.1f}%  {extra if tracker.startswith('ours') else ''}"
+                    )
+                bands = band_f(result, hits)
+                ceiling = band_ceiling(result["onsets"], hits)
+                rows[-len(peers)]["bands"] = bands
+                rows[-len(peers)]["band_ceiling"] = ceiling
+                rows[-len(peers)]["cost_us"] = result["cost_us"]
+                print(
+                    f"{'':24s} bands F "
+                    + ", ".join(f"{b} {v:.3f} (ceiling {ceiling[b]:.3f})" for b, v in bands.items())
+                    + "; cost us/frame "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in result["cost_us"].items())
+                )
+            print(f"\n{corpus}: mean over {len(cases)} files")
+            for tracker in dict.fromkeys(r["tracker"] for r in rows):
+                mine = [r for r in rows if r["tracker"] == tracker]
+                print(
+                    f"  {tracker:16s} F {np.mean([r['F'] for r in mine]):.3f} CMLt {np.mean([r['CMLt'] for r in mine]):.3f} "
+                    f"AMLt {np.mean([r['AMLt'] for r in mine]):.3f} tempo err {100 * np.nanmean([r['tempo_err'] for r in mine]):.1f} %"
+                )
+            own = [r for r in rows if r["tracker"].startswith("ours")]
+            for band, _ in CLASSES:
+                values = [r["bands"][band] for r in own if band in r["bands"]]
+                ceilings = [r["band_ceiling"][band] for r in own if band in r["band_ceiling"]]
+                print(
+                    f"  bands: {band:4s} F {np.mean(values):.3f} over {len(values)} files (one-band ceiling {np.mean(ceilings):.3f})"
+                )
+            for part in ("detector", "tracker", "bands"):
+                print(f"  cost {part:8s} {np.mean([r['cost_us'][part] for r in own]):.2f} us per 10 ms frame")
+            report[corpus] = rows
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
