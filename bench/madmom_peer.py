@@ -1,4 +1,4 @@
-"""madmom's beat trackers as a bench peer: run by bench/rhythm.py in its own venv, never imported by Transient.
+"""madmom's beat trackers as a bench peer, run by bench/rhythm.py in its own venv (never imported here).
 
 Usage: ``/work/madmom-venv/bin/python bench/madmom_peer.py FILE.wav ...`` prints one JSON object:
 ``{path: {"online": [beat times, s], "offline": [...], "cpu_s": {"online": s, "offline": s}}}``.

@@ -15,16 +15,18 @@ RANGES: dict[str, tuple[float, float]] = {
     "change_lambda": (1.0, 1000.0),
     "prior_bpm": (30.0, 300.0),
     "prior_octaves": (0.05, 10.0),
-    "prior_weight": (0.0, 1.0),
+    "prior_weight": (0.0, 20.0),
     "beat_width": (0.0, 0.5),
+    "jump": (0.0, 1.0),
     "norm_s": (0.1, 60.0),
     "reference": (0.1, 100.0),
     "floor": (1e-6, 10.0),
-    "sharpness": (0.0, 10.0),
-    "cap": (1.0, 1000.0),
+    "sharpness": (0.0, 4.0),
+    "cap": (1.0, 100.0),
     "activity": (0.0, 1000.0),
     "hold_s": (0.0, 60.0),
     "reset_s": (0.0, 600.0),
+    "min_confidence": (0.0, 1.0),
 }
 
 
@@ -45,9 +47,12 @@ class TrackerSettings:
     prior_bpm, prior_octaves : float
         Log-Gaussian tempo prior: centre, BPM, and standard deviation, octaves.
     prior_weight : float
-        Exponent of the prior in the tempo transitions, 0–1.
+        Exponent of the prior paid at every beat, 0–20: a tempo twice as fast pays it twice as often.
     beat_width : float
         Fraction of the beat interval around each beat whose states explain an onset.
+    jump : float
+        Probability weight, at each beat, of a jump to any tempo (drawn from the prior), beside the local
+        change: how the tracker reaches a new tempo far from the old one.
     norm_s : float
         Time constant of the exponential moving mean of the onset strength, seconds.
     reference : float
@@ -66,6 +71,8 @@ class TrackerSettings:
         No beat is reported when nothing reached ``activity`` for this long, seconds.
     reset_s : float
         After this long without ``activity``, seconds, the tracker forgets tempo and phase.
+    min_confidence : float
+        A beat is reported only when the tracker's confidence reaches this, 0–1.
     """
 
     frame_s: float = 0.02
@@ -74,8 +81,9 @@ class TrackerSettings:
     change_lambda: float = 150.0
     prior_bpm: float = 120.0
     prior_octaves: float = 1.0
-    prior_weight: float = 0.1
+    prior_weight: float = 3.0
     beat_width: float = 0.12
+    jump: float = 1e-6
     norm_s: float = 3.0
     reference: float = 1.0
     floor: float = 0.1
@@ -84,6 +92,7 @@ class TrackerSettings:
     activity: float = 1.0
     hold_s: float = 1.5
     reset_s: float = 3.0
+    min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         for name, (low, high) in RANGES.items():

@@ -41,8 +41,9 @@ class StateSpace:
     beat_states : ndarray of int64
         Flat indices of the states close enough to a beat to explain an onset there.
     transition : ndarray of float64, shape (n_tempi, n_tempi)
-        ``transition[j, k]``: probability that a beat interval of tempo ``j`` is followed by tempo ``k``;
-        rows sum to 1.
+        ``transition[j, k]``: weight of a beat interval of tempo ``j`` being followed by tempo ``k``: the
+        probability of that change times the prior of ``k`` to the power ``prior_weight`` (so rows sum to
+        at most 1; the forward variable is normalised every frame).
     prior : ndarray of float64, shape (n_states,)
         Initial distribution: the tempo prior, spread evenly over each tempo's positions; sums to 1.
     """
@@ -60,6 +61,23 @@ class StateSpace:
     @property
     def n_states(self) -> int:
         return len(self.tempo_of)
+
+    @functools.cached_property
+    def position_list(self) -> list[int]:
+        """:attr:`position_of` as a Python list (indexing it per frame is cheaper than numpy's)."""
+        return [int(p) for p in self.position_of]
+
+    @functools.cached_property
+    def interval_list(self) -> list[int]:
+        """Beat interval of each flat state, frames, as a Python list."""
+        return [int(i) for i in self.intervals[self.tempo_of]]
+
+    @functools.cached_property
+    def phase_of(self) -> F64:
+        """Position of each flat state as a fraction of its beat interval, 0–1, shape (n_states,)."""
+        phase = self.position_of / self.intervals[self.tempo_of]
+        phase.setflags(write=False)
+        return phase
 
     @property
     def bpm(self) -> F64:
@@ -97,6 +115,7 @@ def state_space(
     prior_octaves: float,
     prior_weight: float,
     beat_width: float,
+    jump: float,
 ) -> StateSpace:
     """Build the state space for a frame rate and a tempo range.
 
@@ -111,10 +130,13 @@ def state_space(
     prior_bpm, prior_octaves : float
         Centre (BPM) and width (octaves) of the log-Gaussian tempo prior.
     prior_weight : float
-        Exponent of the prior in the transitions, 0 (none) – 1 (the prior itself at every beat).
+        Exponent of the prior paid at every beat, 0 (none) upwards.
     beat_width : float
         Fraction of a beat interval, centred on the beat, whose states explain an onset (at least the
         beat's own position).
+    jump : float
+        Weight of a jump to any tempo (by the prior) at a beat, beside the local change: the way to a new
+        tempo far from the old one.
 
     Returns
     -------
@@ -133,9 +155,13 @@ def state_space(
     bpm = 60.0 * fps / intervals
     weights = log_gaussian_prior(bpm, prior_bpm, prior_octaves)
     ratio = intervals[None, :] / intervals[:, None]
-    transition = np.exp(-change_lambda * np.abs(ratio - 1.0)) * weights[None, :] ** prior_weight
+    transition = np.exp(-change_lambda * np.abs(ratio - 1.0))
     transition[transition < 1e-12] = 0.0
     transition /= transition.sum(axis=1, keepdims=True)
+    transition = (1.0 - jump) * transition + jump * (weights / weights.sum())[None, :]
+    # Every beat at tempo k costs weights[k] ** prior_weight, rows are not normalised again: a tempo twice
+    # as fast pays its prior twice as often, which is what keeps eighth notes from passing for beats.
+    transition *= weights[None, :] ** prior_weight
     prior = (weights / weights.sum() / intervals)[tempo_of]
     space = StateSpace(
         fps=fps,
@@ -153,16 +179,20 @@ def state_space(
     return space
 
 
-def forward_step(alpha: F64, space: StateSpace, ratio: float) -> int:
+def forward_step(alpha: F64, space: StateSpace, ratio: float, *, normalise: bool = True) -> int:
     """One frame of the forward filter, in place; return the most likely state.
 
     Parameters
     ----------
     alpha : ndarray, shape (n_states,), float64
-        ``P(state | observations so far)`` at the previous frame; overwritten with this frame's.
+        ``P(state | observations so far)`` at the previous frame, up to a positive factor; overwritten
+        with this frame's.
     space : StateSpace
     ratio : float
         Likelihood of this frame's observation in a beat state over that in any other state (> 0).
+    normalise : bool
+        Scale ``alpha`` to sum 1 (the most likely state does not depend on it; skipping it for a few
+        frames saves time, as long as the factor cannot overflow).
 
     Returns
     -------
@@ -174,7 +204,8 @@ def forward_step(alpha: F64, space: StateSpace, ratio: float) -> int:
     alpha[space.first] = ends @ space.transition
     if ratio != 1.0:
         alpha[space.beat_states] *= ratio
-    alpha *= 1.0 / alpha.sum()
+    if normalise:
+        alpha *= 1.0 / np.add.reduce(alpha)
     return int(alpha.argmax())
 
 

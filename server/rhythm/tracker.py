@@ -27,6 +27,7 @@ F32 = npt.NDArray[np.float32]
 
 STATE_VERSION = 1
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of the most likely one make the reported bpm
+NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
 PHASE_WINDOW = 0.08  # states within this fraction of a beat of the most likely phase make the confidence
 
 
@@ -41,6 +42,7 @@ def space_for(settings: TrackerSettings) -> StateSpace:
         prior_octaves=settings.prior_octaves,
         prior_weight=settings.prior_weight,
         beat_width=settings.beat_width,
+        jump=settings.jump,
     )
 
 
@@ -114,12 +116,13 @@ class BeatTracker:
         ValueError
             For a value that is negative, NaN or infinite; the tracker is then unchanged.
         """
-        values = np.asarray(strength, dtype=np.float64).reshape(-1)
-        if len(values) and not (np.isfinite(values).all() and values.min() >= 0.0):
-            raise ValueError("onset strength must be finite and non-negative")
+        values: list[float] = np.ravel(strength).tolist()
+        for value in values:
+            if not 0.0 <= value < math.inf:  # NaN fails too
+                raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
         beats: list[Beat] = []
         activity = self._settings.activity
-        for value in values.tolist():
+        for value in values:
             if value >= activity:
                 self._last_active = self._n_in
             if value > self._group_max:
@@ -222,14 +225,20 @@ class BeatTracker:
         if self._alpha is None:
             self._alpha = self._space.prior.copy()
         space = self._space
-        best = forward_step(self._alpha, space, beat_ratio(strength, self._mean, self._settings))
+        normalise = self._step % NORMALISE_FRAMES == 0
+        best = forward_step(
+            self._alpha, space, beat_ratio(strength, self._mean, self._settings), normalise=normalise
+        )
         self._best = best
-        position = int(space.position_of[best])
-        interval = int(space.intervals[space.tempo_of[best]])
+        position = space.position_list[best]
+        interval = space.interval_list[best]
         beat_frame = self._step - position
         if position > max(1, interval // 10) or beat_frame - self._last_beat < interval / 2:
             return None
         if silent_for >= self._hold:
+            return None
+        confidence = self._confidence()
+        if confidence < self._settings.min_confidence:
             return None
         self._last_beat = beat_frame
         if position == 0 and strength >= self._settings.activity:
@@ -237,12 +246,13 @@ class BeatTracker:
         else:
             index = beat_frame * self._per_frame + (self._per_frame - 1) / 2
         tempo = int(space.tempo_of[best])
-        return Beat(time=self._time_of(index), bpm=self._bpm(tempo), confidence=self._confidence())
+        return Beat(time=self._time_of(index), bpm=self._bpm(tempo), confidence=confidence)
 
     def _bpm(self, tempo: int) -> float:
         """Posterior mean tempo over the tempi near ``tempo``, beats per minute."""
         assert self._alpha is not None
         space = self._space
+        self._alpha *= 1.0 / np.add.reduce(self._alpha)
         marginal = tempo_marginal(self._alpha, space)
         interval = space.intervals[tempo]
         near = np.abs(space.intervals / interval - 1.0) <= TEMPO_WINDOW
@@ -253,13 +263,19 @@ class BeatTracker:
         return float(weights @ space.bpm[near] / total)
 
     def _confidence(self) -> float:
-        """Probability of the tempo and phase neighbourhood of the most likely state, 0–1."""
+        """How sure the tracker is of its tempo and of its phase, 0–1.
+
+        The product of two probabilities: of the tempi within ``TEMPO_WINDOW`` of the most likely state's,
+        and of the states whose phase is within ``PHASE_WINDOW`` of a beat of the most likely state's.
+        """
         assert self._alpha is not None
         space = self._space
+        self._alpha *= 1.0 / np.add.reduce(self._alpha)
         best = self._best
         interval = space.intervals[space.tempo_of[best]]
-        intervals = space.intervals[space.tempo_of]
-        phase = space.position_of / intervals - space.position_of[best] / interval
+        near_tempo = np.abs(space.intervals / interval - 1.0) <= TEMPO_WINDOW
+        tempo_mass = float(tempo_marginal(self._alpha, space)[near_tempo].sum())
+        phase = space.phase_of - space.phase_of[best]
         phase -= np.round(phase)
-        near = (np.abs(phase) <= PHASE_WINDOW) & (np.abs(intervals / interval - 1.0) <= TEMPO_WINDOW)
-        return float(min(1.0, self._alpha[near].sum()))
+        phase_mass = float(self._alpha[np.abs(phase) <= PHASE_WINDOW].sum())
+        return min(1.0, tempo_mass * phase_mass)
