@@ -247,7 +247,7 @@ def generated_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str
     for seed, (name, beats, options) in enumerate(specs, start=100):
         track = drum_track(beats, seed=seed, **options)
         path = os.path.join(directory, f"gen{seed}.wav")
-        sf.write(path, track.audio, track.sample_rate, subtype="FLOAT")
+        sf.write(path, track.audio, track.sample_rate, subtype="PCM_16")  # aubio reads PCM only
         hits = {"KD": track.hits["kick"], "SD": track.hits["snare"], "HH": track.hits["hat"]}
         cases.append((name, path, track.beats, hits))
     return cases

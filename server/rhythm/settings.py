@@ -49,7 +49,8 @@ class TrackerSettings:
     prior_weight : float
         Exponent of the prior paid at every beat, 0–20: a tempo twice as fast pays it twice as often.
     beat_width : float
-        Fraction of the beat interval around each beat whose states explain an onset.
+        Fraction of the beat interval around each beat whose states (other than the beat's own) take the
+        square root of a frame's likelihood ratio: timing slack that does not punish silence around a click.
     jump : float
         Probability weight, at each beat, of a jump to any tempo (drawn from the prior), beside the local
         change: how the tracker reaches a new tempo far from the old one.
@@ -88,7 +89,7 @@ class TrackerSettings:
     reference: float = 1.0
     floor: float = 0.1
     sharpness: float = 2.0
-    cap: float = 8.0
+    cap: float = 50.0
     activity: float = 1.0
     hold_s: float = 1.5
     reset_s: float = 3.0

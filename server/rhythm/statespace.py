@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +40,10 @@ class StateSpace:
     tempo_of, position_of : ndarray of int64, shape (n_states,)
         Tempo index and position, frames since the beat, of each flat state.
     beat_states : ndarray of int64
-        Flat indices of the states close enough to a beat to explain an onset there.
+        Flat indices of the states on a beat (position 0).
+    near_states : ndarray of int64
+        Flat indices of the other states within ``beat_width`` of a beat: they take the square root of a
+        frame's likelihood ratio (timing slack that does not punish the silence around a click as hard).
     transition : ndarray of float64, shape (n_tempi, n_tempi)
         ``transition[j, k]``: weight of a beat interval of tempo ``j`` being followed by tempo ``k``: the
         probability of that change times the prior of ``k`` to the power ``prior_weight`` (so rows sum to
@@ -55,6 +59,7 @@ class StateSpace:
     tempo_of: I64
     position_of: I64
     beat_states: I64
+    near_states: I64
     transition: F64
     prior: F64
 
@@ -151,7 +156,8 @@ def state_space(
     position_of = np.arange(int(intervals.sum()), dtype=np.int64) - first[tempo_of]
     half = np.maximum(0.5, 0.5 * beat_width * intervals)[tempo_of]
     distance = np.minimum(position_of, intervals[tempo_of] - position_of)
-    beat_states = np.flatnonzero(distance < half).astype(np.int64)
+    beat_states = np.flatnonzero(position_of == 0).astype(np.int64)
+    near_states = np.flatnonzero((distance < half) & (position_of != 0)).astype(np.int64)
     bpm = 60.0 * fps / intervals
     weights = log_gaussian_prior(bpm, prior_bpm, prior_octaves)
     ratio = intervals[None, :] / intervals[:, None]
@@ -171,10 +177,11 @@ def state_space(
         tempo_of=tempo_of,
         position_of=position_of,
         beat_states=beat_states,
+        near_states=near_states,
         transition=transition,
         prior=prior,
     )
-    for array in (intervals, first, last, tempo_of, position_of, beat_states, transition, prior):
+    for array in (intervals, first, last, tempo_of, position_of, beat_states, near_states, transition, prior):
         array.setflags(write=False)
     return space
 
@@ -189,7 +196,8 @@ def forward_step(alpha: F64, space: StateSpace, ratio: float, *, normalise: bool
         with this frame's.
     space : StateSpace
     ratio : float
-        Likelihood of this frame's observation in a beat state over that in any other state (> 0).
+        Likelihood of this frame's observation in a beat state over that in any other state (> 0). States
+        near a beat get its square root.
     normalise : bool
         Scale ``alpha`` to sum 1 (the most likely state does not depend on it; skipping it for a few
         frames saves time, as long as the factor cannot overflow).
@@ -204,6 +212,8 @@ def forward_step(alpha: F64, space: StateSpace, ratio: float, *, normalise: bool
     alpha[space.first] = ends @ space.transition
     if ratio != 1.0:
         alpha[space.beat_states] *= ratio
+        if len(space.near_states):
+            alpha[space.near_states] *= math.sqrt(ratio)
     if normalise:
         alpha *= 1.0 / np.add.reduce(alpha)
     return int(alpha.argmax())
