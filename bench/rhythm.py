@@ -262,7 +262,8 @@ def follow_beats(ref: np.ndarray, result: dict[str, Any]) -> float:
     good = np.array([np.min(np.abs(ref - b)) <= 0.07 for b in result["beats"]]) & (
         np.abs(result["bpm"] / ref_bpm - 1) <= 0.04
     )
-    after = np.flatnonzero(result["beats"] > t_change)
+    # Beats after the music's last beat (the tracker holds the beat into the silence) do not count.
+    after = np.flatnonzero((result["beats"] > t_change) & (result["beats"] <= ref[-1] + 0.07))
     bad = [i for i in after if not good[i]]
     return float(bad[-1] - after[0] + 1) if bad else 0.0
 

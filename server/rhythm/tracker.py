@@ -1,10 +1,13 @@
 """The online beat tracker: one small stateful object per stream.
 
-It is fed onset strength, one value per analysis hop (the detector's ``take_odf()``), and runs the forward
-filter of :mod:`server.rhythm.statespace` on a coarser frame grid (the maximum of each run of input values).
-After each frame the most likely state says where the beat is; a beat is reported at the first frame whose
-most likely state sits on a beat, at most a tenth of an interval after it, and no sooner than half an interval
-after the last reported one. It never looks ahead: a beat is sent as soon as the tracker commits to it.
+It is fed onset strength, one value per analysis hop (:func:`server.rhythm.features.beat_strength`: the
+detector's ``take_odf()`` plus the band rise), and runs the forward filter of :mod:`server.rhythm.statespace`
+on a coarser 20 ms grid (the maximum of each run of input values). Each frame's strength, divided by its
+moving mean, sets how much likelier a beat state is than any other. After each frame the most likely state
+says where the beat is; a beat is reported at the first frame whose most likely state sits on a beat, at most
+a tenth of an interval after it, no sooner than half an interval after the last reported one, once the
+confidence reaches ``min_confidence``, and not after ``hold_s`` without sound. It never looks ahead: a beat is
+sent as soon as the tracker commits to it, and ``tempo()`` predicts the next one.
 
 State is the forward variable (a few thousand float64), the input not yet framed, the running mean of the
 strength, and the last beat; the state space itself is shared and cached, so the pickle stays small.
