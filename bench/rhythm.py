@@ -4,7 +4,7 @@
                                      [--no-madmom] [--no-generated] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
-(``tests/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
+(``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
 trap and a silent gap. Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
 ``|bpm / ref_bpm - 1|`` with ``ref_bpm`` from the median reference inter-beat interval (ours: the tracker's
 own ``bpm`` at each beat from 4 s after the first reference beat on; peers: 60 / median inter-beat interval
@@ -38,7 +38,7 @@ import soundfile as sf  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.dsp import OnsetDetector  # noqa: E402
-from server.dsp.odf import features  # noqa: E402
+from server.dsp.odf import band_magnitudes  # noqa: E402
 from server.dsp.spectrum import analysis_window, frame_view, spectrum  # noqa: E402
 from server.rhythm import BeatTracker  # noqa: E402
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, band_scores, onset_frames  # noqa: E402
@@ -49,7 +49,7 @@ from server.rhythm.features import (  # noqa: E402
     group_rises,
     strength_from_rows,
 )
-from tests.rhythm_signals import beat_times, drum_track  # noqa: E402
+from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 
 BLOCK_S = 0.02
 CLASSES = (("low", "KD"), ("mid", "SD"), ("high", "HH"))
@@ -61,9 +61,7 @@ def detector_rows(audio: np.ndarray, rate: int) -> np.ndarray:
     grid, bank, _ = grid_for(rate)
     padded = np.concatenate((np.zeros(grid.frame_len - grid.hop, dtype=np.float32), audio))
     frames = frame_view(padded, grid.frame_len, grid.hop)
-    return features(
-        "superflux", spectrum(frames * analysis_window(grid.frame_len), grid.fft_size), bank, grid.bin_hz
-    )
+    return band_magnitudes(spectrum(frames * analysis_window(grid.frame_len), grid.fft_size), bank)
 
 
 def ours(audio: np.ndarray, rate: int) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from server.dsp import detect_onsets
 from server.rhythm.bands import OnsetBands, band_scores, classify, onset_frames
 from server.rhythm.features import BandFlux
-from tests.rhythm_signals import DrumTrack, beat_times, drum_track
+from testkit.rhythm_signals import DrumTrack, beat_times, drum_track
 
 
 def rises_of(audio: np.ndarray, rate: int, block: int) -> tuple[np.ndarray, BandFlux]:

@@ -11,7 +11,7 @@ import pytest
 from server.dsp import DetectorSettings, OnsetDetector
 from server.rhythm.beat import Beat
 from server.rhythm.session import BandedOnset, RhythmSession, analyze_rhythm
-from tests.rhythm_signals import beat_times, drum_track
+from testkit.rhythm_signals import beat_times, drum_track
 
 
 def stream(

@@ -15,8 +15,8 @@ from server.dsp import OnsetDetector
 from server.exceptions import SettingsError
 from server.rhythm import Beat, BeatTracker, TrackerSettings
 from server.rhythm.features import BandFlux, beat_strength
-from tests.rhythm_signals import DrumTrack, beat_times, drum_track
-from tests.signals import click
+from testkit.rhythm_signals import DrumTrack, beat_times, drum_track
+from testkit.signals import click
 
 HOP_S = 0.01
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp.filterbank import Filterbank, log_filterbank
-from server.dsp.odf import features
+from server.dsp.odf import band_magnitudes
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_view, spectrum
 
 F32 = npt.NDArray[np.float32]
@@ -189,7 +189,7 @@ class BandFlux:
         if n == 0:
             return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.float32)
         spectra = spectrum(frames * analysis_window(grid.frame_len), grid.fft_size)
-        bands = features("superflux", spectra, self._bank, grid.bin_hz)
+        bands = band_magnitudes(spectra, self._bank)
         out = total_rise(bands, self._previous), group_rises(bands, self._previous, self._groups)
         self._previous = bands[-1:].copy()
         return out
