@@ -92,7 +92,8 @@ def superflux(
     else:
         peak = bands.max(axis=1)
         width = int(2 * fps)
-        recent = np.array([peak[max(0, i - width) : i + 1].max() for i in range(len(peak))])
+        # The maximum of the last ``width`` frames and this one (bands are never negative).
+        recent = scipy.ndimage.maximum_filter1d(peak, size=width + 1, origin=width // 2, mode="constant")
         floor = np.maximum(recent * 10 ** (-relative_floor_db / 20), 1e-9)[:, None]
         compressed = np.log10(1.0 + bands / floor)
     half = int(np.argmax(window > 0.5 * window.max()))
