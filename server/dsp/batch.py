@@ -209,7 +209,12 @@ class _Pass:
             tail = samples[offset + count * hop : offset + length]
             offset += length
             if not final:
-                detector.state.samples_in += new
+                state = detector.state
+                state.samples_in += new
+                opening = state.opening
+                if opening is not None and new and len(opening) < detector.plan.opening_len:
+                    more = samples[offset - new : offset][: detector.plan.opening_len - len(opening)]
+                    state.opening = np.concatenate([opening, more])
             if count:
                 stop = row + count
                 hist = kept[framed * history : (framed + 1) * history]

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from server.dsp import batch
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.onset import Onset
+from server.dsp.opening import opening_is_attack
 from server.dsp.peaks import merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_tuple
@@ -35,7 +36,7 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 3  # of the pickled state
+STATE_VERSION = 4  # of the pickled state
 
 
 class OnsetDetector:
@@ -113,7 +114,11 @@ class OnsetDetector:
 
     @property
     def latency_s(self) -> float:
-        """Algorithmic latency: the peak picker's look-ahead plus one hop, seconds."""
+        """Algorithmic latency: the peak picker's look-ahead plus one hop, seconds.
+
+        Except at the start of a stream: no frame is decided before ``Plan.opening_len`` samples (100 ms)
+        have arrived and the start has been judged (:mod:`server.dsp.opening`).
+        """
         return (self.plan.lookahead + 1) * self.plan.frames.grid.hop / self._rate
 
     @property
@@ -232,6 +237,10 @@ class OnsetDetector:
             out += values
             if len(out) > 2 * plan.odf_keep:
                 del out[: -plan.odf_keep]
+        if state.opening is not None:
+            if not final and len(state.opening) < plan.opening_len:
+                return []  # no frame is decided before the start of the stream is judged
+            self._judge_opening()
         if final:
             return self._decide(final=True)
         first = state.next_frame - state.odf_base
@@ -244,6 +253,23 @@ class OnsetDetector:
                 return self._decide(final=False)
         self._advance(stop)  # no frame reaches the threshold: none can be an onset
         return []
+
+    def _judge_opening(self) -> None:
+        """Judge the start of the stream once, before any frame is decided.
+
+        Unless it is an attack, the frames that see the silence assumed before the stream are not
+        decided (no onset), and their detection function is replaced, for the moving mean and maximum of
+        the frames after them, by the first clean frame's (the next frame).
+        """
+        state, plan = self.state, self.plan
+        assert state.opening is not None
+        if not opening_is_attack(state.opening, self._rate, plan.silence_db):
+            odf, stop = state.odf, plan.opening_frames - state.odf_base
+            baseline = odf[stop] if stop < len(odf) else 0.0
+            for index in range(min(len(odf), stop)):  # the assumed past too
+                odf[index] = baseline
+            state.next_frame = plan.opening_frames
+        state.opening = None
 
     def _decide(self, *, final: bool) -> list[Onset]:
         """Onsets among the frames whose look-ahead is complete (all of them when ``final``)."""

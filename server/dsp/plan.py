@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
+from server.dsp.opening import OPENING_S
 from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S
 from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
@@ -120,6 +121,14 @@ class Plan:
         How far an attack lies before the end of its peak frame, samples.
     chunk_len : int
         Longest block analysed in one pass, ``CHUNK_HOPS`` hops, samples.
+    opening_frames : int
+        The first frames whose detection function sees the silence assumed before the stream: those whose
+        window starts before the stream, plus ``frames.prime`` (the method's memory of its past).
+    opening_len : int
+        Samples judged by :func:`~server.dsp.opening.opening_is_attack` before the first frame is decided:
+        ``OPENING_S``, or up to the frame after the opening frames if that is later.
+    silence_db : float
+        The ``silence_db`` setting, dBFS.
     """
 
     frames: FramePlan
@@ -134,6 +143,9 @@ class Plan:
     min_interval_s: float
     attack_offset: float
     chunk_len: int
+    opening_frames: int
+    opening_len: int
+    silence_db: float
 
 
 @functools.lru_cache(maxsize=1024)
@@ -149,6 +161,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     hop_s = grid.hop / sample_rate
     pre_max = max(1, round(PRE_MAX_S / hop_s))
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
+    opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime
     return Plan(
         frames=frames,
         lookahead=round(settings.lookahead_ms / 1000.0 / hop_s),
@@ -162,6 +175,9 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         min_interval_s=settings.min_interval_ms / 1000.0,
         attack_offset=row.attack_offset * grid.frame_len,
         chunk_len=CHUNK_HOPS * grid.hop,
+        opening_frames=opening_frames,
+        opening_len=max(round(OPENING_S * sample_rate), (opening_frames + 1) * grid.hop),
+        silence_db=settings.silence_db,
     )
 
 

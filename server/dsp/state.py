@@ -54,6 +54,8 @@ class StreamState:
         Detection function not yet taken by ``take_odf``.
     method_state : object
         A stateful method's own state (``OnsetMethod.initial_state``), None for a classical method.
+    opening : ndarray of float32 or None
+        The stream's first samples until its start is judged (``Plan.opening_len`` of them), then None.
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -69,6 +71,7 @@ class StreamState:
     last_onset_s: float
     odf_out: list[float]
     method_state: Any
+    opening: F32 | None
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -88,6 +91,7 @@ def new_state(plan: Plan) -> StreamState:
         last_onset_s=-math.inf,
         odf_out=[],
         method_state=initial_method_state(frames),
+        opening=np.zeros(0, dtype=np.float32),
     )
 
 
