@@ -8,12 +8,14 @@ import contextlib
 import gc
 import logging
 import signal
+import sys
 
 import uvloop
 from aiohttp import web
 
 from server.app import make_app
 from server.config import Config, add_config_options, config_from
+from server.exceptions import ConfigError
 from server.observability import logs
 from server.observability.redact import RedactingAccessLogger
 
@@ -60,6 +62,10 @@ async def serve(config: Config) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from(args)
     logs.configure(config.log_level)
-    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
-        uvloop.run(serve(config))
+    try:
+        with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+            uvloop.run(serve(config))
+    except ConfigError as exc:  # an option the server cannot start with: one line, no traceback
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
     return 0

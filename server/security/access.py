@@ -8,7 +8,9 @@ Which right a path needs (see docs/protocol.md, "Security and limits"):
 - ``/api/v3/analysis...``, ``/api/v3/upload``: ``analyse``.
 - ``/metrics`` and any other ``/api/`` path: any valid token.
 
-Tokens are only asked for when at least one is configured. The rate limit applies to every ``/api/``
+A browser's ``Origin`` is checked on every WebSocket handshake and every state-changing request (any method
+but GET, HEAD, OPTIONS): see :mod:`server.security.origin`. Tokens are only asked for when at least one is
+configured. The rate limit applies to every ``/api/``
 request (a WebSocket handshake included) per client address.
 
 aiohttp answers ``Expect: 100-continue`` before any middleware runs: routes that take a body guard their
@@ -28,8 +30,9 @@ from aiohttp.typedefs import Handler
 from server.appkeys import CONFIG
 from server.config import Config
 from server.observability.metrics import METRICS
+from server.protocol.codec import clip
 from server.security.exposure import warn_if_exposed
-from server.security.origin import origin_allowed, parse_allowed
+from server.security.origin import needs_origin_check, origin_allowed, parse_allowed
 from server.security.rate import RateLimiter, retry_after_header
 from server.security.tokens import Right, TokenTable
 from server.transport.http_errors import json_error
@@ -121,11 +124,14 @@ def check(request: web.Request) -> web.Response | None:
                            f"more than {access.limiter.rate_per_s:g} requests per second (bursts of "
                            f"{access.limiter.burst:g}) from this address; retry in {wait_s:.2f} s",
                            {"Retry-After": retry_after_header(wait_s)})
-    if is_websocket(request) and not origin_allowed(request.headers.get(hdrs.ORIGIN), request.host,
-                                                    access.allowed_origins):
+    websocket = is_websocket(request)
+    origin = request.headers.get(hdrs.ORIGIN)
+    if needs_origin_check(request.method, websocket) and not origin_allowed(
+            origin, request.headers.get(hdrs.HOST), request.scheme, access.allowed_origins):
+        what = "WebSocket connections" if websocket else f"{request.method} requests"
         return _refuse(request, 403, "origin_not_allowed",
-                       f"WebSocket connections from origin {request.headers.get(hdrs.ORIGIN)!r} are not "
-                       "allowed (see the allowed_origins option)")
+                       f"{what} from origin {clip(origin or '')!r} are not allowed (see the allowed_origins "
+                       "option)")
     need = requirement(path)
     if need is not Need.NOTHING and access.tokens.enabled:
         secret = presented_secret(request)

@@ -9,7 +9,6 @@ Redis cannot be reached both endpoints answer 503 ``storage_unavailable``. See d
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 
@@ -23,6 +22,8 @@ from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
+from server.protocol.codec import parse_json
+from server.protocol.errors import ProtocolError
 from server.security.expect import guard_expect
 from server.transport.http_errors import json_error
 
@@ -100,9 +101,10 @@ async def _read_settings(part: BodyPartReader) -> object:
             raise BadUpload(400, "bad_settings",
                             f"the settings field is larger than {SETTINGS_MAX_BYTES} bytes")
     try:
-        return json.loads(data.decode("utf-8")) if data.strip() else None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadUpload(400, "bad_settings", f"the settings field is not a JSON object: {exc}") from None
+        return parse_json(data) if data.strip() else None
+    except ProtocolError as exc:
+        code = exc.code if exc.code == "too_deep" else "bad_settings"
+        raise BadUpload(400, code, f"the settings field is not a JSON object: {exc.message}") from None
 
 
 def _filename(part: BodyPartReader) -> str:
