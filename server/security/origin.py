@@ -32,7 +32,7 @@ def parse_allowed(spec: str) -> frozenset[str]:
         if not item:
             continue
         origin = normalise(item)
-        if origin != "*" and not _is_origin(origin):
+        if origin != "*" and not _is_origin(item.lower().rstrip("/")):
             raise ConfigError(f"allowed_origins: {item!r} is not an origin; write scheme://host[:port], e.g. "
                              "https://app.example.org, or *")
         allowed.add(origin)
