@@ -22,7 +22,7 @@ from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.sqlite_store import SQLiteJobStore
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
-from server.protocol.codec import parse_json
+from server.protocol.codec import clip, parse_json
 from server.protocol.errors import ProtocolError
 from server.security.expect import guard_expect
 from server.transport.http_errors import json_error
@@ -51,7 +51,7 @@ def _precheck(request: web.Request, service: JobService) -> None:
     """What can be refused from the headers alone."""
     if request.content_type != "multipart/form-data":
         raise BadUpload(400, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
-                        f"(got Content-Type {request.content_type!r})")
+                        f"(got Content-Type {clip(request.content_type)!r})")
     limit = service.config.max_upload_bytes
     length = request.content_length
     if length is not None and length > limit + BODY_OVERHEAD_BYTES:
@@ -122,7 +122,8 @@ async def post_analysis(request: web.Request) -> web.Response:
         try:
             reader = await request.multipart()
         except MALFORMED as exc:
-            raise BadUpload(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
+            raise BadUpload(400, "bad_multipart",
+                            f"the multipart body cannot be read: {clip(str(exc))}") from None
         task_id = service.new_task_id()
         filename = ""
         settings = parse_settings(None)
@@ -146,7 +147,8 @@ async def post_analysis(request: web.Request) -> web.Response:
         except MALFORMED as exc:  # malformed multipart framing or part headers
             if isinstance(exc, SettingsError):
                 raise
-            raise BadUpload(400, "bad_multipart", f"the multipart body is malformed: {exc}") from None
+            raise BadUpload(400, "bad_multipart",
+                            f"the multipart body is malformed: {clip(str(exc))}") from None
         if writer is None:
             raise BadUpload(400, "no_file", "the multipart body has no field named 'file'")
         if writer.received_bytes == 0:

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_websocket import WebSocketWriter
 from aiohttp.web_request import BaseRequest
 
 from server.config import Config
@@ -17,6 +18,7 @@ from server.protocol.codec import Codec
 from server.protocol.errors import CloseCode, ProtocolError
 from server.transport import lingering_close
 from server.transport.http_errors import json_error
+from server.transport.ws_masking import require_masked_frames
 
 Event = dict[str, Any]
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
@@ -71,6 +73,13 @@ class StreamSocket(web.WebSocketResponse):
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter:
         self._transport = cast(asyncio.Transport | None, request.transport)  # uvloop's is no subclass
         return await super().prepare(request)
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        """aiohttp's last step of ``prepare()`` (3.14) gives the connection its frame reader; an unmasked
+        client frame is refused in front of it (close 1002, :mod:`ws_masking`)."""
+        seen = bytes(request.protocol._message_tail)  # fed to the reader at once, with the handshake
+        super()._post_start(request, protocol, writer)
+        require_masked_frames(request.protocol, self._reader, seen)
 
     async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:
         if not (code == CloseCode.TOO_BIG and not message and not self.closed):
