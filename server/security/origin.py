@@ -14,11 +14,12 @@ served from one is the server's own; a server reached by a DNS name must list it
 from __future__ import annotations
 
 import ipaddress
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from server.exceptions import ConfigError
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443, "ws": 80, "wss": 443})
 BROWSER_SCHEMES = frozenset({"http", "https"})
 LOOPBACK_NAMES = frozenset({"localhost"})  # resolved by the browser itself, never through DNS
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # requests that change nothing: no Origin check

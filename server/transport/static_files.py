@@ -9,6 +9,7 @@ version of a page is picked up at once without a build step or cache-busting nam
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -18,10 +19,10 @@ INDEX = "index.html"
 NAME_MAX_BYTES = 255  # the longest file name a file system takes (NAME_MAX)
 QUOTED_PATH_CHARS = 200  # at most this much of a requested path is repeated in a 404
 FAVICON = "favicon.svg"
-HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+HEADERS = MappingProxyType({"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 # Set here rather than guessed from the host's MIME database: a module script served as anything but
 # JavaScript is refused by the browser.
-CONTENT_TYPES = {
+CONTENT_TYPES = MappingProxyType({
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -29,7 +30,7 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
     ".txt": "text/plain; charset=utf-8",
-}
+})
 
 
 def _not_found(path: str) -> web.Response:

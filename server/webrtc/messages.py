@@ -13,6 +13,7 @@ from typing import Any
 
 from aiortc import sdp
 
+from server.exceptions import TransientError
 from server.protocol.codec import clip, parse_json
 from server.protocol.errors import ProtocolError
 
@@ -25,7 +26,7 @@ VERIFIABLE_FINGERPRINTS = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
 FINGERPRINT_RE = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*$")
 
 
-class OfferRefused(Exception):
+class OfferRefused(TransientError):
     """The offer is not accepted: answer HTTP ``status`` with ``{"error": {"code", "message"}}``."""
 
     def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:
