@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from server import appkeys
 from server.transport.ws_masking import FrameBoundaries
 from server.webrtc.messages import OfferRefused, check_fingerprints
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.stream_client import Publisher
-from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 SILENCE = np.zeros(48000, np.float32)
 
