@@ -35,6 +35,7 @@ from server.protocol.errors import json_error
 from server.security.exposure import warn_if_exposed
 from server.security.origin import needs_origin_check, origin_allowed, parse_allowed
 from server.security.rate import RateLimiter, retry_after_header
+from server.security.sockets import SocketKind, SocketTally, socket_budget
 from server.security.tokens import Right, TokenTable
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,13 @@ class AccessControl:
     tokens: TokenTable
     allowed_origins: frozenset[str]
     limiter: RateLimiter
+    sockets: SocketTally
 
     @classmethod
     def from_config(cls, config: Config) -> AccessControl:
         return cls(TokenTable.parse(config.tokens), parse_allowed(config.allowed_origins),
-                   RateLimiter(config.rate_limit_per_s, config.rate_limit_burst))
+                   RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
+                   SocketTally(config.max_streams_per_client, socket_budget(config.max_websockets)))
 
 
 ACCESS = web.AppKey("access", AccessControl)
@@ -147,10 +150,37 @@ def check(request: web.Request) -> web.Response | None:
     return None
 
 
+def socket_kind(request: web.Request) -> SocketKind | None:
+    """What a WebSocket handshake opens, for :class:`SocketTally`; ``None`` for anything else."""
+    if not is_websocket(request):
+        return None
+    path = request.path
+    if path == "/api/v3/stream":
+        return SocketKind.PUBLISHER
+    if path == "/api/v3/upload":
+        return SocketKind.UPLOAD
+    if path.startswith("/api/v3/streams/") and path.endswith("/events"):
+        return SocketKind.SUBSCRIBER
+    return None
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     refusal = check(request)
-    return refusal if refusal is not None else await handler(request)
+    if refusal is not None:
+        return refusal
+    kind = socket_kind(request)
+    if kind is None:
+        return await handler(request)
+    sockets, client = request.app[ACCESS].sockets, request.remote or ""
+    full = sockets.admit(kind, client)
+    if full is not None:
+        headers = {"Retry-After": "5"} if full.status == 503 else None
+        return _refuse(request, full.status, full.code, full.message, headers)
+    try:
+        return await handler(request)  # a WebSocket's handler returns once the socket has closed
+    finally:
+        sockets.release(kind, client)
 
 
 async def _warn_on_startup(app: web.Application) -> None:

@@ -7,7 +7,7 @@ import contextlib
 from collections import deque
 from typing import cast
 
-from aiohttp import web
+from aiohttp import WSMessage, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_websocket import WebSocketWriter
 from aiohttp.web_request import BaseRequest
@@ -72,6 +72,17 @@ class StreamSocket(web.WebSocketResponse):
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter:
         self._transport = cast(asyncio.Transport | None, request.transport)  # uvloop's is no subclass
         return await super().prepare(request)
+
+    async def receive_within(self, timeout_s: float) -> WSMessage:
+        """The next message within ``timeout_s`` in all (0: no limit), else :class:`TimeoutError`.
+
+        ``receive(timeout=...)`` restarts its clock at each pong it handles, so a client that answers the
+        heartbeat's pings but sends nothing was never idle. A pong proves the peer alive, not working.
+        """
+        if not timeout_s:
+            return await self.receive()
+        async with asyncio.timeout(timeout_s):
+            return await self.receive()
 
     def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
         """aiohttp's last step of ``prepare()`` (3.14) gives the connection its frame reader; an unmasked

@@ -75,7 +75,7 @@ class Uploading:
         """The next message (``None`` when the socket closed); the idle timeout is a fatal error."""
         idle_timeout_s = self.service.config.idle_timeout_s
         try:
-            message = await self.ws.receive(timeout=idle_timeout_s or None)
+            message = await self.ws.receive_within(idle_timeout_s)
         except TimeoutError:
             raise ProtocolError("idle_timeout", f"nothing received for {idle_timeout_s:g} s",
                                 CloseCode.POLICY) from None
