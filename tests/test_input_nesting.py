@@ -5,6 +5,7 @@ and the server goes on serving."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -70,11 +71,13 @@ async def socket_error(url: URL, first: str | bytes,
                        then: str | bytes | None = None) -> tuple[str, int | None]:
     """Send ``first`` (and ``then``) on a WebSocket; the ``error`` code received and the close code."""
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
-        for message in (first, then):
-            if isinstance(message, str):
-                await ws.send_str(message)
-            elif isinstance(message, bytes):
-                await ws.send_bytes(message)
+        stop = '{"type": "stop"}' if then is not None else None  # ends a stream that refused `then` only
+        with contextlib.suppress(ConnectionError):  # the server may have closed already
+            for message in (first, then, stop):
+                if isinstance(message, str):
+                    await ws.send_str(message)
+                elif isinstance(message, bytes):
+                    await ws.send_bytes(message)
         code = ""
         while True:
             received = await ws.receive(timeout=10)
