@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import resource
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -181,4 +182,44 @@ async def test_running_out_of_descriptors_is_refused_cleanly(tmp_path: Path) -> 
         for ws in held:
             with contextlib.suppress(Exception):
                 await ws.close()
+        server.stop()
+
+
+def test_plain_connections_filling_the_descriptors_are_logged(tmp_path: Path) -> None:
+    """Idle plain HTTP connections are no WebSockets: the event loop refuses connections once no descriptor
+    is left, and the server says so in its log; it serves again once they are gone."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, hard))
+    try:
+        server = ServerProcess(["--port", "0", "--workers", "1", "--data-dir", str(tmp_path / "data"),
+                                "--log-level", "WARNING"]).start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    port = URL(server.url).port
+    assert port is not None
+    held: list[socket.socket] = []
+    try:
+        for _ in range(FD_LIMIT):
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        deadline = time.monotonic() + 30
+        while not any("open files in use" in line for line in list(server.output)):
+            assert time.monotonic() < deadline, list(server.output)[-10:]
+            time.sleep(0.2)
+        for sock in held:
+            sock.close()
+        held = []
+        deadline = time.monotonic() + 30
+        while True:  # the server answers again once the connections are gone
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port),
+                                                                         timeout=5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    break
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        warnings = [line for line in list(server.output) if "open files in use" in line]
+        assert len(warnings) == 1 and " WARNING " in warnings[0], warnings  # once a minute at most
+    finally:
+        for sock in held:
+            sock.close()
         server.stop()

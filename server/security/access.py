@@ -19,9 +19,11 @@ expect handler with :func:`server.security.expect.guard_expect`, which runs :fun
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -35,7 +37,7 @@ from server.protocol.errors import json_error
 from server.security.exposure import warn_if_exposed
 from server.security.origin import needs_origin_check, origin_allowed, parse_allowed
 from server.security.rate import RateLimiter, retry_after_header
-from server.security.sockets import SocketKind, SocketTally, socket_budget
+from server.security.sockets import SocketKind, SocketTally, socket_budget, watch_descriptors
 from server.security.tokens import Right, TokenTable
 
 log = logging.getLogger(__name__)
@@ -183,6 +185,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         sockets.release(kind, client)
 
 
+async def _descriptors_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watch the open descriptors while the app runs (:func:`watch_descriptors`)."""
+    watcher = asyncio.create_task(watch_descriptors())
+    yield
+    watcher.cancel()
+    await asyncio.wait((watcher,))
+
+
 async def _warn_on_startup(app: web.Application) -> None:
     warn_if_exposed(app[CONFIG].host, app[ACCESS].tokens.enabled)
 
@@ -192,3 +202,4 @@ def setup(app: web.Application) -> None:
     app[ACCESS] = AccessControl.from_config(app[CONFIG])
     app.middlewares.append(access_middleware)
     app.on_startup.append(_warn_on_startup)
+    app.cleanup_ctx.append(_descriptors_ctx)

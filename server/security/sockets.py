@@ -5,12 +5,18 @@ A publisher socket counts toward its client's ``max_streams_per_client`` from it
 does. Upload sockets are held to the same number per client, apart. In all, WebSockets are kept below the
 process's open-file limit (less a reserve for files, pipes and plain HTTP), so that running out of
 descriptors is a clean 503 at the handshake rather than failed accepts, a dead ``/healthz`` and tracebacks.
+
+Plain HTTP connections can still fill the table; the event loop then refuses new connections (resets them)
+without a word, so :func:`watch_descriptors` looks at the count every few seconds and says so in the log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import errno
 import logging
+import os
 import resource
 import time
 from collections import Counter
@@ -21,6 +27,8 @@ log = logging.getLogger(__name__)
 FD_RESERVE = 128  # descriptors kept for the pool's pipes and memory, job files, SQLite, plain HTTP
 MIN_SOCKETS = 16
 WARNING_INTERVAL_S = 60.0  # at most one warning this often about sockets refused for lack of descriptors
+DESCRIPTOR_CHECK_S = 2.0  # how often the open descriptors are counted
+DESCRIPTORS_DIR = "/proc/self/fd"
 
 
 class SocketKind(enum.Enum):
@@ -36,10 +44,7 @@ def socket_budget(configured: int) -> int:
     """WebSockets allowed open at once: ``configured``, or (0) the open-file soft limit less the reserve."""
     if configured > 0:
         return configured
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        soft = 1 << 20
-    return max(MIN_SOCKETS, soft - FD_RESERVE)
+    return max(MIN_SOCKETS, open_file_limit() - FD_RESERVE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +98,32 @@ class SocketTally:
                         self.total, self._refused_since_warning)
             self._warned_s = now_s
             self._refused_since_warning = 0
+
+
+def open_file_limit() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def open_descriptors() -> int | None:
+    """Descriptors this process has open (``None`` where ``/proc`` cannot tell)."""
+    try:
+        return len(os.listdir(DESCRIPTORS_DIR))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # listing takes a descriptor: none is left
+            return open_file_limit()
+        return None
+
+
+async def watch_descriptors(interval_s: float = DESCRIPTOR_CHECK_S) -> None:
+    """Warn (at most once a minute) while fewer than half the reserve of descriptors is left: new
+    connections are then being refused by the event loop, or soon will be."""
+    warned_s = -WARNING_INTERVAL_S
+    while True:
+        used, limit = open_descriptors(), open_file_limit()
+        now_s = time.monotonic()
+        if used is not None and used >= limit - FD_RESERVE // 2 and now_s - warned_s >= WARNING_INTERVAL_S:
+            log.warning("%d of %d open files in use: new connections are refused once none is left; raise "
+                        "the limit (ulimit -n) or find what holds them", used, limit)
+            warned_s = now_s
+        await asyncio.sleep(interval_s)
