@@ -10,8 +10,9 @@ Which right a path needs (see docs/protocol.md, "Security and limits"):
 
 A browser's ``Origin`` is checked on every WebSocket handshake and every state-changing request (any method
 but GET, HEAD, OPTIONS): see :mod:`server.security.origin`. Tokens are only asked for when at least one is
-configured. The rate limit applies to every ``/api/``
-request (a WebSocket handshake included) per client address.
+configured. The rate limit applies to every ``/api/`` request (a WebSocket handshake included) per client
+address. Stream, upload and subscriber WebSockets are counted from their handshake to their close, per client
+and in all (:mod:`server.security.sockets`).
 
 aiohttp answers ``Expect: 100-continue`` before any middleware runs: routes that take a body guard their
 expect handler with :func:`server.security.expect.guard_expect`, which runs :func:`check` first.
