@@ -140,13 +140,14 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
                 reason = clip(str(exc)) or type(exc).__name__
                 raise ProtocolError("bad_msgpack", f"invalid msgpack: {reason}",
                                     CloseCode.INVALID_PAYLOAD) from None
-            control = _control(check_depth(obj))
-            if control.type == "audio":
+            control = _control(obj)
+            if control.type == "audio":  # its extra fields are never read: only a control message is walked
                 payload = control.body.get("data")
                 if not isinstance(payload, bytes | bytearray):
                     raise ProtocolError("bad_audio", "an audio message needs binary 'data'",
                                         CloseCode.INVALID_PAYLOAD)
                 return Audio(bytes(payload))
+            check_depth(control.body)
             return control
     raise ProtocolError("bad_frame", f"unexpected WebSocket message type {kind.name}",
                         CloseCode.UNSUPPORTED_DATA)

@@ -36,7 +36,7 @@ class FrameBoundaries:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        at = 0
+        at = self._whole_frames(view) if self._part is _Part.HEADER and not self._pending else 0
         while at < len(view) and not self.unmasked:
             if self._part is _Part.PAYLOAD:
                 step = min(self._payload_left, len(view) - at)
@@ -52,6 +52,30 @@ class FrameBoundaries:
             if len(self._pending) == need:
                 field, self._pending = bytes(self._pending), bytearray()
                 self._advance(field)
+
+    def _whole_frames(self, view: memoryview) -> int:
+        """Skip the frames lying whole at the start of ``view`` (the usual read); where the rest begins."""
+        at, end = 0, len(view)
+        while end - at >= 2:
+            second = view[at + 1]
+            if not second & 0x80:
+                self.unmasked = True
+                return end
+            flag = second & 0x7F
+            if flag < 126:
+                header, length = 6, flag
+            elif flag == 126:
+                if end - at < 4:
+                    break
+                header, length = 8, view[at + 2] << 8 | view[at + 3]
+            else:
+                if end - at < 10:
+                    break
+                header, length = 14, int.from_bytes(view[at + 2:at + 10], "big")
+            if end - at < header + length:
+                break
+            at += header + length
+        return at
 
     def _advance(self, field: bytes) -> None:
         if self._part is _Part.HEADER:
