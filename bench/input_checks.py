@@ -24,8 +24,8 @@ from collections.abc import Callable
 from server.protocol.codec import parse_json
 from server.transport.ws_masking import FrameBoundaries
 
-CONFIGURE = json.dumps({"type": "configure",
-                        "settings": {"threshold": 1.5, "method": "superflux", "odf": True, "lookahead_ms": 20}})
+CONFIGURE = json.dumps({"type": "configure", "settings": {"threshold": 1.5, "method": "superflux",
+                                                         "odf": True, "lookahead_ms": 20}})
 
 
 def masked_frame(payload: bytes) -> bytes:
