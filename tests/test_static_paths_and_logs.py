@@ -12,7 +12,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
 import aiohttp
@@ -28,6 +28,7 @@ FUZZ = settings(max_examples=150, deadline=None,
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ([A-Z]+) ")
 FORGED = "2001-01-01 00:00:00,000 ERROR server forged-by-client"
 BURST = 10  # the client-fault lines logged per minute (server.observability.logs.ClientFaultFilter)
+MAX_REQUEST_LINE_BYTES = 8190  # aiohttp's parser refuses a longer request line with 400, before the app
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def get_status(server: ServerProcess, raw_path: str) -> tuple[int, str]:
         async with aiohttp.ClientSession() as http, http.get(url) as resp:
             body = await resp.read()
             code = ""
-            if resp.status >= 400:
+            if resp.status >= 400 and resp.content_type == "application/json":
                 code = (await resp.json())["error"]["code"]
             assert body
             return resp.status, code
@@ -80,9 +81,10 @@ def test_any_static_path_is_200_or_404(server: ServerProcess, parts: list[str]) 
     if raw_path.startswith("/api"):
         return
     status, code = get_status(server, raw_path)
-    assert status in (200, 404), (raw_path, status)
-    if status == 404:
-        assert code == "not_found"
+    if len(f"GET {raw_path} HTTP/1.1") > MAX_REQUEST_LINE_BYTES:
+        assert status == 400, (len(raw_path), status)
+    else:
+        assert (status, code) in ((200, ""), (404, "not_found")), (raw_path, status)
     assert_no_forged_or_error_lines(server)
 
 
@@ -122,7 +124,10 @@ CUT_SHORT = [  # a body announced, then the client goes away in the middle of it
 ]
 
 
-def test_client_faults_are_one_warning_line_each_and_rate_limited(server: ServerProcess) -> None:
+def test_client_faults_are_one_warning_line_each_and_rate_limited(
+    server_process: Callable[..., ServerProcess]
+) -> None:
+    server = server_process("--workers", "1")  # its own: the other tests' faults count in the same minute
     port = URL(server.url).port
     assert port is not None
     before = len(output_lines(server))
