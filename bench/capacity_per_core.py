@@ -23,8 +23,11 @@ Usage::
 - Latency from the onset: receive time minus the send time of the chunk holding the click's first sample
   (what a performer feels: algorithmic latency plus overhead).
 - A step holds when overhead p99 <= ``--p99-limit-ms`` (50), nothing dropped, no click missed, no error.
-- CPU per stream: CPU time of the server and its pool during the step (from /proc) per stream, as percent
-  of one core and as microseconds per 20 ms chunk. Memory per stream: RSS of the server and its pool while
+- CPU per stream: CPU time of the server and its pool while the chunks are paced (from /proc, read by the
+  generator before its first chunk and after its last: no connection set-up, no stop) per stream, as
+  percent of one core and as microseconds per 20 ms chunk. A server that falls behind gets only its share
+  of a busy core and reads several chunks at once, so this is its cost only at steps it held.
+  Memory per stream: RSS of the server and its pool while
   the step runs, minus its idle RSS, per stream.
 - ``--user-steps``: then our server on every core, driven by the aiohttp client users use
   (:class:`server.client.TransientClient`), generator unpinned: the figure a user of both sees.
@@ -140,6 +143,8 @@ class ShardResult:
     dropped_s: float = 0.0
     errors: list[str] = field(default_factory=list)
     cpu_s: float = 0.0
+    server_cpu_s: float = 0.0  # the server's and its pool's, while the chunks were paced (no set-up, no stop)
+    paced_s: float = 0.0
 
 
 class Stream:
@@ -216,7 +221,15 @@ async def _pace(streams: list[Stream], send: Any, duration_s: float) -> None:
 START = {"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1, "encoding": "pcm_f32le"}
 
 
-async def run_lean(url: str, kind: str, n: int, duration_s: float) -> ShardResult:
+async def _paced(result: ShardResult, server_pid: int, pacing: Any) -> None:
+    """Run ``pacing``, noting the server tree's CPU time over it (from /proc)."""
+    tree = descendants(server_pid)
+    cpu0, t0 = cpu_s(tree), time.perf_counter()
+    await pacing
+    result.server_cpu_s, result.paced_s = cpu_s(descendants(server_pid)) - cpu0, time.perf_counter() - t0
+
+
+async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: float) -> ShardResult:
     made = tracks(kind, duration_s + 1.0)
     address = urlsplit(url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
@@ -234,7 +247,7 @@ async def run_lean(url: str, kind: str, n: int, duration_s: float) -> ShardResul
 
     result = ShardResult()
     cpu0 = time.process_time()
-    await _pace(streams, send, duration_s)
+    await _paced(result, server_pid, _pace(streams, send, duration_s))
     for socket in sockets:
         socket.send_text('{"type":"stop"}')
     await asyncio.wait_for(asyncio.gather(*(s.stopped for s in streams)), 120)
@@ -245,7 +258,7 @@ async def run_lean(url: str, kind: str, n: int, duration_s: float) -> ShardResul
     return result
 
 
-async def run_user_client(url: str, n: int, duration_s: float) -> ShardResult:
+async def run_user_client(url: str, server_pid: int, n: int, duration_s: float) -> ShardResult:
     """The same load through :class:`server.client.TransientClient` (aiohttp), as a user's program."""
     from server.client import TransientClient
 
@@ -272,7 +285,7 @@ async def run_user_client(url: str, n: int, duration_s: float) -> ShardResult:
             await publishers[i].send_audio(chunks[i][k])
 
         cpu0 = time.process_time()
-        await _pace(streams, send, duration_s)
+        await _paced(result, server_pid, _pace(streams, send, duration_s))
         await asyncio.gather(*(p.stop(120) for p in publishers))
         await asyncio.gather(*readers)
         result.cpu_s = time.process_time() - cpu0
@@ -281,13 +294,13 @@ async def run_user_client(url: str, n: int, duration_s: float) -> ShardResult:
     return result
 
 
-def shard_main(args: tuple[str, str, int, float, int | None]) -> dict[str, object]:
-    url, kind, n, duration_s, core = args
+def shard_main(args: tuple[str, int, str, int, float, int | None]) -> dict[str, object]:
+    url, server_pid, kind, n, duration_s, core = args
     if core is not None:
         os.sched_setaffinity(0, {core})
     if kind == "user":
-        return asdict(uvloop.run(run_user_client(url, n, duration_s)))
-    return asdict(uvloop.run(run_lean(url, kind, n, duration_s)))
+        return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s)))
+    return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s)))
 
 
 # --- Orchestration ---------------------------------------------------------------------------------------
@@ -306,18 +319,18 @@ def start(command: list[str], core: int | None) -> tuple[subprocess.Popen[str], 
 
 def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, pool: Any,
              idle_rss: int, core: int | None) -> dict[str, Any]:
-    tree = descendants(pid)
-    cpu0, (busy0, steal0) = cpu_s(tree), machine_cpu_s()
+    busy0, steal0 = machine_cpu_s()
     wall0 = time.perf_counter()
     client = "user" if kind == "ours-user" else kind
-    pending = pool.apply_async(shard_main, ((url, client, n, args.duration_s, core),))
+    pending = pool.apply_async(shard_main, ((url, pid, client, n, args.duration_s, core),))
     time.sleep(args.duration_s * 0.8)
     loaded_rss = rss_bytes(descendants(pid))
     shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     wall_s = time.perf_counter() - wall0
-    server_cpu_s = cpu_s(descendants(pid)) - cpu0
     busy_s, steal_s = machine_cpu_s()
-    chunks = n * round(args.duration_s / CHUNK_S)
+    chunks = n * shard.paced_s / CHUNK_S
+    server_cpu_s = shard.server_cpu_s  # over the paced chunks only
+
     step: dict[str, Any] = {
         "server": kind, "streams": n,
         "p50_ms": round(percentile(shard.overhead_ms, 50), 1),
@@ -326,9 +339,9 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "onset_p99_ms": round(percentile(shard.from_onset_ms, 99), 1),
         "clicks": shard.clicks, "missed": shard.missed, "extra": shard.extra, "untimed": shard.untimed,
         "dropped_s": round(shard.dropped_s, 3), "errors": sorted(set(shard.errors)),
-        "cpu_pct_per_stream": round(100 * server_cpu_s / args.duration_s / n, 3),
+        "cpu_pct_per_stream": round(100 * server_cpu_s / shard.paced_s / n, 3),
         "cpu_us_per_chunk": round(1e6 * server_cpu_s / chunks, 1),
-        "server_cpu_pct": round(100 * server_cpu_s / args.duration_s, 1),
+        "server_cpu_pct": round(100 * server_cpu_s / shard.paced_s, 1),
         "client_cpu_pct": round(100 * shard.cpu_s / args.duration_s, 1),
         "machine_busy_pct": round(100 * (busy_s - busy0) / wall_s, 1),
         "steal_pct": round(100 * (steal_s - steal0) / wall_s, 1),
