@@ -10,8 +10,10 @@ generator of ``bench/capacity_per_core.py`` on core 1: ``--streams`` 48 kHz stre
 does not depend on how loaded the machine is) and samples every process with py-spy (``pip install
 py-spy``; itself on core 1), then sorts the busy samples of the event loop and of the worker into the
 stages of a chunk's way through the server (a sample goes to the first stage found from its innermost
-frame outwards). Sampling is wall-clock (``--nonblocking``): on a loaded machine a process preempted in
-a stage is counted there, so read the stage shares with the machine's load, which is printed.
+frame outwards; a sample in uvloop's own C code shows only the loop's Python frame, and is counted as
+such). The split of CPU time between user and kernel is printed too. Sampling is wall-clock
+(``--nonblocking``): on a loaded machine a process preempted in a stage is counted there, so read the
+stage shares with the machine's load, which is printed.
 """
 
 from __future__ import annotations
@@ -31,14 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.capacity_per_core import CHUNK_S, ShardResult, shard_main, start
 from bench.procs import descendants
-from bench.stream_load import cpu_s, percentile
+from bench.stream_load import CLOCK_TICKS, cpu_s, percentile
 
 REPO = Path(__file__).resolve().parent.parent
-# Innermost frames of a process waiting for work (not CPU spent).
-IDLE = ("Runner.run (asyncio/runners.py", "Lane.call (server/pool/lane.py",
-        "_read_exactly (server/pool/worker.py")
+# py-spy leaves out samples of threads waiting in the kernel (its idle test), so every sample counts as
+# busy. A sample whose innermost Python frame is the loop's run() is in uvloop's C code: polling, the
+# sockets' and pipes' reads and writes, timers.
+LOOP_C = "Runner.run (asyncio/runners.py"
 # (stage, substrings of a frame), tried from the innermost frame outwards.
 STAGES = (
+    ("uvloop's C code: polling, socket and pipe I/O, timers", (LOOP_C,)),
+    ("worker: reading the call pipe", ("_read_exactly",)),
     ("status messages", ("emit_status", "sweep_streams")),
     ("result path: complete, events, outbox, send", ("StreamSession.complete", "Outbox.run", "codec.py",
                                                      "send_str", "_emit", "Lane._answered", "_Answers")),
@@ -55,14 +60,17 @@ STAGES = (
 )
 
 
+def kernel_s(pid: int) -> float:
+    """System (kernel) CPU seconds of ``pid`` so far."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / CLOCK_TICKS
+
+
 def stages(raw: Path) -> tuple[int, collections.Counter[str]]:
     """Busy samples of one py-spy raw profile, and their count by stage."""
     busy, counts = 0, collections.Counter[str]()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
-        if frames[-1].startswith(IDLE):
-            continue
         busy += int(n)
         for frame in reversed(frames):
             stage = next((name for name, keys in STAGES if any(k in frame for k in keys)), None)
@@ -98,6 +106,7 @@ def main() -> int:
             time.sleep(4.0)
             window_s = int(args.duration_s - 8)
             cpu0 = {pid: cpu_s([pid]) for pid in tree}
+            sys0 = {pid: kernel_s(pid) for pid in tree}
             spies = [subprocess.Popen(["taskset", "-c", "1", spy, "record", "--nonblocking", "-r",
                                        str(args.rate_hz), "-d", str(window_s), "-f", "raw", "-o",
                                        str(out / f"{pid}.txt"), "-p", str(pid)],
@@ -107,6 +116,7 @@ def main() -> int:
                 each.wait()
             elapsed_s = time.perf_counter() - t0
             cpu1 = {pid: cpu_s([pid]) for pid in tree}
+            sys1 = {pid: kernel_s(pid) for pid in tree}
             shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     finally:
         proc.terminate()
@@ -118,7 +128,9 @@ def main() -> int:
     for pid in tree:
         used = cpu1[pid] - cpu0[pid]
         role = "event loop" if pid == proc.pid else names[pid][:70]
-        print(f"pid {pid} ({role}): {1e6 * used / chunks:.1f} us CPU per chunk")
+        kernel = sys1[pid] - sys0[pid]
+        print(f"pid {pid} ({role}): {1e6 * used / chunks:.1f} us CPU per chunk, of which "
+              f"{1e6 * kernel / chunks:.1f} in the kernel")
         raw = out / f"{pid}.txt"
         if used > 0.05 and raw.exists():
             busy, counts = stages(raw)
