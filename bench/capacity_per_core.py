@@ -298,9 +298,12 @@ def shard_main(args: tuple[str, int, str, int, float, int | None]) -> dict[str, 
     url, server_pid, kind, n, duration_s, core = args
     if core is not None:
         os.sched_setaffinity(0, {core})
-    if kind == "user":
-        return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s)))
-    return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s)))
+    try:
+        if kind == "user":
+            return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s)))
+        return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s)))
+    except Exception as exc:  # reported as the step's error (some exceptions do not cross back pickled)
+        return asdict(ShardResult(errors=[f"{type(exc).__name__}: {exc}"]))
 
 
 # --- Orchestration ---------------------------------------------------------------------------------------
@@ -328,7 +331,8 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
     shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     wall_s = time.perf_counter() - wall0
     busy_s, steal_s = machine_cpu_s()
-    chunks = n * shard.paced_s / CHUNK_S
+    paced_s = shard.paced_s or float("nan")  # nan: the generator failed before pacing
+    chunks = n * paced_s / CHUNK_S
     server_cpu_s = shard.server_cpu_s  # over the paced chunks only
 
     step: dict[str, Any] = {
@@ -339,9 +343,9 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "onset_p99_ms": round(percentile(shard.from_onset_ms, 99), 1),
         "clicks": shard.clicks, "missed": shard.missed, "extra": shard.extra, "untimed": shard.untimed,
         "dropped_s": round(shard.dropped_s, 3), "errors": sorted(set(shard.errors)),
-        "cpu_pct_per_stream": round(100 * server_cpu_s / shard.paced_s / n, 3),
+        "cpu_pct_per_stream": round(100 * server_cpu_s / paced_s / n, 3),
         "cpu_us_per_chunk": round(1e6 * server_cpu_s / chunks, 1),
-        "server_cpu_pct": round(100 * server_cpu_s / shard.paced_s, 1),
+        "server_cpu_pct": round(100 * server_cpu_s / paced_s, 1),
         "client_cpu_pct": round(100 * shard.cpu_s / args.duration_s, 1),
         "machine_busy_pct": round(100 * (busy_s - busy0) / wall_s, 1),
         "steal_pct": round(100 * (steal_s - steal0) / wall_s, 1),
