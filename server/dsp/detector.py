@@ -14,6 +14,7 @@ many at once; this class keeps each stream's state and decides its onsets, in pl
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,6 +158,23 @@ class OnsetDetector:
         self.state = new_state(self.plan)
         return [o for o in found if o.time < end_s - END_GUARD_S]
 
+    def decide_pending(self) -> list[Onset]:
+        """Report now, without ending the stream, the onsets of the frames still waiting for look-ahead.
+
+        They are the onsets :meth:`flush` would return if the stream ended here (a copy of the detector is
+        flushed), so their times may differ by up to a hop from those the whole stream would give. This
+        detector goes on as if nothing happened (its past, look-ahead and undecided frames are kept), except
+        that an onset it finds within ``max(min_interval_ms, 2 hops)`` after the last one reported here is
+        not reported again.
+        """
+        found = pickle.loads(pickle.dumps(self)).flush()
+        if found:
+            state, plan = self.state, self.plan
+            hold_s = max(plan.min_interval_s, 2 * plan.frames.grid.hop / self._rate)
+            state.last_onset_s = max(state.last_onset_s, found[-1].time)
+            state.hold_until_s = max(state.hold_until_s, found[-1].time + hold_s)
+        return found
+
     def configure(self, settings: DetectorSettings) -> None:
         """Use ``settings`` from the next block on, keeping the stream's state.
 
@@ -268,7 +286,7 @@ class OnsetDetector:
             baseline = odf[stop] if stop < len(odf) else 0.0
             for index in range(min(len(odf), stop)):  # the assumed past too
                 odf[index] = baseline
-            state.next_frame = plan.opening_frames
+            state.next_frame = max(state.next_frame, plan.opening_frames)
         state.opening = None
 
     def _decide(self, *, final: bool) -> list[Onset]:
@@ -300,6 +318,9 @@ class OnsetDetector:
                 max(0, round((base + p + 1 + peak_shift(odf, p)) * hop - plan.attack_offset)) / self._rate
                 for p in picked
             ]
+            if times[0] < state.hold_until_s:  # reported early by decide_pending
+                times = [t for t in times if t >= state.hold_until_s]
+                picked = picked[len(picked) - len(times) :]
             kept, state.last_onset_s = merge_close(times, state.last_onset_s, plan.min_interval_s)
             onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
         self._advance(stop)

@@ -54,6 +54,8 @@ class StreamState:
         Detection function not yet taken by ``take_odf``.
     method_state : object
         A stateful method's own state (``OnsetMethod.initial_state``), None for a classical method.
+    hold_until_s : float
+        Onsets before this time are not reported: ``decide_pending`` reported them (``-inf`` if never).
     opening : ndarray of float32 or None
         The stream's first samples until its start is judged (``Plan.opening_len`` of them), then None.
     """
@@ -71,6 +73,7 @@ class StreamState:
     last_onset_s: float
     odf_out: list[float]
     method_state: Any
+    hold_until_s: float
     opening: F32 | None
 
 
@@ -91,6 +94,7 @@ def new_state(plan: Plan) -> StreamState:
         last_onset_s=-math.inf,
         odf_out=[],
         method_state=initial_method_state(frames),
+        hold_until_s=-math.inf,
         opening=np.zeros(0, dtype=np.float32),
     )
 

@@ -86,7 +86,12 @@ class Keepalive:
     """Activity without audio (a paused publisher): resets the idle timeout; no reply."""
 
 
-ClientMessage = Start | Configure | Stop | Keepalive
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Analyse everything received so far and send its onsets, then ``flushed``; the stream goes on."""
+
+
+ClientMessage = Start | Configure | Stop | Keepalive | Flush
 
 
 def _fields(control: Control, allowed: frozenset[str]) -> None:
@@ -152,12 +157,17 @@ def _keepalive(control: Control) -> Keepalive:
     return Keepalive()
 
 
+def _flush(control: Control) -> Flush:
+    return Flush()
+
+
 # The parser of each client message, by its ``type``. A new message: its dataclass above, its parser here,
 # its meaning in server.stream.control.
 PARSERS: Mapping[str, Callable[[Control], ClientMessage]] = MappingProxyType({
     "start": _start,
     "configure": _configure,
     "keepalive": _keepalive,
+    "flush": _flush,
     "stop": _stop,
 })
 _EXPECTED = f"{', '.join(list(PARSERS)[:-1])} or {list(PARSERS)[-1]}"
@@ -240,6 +250,12 @@ def ack(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, d
     """Flow control (stream option ``ack``): what has been received and analysed, to the publisher only."""
     return {"type": "ack", "stream_id": stream_id, "received_s": round(received_s, 6),
             "analysed_s": round(analysed_s, 6), "lag_s": round(lag_s, 6), "dropped_s": round(dropped_s, 6)}
+
+
+def flushed(stream_id: str, *, received_s: float, analysed_s: float, onsets: int) -> Event:
+    """The answer to ``flush``, to the publisher only, after the onsets it decided."""
+    return {"type": "flushed", "stream_id": stream_id, "received_s": round(received_s, 6),
+            "analysed_s": round(analysed_s, 6), "onsets": onsets}
 
 
 def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.errors import ProtocolError
-from server.protocol.stream_messages import ClientMessage, Configure, Event, Keepalive, Stop
+from server.protocol.stream_messages import ClientMessage, Configure, Event, Flush, Keepalive, Stop
 from server.stream.session import StreamSession
 
 
@@ -46,12 +46,19 @@ def _keepalive(session: StreamSession, message: Keepalive, transport: Controlled
     """Nothing to do: its arrival already counted as activity (the transport touched the session)."""
 
 
+def _flush(session: StreamSession, message: Flush, transport: Controlled) -> None:
+    """Everything received so far is analysed and its pending onsets decided; the session answers
+    ``flushed`` once they are sent."""
+    session.request_flush()
+
+
 Handler = Callable[[StreamSession, Any, Controlled], None]
 
 # What each control message of a running stream does, by its type.
 HANDLERS: Mapping[type, Handler] = MappingProxyType({
     Configure: _configure,
     Keepalive: _keepalive,
+    Flush: _flush,
     Stop: _stop,
 })
 

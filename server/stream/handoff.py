@@ -64,10 +64,11 @@ class Handoff:
             changes.pop()  # no audio since the last change: it never applies
         changes.append((at_frame, settings))
 
-    def take(self, ring: RingBuffer, stopping: bool, odf: bool) -> Job | None:
+    def take(self, ring: RingBuffer, stopping: bool, odf: bool, decide: bool = False) -> Job | None:
         """The next job from ``ring`` (a retry first), or ``None``; at most one job is in flight.
 
-        With ``stopping`` the job that empties the ring flushes the detector (even an empty one)."""
+        With ``stopping`` the job that empties the ring flushes the detector (even an empty one); with
+        ``decide`` (a ``flush`` message) it decides the detector's pending frames and keeps it."""
         if self.in_flight is not None:
             return None
         if self._retry is not None:
@@ -82,7 +83,8 @@ class Handoff:
         frames = len(ring) if due == len(changes) else min(len(ring), changes[due][0] - start)
         frames = min(frames, self._max_job_frames)
         flush = stopping and frames == len(ring)
-        if frames == 0 and not flush:
+        decide = decide and not flush and frames == len(ring)
+        if frames == 0 and not flush and not (decide and self._resident):
             return None
         settings: DetectorSettings | None = None
         for _ in range(due):
@@ -99,7 +101,7 @@ class Handoff:
             restart_at_s, settings = start / sample_rate, self._active
         audio = ring.read_bytes(frames)
         job = Job(self.key, sample_rate, self._channels, self._dtype, settings, audio, offset_s, fresh,
-                  restart_at_s, flush, odf)
+                  restart_at_s, flush, odf, decide)
         self.job_start, self.next = start, start + frames
         self.in_flight = job
         return job

@@ -33,7 +33,8 @@ class Job(NamedTuple):
     ``offset_s`` (at the start, after a pool restart or a detector fault). Otherwise it continues the
     detector it holds under ``key``: with ``restart_at_s`` set, that detector is flushed first and a fresh
     one analyses ``audio`` from that stream time on (after dropped audio); else ``settings``, when given,
-    apply before ``audio``. With ``flush`` the detector is flushed after ``audio`` and forgotten.
+    apply before ``audio``. With ``flush`` the detector is flushed after ``audio`` and forgotten; with
+    ``decide`` its pending frames are decided after ``audio`` and it goes on (the ``flush`` message).
     """
 
     key: str
@@ -47,6 +48,7 @@ class Job(NamedTuple):
     restart_at_s: float | None = None
     flush: bool = False
     odf: bool = False
+    decide: bool = False
 
     @property
     def frames(self) -> int:
@@ -150,6 +152,8 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     if job.flush:
         running.onsets += _shift(detector.flush(), running.offset_s)
     else:
+        if job.decide:
+            running.onsets += _shift(detector.decide_pending(), running.offset_s)
         resident.keep(job.key, detector)
     if not running.onsets and not job.odf:
         return NOTHING_FOUND

@@ -102,6 +102,7 @@ class StreamSession:
         self._dropped = 0
         self._onsets = 0
         self._faulted = False
+        self._flush_wanted = False  # a ``flush`` message waits for its job
         self._end_reason = ""
         self.end_reason = ""  # why the stream ended, once it has (as in the subscribers' ``ended``)
         self._last_drop_warning_s = -DROP_WARNING_INTERVAL_S
@@ -188,6 +189,14 @@ class StreamSession:
         self.settings = new
         return new
 
+    def request_flush(self) -> None:
+        """The publisher's ``flush``: the next job takes everything received so far and decides the
+        detector's pending frames; ``flushed`` follows its onsets. Ignored once the stream is stopping."""
+        if self.state is State.RUNNING:
+            self._flush_wanted = True
+            if self._handoff.in_flight is None:
+                self._links.notify(self)
+
     def request_stop(self, reason: str = "stopped") -> None:
         """Start ending the stream: every received sample is still analysed and its onsets emitted.
 
@@ -232,13 +241,19 @@ class StreamSession:
     def wants_work(self) -> bool:
         handoff = self._handoff
         return handoff.in_flight is None and self.state is not State.ENDED and (
-            handoff.has_retry or len(self._ring) > 0 or self.state is State.STOPPING)
+            handoff.has_retry or len(self._ring) > 0 or self.state is State.STOPPING or self._flush_wanted)
 
     def take_job(self) -> Job | None:
         """The next block of work, or ``None``; at most one job is in flight per stream."""
         if self.state is State.ENDED:
             return None
-        return self._handoff.take(self._ring, self.state is State.STOPPING, self.settings.options.odf)
+        wanted = self._flush_wanted and self.state is State.RUNNING
+        job = self._handoff.take(self._ring, self.state is State.STOPPING, self.settings.options.odf, wanted)
+        if wanted and (job is None or job.decide):
+            self._flush_wanted = False
+            if job is None:  # no detector yet and no audio: nothing is pending
+                self._reply_flushed()
+        return job
 
     def complete(self, job: Job, result: JobResult) -> None:
         """Take back the result of the job in flight."""
@@ -273,6 +288,8 @@ class StreamSession:
         if self.settings.options.ack and not job.flush:  # flow control: the publisher only, not subscribers
             self._sink.deliver(msg.ack(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
                                        lag_s=self.lag_s, dropped_s=self.dropped_s))
+        if job.decide:
+            self._reply_flushed()
         if job.flush:
             self.emit_status(force=True)
             self._finish(self._end_reason or "stopped")
@@ -301,6 +318,10 @@ class StreamSession:
     def _emit(self, event: Event) -> None:
         for consume in self._consumers:
             consume(event)
+
+    def _reply_flushed(self) -> None:
+        self._sink.deliver(msg.flushed(self.stream_id, received_s=self.received_s,
+                                       analysed_s=self.analysed_s, onsets=self._onsets))
 
     def _osc_names(self) -> tuple[str, ...]:
         return self.settings.options.osc

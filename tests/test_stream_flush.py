@@ -1,0 +1,93 @@
+"""``flush``: everything received so far is analysed and its pending onsets sent, then ``flushed``; the
+stream goes on with its past, without a repeated or a false onset after the flush."""
+
+from __future__ import annotations
+
+import aiohttp
+import numpy as np
+import pytest
+
+from server.dsp import METHODS, DetectorSettings, OnsetDetector, detect_onsets
+from testkit import signals
+from tests.conftest import StartServer
+from tests.stream_client import Publisher, of_type, onset_times
+
+SR = 44100
+HOP_S = 0.01  # an onset decided by flush is where an ending stream puts it: within one hop of the whole's
+
+
+def clicks_with_cut() -> tuple[np.ndarray, int, float]:
+    """Clicks, and a cut 15 ms after one of them: its onset is still inside the look-ahead there."""
+    signal = signals.clicks(SR, 3.0, seed=9)
+    attack_s = float(signal.onsets_s[3])
+    return signal.samples, round((attack_s + 0.015) * SR), attack_s
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_decide_pending_reports_early_and_changes_nothing_after(method: str) -> None:
+    settings = DetectorSettings(method=method)
+    for signal in (signals.drums(SR, 3.0, seed=11), signals.music_mix(SR, 3.0, seed=6)):
+        whole = [o.time for o in detect_onsets(signal.samples, SR, settings)]
+        for attack_s in signal.onsets_s[2:6]:
+            for after_s in (0.005, 0.015, 0.025):
+                cut = round((attack_s + after_s) * SR)
+                detector = OnsetDetector(SR, 1, settings)
+                got = detector.process(signal.samples[:cut]) + detector.decide_pending()
+                got += detector.process(signal.samples[cut:]) + detector.flush()
+                times = [o.time for o in got]
+                assert len(times) == len(whole), (attack_s, after_s, times, whole)
+                assert np.max(np.abs(np.array(times) - whole)) <= HOP_S
+
+
+def test_decide_pending_reports_the_onset_inside_the_look_ahead() -> None:
+    samples, cut, attack_s = clicks_with_cut()
+    detector = OnsetDetector(SR)
+    assert all(o.time < attack_s - 0.1 for o in detector.process(samples[:cut]))
+    decided = detector.decide_pending()
+    assert len(decided) == 1 and abs(decided[0].time - attack_s) <= 0.005
+    assert detector.decide_pending() == []  # nothing pending twice
+    rest = detector.process(samples[cut:]) + detector.flush()
+    assert all(o.time > attack_s + 0.1 for o in rest)
+
+
+@pytest.mark.parametrize("codec", ["json", "msgpack"])
+async def test_flush_over_a_websocket(
+    start_server: StartServer, http: aiohttp.ClientSession, codec: str
+) -> None:
+    server = await start_server()
+    samples, cut, attack_s = clicks_with_cut()
+    publisher = await Publisher.open(http, server, codec)
+    await publisher.start(SR)
+    await publisher.send({"type": "flush"})  # before any audio: nothing pending
+    first = await publisher.receive_until("flushed")
+    assert first[-1] == {"type": "flushed", "stream_id": first[-1]["stream_id"], "received_s": 0.0,
+                         "analysed_s": 0.0, "onsets": 0}
+    await publisher.stream(samples[:cut], SR, chunk_s=0.02)
+    await publisher.send({"type": "flush"})
+    before = await publisher.receive_until("flushed")
+    flushed = before[-1]
+    assert flushed["received_s"] == pytest.approx(cut / SR, abs=1e-6)
+    assert flushed["analysed_s"] == flushed["received_s"]
+    times = onset_times(before)
+    assert times and abs(times[-1] - attack_s) <= 0.005, times  # the onset inside the look-ahead came out
+    assert flushed["onsets"] == len(times)
+    await publisher.stream(samples[cut:], SR, chunk_s=0.02)
+    after = await publisher.stop()
+    assert of_type(after, "stopped")[0]["onsets"] == len(times) + len(onset_times(after))
+    whole = [o.time for o in detect_onsets(samples, SR)]
+    got = times + onset_times(after)
+    assert len(got) == len(whole) and np.max(np.abs(np.array(got) - whole)) <= HOP_S
+    assert after[-1] == {"type": "<closed>", "code": 1000}
+
+
+async def test_flush_of_silence_answers_with_no_onsets(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server()
+    publisher = await Publisher.open(http, server)
+    await publisher.start(SR)
+    await publisher.send_audio(np.zeros(SR // 10, dtype=np.float32))
+    await publisher.send({"type": "flush"})
+    flushed = (await publisher.receive_until("flushed"))[-1]
+    assert flushed["received_s"] == pytest.approx(0.1, abs=1e-6) and flushed["onsets"] == 0
+    assert [m["type"] for m in await publisher.stop()][-2:] == ["stopped", "<closed>"]
