@@ -3,14 +3,18 @@ stream goes on with its past, without a repeated or a false onset after the flus
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import numpy as np
 import pytest
 
 from server.dsp import METHODS, DetectorSettings, OnsetDetector, detect_onsets
 from testkit import signals
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, of_type, onset_times
+from tests.test_webrtc_stream import base_url, check_onsets, stream_and_stop
 
 SR = 44100
 HOP_S = 0.01  # an onset decided by flush is where an ending stream puts it: within one hop of the whole's
@@ -91,3 +95,27 @@ async def test_flush_of_silence_answers_with_no_onsets(
     flushed = (await publisher.receive_until("flushed"))[-1]
     assert flushed["received_s"] == pytest.approx(0.1, abs=1e-6) and flushed["onsets"] == 0
     assert [m["type"] for m in await publisher.stop()][-2:] == ["stopped", "<closed>"]
+
+
+async def test_flush_on_the_webrtc_data_channel(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server()
+    signal = signals.clicks(sr=48000, duration_s=2.0, seed=11)
+    track = ArrayTrack(signal.samples)
+    client = await WebRtcClient.offerer(track).connect(http, base_url(server))
+    try:
+        assert (await client.receive())["type"] == "started"
+        await asyncio.sleep(1.0)
+        client.send({"type": "flush"})
+        before = await client.receive_until("flushed")
+        flushed = before[-1]
+        assert flushed["stream_id"] == client.stream_id
+        assert 0.5 < flushed["analysed_s"] <= flushed["received_s"]
+        assert flushed["onsets"] == len(of_type(before, "onset"))
+        after = await stream_and_stop(client, track)
+        assert [m["type"] for m in after][-2:] == ["stopped", "<closed>"]
+        got = np.array([m["time"] for m in before + after if m["type"] == "onset"])
+        check_onsets(got, signal.onsets_s)  # every click once: none repeated or lost around the flush
+    finally:
+        await client.close()
