@@ -97,19 +97,37 @@ def synthetic_examples(seed: int, count: int) -> list[feats.Example]:
     return examples
 
 
-def corpus_examples(
-    corpus: Path, cache: Path, seed: int, limit: int | None
-) -> tuple[list[feats.Example], list[feats.Example]]:
-    """Training examples (each clip as rendered and at one lower gain) and tune examples (as rendered)."""
-    train_rows = list(feats.iter_rows(corpus, "train"))[:limit]
-    tune_rows = list(feats.iter_rows(corpus, "tune"))[:limit]
-    train = [
-        feats.load_example(corpus, row, cache, gain)
-        for row in train_rows
-        for gain in feats.clip_gains(row["clip_id"], seed)
-    ]
-    tune = [feats.load_example(corpus, row, cache) for row in tune_rows]
-    return train, tune
+TUNE_CAP = 60  # the tune set stops growing at this many clips, so scores stay comparable
+
+
+def grow(
+    corpus: Path,
+    cache: Path,
+    seed: int,
+    limit: int | None,
+    train: list[feats.Example],
+    tune: list[feats.Example],
+) -> int:
+    """Add the clips of ``corpus`` not yet in ``train`` or ``tune`` (the corpus grows while we train).
+
+    Training clips come as rendered and at one lower gain; tune clips as rendered, up to ``TUNE_CAP``.
+    A clip whose files cannot be read yet is skipped until the next call. Returns how many were added.
+    """
+    added = 0
+    known = {e.clip_id for e in train} | {e.clip_id for e in tune}
+    for split, target, cap in (("train", train, limit), ("tune", tune, min(limit or TUNE_CAP, TUNE_CAP))):
+        rows = [row for row in feats.iter_rows(corpus, split) if row["clip_id"] not in known]
+        for row in rows:
+            if cap is not None and len({e.clip_id for e in target}) >= cap:
+                break
+            gains = feats.clip_gains(row["clip_id"], seed) if split == "train" else [0.0]
+            try:
+                target += [feats.load_example(corpus, row, cache, gain) for gain in gains]
+            except (OSError, RuntimeError, ValueError) as exc:  # still being written
+                print(f"skipping {row['clip_id']} for now: {exc}", flush=True)
+                continue
+            added += 1
+    return added
 
 
 def feature_stats(examples: list[feats.Example]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,6 +175,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-every", type=int, default=500, help="steps between evaluations on tune")
     parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument(
+        "--refresh-minutes", type=float, default=5.0, help="look for new corpus clips this often"
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a shared machine)"
     )
     args = parser.parse_args(argv)
@@ -172,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.synthetic:
         train, tune = synthetic_examples(args.seed, 10), synthetic_examples(args.seed + 1000, 5)
     else:
-        train, tune = corpus_examples(args.corpus, args.cache or args.out / "cache", args.seed, args.limit)
+        train, tune = [], []
+        grow(args.corpus, args.cache or args.out / "cache", args.seed, args.limit, train, tune)
     print(
         f"{len(train)} training and {len(tune)} tune examples ready after {time.monotonic() - started:.0f} s",
         flush=True,
@@ -226,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         tmp.replace(last)
 
-    last_checkpoint = time.monotonic()
+    last_checkpoint = last_refresh = time.monotonic()
     deadline = started + 60.0 * args.minutes
     running = 0.0
     while step < args.steps and time.monotonic() < deadline:
@@ -256,6 +278,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     export_arrays(model),
                     meta | {"step": step, "tune_f": result["f"], "tune_threshold": result["threshold"]},
                 )
+        if not args.synthetic and time.monotonic() - last_refresh > 60.0 * args.refresh_minutes:
+            tune_before = len(tune)
+            added = grow(args.corpus, args.cache or args.out / "cache", args.seed, args.limit, train, tune)
+            last_refresh = time.monotonic()
+            if added:
+                print(f"added {added} clips: {len(train)} training and {len(tune)} tune examples", flush=True)
+            if len(tune) != tune_before:
+                best = {"f": -1.0}  # scores on a larger tune set are not comparable with the old best
         if time.monotonic() - last_checkpoint > 60.0 * args.checkpoint_minutes:
             save_checkpoint()
             last_checkpoint = time.monotonic()

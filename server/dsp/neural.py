@@ -24,6 +24,8 @@ from server.dsp.neural_features import FeaturePlan, log_bands, with_rise
 
 F32 = npt.NDArray[np.float32]
 
+CHUNK_HOPS = 256  # longest block analysed in one pass, hops
+
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "onset_tcn_v1.npz"
 
 
@@ -62,6 +64,31 @@ def new_state(plan: FeaturePlan, net: nn.Net) -> NeuralState:
 def analyse_many(
     plan: FeaturePlan, net: nn.Net, states: Sequence[NeuralState], monos: Sequence[F32]
 ) -> list[tuple[F32, F32]]:
+    """Activations and levels of several streams' new frames; updates each state.
+
+    Blocks longer than ``CHUNK_HOPS`` hops go through in several passes (the same values as one pass:
+    frames never depend on their pass), so the arrays of a pass stay small.
+    See :func:`analyse_pass` for the parameters and result.
+    """
+    chunk = CHUNK_HOPS * plan.hop
+    if all(len(mono) <= chunk for mono in monos):
+        return analyse_pass(plan, net, states, monos)
+    parts: list[list[tuple[F32, F32]]] = [[] for _ in monos]
+    for start in range(0, max(len(mono) for mono in monos), chunk):
+        members = [i for i, mono in enumerate(monos) if start < len(mono) or start == 0]
+        found = analyse_pass(
+            plan, net, [states[i] for i in members], [monos[i][start : start + chunk] for i in members]
+        )
+        for i, result in zip(members, found, strict=True):
+            parts[i].append(result)
+    return [
+        (np.concatenate([a for a, _ in pieces]), np.concatenate([p for _, p in pieces])) for pieces in parts
+    ]
+
+
+def analyse_pass(
+    plan: FeaturePlan, net: nn.Net, states: Sequence[NeuralState], monos: Sequence[F32]
+) -> list[tuple[F32, F32]]:
     """Activations and levels of several streams' new frames in one pass; updates each state.
 
     Parameters
@@ -97,7 +124,10 @@ def analyse_many(
     samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     total = len(ends)
     if total:
-        bands, power = log_bands(plan, samples, np.asarray(ends, dtype=np.int64))
+        regular = None
+        if all(count == counts[0] for count in counts) and all(length == lengths[0] for length in lengths):
+            regular = (len(counts), counts[0], lengths[0])
+        bands, power = log_bands(plan, samples, np.asarray(ends, dtype=np.int64), regular)
         # Each frame's previous log bands: the state's for a stream's first new frame, else the column before.
         table = np.concatenate(
             [bands, *[s.previous[:, None] for s, c in zip(states, counts, strict=True) if c]], axis=1

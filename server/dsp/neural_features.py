@@ -33,6 +33,7 @@ FMIN_HZ = 40.0  # lowest band centre
 FMAX_HZ = 16000.0  # highest band centre (bands above 95 % of Nyquist stay 0)
 SHORT_BANDS_PER_OCTAVE = 6
 LONG_BANDS_PER_OCTAVE = 12
+FILE_CHUNK_FRAMES = 256  # file_features computes this many frames at a time
 LOG_GAIN = 1000.0  # log10(1 + LOG_GAIN * magnitude): a full-scale sine in one band gives about 3
 
 
@@ -169,19 +170,60 @@ def feature_plan(sample_rate: int) -> FeaturePlan:
     )
 
 
-def _log_bands(frames: F32, window: F32, grid: FrameGrid, bank: Bank, out: F32) -> None:
-    """Log band magnitudes of frames (n, frame_len) into ``out`` (n_bands, n), one column per frame."""
-    windowed = np.zeros((len(frames), grid.fft_size), dtype=np.float32)
-    np.multiply(frames, window, out=windowed[:, : grid.frame_len])
-    spectra = spectrum(windowed, grid.fft_size)
-    columns = np.empty((bank.stop_bin - bank.first_bin, len(frames)), dtype=np.float32)
+def windowed_frames(
+    samples: F32, ends: I64, grid: FrameGrid, window: F32, regular: tuple[int, int, int] | None
+) -> F32:
+    """Frames ending at ``ends`` times ``window``, zero-padded to the FFT size.
+
+    Parameters
+    ----------
+    samples : ndarray, shape (n,), float32, contiguous
+    ends : ndarray, shape (n_frames,), int64
+        One past each frame's last sample.
+    grid : FrameGrid
+    window : ndarray, shape (frame_len,), float32
+    regular : (members, count, stride) or None
+        When ``ends`` is ``members`` runs of ``count`` frames one hop apart, each run ``stride`` samples
+        after the previous one: the frames are then read through a strided view instead of gathered
+        (the same values).
+
+    Returns
+    -------
+    ndarray, shape (n_frames, fft_size), float32
+    """
+    padded = np.empty((len(ends), grid.fft_size), dtype=np.float32)
+    padded[:, grid.frame_len :] = 0.0
+    if regular is None:
+        frames = frame_view(samples, grid.frame_len, 1)[ends - grid.frame_len]
+        np.multiply(frames, window, out=padded[:, : grid.frame_len])
+        return padded
+    members, count, stride = regular
+    step = samples.strides[0]
+    view: F32 = np.ndarray(
+        (members, count, grid.frame_len),
+        dtype=np.float32,
+        buffer=samples,
+        offset=int(ends[0] - grid.frame_len) * step,
+        strides=(stride * step, grid.hop * step, step),
+    )
+    np.multiply(view, window, out=padded.reshape(members, count, -1)[:, :, : grid.frame_len])
+    return padded
+
+
+def _log_bands(padded: F32, grid: FrameGrid, bank: Bank, out: F32) -> None:
+    """Log band magnitudes of windowed frames (n, fft_size) into ``out`` (n_bands, n), a column per frame."""
+    spectra = spectrum(padded, grid.fft_size)
+    columns = np.empty((bank.stop_bin - bank.first_bin, len(padded)), dtype=np.float32)
     np.abs(spectra[:, bank.first_bin : bank.stop_bin].T, out=columns)
     bands: F32 = bank.weights @ columns
     np.multiply(bands, np.float32(LOG_GAIN), out=out)
-    np.log10(np.float32(1.0) + out, out=out)
+    np.add(out, np.float32(1.0), out=out)
+    np.log10(out, out=out)
 
 
-def log_bands(plan: FeaturePlan, samples: F32, ends: I64) -> tuple[F32, F32]:
+def log_bands(
+    plan: FeaturePlan, samples: F32, ends: I64, regular: tuple[int, int, int] | None = None
+) -> tuple[F32, F32]:
     """Log band magnitudes and level of the frames ending at each of ``ends``.
 
     Parameters
@@ -191,6 +233,8 @@ def log_bands(plan: FeaturePlan, samples: F32, ends: I64) -> tuple[F32, F32]:
         One or several streams' samples, joined.
     ends : ndarray, shape (n_frames,), int64
         Index one past each frame's last sample in ``samples``; needs ``ends >= long.frame_len``.
+    regular : (members, count, stride), optional
+        See :func:`windowed_frames`.
 
     Returns
     -------
@@ -201,11 +245,12 @@ def log_bands(plan: FeaturePlan, samples: F32, ends: I64) -> tuple[F32, F32]:
     """
     out = np.empty((plan.n_log, len(ends)), dtype=np.float32)
     split = plan.short_bank.n_bands
-    short_frames = frame_view(samples, plan.short.frame_len, 1)[ends - plan.short.frame_len]
-    long_frames = frame_view(samples, plan.long.frame_len, 1)[ends - plan.long.frame_len]
-    _log_bands(short_frames, plan.short_window, plan.short, plan.short_bank, out[:split])
-    _log_bands(long_frames, plan.long_window, plan.long, plan.long_bank, out[split:])
-    power = frame_power(long_frames * plan.long_window, plan.level_norm, overwrite=True)
+    short = windowed_frames(samples, ends, plan.short, plan.short_window, regular)
+    _log_bands(short, plan.short, plan.short_bank, out[:split])
+    del short
+    long = windowed_frames(samples, ends, plan.long, plan.long_window, regular)
+    _log_bands(long, plan.long, plan.long_bank, out[split:])
+    power = frame_power(long[:, : plan.long.frame_len], plan.level_norm, overwrite=True)
     return out, power
 
 
@@ -243,8 +288,12 @@ def file_features(plan: FeaturePlan, mono: F32) -> tuple[F32, F32]:
     """
     samples = np.concatenate([np.zeros(plan.tail_len, dtype=np.float32), mono.astype(np.float32)])
     count = (len(samples) - plan.long.frame_len) // plan.hop + 1 if len(samples) >= plan.long.frame_len else 0
-    ends = plan.long.frame_len + plan.hop * np.arange(count, dtype=np.int64)
-    bands, power = log_bands(plan, samples, ends)
+    bands = np.empty((plan.n_log, count), dtype=np.float32)
+    power = np.empty(count, dtype=np.float32)
+    for first in range(0, count, FILE_CHUNK_FRAMES):  # small arrays stay in cache; values are per frame
+        stop = min(count, first + FILE_CHUNK_FRAMES)
+        ends = plan.long.frame_len + plan.hop * np.arange(first, stop, dtype=np.int64)
+        bands[:, first:stop], power[first:stop] = log_bands(plan, samples, ends, (1, stop - first, 0))
     previous = np.empty_like(bands)
     previous[:, :1] = 0.0  # the silent past: log10(1 + 0)
     previous[:, 1:] = bands[:, :-1]

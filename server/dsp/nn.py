@@ -247,9 +247,11 @@ def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequen
         base = offsets + past * np.arange(len(counts), dtype=np.int64)  # where each stream's run starts
         now = base[member] + past + within  # the table column of each new frame
         taps = np.concatenate([table[:, now - tap * dilation] for tap in range(KERNEL)], axis=0)
-        for state, start, count in zip(states, base.tolist(), counts, strict=True):
-            stop = start + past + count
-            state.buffers[index] = table[:, stop - past : stop].copy()
+        # The last `past` columns of each stream's run, gathered at once; each state keeps a view.
+        keep = (base + count_array)[:, None] + np.arange(past, dtype=np.int64)
+        kept = table[:, keep.ravel()].reshape(len(table), len(counts), past)
+        for member_index, state in enumerate(states):
+            state.buffers[index] = kept[:, member_index]
         h = h + relu(dense(weight, bias, taps))
     logits = dense(net.w_out, net.b_out, h)[0]
     activations = sigmoid(logits)
