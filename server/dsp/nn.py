@@ -165,8 +165,11 @@ def relu(values: F32) -> F32:
 
 
 def sigmoid(values: F32) -> F32:
-    """Logistic function, float32."""
-    return (np.float32(1.0) / (np.float32(1.0) + np.exp(-values))).astype(np.float32, copy=False)
+    """Logistic function, float32, without overflow for large negative values."""
+    small = np.exp(-np.abs(values))
+    one_plus = np.float32(1.0) + small
+    out: F32 = (np.where(values >= 0, np.float32(1.0), small) / one_plus).astype(np.float32, copy=False)
+    return out
 
 
 def dense(weight: scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
