@@ -16,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp.neural_features import feature_plan, file_features
+from server.dsp.neural_features import file_features, network_grid
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 TARGET_DELAY_FRAMES = 1  # the network marks the frame ending 10–20 ms after an onset
 LEAD_SILENCE_S = 0.7  # silence put before every clip: the network's warm-up, as at a stream's start
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +91,13 @@ def make_example(
     clip_id: str, mono: F32, rate: int, onsets_s: F64, family: str, gain_db: float = 0.0
 ) -> Example:
     """Features and targets of one clip, after ``LEAD_SILENCE_S`` of silence, at ``gain_db``."""
-    plan = feature_plan(rate)
-    lead_frames = round(LEAD_SILENCE_S * rate) // plan.hop
-    lead = np.zeros(lead_frames * plan.hop, dtype=np.float32)
+    hop = network_grid(rate).hop
+    lead_frames = round(LEAD_SILENCE_S * rate) // hop
+    lead = np.zeros(lead_frames * hop, dtype=np.float32)
     scaled = mono * np.float32(10.0 ** (gain_db / 20.0))
-    features, _ = file_features(plan, np.concatenate([lead, scaled]))
-    targets = frame_targets(onsets_s, features.shape[1], plan.hop, rate, lead_frames)
-    return Example(clip_id, features, targets, onsets_s, family, lead_frames, plan.hop / rate)
+    features, _ = file_features(rate, np.concatenate([lead, scaled]))
+    targets = frame_targets(onsets_s, features.shape[1], hop, rate, lead_frames)
+    return Example(clip_id, features, targets, onsets_s, family, lead_frames, hop / rate)
 
 
 def _cache_key(clip_id: str, gain_db: float) -> str:

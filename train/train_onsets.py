@@ -201,15 +201,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     model = OnsetTCN(train[0].features.shape[0], args.hidden, DILATIONS)
-    optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     rng = np.random.default_rng(args.seed)
-    step, best, history = 0, {"f": -1.0}, []
+    step, best, history, minutes_before = 0, {"f": -1.0}, [], 0.0
     last = args.out / "last.pt"
     if last.exists():
         state = torch.load(last, weights_only=False)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         step, best, history = state["step"], state["best"], state["history"]
+        minutes_before = state.get("minutes", 0.0)
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed at step {step}, best tune F {best['f']:.4f}", flush=True)
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "step": step,
                 "best": best,
                 "history": history,
+                "minutes": minutes_done(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "args": vars(args)
@@ -249,9 +251,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tmp.replace(last)
 
     last_checkpoint = last_refresh = time.monotonic()
-    deadline = started + 60.0 * args.minutes
+    deadline = started + 60.0 * max(0.0, args.minutes - minutes_before)  # the budget spans resumes
+
+    def minutes_done() -> float:
+        return minutes_before + (time.monotonic() - started) / 60.0
+
     running = 0.0
     while step < args.steps and time.monotonic() < deadline:
+        for group in optimiser.param_groups:  # linear decay over the time budget, to 5 %
+            group["lr"] = args.lr * max(0.05, 1.0 - minutes_done() / args.minutes)
         x, y = batch(train, rng, args.batch, args.frames)
         logits = model(x)
         loss = functional.binary_cross_entropy_with_logits(logits[:, warm:], y[:, warm:])
@@ -265,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result = evaluate(model, tune) | {
                 "step": step,
                 "train_loss": round(running, 5),
-                "minutes": round((time.monotonic() - started) / 60, 2),
+                "minutes": round(minutes_done(), 2),
             }
             history.append(result)
             with open(args.out / "history.jsonl", "a") as handle:

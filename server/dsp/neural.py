@@ -1,13 +1,17 @@
-"""The learned onset detector's per-frame analysis: features, then the causal network, for many streams.
+"""The learned onset detector as a stateful method: log bands per frame, then a causal network per stream.
 
-A stream's own state is one :class:`NeuralState` (samples not yet framed, the last frame's log bands, the
-network's per-layer buffers). :func:`analyse_many` takes any number of streams' new samples and returns
-each one's onset activation and frame level per new frame, in passes shared by all of them; the frames of
-a stream come out bitwise the same whatever its block sizes and whichever streams share the pass.
+The method's pieces, for the method table:
+
+- :func:`constants`: the filterbank and the committed network, for the network's own grid only (40 ms
+  frames, 10 ms hops; any other ``frame_ms`` or ``hop_ms`` is a :class:`~server.exceptions.SettingsError`);
+- :func:`features`: each frame's log band magnitudes (:func:`~server.dsp.neural_features.log_band_rows`);
+- :func:`initial_state` and :func:`step`: each stream's last log-band rows (for the rise features) and the
+  network's per-layer buffers (:class:`NeuralState`), and the onset activation of new frames for many
+  streams in one pass, divided by the calibrated unit.
 
 Timing: the network marks the frame ending ``target_delay_frames`` hops (10–20 ms) after an onset, so an
 onset's attack lies ``attack_offset_hops`` hops before the end of its peak frame; both are in the weights
-file's metadata.
+file's metadata, with ``unit`` (the activation ``threshold`` 1.0 stands for).
 """
 
 from __future__ import annotations
@@ -15,16 +19,29 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from server.dsp import nn
-from server.dsp.neural_features import FeaturePlan, log_bands, with_rise
+from server.dsp.neural_features import (
+    BANDS_PER_OCTAVE,
+    RISE_LAGS,
+    Bank,
+    feature_columns,
+    fixed_bank,
+    history,
+    log_band_rows,
+    n_bands,
+    network_grid,
+)
+from server.dsp.spectrum import FrameGrid
+from server.exceptions import SettingsError
 
 F32 = npt.NDArray[np.float32]
-
-CHUNK_HOPS = 256  # longest block analysed in one pass, hops
+F64 = npt.NDArray[np.float64]
+C64 = npt.NDArray[np.complex64]
 
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "onset_tcn_v1.npz"
 
@@ -34,124 +51,125 @@ def default_net() -> nn.Net:
     return nn.load_net(str(WEIGHTS_FILE))
 
 
-@dataclasses.dataclass
-class NeuralState:
-    """One stream's state for the learned detector.
+@dataclasses.dataclass(frozen=True, eq=False)
+class NeuralConstants:
+    """Read-only data of the method on one grid, shared by every stream.
 
     Attributes
     ----------
-    tail : ndarray, shape (tail_len,) or more, float32
-        The stream's last samples not yet past (the long frame minus one hop).
-    previous : ndarray, shape (n_log,), float32
-        Log bands of the last analysed frame (zeros before the first: silence).
-    net : NetState
+    bank : Bank
+    net : Net
+    unit : float
+        The activation that ``threshold`` 1.0 stands for; the ODF is the activation divided by it.
     """
 
-    tail: F32
-    previous: F32
-    net: nn.NetState
+    bank: Bank
+    net: nn.Net
+    unit: float
 
 
-def new_state(plan: FeaturePlan, net: nn.Net) -> NeuralState:
-    """The state of a new stream: silence before it."""
-    return NeuralState(
-        tail=np.zeros(plan.tail_len, dtype=np.float32),
-        previous=np.zeros(plan.n_log, dtype=np.float32),
-        net=nn.initial_state(net),
+def constants(grid: FrameGrid, net: nn.Net | None = None) -> NeuralConstants:
+    """The method's constants on ``grid``, which must be the network's own.
+
+    Raises
+    ------
+    SettingsError
+        If the grid's hop is not 10 ms or its frame not 40 ms (whole samples at the rate).
+    """
+    expected = network_grid(grid.sample_rate)
+    if grid.hop != expected.hop:
+        hop_ms = 1000.0 * grid.hop / grid.sample_rate
+        raise SettingsError("hop_ms", round(hop_ms, 3), "the neural method runs at 10 ms hops only")
+    if grid.frame_len != expected.frame_len:
+        frame_ms = 1000.0 * grid.frame_len / grid.sample_rate
+        raise SettingsError("frame_ms", round(frame_ms, 3), "the neural method uses 40 ms frames only")
+    net = net or default_net()
+    return NeuralConstants(
+        bank=fixed_bank(grid.sample_rate, grid.fft_size, BANDS_PER_OCTAVE),
+        net=net,
+        unit=float(net.meta.get("unit", 1.0)),
     )
 
 
-def analyse_many(
-    plan: FeaturePlan, net: nn.Net, states: Sequence[NeuralState], monos: Sequence[F32]
-) -> list[tuple[F32, F32]]:
-    """Activations and levels of several streams' new frames; updates each state.
+def features(spectra: C64, consts: NeuralConstants) -> F32:
+    """Log band rows of each frame, shape (n_frames, n_bands)."""
+    return log_band_rows(spectra, consts.bank)
 
-    Blocks longer than ``CHUNK_HOPS`` hops go through in several passes (the same values as one pass:
-    frames never depend on their pass), so the arrays of a pass stay small.
-    See :func:`analyse_pass` for the parameters and result.
+
+@dataclasses.dataclass(frozen=True)
+class NeuralState:
+    """One stream's state: what its next frames need from its past.
+
+    Attributes
+    ----------
+    past : ndarray, shape (max(RISE_LAGS), n_bands), float32
+        The last log band rows, oldest first (zeros before the stream: silence).
+    buffers : tuple of ndarray, each shape (hidden, 2 * d), float32
+        The network's per-layer buffers (:class:`~server.dsp.nn.NetState`).
     """
-    chunk = CHUNK_HOPS * plan.hop
-    if all(len(mono) <= chunk for mono in monos):
-        return analyse_pass(plan, net, states, monos)
-    parts: list[list[tuple[F32, F32]]] = [[] for _ in monos]
-    for start in range(0, max(len(mono) for mono in monos), chunk):
-        members = [i for i, mono in enumerate(monos) if start < len(mono) or start == 0]
-        found = analyse_pass(
-            plan, net, [states[i] for i in members], [monos[i][start : start + chunk] for i in members]
-        )
-        for i, result in zip(members, found, strict=True):
-            parts[i].append(result)
-    return [
-        (np.concatenate([a for a, _ in pieces]), np.concatenate([p for _, p in pieces])) for pieces in parts
-    ]
+
+    past: F32
+    buffers: tuple[F32, ...]
 
 
-def analyse_pass(
-    plan: FeaturePlan, net: nn.Net, states: Sequence[NeuralState], monos: Sequence[F32]
-) -> list[tuple[F32, F32]]:
-    """Activations and levels of several streams' new frames in one pass; updates each state.
+def initial_state_of(consts: NeuralConstants) -> NeuralState:
+    """A new stream's state: as if silence had always come before."""
+    past = np.zeros((history(), n_bands(BANDS_PER_OCTAVE)), dtype=np.float32)
+    return NeuralState(past=past, buffers=tuple(nn.initial_state(consts.net).buffers))
+
+
+def initial_state(frame_plan: Any) -> NeuralState:
+    """:func:`initial_state_of` the plan's constants (the method table's ``initial_state``)."""
+    return initial_state_of(frame_plan.constants)
+
+
+def step_with(
+    consts: NeuralConstants, rows: Sequence[F32], states: Sequence[NeuralState]
+) -> tuple[list[F64], list[NeuralState]]:
+    """ODF of several streams' new frames in one pass, and their new states (the old ones are kept as
+    they were).
 
     Parameters
     ----------
-    plan : FeaturePlan
-        Shared by every stream of the pass (one sample rate).
-    net : Net
+    consts : NeuralConstants
+    rows : sequence of ndarray, each shape (n_i, n_bands), float32
+        Each stream's new log band rows, oldest first (any ``n_i >= 0``).
     states : sequence of NeuralState
-        One per stream, updated in place.
-    monos : sequence of ndarray, each shape (n_i,), float32
-        Each stream's new mono samples.
 
     Returns
     -------
-    list of (activation, power)
-        Per stream: onset activation 0–1 and long-window mean-square level (linear) of each new frame,
-        both shape (n_new_frames,), float32.
+    odfs : list of ndarray, each shape (n_i,), float64
+        Activation divided by ``unit``.
+    states : list of NeuralState
     """
-    pieces: list[F32] = []
-    ends: list[int] = []
-    counts: list[int] = []
-    lengths: list[int] = []
-    offset = 0
-    long_len, hop = plan.long.frame_len, plan.hop
-    for state, mono in zip(states, monos, strict=True):
-        length = len(state.tail) + len(mono)
-        count = (length - long_len) // hop + 1 if length >= long_len else 0
-        pieces += (state.tail, mono)
-        ends += range(offset + long_len, offset + long_len + count * hop, hop)
-        counts.append(count)
-        lengths.append(length)
-        offset += length
-    samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-    total = len(ends)
-    if total:
-        regular = None
-        if all(count == counts[0] for count in counts) and all(length == lengths[0] for length in lengths):
-            regular = (len(counts), counts[0], lengths[0])
-        bands, power = log_bands(plan, samples, np.asarray(ends, dtype=np.int64), regular)
-        # Each frame's previous log bands: the state's for a stream's first new frame, else the column before.
-        table = np.concatenate(
-            [bands, *[s.previous[:, None] for s, c in zip(states, counts, strict=True) if c]], axis=1
-        )
-        previous_index = np.arange(-1, total - 1, dtype=np.int64)
-        row = first = 0
-        for count in counts:
-            if count:
-                previous_index[row] = total + first
-                first += 1
-                row += count
-        features = with_rise(bands, table[:, previous_index])
-        activations = nn.run_many(net, [s.net for s in states], features, counts)
-    else:
-        activations = [np.zeros(0, dtype=np.float32) for _ in counts]
-    results: list[tuple[F32, F32]] = []
-    offset = row = 0
-    for state, count, length, activation in zip(states, counts, lengths, activations, strict=True):
-        state.tail = samples[offset + count * hop : offset + length].copy()
-        offset += length
-        if count:
-            state.previous = bands[:, row + count - 1].copy()
-            results.append((activation, power[row : row + count]))
-            row += count
-        else:
-            results.append((np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)))
-    return results
+    counts = np.array([len(r) for r in rows], dtype=np.int64)
+    total, members, past = int(counts.sum()), len(rows), history()
+    if total == 0:
+        return [np.zeros(0) for _ in rows], list(states)
+    current = np.concatenate(rows) if members > 1 else np.ascontiguousarray(rows[0])
+    # Table: every new row, then each stream's past rows. Position p of stream m's sequence (its past, then
+    # its new rows) is table row N + past * m + p while p < past, else its new row p - past.
+    table = np.concatenate([current, *[s.past for s in states]])
+    member = np.repeat(np.arange(members, dtype=np.int64), counts)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def rows_at(stream: Any, position: Any) -> Any:
+        return np.where(position >= past, offsets[stream] + position - past, total + past * stream + position)
+
+    within = np.arange(total, dtype=np.int64) - offsets[member] + past
+    lagged = [table[rows_at(member, within - lag)] for lag in RISE_LAGS]
+    columns = feature_columns(current, lagged)
+    net_states = [nn.NetState(list(s.buffers)) for s in states]
+    activations = nn.run_many(consts.net, net_states, columns, counts.tolist())
+    keep = rows_at(np.repeat(np.arange(members), past), (counts[:, None] + np.arange(past)).ravel())
+    kept = table[keep].reshape(members, past, -1)
+    new_states = [NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) for m in range(members)]
+    unit = consts.unit
+    return [np.divide(a, unit, dtype=np.float64) for a in activations], new_states
+
+
+def step(
+    frame_plan: Any, rows: Sequence[F32], states: Sequence[NeuralState]
+) -> tuple[list[F64], list[NeuralState]]:
+    """:func:`step_with` the plan's constants (the method table's ``step``)."""
+    return step_with(frame_plan.constants, rows, states)

@@ -1,21 +1,22 @@
-"""Input features of the learned onset detector: log filtered magnitudes at two frame sizes and their rise.
+"""Input features of the learned onset detector: log filtered magnitudes and their rise, 100 frames a second.
 
-Every frame ``i`` ends at stream sample ``(i + 1) * hop`` (causal, as on a
-:class:`~server.dsp.spectrum.FrameGrid`) and is seen through a short (~23 ms) and a long (~46 ms) periodic
-Hann window ending at the same sample.
-Each magnitude spectrum goes through a triangular filterbank with a fixed number of bands whose centres
-are fixed in Hz (so the network sees the same inputs at every sample rate; bands above 95 % of Nyquist are
-always 0), then ``log10(1 + LOG_GAIN * band)``. The positive first difference of those log bands against the
-previous frame follows them. Each step works frame by frame (pocketfft per row, sparse products per column,
+Frames are those of the stream's analysis grid (:func:`network_grid`: 40 ms periodic Hann windows every
+10 ms, frame ``i`` ending at stream sample ``(i + 1) * hop``), so the spectra are the ones the detector
+already computes. Each magnitude spectrum goes through a triangular filterbank with a fixed number of bands
+whose centres are fixed in Hz (the network sees the same inputs at every sample rate; bands above 95 % of
+Nyquist are always 0), then ``log10(1 + LOG_GAIN * band)``. The positive rise of those log bands over one
+and two frames follows them. Each step works frame by frame (pocketfft per row, sparse products per column,
 element-wise maths), so a frame's features never depend on how many frames are computed together.
 
-The training script (``train/features.py``) calls these same functions, so training and serving agree exactly.
+The training script (``train/features.py``) calls :func:`file_features`, built from the same functions, so
+training and serving agree exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -25,16 +26,16 @@ from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_v
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
+C64 = npt.NDArray[np.complex64]
 
 HOP_S = 0.010  # the network's frame rate is fixed: 100 frames per second
-SHORT_FRAME_S = 0.023  # short analysis window, seconds (1024-point FFT at 44.1 kHz)
-LONG_FRAME_S = 0.046  # long analysis window, seconds (2048-point FFT at 44.1 kHz)
+FRAME_S = 0.040  # analysis window, seconds (the default grid: 2048-point FFT at 44.1 kHz)
 FMIN_HZ = 40.0  # lowest band centre
 FMAX_HZ = 16000.0  # highest band centre (bands above 95 % of Nyquist stay 0)
-SHORT_BANDS_PER_OCTAVE = 6
-LONG_BANDS_PER_OCTAVE = 12
-FILE_CHUNK_FRAMES = 256  # file_features computes this many frames at a time
+BANDS_PER_OCTAVE = 12
 LOG_GAIN = 1000.0  # log10(1 + LOG_GAIN * magnitude): a full-scale sine in one band gives about 3
+RISE_LAGS = (1, 2)  # the features add the positive rise of each band over these many frames back
+FILE_CHUNK_FRAMES = 256  # file_features computes this many frames at a time
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -107,67 +108,66 @@ def fixed_bank(sample_rate: int, fft_size: int, bands_per_octave: int) -> Bank:
     return Bank(first_bin=first_bin, stop_bin=stop_bin, weights=weights)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class FeaturePlan:
-    """Everything the features of one sample rate need, built once and shared.
+def network_grid(sample_rate: int) -> FrameGrid:
+    """The analysis grid the network was trained on: ``FRAME_S`` windows every ``HOP_S``."""
+    return FrameGrid.from_seconds(sample_rate, FRAME_S, HOP_S)
 
-    Attributes
+
+def n_features() -> int:
+    """Features per frame: the log bands and their rise over each of ``RISE_LAGS``."""
+    return n_bands(BANDS_PER_OCTAVE) * (1 + len(RISE_LAGS))
+
+
+def history() -> int:
+    """Past log-band rows the features of a frame need."""
+    return max(RISE_LAGS)
+
+
+def log_band_rows(spectra: C64, bank: Bank) -> F32:
+    """Log band magnitudes of each frame's spectrum, ``log10(1 + LOG_GAIN * band)``.
+
+    Parameters
     ----------
-    sample_rate : int
-    hop : int
-        Samples between frames (``HOP_S`` rounded).
-    short, long : FrameGrid
-        The two analysis grids (same hop, frames ending at the same sample).
-    short_window, long_window : ndarray of float32
-        :func:`~server.dsp.spectrum.analysis_window` of each frame length.
-    short_bank, long_bank : Bank
-    level_norm : float
-        For the long frame's :func:`~server.dsp.spectrum.frame_power`.
-    n_log : int
-        Log bands per frame (short then long); the features are these and their rise, ``2 * n_log``.
+    spectra : ndarray, shape (n_frames, n_bins), complex64
+        rfft rows of frames times :func:`~server.dsp.spectrum.analysis_window`.
+    bank : Bank
+
+    Returns
+    -------
+    ndarray, shape (n_frames, n_bands), float32, C-contiguous
+        Row ``i`` depends on spectrum row ``i`` alone, bitwise, whatever the number of rows.
     """
-
-    sample_rate: int
-    hop: int
-    short: FrameGrid
-    long: FrameGrid
-    short_window: F32
-    long_window: F32
-    short_bank: Bank
-    long_bank: Bank
-    level_norm: float
-    n_log: int
-
-    @property
-    def n_features(self) -> int:
-        return 2 * self.n_log
-
-    @property
-    def tail_len(self) -> int:
-        """Samples a stream keeps between blocks: the long frame minus one hop."""
-        return self.long.frame_len - self.hop
+    columns = np.empty((bank.stop_bin - bank.first_bin, len(spectra)), dtype=np.float32)
+    np.abs(spectra[:, bank.first_bin : bank.stop_bin].T, out=columns)
+    bands: F32 = bank.weights @ columns
+    np.multiply(bands, np.float32(LOG_GAIN), out=bands)
+    np.add(bands, np.float32(1.0), out=bands)
+    np.log10(bands, out=bands)
+    return np.ascontiguousarray(bands.T)
 
 
-@functools.lru_cache(maxsize=64)
-def feature_plan(sample_rate: int) -> FeaturePlan:
-    """The shared :class:`FeaturePlan` of a sample rate."""
-    short = FrameGrid.from_seconds(sample_rate, SHORT_FRAME_S, HOP_S)
-    long = FrameGrid.from_seconds(sample_rate, LONG_FRAME_S, HOP_S)
-    short_bank = fixed_bank(sample_rate, short.fft_size, SHORT_BANDS_PER_OCTAVE)
-    long_bank = fixed_bank(sample_rate, long.fft_size, LONG_BANDS_PER_OCTAVE)
-    long_window = analysis_window(long.frame_len)
-    return FeaturePlan(
-        sample_rate=sample_rate,
-        hop=short.hop,
-        short=short,
-        long=long,
-        short_window=analysis_window(short.frame_len),
-        long_window=long_window,
-        short_bank=short_bank,
-        long_bank=long_bank,
-        level_norm=level_norm(long_window),
-        n_log=short_bank.n_bands + long_bank.n_bands,
-    )
+def feature_columns(current: F32, lagged: Sequence[F32]) -> F32:
+    """The network's input: log bands and their positive rise over ``RISE_LAGS`` frames, one column per frame.
+
+    Parameters
+    ----------
+    current : ndarray, shape (n_frames, n_bands), float32
+        Log band rows of the frames.
+    lagged : sequence of ndarray, each shape (n_frames, n_bands), float32
+        For each of ``RISE_LAGS``, the rows that many frames before each frame.
+
+    Returns
+    -------
+    ndarray, shape (n_bands * (1 + len(RISE_LAGS)), n_frames), float32
+    """
+    count, width = current.shape
+    out = np.empty((width * (1 + len(lagged)), count), dtype=np.float32)
+    out[:width] = current.T
+    for index, before in enumerate(lagged):
+        rise = out[width * (index + 1) : width * (index + 2)]
+        np.subtract(current.T, before.T, out=rise)
+        np.maximum(rise, np.float32(0.0), out=rise)
+    return out
 
 
 def windowed_frames(
@@ -210,91 +210,47 @@ def windowed_frames(
     return padded
 
 
-def _log_bands(padded: F32, grid: FrameGrid, bank: Bank, out: F32) -> None:
-    """Log band magnitudes of windowed frames (n, fft_size) into ``out`` (n_bands, n), a column per frame."""
-    spectra = spectrum(padded, grid.fft_size)
-    columns = np.empty((bank.stop_bin - bank.first_bin, len(padded)), dtype=np.float32)
-    np.abs(spectra[:, bank.first_bin : bank.stop_bin].T, out=columns)
-    bands: F32 = bank.weights @ columns
-    np.multiply(bands, np.float32(LOG_GAIN), out=out)
-    np.add(out, np.float32(1.0), out=out)
-    np.log10(out, out=out)
+def file_rows(sample_rate: int, mono: F32) -> tuple[F32, F32]:
+    """Log band rows and levels of a whole signal from the start of a stream (silence before it).
 
-
-def log_bands(
-    plan: FeaturePlan, samples: F32, ends: I64, regular: tuple[int, int, int] | None = None
-) -> tuple[F32, F32]:
-    """Log band magnitudes and level of the frames ending at each of ``ends``.
-
-    Parameters
-    ----------
-    plan : FeaturePlan
-    samples : ndarray, shape (n,), float32, contiguous
-        One or several streams' samples, joined.
-    ends : ndarray, shape (n_frames,), int64
-        Index one past each frame's last sample in ``samples``; needs ``ends >= long.frame_len``.
-    regular : (members, count, stride), optional
-        See :func:`windowed_frames`.
+    The frames are those a stream fed ``mono`` analyses on :func:`network_grid`: frame ``i`` ends at sample
+    ``(i + 1) * hop``, for every complete frame; the same windows, spectra and bands as the server's.
 
     Returns
     -------
-    bands : ndarray, shape (n_log, n_frames), float32
-        Short-window bands, then long-window bands, ``log10(1 + LOG_GAIN * magnitude)``.
+    rows : ndarray, shape (n_frames, n_bands), float32
     power : ndarray, shape (n_frames,), float32
-        Long-window mean-square level, linear (see :func:`~server.dsp.spectrum.frame_power`).
+        Mean-square level of each windowed frame, linear (:func:`~server.dsp.spectrum.frame_power`).
     """
-    out = np.empty((plan.n_log, len(ends)), dtype=np.float32)
-    split = plan.short_bank.n_bands
-    short = windowed_frames(samples, ends, plan.short, plan.short_window, regular)
-    _log_bands(short, plan.short, plan.short_bank, out[:split])
-    del short
-    long = windowed_frames(samples, ends, plan.long, plan.long_window, regular)
-    _log_bands(long, plan.long, plan.long_bank, out[split:])
-    power = frame_power(long[:, : plan.long.frame_len], plan.level_norm, overwrite=True)
-    return out, power
+    grid = network_grid(sample_rate)
+    bank = fixed_bank(sample_rate, grid.fft_size, BANDS_PER_OCTAVE)
+    window = analysis_window(grid.frame_len)
+    norm = level_norm(window)
+    tail = grid.frame_len - grid.hop
+    samples = np.concatenate([np.zeros(tail, dtype=np.float32), np.asarray(mono, dtype=np.float32)])
+    count = (len(samples) - grid.frame_len) // grid.hop + 1 if len(samples) >= grid.frame_len else 0
+    rows = np.empty((count, bank.n_bands), dtype=np.float32)
+    power = np.empty(count, dtype=np.float32)
+    for first in range(0, count, FILE_CHUNK_FRAMES):  # small arrays stay in cache; values are per frame
+        stop = min(count, first + FILE_CHUNK_FRAMES)
+        ends = grid.frame_len + grid.hop * np.arange(first, stop, dtype=np.int64)
+        padded = windowed_frames(samples, ends, grid, window, (1, stop - first, 0))
+        rows[first:stop] = log_band_rows(spectrum(padded, grid.fft_size), bank)
+        power[first:stop] = frame_power(padded[:, : grid.frame_len], norm, overwrite=True)
+    return rows, power
 
 
-def with_rise(bands: F32, previous: F32) -> F32:
-    """Features: the log bands stacked over their positive rise from the previous frame.
-
-    Parameters
-    ----------
-    bands : ndarray, shape (n_log, n_frames), float32
-    previous : ndarray, shape (n_log, n_frames), float32
-        The log bands of each frame's previous frame.
-
-    Returns
-    -------
-    ndarray, shape (2 * n_log, n_frames), float32
-    """
-    out = np.empty((2 * len(bands), bands.shape[1]), dtype=np.float32)
-    out[: len(bands)] = bands
-    rise = out[len(bands) :]
-    np.subtract(bands, previous, out=rise)
-    np.maximum(rise, np.float32(0.0), out=rise)
-    return out
-
-
-def file_features(plan: FeaturePlan, mono: F32) -> tuple[F32, F32]:
+def file_features(sample_rate: int, mono: F32) -> tuple[F32, F32]:
     """Features and levels of a whole signal from the start of a stream (silence before it).
-
-    The frames are those a stream fed ``mono`` would have analysed: frame ``i`` ends at sample
-    ``(i + 1) * hop``, for every complete frame.
 
     Returns
     -------
     features : ndarray, shape (n_features, n_frames), float32
+        :func:`feature_columns` of :func:`file_rows`, with silent rows (zeros) before the first frame.
     power : ndarray, shape (n_frames,), float32
     """
-    samples = np.concatenate([np.zeros(plan.tail_len, dtype=np.float32), mono.astype(np.float32)])
-    count = (len(samples) - plan.long.frame_len) // plan.hop + 1 if len(samples) >= plan.long.frame_len else 0
-    bands = np.empty((plan.n_log, count), dtype=np.float32)
-    power = np.empty(count, dtype=np.float32)
-    for first in range(0, count, FILE_CHUNK_FRAMES):  # small arrays stay in cache; values are per frame
-        stop = min(count, first + FILE_CHUNK_FRAMES)
-        ends = plan.long.frame_len + plan.hop * np.arange(first, stop, dtype=np.int64)
-        bands[:, first:stop], power[first:stop] = log_bands(plan, samples, ends, (1, stop - first, 0))
-    previous = np.empty_like(bands)
-    previous[:, :1] = 0.0  # the silent past: log10(1 + 0)
-    previous[:, 1:] = bands[:, :-1]
-    return with_rise(bands, previous), power
+    rows, power = file_rows(sample_rate, mono)
+    past = history()
+    padded = np.concatenate([np.zeros((past, rows.shape[1]), dtype=np.float32), rows])
+    lagged = [padded[past - lag : len(padded) - lag] for lag in RISE_LAGS]
+    return feature_columns(rows, lagged), power
