@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.dsp import neural
 from server.dsp import neural_features as nf
-from server.dsp.neural import WEIGHTS_FILE, analyse_many, default_net, new_state
+from server.exceptions import SettingsError
 from tests import signals
 
 RATES = (8000, 16000, 22050, 44100, 48000, 96000)
@@ -14,79 +15,86 @@ RATES = (8000, 16000, 22050, 44100, 48000, 96000)
 
 @pytest.mark.parametrize("rate", RATES)
 def test_every_rate_gives_the_same_bands_in_hz(rate: int) -> None:
-    plan = nf.feature_plan(rate)
-    assert plan.n_log == nf.n_bands(nf.SHORT_BANDS_PER_OCTAVE) + nf.n_bands(nf.LONG_BANDS_PER_OCTAVE)
-    assert plan.hop == round(nf.HOP_S * rate)
-    pairs = (
-        (plan.short_bank, plan.short, nf.SHORT_BANDS_PER_OCTAVE),
-        (plan.long_bank, plan.long, nf.LONG_BANDS_PER_OCTAVE),
-    )
-    for bank, grid, per_octave in pairs:
-        sums = np.asarray(bank.weights.sum(axis=1)).ravel()
-        used = sums > 0
-        assert np.allclose(sums[used], 1.0, atol=1e-5), "every band is a weighted mean"
-        assert used[0], "the lowest band reads at least one bin"
-        centres = nf.FMIN_HZ * 2.0 ** (np.arange(bank.n_bands) / per_octave)
-        assert not used[centres > 0.96 * rate / 2].any(), "no band above Nyquist reads anything"
-        assert bank.stop_bin <= grid.n_bins
+    grid = nf.network_grid(rate)
+    assert grid.hop == round(nf.HOP_S * rate)
+    bank = nf.fixed_bank(rate, grid.fft_size, nf.BANDS_PER_OCTAVE)
+    assert bank.n_bands == nf.n_bands(nf.BANDS_PER_OCTAVE) == 104
+    sums = np.asarray(bank.weights.sum(axis=1)).ravel()
+    used = sums > 0
+    assert np.allclose(sums[used], 1.0, atol=1e-5), "every band is a weighted mean"
+    assert used[0], "the lowest band reads at least one bin"
+    centres = nf.FMIN_HZ * 2.0 ** (np.arange(bank.n_bands) / nf.BANDS_PER_OCTAVE)
+    assert not used[centres > 0.96 * rate / 2].any(), "no band above Nyquist reads anything"
+    assert used[centres < 0.94 * rate / 2].all()
+    assert bank.stop_bin <= grid.n_bins
 
 
 def test_a_tone_lights_the_band_of_its_frequency() -> None:
     rate = 44100
-    plan = nf.feature_plan(rate)
     t = np.arange(rate) / rate
     tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
-    features, power = nf.file_features(plan, tone)
-    short = features[: plan.short_bank.n_bands, 50]
-    centre = int(np.argmax(short))
-    expected = round(np.log2(1000.0 / nf.FMIN_HZ) * nf.SHORT_BANDS_PER_OCTAVE)
-    assert abs(centre - expected) <= 1
+    features, power = nf.file_features(rate, tone)
+    bands = nf.n_bands(nf.BANDS_PER_OCTAVE)
+    expected = round(np.log2(1000.0 / nf.FMIN_HZ) * nf.BANDS_PER_OCTAVE)
+    assert abs(int(np.argmax(features[:bands, 50])) - expected) <= 1
     assert 10 * np.log10(power[50]) == pytest.approx(10 * np.log10(0.125), abs=0.1)  # 0.5 amplitude sine
-    rise = features[plan.n_log :, 60:]
-    assert rise.max() < 1e-3, "a steady tone does not rise"
+    assert features[bands:, 60:].max() < 1e-3, "a steady tone does not rise"
+    assert features[bands:, 1:5].max() > 0.5, "its start does"
 
 
 def test_features_are_never_negative_and_silence_is_zero() -> None:
-    plan = nf.feature_plan(16000)
-    features, power = nf.file_features(plan, np.zeros(16000, dtype=np.float32))
-    assert features.shape == (plan.n_features, (16000 + plan.tail_len - plan.long.frame_len) // plan.hop + 1)
+    grid = nf.network_grid(16000)
+    features, power = nf.file_features(16000, np.zeros(16000, dtype=np.float32))
+    assert features.shape == (nf.n_features(), (16000 - grid.hop) // grid.hop + 1)
     assert not features.any() and not power.any()
     signal = signals.music_mix(16000, 2.0, seed=3)
-    features, _ = nf.file_features(plan, signal.samples)
+    features, _ = nf.file_features(16000, signal.samples)
     assert features.min() >= 0.0
 
 
 def test_the_committed_weights_are_small_float32_and_match_the_features() -> None:
-    assert WEIGHTS_FILE.stat().st_size < 2 * 1024 * 1024
-    with np.load(WEIGHTS_FILE, allow_pickle=False) as data:
+    assert neural.WEIGHTS_FILE.stat().st_size < 2 * 1024 * 1024
+    with np.load(neural.WEIGHTS_FILE, allow_pickle=False) as data:
         for key in data.files:
             if key not in ("meta", "dilations"):
                 assert data[key].dtype == np.float32, key
-    net = default_net()
-    assert net.n_features == nf.feature_plan(44100).n_features
+    net = neural.default_net()
+    assert net.n_features == nf.n_features()
     assert 10_000 <= net.n_parameters <= 100_000
     for key in ("command", "seed", "target_delay_frames", "unit", "attack_offset_hops"):
         assert key in net.meta, key
 
 
+@pytest.mark.parametrize(("frame_ms", "hop_ms", "bad"), [(40.0, 5.0, "hop_ms"), (23.0, 10.0, "frame_ms")])
+def test_other_grids_are_refused_with_the_setting_named(frame_ms: float, hop_ms: float, bad: str) -> None:
+    grid = nf.FrameGrid.from_seconds(44100, frame_ms / 1000.0, hop_ms / 1000.0)
+    with pytest.raises(SettingsError) as caught:
+        neural.constants(grid)
+    assert caught.value.name == bad
+
+
 @pytest.mark.parametrize("rate", (16000, 44100))
-def test_streams_in_any_blocks_and_any_company_equal_the_whole_file(rate: int) -> None:
-    net = default_net()
-    plan = nf.feature_plan(rate)
+def test_streams_in_any_chunks_and_any_company_equal_one_call(rate: int) -> None:
+    consts = neural.constants(nf.network_grid(rate))
     signal = signals.drums(rate, 2.0, seed=21)
-    [(whole, _)] = analyse_many(plan, net, [new_state(plan, net)], [signal.samples])
-    assert len(whole) == (len(signal.samples) + plan.tail_len - plan.long.frame_len) // plan.hop + 1
+    rows, _ = nf.file_rows(rate, signal.samples)
+    [whole], [end_state] = neural.step_with(consts, [rows], [neural.initial_state_of(consts)])
+    assert len(whole) == len(rows) and whole.dtype == np.float64
     rng = np.random.default_rng(rate)
-    states = [new_state(plan, net) for _ in range(3)]
+    states = [neural.initial_state_of(consts) for _ in range(3)]
+    first = states[0]
     got: list[list[np.ndarray]] = [[], [], []]
     positions = [0, 0, 0]
-    while min(positions) < len(signal.samples):
-        blocks = []
+    while min(positions) < len(rows):
+        chunks = []
         for k in range(3):
-            size = (37, 441, int(rng.integers(0, 5000)))[k]
-            blocks.append(signal.samples[positions[k] : positions[k] + size])
+            size = (1, 2, int(rng.integers(0, 50)))[k]
+            chunks.append(rows[positions[k] : positions[k] + size])
             positions[k] += size
-        for k, (activation, _) in enumerate(analyse_many(plan, net, states, blocks)):
-            got[k].append(activation)
+        odfs, states = neural.step_with(consts, chunks, states)
+        for k in range(3):
+            got[k].append(odfs[k])
     for k in range(3):
         assert np.array_equal(np.concatenate(got[k]), whole)
+        assert np.array_equal(states[k].past, end_state.past)
+    assert not first.past.any(), "step returns new states and leaves the old ones as they were"

@@ -13,9 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from server.dsp import nn  # noqa: E402
-from server.dsp.neural import analyse_many, new_state  # noqa: E402
-from server.dsp.neural_features import feature_plan, file_features  # noqa: E402
+from server.dsp import neural, nn  # noqa: E402
+from server.dsp import neural_features as nf  # noqa: E402
 from tests import signals  # noqa: E402
 from train import features as train_features  # noqa: E402
 from train.model import OnsetTCN, export_arrays  # noqa: E402
@@ -60,31 +59,33 @@ def test_numpy_network_matches_torch_on_fixed_inputs(tmp_path: Path) -> None:
     assert np.ptp(got_silent) < 1e-6, "silence after silence gives a constant activation"
 
 
-def test_streamed_features_and_network_equal_the_whole_file_and_torch(tmp_path: Path) -> None:
-    plan = feature_plan(22050)
-    model = random_model(plan.n_features, seed=4)
+def test_the_method_step_equals_torch_on_the_training_features_in_any_chunks(tmp_path: Path) -> None:
+    rate = 22050
+    model = random_model(nf.n_features(), seed=4)
     net = exported(model, tmp_path)
-    signal = signals.drums(22050, 3.0, seed=11)
-    features, power = file_features(plan, signal.samples)
+    consts = neural.constants(nf.network_grid(rate), net)
+    signal = signals.drums(rate, 3.0, seed=11)
+    features, _ = nf.file_features(rate, signal.samples)  # what training sees
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(features)[None]))[0].numpy()
-    [(whole, whole_power)] = analyse_many(plan, net, [new_state(plan, net)], [signal.samples])
-    assert np.array_equal(whole_power, power)
-    assert np.abs(whole - expected).max() < 1e-5
-    # Two streams in one pass, in different random block sizes: bitwise the whole-file values.
+    rows, _ = nf.file_rows(rate, signal.samples)  # what the server's spectra give
+    [whole], _ = neural.step_with(consts, [rows], [neural.initial_state_of(consts)])
+    assert np.abs(whole * consts.unit - expected).max() < 1e-5
+    # Three streams in one pass, in different random chunks: bitwise the one-call values.
     rng = np.random.default_rng(2)
-    states = [new_state(plan, net), new_state(plan, net)]
-    parts: list[list[np.ndarray]] = [[], []]
-    positions = [0, 0]
-    while min(positions) < len(signal.samples):
-        blocks = []
-        for k in range(2):
-            size = int(rng.integers(0, 2000))
-            blocks.append(signal.samples[positions[k] : positions[k] + size])
+    states = [neural.initial_state_of(consts) for _ in range(3)]
+    parts: list[list[np.ndarray]] = [[], [], []]
+    positions = [0, 0, 0]
+    while min(positions) < len(rows):
+        chunks = []
+        for k in range(3):
+            size = int(rng.integers(0, 40))
+            chunks.append(rows[positions[k] : positions[k] + size])
             positions[k] += size
-        for k, (activation, _) in enumerate(analyse_many(plan, net, states, blocks)):
-            parts[k].append(activation)
-    for k in range(2):
+        odfs, states = neural.step_with(consts, chunks, states)
+        for k in range(3):
+            parts[k].append(odfs[k])
+    for k in range(3):
         assert np.array_equal(np.concatenate(parts[k]), whole)
 
 
