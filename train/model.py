@@ -22,8 +22,15 @@ HIDDEN = 32
 class OnsetTCN(nn.Module):
     """Causal TCN: features (batch, n_features, frames) to onset logits (batch, frames)."""
 
-    def __init__(self, n_features: int, hidden: int = HIDDEN, dilations: tuple[int, ...] = DILATIONS) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        hidden: int = HIDDEN,
+        dilations: tuple[int, ...] = DILATIONS,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.dropout = dropout  # on each residual branch while training; the served network has none
         self.dilations = tuple(dilations)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
@@ -43,7 +50,7 @@ class OnsetTCN(nn.Module):
         for dilation, conv in zip(self.dilations, self.convs, strict=True):
             past = 2 * dilation
             padded = torch.cat([silent.expand(h.shape[0], -1, past), h], dim=2)
-            h = h + functional.relu(conv(padded))
+            h = h + functional.dropout(functional.relu(conv(padded)), self.dropout, self.training)
             silent = silent + functional.relu(conv(silent.expand(-1, -1, past + 1)))
         return self.out(h)[:, 0, :]  # type: ignore[no-any-return]
 

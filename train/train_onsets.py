@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch.nn import functional
 
+from server.dsp import neural_features as nf
 from server.dsp import nn as served_nn
 from train import features as feats
 from train.model import DILATIONS, HIDDEN, OnsetTCN, export_arrays
 
-EVAL_THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+EVAL_THRESHOLDS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
 PRE_MAX_FRAMES = 3  # a peak is the maximum of the last 30 ms ...
 LOOKAHEAD_FRAMES = 1  # ... and of the next 10 ms
 MIN_INTERVAL_S = 0.03
@@ -139,19 +140,45 @@ def feature_stats(examples: list[feats.Example]) -> tuple[np.ndarray, np.ndarray
     return mean.astype(np.float32), np.maximum(std, 1e-2).astype(np.float32)
 
 
+def augment(log_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A crop's log band rows (frames, bands) at a random gain and with a random run of bands silenced.
+
+    ``log10(1 + LOG_GAIN * g * band)`` follows exactly from ``log10(1 + LOG_GAIN * band)``; a silenced band
+    run (frequency masking) reads 0, as silence does.
+    """
+    gain = 10.0 ** (rng.uniform(-24.0, 6.0) / 20.0)
+    rows = np.log10(1.0 + gain * (10.0 ** log_rows.astype(np.float64) - 1.0)).astype(np.float32)
+    if rng.random() < 0.5:
+        width = int(rng.integers(1, 13))
+        first = int(rng.integers(0, rows.shape[1] - width))
+        rows[:, first : first + width] = 0.0
+    return rows
+
+
 def batch(
-    examples: list[feats.Example], rng: np.random.Generator, size: int, frames: int
+    examples: list[feats.Example], rng: np.random.Generator, size: int, frames: int, augmented: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``size`` random crops of ``frames`` frames (shorter clips are padded with silent features)."""
+    """``size`` random crops of ``frames`` frames (shorter clips are padded with silent features).
+
+    With ``augmented``, each crop's log bands go through :func:`augment` and its rise features are made
+    again from them by the server's own :func:`~server.dsp.neural_features.feature_columns`.
+    """
     n_features = examples[0].features.shape[0]
+    bands = n_features // (1 + len(nf.RISE_LAGS))
+    past = max(nf.RISE_LAGS)
     x = np.zeros((size, n_features, frames), dtype=np.float32)
     y = np.zeros((size, frames), dtype=np.float32)
     for row, index in enumerate(rng.integers(0, len(examples), size)):
         example = examples[index]
         length = example.features.shape[1]
-        start = int(rng.integers(0, max(1, length - frames + 1)))
+        start = int(rng.integers(past, max(past + 1, length - frames + 1)))
         stop = min(length, start + frames)
-        x[row, :, : stop - start] = example.features[:, start:stop]
+        if augmented:
+            rows = augment(example.features[:bands, start - past : stop].T, rng)
+            lagged = [rows[past - lag : len(rows) - lag] for lag in nf.RISE_LAGS]
+            x[row, :, : stop - start] = nf.feature_columns(rows[past:], lagged)
+        else:
+            x[row, :, : stop - start] = example.features[:, start:stop]
         y[row, : stop - start] = example.targets[start:stop]
     return torch.from_numpy(x), torch.from_numpy(y)
 
@@ -172,6 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--frames", type=int, default=400, help="crop length, frames")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=HIDDEN)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--weight-decay", type=float, default=1e-3)
+    parser.add_argument("--no-augment", action="store_true", help="no random gain or band masking")
     parser.add_argument("--eval-every", type=int, default=500, help="steps between evaluations on tune")
     parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument(
@@ -200,8 +230,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flush=True,
     )
 
-    model = OnsetTCN(train[0].features.shape[0], args.hidden, DILATIONS)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    model = OnsetTCN(train[0].features.shape[0], args.hidden, DILATIONS, args.dropout)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
     step, best, history, minutes_before = 0, {"f": -1.0}, [], 0.0
     last = args.out / "last.pt"
@@ -226,6 +256,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target_delay_frames": feats.TARGET_DELAY_FRAMES,
         "hidden": args.hidden,
         "dilations": list(DILATIONS),
+        "dropout": args.dropout,
+        "weight_decay": args.weight_decay,
+        "augment": not args.no_augment,
         "corpus": str(args.corpus) if args.corpus else "synthetic",
         "train_clips": len(train),
         "tune_clips": len(tune),
@@ -260,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while step < args.steps and time.monotonic() < deadline:
         for group in optimiser.param_groups:  # linear decay over the time budget, to 5 %
             group["lr"] = args.lr * max(0.05, 1.0 - minutes_done() / args.minutes)
-        x, y = batch(train, rng, args.batch, args.frames)
+        x, y = batch(train, rng, args.batch, args.frames, not args.no_augment)
         logits = model(x)
         loss = functional.binary_cross_entropy_with_logits(logits[:, warm:], y[:, warm:])
         optimiser.zero_grad()
