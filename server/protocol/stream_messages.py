@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from server.dsp.methods import detector_info
 from server.protocol.codec import Control
 from server.protocol.errors import CloseCode, ProtocolError
 
@@ -178,6 +179,7 @@ def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, An
         "latency_ms": round(latency_s * 1000.0, 6),
         "hop_ms": round(hop_s * 1000.0, 6),
         "limits": dict(limits),
+        "detector": detector_info(settings["method"]),
     }
 
 
@@ -208,7 +210,7 @@ def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
 
 
 def configured(settings: Mapping[str, Any]) -> Event:
-    return {"type": "configured", "settings": dict(settings)}
+    return {"type": "configured", "settings": dict(settings), "detector": detector_info(settings["method"])}
 
 
 def stopped(duration_s: float, onsets: int) -> Event:
