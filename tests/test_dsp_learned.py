@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import mir_eval
 import numpy as np
 import pytest
 
-from server.dsp import neural
+from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural
 from server.dsp import neural_features as nf
 from server.exceptions import SettingsError
 from tests import signals
@@ -97,4 +98,50 @@ def test_streams_in_any_chunks_and_any_company_equal_one_call(rate: int) -> None
     for k in range(3):
         assert np.array_equal(np.concatenate(got[k]), whole)
         assert np.array_equal(states[k].past, end_state.past)
-    assert not first.past.any(), "step returns new states and leaves the old ones as they were"
+    assert first.past is None, "step returns new states and leaves the old ones as they were"
+
+
+def f_measure(reference: np.ndarray, found: list[Onset]) -> float:
+    f, _, _ = mir_eval.onset.f_measure(reference, np.array([o.time for o in found]), window=0.05)
+    return float(f)
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [
+        signals.clicks(44100, 4.0, seed=60),
+        signals.drums(44100, 6.0, seed=61),
+        signals.plucks(22050, 6.0, seed=62),
+    ],
+    ids=lambda s: s.name,
+)
+def test_the_committed_network_finds_onsets_at_the_default_settings(signal: signals.Signal) -> None:
+    found = detect_onsets(signal.samples, signal.sample_rate, DetectorSettings(method="neural"))
+    assert f_measure(signal.onsets_s, found) >= 0.9, [round(o.time, 3) for o in found]
+    errors = [min(abs(o.time - t) for o in found) for t in signal.onsets_s]
+    assert float(np.median(errors)) < 0.02, "onset times land near the attacks"
+
+
+def test_silence_and_steady_noise_give_no_onset() -> None:
+    assert (
+        detect_onsets(np.zeros(44100 * 2, dtype=np.float32), 44100, DetectorSettings(method="neural")) == []
+    )
+    noise = signals.noise(44100, 3.0, seed=63)
+    found = detect_onsets(noise.samples, 44100, DetectorSettings(method="neural"))
+    assert len(found) <= 1, found  # at most the noise's own start
+
+
+def test_the_look_ahead_includes_the_network_delay() -> None:
+    detector = OnsetDetector(44100, settings=DetectorSettings(method="neural"))
+    assert detector.plan.lookahead == 1  # 20 ms in all: one hop of the network, one of the picker
+    assert detector.latency_s == pytest.approx(0.03, abs=1e-4)
+    detector = OnsetDetector(44100, settings=DetectorSettings(method="neural", lookahead_ms=0.0))
+    assert detector.plan.lookahead == 0 and detector.latency_s == pytest.approx(0.02, abs=1e-4)
+    assert OnsetDetector(44100).latency_s == pytest.approx(0.03, abs=1e-4)  # other methods as before
+
+
+def test_switching_to_neural_needs_its_grid_and_is_refused_cleanly() -> None:
+    detector = OnsetDetector(44100, settings=DetectorSettings(hop_ms=5.0))
+    with pytest.raises(SettingsError) as caught:
+        detector.configure(DetectorSettings.from_mapping({"method": "neural"}, base=detector.settings))
+    assert caught.value.name == "hop_ms"

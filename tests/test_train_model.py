@@ -70,7 +70,7 @@ def test_the_method_step_equals_torch_on_the_training_features_in_any_chunks(tmp
         expected = torch.sigmoid(model(torch.from_numpy(features)[None]))[0].numpy()
     rows, _ = nf.file_rows(rate, signal.samples)  # what the server's spectra give
     [whole], _ = neural.step_with(consts, [rows], [neural.initial_state_of(consts)])
-    assert np.abs(whole * consts.unit - expected).max() < 1e-5
+    assert np.abs(whole * neural.UNIT - expected).max() < 1e-5
     # Three streams in one pass, in different random chunks: bitwise the one-call values.
     rng = np.random.default_rng(2)
     states = [neural.initial_state_of(consts) for _ in range(3)]

@@ -27,13 +27,14 @@ import numpy.typing as npt
 from server.dsp import nn
 from server.dsp.neural_features import (
     BANDS_PER_OCTAVE,
+    FRAME_S,
+    HOP_S,
     RISE_LAGS,
     Bank,
     feature_columns,
     fixed_bank,
     history,
     log_band_rows,
-    n_bands,
     network_grid,
 )
 from server.dsp.spectrum import FrameGrid
@@ -44,6 +45,17 @@ F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "onset_tcn_v1.npz"
+
+FRAME_MS = 1000.0 * FRAME_S  # the grid the network was trained on, as the frame_ms and hop_ms settings
+HOP_MS = 1000.0 * HOP_S
+
+# Calibration of the committed weights, chosen on the corpus's tune split (train/README.md, "Model").
+UNIT = 0.3  # the activation (0-1) that threshold 1.0 stands for
+TARGET_DELAY_FRAMES = 1  # the network marks the frame ending 10-20 ms after an attack
+ATTACK_OFFSET = (
+    1.5 * 0.010 / 0.040
+)  # the attack lies 1.5 hops before the end of its peak frame, frame lengths
+WARMUP_FRAMES = 2  # ODF frames forced to 0 after a switch to the method mid-stream
 
 
 def default_net() -> nn.Net:
@@ -59,13 +71,10 @@ class NeuralConstants:
     ----------
     bank : Bank
     net : Net
-    unit : float
-        The activation that ``threshold`` 1.0 stands for; the ODF is the activation divided by it.
     """
 
     bank: Bank
     net: nn.Net
-    unit: float
 
 
 def constants(grid: FrameGrid, net: nn.Net | None = None) -> NeuralConstants:
@@ -83,11 +92,8 @@ def constants(grid: FrameGrid, net: nn.Net | None = None) -> NeuralConstants:
     if grid.frame_len != expected.frame_len:
         frame_ms = 1000.0 * grid.frame_len / grid.sample_rate
         raise SettingsError("frame_ms", round(frame_ms, 3), "the neural method uses 40 ms frames only")
-    net = net or default_net()
     return NeuralConstants(
-        bank=fixed_bank(grid.sample_rate, grid.fft_size, BANDS_PER_OCTAVE),
-        net=net,
-        unit=float(net.meta.get("unit", 1.0)),
+        bank=fixed_bank(grid.sample_rate, grid.fft_size, BANDS_PER_OCTAVE), net=net or default_net()
     )
 
 
@@ -102,20 +108,21 @@ class NeuralState:
 
     Attributes
     ----------
-    past : ndarray, shape (max(RISE_LAGS), n_bands), float32
-        The last log band rows, oldest first (zeros before the stream: silence).
-    buffers : tuple of ndarray, each shape (hidden, 2 * d), float32
-        The network's per-layer buffers (:class:`~server.dsp.nn.NetState`).
+    past : ndarray, shape (max(RISE_LAGS), n_bands), float32, or None
+        The last log band rows, oldest first. None until the stream's first frame: the past is then taken
+        to be that frame held forever (silence at a stream's start; no jump after a switch of method).
+    buffers : tuple of ndarray, each shape (hidden, 2 * d), float32, or None
+        The network's per-layer buffers (:class:`~server.dsp.nn.NetState`); None with ``past``.
     """
 
-    past: F32
-    buffers: tuple[F32, ...]
+    past: F32 | None = None
+    buffers: tuple[F32, ...] | None = None
 
 
 def initial_state_of(consts: NeuralConstants) -> NeuralState:
-    """A new stream's state: as if silence had always come before."""
-    past = np.zeros((history(), n_bands(BANDS_PER_OCTAVE)), dtype=np.float32)
-    return NeuralState(past=past, buffers=tuple(nn.initial_state(consts.net).buffers))
+    """A new stream's state, primed by its first frame (see :class:`NeuralState`)."""
+    del consts
+    return NeuralState()
 
 
 def initial_state(frame_plan: Any) -> NeuralState:
@@ -123,8 +130,15 @@ def initial_state(frame_plan: Any) -> NeuralState:
     return initial_state_of(frame_plan.constants)
 
 
+def primed(consts: NeuralConstants, first_row: F32) -> NeuralState:
+    """The state of a stream whose every past frame had the log bands ``first_row`` (no rise)."""
+    past = np.repeat(first_row[None, :], history(), axis=0)
+    column = feature_columns(past[:1], [past[:1]] * len(RISE_LAGS))
+    return NeuralState(past=past, buffers=nn.steady_buffers(consts.net, column))
+
+
 def step_with(
-    consts: NeuralConstants, rows: Sequence[F32], states: Sequence[NeuralState]
+    consts: NeuralConstants, rows: Sequence[F32], states: Sequence[NeuralState], unit: float = UNIT
 ) -> tuple[list[F64], list[NeuralState]]:
     """ODF of several streams' new frames in one pass, and their new states (the old ones are kept as
     they were).
@@ -135,6 +149,8 @@ def step_with(
     rows : sequence of ndarray, each shape (n_i, n_bands), float32
         Each stream's new log band rows, oldest first (any ``n_i >= 0``).
     states : sequence of NeuralState
+    unit : float
+        The activation the ODF's 1.0 stands for.
 
     Returns
     -------
@@ -146,10 +162,14 @@ def step_with(
     total, members, past = int(counts.sum()), len(rows), history()
     if total == 0:
         return [np.zeros(0) for _ in rows], list(states)
+    states = [
+        primed(consts, r[0]) if s.past is None and len(r) else s for r, s in zip(rows, states, strict=True)
+    ]
     current = np.concatenate(rows) if members > 1 else np.ascontiguousarray(rows[0])
     # Table: every new row, then each stream's past rows. Position p of stream m's sequence (its past, then
     # its new rows) is table row N + past * m + p while p < past, else its new row p - past.
-    table = np.concatenate([current, *[s.past for s in states]])
+    empty = np.zeros((past, current.shape[1]), dtype=np.float32)
+    table = np.concatenate([current, *[empty if s.past is None else s.past for s in states]])
     member = np.repeat(np.arange(members, dtype=np.int64), counts)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
 
@@ -159,12 +179,15 @@ def step_with(
     within = np.arange(total, dtype=np.int64) - offsets[member] + past
     lagged = [table[rows_at(member, within - lag)] for lag in RISE_LAGS]
     columns = feature_columns(current, lagged)
-    net_states = [nn.NetState(list(s.buffers)) for s in states]
+    silent = nn.initial_state(consts.net).buffers
+    net_states = [nn.NetState(list(silent if s.buffers is None else s.buffers)) for s in states]
     activations = nn.run_many(consts.net, net_states, columns, counts.tolist())
     keep = rows_at(np.repeat(np.arange(members), past), (counts[:, None] + np.arange(past)).ravel())
     kept = table[keep].reshape(members, past, -1)
-    new_states = [NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) for m in range(members)]
-    unit = consts.unit
+    new_states = [
+        NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) if counts[m] else states[m]
+        for m in range(members)
+    ]
     return [np.divide(a, unit, dtype=np.float64) for a in activations], new_states
 
 
@@ -172,4 +195,4 @@ def step(
     frame_plan: Any, rows: Sequence[F32], states: Sequence[NeuralState]
 ) -> tuple[list[F64], list[NeuralState]]:
     """:func:`step_with` the plan's constants (the method table's ``step``)."""
-    return step_with(frame_plan.constants, rows, states)
+    return step_with(frame_plan.constants, rows, states, frame_plan.method.unit)

@@ -179,10 +179,9 @@ def dense(weight: scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _silent_buffers(net: Net) -> tuple[F32, ...]:
-    """Each layer's input when every past frame had silent (all-zero) features."""
-    h = relu(dense(net.w_in, net.b_in, np.zeros((net.n_features, 1), dtype=np.float32)))
+def steady_buffers(net: Net, column: F32) -> tuple[F32, ...]:
+    """Each layer's input when every past frame had the features ``column`` (shape (n_features, 1))."""
+    h = relu(dense(net.w_in, net.b_in, column))
     buffers = []
     for (weight, bias), dilation in zip(net.layers, net.dilations, strict=True):
         buffer = np.repeat(h, 2 * dilation, axis=1)
@@ -190,6 +189,11 @@ def _silent_buffers(net: Net) -> tuple[F32, ...]:
         buffers.append(buffer)
         h = h + relu(dense(weight, bias, np.concatenate([h] * KERNEL, axis=0)))
     return tuple(buffers)
+
+
+@functools.lru_cache(maxsize=8)
+def _silent_buffers(net: Net) -> tuple[F32, ...]:
+    return steady_buffers(net, np.zeros((net.n_features, 1), dtype=np.float32))
 
 
 def initial_state(net: Net) -> NetState:

@@ -151,7 +151,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
     return Plan(
         frames=frames,
-        lookahead=round(settings.lookahead_ms / 1000.0 / hop_s),
+        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s) - row.delay_frames),
         pre_max=pre_max,
         pre_avg=pre_avg,
         context=max(pre_max, pre_avg),
