@@ -239,11 +239,43 @@ def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequen
     total = int(sum(counts))
     if total == 0:
         return [np.zeros(0, dtype=np.float32) for _ in counts]
+    h = relu(dense(net.w_in, net.b_in, features))
+    if all(count == counts[0] for count in counts):
+        h = _layers_regular(net, states, h, len(counts), counts[0])
+    else:
+        h = _layers_any(net, states, h, counts)
+    activations = sigmoid(dense(net.w_out, net.b_out, h)[0])
+    stops = np.cumsum(counts).tolist()
+    return [activations[stop - count : stop] for stop, count in zip(stops, counts, strict=True)]
+
+
+def _layers_regular(net: Net, states: Sequence[NetState], h: F32, members: int, count: int) -> F32:
+    """The dilated layers when every stream brings ``count`` frames: slices of one (stream, unit, frame)
+    array instead of gathers (the same values)."""
+    hidden = len(h)
+    for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
+        past = 2 * dilation
+        full = np.empty((members, hidden, past + count), dtype=np.float32)
+        np.stack([state.buffers[index] for state in states], out=full[:, :, :past])
+        full[:, :, past:] = h.reshape(hidden, members, count).transpose(1, 0, 2)
+        taps = np.empty((KERNEL * hidden, members, count), dtype=np.float32)
+        for tap in range(KERNEL):  # tap k reads frame t - k * dilation
+            start = past - tap * dilation
+            taps[tap * hidden : (tap + 1) * hidden] = full[:, :, start : start + count].transpose(1, 0, 2)
+        kept = full[:, :, count:]
+        for member_index, state in enumerate(states):
+            state.buffers[index] = kept[member_index]
+        h = h + relu(dense(weight, bias, taps.reshape(KERNEL * hidden, members * count)))
+    return h
+
+
+def _layers_any(net: Net, states: Sequence[NetState], h: F32, counts: Sequence[int]) -> F32:
+    """The dilated layers for any numbers of frames per stream: gathers from one table per layer."""
+    total = len(h[0])
     count_array = np.asarray(counts, dtype=np.int64)
     member = np.repeat(np.arange(len(counts)), count_array)
     offsets = np.concatenate([[0], np.cumsum(count_array)[:-1]])
     within = np.arange(total, dtype=np.int64) - offsets[member]  # each frame's index in its stream's block
-    h = relu(dense(net.w_in, net.b_in, features))
     for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
         past = 2 * dilation
         # Table: each stream's buffer then its new columns, stream after stream.
@@ -260,6 +292,4 @@ def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequen
         for member_index, state in enumerate(states):
             state.buffers[index] = kept[:, member_index]
         h = h + relu(dense(weight, bias, taps))
-    logits = dense(net.w_out, net.b_out, h)[0]
-    activations = sigmoid(logits)
-    return [activations[start : start + count] for start, count in zip(offsets.tolist(), counts, strict=True)]
+    return h
