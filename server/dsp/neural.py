@@ -166,24 +166,34 @@ def step_with(
         primed(consts, r[0]) if s.past is None and len(r) else s for r, s in zip(rows, states, strict=True)
     ]
     current = np.concatenate(rows) if members > 1 else np.ascontiguousarray(rows[0])
-    # Table: every new row, then each stream's past rows. Position p of stream m's sequence (its past, then
-    # its new rows) is table row N + past * m + p while p < past, else its new row p - past.
-    empty = np.zeros((past, current.shape[1]), dtype=np.float32)
-    table = np.concatenate([current, *[empty if s.past is None else s.past for s in states]])
-    member = np.repeat(np.arange(members, dtype=np.int64), counts)
-    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    width = current.shape[1]
+    empty = np.zeros((past, width), dtype=np.float32)
+    if (counts == counts[0]).all():  # every stream brings as many rows: slices of one array
+        count = int(counts[0])
+        full = np.empty((members, past + count, width), dtype=np.float32)
+        np.stack([empty if s.past is None else s.past for s in states], out=full[:, :past])
+        full[:, past:] = current.reshape(members, count, width)
+        lagged = [full[:, past - lag : past - lag + count].reshape(total, width) for lag in RISE_LAGS]
+        kept = full[:, count:]
+    else:
+        # Table: every new row, then each stream's past rows. Position p of stream m's sequence (its past,
+        # then its new rows) is table row N + past * m + p while p < past, else its new row p - past.
+        table = np.concatenate([current, *[empty if s.past is None else s.past for s in states]])
+        member = np.repeat(np.arange(members, dtype=np.int64), counts)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
 
-    def rows_at(stream: Any, position: Any) -> Any:
-        return np.where(position >= past, offsets[stream] + position - past, total + past * stream + position)
+        def rows_at(stream: Any, position: Any) -> Any:
+            inside = offsets[stream] + position - past
+            return np.where(position >= past, inside, total + past * stream + position)
 
-    within = np.arange(total, dtype=np.int64) - offsets[member] + past
-    lagged = [table[rows_at(member, within - lag)] for lag in RISE_LAGS]
+        within = np.arange(total, dtype=np.int64) - offsets[member] + past
+        lagged = [table[rows_at(member, within - lag)] for lag in RISE_LAGS]
+        keep = rows_at(np.repeat(np.arange(members), past), (counts[:, None] + np.arange(past)).ravel())
+        kept = table[keep].reshape(members, past, -1)
     columns = feature_columns(current, lagged)
-    silent = nn.initial_state(consts.net).buffers
+    silent = nn.silent_buffers(consts.net)
     net_states = [nn.NetState(list(silent if s.buffers is None else s.buffers)) for s in states]
     activations = nn.run_many(consts.net, net_states, columns, counts.tolist())
-    keep = rows_at(np.repeat(np.arange(members), past), (counts[:, None] + np.arange(past)).ravel())
-    kept = table[keep].reshape(members, past, -1)
     new_states = [
         NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) if counts[m] else states[m]
         for m in range(members)

@@ -192,13 +192,14 @@ def steady_buffers(net: Net, column: F32) -> tuple[F32, ...]:
 
 
 @functools.lru_cache(maxsize=8)
-def _silent_buffers(net: Net) -> tuple[F32, ...]:
+def silent_buffers(net: Net) -> tuple[F32, ...]:
+    """:func:`steady_buffers` of all-zero features (silence), shared and read-only."""
     return steady_buffers(net, np.zeros((net.n_features, 1), dtype=np.float32))
 
 
 def initial_state(net: Net) -> NetState:
     """The state of a new stream: as if silence had always come before."""
-    return NetState([buffer.copy() for buffer in _silent_buffers(net)])
+    return NetState([buffer.copy() for buffer in silent_buffers(net)])
 
 
 def run(net: Net, state: NetState, features: F32) -> F32:
