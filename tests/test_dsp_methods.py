@@ -21,7 +21,7 @@ from server.dsp import odf as odf_mod
 from server.dsp.methods import METHOD_NAMES, METHOD_TABLE, OnsetMethod, describe
 from server.dsp.plan import FramePlan
 from server.dsp.settings import METHODS
-from tests import signals
+from testkit import signals
 
 F64 = np.ndarray
 
