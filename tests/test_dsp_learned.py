@@ -9,7 +9,7 @@ import pytest
 from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural
 from server.dsp import neural_features as nf
 from server.exceptions import SettingsError
-from tests import signals
+from testkit import signals
 
 RATES = (8000, 16000, 22050, 44100, 48000, 96000)
 

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from server.dsp import neural, nn  # noqa: E402
 from server.dsp import neural_features as nf  # noqa: E402
-from tests import signals  # noqa: E402
+from testkit import signals  # noqa: E402
 from train import features as train_features  # noqa: E402
 from train.model import OnsetTCN, export_arrays  # noqa: E402
 from train.train_onsets import main as train_main  # noqa: E402

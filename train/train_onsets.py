@@ -3,7 +3,7 @@
 Usage::
 
     python -m train.train_onsets --corpus /work/corpus --out runs/tcn1 [--minutes 45] [--seed 1]
-    python -m train.train_onsets --synthetic --out /tmp/tiny --steps 20   # no corpus: tests/signals.py
+    python -m train.train_onsets --synthetic --out /tmp/tiny --steps 20   # no corpus: testkit/signals.py
 
 Trains on the corpus's ``train`` split only; picks the checkpoint (and reports a threshold) by mean F on
 ``tune``. ``valid`` is never read. Writes into ``--out``:
@@ -84,9 +84,9 @@ def evaluate(model: OnsetTCN, examples: list[feats.Example]) -> dict[str, Any]:
 
 
 def synthetic_examples(seed: int, count: int) -> list[feats.Example]:
-    """Small examples from ``tests/signals.py`` (development and the tiny-run test; no corpus needed)."""
+    """Small examples from ``testkit/signals.py`` (development and the tiny-run test; no corpus needed)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from tests import signals
+    from testkit import signals
 
     makers = (signals.clicks, signals.drums, signals.plucks, signals.chords, signals.soft_attacks)
     examples = []
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--corpus", type=Path, help="corpus folder with MANIFEST.tsv and train/ tune/")
-    parser.add_argument("--synthetic", action="store_true", help="train on tests/signals.py signals instead")
+    parser.add_argument("--synthetic", action="store_true", help="train on testkit/signals.py instead")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, help="feature cache (default: OUT/cache)")
     parser.add_argument("--seed", type=int, default=1)
