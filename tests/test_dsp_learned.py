@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import mir_eval
 import numpy as np
 import pytest
@@ -145,3 +149,13 @@ def test_switching_to_neural_needs_its_grid_and_is_refused_cleanly() -> None:
     with pytest.raises(SettingsError) as caught:
         detector.configure(DetectorSettings.from_mapping({"method": "neural"}, base=detector.settings))
     assert caught.value.name == "hop_ms"
+
+
+def test_serving_never_imports_the_training_framework() -> None:
+    code = (
+        "import sys, numpy as np\n"
+        "from server.dsp import DetectorSettings, detect_onsets\n"
+        "detect_onsets(np.zeros(44100, np.float32), 44100, DetectorSettings(method='neural'))\n"
+        "assert 'torch' not in sys.modules and 'train' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
