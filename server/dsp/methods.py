@@ -208,7 +208,7 @@ def _table() -> Mapping[str, OnsetMethod]:
             step=neural.step,
             unit=neural.UNIT,
             attack_offset=neural.ATTACK_OFFSET,
-            mean_factor=0.0,
+            mean_factor=1.0,
             warmup=neural.WARMUP_FRAMES,
             delay_frames=neural.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),
