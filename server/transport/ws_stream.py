@@ -104,7 +104,8 @@ class Publisher:
         if self.session is not None:
             summary = await self.session.stop()
             if error is None:
-                self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
+                stopped = msg.stopped(summary.duration_s, summary.onsets, summary.dropped_s)
+                self.outbox.put(stopped, force=True)
         self.outbox.close()
         await self.outbox.flush()
         if error is None:
