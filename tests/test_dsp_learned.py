@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import mir_eval
 import numpy as np
 import pytest
 
-from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural
+from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural, process_many
 from server.dsp import neural_features as nf
 from server.exceptions import SettingsError
 from testkit import signals
@@ -159,3 +160,38 @@ def test_serving_never_imports_the_training_framework() -> None:
         "assert 'torch' not in sys.modules and 'train' not in sys.modules, sorted(sys.modules)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_process_many_and_pickling_mid_stream_equal_the_whole_file() -> None:
+    settings = DetectorSettings(method="neural", threshold=0.7)
+    clips = [signals.drums(44100, 3.0, seed=64), signals.plucks(16000, 3.0, seed=65)]
+    whole = []
+    for clip in clips:
+        detector = OnsetDetector(clip.sample_rate, settings=settings)
+        found = detector.process(clip.samples)
+        odf = detector.take_odf()
+        found += detector.flush()
+        whole.append((found, np.concatenate([odf, detector.take_odf()])))
+        assert len(found) >= 5
+    # Two neural streams and a superflux one in lockstep, each in its own block size, through process_many;
+    # every detector is pickled and restored halfway.
+    detectors = [OnsetDetector(clip.sample_rate, settings=settings) for clip in clips]
+    other = OnsetDetector(16000)
+    sizes = [441, 1234]
+    got: list[list[Onset]] = [[], []]
+    odfs: list[list[np.ndarray]] = [[], []]
+    for step in range(400):
+        pairs = []
+        for k, clip in enumerate(clips):
+            pairs.append((detectors[k], clip.samples[step * sizes[k] : (step + 1) * sizes[k]]))
+        pairs.append((other, clips[1].samples[step * 160 : (step + 1) * 160]))
+        for k, found in enumerate(process_many(pairs)[:2]):
+            got[k] += found
+            odfs[k].append(detectors[k].take_odf())
+        if step == 40:
+            detectors = [pickle.loads(pickle.dumps(d)) for d in detectors]
+    for k in range(2):
+        got[k] += detectors[k].flush()
+        odfs[k].append(detectors[k].take_odf())
+        assert got[k] == whole[k][0]
+        assert np.array_equal(np.concatenate(odfs[k]), whole[k][1])
