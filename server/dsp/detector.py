@@ -115,8 +115,7 @@ class OnsetDetector:
     def latency_s(self) -> float:
         """Algorithmic latency: the look-ahead (the peak picker's and the method's own ``delay_frames``) plus
         one hop, seconds."""
-        frames = self.plan.frames
-        return (self.plan.lookahead + frames.method.delay_frames + 1) * frames.grid.hop / self._rate
+        return self.plan.latency_hops * self.plan.frames.grid.hop / self._rate
 
     @property
     def samples_in(self) -> int:

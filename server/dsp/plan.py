@@ -135,6 +135,11 @@ class Plan:
     attack_offset: float
     chunk_len: int
 
+    @property
+    def latency_hops(self) -> int:
+        """Algorithmic latency, hops: the look-ahead (the picker's plus the method's ``delay_frames``) + 1."""
+        return self.lookahead + self.frames.method.delay_frames + 1
+
 
 @functools.lru_cache(maxsize=1024)
 def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod | None = None) -> Plan:
