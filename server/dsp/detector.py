@@ -115,12 +115,13 @@ class OnsetDetector:
 
     @property
     def latency_s(self) -> float:
-        """Algorithmic latency: the peak picker's look-ahead plus one hop, seconds.
+        """Algorithmic latency: the look-ahead (the peak picker's and the method's own ``delay_frames``) plus
+        one hop, seconds.
 
         Except at the start of a stream: no frame is decided before ``Plan.opening_len`` samples (100 ms)
         have arrived and the start has been judged (:mod:`server.dsp.opening`).
         """
-        return (self.plan.lookahead + 1) * self.plan.frames.grid.hop / self._rate
+        return self.plan.latency_hops * self.plan.frames.grid.hop / self._rate
 
     @property
     def samples_in(self) -> int:

@@ -123,7 +123,8 @@ class Plan:
         Longest block analysed in one pass, ``CHUNK_HOPS`` hops, samples.
     opening_frames : int
         The first frames whose detection function sees the silence assumed before the stream: those whose
-        window starts before the stream, plus ``frames.prime`` (the method's memory of its past).
+        window starts before the stream, plus ``frames.prime`` (the method's memory of its past) and the
+        method's ``delay_frames``.
     opening_len : int
         Samples judged by :func:`~server.dsp.opening.opening_is_attack` before the first frame is decided:
         ``OPENING_S``, or up to the frame after the opening frames if that is later.
@@ -147,6 +148,11 @@ class Plan:
     opening_len: int
     silence_db: float
 
+    @property
+    def latency_hops(self) -> int:
+        """Algorithmic latency, hops: the look-ahead (the picker's plus the method's ``delay_frames``) + 1."""
+        return self.lookahead + self.frames.method.delay_frames + 1
+
 
 @functools.lru_cache(maxsize=1024)
 def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod | None = None) -> Plan:
@@ -161,10 +167,10 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     hop_s = grid.hop / sample_rate
     pre_max = max(1, round(PRE_MAX_S / hop_s))
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
-    opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime
+    opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime + row.delay_frames
     return Plan(
         frames=frames,
-        lookahead=round(settings.lookahead_ms / 1000.0 / hop_s),
+        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s) - row.delay_frames),
         pre_max=pre_max,
         pre_avg=pre_avg,
         context=max(pre_max, pre_avg),
