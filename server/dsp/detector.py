@@ -274,19 +274,13 @@ class OnsetDetector:
         return []
 
     def _judge_opening(self) -> None:
-        """Judge the start of the stream once, before any frame is decided.
-
-        Unless it is an attack, the frames that see the silence assumed before the stream are not
-        decided (no onset), and their detection function is replaced, for the moving mean and maximum of
-        the frames after them, by the first clean frame's (the next frame).
-        """
+        """Judge the start of the stream once, before any frame is decided: unless it is an attack, the
+        frames that see the silence assumed before the stream are decided as no onset. Their detection
+        function stays in the past of later frames (their moving mean and maximum), so the rise from that
+        silence (and a method's memory of it) cannot make a later frame stand out either."""
         state, plan = self.state, self.plan
         assert state.opening is not None
         if not opening_is_attack(state.opening, self._rate, plan.silence_db):
-            odf, stop = state.odf, plan.opening_frames - state.odf_base
-            baseline = odf[stop] if stop < len(odf) else 0.0
-            for index in range(min(len(odf), stop)):  # the assumed past too
-                odf[index] = baseline
             state.next_frame = max(state.next_frame, plan.opening_frames)
         state.opening = None
 

@@ -9,9 +9,8 @@ and report an onset at t ≈ 0. The opening counts as an attack, and that assume
 - it starts with a percussive hit: its first ``HEAD_S`` are at least ``DECAY_DB`` louder than the
   stretch from ``BODY_START_S`` to ``OPENING_S``.
 
-Otherwise the detector decides no onset in its first frames (those that see the assumed silence), and
-their detection function counts in the moving mean and maximum of the next frames as that of the first
-frame after them, so a sound that goes on makes no onset there either. See docs/protocol.md
+Otherwise the detector decides no onset in its first frames (those that see the assumed silence); their
+detection function stays in the past of the next frames. See docs/protocol.md
 ("Start of stream").
 """
 
