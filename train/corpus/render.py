@@ -7,6 +7,7 @@ each written to ``.tmp/`` and renamed into place, audio first), so a killed run 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ from train.corpus.compose import compose
 from train.corpus.instruments import DRUM_CHANNEL
 from train.corpus.labels import onset_labels
 from train.corpus.score import Note
-from train.corpus.spec import SPLITS, ClipSpec, clip_spec, rng_for
+from train.corpus.spec import SPLITS, ClipSpec, Processing, clip_spec, rng_for
 
 log = logging.getLogger("train.corpus")
 
@@ -43,6 +44,31 @@ def _atomic_write(out: Path, final: Path, write: Callable[[Path], object]) -> No
             os.unlink(name)
 
 
+def process(dry: effects.Audio, proc: Processing, rng: np.random.Generator) -> effects.Audio:
+    """The processing chain on a dry 48 kHz stereo render: reverb, EQ, noise, channels, a 20 ms fade-out at
+    the end, peak gain, codec round trip, resampling to the clip's rate. Onset times are unchanged.
+
+    Returns
+    -------
+    ndarray, shape (n, proc.channels), float32 at ``proc.rate_hz``
+    """
+    rate = synth.RENDER_RATE_HZ
+    x = dry
+    if proc.rt60_s is not None:
+        x = effects.reverb(x, effects.room_ir(rng, rate, proc.rt60_s, 2), proc.wet_db)
+    x = effects.equalise(x, [effects.biquad(k, f, g, q, rate) for k, f, g, q in proc.eq])
+    if proc.noise is not None:
+        x = effects.add_noise(x, effects.coloured_noise(rng, len(x), 2, proc.noise), proc.snr_db)
+    x = x.mean(axis=1, keepdims=True) if proc.channels == 1 else x.copy()
+    fade = int(0.02 * rate)
+    x[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)[:, None]
+    x = effects.to_peak(x, min(proc.peak_dbfs, -1.0) if proc.codec else proc.peak_dbfs)
+    if proc.codec is not None:
+        x, _ = codec.round_trip(x, rate, proc.codec, proc.bitrate)
+    x = effects.resample(x, rate, proc.rate_hz)
+    return np.clip(x, -1.0, 1.0)
+
+
 def render_clip(spec: ClipSpec, out: Path, seed: int = 0) -> dict[str, str]:
     """Compose, render, process and label one clip; write its audio, labels and manifest row."""
     score = compose(spec.family, rng_for(spec.clip_id, "compose", seed), spec.duration_ms, spec.tempo_bpm)
@@ -52,24 +78,8 @@ def render_clip(spec: ClipSpec, out: Path, seed: int = 0) -> dict[str, str]:
     program_of = {p.channel: p.program for p in score.parts}
     with tempfile.TemporaryDirectory() as tmp:
         dry = synth.render(score, spec.soundfont, Path(tmp))
-    rate = synth.RENDER_RATE_HZ
     proc = spec.processing
-    rng = rng_for(spec.clip_id, "process", seed)
-    x = dry
-    if proc.rt60_s is not None:
-        x = effects.reverb(x, effects.room_ir(rng, rate, proc.rt60_s, 2), proc.wet_db)
-    x = effects.equalise(x, [effects.biquad(k, f, g, q, rate) for k, f, g, q in proc.eq])
-    if proc.noise is not None:
-        x = effects.add_noise(x, effects.coloured_noise(rng, len(x), 2, proc.noise), proc.snr_db)
-    if proc.channels == 1:
-        x = x.mean(axis=1, keepdims=True)
-    fade = int(0.02 * rate)
-    x[-fade:] *= np.linspace(1, 0, fade, dtype=np.float32)[:, None]
-    x = effects.to_peak(x, min(proc.peak_dbfs, -1.0) if proc.codec else proc.peak_dbfs)
-    if proc.codec is not None:
-        x, _ = codec.round_trip(x, rate, proc.codec, proc.bitrate)
-    x = effects.resample(x, rate, proc.rate_hz)
-    x = np.clip(x, -1.0, 1.0)
+    x = process(dry, proc, rng_for(spec.clip_id, "process", seed))
 
     def lookup(n: Note) -> tuple[float | None, float]:
         return cals[(n.channel, program_of[n.channel])].lookup(n.pitch, n.velocity)
@@ -96,9 +106,33 @@ def render_clip(spec: ClipSpec, out: Path, seed: int = 0) -> dict[str, str]:
     return row
 
 
-def _work(args: tuple[int, str, int]) -> tuple[str, float, str]:
-    index, out, seed = args
-    spec = clip_spec(index, seed)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Which clips to render: indices from 0 until ``hours`` of audio, with optional overrides."""
+
+    hours: float
+    seed: int = 0
+    soundfonts: tuple[str, ...] = ()
+    clip_s: float | None = None
+
+    def spec(self, index: int) -> ClipSpec:
+        """The spec of clip ``index``."""
+        return clip_spec(index, self.seed, soundfonts=self.soundfonts, clip_s=self.clip_s)
+
+    def specs(self) -> list[ClipSpec]:
+        """Clip specs from index 0 until their durations add up to ``hours``."""
+        out: list[ClipSpec] = []
+        total_ms = 0
+        while total_ms < self.hours * 3_600_000:
+            out.append(self.spec(len(out)))
+            total_ms += out[-1].duration_ms
+        return out
+
+
+def _work(args: tuple[int, str, Plan]) -> tuple[str, float, str]:
+    index, out, plan = args
+    seed = plan.seed
+    spec = plan.spec(index)
     t0 = time.perf_counter()
     try:
         render_clip(spec, Path(out), seed)
@@ -107,31 +141,21 @@ def _work(args: tuple[int, str, int]) -> tuple[str, float, str]:
     return spec.clip_id, time.perf_counter() - t0, ""
 
 
-def plan(hours: float, seed: int = 0, start: int = 0) -> list[ClipSpec]:
-    """Clip specs from index ``start`` until their durations add up to ``hours``."""
-    specs: list[ClipSpec] = []
-    total_ms = 0
-    i = start
-    while total_ms < hours * 3_600_000:
-        specs.append(clip_spec(i, seed))
-        total_ms += specs[-1].duration_ms
-        i += 1
-    return specs
-
-
 def is_done(out: Path, spec: ClipSpec) -> bool:
     """A clip is finished once its labels exist (they are written after the audio)."""
     return (out / spec.split / f"{spec.clip_id}.onsets").exists()
 
 
-def run(out: Path, hours: float, workers: int, seed: int = 0) -> int:
-    """Render every clip of the plan that is not done yet; returns the number of failures."""
-    specs = plan(hours, seed)
+def run(out: Path, plan: Plan, workers: int) -> int:
+    """Render every clip of ``plan`` that is not done yet; returns the number of failures."""
+    specs = plan.specs()
     todo = [s for s in specs if not is_done(out, s)]
     log.info("plan: %d clips, %.2f h; %d to render", len(specs), sum(s.duration_ms for s in specs) / 3.6e6,
              len(todo))
     for split in SPLITS:
         (out / split).mkdir(parents=True, exist_ok=True)
+    for stale in (out / ".tmp").glob("*"):  # partial files of a run that was killed
+        stale.unlink()
     failures = 0
     done_s = 0.0
     t0 = time.perf_counter()
@@ -139,7 +163,7 @@ def run(out: Path, hours: float, workers: int, seed: int = 0) -> int:
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers) as pool:
         for k, (cid, secs, err) in enumerate(pool.imap_unordered(
-                _work, [(s.index, str(out), seed) for s in todo]), 1):
+                _work, [(s.index, str(out), plan) for s in todo]), 1):
             if err:
                 failures += 1
                 log.error("%s failed after %.1f s: %s", cid, secs, err)
@@ -157,12 +181,18 @@ def run(out: Path, hours: float, workers: int, seed: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line: see ``python -m train.render_corpus --help``."""
     parser = argparse.ArgumentParser(prog="python -m train.render_corpus", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="output directory (e.g. /work/corpus)")
     parser.add_argument("--hours", type=float, required=True, help="total audio to plan, hours")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (clip ids are seeded from it)")
+    parser.add_argument("--soundfont", action="append", default=[], choices=list(synth.SOUNDFONTS),
+                        help="use only these soundfonts (repeatable; changes the corpus)")
+    parser.add_argument("--clip-seconds", type=float, default=None,
+                        help="fixed clip length instead of the drawn 10-30 s (changes the corpus)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    failures = run(args.out, args.hours, args.workers, args.seed)
+    plan = Plan(args.hours, args.seed, tuple(args.soundfont), args.clip_seconds)
+    failures = run(args.out, plan, args.workers)
     return 1 if failures else 0

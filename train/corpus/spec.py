@@ -100,13 +100,23 @@ class ClipSpec:
     processing: Processing
 
 
-def clip_spec(index: int, seed: int = 0) -> ClipSpec:
-    """The spec of clip ``index``; a pure function of (index, seed)."""
+def clip_spec(index: int, seed: int = 0, *, soundfonts: tuple[str, ...] = (),
+              clip_s: float | None = None) -> ClipSpec:
+    """The spec of clip ``index``; a pure function of its arguments.
+
+    ``soundfonts`` (cycled by index) and ``clip_s`` override the drawn soundfont and length, for small test
+    corpora; everything else stays as drawn.
+    """
     cid = clip_id(index)
     rng = rng_for(cid, "spec", seed)
     names = list(SOUNDFONT_WEIGHTS)
     soundfont = str(rng.choice(names, p=list(SOUNDFONT_WEIGHTS.values())))
     duration_ms = int(rng.integers(10, 31)) * 1000
     tempo = float(np.round(np.exp(rng.uniform(np.log(60), np.log(220))), 1))
-    return ClipSpec(cid, index, split_of(cid), FAMILIES[index % len(FAMILIES)], soundfont, duration_ms, tempo,
+    spec = ClipSpec(cid, index, split_of(cid), FAMILIES[index % len(FAMILIES)], soundfont, duration_ms, tempo,
                     draw_processing(rng))
+    if soundfonts:
+        spec = dataclasses.replace(spec, soundfont=soundfonts[index % len(soundfonts)])
+    if clip_s is not None:
+        spec = dataclasses.replace(spec, duration_ms=round(clip_s * 1000))
+    return spec
