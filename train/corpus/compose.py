@@ -204,56 +204,82 @@ def _pick(rng: Rng, table: Sequence[gm.Instrument]) -> gm.Instrument:
     return table[int(rng.integers(0, len(table)))]
 
 
-def _channels() -> list[int]:
-    return [c for c in range(16) if c != gm.DRUM_CHANNEL]
+class _Arranger:
+    """Adds parts to one score: melodic parts on free channels, or the drum kit."""
+
+    def __init__(self, rng: Rng, score: Score) -> None:
+        self.rng = rng
+        self.score = score
+        self.start_ms = float(rng.uniform(0, 600))
+        self.channels = [c for c in range(16) if c != gm.DRUM_CHANNEL]
+
+    def melodic(self, table: Sequence[gm.Instrument], styles: Sequence[str], **kw: bool) -> None:
+        """One part of a random instrument from ``table`` in one of ``styles``."""
+        rng, score = self.rng, self.score
+        inst = _pick(rng, table)
+        part = Part(self.channels.pop(0), inst.program, str(rng.choice(list(styles))))
+        score.parts.append(part)
+        melodic_part(rng, score, part, inst, part.role,
+                     self.start_ms + rng.uniform(0, 400) * len(score.parts), **kw)
+
+    def kit(self) -> None:
+        """A drum kit part."""
+        part = Part(gm.DRUM_CHANNEL, int(self.rng.choice(gm.DRUM_KITS)), "kit")
+        self.score.parts.append(part)
+        drum_part(self.rng, self.score, part, self.start_ms)
+
+
+def _drums(a: _Arranger) -> None:
+    a.kit()
+
+
+def _plucked(a: _Arranger) -> None:
+    a.melodic(gm.PLUCKED, ["line", "chords", "arp", "poly"], strum=bool(a.rng.random() < 0.5),
+              dense=bool(a.rng.random() < 0.4))
+    if a.rng.random() < 0.4:
+        a.melodic(gm.PLUCKED, ["line", "arp"])
+
+
+def _bowed_blown(a: _Arranger) -> None:
+    a.melodic(gm.BOWED_BLOWN, ["line", "line", "chords", "poly"], dense=bool(a.rng.random() < 0.3))
+    if a.rng.random() < 0.3:
+        a.melodic(gm.BOWED_BLOWN, ["line", "chords"])
+
+
+def _piano(a: _Arranger) -> None:
+    a.melodic(gm.PIANO, ["line", "chords", "poly", "arp"], dense=bool(a.rng.random() < 0.5))
+    if a.rng.random() < 0.3:
+        a.melodic(gm.PIANO, ["line", "chords"])
+
+
+def _voice(a: _Arranger) -> None:
+    a.melodic(gm.VOICE, ["line", "line", "chords", "poly"])
+
+
+def _pads(a: _Arranger) -> None:
+    a.melodic(gm.PADS, ["pad", "pad", "chords", "line"])
+    if a.rng.random() < 0.3:
+        a.melodic(gm.PADS + gm.VOICE, ["pad", "line"])
+
+
+def _mixes(a: _Arranger) -> None:
+    if a.rng.random() < 0.75:
+        a.kit()
+    a.melodic([i for i in gm.PLUCKED if i.high <= 60], ["line"])  # bass
+    a.melodic(gm.PIANO + gm.PLUCKED + gm.PADS, ["chords", "arp", "pad"], strum=bool(a.rng.random() < 0.3))
+    a.melodic(gm.BOWED_BLOWN + gm.VOICE + gm.PLUCKED + gm.PIANO, ["line"])
+
+
+# The families, in the order clip indices cycle through them, and how each is arranged.
+COMPOSERS: dict[str, Callable[[_Arranger], None]] = {
+    "drums": _drums, "plucked": _plucked, "bowed_blown": _bowed_blown, "piano": _piano, "voice": _voice,
+    "pads": _pads, "mixes": _mixes,
+}
+FAMILIES = tuple(COMPOSERS)
 
 
 def compose(family: str, rng: Rng, duration_ms: int, tempo_bpm: float) -> Score:
-    """The score of one clip of ``family``: see ``FAMILIES``."""
+    """The score of one clip of ``family`` (one of ``FAMILIES``)."""
     score = Score(duration_ms, tempo_bpm)
-    start_ms = float(rng.uniform(0, 600))
-    chans = _channels()
-
-    def melodic(table: Sequence[gm.Instrument], styles: Sequence[str], **kw: bool) -> None:
-        inst = _pick(rng, table)
-        part = Part(chans.pop(0), inst.program, str(rng.choice(list(styles))))
-        score.parts.append(part)
-        melodic_part(rng, score, part, inst, part.role, start_ms + rng.uniform(0, 400) * len(score.parts),
-                     **kw)
-
-    def kit() -> None:
-        part = Part(gm.DRUM_CHANNEL, int(rng.choice(gm.DRUM_KITS)), "kit")
-        score.parts.append(part)
-        drum_part(rng, score, part, start_ms)
-
-    if family == "drums":
-        kit()
-    elif family == "plucked":
-        melodic(gm.PLUCKED, ["line", "chords", "arp", "poly"], strum=bool(rng.random() < 0.5),
-                dense=bool(rng.random() < 0.4))
-        if rng.random() < 0.4:
-            melodic(gm.PLUCKED, ["line", "arp"])
-    elif family == "bowed_blown":
-        melodic(gm.BOWED_BLOWN, ["line", "line", "chords", "poly"], dense=bool(rng.random() < 0.3))
-        if rng.random() < 0.3:
-            melodic(gm.BOWED_BLOWN, ["line", "chords"])
-    elif family == "piano":
-        melodic(gm.PIANO, ["line", "chords", "poly", "arp"], dense=bool(rng.random() < 0.5))
-        if rng.random() < 0.3:
-            melodic(gm.PIANO, ["line", "chords"])
-    elif family == "voice":
-        melodic(gm.VOICE, ["line", "line", "chords", "poly"])
-    elif family == "pads":
-        melodic(gm.PADS, ["pad", "pad", "chords", "line"])
-        if rng.random() < 0.3:
-            melodic(gm.PADS + gm.VOICE, ["pad", "line"])
-    else:  # mixes
-        if rng.random() < 0.75:
-            kit()
-        melodic([i for i in gm.PLUCKED if i.high <= 60], ["line"])  # bass
-        melodic(gm.PIANO + gm.PLUCKED + gm.PADS, ["chords", "arp", "pad"], strum=bool(rng.random() < 0.3))
-        melodic(gm.BOWED_BLOWN + gm.VOICE + gm.PLUCKED + gm.PIANO, ["line"])
+    COMPOSERS[family](_Arranger(rng, score))
     return score
-
-
-FAMILIES = ("drums", "plucked", "bowed_blown", "piano", "voice", "pads", "mixes")
