@@ -22,7 +22,7 @@ import soundfile
 
 from train.corpus import instruments as gm
 from train.corpus.midi import write_midi
-from train.corpus.score import Part, Score
+from train.corpus.score import Control, Part, Score
 
 RENDER_RATE_HZ = 48000
 GAIN = 0.5  # fluidsynth -g; the default 0.2 is quiet
@@ -97,8 +97,6 @@ def measure(soundfont: str, program: int, drums: bool) -> Calibration:
     channel = gm.DRUM_CHANNEL if drums else 0
     pairs = [(k, v) for k in keys for v in CAL_VELOCITIES]
     score = Score(CAL_START_MS + CAL_SPACING_MS * len(pairs) + 500, 120.0, [Part(channel, program, "cal")])
-    from train.corpus.score import Control
-
     for i, (k, v) in enumerate(pairs):
         t = CAL_START_MS + i * CAL_SPACING_MS
         score.add_note(t, 400, k, v, channel)
