@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from server.dsp import DetectorSettings
@@ -61,6 +62,9 @@ class JobRunner:
         self._active = asyncio.Semaphore(max(1, max_active))
         self._jobs: set[asyncio.Task[None]] = set()
         self.steps = 0
+        # Observers of each job this runner finishes: (status "success" or "failed", its run time in s
+        # (``None`` for a failure), the audio it analysed in s).
+        self.on_finished: list[Callable[[str, float | None, float], None]] = []
 
     async def run(self) -> None:
         """Take jobs from the queue until cancelled; cancelling requeues the jobs in progress."""
@@ -104,6 +108,7 @@ class JobRunner:
         job = await self.store.start(task_id)
         if job is None:
             return  # not pending any more (finished, failed, or taken by another runner)
+        started_s = time.monotonic()
         self.watch.notify(task_id)
         try:
             settings = DetectorSettings.from_mapping(job.settings)
@@ -129,8 +134,14 @@ class JobRunner:
             await self._finish_failed(task_id, state)
             return
         await self.store.succeed(task_id, result_json(state, onsets))
+        audio_s = state.frames_done / state.source.sample_rate if state.source is not None else 0.0
+        self._finished("success", time.monotonic() - started_s, audio_s)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
         self.watch.notify(task_id)
+
+    def _finished(self, status: str, duration_s: float | None, audio_s: float) -> None:
+        for observer in self.on_finished:
+            observer(status, duration_s, audio_s)
 
     async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError,
                                                                              list[OnsetTuple]]:
@@ -163,5 +174,6 @@ class JobRunner:
 
     async def _finish_failed(self, task_id: str, error: JobError) -> None:
         await self.store.fail(task_id, error)
+        self._finished("failed", None, 0.0)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
         self.watch.notify(task_id)
