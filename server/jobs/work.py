@@ -21,6 +21,7 @@ from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
 from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
+from server.jobs.uploads import NO_ROOM_ERRNOS
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
 BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
@@ -77,6 +78,10 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
     except AudioFormatError as exc:
         return StepOutcome(state, error=JobError(ErrorCode.UNSUPPORTED_FORMAT.value, str(exc)))
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS:
+            return StepOutcome(state, error=JobError(
+                ErrorCode.INSUFFICIENT_STORAGE.value, f"the server ran out of disk space for the file's "
+                f"work files ({exc.strerror}); upload it again later"))
         return StepOutcome(state, error=JobError(ErrorCode.INTERNAL.value, f"analysis failed: {exc!r}"),
                            trace=traceback.format_exc())
 
