@@ -52,6 +52,7 @@ def result_json(state: FileAnalysis, onsets: list[OnsetTuple]) -> str:
         "channels": source.channels,
         "onsets": [{"time": time_s, "strength": strength} for time_s, strength in onsets],
         "settings": state.settings.to_dict(),
+        "clipped_samples": state.clipped_samples,
     }
     return json.dumps(result, separators=(",", ":"), allow_nan=False)
 

@@ -17,6 +17,7 @@ import numpy as np
 import soundfile as sf
 
 from server.dsp import DetectorSettings, OnsetDetector
+from server.dsp.blocks import clip_full_scale
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
@@ -41,6 +42,7 @@ class FileAnalysis:
     frames_done: int = 0  # frames per channel analysed so far
     cursor: SpoolCursor | None = None  # PyAV formats: where the next span starts
     spool_bytes: int = 0
+    clipped_samples: int = 0  # float samples beyond [-1, 1], clipped to it before analysis
     finished: bool = False
     step_samples: int = STEP_SAMPLES
 
@@ -109,6 +111,8 @@ def _advance(state: FileAnalysis) -> list[OnsetTuple]:
         blocks, state.cursor = span.decode(state.cursor, budget_frames)
         at_end = state.cursor is None
     for block in blocks:
+        block, clipped = clip_full_scale(block)
+        state.clipped_samples += clipped
         found += detector.process(block)
         state.frames_done += len(block)
     if at_end:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import WSMsgType, web
 
 from server import appkeys
+from server.dsp.blocks import clip_full_scale
 from server.events.hub import LocalHub
 from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 PUBLISHER_QUEUE_MIN = 1024  # events waiting for a publisher that does not read before it is cut off
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+CLIP_WARNING_INTERVAL_S = 1.0  # least time between two `samples_clipped` warnings of one stream
 
 
 class Publisher:
@@ -43,6 +45,8 @@ class Publisher:
         self._receiver: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None
         self._stopping = False
+        self.clipped_samples = 0  # float samples beyond [-1, 1], clipped to it
+        self._clip_warned_s = -CLIP_WARNING_INTERVAL_S
 
     # --- StreamSink --------------------------------------------------------------------------------------
 
@@ -142,7 +146,10 @@ class Publisher:
             try:
                 frame = decode_frame(codec, kind, message.data)
                 if isinstance(frame, Audio):
-                    session.feed(parse_audio(frame.data, audio_format))
+                    samples, clipped = clip_full_scale(parse_audio(frame.data, audio_format))
+                    session.feed(samples)
+                    if clipped:
+                        self._clipped(session, clipped)
                     continue
                 session.touch()
                 if await self._control(session, parse_client_message(frame)):
@@ -152,6 +159,17 @@ class Publisher:
                     self.fault(exc)
                     return
                 self.outbox.put(exc.to_message(), force=True)
+
+    def _clipped(self, session: StreamSession, clipped: int) -> None:
+        """Count clipped samples; warn the publisher at most once per :data:`CLIP_WARNING_INTERVAL_S`."""
+        self.clipped_samples += clipped
+        now_s = asyncio.get_running_loop().time()
+        if now_s - self._clip_warned_s >= CLIP_WARNING_INTERVAL_S:
+            self._clip_warned_s = now_s
+            self.outbox.put(msg.warning(
+                session.stream_id, "samples_clipped", f"samples beyond [-1, 1] were clipped to it "
+                f"({self.clipped_samples} in this stream so far)", clipped_samples=self.clipped_samples),
+                force=True)
 
     async def _control(self, session: StreamSession, message: msg.ClientMessage) -> bool:
         """Handle a control message; ``True`` when the connection is done."""
