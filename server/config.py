@@ -41,6 +41,12 @@ class Config:
     idle_timeout_s: float = _opt(30.0, "close a stream that sends nothing for this long (close 1008)")
     heartbeat_s: float = _opt(15.0, "WebSocket ping interval in seconds; 0 disables")
     max_buffer_s: float = _opt(5.0, "seconds of audio a stream may have waiting before the oldest is dropped")
+    max_stream_buffer_bytes: int = _opt(
+        8 << 20, "bytes of audio one stream may have waiting (after downmix to mono) before the oldest is "
+        "dropped, when fewer than max_buffer_s")
+    max_buffer_bytes: int = _opt(
+        1 << 30, "bytes all live streams' audio buffers may reserve together; a stream that would pass it is "
+        "refused with close 1013 buffer_limit")
     max_subscribers_per_stream: int = _opt(64, "subscribers one stream accepts")
     subscriber_queue: int = _opt(256, "events queued for one subscriber before overflow is reported")
     status_interval_s: float = _opt(0.5, "seconds between status messages while audio flows")

@@ -17,7 +17,7 @@ from server.protocol.stream_messages import AudioFormat
 from server.stream.monitor import monitor_streams
 from server.stream.registry import StreamRegistry
 from server.stream.scheduler import BatchScheduler
-from server.stream.session import StreamSession, StreamSink
+from server.stream.session import StreamSession, StreamSink, buffer_plan
 from server.stream.settings import StreamSettings
 
 
@@ -59,6 +59,7 @@ class StreamService:
         return {
             "max_message_bytes": config.max_message_bytes,
             "max_buffer_s": config.max_buffer_s,
+            "max_stream_buffer_bytes": config.max_stream_buffer_bytes,
             "idle_timeout_s": config.idle_timeout_s,
             "status_interval_s": config.status_interval_s,
         }
@@ -72,9 +73,18 @@ class StreamService:
             check_targets(self.osc, stream_settings.options.osc)
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
+        config = self.config
+        capacity, channels, dtype = buffer_plan(audio_format, config.max_buffer_s,
+                                                config.max_stream_buffer_bytes)
+        held = sum(session.buffer_bytes for session in self.registry)
+        if held + capacity * channels * dtype.itemsize > config.max_buffer_bytes:
+            raise ProtocolError("buffer_limit", "the live streams' audio buffers would pass "
+                                f"max_buffer_bytes ({config.max_buffer_bytes} bytes); try again later",
+                                CloseCode.TRY_AGAIN_LATER)
         session = StreamSession(
-            self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
-            sink=sink, hub=self.hub, notify=self.scheduler.notify, on_end=self._ended,
+            self.registry.new_id(), audio_format, stream_settings, max_buffer_s=config.max_buffer_s,
+            max_buffer_bytes=config.max_stream_buffer_bytes, sink=sink, hub=self.hub,
+            notify=self.scheduler.notify, on_end=self._ended,
             lane=self.scheduler.assign(), client=client, transport=transport, osc=self.osc,
             on_onset=self.on_onset)
         self.registry.add(session)

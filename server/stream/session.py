@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.dsp import DetectorSettings, OnsetDetector
+from server.dsp.blocks import to_mono
 from server.events.hub import EventHub
 from server.events.osc import OscSender, check_targets
 from server.protocol import stream_messages as msg
@@ -36,6 +37,21 @@ DROP_WARNING_INTERVAL_S = 1.0
 # Audio in one job, at most: a stream far behind catches up over several batches instead of holding up
 # every stream of one long batch.
 MAX_JOB_S = 0.5
+
+
+def buffer_plan(audio_format: AudioFormat, max_buffer_s: float,
+                max_buffer_bytes: int) -> tuple[int, int, np.dtype[Any]]:
+    """How a stream keeps the audio waiting for analysis: (capacity in frames, channels, dtype).
+
+    Several channels are averaged to mono float32 as they arrive (what the detector analyses anyway), so
+    a stream costs what its analysis needs, not its channel count; mono keeps its own encoding. The
+    capacity is ``max_buffer_s`` of audio, or fewer frames if they would take more than
+    ``max_buffer_bytes``.
+    """
+    channels = 1
+    dtype = np.dtype(audio_format.encoding.dtype) if audio_format.channels == 1 else np.dtype(np.float32)
+    frames = round(max_buffer_s * audio_format.sample_rate)
+    return max(1, min(frames, max_buffer_bytes // (dtype.itemsize * channels))), channels, dtype
 
 
 class StreamSink(Protocol):
@@ -63,7 +79,7 @@ class StreamSummary:
 
 class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
-                 max_buffer_s: float, sink: StreamSink, hub: EventHub,
+                 max_buffer_s: float, sink: StreamSink, hub: EventHub, max_buffer_bytes: int = 1 << 62,
                  notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
                  lane: int = 0, client: str = "", transport: str = "websocket", osc: OscSender | None = None,
                  on_onset: Callable[[float], None] | None = None) -> None:
@@ -89,8 +105,9 @@ class StreamSession:
         self._resident = False  # whether the lane's worker holds this stream's detector
         self._active: DetectorSettings = settings.detector  # settings of the audio handed off last
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
-        capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
-        self._ring = RingBuffer(capacity, audio_format.channels, audio_format.encoding.dtype)
+        capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
+        self._ring = RingBuffer(capacity, channels, dtype)
+        self.buffer_bytes = capacity * channels * dtype.itemsize  # the most its ring may hold
         self._dtype = self._ring.dtype.str  # of the samples a job carries, e.g. "<f4"
         self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
         self._offset_s = 0.0  # stream time of the current detector's first sample
@@ -168,6 +185,8 @@ class StreamSession:
         self.last_activity_s = now_s = time.monotonic()
         if self.state is not State.RUNNING:
             return
+        if self._ring.channels != self.format.channels:  # downmixed as it arrives (buffer_plan)
+            frames = to_mono(frames, self.format.channels, check=False)[:, None]
         dropped = self._ring.write(frames)
         self._arrivals.mark(self._ring.end, time.time())
         if dropped:
@@ -270,7 +289,7 @@ class StreamSession:
         elif start > self._next:  # audio was dropped: start afresh at the first frame kept
             restart_at_s, settings = start / sample_rate, self._active
         audio = ring.read(frames).tobytes()
-        job = Job(self.detector_key, sample_rate, self.format.channels, self._dtype, settings, audio,
+        job = Job(self.detector_key, sample_rate, self._ring.channels, self._dtype, settings, audio,
                   offset_s, fresh, restart_at_s, flush, self.settings.options.odf)
         self._job_start, self._next = start, start + frames
         self._in_flight = job
