@@ -165,3 +165,16 @@ def test_a_stalled_upload_does_not_hold_shutdown(server_process: Callable[..., S
 
     run_async(scenario())
     assert not [line for line in proc.output if "Traceback" in line], list(proc.output)[-20:]
+
+
+async def test_a_stalled_webrtc_offer_body_gets_408(start_server: StartServer) -> None:
+    server = await start_server(body_timeout_s=1.0)
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"POST /api/v3/webrtc/offer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 5000\r\n\r\n{\"sdp\": \"v=0")
+    started = time.monotonic()
+    status, answer = await read_response(reader, 10)
+    assert status == 408 and answer["error"]["code"] == "body_timeout", answer  # type: ignore[index]
+    assert time.monotonic() - started < 5
+    writer.close()
+    await writer.wait_closed()
