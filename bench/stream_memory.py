@@ -3,7 +3,7 @@
 Each stream sends ``--seconds`` of audio as fast as the socket takes it (1 MiB messages, one buffer reused,
 so the client stays small), then ``stop``. Reports the resident memory of the server and its pool (the
 process tree) before, at its peak while the streams run (sampled every 0.2 s) and ``--settle-s`` after
-they ended, plus how the streams ended.
+they ended (also the server process alone), plus how the streams ended.
 
     python bench/stream_memory.py --streams 16 --rate 192000 --channels 32 --seconds 5
 """
@@ -56,6 +56,7 @@ async def drive(args: argparse.Namespace, url: str, pid: int) -> dict[str, objec
     rng = np.random.default_rng(0)
     chunk = (rng.standard_normal((frames, args.channels)) * 0.1).astype("<f4").tobytes()
     before = rss_bytes(descendants(pid))
+    before_server = rss_bytes([pid])
     peak = before
     async with aiohttp.ClientSession() as http:
         runs = asyncio.gather(*(one_stream(http, url, args.rate, args.channels, args.seconds, chunk)
@@ -68,13 +69,16 @@ async def drive(args: argparse.Namespace, url: str, pid: int) -> dict[str, objec
         elapsed = time.monotonic() - started
     await asyncio.sleep(args.settle_s)
     after = rss_bytes(descendants(pid))
+    after_server = rss_bytes([pid])
     counts: dict[str, int] = {}
     for ending in endings:
         counts[ending] = counts.get(ending, 0) + 1
     return {"streams": args.streams, "rate": args.rate, "channels": args.channels, "seconds": args.seconds,
             "elapsed_s": round(elapsed, 1), "endings": counts,
             "rss_mib": {"before": round(before / 2**20, 1), "peak": round(peak / 2**20, 1),
-                        "after": round(after / 2**20, 1)}}
+                        "after": round(after / 2**20, 1)},
+            "server_only_rss_mib": {"before": round(before_server / 2**20, 1),
+                                    "after": round(after_server / 2**20, 1)}}
 
 
 def main() -> None:
