@@ -11,7 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from server.config import Config
 from tests.analysis_files import make_file, wait_finished
@@ -178,3 +181,47 @@ async def test_a_stalled_webrtc_offer_body_gets_408(start_server: StartServer) -
     assert time.monotonic() - started < 5
     writer.close()
     await writer.wait_closed()
+
+
+@pytest.fixture
+def impatient_server(server_process: Callable[..., ServerProcess]) -> ServerProcess:
+    """One server for every example (a function-scoped fixture is set up once per test, not per example)."""
+    return server_process("--workers", "1", "--body-timeout-s", "0.5", "--min-body-bytes-per-s", "2000")
+
+
+pieces = st.tuples(st.integers(min_value=1, max_value=40), st.floats(min_value=0.0, max_value=0.3))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sent=st.integers(min_value=0, max_value=3000), drip=st.lists(pieces, max_size=30))
+def test_any_body_that_stalls_or_drips_is_refused_in_time_and_keeps_nothing(
+    impatient_server: ServerProcess, tmp_path: Path, sent: int, drip: list[tuple[int, float]]
+) -> None:
+    """The class: any prefix of the body, then any trickle of small pieces, then nothing."""
+    proc = impatient_server
+    host, port = proc.url.removeprefix("http://").split(":")
+    body = multipart(b"\1" * 4000)
+
+    async def scenario() -> tuple[int, dict[str, object], float]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request_head(host, len(body)) + body[:sent])
+        started = time.monotonic()
+        answered = asyncio.create_task(read_response(reader, 30))
+        at = sent
+        for size, pause_s in drip:
+            if answered.done() or at + size >= len(body):
+                break
+            writer.write(body[at:at + size])
+            at += size
+            await asyncio.sleep(pause_s)
+        status, answer = await answered
+        writer.close()
+        await writer.wait_closed()
+        return status, answer, time.monotonic() - started
+
+    status, answer, took_s = run_async(scenario())
+    assert status == 408 and answer["error"]["code"] == "body_timeout", answer  # type: ignore[index]
+    # At most the idle limit after the last piece, or the rate check once the body is older than it.
+    assert took_s < 0.5 + sum(pause for _, pause in drip) + 3.0, took_s
+    assert list((tmp_path / "data" / "uploads").iterdir()) == []
+
