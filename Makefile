@@ -26,12 +26,12 @@ run: $(VENV)/.run-stamp
 	$(BIN)/python run.py
 
 test: $(VENV)/.test-stamp
-	$(BIN)/ruff check server tests bench run.py
+	$(BIN)/ruff check server testkit tests bench run.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.test-stamp
-	$(BIN)/ruff check server tests bench run.py
+	$(BIN)/ruff check server testkit tests bench run.py
 	$(BIN)/mypy
 
 bench: $(VENV)/.bench-stamp

@@ -13,7 +13,7 @@ import numpy.typing as npt
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests import signals  # noqa: E402
+from testkit import signals  # noqa: E402
 
 DATA_ENV = "TRANSIENT_ONSETS_DEV"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "onsets-dev"

@@ -10,7 +10,7 @@ Figures are multiples of real time on one core (audio seconds, summed over strea
 process, ``time.process_time``) and CPU microseconds per call; each is the best of ``--repeat`` runs, as
 other processes on a shared machine only ever slow a run down (they share its caches and cores). Thread
 pools are limited to one thread before numpy is imported. The audio is a generated music-like mix
-(``tests/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
+(``testkit/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
 ``take_odf()`` is called after each block, as a live stream's pool job does.
 """
 
@@ -37,7 +37,7 @@ import numpy.typing as npt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.dsp import DetectorSettings, OnsetDetector, process_many  # noqa: E402
-from tests import signals  # noqa: E402
+from testkit import signals  # noqa: E402
 
 F32 = npt.NDArray[np.float32]
 

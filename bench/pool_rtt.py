@@ -11,7 +11,7 @@ Both run one worker process (forkserver), in the same run, on a uvloop event loo
 - ``lane``: :meth:`DetectionPool.run_on`, whose event loop writes the call and reads the answer itself.
 
 Calls run one after another: ``trivial`` (``abs(-1)``) and ``batch`` (``--streams`` live-stream jobs,
-:class:`~server.stream.work.Job`, of 20 ms of 48 kHz float32 each, a lane's batch under load, answered
+:class:`~server.stream.in_worker.Job`, of 20 ms of 48 kHz float32 each, a lane's batch under load, answered
 with their total length). Through the lane a job's audio crosses in the lane's shared arena; through the
 executor, inside the pickle.
 The event loop does nothing else meanwhile; in a busy server the executor's threads also wait for the
@@ -38,7 +38,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.pool import DetectionPool
-from server.stream.work import Job
+from server.stream.in_worker import Job
 
 BLOCK_BYTES = 960 * 4  # 20 ms of 48 kHz mono float32
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.procs import start_server  # noqa: E402
 from server.dsp import OnsetDetector  # noqa: E402
-from tests.webrtc_client import ArrayTrack, WebRtcClient  # noqa: E402
+from testkit.webrtc_client import ArrayTrack, WebRtcClient  # noqa: E402
 
 SAMPLE_RATE = 48000
 CHUNK = 960  # frames per 20 ms chunk: the WebSocket chunk and the WebRTC frame

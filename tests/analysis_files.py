@@ -1,7 +1,7 @@
 """Audio files with known onsets in every format the analysis API takes, and a small HTTP client for it.
 
 soundfile writes WAV, FLAC, OGG/Vorbis and MP3; PyAV's encoders write WebM/Opus, M4A/AAC and Ogg/Opus.
-Signals come from the seeded generator in ``tests/signals.py``.
+Signals come from the seeded generator in ``testkit/signals.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from tests import signals
+from testkit import signals
 
 F32 = npt.NDArray[np.float32]
 WRITE_BLOCK_FRAMES = 4096  # libsndfile's Vorbis encoder crashes on one very large write; write in blocks

@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from playwright.async_api import BrowserContext, ConsoleMessage, Page, ViewportSize, async_playwright
 
-from tests import signals
+from testkit import signals
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")

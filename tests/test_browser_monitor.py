@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests import signals
+from testkit import signals
 from tests.browser_harness import chromium, wait_until
 
 pytestmark = pytest.mark.browser

@@ -13,7 +13,7 @@ import soundfile as sf
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Page
 
-from tests import signals
+from testkit import signals
 from tests.browser_harness import Session, chromium, drum_loop, wait_until
 from tests.conftest import StartServer
 

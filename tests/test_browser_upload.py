@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 
-from tests import signals
+from testkit import signals
 from tests.browser_harness import chromium
 
 pytestmark = pytest.mark.browser

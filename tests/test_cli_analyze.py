@@ -17,7 +17,7 @@ import soundfile as sf
 from server.cli.analyze import analyse_file
 from server.client import TransientClient
 from server.dsp import DetectorSettings
-from tests import signals
+from testkit import signals
 from tests.conftest import REPO, StartServer
 
 CLI_TIMEOUT_S = 120.0

@@ -19,7 +19,7 @@ from pythonosc.osc_bundle import OscBundle
 
 from server.client import TransientClient
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import REPO, StartServer
 from tests.test_cli_analyze import run_cli
 from tests.test_osc_output import OscReceiver

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from server.client import TransientClient
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.test_cli_analyze import run_cli
 from tests.test_cli_stream import assert_same_times, json_lines, listen_while_publishing

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from server.client import ClientError, TransientClient
 from server.dsp import DetectorSettings, detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 
 TOLERANCE_S = 0.001

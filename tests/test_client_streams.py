@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from server.client import ClientError, Pacer, Publisher, TransientClient, default_server
 from server.dsp import DetectorSettings, OnsetDetector, detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 
 CHUNK_S = 0.02

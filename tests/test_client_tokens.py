@@ -16,7 +16,7 @@ from yarl import URL
 from server.client import TOKEN_ENV, ClientError, TransientClient
 from server.client.auth import normalise_token
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 
 TOKENS = "pub:publisher-secret-1:publish;sub:subscriber-secret-2:subscribe;files:analyser-secret-3:analyse;" \

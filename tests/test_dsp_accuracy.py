@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from server.dsp import METHODS, DetectorSettings, detect_onsets
-from tests import signals
+from testkit import signals
 
 
 def f_measure(signal: signals.Signal, settings: DetectorSettings | None = None) -> float:

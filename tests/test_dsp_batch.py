@@ -9,7 +9,7 @@ import pytest
 
 from server.dsp import METHODS, DetectorSettings, Onset, OnsetDetector, process_many
 from server.exceptions import AudioFormatError
-from tests import signals
+from testkit import signals
 
 
 def stream_cases() -> list[tuple[np.ndarray, int, DetectorSettings]]:

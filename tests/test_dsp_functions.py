@@ -7,9 +7,9 @@ import collections
 import numpy as np
 import pytest
 
-from server.dsp import METHODS
 from server.dsp import odf as odf_mod
 from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
+from server.dsp.methods import METHOD_TABLE
 from server.dsp.peaks import merge_close, peak_shift, pick_peaks
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
@@ -47,13 +47,17 @@ def test_every_row_is_independent_of_batching() -> None:
         assert np.array_equal(part, whole[start:stop])
         assert np.array_equal(apply_filterbank(np.abs(part), bank), bands[start:stop])
         assert np.array_equal(frame_power(windowed[start:stop], level_norm(window)), levels[start:stop])
-    for method in METHODS:
-        feats = odf_mod.features(method, whole, bank, grid.bin_hz)
-        floor = odf_mod.compression_floor(method, odf_mod.frame_peaks(method, feats[2:]))
-        full = odf_mod.odf(method, feats, 2, 1.0, floor)
+    for method in METHOD_TABLE.values():
+        assert method.lags is not None and method.compare is not None and method.peaks is not None
+        feats = method.features(whole, method.constants(grid))
+        floor = odf_mod.compression_floor(method.floor, method.peaks(feats[2:]))
+        lags = method.lags(grid)
+        full = odf_mod.odf(method.compare, lags, feats, 2, 1.0, floor)
         for start in (0, 7, 20):
-            part = odf_mod.odf(method, feats[start : start + 6], 2, 1.0, floor[start : start + 4])
-            assert np.array_equal(part, full[start : start + 4]), method
+            part = odf_mod.odf(
+                method.compare, lags, feats[start : start + 6], 2, 1.0, floor[start : start + 4]
+            )
+            assert np.array_equal(part, full[start : start + 4]), method.name
 
 
 @pytest.mark.parametrize("rate", [16000, 44100, 96000])
@@ -118,14 +122,14 @@ def test_compression_floors_follow_the_recent_maximum() -> None:
 def test_compression_floors_are_the_float32_compression_floor() -> None:
     """Floors computed in Python floats and rounded to float32 later have the float32 computation's bits."""
     rng = np.random.default_rng(82)
-    for method in METHODS:
+    for method in METHOD_TABLE.values():
         peaks = (rng.random(500) * rng.choice([1e-9, 1e-3, 1.0, 1e3], 500)).astype(np.float32)
-        scale, low = odf_mod.floor_constants(method)
+        scale, low = method.floor
         window: collections.deque[tuple[int, float]] = collections.deque()
         floors = odf_mod.compression_floors(window, 0, peaks.tolist(), 200, float(scale), float(low))
         recent = np.array([peaks[max(0, i - 200) : i + 1].max() for i in range(len(peaks))], dtype=np.float32)
-        expected = odf_mod.compression_floor(method, recent)[:, 0]
-        assert np.array_equal(np.array(floors, dtype=np.float32), expected), method
+        expected = odf_mod.compression_floor(method.floor, recent)[:, 0]
+        assert np.array_equal(np.array(floors, dtype=np.float32), expected), method.name
 
 
 def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: int, **k: float) -> list[int]:
@@ -138,7 +142,7 @@ def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: i
         for shift in range(pre_avg + 1):
             total += odf[i - shift]
         mean = total / (pre_avg + 1)
-        above_mean = odf[i] >= k["mean_factor"] * mean + k["delta"]
+        above_mean = odf[i] >= k["mean_factor"] * mean + k["threshold"]
         if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"]:
             found.append(i)
     return found
@@ -151,7 +155,7 @@ def test_pick_peaks_rules() -> None:
     odf[25] = 0.5  # below threshold
     odf[33] = 3.0  # a peak that needs 3 frames of look-ahead to be certain
     levels = [1.0] * 40
-    common = {"pre_max": 3, "pre_avg": 10, "delta": 1.0, "min_power": 1e-6, "lookahead": 3}
+    common = {"pre_max": 3, "pre_avg": 10, "threshold": 1.0, "min_power": 1e-6, "lookahead": 3}
     assert pick_peaks(odf, levels, first=10, stop=37, **common) == [15, 33]
     assert pick_peaks(odf[:35], levels[:35], first=10, stop=32, **common) == [15]
     quiet = levels.copy()
@@ -174,7 +178,7 @@ def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
             "pre_max": int(rng.integers(1, 5)),
             "lookahead": int(rng.integers(0, 5)),
             "pre_avg": int(rng.integers(1, 12)),
-            "delta": float(rng.choice([0.0, 0.5, 1.0])),
+            "threshold": float(rng.choice([0.0, 0.5, 1.0])),
             "min_power": float(rng.choice([0.0, 2e-4])),
             "mean_factor": float(rng.choice([1.0, 1.5])),
         }

@@ -9,7 +9,7 @@ import pytest
 
 from server.dsp import METHODS, DetectorSettings, Onset, OnsetDetector, detect_onsets
 from server.exceptions import AudioFormatError, SettingsError
-from tests import signals
+from testkit import signals
 
 
 def feed(

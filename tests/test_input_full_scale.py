@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from server.dsp import DetectorSettings
 from server.dsp.blocks import clip_full_scale
 from server.jobs.work import FileAnalysis, analyse_step
-from tests import signals
+from testkit import signals
 from tests.analysis_files import matches, post_file, wait_finished
 from tests.stream_client import Publisher, of_type, onset_times
 

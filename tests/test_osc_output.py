@@ -14,7 +14,7 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 
 from server import appkeys
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, of_type
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from server.stream.arrival import ArrivalClock
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Client, Publisher, of_type
 

@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.analysis_files import decode_whole, get_task, make_file, matches, post_file, wait_finished
 from tests.conftest import StartServer
 from tests.polling import until

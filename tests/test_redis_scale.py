@@ -20,7 +20,7 @@ import pytest
 from yarl import URL
 
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.analysis_files import decode_whole, get_task, make_file, matches, post_file, wait_finished
 from tests.redis_server import RedisServer, RunPy, instance, worker
 from tests.stream_client import Client, Publisher, of_type, onset_times

@@ -18,7 +18,7 @@ import soundfile as sf
 
 from server.scale.client import Redis, connect
 from server.scale.keys import JOB_GROUP, Keys
-from tests import signals
+from testkit import signals
 from tests.analysis_files import get_task, make_file, matches, post_file, wait_finished
 from tests.polling import until
 from tests.redis_server import RedisServer, RunPy, instance, worker

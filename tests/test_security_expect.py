@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 
 TOKENS = "files:files-secret-1:analyse;rig:rig-secret-22:publish"

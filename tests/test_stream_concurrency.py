@@ -10,7 +10,7 @@ import numpy as np
 from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Client, Publisher, of_type, onset_times, until_listed
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from server import appkeys
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, onset_times
 

@@ -7,13 +7,13 @@ import asyncio
 import numpy as np
 import pytest
 
-from server.dsp import DetectorSettings, OnsetDetector
+from server.dsp import METHODS, DetectorSettings, OnsetDetector
 from server.events.subscription import Subscription
 from server.exceptions import SettingsError
+from server.stream.in_worker import Job, ResidentDetectors, run_batch
 from server.stream.registry import StreamRegistry
 from server.stream.ring import RingBuffer
-from server.stream.settings import StreamOptions, StreamSettings
-from server.stream.work import Job, ResidentDetectors, run_batch
+from server.stream.settings import StreamOptions, StreamSettings, detector_timing
 
 
 def frames(start: int, n: int, channels: int = 2) -> np.ndarray:
@@ -43,6 +43,28 @@ def test_ring_buffer_drops_the_oldest_frames_when_full() -> None:
     assert ring.write(frames(11, 20, 1).astype(np.float32)) == 20  # larger than the buffer: keep its tail
     assert (ring.start, ring.end) == (23, 31)
     assert list(ring.read()[:, 0]) == list(range(23, 31))
+
+
+def test_ring_buffer_reads_bytes_equal_to_the_frames_across_the_wrap() -> None:
+    ring, copy = RingBuffer(10, 3, np.float32), RingBuffer(10, 3, np.float32)
+    written = 0
+    for n in (4, 7, 9, 2, 10, 5):
+        block = frames(written, n, 3).astype(np.float32)
+        ring.write(block)
+        copy.write(block)
+        written += n
+        for take in (3, None):
+            data = ring.read_bytes(take)
+            assert data == copy.read(take).tobytes()
+        assert (ring.start, ring.end) == (copy.start, copy.end)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sample_rate", [8000, 22050, 44100, 48000, 192000])
+def test_detector_timing_is_what_a_detector_reports(method: str, sample_rate: int) -> None:
+    for settings in (DetectorSettings(method=method), DetectorSettings(method=method, lookahead_ms=0.0)):
+        detector = OnsetDetector(sample_rate, 1, settings)
+        assert detector_timing(sample_rate, settings) == (detector.latency_s, detector.hop_s)
 
 
 async def test_subscription_reports_overflow_in_order_and_always_keeps_the_end() -> None:

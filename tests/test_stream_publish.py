@@ -10,7 +10,7 @@ import pytest
 
 from server import appkeys
 from server.dsp import DetectorSettings, OnsetDetector, detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, of_type, onset_times
 

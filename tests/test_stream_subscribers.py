@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
-from tests import signals
+from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Client, Publisher, listed_streams, of_type, onset_times, until_listed
 

@@ -14,8 +14,8 @@ import numpy as np
 from aiohttp.test_utils import TestServer
 
 from server import appkeys
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
-from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 CYCLES = 200
 CONCURRENCY = 4  # cycles in flight at once

@@ -13,9 +13,9 @@ import numpy as np
 from aiohttp.test_utils import TestServer
 
 from server import appkeys
-from tests import signals
+from testkit import signals
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
-from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 WAIT_S = 20.0
 

@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestServer
 from aiortc import VideoStreamTrack
 
 from server import appkeys
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
 from tests.stream_client import Client
-from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 SILENCE = np.zeros(48000, np.float32)
 

@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server import appkeys
-from tests import signals
+from testkit import signals
+from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
-from tests.webrtc_client import ArrayTrack, WebRtcClient
 
 TAIL_S = 0.4  # silence streamed after the signal so aiortc's jitter buffer releases its last frames
 MAX_CODEC_DELAY_S = 0.030  # constant offset allowed between true and reported onset times

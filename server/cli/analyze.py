@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from server.client.options import add_settings_option, parse_settings_option
 from server.dsp import DetectorSettings
-from server.exceptions import SettingsError
+from server.exceptions import SettingsError, TransientError
 from server.jobs.runner import result_json
 from server.jobs.service import parse_settings
 from server.jobs.work import FileAnalysis, analyse_step
@@ -31,7 +31,7 @@ BAR_WIDTH = 30
 BAR_INTERVAL_S = 0.1  # least time between redraws of the progress bar
 
 
-class FileFailed(Exception):
+class FileFailed(TransientError):
     """A file could not be analysed; ``code`` is the failed task's error code on the server."""
 
     def __init__(self, code: str, message: str) -> None:

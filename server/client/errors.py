@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from server.exceptions import TransientError
 
-class ClientError(Exception):
+
+class ClientError(TransientError):
     """The server answered with an error, or the connection ended before the expected reply.
 
     ``code`` is the server's machine-readable error code (``"closed"`` when the socket closed without one,

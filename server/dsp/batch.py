@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 F32 = npt.NDArray[np.float32]
 
-CHUNK_HOPS = 128  # a detector's samples go through a pass at most this many hops at a time
-
-
 def process_many(pairs: Sequence[tuple[OnsetDetector, npt.ArrayLike]]) -> list[list[Onset]]:
     """Feed each detector its next block, in passes shared by all of them.
 
@@ -64,9 +61,9 @@ def analyse(
 ) -> list[list[Onset]]:
     """:func:`process_many`, with error messages prefixed ``block <index>:`` only when ``numbered``.
 
-    Each detector's first block, when at most ``CHUNK_HOPS`` hops long, goes into a pass shared with other
-    detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every block is checked
-    before any state changes: NaN/Inf once per pass, and in the other blocks one by one.
+    Each detector's first block, when at most ``Plan.chunk_len`` samples long, goes into a pass shared with
+    other detectors of its plan; longer or repeated blocks follow one by one, in chunks. Every block is
+    checked before any state changes: NaN/Inf once per pass, and in the other blocks one by one.
     """
     monos: list[F32] = []
     open_passes: dict[FramePlan, _Pass] = {}
@@ -79,21 +76,22 @@ def analyse(
             and block.dtype is FLOAT32
             and block.ndim == 1
             and block.flags.c_contiguous
-            and detector._channels == 1
+            and detector.channels == 1
         ):
             mono: F32 = block
         else:
             try:
-                mono = to_mono(block, detector._channels, check=False)
+                mono = to_mono(block, detector.channels, check=False)
             except AudioFormatError as exc:
                 if numbered:
                     raise AudioFormatError(f"block {index}: {exc}") from exc
                 raise
         monos.append(mono)
-        if len(mono) > detector._chunk_len or not (seen is None or _first_time(seen, detector)):
+        plan = detector.plan
+        if len(mono) > plan.chunk_len or not (seen is None or _first_time(seen, detector)):
             later.append(index)
             continue
-        frames = detector._frames
+        frames = plan.frames
         current = open_passes.get(frames)
         if current is None or current.frames >= frames.pass_frames:
             current = open_passes[frames] = _Pass(frames)
@@ -113,7 +111,7 @@ def analyse(
             results[index] = onsets
     for index in later:
         detector, mono = pairs[index][0], monos[index]
-        step = detector._chunk_len
+        step = detector.plan.chunk_len
         for start in range(0, max(1, len(mono)), step):
             results[index] += analyse_pass(detector, mono[start : start + step], final=False)
     return results
@@ -125,7 +123,7 @@ def analyse_pass(detector: OnsetDetector, mono: F32, *, final: bool) -> list[Ons
     With ``final`` the detector decides its last frames and ``mono`` (end-of-stream padding) does not
     count in ``samples_in``.
     """
-    current = _Pass(detector._frames)
+    current = _Pass(detector.plan.frames)
     current.add(0, detector, mono)
     current.seal()
     return current.run(final=final)[0]
@@ -175,7 +173,7 @@ class _Pass:
         self.samples: F32 = np.zeros(0, dtype=np.float32)
 
     def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
-        tail = detector._tail
+        tail = detector.state.tail
         length = len(tail) + len(mono)
         offset = self.size
         self.size = offset + length
@@ -211,15 +209,15 @@ class _Pass:
             tail = samples[offset + count * hop : offset + length]
             offset += length
             if not final:
-                detector._samples_in += new
+                detector.state.samples_in += new
             if count:
                 stop = row + count
                 hist = kept[framed * history : (framed + 1) * history]
-                found.append(detector._finish(tail, hist, values[row:stop], levels[row:stop], final))
+                found.append(detector.finish_pass(tail, hist, values[row:stop], levels[row:stop], final))
                 row = stop
                 framed += 1
             else:
-                found.append(detector._finish(tail, None, [], [], final))
+                found.append(detector.finish_pass(tail, None, [], [], final))
         return found
 
 
@@ -243,7 +241,6 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     """
     plan, samples = current.plan, current.samples
     grid = plan.grid
-    method, history, lags = plan.method, plan.history, plan.lags
     starts, step, frame_len = current.starts, samples.strides[0], grid.frame_len
     # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
     padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
@@ -266,13 +263,25 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     spectra = spectrum(padded, grid.fft_size)
     levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
     del padded, windowed
-    feats = odf_mod.features(method, spectra, plan.bank, grid.bin_hz, plan.hfc_weights)
-    peaks = odf_mod.frame_peaks(method, feats).tolist()
+    feats = plan.method.features(spectra, plan.constants)
+    if plan.method.step is not None:
+        return _step_stateful(current, feats), levels, feats[:0]
+    values, kept = _compare_classical(current, feats)
+    return values, levels, kept
 
-    # Row r of `table` is a new frame's features for r < len(starts), then each member's history rows.
-    # A member's frames in stream order are its history rows, then its new rows: position p of that
-    # sequence is table row `row + p - history` when p >= history, else its history row p (a detector
-    # priming after a method switch has no history: its first new row stands for all of it).
+
+def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:
+    """ODF of a classical method's new frames (each compared with its ``lags`` past rows) and the rows kept.
+
+    Row r of ``table`` is a new frame's features for r < len(starts), then each member's history rows.
+    A member's frames in stream order are its history rows, then its new rows: position p of that
+    sequence is table row ``row + p - history`` when p >= history, else its history row p (a detector
+    priming after a method switch has no history: its first new row stands for all of it).
+    """
+    plan = current.plan
+    method, history, lags = plan.method, plan.history, plan.lags
+    assert method.peaks is not None and method.compare is not None
+    peaks = method.peaks(feats).tolist()
     hist_parts: list[Any] = []
     past: list[list[int]] = [[] for _ in lags]
     keep: list[int] = []
@@ -284,7 +293,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     for detector, count, _, _ in current.entries:
         if not count:
             continue
-        hist = detector._hist
+        state = detector.state
+        hist = state.history
         if hist is None:
             first, step = row, 0
         else:
@@ -305,10 +315,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
                 rows += range(row, row + count - head)
             for position in range(count, count + history):
                 keep.append(row + position - history if position >= history else first + step * position)
-        frame = detector._odf_base + len(detector._odf)  # the first new frame's index
-        floors += odf_mod.compression_floors(
-            detector._recent, frame, peaks[row : row + count], width, scale, low
-        )
+        frame = state.odf_base + len(state.odf)  # the first new frame's index
+        floors += odf_mod.compression_floors(state.recent, frame, peaks[row : row + count], width, scale, low)
         row += count
 
     floor = np.array(floors, dtype=np.float32)[:, None]
@@ -320,5 +328,25 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
         table = np.concatenate([feats, *hist_parts]) if hist_parts else feats
         references = tuple(table[rows] for rows in past)
         kept = table[keep]
-    values = odf_mod.odf_rows(method, feats, references, plan.spec.unit, floor).tolist()
-    return values, levels, kept
+    values: list[float] = method.compare(feats, references, method.unit, floor).tolist()
+    return values, kept
+
+
+def _step_stateful(current: _Pass, feats: Any) -> list[float]:
+    """ODF of a stateful method's new frames: one ``step`` call for every member, states replaced."""
+    plan = current.plan
+    members = [detector for detector, count, _, _ in current.entries if count]
+    rows: list[Any] = []
+    row = 0
+    for _, count, _, _ in current.entries:
+        if count:
+            rows.append(feats[row : row + count])
+            row += count
+    step = plan.method.step
+    assert step is not None
+    odfs, states = step(plan, rows, [detector.state.method_state for detector in members])
+    values: list[float] = []
+    for detector, odf, state in zip(members, odfs, states, strict=True):
+        detector.state.method_state = state
+        values += odf.tolist()
+    return values

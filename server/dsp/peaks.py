@@ -23,14 +23,14 @@ def pick_peaks(
     pre_max: int,
     lookahead: int,
     pre_avg: int,
-    delta: float,
+    threshold: float,
     min_power: float,
     mean_factor: float = 1.0,
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
     Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
-    lookahead + 1])``, ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + delta`` (the sum taken
+    lookahead + 1])``, ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + threshold`` (the sum taken
     from ``odf[i]`` backwards), ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those
     windows rules the frame out.
 
@@ -45,8 +45,8 @@ def pick_peaks(
         Frames to decide; needs ``first >= max(pre_max, pre_avg)`` and ``stop + lookahead <= len(odf)``.
     pre_max, lookahead, pre_avg : int
         Window lengths, frames.
-    delta : float
-        Margin above the moving mean, ODF units.
+    threshold : float
+        Margin above the moving mean, ODF units (the ``threshold`` setting).
     min_power : float
         Minimum frame power, linear.
     mean_factor : float
@@ -62,15 +62,15 @@ def pick_peaks(
     picked: list[int] = []
     for i in range(first, stop):
         value = odf[i]
-        # Means are never negative, so a value below delta cannot pass the mean test.
-        if not value >= delta or not value > 0.0 or not power[i] >= min_power:
+        # Means are never negative, so a value below the threshold cannot pass the mean test.
+        if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
             continue
         if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
             continue
         total = 0.0
         for shift in range(pre_avg + 1):
             total += odf[i - shift]
-        if value >= mean_factor * (total / (pre_avg + 1)) + delta:
+        if value >= mean_factor * (total / (pre_avg + 1)) + threshold:
             picked.append(i)
     return picked
 

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import Any, cast
 
+from server.dsp.methods import METHOD_NAMES
 from server.exceptions import SettingsError
 
-Method = Literal["superflux", "complex", "hfc", "energy"]
-METHODS: tuple[Method, ...] = ("superflux", "complex", "hfc", "energy")
+METHODS: tuple[str, ...] = METHOD_NAMES  # the allowed values of ``method``: the rows of the method table
 
 # name -> (low, high) inclusive ranges of numeric settings, in the field's own unit.
-RANGES: dict[str, tuple[float, float]] = {
-    "threshold": (0.0, 100.0),
-    "min_interval_ms": (0.0, 1000.0),
-    "silence_db": (-140.0, 0.0),
-    "lookahead_ms": (0.0, 200.0),
-    "frame_ms": (10.0, 100.0),
-    "hop_ms": (2.0, 25.0),
-}
+RANGES: Mapping[str, tuple[float, float]] = types.MappingProxyType(
+    {
+        "threshold": (0.0, 100.0),
+        "min_interval_ms": (0.0, 1000.0),
+        "silence_db": (-140.0, 0.0),
+        "lookahead_ms": (0.0, 200.0),
+        "frame_ms": (10.0, 100.0),
+        "hop_ms": (2.0, 25.0),
+    }
+)
 
 # Settings that fix the analysis grid; they cannot change in the middle of a stream.
 GRID_SETTINGS = ("frame_ms", "hop_ms")
@@ -37,10 +40,12 @@ class DetectorSettings:
 
     Attributes
     ----------
-    method : {"superflux", "complex", "hfc", "energy"}
-        Onset detection function. ``superflux`` (default) is log-filtered spectral flux with a maximum
-        filter across frequency (Böck & Widmer, DAFx 2013); ``complex`` is rectified complex-domain
-        deviation; ``hfc`` the rise of high-frequency content; ``energy`` the rise of frame energy.
+    method : str
+        Onset detection function, one of :data:`METHODS` (the rows of
+        :data:`~server.dsp.methods.METHOD_TABLE`). ``superflux`` (default) is log-filtered spectral flux
+        with a maximum filter across frequency (Böck & Widmer, DAFx 2013); ``complex`` is rectified
+        complex-domain deviation; ``hfc`` the rise of high-frequency content; ``energy`` the rise of frame
+        energy.
     threshold : float
         Sensitivity, dimensionless, 0–100. A frame is an onset when its detection function exceeds the
         moving mean of the recent past by ``threshold`` times the method's calibrated unit. Lower finds
@@ -60,7 +65,7 @@ class DetectorSettings:
         Distance between analysis frames, milliseconds, 2–25. Fixed for the life of a stream.
     """
 
-    method: Method = "superflux"
+    method: str = "superflux"
     threshold: float = 1.0
     min_interval_ms: float = 30.0
     silence_db: float = -90.0

@@ -12,8 +12,9 @@ import abc
 from collections.abc import Callable
 from typing import Any
 
-from server.events.subscription import Event, Subscription
+from server.events.subscription import Subscription
 from server.exceptions import TransientError
+from server.protocol.stream_messages import Event
 
 Describe = Callable[[], dict[str, Any]]
 

@@ -17,13 +17,14 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
 from server.exceptions import SettingsError
+from server.protocol.stream_messages import Event
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,20 @@ def onset_packet(target: OscTarget, stream_id: str, time_s: float, strength: flo
     if target.bundle:
         return bundle_of(message, wall_time_s + target.delay_ms / 1000.0)
     return message
+
+
+def onset_forwarder(sender: OscSender, stream_id: str,
+                    names: Callable[[], Sequence[str]]) -> Callable[[Event], None]:
+    """A consumer of one stream's events (its fan-out) that sends each onset to the OSC targets the
+    stream names at that moment (``names()``, its ``osc`` option)."""
+
+    def forward(event: Event) -> None:
+        if event["type"] == "onset":
+            targets = names()
+            if targets:
+                sender.send_onset(targets, stream_id, event["time"], event["strength"], event["wall_time"])
+
+    return forward
 
 
 def check_targets(sender: OscSender | None, names: Iterable[str]) -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
-Event = dict[str, Any]
+from server.protocol.stream_messages import Event
 
 
 def overflow_event(stream_id: str, dropped: int) -> Event:

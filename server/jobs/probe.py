@@ -17,14 +17,15 @@ from pathlib import Path
 import av
 import soundfile as sf
 
+from server.exceptions import TransientError
 from server.jobs.model import ErrorCode
 
 # libsndfile formats read through PyAV instead (see the module docstring).
-AV_PREFERRED = {("MP3", None), ("OGG", "OPUS")}
+AV_PREFERRED = frozenset({("MP3", None), ("OGG", "OPUS")})
 WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data sizes written by recorders that could not seek back
 
 
-class DecodeError(Exception):
+class DecodeError(TransientError):
     """The file cannot be analysed; ``code`` is an :class:`ErrorCode` value."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

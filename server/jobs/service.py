@@ -29,7 +29,7 @@ from typing import Any
 
 from server.config import Config
 from server.dsp import DetectorSettings
-from server.exceptions import SettingsError, StorageUnavailable
+from server.exceptions import SettingsError, StorageUnavailable, TransientError
 from server.jobs.model import ErrorCode, Job, JobError, JobStatus
 from server.jobs.queue import JobQueue
 from server.jobs.runner import JobRunner
@@ -48,7 +48,7 @@ STORAGE_LOST = JobError(ErrorCode.STORAGE_UNAVAILABLE.value, "the shared storage
                         "the upload completed, so the task was never queued; upload the file again")
 
 
-class QueueFull(Exception):
+class QueueFull(TransientError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"{limit} jobs are already waiting; try again later")
         self.limit = limit

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from server.exceptions import TransientError
+
 FLUSH_BYTES = 1 << 20  # bytes gathered in memory before one write to disk
 # A full disk, a full quota, a file larger than the process may write: no room for the upload.
 NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -21,7 +23,7 @@ NO_ROOM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 T = TypeVar("T")
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(TransientError):
     """More bytes arrived than the limit allows."""
 
     def __init__(self, limit_bytes: int) -> None:
@@ -29,7 +31,7 @@ class UploadTooLarge(Exception):
         self.limit_bytes = limit_bytes
 
 
-class StorageFull(Exception):
+class StorageFull(TransientError):
     """The upload cannot be stored: the disk, a quota or a file-size limit has no room for it."""
 
     def __init__(self, cause: OSError | str, what: str = "the upload") -> None:

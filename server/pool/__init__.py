@@ -3,7 +3,7 @@
 One :class:`DetectionPool` per server: ``workers`` processes, each in its own *lane*
 (:class:`~server.pool.lane.Lane`). Work for a live stream always goes to the stream's lane, so that lane's
 worker can keep the stream's detector between calls and only audio and onsets cross between processes
-(see :mod:`server.stream.work`); other work (file steps, health checks) goes to the lane with the fewest
+(see :mod:`server.stream.in_worker`); other work (file steps, health checks) goes to the lane with the fewest
 calls in flight. Live streams and file jobs submit small units of work (a block of audio for a batch of
 streams, a chunk of a file) so that neither can hold a lane for long.
 

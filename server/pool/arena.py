@@ -1,7 +1,7 @@
 """Shared memory through which a lane's calls carry their large buffers (a batch's audio) to its worker.
 
 A call is pickled with protocol 5: buffers in its arguments that offer themselves out of band (numpy
-arrays, and the audio of a live stream's :class:`~server.stream.work.Job`) come out of the pickle, the
+arrays, and the audio of a live stream's :class:`~server.stream.in_worker.Job`) come out of the pickle, the
 server copies them into the lane's :class:`Arena` instead of into the call pipe, and only the small pickle
 and the buffers' places cross the pipe. The worker copies each buffer out of the arena as it unpickles
 the call, so nothing it keeps points into the arena. Compared with writing the audio through the pipe,

@@ -30,6 +30,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from server.exceptions import TransientError
 from server.pool.arena import Arena, SharedFd
 from server.pool.frames import HEADER, FrameReader
 from server.pool.worker import serve
@@ -42,7 +43,7 @@ PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after its call pipe closed is killed
 
 
-class LaneBroken(Exception):
+class LaneBroken(TransientError):
     """The lane's worker died before answering."""
 
 

@@ -1,8 +1,13 @@
-"""Protocol errors and WebSocket close codes (RFC 6455 §7.4.1), as documented in docs/protocol.md."""
+"""Protocol errors, WebSocket close codes (RFC 6455 §7.4.1) and the JSON body of an HTTP error, as documented
+in docs/protocol.md."""
 
 from __future__ import annotations
 
 import enum
+
+from aiohttp import web
+
+from server.exceptions import TransientError
 
 
 class CloseCode(enum.IntEnum):
@@ -16,7 +21,7 @@ class CloseCode(enum.IntEnum):
     TRY_AGAIN_LATER = 1013
 
 
-class ProtocolError(Exception):
+class ProtocolError(TransientError):
     """A client's message broke the protocol.
 
     ``code`` is the machine-readable error code sent in ``{"type": "error", "code": ...}``; ``close_code``
@@ -35,3 +40,8 @@ class ProtocolError(Exception):
 
     def to_message(self) -> dict[str, object]:
         return {"type": "error", "code": self.code, "message": self.message}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """An HTTP error answer: ``{"error": {"code": code, "message": message}}`` with ``status``."""
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

@@ -8,18 +8,24 @@ The layout of each message is documented in docs/protocol.md, section "Live stre
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
+from server.dsp import detector
+from server.dsp.methods import detector_info
 from server.protocol.codec import Control
 from server.protocol.errors import CloseCode, ProtocolError
 
-MIN_SAMPLE_RATE_HZ = 8000
-MAX_SAMPLE_RATE_HZ = 192000
-MAX_CHANNELS = 32
+# One source for the audio limits: the detector's (server.dsp.detector). A live stream accepts the
+# detector's whole rate range, but at most 32 channels, the documented public limit of ``start``
+# (docs/protocol.md); the detector itself, and so whole-file analysis, takes up to its own 64.
+MIN_SAMPLE_RATE_HZ = detector.MIN_RATE_HZ
+MAX_SAMPLE_RATE_HZ = detector.MAX_RATE_HZ
+MAX_CHANNELS = min(32, detector.MAX_CHANNELS)
 
 Event = dict[str, Any]
 
@@ -39,10 +45,10 @@ class Encoding(enum.Enum):
         return _DTYPES[self].itemsize
 
 
-_DTYPES: dict[Encoding, np.dtype[Any]] = {
+_DTYPES: Mapping[Encoding, np.dtype[Any]] = MappingProxyType({
     Encoding.PCM_F32LE: np.dtype("<f4"),
     Encoding.PCM_S16LE: np.dtype("<i2"),
-}
+})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,26 +128,41 @@ def _start(control: Control) -> Start:
     return Start(AudioFormat(sample_rate, channels, encoding), _settings(control, fatal=True))
 
 
+def _configure(control: Control) -> Configure:
+    try:
+        _fields(control, frozenset({"settings"}))
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, exc.message, None) from None
+    if "settings" not in control.body:
+        raise ProtocolError("bad_settings", "'configure' needs 'settings'", None)
+    return Configure(_settings(control, fatal=False))
+
+
+def _stop(control: Control) -> Stop:
+    return Stop()
+
+
+# The parser of each client message, by its ``type``. A new message: its dataclass above, its parser here,
+# its meaning in server.stream.control.
+PARSERS: Mapping[str, Callable[[Control], ClientMessage]] = MappingProxyType({
+    "start": _start,
+    "configure": _configure,
+    "stop": _stop,
+})
+_EXPECTED = f"{', '.join(list(PARSERS)[:-1])} or {list(PARSERS)[-1]}"
+
+
 def parse_client_message(control: Control) -> ClientMessage:
     """The typed form of a publisher's control message.
 
     Raises :class:`ProtocolError`: unknown types are a non-fatal ``unknown_type``; a malformed ``start``
     is fatal; a malformed ``configure`` is not (the stream keeps its settings).
     """
-    if control.type == "start":
-        return _start(control)
-    if control.type == "configure":
-        try:
-            _fields(control, frozenset({"settings"}))
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, exc.message, None) from None
-        if "settings" not in control.body:
-            raise ProtocolError("bad_settings", "'configure' needs 'settings'", None)
-        return Configure(_settings(control, fatal=False))
-    if control.type == "stop":
-        return Stop()
-    raise ProtocolError("unknown_type", f"unknown message type {control.type!r}; expected start, configure "
-                        "or stop", None)
+    parse = PARSERS.get(control.type)
+    if parse is None:
+        raise ProtocolError("unknown_type", f"unknown message type {control.type!r}; expected {_EXPECTED}",
+                            None)
+    return parse(control)
 
 
 def parse_audio(data: bytes, audio_format: AudioFormat) -> np.ndarray:
@@ -178,6 +199,7 @@ def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, An
         "latency_ms": round(latency_s * 1000.0, 6),
         "hop_ms": round(hop_s * 1000.0, 6),
         "limits": dict(limits),
+        "detector": detector_info(settings["method"]),
     }
 
 
@@ -208,7 +230,7 @@ def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
 
 
 def configured(settings: Mapping[str, Any]) -> Event:
-    return {"type": "configured", "settings": dict(settings)}
+    return {"type": "configured", "settings": dict(settings), "detector": detector_info(settings["method"])}
 
 
 def stopped(duration_s: float, onsets: int) -> Event:

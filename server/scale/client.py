@@ -13,6 +13,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from server.exceptions import TransientError
+
 CONNECT_TIMEOUT_S = 5.0  # to open a TCP connection to Redis
 SOCKET_TIMEOUT_S = 10.0  # longest wait for a reply (blocking reads ask for at most 1 s)
 RETRIES = 6  # a command meeting a broken connection is sent again this often, backing off up to 1 s
@@ -21,7 +23,7 @@ START_TIMEOUT_S = 15.0  # how long start-up waits for Redis to answer before giv
 Redis = aioredis.Redis
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(TransientError, RuntimeError):
     """Redis did not answer at start-up (the URL is wrong, or the server is down)."""
 
 

@@ -31,9 +31,10 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from server.events.hub import Describe, EventHub, SubscriberLimit, UnknownStream
-from server.events.subscription import Event, Subscription
+from server.events.subscription import Subscription
 from server.exceptions import StorageUnavailable
 from server.protocol import stream_messages as msg
+from server.protocol.stream_messages import Event
 from server.scale.availability import Availability
 from server.scale.client import Redis
 from server.scale.directory import FULL, UNKNOWN, StreamDirectory

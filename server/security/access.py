@@ -28,11 +28,11 @@ from aiohttp.typedefs import Handler
 from server.appkeys import CONFIG
 from server.config import Config
 from server.observability.metrics import METRICS
+from server.protocol.errors import json_error
 from server.security.exposure import warn_if_exposed
 from server.security.origin import origin_allowed, parse_allowed
 from server.security.rate import RateLimiter, retry_after_header
 from server.security.tokens import Right, TokenTable
-from server.transport.http_errors import json_error
 
 log = logging.getLogger(__name__)
 

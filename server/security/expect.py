@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
+from server.protocol.errors import json_error
 from server.security.access import check
-from server.transport.http_errors import json_error
 
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 

@@ -7,9 +7,10 @@ that is empty, name the same host and port as the request's ``Host``.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+DEFAULT_PORTS = MappingProxyType({"http": 80, "https": 443, "ws": 80, "wss": 443})
 
 
 def parse_allowed(spec: str) -> frozenset[str]:

@@ -101,8 +101,30 @@ class RingBuffer:
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
         """Remove and return (a copy of) the oldest ``max_frames`` frames, or all of them."""
-        n = self._size if max_frames is None else max(0, min(max_frames, self._size))
+        n = self._take(max_frames)
         out = self._oldest(n, copy=True)
+        self._drop_oldest(n)
+        return out
+
+    def read_bytes(self, max_frames: int | None = None) -> bytes | bytearray:
+        """:meth:`read`, as the frames' interleaved bytes, copied once (not to an array and then to bytes)."""
+        n = self._take(max_frames)
+        head, slots = self._head, len(self._data)
+        first = min(n, slots - head)
+        if first == n:
+            out: bytes | bytearray = self._data[head:head + n].tobytes()
+        else:  # the frames wrap around the end of the buffer: both parts into one buffer
+            joined = bytearray(n * self._data.shape[1] * self._data.itemsize)
+            target = np.frombuffer(joined, self._data.dtype).reshape(n, self._data.shape[1])
+            target[:first] = self._data[head:]
+            target[first:] = self._data[:n - first]
+            out = joined
+        self._drop_oldest(n)
+        return out
+
+    def _take(self, max_frames: int | None) -> int:
+        return self._size if max_frames is None else max(0, min(max_frames, self._size))
+
+    def _drop_oldest(self, n: int) -> None:
         self._head = (self._head + n) % len(self._data)
         self._size -= n
-        return out

@@ -15,8 +15,8 @@ import logging
 
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
+from server.stream.in_worker import Job, JobResult, run_batch
 from server.stream.session import StreamSession
-from server.stream.work import Job, JobResult, run_batch
 
 log = logging.getLogger(__name__)
 

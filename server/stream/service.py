@@ -1,4 +1,4 @@
-"""The live-stream service: opens sessions, runs the batch scheduler and the monitor, ends everything."""
+"""The live-stream service: opens sessions, runs the batch scheduler and the status sweep, ends everything."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from server.exceptions import SettingsError
 from server.pool import DetectionPool
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat
-from server.stream.monitor import monitor_streams
 from server.stream.registry import StreamRegistry
 from server.stream.scheduler import BatchScheduler
-from server.stream.session import StreamSession, StreamSink, buffer_plan
+from server.stream.session import StreamLinks, StreamSession, StreamSink, buffer_plan
 from server.stream.settings import StreamSettings
+from server.stream.sweep import sweep_streams
 
 
 class StreamService:
@@ -39,8 +39,8 @@ class StreamService:
         self._tasks = [
             asyncio.create_task(self.scheduler.run(), name="stream-scheduler"),
             asyncio.create_task(
-                monitor_streams(self.registry, config.status_interval_s, config.idle_timeout_s),
-                name="stream-monitor"),
+                sweep_streams(self.registry, config.status_interval_s, config.idle_timeout_s),
+                name="stream-sweep"),
         ]
 
     async def close(self) -> None:
@@ -81,12 +81,11 @@ class StreamService:
             raise ProtocolError("buffer_limit", "the live streams' audio buffers would pass "
                                 f"max_buffer_bytes ({config.max_buffer_bytes} bytes); try again later",
                                 CloseCode.TRY_AGAIN_LATER)
+        links = StreamLinks(self.hub, self.scheduler.notify, self._ended, self.osc, self.on_onset)
         session = StreamSession(
             self.registry.new_id(), audio_format, stream_settings, max_buffer_s=config.max_buffer_s,
-            max_buffer_bytes=config.max_stream_buffer_bytes, sink=sink, hub=self.hub,
-            notify=self.scheduler.notify, on_end=self._ended,
-            lane=self.scheduler.assign(), client=client, transport=transport, osc=self.osc,
-            on_onset=self.on_onset)
+            sink=sink, links=links, lane=self.scheduler.assign(), client=client, transport=transport,
+            max_buffer_bytes=config.max_stream_buffer_bytes)
         self.registry.add(session)
         self.hub.announce(session.stream_id, session.describe)
         return session

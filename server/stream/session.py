@@ -3,40 +3,40 @@
 A session knows nothing of WebSockets. Its transport (WebSocket, WebRTC, ...) feeds it audio arrays and
 control calls and receives its events through a :class:`StreamSink`; the session also publishes the
 events subscribers see to the :class:`~server.events.hub.EventHub`. The scheduler takes the session's
-next :class:`~server.stream.work.Job` when the session has audio and no job in flight, and hands back
-the result. The detector itself lives in the worker of the session's pool lane, under its detector key.
+next :class:`~server.stream.in_worker.Job` when the session has audio and no job in flight, and hands back
+the result. The detector itself lives in the worker of the session's pool lane, under its detector key;
+what the session has handed off is kept by its :class:`~server.stream.handoff.Handoff`.
+
+Every event goes out through one fan-out: the transport's sink, the event hub (subscribers) and, when
+the server has OSC targets, the OSC output (onsets of streams whose ``osc`` option names targets).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from server.dsp import DetectorSettings, OnsetDetector
 from server.dsp.blocks import to_mono
 from server.events.hub import EventHub
-from server.events.osc import OscSender, check_targets
+from server.events.osc import OscSender, check_targets, onset_forwarder
 from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat, Event
 from server.stream.arrival import ArrivalClock
+from server.stream.handoff import MAX_CONSECUTIVE_FAILURES, Handoff
+from server.stream.in_worker import Job, JobResult
 from server.stream.ring import RingBuffer
-from server.stream.settings import StreamSettings
-from server.stream.work import Job, JobResult
+from server.stream.settings import StreamSettings, detector_timing
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
-MAX_CONSECUTIVE_FAILURES = 3  # detector re-initialisations in a row before the stream is ended
 DROP_WARNING_INTERVAL_S = 1.0
-# Audio in one job, at most: a stream far behind catches up over several batches instead of holding up
-# every stream of one long batch.
-MAX_JOB_S = 0.5
 
 
 def buffer_plan(audio_format: AudioFormat, max_buffer_s: float,
@@ -77,12 +77,21 @@ class StreamSummary:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamLinks:
+    """What a session reports to besides its transport; the stream service makes one for every session."""
+
+    hub: EventHub  # subscribers and the directory of live streams
+    notify: Callable[[StreamSession], None]  # the scheduler: the session may have work
+    on_end: Callable[[StreamSession], None]  # the service: the session has ended
+    osc: OscSender | None = None  # the server's OSC targets
+    on_onset: Callable[[float], None] | None = None  # observer of each onset's latency (s from arrival)
+
+
 class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
-                 max_buffer_s: float, sink: StreamSink, hub: EventHub, max_buffer_bytes: int = 1 << 62,
-                 notify: Callable[[StreamSession], None], on_end: Callable[[StreamSession], None],
-                 lane: int = 0, client: str = "", transport: str = "websocket", osc: OscSender | None = None,
-                 on_onset: Callable[[float], None] | None = None) -> None:
+                 max_buffer_s: float, sink: StreamSink, links: StreamLinks, lane: int = 0, client: str = "",
+                 transport: str = "websocket", max_buffer_bytes: int = 1 << 62) -> None:
         self.stream_id = stream_id
         self.lane = lane  # the pool lane whose worker holds this stream's detector
         self.format = audio_format
@@ -92,31 +101,19 @@ class StreamSession:
         self.state = State.RUNNING
         self.started_at = time.time()
         self._sink = sink
-        self._hub = hub
-        self._notify = notify
-        self._on_end = on_end
-        self._osc = osc
-        self._on_onset = on_onset  # observer of each onset's latency (s from its audio's arrival to now)
+        self._links = links
+        osc = links.osc
+        # The event fan-out: every consumer of this stream's events, in order.
+        self._consumers: tuple[Callable[[Event], None], ...] = (
+            sink.deliver, functools.partial(links.hub.publish, stream_id),
+            *((onset_forwarder(osc, stream_id, self._osc_names),) if osc is not None and osc.names else ()))
         self._arrivals = ArrivalClock(audio_format.sample_rate)
-        detector = OnsetDetector(audio_format.sample_rate, audio_format.channels, settings.detector)
-        self.latency_s: float = detector.latency_s
-        self.hop_s: float = detector.hop_s
-        self._generation = 0  # counts fresh detectors: the worker keeps each under its own key
-        self._resident = False  # whether the lane's worker holds this stream's detector
-        self._active: DetectorSettings = settings.detector  # settings of the audio handed off last
-        self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
+        self.latency_s, self.hop_s = detector_timing(audio_format.sample_rate, settings.detector)
         capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
         self._ring = RingBuffer(capacity, channels, dtype)
         self.buffer_bytes = capacity * channels * dtype.itemsize  # the most its ring may hold
-        self._dtype = self._ring.dtype.str  # of the samples a job carries, e.g. "<f4"
-        self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
-        self._offset_s = 0.0  # stream time of the current detector's first sample
-        self._next = 0  # absolute frame index of the next frame to hand off
+        self._handoff = Handoff(stream_id, audio_format, settings.detector, self._ring.dtype.str, channels)
         self._analysed = 0  # absolute frame index analysed so far
-        self._job_start = 0
-        self._in_flight: Job | None = None
-        self._retry: Job | None = None
-        self._failures = 0
         self._odf_count = 0
         self._dropped = 0
         self._onsets = 0
@@ -144,7 +141,7 @@ class StreamSession:
     @property
     def lag_s(self) -> float:
         """Audio kept but not analysed yet: waiting in the ring buffer or in the job in flight."""
-        job = self._in_flight
+        job = self._handoff.in_flight
         return self._seconds(len(self._ring) + (job.frames if job is not None else 0))
 
     @property
@@ -197,18 +194,15 @@ class StreamSession:
                     self.stream_id, "audio_dropped",
                     f"analysis fell more than {self._seconds(self._ring.capacity):g} s behind; the oldest "
                     "audio was dropped", dropped_s=round(self.dropped_s, 6)))
-        if self._in_flight is None:
-            self._notify(self)
+        if self._handoff.in_flight is None:
+            self._links.notify(self)
 
     def configure(self, values: Mapping[str, Any]) -> StreamSettings:
         """Apply new settings from the next audio on; raises :class:`SettingsError` and keeps the old ones."""
         new = StreamSettings.from_mapping(values, base=self.settings)
-        check_targets(self._osc, new.options.osc)
+        check_targets(self._links.osc, new.options.osc)
         if new.detector != self.settings.detector:
-            at = self._ring.end
-            if self._changes and self._changes[-1][0] == at:
-                self._changes.pop()  # no audio since the last change: it never applies
-            self._changes.append((at, new.detector))
+            self._handoff.park(self._ring.end, new.detector)
         self.settings = new
         return new
 
@@ -221,8 +215,8 @@ class StreamSession:
         self._end_reason = self._end_reason or reason
         if self.state is State.RUNNING:
             self.state = State.STOPPING
-            if self._in_flight is None:
-                self._notify(self)
+            if self._handoff.in_flight is None:
+                self._links.notify(self)
 
     async def stop(self, reason: str = "stopped") -> StreamSummary:
         """Analyse every received sample, emit the remaining onsets, end the stream; returns its summary."""
@@ -245,59 +239,29 @@ class StreamSession:
     @property
     def detector_key(self) -> str:
         """The key of this stream's current detector in its lane's worker."""
-        return f"{self.stream_id}/{self._generation}"
+        return self._handoff.key
 
     @property
     def holds_detector(self) -> bool:
         """Whether the lane's worker may still hold this stream's detector (to forget once it ends)."""
-        return self._resident or self._in_flight is not None
+        return self._handoff.holds_detector
 
     @property
     def wants_work(self) -> bool:
-        return self._in_flight is None and self.state is not State.ENDED and (
-            self._retry is not None or len(self._ring) > 0 or self.state is State.STOPPING)
+        handoff = self._handoff
+        return handoff.in_flight is None and self.state is not State.ENDED and (
+            handoff.has_retry or len(self._ring) > 0 or self.state is State.STOPPING)
 
     def take_job(self) -> Job | None:
         """The next block of work, or ``None``; at most one job is in flight per stream."""
-        if self._in_flight is not None or self.state is State.ENDED:
+        if self.state is State.ENDED:
             return None
-        if self._retry is not None:
-            job, self._retry = self._retry, None
-            self._in_flight = job
-            return job
-        ring, changes = self._ring, self._changes
-        start = ring.start
-        due = 0  # settings changes that apply from `start`
-        while due < len(changes) and changes[due][0] <= start:
-            due += 1
-        frames = len(ring) if due == len(changes) else min(len(ring), changes[due][0] - start)
-        frames = min(frames, self._max_job_frames)
-        flush = self.state is State.STOPPING and frames == len(ring)
-        if frames == 0 and not flush:
-            return None
-        settings: DetectorSettings | None = None
-        for _ in range(due):
-            settings = changes.popleft()[1]
-        if flush:
-            changes.clear()
-        if settings is not None:
-            self._active = settings
-        sample_rate = self.format.sample_rate
-        offset_s, fresh, restart_at_s = self._offset_s, False, None
-        if not self._resident:
-            offset_s, fresh, settings = start / sample_rate, True, self._active
-        elif start > self._next:  # audio was dropped: start afresh at the first frame kept
-            restart_at_s, settings = start / sample_rate, self._active
-        audio = ring.read(frames).tobytes()
-        job = Job(self.detector_key, sample_rate, self._ring.channels, self._dtype, settings, audio,
-                  offset_s, fresh, restart_at_s, flush, self.settings.options.odf)
-        self._job_start, self._next = start, start + frames
-        self._in_flight = job
-        return job
+        return self._handoff.take(self._ring, self.state is State.STOPPING, self.settings.options.odf)
 
     def complete(self, job: Job, result: JobResult) -> None:
         """Take back the result of the job in flight."""
-        self._in_flight = None
+        handoff = self._handoff
+        handoff.in_flight = None
         if self.state is State.ENDED:
             return
         if result.lost:
@@ -307,59 +271,54 @@ class StreamSession:
         if result.error is not None:
             self._reinitialise(job, "detector_failed", f"the detector failed: {result.error}")
             return
-        self._failures = 0
-        self._resident = not job.flush
+        handoff.succeeded(job)
         if job.fresh or job.restart_at_s is not None:
-            self._offset_s = job.offset_s if job.fresh else float(job.restart_at_s or 0.0)
             self._odf_count = 0
-        self._analysed = self._next
-        sample_rate, osc_names = self.format.sample_rate, self.settings.options.osc
+        self._analysed = handoff.next
+        sample_rate, on_onset = self.format.sample_rate, self._links.on_onset
         for time_s, strength in result.onsets:
             self._onsets += 1
             now_s = time.time()
             wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), now_s)
-            if self._on_onset is not None:
-                self._on_onset(now_s - wall_time_s)
+            if on_onset is not None:
+                on_onset(now_s - wall_time_s)
             self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s))
-            if osc_names and self._osc is not None:
-                self._osc.send_onset(osc_names, self.stream_id, time_s, strength, wall_time_s)
         self._arrivals.forget_before(self._analysed - round(ARRIVAL_KEEP_S * sample_rate))
         if result.odf is not None and len(result.odf):
-            start_s = self._offset_s + self._odf_count * self.hop_s
+            start_s = handoff.offset_s + self._odf_count * self.hop_s
             self._odf_count += len(result.odf)
             self._emit(msg.odf(self.stream_id, start_s, self.hop_s, [float(v) for v in result.odf]))
         if job.flush:
             self.emit_status(force=True)
             self._finish(self._end_reason or "stopped")
         elif self.wants_work:
-            self._notify(self)
+            self._links.notify(self)
 
     def pool_restarted(self, job: Job) -> None:
         """The pool died under this job: re-initialise the detector and analyse the job's audio again."""
-        self._in_flight = None
+        self._handoff.in_flight = None
         if self.state is not State.ENDED:
             self._reinitialise(job, "pool_restarted",
                                "a detection worker died; the detector was re-initialised and goes on")
 
     def _reinitialise(self, job: Job, code: str, message: str) -> None:
-        self._failures += 1
-        self._resident = False
-        self._generation += 1
-        if self._failures > MAX_CONSECUTIVE_FAILURES:
+        if not self._handoff.failed(job):
             self.fault(ProtocolError(code, f"{message}; gave up after {MAX_CONSECUTIVE_FAILURES} attempts",
                                      CloseCode.SERVER_FAULT))
             self._finish(code)
             return
-        self._retry = job._replace(key=self.detector_key, settings=self._active, fresh=True,
-                                   restart_at_s=None, offset_s=self._job_start / self.format.sample_rate)
-        self._emit(msg.warning(self.stream_id, code, message, at_s=round(self._seconds(self._job_start), 6)))
-        self._notify(self)
+        at_s = round(self._seconds(self._handoff.job_start), 6)
+        self._emit(msg.warning(self.stream_id, code, message, at_s=at_s))
+        self._links.notify(self)
 
     # --- Events ------------------------------------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
-        self._sink.deliver(event)
-        self._hub.publish(self.stream_id, event)
+        for consume in self._consumers:
+            consume(event)
+
+    def _osc_names(self) -> tuple[str, ...]:
+        return self.settings.options.osc
 
     def emit_status(self, force: bool = False) -> None:
         """Emit a status event if audio arrived or was analysed since the last one (or ``force``)."""
@@ -375,7 +334,8 @@ class StreamSession:
         self.state = State.ENDED
         self.end_reason = reason
         summary = StreamSummary(self.received_s, self._onsets, reason)
-        self._hub.end(self.stream_id, msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets))
-        self._on_end(self)
+        ended = msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets)
+        self._links.hub.end(self.stream_id, ended)
+        self._links.on_end(self)
         if not self._finished.done():
             self._finished.set_result(summary)

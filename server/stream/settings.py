@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.dsp import DetectorSettings
+from server.dsp.plan import plan_for
 from server.dsp.settings import GRID_SETTINGS
 from server.exceptions import SettingsError
 
@@ -88,3 +89,12 @@ class StreamSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.detector.to_dict(), **self.options.to_dict()}
+
+
+def detector_timing(sample_rate: int, settings: DetectorSettings) -> tuple[float, float]:
+    """``(latency_s, hop_s)`` of a detector at ``sample_rate`` with ``settings``, from their shared cached
+    plan, without building a detector: the algorithmic latency (the peak picker's look-ahead plus one
+    hop) and the distance between analysis frames, as :class:`~server.dsp.OnsetDetector` reports them."""
+    plan = plan_for(sample_rate, settings)
+    hop = plan.frames.grid.hop
+    return (plan.lookahead + 1) * hop / sample_rate, hop / sample_rate

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http import HttpVersion11
@@ -19,15 +18,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
 from server.dsp import DetectorSettings
-from server.exceptions import SettingsError, StorageUnavailable
-from server.jobs.queue import LocalJobQueue
+from server.exceptions import SettingsError, StorageUnavailable, TransientError
 from server.jobs.service import JobService, QueueFull, parse_settings
-from server.jobs.sqlite_store import SQLiteJobStore
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
+from server.protocol.errors import json_error
 from server.security.expect import guard_expect
 from server.transport import body_timeout
 from server.transport.body_timeout import BODY_CLOCKS, BodyClock, BodyTimeout
-from server.transport.http_errors import json_error
 
 READ_CHUNK_BYTES = 1 << 18
 SETTINGS_MAX_BYTES = 1 << 16  # the `settings` field's largest accepted size
@@ -39,7 +36,7 @@ RETRY_AFTER_S = "5"
 MALFORMED = (ValueError, AssertionError, HttpProcessingError, Warning)
 
 
-class BadUpload(Exception):
+class BadUpload(TransientError):
     """A client mistake in the upload request: answered with ``status`` and a JSON error."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -212,21 +209,8 @@ async def get_analysis(request: web.Request) -> web.Response:
     return web.Response(text=job.status_json(), content_type="application/json")
 
 
-async def jobs_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The job service (SQLite store, local queue, runner on the shared pool) lives while the app runs."""
-    config = app[appkeys.CONFIG]
-    # With --redis the scale-out context (server.scale.backend) has provided a service on Redis.
-    service = app[appkeys.JOBS] if appkeys.JOBS in app else JobService(
-        config, SQLiteJobStore(config.data_dir / "jobs.sqlite3"), LocalJobQueue(), app[appkeys.POOL])
-    app[appkeys.JOBS] = service
-    await service.start()
-    yield
-    await service.close()
-
-
 def setup(app: web.Application) -> None:
-    """Route the analysis API; the job service starts after the pool (its context was added before)."""
-    app.cleanup_ctx.append(jobs_ctx)
+    """Route the analysis API to the job service (:data:`~server.appkeys.JOBS`, built in ``app.py``)."""
     body_timeout.setup(app)
     app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=guard_expect(expect_continue))
     app.router.add_get("/api/v3/analysis/{task_id}", get_analysis)

@@ -2,9 +2,10 @@
 
 The middleware turns aiohttp's own HTTP errors (404 for an unknown path, 405...) into that shape, and any
 unexpected exception into a JSON 500 whose traceback is logged. Handlers answer client mistakes
-themselves with a 4xx (:func:`json_error`), so a 500 always means a server fault. The shared storage being
-unreachable (:class:`~server.exceptions.StorageUnavailable`, with ``--redis``) is no fault of the server
-either: 503 ``storage_unavailable`` with ``Retry-After``, logged only once per outage (by the storage).
+themselves with a 4xx (:func:`~server.protocol.errors.json_error`), so a 500 always means a server fault. The
+shared storage being unreachable (:class:`~server.exceptions.StorageUnavailable`, with ``--redis``) is no
+fault of the server either: 503 ``storage_unavailable`` with ``Retry-After``, logged only once per
+outage (by the storage).
 """
 
 from __future__ import annotations
@@ -16,15 +17,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from server.exceptions import StorageUnavailable
+from server.protocol.errors import json_error
 
 log = logging.getLogger(__name__)
 
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 STORAGE_RETRY_AFTER_S = "5"
-
-
-def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 def _code(reason: str) -> str:

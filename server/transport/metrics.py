@@ -163,7 +163,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Route ``/metrics`` and ``/readyz``; call after the stream and job services' ``setup``."""
+    """Route ``/metrics`` and ``/readyz``; the services observed are built in app.py, before any request."""
     if METRICS not in app:
         app[METRICS] = MetricSet()
     app[READINESS] = Readiness()

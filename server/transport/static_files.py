@@ -9,6 +9,7 @@ version of a page is picked up at once without a build step or cache-busting nam
 from __future__ import annotations
 
 from pathlib import Path
+from types import MappingProxyType
 
 from aiohttp import web
 
@@ -16,10 +17,10 @@ STATIC_DIR = web.AppKey("static_dir", Path)
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 INDEX = "index.html"
 FAVICON = "favicon.svg"
-HEADERS = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+HEADERS = MappingProxyType({"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 # Set here rather than guessed from the host's MIME database: a module script served as anything but
 # JavaScript is refused by the browser.
-CONTENT_TYPES = {
+CONTENT_TYPES = MappingProxyType({
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -27,7 +28,7 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".json": "application/json",
     ".txt": "text/plain; charset=utf-8",
-}
+})
 
 
 def _not_found(path: str) -> web.Response:

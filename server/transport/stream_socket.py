@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -14,11 +14,10 @@ from aiohttp.web_request import BaseRequest
 from server.config import Config
 from server.protocol import codec as codec_mod
 from server.protocol.codec import Codec
-from server.protocol.errors import CloseCode, ProtocolError
+from server.protocol.errors import CloseCode, ProtocolError, json_error
+from server.protocol.stream_messages import Event
 from server.transport import lingering_close
-from server.transport.http_errors import json_error
 
-Event = dict[str, Any]
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
 
 

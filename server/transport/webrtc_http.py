@@ -6,22 +6,12 @@ its ``events`` data channel. See docs/protocol.md, section "WebRTC".
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Callable
-
 from aiohttp import web
 
 from server import appkeys
 from server.security.expect import guard_expect
 from server.transport.body_timeout import BODY_CLOCKS, BodyTimeout
-from server.webrtc.ice import parse_ice_servers
-from server.webrtc.jitter import JITTER_BUFFERS
 from server.webrtc.messages import OfferRefused, parse_offer
-from server.webrtc.service import WebRtcService
-
-log = logging.getLogger(__name__)
-
-CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 def _refused(exc: OfferRefused) -> web.Response:
@@ -47,28 +37,6 @@ async def offer_handler(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
-def _ctx(ice_servers: str, username: str, credential: str) -> CleanupContext:
-    ice = parse_ice_servers(ice_servers, username, credential)  # a bad option fails make_app, not a request
-    for url in ice.ignored:
-        log.warning("ice_servers: %s is not used (aiortc uses the first STUN and the first TURN URL, "
-                    "and no stuns:)", url)
-
-    async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
-        """The WebRTC service lives while the app runs; it closes every peer connection on shutdown,
-        before the stream service stops (its cleanup runs after this one)."""
-        service = WebRtcService(app[appkeys.CONFIG], app[appkeys.STREAMS], ice)
-        app[appkeys.WEBRTC] = service
-        yield
-        await service.close()
-
-    return webrtc_ctx
-
-
 def setup(app: web.Application) -> None:
-    """Route the offer endpoint; call after the live-stream transport's ``setup`` (its service is used)."""
-    config = app[appkeys.CONFIG]
-    if config.webrtc_jitter_buffer not in JITTER_BUFFERS:
-        raise ValueError(f"webrtc_jitter_buffer: {config.webrtc_jitter_buffer!r} is not one of "
-                         f"{', '.join(JITTER_BUFFERS)}")
-    app.cleanup_ctx.append(_ctx(config.ice_servers, config.ice_username, config.ice_credential))
+    """Route the offer endpoint to the WebRTC service (:data:`~server.appkeys.WEBRTC`, built in app.py)."""
     app.router.add_post("/api/v3/webrtc/offer", offer_handler, expect_handler=guard_expect())

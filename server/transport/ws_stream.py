@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 from aiohttp import WSMsgType, web
 
 from server import appkeys
 from server.dsp.blocks import clip_full_scale
-from server.events.hub import LocalHub
-from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
-from server.protocol.stream_messages import Configure, Event, Start, Stop, parse_audio, parse_client_message
+from server.protocol.stream_messages import Event, Start, parse_audio, parse_client_message
+from server.stream import control
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
 from server.transport.stream_socket import Outbox, StreamSocket, open_socket
@@ -44,7 +42,6 @@ class Publisher:
         self.session: StreamSession | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None
-        self._stopping = False
         self.clipped_samples = 0  # float samples beyond [-1, 1], clipped to it
         self._clip_warned_s = -CLIP_WARNING_INTERVAL_S
 
@@ -57,8 +54,15 @@ class Publisher:
                 "its socket", CloseCode.POLICY))
 
     def fault(self, error: ProtocolError) -> None:
-        if self._ending is None and not self._stopping:
-            self._ending = asyncio.create_task(self._end_with(error))
+        self._end(error)
+
+    # --- Controlled --------------------------------------------------------------------------------------
+
+    def reply(self, message: Event) -> None:
+        self.outbox.put(message, force=True)
+
+    def stop(self) -> None:
+        self._end(None)
 
     # --- Connection --------------------------------------------------------------------------------------
 
@@ -84,27 +88,33 @@ class Publisher:
         if await self._start():
             await self._receive()
 
-    async def _fatal(self, error: ProtocolError) -> None:
-        """Report ``error`` and close now (nothing was accepted yet)."""
-        self.outbox.put(error.to_message(), force=True)
-        self.outbox.close()
-        await self.outbox.flush()
-        await self.ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
+    def _end(self, error: ProtocolError | None) -> None:
+        """Start ending the connection, once: with ``error`` (fatal) or, for ``None``, as the client's
+        ``stop`` asked. The receive loop returns once this has been called."""
+        if self._ending is None:
+            self._ending = asyncio.create_task(self._close(error))
 
-    async def _end_with(self, error: ProtocolError) -> None:
-        """Report ``error``, analyse and send what was accepted, then close with the error's code."""
+    async def _close(self, error: ProtocolError | None) -> None:
+        """The one way a publisher's connection ends: report ``error`` if any, analyse and send what was
+        accepted (then ``stopped`` when the client asked to stop), and close with the error's code or 1000."""
         receiver = self._receiver
         if receiver is not None:
             # Stop reading first: aiohttp drops the TCP connection without a closing handshake when
             # close() runs while another task is inside receive().
             receiver.cancel()
             await asyncio.wait((receiver,))
-        self.outbox.put(error.to_message(), force=True)
+        if error is not None:
+            self.outbox.put(error.to_message(), force=True)
         if self.session is not None:
-            await self.session.stop()
+            summary = await self.session.stop()
+            if error is None:
+                self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
         self.outbox.close()
         await self.outbox.flush()
-        await self.ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
+        if error is None:
+            await self.ws.close(code=CloseCode.NORMAL)
+        else:
+            await self.ws.close(code=error.close_code or CloseCode.POLICY, message=error.code.encode())
 
     async def _start(self) -> bool:
         """Wait for ``start`` and open the session; ``False`` if the connection ended instead."""
@@ -112,8 +122,8 @@ class Publisher:
         try:
             message = await self.ws.receive(timeout=idle_timeout_s or None)
         except TimeoutError:
-            await self._fatal(ProtocolError("idle_timeout", f"no start message within {idle_timeout_s:g} s",
-                                            CloseCode.POLICY))
+            self._end(ProtocolError("idle_timeout", f"no start message within {idle_timeout_s:g} s",
+                                    CloseCode.POLICY))
             return False
         if message.type not in DATA_TYPES:
             return False
@@ -127,7 +137,7 @@ class Publisher:
         except ProtocolError as exc:
             if not exc.fatal:
                 exc = ProtocolError(exc.code, exc.message, CloseCode.POLICY)
-            await self._fatal(exc)
+            self._end(exc)
             return False
         self.session = session
         self.outbox.put(msg.started(session.stream_id, session.format, session.settings.to_dict(),
@@ -138,7 +148,7 @@ class Publisher:
         session = self.session
         assert session is not None
         ws, codec, audio_format = self.ws, self.codec, session.format
-        while True:
+        while self._ending is None:
             message = await ws.receive()
             kind = message.type
             if kind not in DATA_TYPES:
@@ -152,8 +162,7 @@ class Publisher:
                         self._clipped(session, clipped)
                     continue
                 session.touch()
-                if await self._control(session, parse_client_message(frame)):
-                    return
+                control.handle(session, parse_client_message(frame), self)
             except ProtocolError as exc:
                 if exc.fatal:
                     self.fault(exc)
@@ -171,26 +180,6 @@ class Publisher:
                 f"({self.clipped_samples} in this stream so far)", clipped_samples=self.clipped_samples),
                 force=True)
 
-    async def _control(self, session: StreamSession, message: msg.ClientMessage) -> bool:
-        """Handle a control message; ``True`` when the connection is done."""
-        if isinstance(message, Configure):
-            try:
-                settings = session.configure(message.settings)
-            except SettingsError as exc:
-                raise ProtocolError("bad_settings", f"{exc}; the previous settings stay in force",
-                                    None) from None
-            self.outbox.put(msg.configured(settings.to_dict()), force=True)
-            return False
-        if isinstance(message, Stop):
-            self._stopping = True
-            summary = await session.stop()
-            self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
-            self.outbox.close()
-            await self.outbox.flush()
-            await self.ws.close(code=CloseCode.NORMAL)
-            return True
-        raise ProtocolError("already_started", "this stream has already started", None)
-
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
     service = request.app[appkeys.STREAMS]
@@ -199,21 +188,6 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return ws  # the HTTP refusal
     await Publisher(ws, ws.codec, service, request.remote or "").run()
     return ws
-
-
-async def streams_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The event hub and the stream service (scheduler, monitor) live while the app runs."""
-    config = app[appkeys.CONFIG]
-    # With --redis the scale-out context (server.scale.backend) has provided a hub spanning instances.
-    hub = app[appkeys.HUB] if appkeys.HUB in app else LocalHub(config.max_subscribers_per_stream)
-    await hub.start()
-    app[appkeys.HUB] = hub
-    service = StreamService(config, app[appkeys.POOL], hub)
-    app[appkeys.STREAMS] = service
-    await service.start()
-    yield
-    await service.close()
-    await hub.close()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -227,7 +201,6 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def setup(app: web.Application) -> None:
-    """Route ``/api/v3/stream``; the hub and stream service start after the pool (added before)."""
-    app.cleanup_ctx.append(streams_ctx)
+    """Route ``/api/v3/stream`` to the stream service (:data:`~server.appkeys.STREAMS`, built in app.py)."""
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/api/v3/stream", stream_handler)

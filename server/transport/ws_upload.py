@@ -224,5 +224,5 @@ async def upload_handler(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    """Route ``/api/v3/upload`` (the job service comes from :mod:`server.transport.http_analysis`)."""
+    """Route ``/api/v3/upload`` to the job service (:data:`~server.appkeys.JOBS`, built in app.py)."""
     app.router.add_get("/api/v3/upload", upload_handler)

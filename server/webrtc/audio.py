@@ -9,6 +9,7 @@ stereo-to-mono matrix scales by 1/√2 per channel, so identical full-scale chan
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import av
@@ -18,7 +19,7 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 
 # Full scale of each integer sample format: a sample divided by it lies in [-1, 1).
-_INT_FULL_SCALE = {"s16": 32768.0, "s32": 2147483648.0}
+_INT_FULL_SCALE = MappingProxyType({"s16": 32768.0, "s32": 2147483648.0})
 
 
 def frame_samples(frame: av.AudioFrame) -> npt.NDArray[Any]:

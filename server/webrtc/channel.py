@@ -12,21 +12,19 @@ import asyncio
 import contextlib
 import json
 from collections import deque
-from typing import Any
 
 from aiohttp import WSMsgType
 from aiortc import RTCDataChannel
 
 from server.protocol.codec import Codec, Control, decode_frame
 from server.protocol.errors import ProtocolError
-from server.protocol.stream_messages import ClientMessage, Start, parse_client_message
+from server.protocol.stream_messages import ClientMessage, Event, Start, parse_client_message
 
 EVENTS_LABEL = "events"
 PENDING_LIMIT = 1024  # events kept for a channel that has not opened yet (the oldest go first)
 MAX_BUFFERED_BYTES = 1 << 20  # unsent bytes on an open channel before its reader counts as too slow
 MAX_MESSAGE_BYTES = 64 * 1024  # the largest control message accepted on the channel
 
-Event = dict[str, Any]
 
 
 def parse_channel_message(data: str | bytes) -> ClientMessage:

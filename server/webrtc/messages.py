@@ -13,12 +13,14 @@ from typing import Any
 
 from aiortc import sdp
 
+from server.exceptions import TransientError
+
 MAX_SDP_CHARS = 64 * 1024  # a browser's offer is a few kilobytes
 SUPPORTED_KINDS = frozenset({"audio", "application"})
 SENDING_DIRECTIONS = frozenset({"sendrecv", "sendonly"})
 
 
-class OfferRefused(Exception):
+class OfferRefused(TransientError):
     """The offer is not accepted: answer HTTP ``status`` with ``{"error": {"code", "message"}}``."""
 
     def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:

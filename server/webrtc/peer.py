@@ -23,10 +23,10 @@ from collections.abc import Callable
 from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
-from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
-from server.protocol.stream_messages import Configure, Event, Stop
+from server.protocol.stream_messages import Event
+from server.stream import control
 from server.stream.session import State, StreamSession
 from server.webrtc import jitter
 from server.webrtc.channel import EVENTS_LABEL, EventChannel, parse_channel_message
@@ -152,18 +152,17 @@ class WebRtcPeer:
             return
         session.touch()
         try:
-            message = parse_channel_message(data)
-            if isinstance(message, Configure):
-                try:
-                    settings = session.configure(message.settings)
-                except SettingsError as exc:
-                    raise ProtocolError("bad_settings", f"{exc}; the previous settings stay in force",
-                                        None) from None
-                self.events.send(msg.configured(settings.to_dict()), force=True)
-            elif isinstance(message, Stop):
-                self.end(reason="stopped", reply_stopped=True)
+            control.handle(session, parse_channel_message(data), self)
         except ProtocolError as exc:
             self.events.send(exc.to_message(), force=True)
+
+    # --- Controlled --------------------------------------------------------------------------------------
+
+    def reply(self, message: Event) -> None:
+        self.events.send(message, force=True)
+
+    def stop(self) -> None:
+        self.end(reason="stopped", reply_stopped=True)
 
     # --- StreamSink --------------------------------------------------------------------------------------
 

@@ -82,9 +82,10 @@ class Session {
     this.detectorLatencyMs = message.latency_ms;
     this.streamStartS = this.timeline.now;
     scope.hopS = message.hop_ms / 1000;
+    settings.setMethods(message.detector.methods);
     settings.setEffective(message.settings);
     scope.threshold = settings.values().threshold;
-    scope.method = settings.values().method;
+    scope.detector = message.detector;
     const khz = (this.microphone.sampleRate / 1000).toFixed(1);
     ui.format.textContent = `${khz} kHz · ${this.transport} · stream ${message.stream_id}`;
     ui.monitorLink.href = `/monitor?stream=${encodeURIComponent(message.stream_id)}`;
@@ -124,7 +125,7 @@ class Session {
       case "configured":
         settings.setEffective(message.settings);
         scope.threshold = settings.values().threshold;
-        scope.method = settings.values().method;
+        scope.detector = message.detector;
         break;
       case "warning":
         setBanner(ui.banner, "warn", message.message);
@@ -178,11 +179,9 @@ const settings = new SettingsPanel($("#settings"), {
   onChange: (changed) => {
     if (session && session.publisher) session.publisher.configure(changed);
     scope.threshold = settings.values().threshold;
-    scope.method = settings.values().method;
   },
 });
 scope.threshold = settings.values().threshold;
-scope.method = settings.values().method;
 scope.draw();
 
 function onStatus({ state, text, level }) {

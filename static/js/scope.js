@@ -15,9 +15,6 @@ const COLORS = {
 const WAVE_SHARE = 0.56; // of the plot height
 const AXIS_PX = 20;
 const FRESH_MS = 350; // an onset this recent is drawn brighter
-const PRE_AVG_S = 0.1; // the detector's moving-mean window (docs/protocol.md, threshold)
-// Methods whose moving mean is scaled before the threshold is added (server/dsp/odf.py, MethodSpec).
-const MEAN_FACTOR = { complex: 1.5 };
 
 function niceStep(windowS) {
   return windowS <= 5 ? 0.5 : windowS <= 12 ? 1 : 2;
@@ -30,7 +27,8 @@ export class Scope {
     this.timeline = timeline;
     this.windowS = 8;
     this.threshold = 1;
-    this.method = "superflux";
+    // The server's `detector` description (`started`, `configured`): `mean_factor`, `pre_avg_ms`.
+    this.detector = null;
     this.hopS = 0.01;
     this.waveGain = 1;
     this.odfTop = 2;
@@ -140,7 +138,8 @@ export class Scope {
   _odf(ctx, t0, x, top, height, dpr) {
     const values = this.timeline.odf;
     let first = values.length;
-    while (first > 0 && values[first - 1][0] >= t0 - PRE_AVG_S) first -= 1;
+    const preAvgS = this.detector ? this.detector.pre_avg_ms / 1000 : 0;
+    while (first > 0 && values[first - 1][0] >= t0 - preAvgS) first -= 1;
     if (first >= values.length) return;
     let visibleMax = this.threshold * 1.5;
     for (let i = first; i < values.length; i += 1) visibleMax = Math.max(visibleMax, values[i][1]);
@@ -159,9 +158,10 @@ export class Scope {
     }
     ctx.stroke();
 
-    // What a peak must clear: the mean of the last 100 ms (scaled for some methods) plus the threshold.
-    const window = Math.max(1, Math.round(PRE_AVG_S / this.hopS)) + 1;
-    const factor = MEAN_FACTOR[this.method] || 1;
+    // What a peak must clear: the mean of the last pre_avg_ms (scaled for some methods) plus the threshold.
+    if (!this.detector) return;
+    const window = Math.max(1, Math.round(preAvgS / this.hopS)) + 1;
+    const factor = this.detector.mean_factor;
     ctx.setLineDash([4 * dpr, 4 * dpr]);
     ctx.lineWidth = dpr;
     ctx.strokeStyle = COLORS.threshold;

@@ -1,6 +1,8 @@
 // The detector settings panel: a control per setting (docs/protocol.md, "Detector settings"), a slider
 // and an exact number box for numbers, remembered in localStorage, reporting changes debounced.
 
+// The methods offered before a server has described its own (`started`: `detector.methods`); the upload
+// page, which gets no `started`, keeps these.
 export const METHODS = [
   ["superflux", "SuperFlux", "Log-filtered spectral flux; the best all-rounder, robust to vibrato."],
   ["complex", "Complex domain", "Phase and magnitude; finds soft and pitched attacks."],
@@ -58,6 +60,7 @@ export class SettingsPanel {
   constructor(container, { storageKey, onChange = () => {} }) {
     this.storageKey = storageKey;
     this.onChange = onChange;
+    this.methods = METHODS.map(([name, label, description]) => ({ name, label, description }));
     this.current = { ...DEFAULTS, ...this._restore() };
     this.reported = { ...this.current };
     this.controls = {};
@@ -83,6 +86,14 @@ export class SettingsPanel {
     }
     if (!changed) return; // the server confirmed what the controls show: leave them as the user holds them
     this._save();
+    this._render();
+  }
+
+  /** Offer the server's methods (`detector.methods` of `started`): [{name, label, description}]. */
+  setMethods(methods) {
+    this.methods = methods;
+    const select = this.controls.method.inputs[0];
+    select.replaceChildren(...methods.map(({ name, label }) => element("option", { value: name, text: label })));
     this._render();
   }
 
@@ -116,7 +127,7 @@ export class SettingsPanel {
   _build(container) {
     container.classList.add("settings");
     const select = element("select", { "data-setting": "method", "aria-label": "Detection method" });
-    for (const [value, label] of METHODS) select.append(element("option", { value, text: label }));
+    for (const { name, label } of this.methods) select.append(element("option", { value: name, text: label }));
     const methodHint = element("p", { class: "hint" });
     select.addEventListener("change", () => this._set("method", select.value));
     container.append(element("label", { class: "field" }, [element("span", { text: "Method" }), select]), methodHint);
@@ -154,8 +165,8 @@ export class SettingsPanel {
   _render(source = null) {
     const method = this.controls.method;
     method.inputs[0].value = this.current.method;
-    const described = METHODS.find(([value]) => value === this.current.method);
-    method.hint.textContent = described ? described[2] : "";
+    const described = this.methods.find(({ name }) => name === this.current.method);
+    method.hint.textContent = described ? described.description : "";
     for (const spec of NUMBERS) {
       const [slider, box] = this.controls[spec.key].inputs;
       const value = this.current[spec.key];

@@ -14,7 +14,7 @@ from server.stream.session import State
 SLICES = 10
 
 
-async def monitor_streams(registry: StreamRegistry, status_interval_s: float, idle_timeout_s: float) -> None:
+async def sweep_streams(registry: StreamRegistry, status_interval_s: float, idle_timeout_s: float) -> None:
     """Every ``status_interval_s``: a status event from each stream that received or analysed audio since
     its last one, and a fatal ``idle_timeout`` for a running stream silent for ``idle_timeout_s``."""
     slice_s = status_interval_s / SLICES

@@ -41,7 +41,7 @@ class Job(NamedTuple):
     channels: int
     dtype: str  # of the samples in ``audio``, as numpy names it ("<f4", "<i2")
     settings: DetectorSettings | None
-    audio: bytes  # interleaved samples
+    audio: bytes | bytearray  # interleaved samples (bytearray: copied from two parts of a ring buffer)
     offset_s: float
     fresh: bool = False
     restart_at_s: float | None = None
