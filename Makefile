@@ -22,8 +22,9 @@ $(VENV)/.bench-stamp: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@ $(VENV)/.test-stamp $(VENV)/.run-stamp
 
+# `make run PORT=8081` serves on another port (also TRANSIENT_PORT=8081); `PORT=0` picks a free one.
 run: $(VENV)/.run-stamp
-	$(BIN)/python run.py
+	$(BIN)/python run.py $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.test-stamp
 	$(BIN)/ruff check server testkit tests bench run.py

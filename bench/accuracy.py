@@ -3,11 +3,16 @@
 Usage::
 
     .venv/bin/python bench/accuracy.py [--data DIR] [--block-ms 20] [--json bench/results/accuracy.json]
+                                       [--corpus ../corpus --split valid [--per-family N]]
+                                       [--madmom ../madmom-venv/bin/python] [--methods superflux,complex]
 
-Scores are mir_eval F-measures (±50 ms) averaged over clips, per group (drums / pitched-soft / all), on the
-real annotated clips in ``--data`` (default ``$TRANSIENT_ONSETS_DEV`` or ``../shared/data/onsets-dev``)
-and on a generated music-like corpus. Speed is audio duration over CPU time of one process limited to one
+Scores are mir_eval F-measures (±50 ms) averaged over clips, per group, on the real annotated clips in
+``--data`` (default ``$TRANSIENT_ONSETS_DEV`` or ``../shared/data/onsets-dev``; drums / pitched), on a
+generated music-like corpus, and with ``--corpus`` on one split of the rendered corpus (by family). Each
+cell shows F, and P/R with ``--pr``. Speed is audio duration over CPU time of one process limited to one
 thread, so a multiple of real time on one core. Our detector is fed in streaming blocks of ``--block-ms``.
+``--madmom`` runs madmom's SuperFlux program (offline, its defaults) in that Python, a bench-only
+environment, over the same clips written as 16-bit WAV; nothing of madmom is imported here.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -32,7 +39,7 @@ import numpy.typing as npt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from corpus import Clip, data_dir, generated_clips, real_clips  # noqa: E402
+from corpus import Clip, data_dir, generated_clips, real_clips, rendered_clips  # noqa: E402
 
 from server.dsp import METHODS, DetectorSettings, OnsetDetector, process_many  # noqa: E402
 
@@ -81,9 +88,42 @@ def aubio_method(method: str, buf: int = 512, hop: int = 256) -> Runner:
     return run
 
 
-def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, float], float]:
-    """Mean F per group and the speed (audio seconds per CPU second)."""
-    by_group: dict[str, list[float]] = {"drums": [], "pitched": []}
+def madmom_superflux(python: str, corpora: dict[str, list[Clip]]) -> Runner:
+    """madmom's SuperFlux program at its defaults, run once over every clip in ``python``'s environment.
+
+    madmom imports only with a ``madmom`` dist-info on its path: one is written to a temporary folder put
+    on ``PYTHONPATH``. Its CPU time is not ours to measure: the runner's speed is meaningless.
+    """
+    found: dict[int, npt.NDArray[np.float64]] = {}
+    import soundfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        meta = folder / "meta" / "madmom-0.17.dev0.dist-info"
+        meta.mkdir(parents=True)
+        (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: madmom\nVersion: 0.17.dev0\n")
+        clips = {id(c): c for cs in corpora.values() for c in cs}
+        paths = []
+        for key, clip in clips.items():
+            path = folder / f"{key}.wav"
+            soundfile.write(str(path), np.clip(clip.mono(), -1.0, 1.0), clip.sample_rate, subtype="PCM_16")
+            paths.append(str(path))
+        script = Path(python).parent / "SuperFlux"
+        env = {**os.environ, "PYTHONPATH": str(folder / "meta")}
+        subprocess.run(
+            [python, str(script), "batch", "-o", tmp, "-s", ".sf", *paths], check=True, env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for key in clips:
+            out = folder / f"{key}.sf"
+            text = out.read_text().split() if out.exists() else []
+            found[key] = np.array([float(v) for v in text], dtype=np.float64)
+    return lambda clip: found[id(clip)]
+
+
+def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, tuple[float, float, float]], float]:
+    """Mean (F, P, R) per group and over all clips ("all"), and the speed (audio seconds per CPU second)."""
+    by_group: dict[str, list[tuple[float, float, float]]] = {}
     cpu_s = 0.0
     audio_s = 0.0
     for clip in clips:
@@ -91,11 +131,16 @@ def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, float], float]:
         estimated = runner(clip)
         cpu_s += time.process_time() - start
         audio_s += clip.duration_s
-        f, _, _ = mir_eval.onset.f_measure(clip.onsets_s, np.sort(estimated), window=0.05)
-        by_group[clip.group].append(f)
-    result = {g: float(np.mean(v)) for g, v in by_group.items() if v}
-    result["all"] = float(np.mean([f for v in by_group.values() for f in v]))
+        f, p, r = mir_eval.onset.f_measure(clip.onsets_s, np.sort(estimated), window=0.05)
+        by_group.setdefault(clip.group, []).append((f, p, r))
+    result = {g: _mean(v) for g, v in sorted(by_group.items())}
+    result["all"] = _mean([s for v in by_group.values() for s in v])
     return result, audio_s / max(cpu_s, 1e-9)
+
+
+def _mean(scores: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+    f, p, r = np.mean(np.array(scores), axis=0)
+    return float(f), float(p), float(r)
 
 
 def block_speeds(clips: list[Clip]) -> dict[str, float]:
@@ -147,6 +192,14 @@ def main() -> None:
     parser.add_argument("--block-ms", type=float, default=20.0, help="streaming block for our detector, ms")
     parser.add_argument("--json", type=Path, help="also write the results here (e.g. bench/results/x.json)")
     parser.add_argument("--ours-only", action="store_true", help="skip librosa and aubio")
+    parser.add_argument("--methods", help="our methods to score, comma-separated (default: all)")
+    parser.add_argument("--no-generated", action="store_true", help="skip the generated corpus")
+    parser.add_argument("--corpus", type=Path, help="the rendered corpus (MANIFEST.tsv and split folders)")
+    parser.add_argument("--split", default="valid", help="its split to score (train, tune or valid)")
+    parser.add_argument("--per-family", type=int, help="at most this many rendered clips per family")
+    parser.add_argument("--madmom", help="a Python with madmom (bench-only) to run its SuperFlux beside ours")
+    parser.add_argument("--pr", action="store_true", help="show F/P/R in every cell")
+    parser.add_argument("--no-speed", action="store_true", help="skip the streaming speed figures")
     parser.add_argument(
         "--set",
         action="append",
@@ -160,38 +213,47 @@ def main() -> None:
         name, _, value = item.partition("=")
         overrides[name] = value if name == "method" else float(value)
 
-    corpora = {"real": real_clips(data_dir(args.data)), "generated": generated_clips()}
-    if not corpora["real"]:
+    corpora = {"real": real_clips(data_dir(args.data))}
+    if not args.no_generated:
+        corpora["generated"] = generated_clips()
+    if args.corpus:
+        corpora[f"rendered {args.split}"] = rendered_clips(args.corpus, args.split, args.per_family)
+    corpora = {name: clips for name, clips in corpora.items() if clips}
+    if "real" not in corpora:
         print(f"no annotated clips found in {data_dir(args.data)}; set --data or ${'TRANSIENT_ONSETS_DEV'}")
-    runners: dict[str, Runner] = {f"ours {m}": ours(m, args.block_ms, overrides) for m in METHODS}
+    methods = args.methods.split(",") if args.methods else list(METHODS)
+    runners: dict[str, Runner] = {f"ours {m}": ours(m, args.block_ms, overrides) for m in methods}
     if not args.ours_only:
         runners["librosa onset_detect"] = librosa_default
         for method in ("hfc", "specflux", "complex"):
             runners[f"aubio {method}"] = aubio_method(method)
+    if args.madmom:
+        runners["madmom SuperFlux"] = madmom_superflux(args.madmom, corpora)
 
-    header = f"{'detector':<22}" + "".join(
-        f"{c + ' ' + g:>16}" for c in corpora for g in ("drums", "pitched", "all")
-    )
-    print(f"mean F-measure (mir_eval, ±50 ms); ours streamed in {args.block_ms:g} ms blocks")
-    print(header + f"{'speed x RT':>12}")
-    results: dict[str, dict[str, object]] = {}
+    print(f"mean F-measure (mir_eval, ±50 ms){' / P / R' if args.pr else ''}; "
+          f"ours streamed in {args.block_ms:g} ms blocks")
+    results: dict[str, dict[str, object]] = {name: {} for name in runners}
     warnings.simplefilter("ignore")
-    for name, runner in runners.items():
-        row: dict[str, object] = {}
-        speeds = {}
-        for corpus_name, clips in corpora.items():
-            if clips:
-                row[corpus_name], speeds[corpus_name] = score(runner, clips)
-        # Speed on the real clips (44.1 kHz) when there are any.
-        row["speed_x_realtime"] = speeds.get("real", speeds.get("generated", float("nan")))
-        results[name] = row
-        cells = "".join(
-            f"{row.get(c, {}).get(g, float('nan')):>16.3f}"  # type: ignore[attr-defined]
-            for c in corpora
-            for g in ("drums", "pitched", "all")
-        )
-        print(f"{name:<22}{cells}{row['speed_x_realtime']:>12.0f}", flush=True)
-    results["streaming speed, ours superflux"] = block_speeds(corpora["real"] or corpora["generated"])
+    width = 16 if args.pr else 9
+    for corpus_name, clips in corpora.items():
+        groups = [*sorted({c.group for c in clips}), "all"]
+        print(f"\n{corpus_name} ({len(clips)} clips)")
+        heads = "".join(f"{g[:width - 1]:>{width}}" for g in groups)
+        print(f"{'detector':<22}{heads}{'speed x RT':>12}")
+        for name, runner in runners.items():
+            row, speed = score(runner, clips)
+            results[name][corpus_name] = {g: list(v) for g, v in row.items()}
+            results[name].setdefault("speed_x_realtime", speed)
+            cells = "".join(
+                f"{'/'.join(f'{x:.2f}' for x in row[g]) if args.pr else f'{row[g][0]:.3f}':>{width}}"
+                if g in row else f"{'':>{width}}"
+                for g in groups
+            )
+            shown = float("nan") if name.startswith("madmom") else speed
+            print(f"{name:<22}{cells}{shown:>12.0f}", flush=True)
+    if not args.no_speed:
+        first = next(iter(corpora.values()))
+        results["streaming speed, ours superflux"] = block_speeds(corpora.get("real", first))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(

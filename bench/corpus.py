@@ -96,3 +96,34 @@ def generated_clips(seed: int = 1000) -> list[Clip]:
             signals.music_mix(sr, 10.0, s + 13, parts=("drums", "plucks"), stereo=True, rt60_s=0.4),
         ]
     return [Clip(f"{m.name}@{m.sample_rate}", m.samples, m.sample_rate, m.onsets_s, m.group) for m in made]
+
+
+def rendered_clips(folder: Path, split: str, per_family: int | None = None) -> list[Clip]:
+    """Clips of one split (``train``, ``tune`` or ``valid``) of the rendered corpus, grouped by family.
+
+    ``folder`` holds ``MANIFEST.tsv`` and one folder per split of ``<clip_id>.flac`` with ``.onsets``
+    beside; clips listed but not (yet) rendered are skipped. ``per_family`` keeps the first few of each.
+    """
+    import csv
+
+    import soundfile
+
+    manifest = folder / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    clips: list[Clip] = []
+    count: dict[str, int] = {}
+    with manifest.open() as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            family = row["family"]
+            audio = folder / row["split"] / f"{row['clip_id']}.flac"
+            annotation = audio.with_suffix(".onsets")
+            if row["split"] != split or not audio.exists() or not annotation.exists():
+                continue
+            if per_family is not None and count.get(family, 0) >= per_family:
+                continue
+            count[family] = count.get(family, 0) + 1
+            samples, rate = soundfile.read(str(audio), dtype="float32", always_2d=False)
+            onsets = np.atleast_1d(np.loadtxt(annotation, ndmin=1, usecols=0))
+            clips.append(Clip(row["clip_id"], samples, int(rate), np.sort(onsets), family))
+    return clips

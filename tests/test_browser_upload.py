@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from testkit import signals
 from tests.browser_harness import chromium
+from tests.test_cli_analyze import run_cli
 
 pytestmark = pytest.mark.browser
 
@@ -77,10 +78,20 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
         async with page.expect_download() as csv_download:
             await page.click("#download-csv")
         download = await csv_download.value
-        rows = list(csv.DictReader(io.StringIO(Path(await download.path()).read_text())))
+        text = Path(await download.path()).read_text()
+        rows = list(csv.DictReader(io.StringIO(text)))
         assert [float(r["time_s"]) for r in rows] == pytest.approx(times, abs=1e-6)
         strengths = [o["strength"] for o in result["onsets"]]
-        assert [float(r["strength"]) for r in rows] == pytest.approx(strengths, abs=1e-6)
+        assert [float(r["strength"]) for r in rows] == [o["strength"] for o in result["onsets"]]  # exact
+        assert {r["file"] for r in rows} == {"pattern.flac"}
+        # The same header, and the same exact numbers, as the command line's CSV of the same file.
+        code, out, err = await run_cli("analyze", str(audio), "--format", "csv", "-q")
+        assert code == 0, err
+        assert text.splitlines()[0] == out.splitlines()[0] == "file,time_s,strength"
+        cli_rows = list(csv.DictReader(io.StringIO(out)))
+        assert [(float(r["time_s"]), float(r["strength"])) for r in cli_rows] == \
+            [(float(r["time_s"]), float(r["strength"])) for r in rows]
+        assert strengths == [float(r["strength"]) for r in cli_rows]
 
         # Not audio: the task fails and the page says why, in the server's words.
         junk = tmp_path / "notes.wav"
@@ -89,5 +100,6 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
         await page.wait_for_selector("#banner[data-level=error]")
         assert "could not be analysed" in await page.inner_text("#banner")
         assert await page.get_attribute("#state", "data-state") == "error"
+        assert await page.inner_text("#analysis-progress output") == "failed"  # not "queued"
         assert await page.is_hidden("#result")
         session.assert_no_errors()

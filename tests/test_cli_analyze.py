@@ -85,7 +85,7 @@ async def test_text_and_csv_outputs_and_failures(tmp_path: Path) -> None:
     assert code == 1  # some files failed; the others are still written
     assert f"{missing}: not_found" in err and f"{text}: not_audio" in err
     rows = list(csv.reader(io.StringIO((tmp_path / "onsets.csv").read_text())))
-    assert rows[0] == ["file", "time", "strength"]
+    assert rows[0] == ["file", "time_s", "strength"]
     assert [(float(t), float(s)) for _, t, s in rows[1:]] == \
         [(o["time"], o["strength"]) for o in result["onsets"]]  # repr floats: exact
     assert {f for f, _, _ in rows[1:]} == {str(wav)}

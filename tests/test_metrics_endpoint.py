@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import platform
 import re
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from server import __version__
 from server.observability.logs import ContextFormatter
 from tests.analysis_files import make_file, post_file, wait_finished
 from tests.conftest import StartServer
-from tests.metrics_scrape import scrape
+from tests.metrics_scrape import parse, scrape
 from tests.stream_client import Client, Publisher, of_type
+from tests.test_osc_output import OscReceiver
 
 SAMPLE_RATE = 16000
 
@@ -28,16 +32,56 @@ def clicks(duration_s: float, every_s: float) -> np.ndarray:
     return samples
 
 
+def check_conventions(text: str) -> dict[str, str]:
+    """Parse ``text`` with the Prometheus client's own parser and check the conventions every scrape keeps:
+    a sample name is always labelled or never; no gauge is named like a histogram's parts; counters end in
+    ``_total``. Returns each family's type by name."""
+    types: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        if family.type == "gauge":
+            assert not family.name.endswith(("_sum", "_count", "_bucket", "_total")), family.name
+        labelled: dict[str, set[bool]] = {}
+        for sample in family.samples:
+            labelled.setdefault(sample.name, set()).add(bool(sample.labels))
+            if family.type == "counter":
+                assert sample.name.endswith(("_total", "_created")), sample.name
+        assert all(len(kinds) == 1 for kinds in labelled.values()), (family.name, labelled)
+    return types
+
+
+async def scrape_text(http: aiohttp.ClientSession, base: str) -> str:
+    async with http.get(base + "/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
 async def test_metrics_follow_streams_subscribers_onsets_and_jobs(
     start_server: StartServer, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     server = await start_server()
     base = str(server.make_url("")).rstrip("/")
+    types = check_conventions(await scrape_text(http, base))
+    assert types["transient_streams"] == "gauge" and types["transient_onsets"] == "counter"
+    assert types["transient_onset_latency_seconds"] == "histogram"
+    assert types["transient_job_duration_seconds"] == "histogram"
     before = await scrape(http, base)
-    assert before["transient_streams"] == 0
+    # Every label value that can occur is there from the start, at 0; nothing unlabelled beside it.
+    assert before['transient_streams{transport="websocket"}'] == 0
+    assert before['transient_streams{transport="webrtc"}'] == 0
+    assert "transient_streams" not in before
+    assert before['transient_streams_opened_total{transport="webrtc"}'] == 0
+    assert before['transient_streams_ended_total{reason="stopped"}'] == 0
+    assert before['transient_requests_refused_total{reason="rate_limited"}'] == 0
+    assert before['transient_jobs_finished_total{status="success"}'] == 0
     assert before["transient_onsets_total"] == 0
     assert before['transient_jobs{state="success"}'] == 0
+    assert before["transient_job_store_up"] == 1
     assert before["transient_pool_workers"] == 2
+    # Process metrics and the build.
+    assert before["process_resident_memory_bytes"] > 1e6 and before["process_cpu_seconds_total"] > 0
+    build = f'transient_build_info{{python="{platform.python_version()}",version="{__version__}"}}'
+    assert before[build] == 1
 
     publisher = await Publisher.open(http, server)
     started = await publisher.start(SAMPLE_RATE)
@@ -46,8 +90,10 @@ async def test_metrics_follow_streams_subscribers_onsets_and_jobs(
     await publisher.stream(clicks(2.0, 0.25), SAMPLE_RATE, chunk_s=0.02, pace=0.5)
     during = await scrape(http, base)
     assert during['transient_streams{transport="websocket"}'] == 1
+    assert during['transient_streams{transport="webrtc"}'] == 0
     assert during["transient_subscribers"] == 1
     assert during["transient_audio_received_seconds_total"] == pytest.approx(2.0)
+    assert 0 <= during["transient_stream_lag_max_seconds"] <= during["transient_audio_waiting_seconds"] + 1e-9
     messages = await publisher.stop()
     onsets = len(of_type(messages, "onset"))
     assert onsets >= 5
@@ -58,8 +104,11 @@ async def test_metrics_follow_streams_subscribers_onsets_and_jobs(
     assert status == 202
     assert (await wait_finished(http, base, body["task_id"]))["status"] == "success"
 
-    after = await scrape(http, base)
-    assert after["transient_streams"] == 0
+    text = await scrape_text(http, base)
+    check_conventions(text)
+    after = parse(text)
+    # Back to zero, still there.
+    assert after['transient_streams{transport="websocket"}'] == 0
     assert after["transient_subscribers"] == 0
     assert after['transient_streams_opened_total{transport="websocket"}'] == 1
     assert after['transient_streams_ended_total{reason="stopped"}'] == 1
@@ -69,8 +118,54 @@ async def test_metrics_follow_streams_subscribers_onsets_and_jobs(
     assert after['transient_onset_latency_seconds_bucket{le="+Inf"}'] == onsets
     assert 0 < after["transient_onset_latency_seconds_sum"] / onsets < 5.0
     assert after['transient_jobs{state="success"}'] == 1
+    # Job throughput and durations.
+    assert after['transient_jobs_finished_total{status="success"}'] == 1
+    assert after['transient_jobs_finished_total{status="failed"}'] == 0
+    assert after["transient_job_duration_seconds_count"] == 1
+    assert 0 < after["transient_job_duration_seconds_sum"] < 60
+    assert after["transient_job_audio_seconds_total"] == pytest.approx(2.0)
     assert after["transient_audio_dropped_seconds_total"] == 0
     assert after["transient_pool_rebuilds_total"] == 0
+
+
+async def test_osc_packets_sent_and_dropped_per_target(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    receiver = await OscReceiver.open()
+    try:
+        server = await start_server(osc_targets=f"lights=127.0.0.1:{receiver.port},void=nowhere.invalid:9000")
+        base = str(server.make_url("")).rstrip("/")
+        before = await scrape(http, base)
+        assert before['transient_osc_packets_dropped_total{target="void"}'] == 0
+        assert before['transient_osc_packets_sent_total{target="lights"}'] == 0
+        publisher = await Publisher.open(http, server)
+        await publisher.start(SAMPLE_RATE, settings={"osc": ["lights", "void"]})
+        await publisher.stream(clicks(2.0, 0.25), SAMPLE_RATE, chunk_s=0.02)
+        onsets = len(of_type(await publisher.stop(), "onset"))
+        assert onsets >= 5
+        await receiver.take(onsets)
+        after = await scrape(http, base)
+    finally:
+        receiver.close()
+        await asyncio.sleep(0.01)
+    assert after['transient_osc_packets_sent_total{target="lights"}'] == onsets
+    assert after['transient_osc_packets_dropped_total{target="lights"}'] == 0
+    assert after['transient_osc_packets_dropped_total{target="void"}'] == onsets  # `.invalid` never resolves
+    assert after['transient_osc_packets_sent_total{target="void"}'] == 0
+
+
+async def test_each_app_has_its_own_registry(start_server: StartServer, http: aiohttp.ClientSession) -> None:
+    one, two = await start_server(), await start_server()
+    publisher = await Publisher.open(http, one)
+    await publisher.start(SAMPLE_RATE)
+    await publisher.stream(clicks(1.0, 0.25), SAMPLE_RATE)
+    await publisher.stop()
+    counted = await scrape(http, str(one.make_url("")).rstrip("/"))
+    other = await scrape(http, str(two.make_url("")).rstrip("/"))
+    assert counted['transient_streams_opened_total{transport="websocket"}'] == 1
+    assert other['transient_streams_opened_total{transport="websocket"}'] == 0
+    assert other["transient_onset_latency_seconds_count"] == 0
+    assert counted["transient_onset_latency_seconds_count"] > 0
 
 
 async def test_readyz_is_ready_until_shutdown_begins(start_server: StartServer,

@@ -112,7 +112,7 @@ async def test_the_file_api_answers_503_through_an_outage_and_recovers(
     status, _, readiness = await fetch(http, "GET", base + "/readyz")
     assert status == 503 and any("job store" in problem for problem in readiness["problems"]), readiness
     status, _, metrics = await fetch(http, "GET", base + "/metrics")
-    assert status == 200 and "transient_pool_workers 1" in metrics
+    assert status == 200 and "transient_pool_workers 1.0" in metrics
     assert "transient_jobs{" not in metrics  # unknown while the store cannot be reached: left out
 
     refused = await UploadClient.connect(http, server)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from server.client.options import add_settings_option, parse_settings_option
+from server.cli.settings_flags import add_settings_options, settings_from_args
+from server.cli.time_format import add_time_format_option, time_column, time_csv, time_text
 from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, TransientError
 from server.jobs.runner import result_json
@@ -96,7 +97,7 @@ def analyse_file(path: Path, settings: DetectorSettings,
 Outcome = tuple[Path, dict[str, Any] | FileFailed]
 
 
-def render(outcomes: list[Outcome], fmt: str) -> str:
+def render(outcomes: list[Outcome], fmt: str, time_format: str = "s") -> str:
     """The output text for the files analysed (failed ones are left out; they are reported on stderr)."""
     done = [(path, result) for path, result in outcomes if isinstance(result, dict)]
     several = len(outcomes) > 1
@@ -114,28 +115,48 @@ def render(outcomes: list[Outcome], fmt: str) -> str:
     out = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["file", "time", "strength"])
+        writer.writerow(["file", time_column(time_format), "strength"])
         for path, result in done:
             for onset in result["onsets"]:
-                writer.writerow([str(path), repr(onset["time"]), repr(onset["strength"])])
+                writer.writerow([str(path), time_csv(onset["time"], time_format, result["sample_rate"]),
+                                 repr(onset["strength"])])
         return out.getvalue()
     for path, result in done:
         for onset in result["onsets"]:
             prefix = f"{path}\t" if several else ""
-            out.write(f"{prefix}{onset['time']:.6f}\t{onset['strength']:.6f}\n")
+            time = time_text(onset["time"], time_format, result["sample_rate"])
+            out.write(f"{prefix}{time}\t{onset['strength']:.6f}\n")
     return out.getvalue()
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or ``None`` if it can: checked before any analysis, by opening it
+    for appending (nothing of an existing file is lost; a file created by the check is removed again)."""
+    if path.is_dir():
+        return "it is a directory"
+    existed = path.exists()
+    try:
+        with path.open("a"):
+            pass
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    if not existed:
+        path.unlink(missing_ok=True)
+    return None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (WAV, FLAC, OGG, "
                         "MP3, WebM/Opus, M4A/AAC, ...)")
-    add_settings_option(parser)
+    add_settings_options(parser)
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
                         help="write the onsets here instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="text: 'time<TAB>strength' lines (the file first when there are several); json: "
-                        "the server's result object (several files: {\"files\": [...]}); csv: file,time,"
-                        "strength. Default: from the --output suffix (.json, .csv), else text")
+                        "the server's result object (several files: {\"files\": [...]}); csv: file,time_s,"
+                        "strength (time_ms, time_samples with --time-format). Default: from the --output "
+                        "suffix (.json, .csv), else text")
+    add_time_format_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(parser=parser)
 
@@ -143,13 +164,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     parser: argparse.ArgumentParser = args.parser
     try:
-        settings = parse_settings(parse_settings_option(parser, args.settings))
+        settings = parse_settings(settings_from_args(parser, args))
     except SettingsError as exc:
-        parser.error(f"--settings: {exc}")
+        parser.error(f"settings: {exc}")
     fmt = args.format
     if fmt is None:
         suffix = args.output.suffix.lower().lstrip(".") if args.output is not None else ""
         fmt = suffix if suffix in ("json", "csv") else "text"
+    if args.output is not None:
+        problem = unwritable(args.output)
+        if problem:
+            print(f"{parser.prog}: cannot write {args.output}: {problem}", file=sys.stderr)
+            return 1
     outcomes: list[Outcome] = []
     for path in args.files:
         bar = ProgressBar(sys.stderr, str(path), enabled=not args.quiet)
@@ -161,9 +187,13 @@ def main(args: argparse.Namespace) -> int:
             outcomes.append((path, exc))
             bar.finish(f"failed ({exc.code})")
             print(f"{path}: {exc.code}: {exc.message}", file=sys.stderr)
-    text = render(outcomes, fmt)
+    text = render(outcomes, fmt, args.time_format)
     if args.output is not None:
-        args.output.write_text(text)
+        try:
+            args.output.write_text(text)
+        except OSError as exc:
+            print(f"{parser.prog}: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
     else:
         sys.stdout.write(text)
         sys.stdout.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -27,6 +28,7 @@ def _lazy(module: str, help_text: str) -> Command:
 def commands() -> dict[str, Command]:
     """Subcommand name → (add its arguments, run it, one-line help)."""
     return {
+        "serve": (serve.add_arguments, serve.main, "serve HTTP, WebSocket and WebRTC (the default)"),
         "analyze": _lazy("analyze", "analyse audio files here, without a server; print or write the onsets"),
         "listen": _lazy("listen", "follow a live stream's events; print them or forward onsets to OSC"),
         "stream": _lazy("stream", "publish a file or raw PCM from stdin as a live stream; print its onsets"),
@@ -34,18 +36,29 @@ def commands() -> dict[str, Command]:
     }
 
 
+def program_name() -> str:
+    """``run.py`` or the installed command's name (``transient``), for usage lines and messages."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("-c", "__main__.py") else "run.py"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a subcommand (``serve``, ``analyze``, ...; none: serve); the exit code. The entry point of
+    ``run.py`` and of the installed ``transient`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
     subcommands = commands()
+    prog = program_name()
     parser = argparse.ArgumentParser(
-        prog="run.py",
+        prog=prog,
         description="Transient: real-time audio onset analysis server. With no subcommand, serve.",
         epilog="subcommands: " + (", ".join(f"{name} ({c[2]})" for name, c in subcommands.items()) or "none")
-        + ". Run 'run.py SUBCOMMAND --help' for each. Every option can also come from TRANSIENT_<OPTION>.",
+        + f". Run '{prog} SUBCOMMAND --help' for each. Every option can also come from TRANSIENT_<OPTION>.",
     )
+    parser.set_defaults(parser=parser)
     if args and args[0] in subcommands:
         add_arguments, run, help_text = subcommands[args[0]]
-        sub = argparse.ArgumentParser(prog=f"run.py {args[0]}", description=help_text)
+        sub = argparse.ArgumentParser(prog=f"{prog} {args[0]}", description=help_text)
+        sub.set_defaults(parser=sub)
         add_arguments(sub)
         return run(sub.parse_args(args[1:]))
     serve.add_arguments(parser)

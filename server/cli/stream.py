@@ -20,14 +20,15 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from server.cli.listen import print_event
+from server.cli.settings_flags import add_settings_options, settings_from_args
+from server.cli.time_format import add_time_format_option
 from server.client import ClientError, Pacer, Publisher, TransientClient
 from server.client.audio_file import AudioFile
 from server.client.options import (
+    CONNECTION_ERRORS,
     add_server_options,
-    add_settings_option,
     client_token,
-    parse_settings_option,
-    refusal_text,
+    failure_text,
     run_until_signal,
     server_url,
 )
@@ -79,18 +80,23 @@ def chunks(block: np.ndarray | bytes, frames: int, frame_bytes: int) -> Iterator
     return (block[i:i + frames] for i in range(0, len(block), frames))
 
 
-async def print_events(publisher: Publisher, fmt: str) -> None:
+async def print_events(publisher: Publisher, args: argparse.Namespace, sample_rate: int) -> None:
     async for event in publisher.events():
+        if args.quiet:
+            continue
         if event["type"] != "stopped":
-            print_event(event, fmt)
-        elif fmt == "json":
+            print_event(event, args.format, args.time_format, sample_rate)
+        elif args.format == "json":
             print(json.dumps(event), flush=True)
 
 
 async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
     parser: argparse.ArgumentParser = args.parser
-    settings = parse_settings_option(parser, args.settings)
+    settings = settings_from_args(parser, args)
+    if args.name is not None:
+        settings = {**(settings or {}), "name": args.name}
     token = client_token(parser, args)
+    url = server_url(args)
     source: AudioFile | RawInput
     if args.source == "-":
         if args.rate is None:
@@ -104,15 +110,17 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
             print(f"{args.source}: {getattr(exc, 'code', 'unreadable')}: {exc}", file=sys.stderr)
             return 1
         encoding = Encoding.PCM_F32LE
-    async with TransientClient(server_url(args), codec=args.codec, token=token) as client:
+    async with TransientClient(url, codec=args.codec, token=token) as client:
         try:
-            publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings)
-        except (ClientError, OSError) as exc:
-            print(f"cannot start the stream: {refusal_text(exc)}", file=sys.stderr)
+            flow = args.flow_control if args.flow_control is not None else not isinstance(source, RawInput)
+            publisher = await client.publish(source.sample_rate, source.channels, encoding.value, settings,
+                                             flow_control=flow)
+        except (ClientError, *CONNECTION_ERRORS) as exc:
+            print(f"cannot start the stream: {failure_text(exc, url)}", file=sys.stderr)
             return 1
         print(f"stream {publisher.stream_id}: {source.sample_rate} Hz, {source.channels} channel(s), "
               f"latency {publisher.started['latency_ms']} ms", file=sys.stderr, flush=True)
-        printer = asyncio.ensure_future(print_events(publisher, args.format))
+        printer = asyncio.ensure_future(print_events(publisher, args, source.sample_rate))
         chunk_frames = max(1, round(args.chunk_ms / 1000.0 * source.sample_rate))
         frame_bytes = source.channels * encoding.bytes_per_sample
         pacer = Pacer(source.sample_rate, args.speed) if args.speed > 0 else None
@@ -131,23 +139,35 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
                 if interrupted.is_set():
                     break
             stopped = await publisher.stop()
-        except (ClientError, DecodeError, OSError) as exc:
-            await publisher.close()
+        except (ClientError, DecodeError, *CONNECTION_ERRORS) as exc:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await publisher.close()
             with contextlib.suppress(asyncio.CancelledError):
                 await printer
-            print(f"the stream ended early: {exc}", file=sys.stderr)
+            reason = str(exc) if isinstance(exc, DecodeError) else failure_text(exc, url)
+            if isinstance(exc, ClientError) and exc.code == "closed":
+                reason = f"the server at {url} hung up ({exc.message})"
+            print(f"the stream ended early: {reason}", file=sys.stderr)
             return 1
         await printer
     if isinstance(source, RawInput) and source.leftover_bytes:
         print(f"dropped {source.leftover_bytes} trailing bytes (not a whole frame)", file=sys.stderr)
-    print(f"stopped: {stopped['duration']} s, {stopped['onsets']} onsets", file=sys.stderr, flush=True)
+    dropped_s = publisher.dropped_s
+    lost = f", {dropped_s:g} s of audio dropped by the server" if dropped_s > 0 else ""
+    print(f"stopped: {stopped['duration']} s, {stopped['onsets']} onsets{lost}", file=sys.stderr, flush=True)
+    if dropped_s > 0 and not publisher.flow_control:
+        print(f"the server dropped {dropped_s:g} s of audio because it arrived faster than it was analysed; "
+              "--flow-control waits instead", file=sys.stderr, flush=True)
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="FILE|-", help="an audio file, or - for raw PCM on stdin")
     add_server_options(parser)
-    add_settings_option(parser)
+    add_settings_options(parser, extra_keys="; stream options too, e.g. osc=[\"lights\"]")
+    parser.add_argument("--name", default=None, metavar="NAME",
+                        help="name the stream (stream option 'name'), so 'listen --follow NAME' finds it "
+                        "again, also after a reconnect")
     parser.add_argument("--rate", type=int, default=None, help="sample rate of the raw PCM on stdin, Hz")
     parser.add_argument("--channels", type=int, default=1, help="channels of the raw PCM on stdin")
     parser.add_argument("--encoding", choices=[e.value for e in Encoding], default=Encoding.PCM_S16LE.value,
@@ -155,12 +175,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=float, default=20.0, help="audio per message, ms")
     parser.add_argument("--speed", type=float, default=1.0,
                         help="pace as this multiple of real time; 0 sends as fast as possible")
+    parser.add_argument("--flow-control", action=argparse.BooleanOptionalAction, default=None,
+                        help="wait for the server's acks instead of letting it drop audio that arrives "
+                        "faster than it is analysed (default: on for a file, off for stdin, a live capture "
+                        "that cannot wait)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one 'time<TAB>strength<TAB>wall_time' line per onset; json: every event")
+    add_time_format_option(parser)
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print no events, only the first and last lines on stderr")
     parser.set_defaults(parser=parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.chunk_ms <= 0 or args.speed < 0 or args.channels < 1:
         args.parser.error("--chunk-ms and --channels must be positive, --speed not negative")
-    return run_until_signal(lambda interrupted: publish(args, interrupted))
+    url = server_url(args)
+    return run_until_signal(lambda interrupted: publish(args, interrupted), args.parser.prog, url)

@@ -25,14 +25,14 @@ def _ready(consumer: str) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from(args)
     if not config.redis:
-        print("run.py worker: --redis URL (or TRANSIENT_REDIS) is required", file=sys.stderr)
+        print(f"{args.parser.prog}: --redis URL (or TRANSIENT_REDIS) is required", file=sys.stderr)
         return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
         uvloop.run(run_worker(config, _ready))
     except (RedisUnavailable, ValueError) as exc:
-        print(f"run.py worker: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -73,10 +73,11 @@ class TransientClient:
         return streams
 
     async def publish(self, sample_rate: int, channels: int = 1, encoding: str = "pcm_f32le",
-                      settings: Mapping[str, Any] | None = None) -> Publisher:
-        """Start a live stream."""
+                      settings: Mapping[str, Any] | None = None, *, flow_control: bool = False) -> Publisher:
+        """Start a live stream (``flow_control``: see :meth:`Publisher.open`)."""
         return await Publisher.open(self.session, self.base_url, sample_rate=sample_rate, channels=channels,
-                                    encoding=encoding, settings=settings, codec=self.codec, token=self.token)
+                                    encoding=encoding, settings=settings, codec=self.codec, token=self.token,
+                                    flow_control=flow_control)
 
     async def subscribe(self, stream_id: str) -> Subscription:
         """Follow a live stream's events."""

@@ -22,20 +22,32 @@ from server.protocol.stream_messages import Encoding
 
 STREAM_PATH = "/api/v3/stream"
 REPLY_TIMEOUT_S = 30.0
+ACK_TIMEOUT_S = 10.0  # flow control: longest wait for an ack before sending anyway (the server may then drop)
+WINDOW_SHARE = 0.5  # flow control: at most this share of the server's max_buffer_s is sent ahead of analysis
 MAX_QUEUED_EVENTS = 10_000  # events kept for a caller that does not read them; the oldest go first
 
 
 class Publisher:
     """One live stream being published. Use :meth:`open`, then send audio, then :meth:`stop`."""
 
-    def __init__(self, socket: MessageSocket, started: Message, encoding: Encoding) -> None:
+    def __init__(self, socket: MessageSocket, started: Message, encoding: Encoding,
+                 flow_control: bool = False) -> None:
         self.socket = socket
         self.started = started
+        self.flow_control = flow_control
+        limits = started.get("limits") or {}
+        self.window_s = WINDOW_SHARE * float(limits.get("max_buffer_s", 1.0))
+        self.sent_s = 0.0  # audio sent so far
+        self._frame_bytes = int(started.get("channels", 1)) * encoding.bytes_per_sample
+        self._sample_rate = int(started.get("sample_rate", 1))
+        self._acked: Message = {"received_s": 0.0, "lag_s": 0.0}
+        self._ack_arrived = asyncio.Event()
         self.stream_id: str = started["stream_id"]
         self.settings: dict[str, Any] = dict(started.get("settings", {}))
         self.encoding = encoding
         self.events_dropped = 0
         self.error: Message | None = None  # the last error message the server sent
+        self.dropped_s = 0.0  # audio the server dropped so far (the latest ``status``/``stopped`` says)
         self._events: deque[Message | None] = deque()
         self._arrived = asyncio.Event()
         self._configuring: deque[asyncio.Future[Message]] = deque()
@@ -45,15 +57,19 @@ class Publisher:
     @classmethod
     async def open(cls, session: aiohttp.ClientSession, base_url: str, *, sample_rate: int, channels: int = 1,
                    encoding: str = "pcm_f32le", settings: Mapping[str, Any] | None = None,
-                   codec: str = "json", token: str | None = None) -> Publisher:
+                   codec: str = "json", token: str | None = None, flow_control: bool = False) -> Publisher:
         """Connect (presenting ``token``, if any) and start a stream. The server's refusal raises
-        :class:`ClientError`."""
+        :class:`ClientError`.
+
+        ``flow_control``: opt into the server's ``ack`` messages and make :meth:`send_audio` wait while
+        more than half the server's ``max_buffer_s`` is sent but not analysed, so nothing is dropped however
+        fast the caller sends (for a recording; a live capture that cannot wait leaves it off)."""
         audio_encoding = Encoding(encoding)
         socket = await MessageSocket.connect(session, base_url, STREAM_PATH, codec, token=token)
         start: dict[str, Any] = {"type": "start", "sample_rate": sample_rate, "channels": channels,
                                  "encoding": audio_encoding.value}
-        if settings is not None:
-            start["settings"] = dict(settings)
+        if settings is not None or flow_control:
+            start["settings"] = {**dict(settings or {}), **({"ack": True} if flow_control else {})}
         try:
             await socket.send(start)
             reply = await socket.receive(REPLY_TIMEOUT_S)
@@ -63,7 +79,7 @@ class Publisher:
         if reply is None or reply["type"] != "started":
             await socket.close()
             raise _refusal(reply, socket.close_code)
-        return cls(socket, reply, audio_encoding)
+        return cls(socket, reply, audio_encoding, flow_control)
 
     # --- Sending ---------------------------------------------------------------------------------------
 
@@ -71,7 +87,23 @@ class Publisher:
         """Send audio: an array (converted to the stream's encoding) or raw interleaved PCM bytes."""
         if self.socket.closed:
             raise self._ended_error()
-        await self.socket.send_audio(to_pcm(samples, self.encoding))
+        data = to_pcm(samples, self.encoding)
+        if self.flow_control:
+            await self._wait_for_room()
+        await self.socket.send_audio(data)
+        self.sent_s += len(data) / self._frame_bytes / self._sample_rate
+
+    def backlog_s(self) -> float:
+        """Audio sent but not analysed yet, as far as the last ``ack`` tells: in transit plus waiting."""
+        return max(0.0, self.sent_s - float(self._acked["received_s"])) + float(self._acked["lag_s"])
+
+    async def _wait_for_room(self) -> None:
+        while self.backlog_s() > self.window_s and not self.socket.closed:
+            self._ack_arrived.clear()
+            try:
+                await asyncio.wait_for(self._ack_arrived.wait(), ACK_TIMEOUT_S)
+            except TimeoutError:
+                return  # no ack in time (an old server?): send anyway
 
     async def configure(self, settings: Mapping[str, Any],
                         timeout_s: float = REPLY_TIMEOUT_S) -> dict[str, Any]:
@@ -148,8 +180,16 @@ class Publisher:
             if message.get("code") == "bad_settings" and self._configuring:
                 error = ClientError(message["code"], str(message.get("message", "")))
                 _fail(self._configuring.popleft(), error)
+        elif kind == "ack":
+            self._acked = message
+            self.dropped_s = max(self.dropped_s, float(message.get("dropped_s", 0.0)))
+            self._ack_arrived.set()
+            return  # flow control only: not an event for the caller
         elif kind == "stopped":
+            self.dropped_s = float(message.get("dropped_s", self.dropped_s))
             self._resolve(self._stopped, message)
+        elif kind in ("status", "warning") and "dropped_s" in message:
+            self.dropped_s = max(self.dropped_s, float(message["dropped_s"]))
         self._queue(message)
 
     @staticmethod

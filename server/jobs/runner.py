@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from server.dsp import DetectorSettings
@@ -72,6 +73,9 @@ class JobRunner:
         self._active = asyncio.Semaphore(max(1, max_active))
         self._jobs: set[asyncio.Task[None]] = set()
         self.steps = 0
+        # Observers of each job this runner finishes: (status "success" or "failed", its run time in s
+        # (``None`` for a failure), the audio it analysed in s).
+        self.on_finished: list[Callable[[str, float | None, float], None]] = []
 
     async def run(self) -> None:
         """Take jobs from the queue until cancelled; cancelling requeues the jobs in progress."""
@@ -120,6 +124,7 @@ class JobRunner:
         job = await self.store.start(task_id)
         if job is None:
             return  # not pending any more (finished, failed, or taken by another runner)
+        started_s = time.monotonic()
         self.watch.notify(task_id)
         try:
             settings = DetectorSettings.from_mapping(job.settings)
@@ -148,7 +153,13 @@ class JobRunner:
         result = result_json(state, onsets)
         await asyncio.to_thread(self.uploads.remove_work_files, task_id)  # room for the record
         await self.settler.now_or_later(task_id, lambda: self.store.succeed(task_id, result), ROOM)
+        audio_s = state.frames_done / state.source.sample_rate if state.source is not None else 0.0
+        self._finished("success", time.monotonic() - started_s, audio_s)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
+
+    def _finished(self, status: str, duration_s: float | None, audio_s: float) -> None:
+        for observer in self.on_finished:
+            observer(status, duration_s, audio_s)
 
     async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError,
                                                                              list[OnsetTuple]]:
@@ -184,3 +195,4 @@ class JobRunner:
         log.warning("job %s failed: %s: %s", task_id, error.code, error.message, extra={"task_id": task_id})
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
         await self.settler.now_or_later(task_id, lambda: self.store.fail(task_id, error), ROOM)
+        self._finished("failed", None, 0.0)

@@ -1,139 +1,161 @@
-"""Metric objects and their Prometheus text exposition (format 0.0.4).
+"""The server's metrics, kept and exposed by the standard Prometheus client (``prometheus_client``).
 
-Counters and histograms are updated where things happen; gauges are read at scrape time from the live
-objects (streams, pool, job store) by the ``/metrics`` endpoint. Everything lives in one
-:class:`MetricSet` per application (an ``AppKey``), never in module globals.
+One :class:`MetricSet` per application (an ``AppKey``), each with its own ``CollectorRegistry``, never the
+library's global registry. Counters and histograms are updated where things happen; the values of live
+objects (streams, subscribers, the pool, the job store, OSC targets) are read at scrape time: the
+``/metrics`` handler gathers them (some reads are asynchronous) into a :class:`LiveValues`, and the
+registry's :class:`LiveCollector` turns them into samples. Conventions kept:
+
+- a metric is either always labelled or never: every label value that can occur is exported from the start
+  (``transient_streams{transport="webrtc"} 0``), so no series appears out of nothing or vanishes at zero;
+- counters end in ``_total``, units are base units in the name (``_seconds``), and no gauge ends in ``_sum``,
+  ``_count`` or ``_bucket``;
+- ``process_*`` (this server process) and ``python_info`` come from the library's collectors,
+  ``transient_build_info`` holds the version.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+import platform
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
-Labels = tuple[tuple[str, str], ...]
+from server import __version__
 
 # Onset latency buckets, seconds: from the audio's arrival to the onset event (look-ahead included).
 LATENCY_BUCKETS_S = (0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Run time of a file-analysis job, seconds (a 60 min file takes ~7 s on this project's machine).
+JOB_DURATION_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
-
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def format_labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{name}="{escape(value)}"' for name, value in labels) + "}"
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def sample_line(name: str, labels: Labels, value: float) -> str:
-    return f"{name}{format_labels(labels)} {format_value(value)}"
-
-
-def header(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {escape(help_text)}", f"# TYPE {name} {kind}"]
+TRANSPORTS = ("websocket", "webrtc")
+END_REASONS = ("stopped", "disconnected", "shutdown")  # error codes are added as they happen
+REFUSAL_REASONS = ("unauthorized", "forbidden", "origin_not_allowed", "rate_limited")
+JOB_STATUSES = ("success", "failed")
 
 
 @dataclass
-class Counter:
-    """A monotonically increasing value per label set."""
+class LiveValues:
+    """What the ``/metrics`` handler read from the live objects just before the registry is collected."""
 
-    name: str
-    help: str
-    values: dict[Labels, float] = field(default_factory=dict)
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def get(self, **labels: str) -> float:
-        return self.values.get(tuple(sorted(labels.items())), 0.0)
-
-    def render(self) -> list[str]:
-        lines = header(self.name, "counter", self.help)
-        values = self.values or {(): 0.0}
-        lines += [sample_line(self.name, labels, value) for labels, value in sorted(values.items())]
-        return lines
+    streams_by_transport: Mapping[str, int] = field(default_factory=dict)
+    subscribers: int = 0
+    audio_received_s: float = 0.0
+    audio_dropped_s: float = 0.0
+    onsets: int = 0
+    lag_max_s: float = 0.0
+    lag_all_s: float = 0.0
+    jobs_by_state: Mapping[str, int] | None = None  # None: the job store could not be reached
+    job_states: tuple[str, ...] = ()
+    pool_workers: int = 0
+    pool_rebuilds: int = 0
+    osc: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # target -> {"sent", "dropped"}
 
 
-@dataclass
-class Histogram:
-    """Observations counted into cumulative ``le`` buckets, with their sum and count."""
+class LiveCollector(Collector):
+    """Samples of the :class:`LiveValues` last handed over (all zero before the first scrape)."""
 
-    name: str
-    help: str
-    buckets: Sequence[float]
-    counts: list[int] = field(init=False)
-    sum: float = 0.0
-    count: int = 0
+    def __init__(self) -> None:
+        self.values = LiveValues()
 
-    def __post_init__(self) -> None:
-        self.counts = [0] * len(self.buckets)
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are not known before a scrape; the registry then skips its duplicate check
 
-    def observe(self, value: float) -> None:
-        if math.isnan(value):
-            return
-        self.sum += value
-        self.count += 1
-        for index, bound in enumerate(self.buckets):
-            if value <= bound:
-                self.counts[index] += 1
-                break
-
-    def render(self) -> list[str]:
-        lines = header(self.name, "histogram", self.help)
-        cumulative = 0
-        for bound, count in zip(self.buckets, self.counts, strict=True):
-            cumulative += count
-            lines.append(sample_line(self.name + "_bucket", (("le", format_value(bound)),), cumulative))
-        lines.append(sample_line(self.name + "_bucket", (("le", "+Inf"),), self.count))
-        lines.append(sample_line(self.name + "_sum", (), self.sum))
-        lines.append(sample_line(self.name + "_count", (), self.count))
-        return lines
-
-
-def gauge(name: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> list[str]:
-    """A gauge's lines from values read now."""
-    return header(name, "gauge", help_text) + [sample_line(name, labels, value) for labels, value in samples]
-
-
-def counter_now(name: str, help_text: str, value: float) -> list[str]:
-    """A counter whose total is computed at scrape time."""
-    return [*header(name, "counter", help_text), sample_line(name, (), value)]
+    def collect(self) -> Iterable[Metric]:
+        v = self.values
+        streams = GaugeMetricFamily("transient_streams", "live streams of this instance, by transport",
+                                    labels=["transport"])
+        for transport in sorted({*TRANSPORTS, *v.streams_by_transport}):
+            streams.add_metric([transport], v.streams_by_transport.get(transport, 0))
+        yield streams
+        yield GaugeMetricFamily("transient_subscribers", "subscribers watching live streams",
+                                value=v.subscribers)
+        yield CounterMetricFamily("transient_audio_received_seconds", "seconds of audio received by live "
+                                  "streams", value=v.audio_received_s)
+        yield CounterMetricFamily("transient_audio_dropped_seconds", "seconds of audio dropped because "
+                                  "analysis fell behind", value=v.audio_dropped_s)
+        yield CounterMetricFamily("transient_onsets", "onsets reported by live streams", value=v.onsets)
+        yield GaugeMetricFamily("transient_stream_lag_max_seconds", "largest audio backlog waiting for "
+                                "analysis in one stream", value=v.lag_max_s)
+        yield GaugeMetricFamily("transient_audio_waiting_seconds", "audio waiting for analysis, all streams "
+                                "together", value=v.lag_all_s)
+        yield GaugeMetricFamily("transient_job_store_up", "1 when the job store answered this scrape, else 0",
+                                value=0 if v.jobs_by_state is None else 1)
+        if v.jobs_by_state is not None:  # unknown while the store cannot be reached: left out
+            jobs = GaugeMetricFamily("transient_jobs", "file analysis tasks by state", labels=["state"])
+            for state in v.job_states:
+                jobs.add_metric([state], v.jobs_by_state.get(state, 0))
+            yield jobs
+        yield GaugeMetricFamily("transient_pool_workers", "processes in the detection pool",
+                                value=v.pool_workers)
+        yield CounterMetricFamily("transient_pool_rebuilds", "times the detection pool was rebuilt after a "
+                                  "worker died", value=v.pool_rebuilds)
+        sent = CounterMetricFamily("transient_osc_packets_sent", "OSC datagrams sent, by configured target",
+                                   labels=["target"])
+        dropped = CounterMetricFamily("transient_osc_packets_dropped", "OSC datagrams dropped (socket "
+                                      "buffer full, no route, host not resolved), by configured target",
+                                      labels=["target"])
+        for target, counts in sorted(v.osc.items()):
+            sent.add_metric([target], counts.get("sent", 0))
+            dropped.add_metric([target], counts.get("dropped", 0))
+        yield sent
+        yield dropped
 
 
 class MetricSet:
-    """The counters and histograms one server updates as it runs."""
+    """One server's registry and the metrics it updates as it runs."""
 
     def __init__(self) -> None:
-        self.streams_opened = Counter("transient_streams_opened_total", "live streams started")
-        self.streams_ended = Counter("transient_streams_ended_total", "live streams ended, by reason")
-        self.ended_audio_s = 0.0  # audio received by streams that have ended
-        self.ended_dropped_s = 0.0
-        self.ended_onsets = 0
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.streams_opened = Counter("transient_streams_opened", "live streams started, by transport",
+                                      ["transport"], registry=r)
+        self.streams_ended = Counter("transient_streams_ended", "live streams ended, by reason", ["reason"],
+                                     registry=r)
         self.onset_latency = Histogram(
             "transient_onset_latency_seconds",
             "time from the arrival of an onset's audio to its event (look-ahead, waiting and analysis)",
-            LATENCY_BUCKETS_S)
-        self.refused = Counter("transient_requests_refused_total",
-                               "requests refused by access control and rate limits, by reason")
+            buckets=LATENCY_BUCKETS_S, registry=r)
+        self.refused = Counter("transient_requests_refused", "requests refused by access control and rate "
+                               "limits, by reason", ["reason"], registry=r)
+        self.jobs_finished = Counter("transient_jobs_finished", "file analysis tasks this instance finished, "
+                                     "by status", ["status"], registry=r)
+        self.job_duration = Histogram("transient_job_duration_seconds", "run time of each successful file "
+                                      "analysis task, from start to stored result",
+                                      buckets=JOB_DURATION_BUCKETS_S, registry=r)
+        self.job_audio = Counter("transient_job_audio_seconds", "seconds of audio analysed by file analysis "
+                                 "tasks (with transient_job_duration_seconds_sum: real-time factor)",
+                                 registry=r)
+        for transport in TRANSPORTS:
+            self.streams_opened.labels(transport=transport)
+        for reason in END_REASONS:
+            self.streams_ended.labels(reason=reason)
+        for reason in REFUSAL_REASONS:
+            self.refused.labels(reason=reason)
+        for status in JOB_STATUSES:
+            self.jobs_finished.labels(status=status)
+        Info("transient_build", "the running server's version", registry=r).info(
+            {"version": __version__, "python": platform.python_version()})
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.live = LiveCollector()
+        r.register(self.live)
+        self.ended_audio_s = 0.0  # audio received by streams that have ended
+        self.ended_dropped_s = 0.0
+        self.ended_onsets = 0
 
-    def render(self) -> list[str]:
-        return [*self.streams_opened.render(), *self.streams_ended.render(), *self.onset_latency.render(),
-                *self.refused.render()]
+    def job_finished(self, status: str, duration_s: float | None, audio_s: float) -> None:
+        """Observer of the job runner: one finished file-analysis task."""
+        self.jobs_finished.labels(status=status).inc()
+        if duration_s is not None:
+            self.job_duration.observe(duration_s)
+        self.job_audio.inc(audio_s)
 
 
 METRICS = web.AppKey("metrics", MetricSet)

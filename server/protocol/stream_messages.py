@@ -81,7 +81,12 @@ class Stop:
     pass
 
 
-ClientMessage = Start | Configure | Stop
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Activity without audio (a paused publisher): resets the idle timeout; no reply."""
+
+
+ClientMessage = Start | Configure | Stop | Keepalive
 
 
 def _fields(control: Control, allowed: frozenset[str]) -> None:
@@ -142,11 +147,16 @@ def _stop(control: Control) -> Stop:
     return Stop()
 
 
+def _keepalive(control: Control) -> Keepalive:
+    return Keepalive()
+
+
 # The parser of each client message, by its ``type``. A new message: its dataclass above, its parser here,
 # its meaning in server.stream.control.
 PARSERS: Mapping[str, Callable[[Control], ClientMessage]] = MappingProxyType({
     "start": _start,
     "configure": _configure,
+    "keepalive": _keepalive,
     "stop": _stop,
 })
 _EXPECTED = f"{', '.join(list(PARSERS)[:-1])} or {list(PARSERS)[-1]}"
@@ -225,6 +235,12 @@ def odf(stream_id: str, start_s: float, hop_s: float, values: list[float]) -> Ev
     return {"type": "odf", "stream_id": stream_id, "start": start_s, "hop_s": hop_s, "values": values}
 
 
+def ack(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, dropped_s: float) -> Event:
+    """Flow control (stream option ``ack``): what has been received and analysed, to the publisher only."""
+    return {"type": "ack", "stream_id": stream_id, "received_s": round(received_s, 6),
+            "analysed_s": round(analysed_s, 6), "lag_s": round(lag_s, 6), "dropped_s": round(dropped_s, 6)}
+
+
 def warning(stream_id: str, code: str, message: str, **fields: Any) -> Event:
     return {"type": "warning", "stream_id": stream_id, "code": code, "message": message, **fields}
 
@@ -233,8 +249,9 @@ def configured(settings: Mapping[str, Any]) -> Event:
     return {"type": "configured", "settings": dict(settings), "detector": detector_info(settings["method"])}
 
 
-def stopped(duration_s: float, onsets: int) -> Event:
-    return {"type": "stopped", "duration": round(duration_s, 6), "onsets": onsets}
+def stopped(duration_s: float, onsets: int, dropped_s: float = 0.0) -> Event:
+    return {"type": "stopped", "duration": round(duration_s, 6), "onsets": onsets,
+            "dropped_s": round(dropped_s, 6)}
 
 
 def subscribed(stream: Mapping[str, Any]) -> Event:

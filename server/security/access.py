@@ -100,7 +100,7 @@ ACCESS = web.AppKey("access", AccessControl)
 
 def _refuse(request: web.Request, status: int, code: str, message: str,
             headers: dict[str, str] | None = None) -> web.Response:
-    request.app[METRICS].refused.inc(reason=code)
+    request.app[METRICS].refused.labels(reason=code).inc()
     return json_error(status, code, message, headers)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from server.exceptions import SettingsError
 from server.protocol import stream_messages as msg
 from server.protocol.errors import ProtocolError
-from server.protocol.stream_messages import ClientMessage, Configure, Event, Stop
+from server.protocol.stream_messages import ClientMessage, Configure, Event, Keepalive, Stop
 from server.stream.session import StreamSession
 
 
@@ -42,11 +42,16 @@ def _stop(session: StreamSession, message: Stop, transport: Controlled) -> None:
     transport.stop()
 
 
+def _keepalive(session: StreamSession, message: Keepalive, transport: Controlled) -> None:
+    """Nothing to do: its arrival already counted as activity (the transport touched the session)."""
+
+
 Handler = Callable[[StreamSession, Any, Controlled], None]
 
 # What each control message of a running stream does, by its type.
 HANDLERS: Mapping[type, Handler] = MappingProxyType({
     Configure: _configure,
+    Keepalive: _keepalive,
     Stop: _stop,
 })
 

@@ -75,6 +75,7 @@ class StreamSummary:
     duration_s: float
     onsets: int
     reason: str
+    dropped_s: float = 0.0  # audio dropped because analysis fell behind, in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,9 @@ class StreamSession:
             start_s = handoff.offset_s + self._odf_count * self.hop_s
             self._odf_count += len(result.odf)
             self._emit(msg.odf(self.stream_id, start_s, self.hop_s, [float(v) for v in result.odf]))
+        if self.settings.options.ack and not job.flush:  # flow control: the publisher only, not subscribers
+            self._sink.deliver(msg.ack(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
+                                       lag_s=self.lag_s, dropped_s=self.dropped_s))
         if job.flush:
             self.emit_status(force=True)
             self._finish(self._end_reason or "stopped")
@@ -333,7 +337,7 @@ class StreamSession:
             return
         self.state = State.ENDED
         self.end_reason = reason
-        summary = StreamSummary(self.received_s, self._onsets, reason)
+        summary = StreamSummary(self.received_s, self._onsets, reason, self.dropped_s)
         ended = msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets)
         self._links.hub.end(self.stream_id, ended)
         self._links.on_end(self)

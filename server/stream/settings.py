@@ -18,6 +18,8 @@ from server.dsp.plan import plan_for
 from server.dsp.settings import GRID_SETTINGS
 from server.exceptions import SettingsError
 
+MAX_NAME_CHARS = 64  # the stream option ``name``
+
 
 @dataclass(frozen=True)
 class StreamOptions:
@@ -30,10 +32,18 @@ class StreamOptions:
     osc : tuple of str
         Names of the server's configured OSC targets that receive this stream's onsets (see
         :mod:`server.events.osc`; whether each name exists is checked by the stream service).
+    ack : bool
+        Send the publisher an ``ack`` after each piece of audio is analysed, so a publisher that is not real
+        time (a script pushing a recording) can wait instead of overrunning the buffer (flow control).
+    name : str
+        A name the publisher gives the stream (1–64 printable characters; ``""``: none), shown in the
+        stream list, so subscribers find a stream again after its publisher reconnects (``listen --follow``).
     """
 
     odf: bool = False
     osc: tuple[str, ...] = ()
+    ack: bool = False
+    name: str = ""
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -44,7 +54,7 @@ class StreamOptions:
         """Validate ``values`` (only keys in :meth:`names`); unspecified options come from ``base``."""
         changes: dict[str, Any] = {}
         for key, value in values.items():
-            if key == "odf":
+            if key in ("odf", "ack"):
                 if not isinstance(value, bool):
                     raise SettingsError(key, value, "must be true or false")
                 changes[key] = value
@@ -52,6 +62,11 @@ class StreamOptions:
                 if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                     raise SettingsError(key, value, "must be a list of OSC target names")
                 changes[key] = tuple(dict.fromkeys(value))
+            elif key == "name":
+                if not isinstance(value, str) or len(value) > MAX_NAME_CHARS or not value.isprintable():
+                    raise SettingsError(key, value, f"must be a string of at most {MAX_NAME_CHARS} printable "
+                                        "characters")
+                changes[key] = value
             else:
                 raise SettingsError(str(key), value, "unknown stream option")
         return dataclasses.replace(base or cls(), **changes)

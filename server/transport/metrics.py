@@ -1,8 +1,8 @@
 """``GET /metrics`` (Prometheus text format) and ``GET /readyz`` (ready to take work).
 
-Counters and the latency histogram live in the app's :class:`~server.observability.metrics.MetricSet`,
-fed by observers hooked into the stream registry and service; gauges are read from the live objects at
-scrape time. See docs/protocol.md, "Metrics".
+Counters and histograms live in the app's :class:`~server.observability.metrics.MetricSet` (its own
+``prometheus_client`` registry), fed by observers hooked into the stream registry and service and the job
+runner; the live objects' values are read at scrape time. See docs/protocol.md, "Metrics".
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from server import appkeys
 from server.exceptions import StorageUnavailable
 from server.jobs.model import JobStatus
-from server.observability.metrics import METRICS, MetricSet, counter_now, gauge
+from server.observability.metrics import METRICS, LiveValues, MetricSet
 from server.stream.session import StreamSession
 
 log = logging.getLogger("server.streams")
 
 READY_TIMEOUT_S = 5.0  # a pool or store that does not answer within this is not ready
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format every Prometheus reads
 
 
 @dataclass
@@ -37,7 +38,7 @@ READINESS = web.AppKey("readiness", Readiness)
 
 def _stream_added(metrics: MetricSet) -> Any:
     def added(session: StreamSession) -> None:
-        metrics.streams_opened.inc(transport=session.transport)
+        metrics.streams_opened.labels(transport=session.transport).inc()
         log.info("stream started: %d Hz, %d channel(s)", session.format.sample_rate, session.format.channels,
                  extra={"stream_id": session.stream_id, "transport": session.transport,
                         "client": session.client})
@@ -52,7 +53,7 @@ def _stream_removed(metrics: MetricSet) -> Any:
         metrics.ended_dropped_s += session.dropped_s
         metrics.ended_onsets += session.onsets
         reason = session.end_reason or "unknown"
-        metrics.streams_ended.inc(reason=reason)
+        metrics.streams_ended.labels(reason=reason).inc()
         log.info("stream ended (%s): %.3f s received, %.3f s dropped, %d onsets", reason,
                  summary["received_s"], summary["dropped_s"], summary["onsets"],
                  extra={"stream_id": session.stream_id, "transport": session.transport})
@@ -76,47 +77,37 @@ async def _job_counts(app: web.Application) -> dict[str, int] | None:
         return None
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    app = request.app
-    metrics = app[METRICS]
-    lines: list[str] = []
+async def live_values(app: web.Application, metrics: MetricSet) -> LiveValues:
+    """The values read from the live objects for one scrape."""
     streams = app.get(appkeys.STREAMS)
     sessions = list(streams.registry) if streams is not None else []
     by_transport: dict[str, int] = {}
     for session in sessions:
         by_transport[session.transport] = by_transport.get(session.transport, 0) + 1
-    lines += gauge("transient_streams", "live streams of this instance, by transport",
-                   [((("transport", name),), count) for name, count in sorted(by_transport.items())]
-                   or [((), 0)])
     hub = app.get(appkeys.HUB)
     subscribers = sum(int(entry.get("subscribers", 0)) for entry in await hub.streams()) if hub else 0
-    lines += gauge("transient_subscribers", "subscribers watching live streams", [((), subscribers)])
-    lines += counter_now("transient_audio_received_seconds_total",
-                         "seconds of audio received by live streams",
-                         metrics.ended_audio_s + sum(s.received_s for s in sessions))
-    lines += counter_now("transient_audio_dropped_seconds_total",
-                         "seconds of audio dropped because analysis fell behind",
-                         metrics.ended_dropped_s + sum(s.dropped_s for s in sessions))
-    lines += counter_now("transient_onsets_total", "onsets reported by live streams",
-                         metrics.ended_onsets + sum(s.onsets for s in sessions))
     lags = [s.lag_s for s in sessions]
-    lines += gauge("transient_stream_lag_seconds_max",
-                   "largest audio backlog waiting for analysis in one stream",
-                   [((), max(lags, default=0.0))])
-    lines += gauge("transient_stream_lag_seconds_sum", "audio waiting for analysis, all streams",
-                   [((), sum(lags))])
-    counts = await _job_counts(app)
-    if counts is not None:  # left out while the job store cannot be reached
-        lines += gauge("transient_jobs", "file analysis tasks by state",
-                       [((("state", state.value),), counts.get(state.value, 0)) for state in JobStatus])
     pool = app.get(appkeys.POOL)
-    lines += gauge("transient_pool_workers", "processes in the detection pool",
-                   [((), pool.workers if pool else 0)])
-    lines += counter_now("transient_pool_rebuilds_total",
-                         "times the detection pool was rebuilt after a worker died",
-                         pool.rebuilds if pool else 0)
-    lines += metrics.render()
-    return web.Response(text="\n".join(lines) + "\n", headers={"Content-Type": CONTENT_TYPE})
+    return LiveValues(
+        streams_by_transport=by_transport,
+        subscribers=subscribers,
+        audio_received_s=metrics.ended_audio_s + sum(s.received_s for s in sessions),
+        audio_dropped_s=metrics.ended_dropped_s + sum(s.dropped_s for s in sessions),
+        onsets=metrics.ended_onsets + sum(s.onsets for s in sessions),
+        lag_max_s=max(lags, default=0.0),
+        lag_all_s=sum(lags),
+        jobs_by_state=await _job_counts(app),
+        job_states=tuple(state.value for state in JobStatus),
+        pool_workers=pool.workers if pool else 0,
+        pool_rebuilds=pool.rebuilds if pool else 0,
+        osc=streams.osc.counters() if streams is not None else {},
+    )
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    metrics.live.values = await live_values(request.app, metrics)
+    return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _check(app: web.Application) -> list[str]:
@@ -156,6 +147,9 @@ async def _observe(app: web.Application) -> None:
         streams.registry.on_add.append(_stream_added(metrics))
         streams.registry.on_remove.append(_stream_removed(metrics))
         streams.on_onset = metrics.onset_latency.observe
+    jobs = app.get(appkeys.JOBS)
+    if jobs is not None and jobs.runner is not None:
+        jobs.runner.on_finished.append(metrics.job_finished)
 
 
 async def _on_shutdown(app: web.Application) -> None:

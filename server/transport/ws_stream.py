@@ -108,7 +108,8 @@ class Publisher:
         if self.session is not None:
             summary = await self.session.stop()
             if error is None:
-                self.outbox.put(msg.stopped(summary.duration_s, summary.onsets), force=True)
+                stopped = msg.stopped(summary.duration_s, summary.onsets, summary.dropped_s)
+                self.outbox.put(stopped, force=True)
         self.outbox.close()
         await self.outbox.flush()
         if error is None:
@@ -148,16 +149,24 @@ class Publisher:
         session = self.session
         assert session is not None
         ws, codec, audio_format = self.ws, self.codec, session.format
+        binary, raw_audio = WSMsgType.BINARY, codec is Codec.JSON  # with JSON a binary frame is raw PCM
+        feed = session.feed
         while self._ending is None:
             message = await ws.receive()
             kind = message.type
-            if kind not in DATA_TYPES:
-                return
             try:
+                if kind is binary and raw_audio:  # the hot path: one audio chunk, straight into the ring
+                    samples, clipped = clip_full_scale(parse_audio(message.data, audio_format))
+                    feed(samples)
+                    if clipped:
+                        self._clipped(session, clipped)
+                    continue
+                if kind not in DATA_TYPES:
+                    return
                 frame = decode_frame(codec, kind, message.data)
                 if isinstance(frame, Audio):
                     samples, clipped = clip_full_scale(parse_audio(frame.data, audio_format))
-                    session.feed(samples)
+                    feed(samples)
                     if clipped:
                         self._clipped(session, clipped)
                     continue

@@ -203,7 +203,7 @@ class WebRtcPeer:
             session.abandon("stop_timeout")
             return
         if reply_stopped:
-            self.events.send(msg.stopped(summary.duration_s, summary.onsets), force=True)
+            self.events.send(msg.stopped(summary.duration_s, summary.onsets, summary.dropped_s), force=True)
 
     async def close(self, reason: str = "closed") -> None:
         """Close the peer connection at once and release everything; a session still running is abandoned

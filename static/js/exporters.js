@@ -10,9 +10,19 @@ export function toJson(filename, taskId, result) {
   return JSON.stringify({ file: filename, task_id: taskId, ...result }, null, 2);
 }
 
-export function toCsv(onsets) {
-  const rows = ["time_s,strength"];
-  for (const onset of onsets) rows.push(`${onset.time.toFixed(6)},${onset.strength.toFixed(6)}`);
+/** One CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180). */
+function csvField(text) {
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+/**
+ * The onsets as CSV, with the same header as `run.py analyze --format csv` (file,time_s,strength) and
+ * numbers written exactly (the shortest text that reads back as the same double).
+ */
+export function toCsv(filename, onsets) {
+  const rows = ["file,time_s,strength"];
+  const file = csvField(filename || "audio");
+  for (const onset of onsets) rows.push(`${file},${String(onset.time)},${String(onset.strength)}`);
   return `${rows.join("\n")}\n`;
 }
 

@@ -2,6 +2,7 @@
 
 import { TokenField } from "./auth.js";
 import { Microphone, listInputs } from "./microphone.js";
+import { OscPanel } from "./osc-panel.js";
 import { RtcPublisher } from "./rtc-publisher.js";
 import { Scope } from "./scope.js";
 import { SettingsPanel } from "./settings.js";
@@ -46,6 +47,7 @@ class Session {
     this.lagS = 0;
     this.droppedS = 0;
     this.streamStartS = 0;
+    this.lastStreamTime = null; // stream time of the last onset (the time base the monitor shows too)
   }
 
   async open(deviceId) {
@@ -53,7 +55,7 @@ class Session {
     this.timeline = this.timeline || new Timeline(this.microphone.sampleRate);
     const Transport = this.transport === "webrtc" ? RtcPublisher : WsPublisher;
     this.publisher = new Transport(this.microphone, {
-      settings: () => settings.values(),
+      settings: () => ({ ...settings.values(), ...outputs.values() }),
       onStatus: (status) => onStatus(status),
       onStarted: (message) => this._started(message),
       onMessage: (message) => this._message(message),
@@ -71,6 +73,11 @@ class Session {
     this.microphone.close();
   }
 
+  /** Seconds since the current stream's first sample: the time base of the log, as on the monitor. */
+  _streamNow() {
+    return this.publisher && this.timeline ? Math.max(0, this.timeline.now - this.publisher.clientTime(0)) : 0;
+  }
+
   _chunk(samples, endFrame) {
     // Chunks may flow before open() returns (while the AudioContext resumes): the time line starts with them.
     if (!this.timeline) this.timeline = new Timeline(this.microphone.sampleRate);
@@ -86,13 +93,17 @@ class Session {
     settings.setEffective(message.settings);
     scope.threshold = settings.values().threshold;
     scope.detector = message.detector;
-    const khz = (this.microphone.sampleRate / 1000).toFixed(1);
+    // The rate the server analyses at (WebRTC: Opus decoded at 48 kHz, whatever the microphone's rate).
+    const analysedHz = message.sample_rate || this.microphone.sampleRate;
+    const khz = (analysedHz / 1000).toFixed(1);
     ui.format.textContent = `${khz} kHz · ${this.transport} · stream ${message.stream_id}`;
+    ui.format.title = analysedHz === this.microphone.sampleRate ? "" :
+      `microphone at ${(this.microphone.sampleRate / 1000).toFixed(1)} kHz, analysed at ${khz} kHz`;
     ui.monitorLink.href = `/monitor?stream=${encodeURIComponent(message.stream_id)}`;
     ui.monitorLink.classList.remove("hidden");
     logLine(ui.log, {
-      kind: "started", cls: "info", time: this.timeline.now.toFixed(3),
-      text: `stream ${message.stream_id} at ${this.microphone.sampleRate} Hz; detector latency ${message.latency_ms} ms`,
+      kind: "started", cls: "info", time: this._streamNow().toFixed(3),
+      text: `stream ${message.stream_id} analysed at ${analysedHz} Hz; detector latency ${message.latency_ms} ms`,
     });
   }
 
@@ -100,16 +111,17 @@ class Session {
     const publisher = this.publisher;
     switch (message.type) {
       case "onset": {
-        const time = publisher.clientTime(message.time);
+        const time = publisher.clientTime(message.time); // the plot's time line (continues across reconnects)
         this.timeline.addOnset(time, message.strength);
         this.onsets += 1;
+        this.lastStreamTime = message.time;
         const latency = publisher.latencyMs(message.time, message);
         if (latency !== null) {
           this.latencies.push(latency);
           if (this.latencies.length > LATENCY_SAMPLES) this.latencies.shift();
         }
         logLine(ui.log, {
-          kind: "onset", time: time.toFixed(3),
+          kind: "onset", time: message.time.toFixed(3), // stream time, as the monitor shows it
           text: `strength ${message.strength.toFixed(2)}${latency !== null ? ` · ${Math.round(latency)} ms` : ""}`,
           data: { time: time.toFixed(6), streamTime: message.time, strength: message.strength },
         });
@@ -129,15 +141,15 @@ class Session {
         break;
       case "warning":
         setBanner(ui.banner, "warn", message.message);
-        logLine(ui.log, { kind: "warning", time: this.timeline.now.toFixed(3), text: message.message });
+        logLine(ui.log, { kind: "warning", time: this._streamNow().toFixed(3), text: message.message });
         break;
       case "error":
         if (message.code === "bad_settings") setBanner(ui.banner, "warn", `Setting not applied: ${message.message}`);
-        logLine(ui.log, { kind: "error", time: this.timeline.now.toFixed(3), text: `${message.code}: ${message.message}` });
+        logLine(ui.log, { kind: "error", time: this._streamNow().toFixed(3), text: `${message.code}: ${message.message}` });
         break;
       case "stopped":
         logLine(ui.log, {
-          kind: "stopped", cls: "info", time: this.timeline.now.toFixed(3),
+          kind: "stopped", cls: "info", time: this._streamNow().toFixed(3),
           text: `${message.onsets} onsets in ${message.duration.toFixed(1)} s`,
         });
         break;
@@ -150,8 +162,7 @@ class Session {
     const tl = this.timeline;
     if (!tl) return;
     ui.count.textContent = String(this.onsets);
-    const lastOnset = tl.onsets[tl.onsets.length - 1];
-    ui.last.textContent = lastOnset ? `last at ${lastOnset.time.toFixed(2)} s` : "–";
+    ui.last.textContent = this.lastStreamTime === null ? "–" : `last at ${this.lastStreamTime.toFixed(3)} s stream time`;
     const rate = tl.onsetsPerMinute(this.streamStartS);
     ui.rate.textContent = rate === null ? "–" : rate.toFixed(0);
     const latency = median(this.latencies);
@@ -172,6 +183,7 @@ class Session {
 let session = null;
 const tokenField = new TokenField($("#token-form"), () => {
   if (!session) setBanner(ui.banner, "info", "Access token saved for this tab. Press Start microphone to use it.");
+  outputs.load(); // the OSC targets may have been refused without the token
 });
 const scope = new Scope($("#scope"), null);
 const settings = new SettingsPanel($("#settings"), {
@@ -181,14 +193,22 @@ const settings = new SettingsPanel($("#settings"), {
     scope.threshold = settings.values().threshold;
   },
 });
+const outputs = new OscPanel($("#outputs"), {
+  storageKey: "transient.live.outputs",
+  onChange: (changed) => {
+    if (session && session.publisher) session.publisher.configure(changed);
+  },
+});
+outputs.load();
 scope.threshold = settings.values().threshold;
 scope.draw();
 
 function onStatus({ state, text, level }) {
   if (state === "stopped" && ui.pill.dataset.state === "error") return; // keep showing why it stopped
   if (state === "retrying" && session) ui.format.textContent = `${session.transport} · waiting for the server…`;
-  const pillState = { live: "live", connecting: "connecting", retrying: "connecting", failed: "error" }[state] || "idle";
-  setPill(ui.pill, pillState, state === "live" ? "Live" : state === "retrying" ? "Reconnecting" : text.split(":")[0]);
+  const pillState = { live: "live", connecting: "connecting", ending: "connecting", retrying: "connecting", failed: "error" }[state] || "idle";
+  const pillText = { live: "Live", ending: "Server stopping", retrying: "Reconnecting" }[state] || text.split(":")[0];
+  setPill(ui.pill, pillState, pillText);
   if (level) setBanner(ui.banner, level, text);
   else if (state === "live" && ui.banner.dataset.level !== "error") setBanner(ui.banner, "", "");
   if (state === "failed") stop();

@@ -109,6 +109,9 @@ class Watch {
         setBanner(ui.banner, "", "");
         setPill(ui.pill, "live", "Live");
         this.streamTime = s.received_s || 0;
+        // The stream's own count, not this page's: onsets before this page subscribed count too.
+        this.onsets = s.onsets || 0;
+        ui.count.textContent = String(this.onsets);
         ui.format.textContent = `${(s.sample_rate / 1000).toFixed(1)} kHz · ${s.transport} · ${s.settings.method}`;
         logLine(ui.log, {
           kind: "watching", cls: "info", time: this.streamTime.toFixed(3),
@@ -121,6 +124,10 @@ class Watch {
         break;
       case "status":
         this.streamTime = message.received_s;
+        if (Number.isInteger(message.onsets) && message.onsets !== this.onsets) {
+          this.onsets = message.onsets; // the stream's count is the truth (events dropped on overflow too)
+          ui.count.textContent = String(this.onsets);
+        }
         ui.time.textContent = `${message.received_s.toFixed(1)} s`;
         ui.lag.textContent = `${Math.round(message.lag_s * 1000)} ms`;
         ui.lagSub.textContent = message.dropped_s > 0 ? `${message.dropped_s.toFixed(1)} s of audio dropped` : "audio waiting for analysis";
@@ -156,7 +163,7 @@ class Watch {
     ui.flash.dataset.flashes = String(Number(ui.flash.dataset.flashes) + 1);
     ui.count.textContent = String(this.onsets);
     ui.strength.textContent = message.strength.toFixed(2);
-    ui.last.textContent = `at ${message.time.toFixed(3)} s`;
+    ui.last.textContent = `at ${message.time.toFixed(3)} s stream time`;
     const span = Math.min(60, message.time - (this.times[0] ?? message.time));
     ui.rate.textContent = span >= 3 ? ((this.times.length - 1) * 60 / span).toFixed(0) : "–";
     if (Number.isFinite(message.wall_time)) {

@@ -10,7 +10,7 @@ const STOP_TIMEOUT_MS = 10000; // how long a stop may take before the connection
 /**
  * Hooks a page gives a publisher:
  *   settings()               the detector settings to start (or restart) a stream with
- *   onStatus({state, text, level})   state: connecting | live | retrying | stopped | failed
+ *   onStatus({state, text, level})   state: connecting | live | ending | retrying | stopped | failed
  *   onStarted(message)       a new stream started (its `started` message)
  *   onMessage(message)       every event: onset, odf, status, warning, error, configured, stopped
  *   onAccessRefused(error)   (optional) the server refused the access token (401/403 ApiError)
@@ -79,6 +79,10 @@ export class Publisher {
       return;
     }
     if (message.type === "error") this.lastError = message;
+    if (message.type === "error" && message.code === "shutdown") {
+      // The server is going away: the socket closes once the rest is analysed; say so now, not then.
+      this.hooks.onStatus({ state: "ending", text: "The server is shutting down; reconnecting when it is back…", level: "warn" });
+    }
     if (message.type === "stopped" && this._stopped) this._stopped();
     this.hooks.onMessage(message);
   }

@@ -147,17 +147,28 @@ export class SettingsPanel {
         style: "width: 84px; padding: 2px 6px;", "aria-label": `${spec.label} value`,
       });
       slider.addEventListener("input", () => this._set(spec.key, fromSlider(spec, slider.value), slider));
+      const error = element("p", { class: "field-error", role: "alert", "data-error-for": spec.key });
+      error.hidden = true;
       box.addEventListener("change", () => {
         const value = Number(box.value);
-        if (box.value !== "" && Number.isFinite(value)) this._set(spec.key, Math.min(spec.max, Math.max(spec.min, value)));
-        else this._render();
+        if (box.value === "" || !Number.isFinite(value) || value < spec.min || value > spec.max) {
+          // Out of range: say so and keep the running value, instead of quietly sending a clamped one.
+          const shown = `${spec.min}${spec.unit ? ` ${spec.unit}` : ""} and ${spec.max}${spec.unit ? ` ${spec.unit}` : ""}`;
+          error.textContent = `${spec.label} must be between ${shown}; still ${this.current[spec.key].toFixed(spec.digits)}.`;
+          error.hidden = false;
+          box.setAttribute("aria-invalid", "true");
+          return;
+        }
+        this._clearError(spec.key);
+        this._set(spec.key, value);
       });
+      slider.addEventListener("input", () => this._clearError(spec.key));
       const title = element("span", {}, [
         element("span", { text: spec.label }),
         element("span", {}, [box, spec.unit ? ` ${spec.unit}` : ""]),
       ]);
-      container.append(element("label", { class: "field" }, [title, slider]), element("p", { class: "hint", text: spec.hint }));
-      this.controls[spec.key] = { inputs: [slider, box], spec };
+      container.append(element("label", { class: "field" }, [title, slider]), error, element("p", { class: "hint", text: spec.hint }));
+      this.controls[spec.key] = { inputs: [slider, box], spec, error };
     }
   }
 
@@ -173,6 +184,12 @@ export class SettingsPanel {
       if (slider !== source) slider.value = String(toSlider(spec, value));
       if (document.activeElement !== box) box.value = value.toFixed(spec.digits);
     }
+  }
+
+  _clearError(key) {
+    const control = this.controls[key];
+    control.error.hidden = true;
+    control.inputs[1].removeAttribute("aria-invalid");
   }
 
   _set(key, value, source = null) {

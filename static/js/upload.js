@@ -167,6 +167,10 @@ async function analyse(chosen) {
   } catch (err) {
     if (myRun !== run) return;
     ui.cancel.disabled = true;
+    const ended = err.code === "cancelled" ? "cancelled" : "failed";
+    for (const row of [ui.upload, ui.analysis]) {
+      if (!row.classList.contains("done")) setProgress(row, 0, ended); // never "queued" for a dead task
+    }
     setPill(ui.pill, "error", err.code === "cancelled" ? "Cancelled" : accessProblem(err) ? "Access refused" : "Failed");
     if (err.code !== "cancelled") setBanner(ui.banner, "error", explain(err));
     if (accessProblem(err)) tokenField.demand();
@@ -352,7 +356,7 @@ ui.json.addEventListener("click", () => {
   if (finished) download(`${baseName(finished.filename)}.onsets.json`, toJson(finished.filename, finished.taskId, finished.result), "application/json");
 });
 ui.csv.addEventListener("click", () => {
-  if (finished) download(`${baseName(finished.filename)}.onsets.csv`, toCsv(finished.result.onsets), "text/csv");
+  if (finished) download(`${baseName(finished.filename)}.onsets.csv`, toCsv(finished.filename, finished.result.onsets), "text/csv");
 });
 document.addEventListener("keydown", (event) => {
   if (event.key !== " " || event.target.closest("input, select, textarea, button, label")) return;

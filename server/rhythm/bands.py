@@ -1,0 +1,88 @@
+"""Per-onset drum band: where an onset's attack is strongest, low (kick-like), mid (snare-like) or high
+(hat-like).
+
+The evidence is the rise of the low, mid and high band groups around the onset
+(:func:`server.rhythm.features.group_rises`): the largest of each group's rise over the frames from one hop
+before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (the groups differ in how
+much a hit of their kind raises them), decides. Each group's score is first divided by the square root of
+its running mean over the stream's past onsets (:class:`OnsetBands`), so a kit whose hats are quiet
+against its kick still gets "high" for its loudest hat attacks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from server.rhythm.features import BAND_NAMES
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+
+SPAN_FRAMES = 3  # frames after the onset's own frame whose rise counts
+WEIGHTS = (1.0, 1.0, 1.0)  # low, mid, high
+NORM_POWER = 0.5  # scores are divided by their running mean to this power
+NORM_ONSETS = 32.0  # time constant of the running mean, onsets
+
+
+def onset_frames(times_s: npt.ArrayLike, hop_s: float, offset_s: float) -> npt.NDArray[np.int64]:
+    """Frame of each onset time: the frame whose attack time ``i * hop_s + offset_s`` is nearest."""
+    return np.rint((np.asarray(times_s, dtype=np.float64) - offset_s) / hop_s).astype(np.int64)
+
+
+def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float, float, float]) -> F64:
+    """Weighted peak rise of each group around each onset frame.
+
+    Parameters
+    ----------
+    rises : ndarray, shape (n_frames, 3)
+        Group rises per frame (low, mid, high).
+    frames : ndarray of int, shape (n_onsets,)
+        Each onset's frame; frames outside ``rises`` count as no rise.
+    weights : (float, float, float)
+
+    Returns
+    -------
+    ndarray, shape (n_onsets, 3), float64
+    """
+    offsets = np.arange(-1, SPAN_FRAMES + 1)
+    index = frames[:, None] + offsets[None, :]
+    inside = (index >= 0) & (index < len(rises))
+    values = np.where(inside[:, :, None], rises[np.clip(index, 0, max(0, len(rises) - 1))], 0.0)
+    return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
+
+
+def classify(scores: F64) -> list[str]:
+    """Band name of each row of :func:`band_scores`: the group with the largest score."""
+    return [BAND_NAMES[i] for i in np.argmax(scores, axis=1).tolist()]
+
+
+def normalise(scores: F64, means: F64, power: float = NORM_POWER) -> F64:
+    """``scores / means ** power`` (groups with no mean yet are left as they are), shape (n, 3)."""
+    safe = np.where(means > 0.0, means, 1.0)
+    return scores / safe**power
+
+
+class OnsetBands:
+    """Per-stream band classifier: keeps the running mean of each group's score over past onsets."""
+
+    def __init__(self) -> None:
+        self._means = np.zeros(3)
+        self._count = 0
+
+    def classify(self, scores: F64) -> list[str]:
+        """Band names of onsets in time order, given their :func:`band_scores`; updates the running means."""
+        names = []
+        for row in np.asarray(scores, dtype=np.float64).reshape(-1, 3):
+            self._count += 1
+            rate = max(1.0 / NORM_ONSETS, 1.0 / self._count)
+            self._means += rate * (row - self._means)
+            names.append(BAND_NAMES[int(np.argmax(normalise(row[None, :], self._means)[0]))])
+        return names
+
+    def __getstate__(self) -> tuple[list[float], int]:
+        return (self._means.tolist(), self._count)
+
+    def __setstate__(self, state: tuple[list[float], int]) -> None:
+        self._means = np.array(state[0], dtype=np.float64)
+        self._count = state[1]

@@ -1,0 +1,204 @@
+"""The band front end: how much each of three band groups rose at each frame.
+
+The detector's ``superflux`` features are filterbank magnitudes, 24 bands per octave, one row per 10 ms hop
+(:func:`server.dsp.odf.features`). From those rows this module computes, per frame, the rise of each band's
+magnitude against the frame before (half-wave rectified, linear: an attack's energy, not its ratio to a
+silence before it) and, for each of three groups of bands, low (kick-like), mid (snare-like) and high
+(hat-like), the mean of its three largest rises. :mod:`server.rhythm.bands` compares the groups.
+
+:class:`BandFlux` computes the filterbank rows itself with the detector's own functions, for use apart from a
+detector (benches, tests, whole files); beside a live detector the rows it already computed are enough
+(:func:`group_rises`).
+
+Chosen on rhythm-dev (see bench/README.md): linear rises and a top-3 mean beat log-compressed rises and a
+mean over the group, which named lone synthetic snares "low" (from a silence before them, any leak below
+120 Hz is a large log rise) and diluted a snare's rise over the mid group's 77 bands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.dsp.filterbank import Filterbank, log_filterbank
+from server.dsp.odf import band_magnitudes
+from server.dsp.spectrum import FrameGrid, analysis_window, frame_view, spectrum
+
+F32 = npt.NDArray[np.float32]
+
+FRAME_S = 0.04  # window, seconds: the detector's default grid
+HOP_S = 0.01  # hop, seconds
+RISE_WEIGHT = 3.0  # weight of the total linear band rise in the beat strength
+TOP_BANDS = 3  # a group's rise is the mean of its this many largest band rises
+LOW_MAX_HZ = 120.0  # band centres up to this are "low" (kick-like)
+HIGH_MIN_HZ = 3000.0  # band centres from this up are "high" (hat-like); between the two "mid"
+BAND_NAMES = ("low", "mid", "high")
+
+
+@dataclasses.dataclass(frozen=True)
+class BandGroups:
+    """Where each group's bands lie: bands ``[0, mid_start)`` are low, ``[mid_start, high_start)`` mid, the
+    rest high (bands ascend in frequency)."""
+
+    mid_start: int
+    high_start: int
+
+
+@functools.lru_cache(maxsize=32)
+def band_groups(bank: Filterbank, bin_hz: float, low_max_hz: float, high_min_hz: float) -> BandGroups:
+    """The low, mid and high groups of a filterbank's bands, by each band's centre frequency."""
+    centres_hz = (np.asarray(bank.weights.argmax(axis=1)).ravel() + bank.first_bin) * bin_hz
+    mid_start = int(np.searchsorted(centres_hz, low_max_hz, side="right"))
+    high_start = int(np.searchsorted(centres_hz, high_min_hz, side="left"))
+    return BandGroups(mid_start=mid_start, high_start=max(mid_start, high_start))
+
+
+def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:
+    """Rise of the low, mid and high band groups per frame.
+
+    Parameters
+    ----------
+    bands : ndarray, shape (n_frames, n_bands), float32
+        Filterbank magnitudes of consecutive frames (the detector's ``superflux`` feature rows).
+    previous : ndarray, shape (1, n_bands), float32
+        The magnitudes of the frame before the first.
+    groups : BandGroups
+
+    Returns
+    -------
+    ndarray, shape (n_frames, 3), float32
+        Mean of the ``TOP_BANDS`` largest rectified magnitude rises in each group (linear magnitude, a
+        full-scale sine is 1); each row depends only on its frame and the one before.
+    """
+    rows = np.concatenate((previous, bands))
+    rise = np.maximum(rows[1:] - rows[:-1], np.float32(0.0))
+    out = np.zeros((rise.shape[0], 3), dtype=np.float32)
+    bounds = (0, groups.mid_start, groups.high_start, rise.shape[1])
+    for g in range(3):
+        part = rise[:, bounds[g] : bounds[g + 1]]
+        top = min(TOP_BANDS, part.shape[1])
+        if top:
+            out[:, g] = np.partition(part, part.shape[1] - top, axis=1)[:, -top:].mean(axis=1)
+    return out
+
+
+def total_rise(bands: F32, previous: F32) -> F32:
+    """Summed rectified rise of every band's linear magnitude, per frame, shape (n_frames,), float32.
+
+    Parameters
+    ----------
+    bands : ndarray, shape (n_frames, n_bands), float32
+        Filterbank magnitudes of consecutive frames.
+    previous : ndarray, shape (1, n_bands), float32
+        The magnitudes of the frame before the first.
+    """
+    rise = np.subtract(bands, np.concatenate((previous, bands[:-1])))
+    np.maximum(rise, np.float32(0.0), out=rise)
+    return np.add.reduce(rise, axis=1)
+
+
+def strength_from_rows(odf: F32, bands: F32, previous: F32, rise_weight: float = RISE_WEIGHT) -> F32:
+    """:func:`beat_strength` of :func:`total_rise` in one pass (beside a live detector: its rows).
+
+    Parameters
+    ----------
+    odf : ndarray, shape (n,)
+    bands : ndarray, shape (n, n_bands), float32
+    previous : ndarray, shape (1, n_bands), float32
+
+    Returns
+    -------
+    ndarray, shape (n,), float32
+    """
+    rise = np.subtract(bands, np.concatenate((previous, bands[:-1])))
+    np.maximum(rise, np.float32(0.0), out=rise)
+    total = np.add.reduce(rise, axis=1)
+    total *= np.float32(rise_weight)
+    total += odf
+    return total
+
+
+def beat_strength(odf: F32, rise: F32, rise_weight: float = RISE_WEIGHT) -> F32:
+    """The beat tracker's input: the detector's onset strength plus the weighted :func:`total_rise`.
+
+    The detector's function is log-compressed, so a kick with a hat on it scores little above the hat
+    alone and eighth-note hats pull a tracker to double time or onto the off-beat; the linear rises add
+    what the attack's energy says.
+
+    Parameters
+    ----------
+    odf : ndarray, shape (n,)
+        ``OnsetDetector.take_odf()`` (default grid: 40 ms frames, 10 ms hop).
+    rise : ndarray, shape (n,)
+        :func:`total_rise` of the same frames.
+    rise_weight : float
+        Chosen on rhythm-dev and the generated kits.
+
+    Returns
+    -------
+    ndarray, shape (n,), float32
+    """
+    return np.asarray(odf, dtype=np.float32) + np.float32(rise_weight) * rise
+
+
+@functools.lru_cache(maxsize=16)
+def grid_for(sample_rate: int) -> tuple[FrameGrid, Filterbank, BandGroups]:
+    """The detector's default grid and filterbank at ``sample_rate``, and the filterbank's groups."""
+    grid = FrameGrid.from_seconds(sample_rate, FRAME_S, HOP_S)
+    bank = log_filterbank(sample_rate, grid.fft_size)
+    return grid, bank, band_groups(bank, grid.bin_hz, LOW_MAX_HZ, HIGH_MIN_HZ)
+
+
+class BandFlux:
+    """Streaming front end for one mono stream, apart from a detector: group rises per hop.
+
+    Frame ``i`` covers stream samples ``[(i + 1) * hop - frame_len, (i + 1) * hop)`` (zeros before the
+    stream), as the detector's; see :attr:`frame_time_offset_s` for where its attack lies.
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        self._rate = int(sample_rate)
+        self._grid, self._bank, self._groups = grid_for(self._rate)
+        self.reset()
+
+    @property
+    def hop_s(self) -> float:
+        return self._grid.hop / self._rate
+
+    @property
+    def frame_time_offset_s(self) -> float:
+        """Stream time of the attack that peaks in frame 0, seconds: ``(hop - frame_len / 2) / rate``."""
+        return (self._grid.hop - self._grid.frame_len / 2) / self._rate
+
+    def reset(self) -> None:
+        grid = self._grid
+        self._tail = np.zeros(grid.frame_len - grid.hop, dtype=np.float32)
+        self._previous = np.zeros((1, self._bank.n_bands), dtype=np.float32)
+
+    def process(self, samples: npt.ArrayLike) -> tuple[F32, F32]:
+        """Feed mono samples; return the new frames' :func:`total_rise` and :func:`group_rises`."""
+        grid = self._grid
+        buffer = np.concatenate((self._tail, np.asarray(samples, dtype=np.float32).reshape(-1)))
+        frames = frame_view(buffer, grid.frame_len, grid.hop)
+        n = frames.shape[0]
+        self._tail = buffer[n * grid.hop :].copy()
+        if n == 0:
+            return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.float32)
+        spectra = spectrum(frames * analysis_window(grid.frame_len), grid.fft_size)
+        bands = band_magnitudes(spectra, self._bank)
+        out = total_rise(bands, self._previous), group_rises(bands, self._previous, self._groups)
+        self._previous = bands[-1:].copy()
+        return out
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self._rate, self._tail.tobytes(), self._previous.tobytes())
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        rate, tail, previous = state
+        self.__init__(rate)  # type: ignore[misc]
+        self._tail = np.frombuffer(tail, dtype=np.float32).copy()
+        self._previous = np.frombuffer(previous, dtype=np.float32).reshape(1, -1).copy()

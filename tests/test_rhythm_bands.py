@@ -1,0 +1,107 @@
+"""Per-onset drum bands on a generated kit with known kick, snare and hi-hat hits; the band front end's
+block-size invariance and pickling."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import mir_eval
+import numpy as np
+import pytest
+
+from server.dsp import detect_onsets
+from server.rhythm.bands import OnsetBands, band_scores, classify, onset_frames
+from server.rhythm.features import BandFlux
+from testkit.rhythm_signals import DrumTrack, beat_times, drum_track
+
+
+def rises_of(audio: np.ndarray, rate: int, block: int) -> tuple[np.ndarray, BandFlux]:
+    flux = BandFlux(rate)
+    out = [flux.process(audio[start : start + block])[1] for start in range(0, len(audio), block)]
+    return np.concatenate(out), flux
+
+
+def bands_of(track: DrumTrack) -> tuple[np.ndarray, np.ndarray]:
+    """Our onsets of a track and the band of each, streamed in 20 ms blocks."""
+    rate = track.sample_rate
+    onsets = np.array([o.time for o in detect_onsets(track.audio, rate)])
+    rises, flux = rises_of(track.audio, rate, round(0.02 * rate))
+    scores = band_scores(rises, onset_frames(onsets, flux.hop_s, flux.frame_time_offset_s), (1.0, 1.0, 1.0))
+    return onsets, np.array(OnsetBands().classify(scores))
+
+
+def band_f(reference: np.ndarray, onsets: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(mir_eval.onset.f_measure(reference, onsets, window=0.05)[0])
+
+
+def share_named(hits: np.ndarray, onsets: np.ndarray, names: np.ndarray, band: str) -> float:
+    """Of the onsets within 50 ms of a hit, the share named ``band`` (the detector's own extra or missed
+    onsets are its business, not the band's)."""
+    near = np.array([np.min(np.abs(hits - t)) <= 0.05 for t in onsets])
+    assert near.sum() >= 0.9 * len(hits)
+    return float(np.mean(names[near] == band))
+
+
+@pytest.mark.parametrize("bpm", [90, 140])
+def test_each_drum_alone_gets_its_band(bpm: int) -> None:
+    """Kick and snare without hats, then hats alone: every hit is one drum, so its band is known."""
+    track = drum_track(beat_times([(bpm, 12.0)]), seed=bpm, kinds=("kick", "snare"))
+    onsets, names = bands_of(track)
+    # Measured when written: every kick low; snares mid 8 of 9 at 90 BPM, 14 of 14 at 140.
+    assert share_named(track.hits["kick"], onsets, names, "low") >= 0.95
+    assert share_named(track.hits["snare"], onsets, names, "mid") >= 0.85
+    hats = drum_track(beat_times([(bpm, 12.0)]), seed=bpm + 1, kinds=("hat",))
+    onsets, names = bands_of(hats)
+    assert share_named(hats.hits["hat"], onsets, names, "high") >= 0.95
+
+
+@pytest.mark.parametrize("bpm", [90, 140])
+def test_full_kit_kick_snare_and_lone_hats(bpm: int) -> None:
+    """The whole kit: a kick or snare hit carries a hat, "strongest attack" then names the drum; hats between
+    the beats are alone. Measured on this kit when written: low 0.92 / 0.95, mid 0.69 / 0.90, lone hats
+    1.00 / 1.00 at 90 / 140 BPM; a snare hit with a hat on it is sometimes named "high" or "low"."""
+    track = drum_track(beat_times([(bpm, 16.0)]), seed=bpm)
+    onsets, names = bands_of(track)
+    lone_hats = np.array([h for h in track.hits["hat"] if np.min(np.abs(track.beats - h)) > 0.05])
+    assert band_f(track.hits["kick"], onsets[names == "low"]) >= 0.85
+    assert band_f(track.hits["snare"], onsets[names == "mid"]) >= 0.65
+    assert band_f(lone_hats, onsets[names == "high"]) >= 0.95
+
+
+def test_classify_picks_the_largest_group() -> None:
+    scores = np.array([[3.0, 1.0, 0.5], [0.1, 0.2, 0.15], [0.0, 0.0, 1.0]])
+    assert classify(scores) == ["low", "mid", "high"]
+
+
+def test_onsets_outside_the_frames_count_as_no_rise() -> None:
+    rises = np.ones((5, 3), dtype=np.float32)
+    scores = band_scores(rises, np.array([-10, 2, 50]), (1.0, 2.0, 3.0))
+    assert scores.tolist() == [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("block", [1, 441, 1000, 4410, 10**6])
+def test_band_front_end_is_block_size_invariant(block: int) -> None:
+    track = drum_track(beat_times([(120, 4.0)]), seed=11)
+    reference, _ = rises_of(track.audio, track.sample_rate, 882)
+    rises, _ = rises_of(track.audio, track.sample_rate, block)
+    np.testing.assert_array_equal(rises, reference)
+
+
+def test_front_end_and_classifier_pickle_mid_stream() -> None:
+    track = drum_track(beat_times([(120, 4.0)]), seed=12)
+    audio, rate = track.audio, track.sample_rate
+    half = len(audio) // 2 + 17
+    flux = BandFlux(rate)
+    flux.process(audio[:half])
+    restored = pickle.loads(pickle.dumps(flux))
+    again, expected = restored.process(audio[half:]), flux.process(audio[half:])
+    np.testing.assert_array_equal(again[0], expected[0])
+    np.testing.assert_array_equal(again[1], expected[1])
+    bands = OnsetBands()
+    rows = np.abs(np.random.default_rng(0).standard_normal((40, 3)))
+    bands.classify(rows[:20])
+    again = pickle.loads(pickle.dumps(bands))
+    assert again.classify(rows[20:]) == bands.classify(rows[20:])
