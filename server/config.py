@@ -38,7 +38,10 @@ class Config:
         "capped by its cgroup CPU quota)")
     # Live streams
     max_streams: int = _opt(512, "live streams accepted at once; more are refused with close 1013")
-    max_streams_per_client: int = _opt(64, "live streams one client address may hold at once")
+    max_streams_per_client: int = _opt(64, "live streams one client address may hold at once; also its "
+                                           "publisher sockets (started or not) and its upload sockets")
+    max_websockets: int = _opt(0, "WebSockets open at once in all (HTTP 503 server_full beyond); 0: the "
+                                  "open-file limit less 128")
     max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted, in bytes (close 1009)")
     idle_timeout_s: float = _opt(30.0, "close a stream that sends nothing for this long (close 1008)")
     heartbeat_s: float = _opt(15.0, "WebSocket ping interval in seconds; 0 disables")

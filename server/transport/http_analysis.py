@@ -9,7 +9,6 @@ Redis cannot be reached both endpoints answer 503 ``storage_unavailable``. See d
 
 from __future__ import annotations
 
-import json
 import re
 
 from aiohttp import BodyPartReader, hdrs, web
@@ -21,7 +20,8 @@ from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, StorageUnavailable, TransientError
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
-from server.protocol.errors import json_error
+from server.protocol.codec import clip, parse_json
+from server.protocol.errors import ProtocolError, json_error
 from server.security.expect import guard_expect
 from server.transport import body_timeout
 from server.transport.body_timeout import BODY_CLOCKS, BodyClock, BodyTimeout
@@ -50,7 +50,7 @@ def _precheck(request: web.Request, service: JobService) -> None:
     """What can be refused from the headers alone."""
     if request.content_type != "multipart/form-data":
         raise BadUpload(400, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
-                        f"(got Content-Type {request.content_type!r})")
+                        f"(got Content-Type {clip(request.content_type)!r})")
     limit = service.config.max_upload_bytes
     length = request.content_length
     if length is not None and length > limit + BODY_OVERHEAD_BYTES:
@@ -103,9 +103,10 @@ async def _read_settings(part: BodyPartReader, clock: BodyClock) -> object:
             raise BadUpload(400, "bad_settings",
                             f"the settings field is larger than {SETTINGS_MAX_BYTES} bytes")
     try:
-        return json.loads(data.decode("utf-8")) if data.strip() else None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadUpload(400, "bad_settings", f"the settings field is not a JSON object: {exc}") from None
+        return parse_json(data) if data.strip() else None
+    except ProtocolError as exc:
+        code = exc.code if exc.code == "too_deep" else "bad_settings"
+        raise BadUpload(400, code, f"the settings field is not a JSON object: {exc.message}") from None
 
 
 def _filename(part: BodyPartReader) -> str:
@@ -122,7 +123,8 @@ async def _receive(request: web.Request, service: JobService, task_id: str, cloc
     try:
         reader = await request.multipart()
     except MALFORMED as exc:
-        raise BadUpload(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
+        raise BadUpload(400, "bad_multipart",
+                        f"the multipart body cannot be read: {clip(str(exc))}") from None
     writer: UploadWriter | None = None
     filename = ""
     settings = parse_settings(None)
@@ -149,7 +151,8 @@ async def _receive(request: web.Request, service: JobService, task_id: str, cloc
             await service.shielded(writer.discard())
         if isinstance(exc, SettingsError):
             raise
-        raise BadUpload(400, "bad_multipart", f"the multipart body is malformed: {exc}") from None
+        raise BadUpload(400, "bad_multipart",
+                        f"the multipart body is malformed: {clip(str(exc))}") from None
     except BaseException:
         if writer is not None:
             await service.shielded(writer.discard())

@@ -121,7 +121,7 @@ class Publisher:
         """Wait for ``start`` and open the session; ``False`` if the connection ended instead."""
         idle_timeout_s = self.service.config.idle_timeout_s
         try:
-            message = await self.ws.receive(timeout=idle_timeout_s or None)
+            message = await self.ws.receive_within(idle_timeout_s)
         except TimeoutError:
             self._end(ProtocolError("idle_timeout", f"no start message within {idle_timeout_s:g} s",
                                     CloseCode.POLICY))
