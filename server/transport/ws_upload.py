@@ -104,15 +104,18 @@ class Uploading:
             raise ProtocolError("empty", "the file is empty", CloseCode.POLICY)
         try:
             settings = parse_settings(upload.settings)
-            await service.check_capacity()
-            self.task_id = service.new_task_id()
-            await service.reserve(self.task_id, upload.filename, settings)
+            async with service.admission():  # the place is the reserved job once it is stored
+                task_id = service.new_task_id()
+                await service.reserve(task_id, upload.filename, settings)
+                self.task_id = task_id
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.POLICY) from None
         except QueueFull as exc:
             raise ProtocolError("queue_full", str(exc), CloseCode.TRY_AGAIN_LATER) from None
         except StorageUnavailable as exc:
             raise _unavailable(exc) from None
+        except StorageFull as exc:  # no job was stored
+            raise ProtocolError("insufficient_storage", str(exc), CloseCode.TRY_AGAIN_LATER) from None
         self.writer = service.writer(self.task_id)
         await self.writer.open()
         await send(self.ws, self.codec, msg.accepted(self.task_id, WINDOW_BYTES, self.ws.limit_bytes))
