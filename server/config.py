@@ -33,7 +33,9 @@ class Config:
     # Storage
     data_dir: Path = _opt(DEFAULT_DATA_DIR, "directory for uploads, job database and other state")  # noqa: RUF009
     # Detection pool
-    workers: int = _opt(2, "processes in the detection pool")
+    workers: int = _opt(
+        0, "processes in the detection pool; 0: one per core this process may use (its CPU affinity, "
+        "capped by its cgroup CPU quota)")
     # Live streams
     max_streams: int = _opt(512, "live streams accepted at once; more are refused with close 1013")
     max_streams_per_client: int = _opt(64, "live streams one client address may hold at once")

@@ -113,8 +113,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 class ServerProcess:
     """``python run.py`` in its own process, stopped by its pid."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> None:
         self.args = args
+        self.prefix = prefix or []  # a command that runs the server, e.g. ["taskset", "-c", "0"]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -123,7 +125,7 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "run.py"), *self.args],
+            [*self.prefix, sys.executable, str(REPO / "run.py"), *self.args],
             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,  # its own process group: teardown can stop the pool it leaves behind
         )
@@ -179,9 +181,10 @@ def server_process(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start ``run.py`` as a subprocess on a free port: ``server_process("--workers", "1")``."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None) -> ServerProcess:
+    def start(*args: str, env: dict[str, str] | None = None, data_dir: Path | None = None,
+              prefix: list[str] | None = None) -> ServerProcess:
         base = ["--port", "0", "--data-dir", str(data_dir or tmp_path / "data")]
-        proc = ServerProcess([*base, *args], env).start()
+        proc = ServerProcess([*base, *args], env, prefix).start()
         started.append(proc)
         return proc
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from server.exceptions import PoolRestarted
+from server.pool.cores import usable_cores
 from server.pool.lane import Lane, LaneBroken
 
 T = TypeVar("T")
@@ -29,13 +30,17 @@ __all__ = ["DetectionPool"]
 
 
 class DetectionPool:
-    """``workers`` lanes with an awaitable ``run`` (any lane) and ``run_on`` (one given lane)."""
+    """``workers`` lanes with an awaitable ``run`` (any lane) and ``run_on`` (one given lane).
 
-    def __init__(self, workers: int) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        self.workers = workers
-        self._lanes = [Lane(index) for index in range(workers)]
+    ``workers`` 0 gives one lane per core this process may use (:func:`~server.pool.cores.usable_cores`:
+    its CPU affinity, capped by its cgroup's CPU quota), not per core of the machine.
+    """
+
+    def __init__(self, workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be 0 (one per usable core) or more, got {workers}")
+        self.workers = workers or usable_cores()
+        self._lanes = [Lane(index) for index in range(self.workers)]
         self._closed = False
 
     @property

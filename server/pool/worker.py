@@ -4,7 +4,7 @@ The worker is single-threaded apart from a watcher of the server process: it end
 does, even when the server was killed with SIGKILL, so no detection process outlives its server. It also
 ends when the server closes its end of the call pipe (a normal shutdown). SIGINT is ignored: a Ctrl-C in a
 terminal reaches the whole process group, and only the server decides when its workers stop. It runs at
-a lower CPU priority than the server (:data:`WORKER_NICE`).
+the server's CPU priority (:data:`WORKER_NICE`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any, BinaryIO
 from server.pool.arena import ArenaView, SharedFd
 from server.pool.frames import HEADER, frame
 
-# Workers run at a lower priority than the server: every stream's audio and events pass through the
-# server's one event loop, so on a machine with fewer cores than busy processes the loop goes first and the
-# batched detection work, which tolerates a pause, fills the time left (bench/stream_load.py at 256
-# streams: p99 at most 50 ms in 2 of 6 runs at nice 0, 4 of 9 at nice 10, a trend within the noise of a
-# shared machine rather than a measured gain).
-WORKER_NICE = 10
+# Workers run at the server's own priority. At a lower one (it was nice +10) any ordinary process of the
+# host takes their CPU first: two spinners pinned to one busy core for 4 s got 1.20 s of CPU at nice 0
+# and 0.14 s at nice +10 (load average 11.6), and a stream's onsets wait for its worker. The issue's probe
+# (128 streams, one core) had 1 worker at nice 0 best: p99 54.6 ms against 114 ms for 2 at nice +10.
+# What kept the event loop responsive then is the pool's size (one worker per usable core,
+# server.pool.cores), not a lower priority.
+WORKER_NICE = 0
 
 
 def _exit_with(server_pid: int) -> None:
@@ -71,7 +72,8 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
 
     A call's large buffers are in the lane's shared ``arena`` (see :mod:`server.pool.arena`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.nice(WORKER_NICE)
+    if WORKER_NICE:
+        os.nice(WORKER_NICE)
     threading.Thread(target=_exit_with, args=(server_pid,), name="server-watch", daemon=True).start()
     import server.dsp  # noqa: F401  # the first real call pays no import cost
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-INITIAL_FRAMES = 8192  # storage starts this small and doubles on demand, up to the capacity
+INITIAL_FRAMES = 4096  # storage starts this small (85 ms of 48 kHz) and doubles on demand, up to the capacity
 
 
 class RingBuffer:

@@ -145,15 +145,20 @@ class Publisher:
         session = self.session
         assert session is not None
         ws, codec, audio_format = self.ws, self.codec, session.format
+        binary, raw_audio = WSMsgType.BINARY, codec is Codec.JSON  # with JSON a binary frame is raw PCM
+        feed = session.feed
         while self._ending is None:
             message = await ws.receive()
             kind = message.type
-            if kind not in DATA_TYPES:
-                return
             try:
+                if kind is binary and raw_audio:  # the hot path: one audio chunk, straight into the ring
+                    feed(parse_audio(message.data, audio_format))
+                    continue
+                if kind not in DATA_TYPES:
+                    return
                 frame = decode_frame(codec, kind, message.data)
                 if isinstance(frame, Audio):
-                    session.feed(parse_audio(frame.data, audio_format))
+                    feed(parse_audio(frame.data, audio_format))
                     continue
                 session.touch()
                 control.handle(session, parse_client_message(frame), self)
