@@ -269,7 +269,10 @@ class StreamSession:
         for time_s, bpm, confidence in result.beats:
             wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
             self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s))
-        self._tempo = result.tempo if self.settings.detector.beats else None
+        if result.tempo is not None:
+            self._tempo = result.tempo
+        if not self.settings.detector.beats or (job.fresh or job.restart_at_s is not None):
+            self._tempo = result.tempo if self.settings.detector.beats else None
         self._arrivals.forget_before(self._analysed - round(ARRIVAL_KEEP_S * sample_rate))
         if result.odf is not None and len(result.odf):
             start_s = handoff.offset_s + self._odf_count * self.hop_s
