@@ -3,6 +3,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+# The CPU build of torch (the `train` extra) lies in /opt/wheels on this project's machines; PyPI's is CUDA.
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: run test lint bench clean
 
@@ -15,11 +17,11 @@ $(VENV)/.run-stamp: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-stamp: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q $(WHEELS) -e '.[test,train]'
 	touch $@ $(VENV)/.run-stamp
 
 $(VENV)/.bench-stamp: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q $(WHEELS) -e '.[test,train,bench]'
 	touch $@ $(VENV)/.test-stamp $(VENV)/.run-stamp
 
 # `make run PORT=8081` serves on another port (also TRANSIENT_PORT=8081); `PORT=0` picks a free one.
@@ -27,12 +29,12 @@ run: $(VENV)/.run-stamp
 	$(BIN)/python run.py $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.test-stamp
-	$(BIN)/ruff check server testkit tests bench run.py
+	$(BIN)/ruff check server testkit train tests bench run.py
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.test-stamp
-	$(BIN)/ruff check server testkit tests bench run.py
+	$(BIN)/ruff check server testkit train tests bench run.py
 	$(BIN)/mypy
 
 bench: $(VENV)/.bench-stamp

@@ -38,11 +38,20 @@ class Config:
         "capped by its cgroup CPU quota)")
     # Live streams
     max_streams: int = _opt(512, "live streams accepted at once; more are refused with close 1013")
-    max_streams_per_client: int = _opt(64, "live streams one client address may hold at once")
+    max_streams_per_client: int = _opt(64, "live streams one client address may hold at once; also its "
+                                           "publisher sockets (started or not) and its upload sockets")
+    max_websockets: int = _opt(0, "WebSockets open at once in all (HTTP 503 server_full beyond); 0: the "
+                                  "open-file limit less 128")
     max_message_bytes: int = _opt(1 << 20, "largest WebSocket message accepted, in bytes (close 1009)")
     idle_timeout_s: float = _opt(30.0, "close a stream that sends nothing for this long (close 1008)")
     heartbeat_s: float = _opt(15.0, "WebSocket ping interval in seconds; 0 disables")
     max_buffer_s: float = _opt(5.0, "seconds of audio a stream may have waiting before the oldest is dropped")
+    max_stream_buffer_bytes: int = _opt(
+        8 << 20, "bytes of audio one stream may have waiting (after downmix to mono) before the oldest is "
+        "dropped, when fewer than max_buffer_s")
+    max_buffer_bytes: int = _opt(
+        1 << 30, "bytes all live streams' audio buffers may reserve together; a stream that would pass it is "
+        "refused with close 1013 buffer_limit")
     max_subscribers_per_stream: int = _opt(64, "subscribers one stream accepts")
     subscriber_queue: int = _opt(256, "events queued for one subscriber before overflow is reported")
     status_interval_s: float = _opt(0.5, "seconds between status messages while audio flows")
@@ -50,6 +59,14 @@ class Config:
     max_upload_bytes: int = _opt(2 << 30, "largest accepted upload, in bytes (HTTP 413)")
     max_queued_jobs: int = _opt(1000, "file jobs waiting at once; more are refused with HTTP 503")
     retention_s: float = _opt(7 * 24 * 3600.0, "how long finished jobs and their results are kept")
+    min_free_disk_bytes: int = _opt(
+        32 << 20, "bytes kept free on the data directory's disk: below this uploads are refused (HTTP 507) "
+        "and /readyz answers 503")
+    body_timeout_s: float = _opt(
+        30.0, "an HTTP request body that sends nothing for this long, or is slower on average than "
+        "min_body_bytes_per_s after this long, is refused with HTTP 408; 0 disables")
+    min_body_bytes_per_s: int = _opt(
+        4096, "slowest average rate, in bytes per second, of an HTTP request body older than body_timeout_s")
     # WebRTC
     ice_servers: str = _opt("", "comma-separated STUN/TURN URLs, e.g. stun:stun.example.org:3478")
     ice_username: str = _opt("", "username for the TURN servers")

@@ -7,6 +7,10 @@ class TransientError(Exception):
     """Base of every error the server raises on purpose."""
 
 
+class ConfigError(TransientError, ValueError):
+    """A server option has a value the server cannot start with; the message names the option."""
+
+
 class SettingsError(TransientError, ValueError):
     """A detector setting is unknown, of the wrong type, or out of range."""
 

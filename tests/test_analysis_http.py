@@ -50,7 +50,8 @@ async def test_each_format_is_analysed(fmt: str, server: TestServer, http: aioht
     assert done["status"] == "success", done
     assert done["progress"] == 1.0
     result = done["result"]
-    assert set(result) == {"duration", "sample_rate", "channels", "onsets", "settings", "beats", "tempo_bpm"}
+    assert set(result) == {"duration", "sample_rate", "channels", "onsets", "settings", "clipped_samples",
+                           "beats", "tempo_bpm"}
     samples, rate = decode_whole(made.path)
     assert result["sample_rate"] == rate == made.fmt.sample_rate
     assert result["channels"] == 2

@@ -10,7 +10,8 @@ from tests.conftest import REPO
 
 LIMIT_OPTIONS = ("rate_limit_per_s", "rate_limit_burst", "max_message_bytes", "max_streams",
                  "max_streams_per_client", "max_subscribers_per_stream", "idle_timeout_s", "max_buffer_s",
-                 "subscriber_queue", "max_upload_bytes", "max_queued_jobs")
+                 "subscriber_queue", "max_upload_bytes", "max_queued_jobs", "body_timeout_s",
+                 "min_body_bytes_per_s", "min_free_disk_bytes", "max_stream_buffer_bytes", "max_buffer_bytes")
 
 
 def test_each_limit_is_an_option_and_documented_with_its_error() -> None:

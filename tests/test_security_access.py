@@ -168,11 +168,12 @@ def test_token_specifications_parse_or_name_the_bad_entry() -> None:
     found = table.find(ALL)
     assert found is not None and found.name == "all" and found.rights == frozenset(Right)
     assert table.find("publisher-secret") is None
-    assert not TokenTable.parse(" ; ").enabled
+    assert not TokenTable.parse("").enabled
     for bad, fragment in (("a:short:publish", "8-256"), ("a:long-enough-1:fly", "unknown right"),
                           ("a:long-enough-1", "NAME:TOKEN:RIGHTS"),
                           ("a:long-enough-1:publish;a:long-enough-2:publish", "twice"),
-                          ("a:long-enough-1:publish;b:long-enough-1:publish", "another entry")):
+                          ("a:long-enough-1:publish;b:long-enough-1:publish", "another entry"),
+                          (" ; ", "names no token")):
         with pytest.raises(ValueError, match=fragment) as info:
             TokenTable.parse(bad)
         assert "long-enough" not in str(info.value)  # a secret never appears in the message
@@ -180,9 +181,11 @@ def test_token_specifications_parse_or_name_the_bad_entry() -> None:
 
 def test_origin_rules() -> None:
     assert normalise("HTTPS://Example.org:443/") == "https://example.org"
-    assert origin_allowed(None, "h:1", frozenset())
-    assert origin_allowed("http://h:1", "h:1", frozenset())
-    assert origin_allowed("http://h", "h:80", frozenset())
-    assert not origin_allowed("https://h:1", "other:1", frozenset())
-    assert not origin_allowed("file://", "h:1", frozenset())
-    assert origin_allowed("http://anything", "h", frozenset({"*"}))
+    assert origin_allowed(None, "h:1", "http", frozenset())
+    assert origin_allowed("http://10.0.0.1:1", "10.0.0.1:1", "http", frozenset())
+    assert origin_allowed("http://localhost", "localhost:80", "http", frozenset())
+    assert not origin_allowed("http://h:1", "h:1", "http", frozenset())  # a DNS name can be rebound
+    assert not origin_allowed("https://127.0.0.1:1", "127.0.0.1:1", "http", frozenset())  # the scheme counts
+    assert not origin_allowed("https://h:1", "other:1", "https", frozenset())
+    assert not origin_allowed("file://", "h:1", "http", frozenset())
+    assert origin_allowed("http://anything", "h", "http", frozenset({"*"}))

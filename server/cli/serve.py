@@ -16,6 +16,7 @@ from aiohttp import web
 
 from server.app import make_app
 from server.config import Config, add_config_options, config_from
+from server.exceptions import ConfigError
 from server.observability import logs
 from server.observability.redact import RedactingAccessLogger
 
@@ -88,4 +89,7 @@ def main(args: argparse.Namespace) -> int:
     except CannotListen as exc:
         print(f"{args.parser.prog}: {exc}", file=sys.stderr, flush=True)
         return 1
+    except ConfigError as exc:  # an option the server cannot start with: one line, no traceback
+        print(f"run.py: error: {exc}", file=sys.stderr)
+        return 2
     return 0

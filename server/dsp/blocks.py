@@ -15,6 +15,18 @@ INT16_SCALE = np.float32(1.0 / 32768.0)
 FLOAT32 = np.dtype(np.float32)
 
 
+def clip_full_scale(samples: npt.NDArray[np.generic]) -> tuple[npt.NDArray[np.generic], int]:
+    """Float ``samples`` with every value beyond full scale [-1, 1] clipped to it, and how many were.
+
+    Far louder input (|x| of 100 and more, even for 20 ms) would blind the detector for seconds; clipped,
+    it is as loud as audio gets. Integer samples are returned as they are (never beyond full scale).
+    """
+    if samples.dtype.kind != "f" or not samples.size or (samples.max() <= 1.0 and samples.min() >= -1.0):
+        return samples, 0
+    clipped = int(np.count_nonzero(np.abs(samples) > 1.0))
+    return np.clip(samples, -1.0, 1.0), clipped
+
+
 def all_finite(samples: F32) -> bool:
     """Whether every sample is finite (a dot product is NaN or Inf when one is, or when it overflows)."""
     return math.isfinite(float(np.dot(samples, samples))) or bool(np.isfinite(samples).all())

@@ -113,8 +113,9 @@ class OnsetDetector:
 
     @property
     def latency_s(self) -> float:
-        """Algorithmic latency: the peak picker's look-ahead plus one hop, seconds."""
-        return (self.plan.lookahead + 1) * self.plan.frames.grid.hop / self._rate
+        """Algorithmic latency: the look-ahead (the peak picker's and the method's own ``delay_frames``) plus
+        one hop, seconds."""
+        return self.plan.latency_hops * self.plan.frames.grid.hop / self._rate
 
     @property
     def samples_in(self) -> int:

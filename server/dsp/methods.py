@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp import odf
+from server.dsp import neural, odf
 from server.dsp.filterbank import log_filterbank
 from server.dsp.peaks import PRE_AVG_S
 from server.dsp.spectrum import FrameGrid
@@ -105,6 +105,13 @@ class OnsetMethod:
         Stateful methods: :data:`Step`.
     warmup : int
         Stateful methods: frames whose ODF is 0 after a switch to this method mid-stream.
+    delay_frames : int
+        Frames the ODF itself waits after an attack before it peaks (a network trained to mark a later
+        frame). The peak picker looks ``delay_frames`` hops less far ahead, so ``lookahead_ms`` stays the
+        total look-ahead, and the latency counts them.
+    grid_ms : (float, float), optional
+        The only ``(frame_ms, hop_ms)`` the method runs at (a network trained on that grid); settings
+        with another are refused.
     """
 
     name: str
@@ -122,6 +129,8 @@ class OnsetMethod:
     initial_state: Callable[[FramePlan], Any] | None = None
     step: Step | None = None
     warmup: int = 0
+    delay_frames: int = 0
+    grid_ms: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         classical = self.lags is not None and self.compare is not None and self.peaks is not None
@@ -188,6 +197,21 @@ def _table() -> Mapping[str, OnsetMethod]:
             floor=odf.power_floor(),
             unit=0.3,
             attack_offset=0.225,
+        ),
+        OnsetMethod(
+            name="neural",
+            label="Neural (learned)",
+            description="A small causal network trained on rendered music; 40 ms frames and 10 ms hops only.",
+            constants=neural.constants,
+            features=neural.features,
+            initial_state=neural.initial_state,
+            step=neural.step,
+            unit=neural.UNIT,
+            attack_offset=neural.ATTACK_OFFSET,
+            mean_factor=1.0,
+            warmup=neural.WARMUP_FRAMES,
+            delay_frames=neural.TARGET_DELAY_FRAMES,
+            grid_ms=(neural.FRAME_MS, neural.HOP_MS),
         ),
     )
     return types.MappingProxyType({row.name: row for row in rows})

@@ -135,6 +135,11 @@ class Plan:
     attack_offset: float
     chunk_len: int
 
+    @property
+    def latency_hops(self) -> int:
+        """Algorithmic latency, hops: the look-ahead (the picker's plus the method's ``delay_frames``) + 1."""
+        return self.lookahead + self.frames.method.delay_frames + 1
+
 
 @functools.lru_cache(maxsize=1024)
 def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod | None = None) -> Plan:
@@ -151,7 +156,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
     return Plan(
         frames=frames,
-        lookahead=round(settings.lookahead_ms / 1000.0 / hop_s),
+        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s) - row.delay_frames),
         pre_max=pre_max,
         pre_avg=pre_avg,
         context=max(pre_max, pre_avg),

@@ -13,7 +13,7 @@ import types
 from collections.abc import Mapping
 from typing import Any, cast
 
-from server.dsp.methods import METHOD_NAMES
+from server.dsp.methods import METHOD_NAMES, METHOD_TABLE
 from server.exceptions import SettingsError
 
 METHODS: tuple[str, ...] = METHOD_NAMES  # the allowed values of ``method``: the rows of the method table
@@ -89,6 +89,12 @@ class DetectorSettings:
             if not math.isfinite(value) or not low <= value <= high:
                 raise SettingsError(name, value, f"must be between {low:g} and {high:g}")
             object.__setattr__(self, name, float(value))
+        only = METHOD_TABLE[self.method].grid_ms
+        if only is not None:  # a method that runs on one grid only (a network trained on it)
+            for name, required in zip(GRID_SETTINGS, only, strict=True):
+                if getattr(self, name) != required:
+                    reason = f"method {self.method!r} runs only at {name} {required:g}"
+                    raise SettingsError(name, getattr(self, name), reason)
 
     @classmethod
     def from_mapping(

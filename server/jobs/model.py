@@ -35,6 +35,7 @@ class ErrorCode(enum.StrEnum):
     UPLOAD_GONE = "upload_gone"  # after a restart the stored upload was missing
     DECODER_CRASHED = "decoder_crashed"  # the file crashed a pool worker repeatedly
     STORAGE_UNAVAILABLE = "storage_unavailable"  # the shared store was unreachable when the upload completed
+    INSUFFICIENT_STORAGE = "insufficient_storage"  # the disk ran out of room for the job's work files
     INTERNAL = "internal"  # a server fault, logged with a traceback
 
 

@@ -51,7 +51,11 @@ class Source:
 
 
 def wav_data_shortfall(header: bytes, file_bytes: int) -> int:
-    """Bytes the ``data`` chunk of a RIFF/WAVE header declares beyond the end of the file (0 if none).
+    """Bytes the ``data`` chunk of a RIFF/WAVE (or RF64/BW64) header declares beyond the end of the file.
+
+    0 if none, or if the size is unknown. An RF64 file's ``data`` chunk says ``0xFFFFFFFF`` and its real
+    size is the 64-bit one in the ``ds64`` chunk (EBU Tech 3306), which libsndfile does not check
+    against the file's length.
 
     Parameters
     ----------
@@ -60,13 +64,18 @@ def wav_data_shortfall(header: bytes, file_bytes: int) -> int:
     file_bytes : int
         The whole file's size in bytes.
     """
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+    if len(header) < 12 or header[:4] not in (b"RIFF", b"RF64", b"BW64") or header[8:12] != b"WAVE":
         return 0
+    ds64_data_bytes: int | None = None
     offset = 12
     while offset + 8 <= len(header):
         chunk_id = header[offset : offset + 4]
         (size,) = struct.unpack_from("<I", header, offset + 4)
+        if chunk_id == b"ds64" and offset + 8 + 16 <= len(header):
+            (ds64_data_bytes,) = struct.unpack_from("<Q", header, offset + 8 + 8)  # after the RIFF size
         if chunk_id == b"data":
+            if size == 0xFFFFFFFF and ds64_data_bytes is not None:
+                return max(0, offset + 8 + ds64_data_bytes - file_bytes)
             if size in WAV_UNKNOWN_SIZES:
                 return 0
             return max(0, offset + 8 + size - file_bytes)
@@ -85,12 +94,12 @@ def probe(path: Path) -> Source:
         info = None
     if info is not None and (info.format, None) not in AV_PREFERRED and (info.format, info.subtype) \
             not in AV_PREFERRED:
-        if info.format in ("WAV", "WAVEX"):
+        if info.format in ("WAV", "WAVEX", "RF64"):
             with path.open("rb") as file:
                 shortfall = wav_data_shortfall(file.read(1 << 16), size)
             if shortfall:
-                raise DecodeError(ErrorCode.TRUNCATED, f"the WAV file ends {shortfall} bytes before the "
-                                  "length its header declares")
+                raise DecodeError(ErrorCode.TRUNCATED, f"the {info.format} file ends {shortfall} bytes "
+                                  "before the length its header declares")
         return Source(Decoder.SOUNDFILE, f"{info.format}/{info.subtype}", int(info.samplerate),
                       int(info.channels), int(info.frames))
     return probe_av(path)

@@ -8,6 +8,11 @@ for live streams (with one worker, file steps are short enough — a fraction of
 With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
 updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
 logged once, and the queue hands the job out again later (at least once).
+
+A disk with no room (:class:`~server.jobs.uploads.StorageFull`) never leaves a job ``processing``: its work
+files and upload are deleted first, and an outcome the store cannot take yet is handed to a
+:class:`~server.jobs.settle.Settler`, which records it once there is room. A job that cannot even be
+started for lack of room is offered to the queue again a second later.
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
+from server.jobs.settle import Settler
 from server.jobs.store import JobStore
-from server.jobs.uploads import UploadDir
+from server.jobs.uploads import StorageFull, UploadDir
 from server.jobs.watch import JobWatch
 from server.jobs.work import FileAnalysis, OnsetTuple, StepOutcome, analyse_step
 from server.pool import DetectionPool
@@ -36,6 +42,7 @@ from server.pool import DetectionPool
 log = logging.getLogger(__name__)
 
 MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
+ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable shared store ends the run
 PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one job
 
 
@@ -72,6 +79,7 @@ def result_json(state: FileAnalysis, found: Found) -> str:
         "channels": source.channels,
         "onsets": onsets,
         "settings": state.settings.to_dict(),
+        "clipped_samples": state.clipped_samples,
     }
     if state.rhythm is not None:
         for onset, band in zip(onsets, found.bands, strict=True):
@@ -83,12 +91,15 @@ def result_json(state: FileAnalysis, found: Found) -> str:
 
 class JobRunner:
     def __init__(self, store: JobStore, queue: JobQueue, uploads: UploadDir, pool: DetectionPool,
-                 watch: JobWatch, *, pool_slots: int, max_active: int) -> None:
+                 watch: JobWatch, *, pool_slots: int, max_active: int,
+                 settler: Settler | None = None) -> None:
         self.store = store
         self.queue = queue
         self.uploads = uploads
         self.pool = pool
         self.watch = watch
+        self._own_settler = settler is None
+        self.settler = Settler(watch) if settler is None else settler
         self._slots = asyncio.Semaphore(max(1, pool_slots))
         self._active = asyncio.Semaphore(max(1, max_active))
         self._jobs: set[asyncio.Task[None]] = set()
@@ -115,17 +126,22 @@ class JobRunner:
             for job in jobs:
                 job.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
+            if self._own_settler:
+                await self.settler.close()
 
     async def _guarded(self, task_id: str) -> None:
         try:
             await self._run_job(task_id)
         except asyncio.CancelledError:
-            with contextlib.suppress(StorageUnavailable):  # then the queue hands it out again later
+            # then the queue hands it out again later (a full disk: re-queued at the next start)
+            with contextlib.suppress(StorageUnavailable, StorageFull):
                 await self.store.requeue(task_id)
             raise
         except StorageUnavailable:
             log.warning("job %s: its state cannot be stored now (storage unreachable); it will be run again",
                         task_id, extra={"task_id": task_id})
+        except StorageFull as exc:  # from store.start(): the job is still pending; offer it again later
+            self.settler.later(task_id, lambda: self.queue.put(task_id), exc)
         except Exception as exc:
             log.exception("job %s failed in the runner", task_id, extra={"task_id": task_id})
             with contextlib.suppress(StorageUnavailable):
@@ -153,22 +169,24 @@ class JobRunner:
                 break
             except PoolRestarted:
                 restarts += 1
-                log.warning("job %s: a pool worker died (%d); restarting the job from scratch", task_id,
-                            restarts, extra={"task_id": task_id})
                 if restarts > MAX_POOL_RESTARTS:
                     await self._finish_failed(task_id, JobError(
                         ErrorCode.DECODER_CRASHED.value,
                         f"analysing this file crashed a worker process {restarts} times"))
                     return
+                log.warning("job %s: a pool worker died (%d of %d allowed); restarting the job from scratch",
+                            task_id, restarts, MAX_POOL_RESTARTS, extra={"task_id": task_id})
+                await asyncio.to_thread(self.uploads.remove_work_files, task_id)
                 await self._progress(task_id, 0.0)
         if isinstance(state, JobError):
             await self._finish_failed(task_id, state)
             return
-        await self.store.succeed(task_id, result_json(state, found))
+        result = result_json(state, found)
+        await asyncio.to_thread(self.uploads.remove_work_files, task_id)  # room for the record
+        await self.settler.now_or_later(task_id, lambda: self.store.succeed(task_id, result), ROOM)
         audio_s = state.frames_done / state.source.sample_rate if state.source is not None else 0.0
         self._finished("success", time.monotonic() - started_s, audio_s)
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
-        self.watch.notify(task_id)
 
     def _finished(self, status: str, duration_s: float | None, audio_s: float) -> None:
         for observer in self.on_finished:
@@ -199,11 +217,12 @@ class JobRunner:
 
     async def _progress(self, task_id: str, progress: float) -> None:
         """Store the job's progress if the store answers (it is only informative)."""
-        with contextlib.suppress(StorageUnavailable):
+        with contextlib.suppress(StorageUnavailable, StorageFull):
             await self.store.set_progress(task_id, progress)
 
     async def _finish_failed(self, task_id: str, error: JobError) -> None:
-        await self.store.fail(task_id, error)
-        self._finished("failed", None, 0.0)
+        """Log the failure, delete the job's files (making room for the record), then record it."""
+        log.warning("job %s failed: %s: %s", task_id, error.code, error.message, extra={"task_id": task_id})
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
-        self.watch.notify(task_id)
+        await self.settler.now_or_later(task_id, lambda: self.store.fail(task_id, error), ROOM)
+        self._finished("failed", None, 0.0)

@@ -1,13 +1,17 @@
 """The embedded job store: one SQLite file under the data directory, used from one dedicated thread.
 
 SQLite calls block, so every call runs on a single-thread executor owned by the store (never on the event
-loop). WAL journal with ``synchronous=NORMAL``: a committed state survives a process crash.
+loop). WAL journal with ``synchronous=NORMAL``: a committed state survives a process crash. A write refused
+because the disk is full (``SQLITE_FULL``) raises
+:class:`~server.jobs.uploads.StorageFull`; the caller retries it once there is room (see
+:mod:`server.jobs.settle`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from server.jobs.model import Job, JobError, JobStatus
+from server.jobs.uploads import StorageFull
 
 T = TypeVar("T")
 
@@ -39,7 +44,18 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_s);
 
 COLUMNS = ("task_id, status, filename, upload_path, settings, created_s, updated_s, progress, result, "
            "error_code, error_msg, attempts")
+FULL_BELOW_BYTES = 1 << 20  # an I/O error opening the database with less room than this: the disk is full
 UNFINISHED = (JobStatus.PENDING.value, JobStatus.PROCESSING.value)
+
+
+def _no_room(exc: sqlite3.Error) -> bool:
+    """Whether SQLite refused the write for lack of room on the disk (``SQLITE_FULL``)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
+def _disk_full(folder: Path) -> bool:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def _row_to_job(row: tuple[Any, ...]) -> Job:
@@ -58,24 +74,45 @@ class SQLiteJobStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="job-store")
         self._db: sqlite3.Connection | None = None
+        self._unopened: str | None = None  # why open() found no room, until it succeeds
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
+            if self._db is None and self._unopened is not None:
+                raise StorageFull(self._unopened, "the task's state")
             assert self._db is not None, "the job store is not open"
-            with self._db:  # one transaction per call
-                return fn(self._db)
+            try:
+                with self._db:  # one transaction per call
+                    return fn(self._db)
+            except sqlite3.Error as exc:
+                if _no_room(exc):
+                    raise StorageFull(str(exc), "the task's state") from exc
+                raise
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def open(self) -> None:
+        """Open (or create) the database. Raises :class:`StorageFull` if the disk has no room for its
+        journal files; every call then raises it too, until an ``open()`` succeeds."""
+
         def connect() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(SCHEMA)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(SCHEMA)
+            except sqlite3.Error as exc:
+                db.close()
+                # Opening a WAL database creates its shared-memory index: an I/O error on a full disk.
+                primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if _no_room(exc) or (primary == sqlite3.SQLITE_IOERR and _disk_full(self.path.parent)):
+                    self._unopened = f"the job database cannot be opened: {exc}"
+                    raise StorageFull(self._unopened, "the task's state") from exc
+                raise
             db.isolation_level = "DEFERRED"
             self._db = db
+            self._unopened = None
 
         await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 

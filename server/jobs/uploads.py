@@ -34,9 +34,12 @@ class UploadTooLarge(TransientError):
 class StorageFull(TransientError):
     """The upload cannot be stored: the disk, a quota or a file-size limit has no room for it."""
 
-    def __init__(self, cause: OSError) -> None:
-        reason = os.strerror(cause.errno) if cause.errno is not None else str(cause)
-        super().__init__(f"the server has no room to store the upload ({reason}); try again later")
+    def __init__(self, cause: OSError | str, what: str = "the upload") -> None:
+        if isinstance(cause, OSError):
+            reason = os.strerror(cause.errno) if cause.errno is not None else str(cause)
+        else:
+            reason = cause
+        super().__init__(f"the server has no room to store {what} ({reason}); try again later")
 
 
 async def _on_disk(fn: Callable[..., T], *args: object) -> T:
@@ -76,9 +79,24 @@ class UploadDir:
         """Delete the upload, a partial upload and every work file of ``task_id`` (blocking)."""
         for path in (self.upload_path(task_id), self.part_path(task_id)):
             path.unlink(missing_ok=True)
+        self.remove_work_files(task_id)
+
+    def remove_work_files(self, task_id: str) -> None:
+        """Delete the work files of ``task_id`` (a decode spool), keeping its upload (blocking)."""
         if self.work.is_dir():
             for path in self.work.glob(f"{task_id}.*"):
                 path.unlink(missing_ok=True)
+
+    def remove_all_work_files(self) -> None:
+        """Delete every job's work files (blocking): at start-up no job is running."""
+        if self.work.is_dir():
+            for path in self.work.iterdir():
+                path.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        """Bytes the server may still write on the data directory's file system (blocking)."""
+        stats = os.statvfs(self.uploads if self.uploads.is_dir() else self.uploads.parent)
+        return stats.f_bavail * stats.f_frsize
 
     def orphans(self, keep: set[str]) -> list[Path]:
         """Upload and work files belonging to no task id in ``keep`` (blocking)."""

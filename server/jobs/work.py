@@ -21,11 +21,12 @@ import numpy as np
 import soundfile as sf
 
 from server.dsp import DetectorSettings, OnsetDetector
-from server.dsp.blocks import to_mono
+from server.dsp.blocks import clip_full_scale, to_mono
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
 from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
+from server.jobs.uploads import NO_ROOM_ERRNOS
 from server.rhythm import RhythmSession
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
@@ -57,6 +58,7 @@ class FileAnalysis:
     frames_done: int = 0  # frames per channel analysed so far
     cursor: SpoolCursor | None = None  # PyAV formats: where the next span starts
     spool_bytes: int = 0
+    clipped_samples: int = 0  # float samples beyond [-1, 1], clipped to it before analysis
     finished: bool = False
     step_samples: int = STEP_SAMPLES
     rhythm: RhythmSession | None = None
@@ -99,6 +101,10 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
     except AudioFormatError as exc:
         return StepOutcome(state, error=JobError(ErrorCode.UNSUPPORTED_FORMAT.value, str(exc)))
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS:
+            return StepOutcome(state, error=JobError(
+                ErrorCode.INSUFFICIENT_STORAGE.value, f"the server ran out of disk space for the file's "
+                f"work files ({exc.strerror}); upload it again later"))
         return StepOutcome(state, error=JobError(ErrorCode.INTERNAL.value, f"analysis failed: {exc!r}"),
                            trace=traceback.format_exc())
 
@@ -127,6 +133,8 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         blocks, state.cursor = span.decode(state.cursor, budget_frames)
         at_end = state.cursor is None
     for block in blocks:
+        block, clipped = clip_full_scale(block)
+        state.clipped_samples += clipped
         new = detector.process(block)
         found += new
         state.frames_done += len(block)

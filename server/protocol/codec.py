@@ -4,6 +4,10 @@ JSON codec: control messages and events are text frames holding one JSON object;
 of raw PCM. Msgpack codec: every message, both ways, is a binary frame holding one msgpack map; audio is
 ``{"type": "audio", "data": <bytes>}``. :func:`decode_frame` turns any frame into either a control mapping
 or the audio payload, exactly once; typed parsing of the mapping happens in the endpoint's message module.
+
+:func:`parse_json` is the one place where a client's JSON text becomes a value, for the WebSockets and the
+HTTP bodies alike: a value nested deeper than :data:`MAX_NESTING_DEPTH` is refused (``too_deep``), in JSON
+and in msgpack, before anything recurses into it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,60 @@ import msgpack
 from aiohttp import WSMsgType, web
 
 from server.protocol.errors import CloseCode, ProtocolError
+
+MAX_NESTING_DEPTH = 32  # arrays and objects inside one another; the deepest real message has 3
+ERROR_QUOTE_CHARS = 200  # at most this much of a client's text is repeated in an error message
+
+
+def clip(text: str, limit: int = ERROR_QUOTE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with ``…``), for quoting a client's input in an error."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _too_deep() -> ProtocolError:
+    return ProtocolError("too_deep", f"the message nests arrays or objects more than {MAX_NESTING_DEPTH} "
+                         "levels deep", CloseCode.INVALID_PAYLOAD)
+
+
+def nesting_depth(value: object, limit: int = MAX_NESTING_DEPTH) -> int:
+    """Levels of arrays and maps in ``value`` (a scalar is 0), counted without recursion; stops past
+    ``limit``."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping):
+            children: Any = list(item.keys()) + list(item.values())
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        pending.extend((child, depth) for child in children)
+    return deepest
+
+
+def check_depth(value: object) -> object:
+    """``value`` itself, or ``too_deep`` when it nests past :data:`MAX_NESTING_DEPTH` levels."""
+    if nesting_depth(value) > MAX_NESTING_DEPTH:
+        raise _too_deep()
+    return value
+
+
+def parse_json(text: str | bytes | bytearray) -> object:
+    """A client's JSON text as a value: ``bad_json`` when it is not JSON, ``too_deep`` when it nests past
+    :data:`MAX_NESTING_DEPTH` levels (fatal errors with close code 1007; HTTP endpoints answer 400)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _too_deep() from None
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ProtocolError("bad_json", f"invalid JSON: {clip(str(exc))}",
+                            CloseCode.INVALID_PAYLOAD) from None
+    return check_depth(value)
 
 
 class Codec(enum.Enum):
@@ -68,11 +126,7 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
         if kind is WSMsgType.BINARY:
             return Audio(data if isinstance(data, bytes) else data.encode())
         if kind is WSMsgType.TEXT:
-            try:
-                obj = json.loads(data)
-            except ValueError as exc:
-                raise ProtocolError("bad_json", f"invalid JSON: {exc}", CloseCode.INVALID_PAYLOAD) from None
-            return _control(obj)
+            return _control(parse_json(data))
     else:
         if kind is WSMsgType.TEXT:
             raise ProtocolError("bad_frame", "with codec=msgpack every message is a binary frame",
@@ -80,16 +134,20 @@ def decode_frame(codec: Codec, kind: WSMsgType, data: str | bytes) -> Frame:
         if kind is WSMsgType.BINARY:
             try:
                 obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            except msgpack.StackError:  # nested past msgpack's own limit; it says nothing itself
+                raise _too_deep() from None
             except Exception as exc:  # msgpack raises several unrelated types on bad input
-                raise ProtocolError("bad_msgpack", f"invalid msgpack: {exc}",
+                reason = clip(str(exc)) or type(exc).__name__
+                raise ProtocolError("bad_msgpack", f"invalid msgpack: {reason}",
                                     CloseCode.INVALID_PAYLOAD) from None
             control = _control(obj)
-            if control.type == "audio":
+            if control.type == "audio":  # its extra fields are never read: only a control message is walked
                 payload = control.body.get("data")
                 if not isinstance(payload, bytes | bytearray):
                     raise ProtocolError("bad_audio", "an audio message needs binary 'data'",
                                         CloseCode.INVALID_PAYLOAD)
                 return Audio(bytes(payload))
+            check_depth(control.body)
             return control
     raise ProtocolError("bad_frame", f"unexpected WebSocket message type {kind.name}",
                         CloseCode.UNSUPPORTED_DATA)

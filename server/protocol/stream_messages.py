@@ -97,8 +97,9 @@ def _fields(control: Control, allowed: frozenset[str]) -> None:
 
 
 def _settings(control: Control, fatal: bool) -> Mapping[str, Any]:
+    """``start``'s optional ``settings`` (absent or ``null``: none given) or ``configure``'s (an object)."""
     settings = control.body.get("settings", {})
-    if settings is None:
+    if settings is None and fatal:
         return {}
     if not isinstance(settings, Mapping):
         raise ProtocolError("bad_settings", f"'settings' must be an object, got {settings!r}",

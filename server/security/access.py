@@ -8,8 +8,11 @@ Which right a path needs (see docs/protocol.md, "Security and limits"):
 - ``/api/v3/analysis...``, ``/api/v3/upload``: ``analyse``.
 - ``/metrics`` and any other ``/api/`` path: any valid token.
 
-Tokens are only asked for when at least one is configured. The rate limit applies to every ``/api/``
-request (a WebSocket handshake included) per client address.
+A browser's ``Origin`` is checked on every WebSocket handshake and every state-changing request (any method
+but GET, HEAD, OPTIONS): see :mod:`server.security.origin`. Tokens are only asked for when at least one is
+configured. The rate limit applies to every ``/api/`` request (a WebSocket handshake included) per client
+address. Stream, upload and subscriber WebSockets are counted from their handshake to their close, per client
+and in all (:mod:`server.security.sockets`).
 
 aiohttp answers ``Expect: 100-continue`` before any middleware runs: routes that take a body guard their
 expect handler with :func:`server.security.expect.guard_expect`, which runs :func:`check` first.
@@ -17,9 +20,11 @@ expect handler with :func:`server.security.expect.guard_expect`, which runs :fun
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -28,10 +33,12 @@ from aiohttp.typedefs import Handler
 from server.appkeys import CONFIG
 from server.config import Config
 from server.observability.metrics import METRICS
+from server.protocol.codec import clip
 from server.protocol.errors import json_error
 from server.security.exposure import warn_if_exposed
-from server.security.origin import origin_allowed, parse_allowed
+from server.security.origin import needs_origin_check, origin_allowed, parse_allowed
 from server.security.rate import RateLimiter, retry_after_header
+from server.security.sockets import SocketKind, SocketTally, socket_budget, watch_descriptors
 from server.security.tokens import Right, TokenTable
 
 log = logging.getLogger(__name__)
@@ -88,11 +95,13 @@ class AccessControl:
     tokens: TokenTable
     allowed_origins: frozenset[str]
     limiter: RateLimiter
+    sockets: SocketTally
 
     @classmethod
     def from_config(cls, config: Config) -> AccessControl:
         return cls(TokenTable.parse(config.tokens), parse_allowed(config.allowed_origins),
-                   RateLimiter(config.rate_limit_per_s, config.rate_limit_burst))
+                   RateLimiter(config.rate_limit_per_s, config.rate_limit_burst),
+                   SocketTally(config.max_streams_per_client, socket_budget(config.max_websockets)))
 
 
 ACCESS = web.AppKey("access", AccessControl)
@@ -121,11 +130,14 @@ def check(request: web.Request) -> web.Response | None:
                            f"more than {access.limiter.rate_per_s:g} requests per second (bursts of "
                            f"{access.limiter.burst:g}) from this address; retry in {wait_s:.2f} s",
                            {"Retry-After": retry_after_header(wait_s)})
-    if is_websocket(request) and not origin_allowed(request.headers.get(hdrs.ORIGIN), request.host,
-                                                    access.allowed_origins):
+    websocket = is_websocket(request)
+    origin = request.headers.get(hdrs.ORIGIN)
+    if needs_origin_check(request.method, websocket) and not origin_allowed(
+            origin, request.headers.get(hdrs.HOST), request.scheme, access.allowed_origins):
+        what = "WebSocket connections" if websocket else f"{request.method} requests"
         return _refuse(request, 403, "origin_not_allowed",
-                       f"WebSocket connections from origin {request.headers.get(hdrs.ORIGIN)!r} are not "
-                       "allowed (see the allowed_origins option)")
+                       f"{what} from origin {clip(origin or '')!r} are not allowed (see the allowed_origins "
+                       "option)")
     need = requirement(path)
     if need is not Need.NOTHING and access.tokens.enabled:
         secret = presented_secret(request)
@@ -141,10 +153,45 @@ def check(request: web.Request) -> web.Response | None:
     return None
 
 
+def socket_kind(request: web.Request) -> SocketKind | None:
+    """What a WebSocket handshake opens, for :class:`SocketTally`; ``None`` for anything else."""
+    if not is_websocket(request):
+        return None
+    path = request.path
+    if path == "/api/v3/stream":
+        return SocketKind.PUBLISHER
+    if path == "/api/v3/upload":
+        return SocketKind.UPLOAD
+    if path.startswith("/api/v3/streams/") and path.endswith("/events"):
+        return SocketKind.SUBSCRIBER
+    return None
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     refusal = check(request)
-    return refusal if refusal is not None else await handler(request)
+    if refusal is not None:
+        return refusal
+    kind = socket_kind(request)
+    if kind is None:
+        return await handler(request)
+    sockets, client = request.app[ACCESS].sockets, request.remote or ""
+    full = sockets.admit(kind, client)
+    if full is not None:
+        headers = {"Retry-After": "5"} if full.status == 503 else None
+        return _refuse(request, full.status, full.code, full.message, headers)
+    try:
+        return await handler(request)  # a WebSocket's handler returns once the socket has closed
+    finally:
+        sockets.release(kind, client)
+
+
+async def _descriptors_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Watch the open descriptors while the app runs (:func:`watch_descriptors`)."""
+    watcher = asyncio.create_task(watch_descriptors())
+    yield
+    watcher.cancel()
+    await asyncio.wait((watcher,))
 
 
 async def _warn_on_startup(app: web.Application) -> None:
@@ -156,3 +203,4 @@ def setup(app: web.Application) -> None:
     app[ACCESS] = AccessControl.from_config(app[CONFIG])
     app.middlewares.append(access_middleware)
     app.on_startup.append(_warn_on_startup)
+    app.cleanup_ctx.append(_descriptors_ctx)

@@ -2,7 +2,9 @@
 
 Each entry names a token (the name appears in logs, never the secret), the secret itself, and its rights,
 a comma-separated subset of ``publish``, ``subscribe`` and ``analyse``. An empty specification configures
-no tokens: the server is then open to everyone who can reach it.
+no tokens: the server is then open to everyone who can reach it. A specification that is not empty but
+names no token (``";;"``, ``" "``: a variable that was meant to hold tokens) is refused, like any malformed
+one, so a typo never opens the server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hmac
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from server.exceptions import ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SECRET_RE = re.compile(r"^[A-Za-z0-9_.~+/=-]{8,256}$")  # what fits a header and a query unescaped
@@ -38,12 +42,12 @@ def _digest(secret: str) -> bytes:
 def _parse_entry(entry: str) -> tuple[str, str, frozenset[Right]]:
     parts = entry.split(":")
     if len(parts) != 3:
-        raise ValueError(f"tokens: entry {entry.split(':')[0]!r}... must be NAME:TOKEN:RIGHTS")
+        raise ConfigError(f"tokens: entry {entry.split(':')[0]!r}... must be NAME:TOKEN:RIGHTS")
     name, secret, rights_text = (part.strip() for part in parts)
     if not NAME_RE.match(name):
-        raise ValueError(f"tokens: name {name!r} must be 1-64 characters from A-Z a-z 0-9 _ . -")
+        raise ConfigError(f"tokens: name {name!r} must be 1-64 characters from A-Z a-z 0-9 _ . -")
     if not SECRET_RE.match(secret):
-        raise ValueError(f"tokens: the token of {name!r} must be 8-256 characters from "
+        raise ConfigError(f"tokens: the token of {name!r} must be 8-256 characters from "
                          "A-Z a-z 0-9 _ . ~ + / = -")
     rights: set[Right] = set()
     for word in (word.strip() for word in rights_text.split(",")):
@@ -51,7 +55,7 @@ def _parse_entry(entry: str) -> tuple[str, str, frozenset[Right]]:
             rights.add(Right(word))
         except ValueError:
             names = ", ".join(right.value for right in Right)
-            raise ValueError(f"tokens: {name!r} has unknown right {word!r}; use {names}") from None
+            raise ConfigError(f"tokens: {name!r} has unknown right {word!r}; use {names}") from None
     return name, secret, frozenset(rights)
 
 
@@ -63,7 +67,7 @@ class TokenTable:
 
     @classmethod
     def parse(cls, spec: str) -> TokenTable:
-        """Parse ``NAME:TOKEN:RIGHTS;...``; raises :class:`ValueError` naming the entry, never its secret."""
+        """Parse ``NAME:TOKEN:RIGHTS;...``; raises :class:`ConfigError` naming the entry, never its secret."""
         tokens: list[Token] = []
         names: set[str] = set()
         digests: set[bytes] = set()
@@ -73,12 +77,15 @@ class TokenTable:
             name, secret, rights = _parse_entry(entry)
             digest = _digest(secret)
             if name in names:
-                raise ValueError(f"tokens: name {name!r} appears twice")
+                raise ConfigError(f"tokens: name {name!r} appears twice")
             if digest in digests:
-                raise ValueError(f"tokens: the token of {name!r} is also another entry's token")
+                raise ConfigError(f"tokens: the token of {name!r} is also another entry's token")
             names.add(name)
             digests.add(digest)
             tokens.append(Token(name, rights, digest))
+        if spec and not tokens:
+            raise ConfigError(f"tokens: {spec!r} names no token (NAME:TOKEN:RIGHTS;...); refusing to start "
+                              "open to everyone. Leave the option unset (or empty) to run without tokens")
         return cls(tokens)
 
     @property

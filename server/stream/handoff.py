@@ -26,10 +26,10 @@ class Handoff:
     """The hand-off of one stream's audio to its detector in the pool, one job at a time."""
 
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: DetectorSettings,
-                 dtype: str) -> None:
+                 dtype: str, channels: int) -> None:
         self._stream_id = stream_id
         self._sample_rate = audio_format.sample_rate
-        self._channels = audio_format.channels
+        self._channels = channels  # of the samples a job carries (1 once downmixed on arrival)
         self._dtype = dtype  # of the samples a job carries, e.g. "<f4"
         self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
         self._generation = 0  # counts fresh detectors: the worker keeps each under its own key

@@ -41,6 +41,10 @@ class RingBuffer:
         return self._data.dtype
 
     @property
+    def channels(self) -> int:
+        return int(self._data.shape[1])
+
+    @property
     def allocated_frames(self) -> int:
         return len(self._data)
 

@@ -16,7 +16,7 @@ from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat
 from server.stream.registry import StreamRegistry
 from server.stream.scheduler import BatchScheduler
-from server.stream.session import StreamLinks, StreamSession, StreamSink
+from server.stream.session import StreamLinks, StreamSession, StreamSink, buffer_plan
 from server.stream.settings import StreamSettings
 from server.stream.sweep import sweep_streams
 
@@ -59,6 +59,7 @@ class StreamService:
         return {
             "max_message_bytes": config.max_message_bytes,
             "max_buffer_s": config.max_buffer_s,
+            "max_stream_buffer_bytes": config.max_stream_buffer_bytes,
             "idle_timeout_s": config.idle_timeout_s,
             "status_interval_s": config.status_interval_s,
         }
@@ -72,11 +73,19 @@ class StreamService:
             check_targets(self.osc, stream_settings.options.osc)
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
+        config = self.config
+        capacity, channels, dtype = buffer_plan(audio_format, config.max_buffer_s,
+                                                config.max_stream_buffer_bytes)
+        held = sum(session.buffer_bytes for session in self.registry)
+        if held + capacity * channels * dtype.itemsize > config.max_buffer_bytes:
+            raise ProtocolError("buffer_limit", "the live streams' audio buffers would pass "
+                                f"max_buffer_bytes ({config.max_buffer_bytes} bytes); try again later",
+                                CloseCode.TRY_AGAIN_LATER)
         links = StreamLinks(self.hub, self.scheduler.notify, self._ended, self.osc, self.on_onset)
         session = StreamSession(
-            self.registry.new_id(), audio_format, stream_settings, max_buffer_s=self.config.max_buffer_s,
-            sink=sink, links=links,
-            lane=self.scheduler.assign(), client=client, transport=transport)
+            self.registry.new_id(), audio_format, stream_settings, max_buffer_s=config.max_buffer_s,
+            sink=sink, links=links, lane=self.scheduler.assign(), client=client, transport=transport,
+            max_buffer_bytes=config.max_stream_buffer_bytes)
         self.registry.add(session)
         self.hub.announce(session.stream_id, session.describe)
         return session

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from server.dsp.blocks import to_mono
 from server.events.hub import EventHub
 from server.events.osc import OscSender, check_targets, onset_forwarder
 from server.protocol import stream_messages as msg
@@ -36,6 +37,21 @@ from server.stream.settings import StreamSettings, detector_timing
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
 DROP_WARNING_INTERVAL_S = 1.0
+
+
+def buffer_plan(audio_format: AudioFormat, max_buffer_s: float,
+                max_buffer_bytes: int) -> tuple[int, int, np.dtype[Any]]:
+    """How a stream keeps the audio waiting for analysis: (capacity in frames, channels, dtype).
+
+    Several channels are averaged to mono float32 as they arrive (what the detector analyses anyway), so
+    a stream costs what its analysis needs, not its channel count; mono keeps its own encoding. The
+    capacity is ``max_buffer_s`` of audio, or fewer frames if they would take more than
+    ``max_buffer_bytes``.
+    """
+    channels = 1
+    dtype = np.dtype(audio_format.encoding.dtype) if audio_format.channels == 1 else np.dtype(np.float32)
+    frames = round(max_buffer_s * audio_format.sample_rate)
+    return max(1, min(frames, max_buffer_bytes // (dtype.itemsize * channels))), channels, dtype
 
 
 class StreamSink(Protocol):
@@ -76,7 +92,7 @@ class StreamLinks:
 class StreamSession:
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
                  max_buffer_s: float, sink: StreamSink, links: StreamLinks, lane: int = 0, client: str = "",
-                 transport: str = "websocket") -> None:
+                 transport: str = "websocket", max_buffer_bytes: int = 1 << 62) -> None:
         self.stream_id = stream_id
         self.lane = lane  # the pool lane whose worker holds this stream's detector
         self.format = audio_format
@@ -94,9 +110,10 @@ class StreamSession:
             *((onset_forwarder(osc, stream_id, self._osc_names),) if osc is not None and osc.names else ()))
         self._arrivals = ArrivalClock(audio_format.sample_rate)
         self.latency_s, self.hop_s = detector_timing(audio_format.sample_rate, settings.detector)
-        capacity = max(1, round(max_buffer_s * audio_format.sample_rate))
-        self._ring = RingBuffer(capacity, audio_format.channels, audio_format.encoding.dtype)
-        self._handoff = Handoff(stream_id, audio_format, settings.detector, self._ring.dtype.str)
+        capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
+        self._ring = RingBuffer(capacity, channels, dtype)
+        self.buffer_bytes = capacity * channels * dtype.itemsize  # the most its ring may hold
+        self._handoff = Handoff(stream_id, audio_format, settings.detector, self._ring.dtype.str, channels)
         self._analysed = 0  # absolute frame index analysed so far
         self._odf_count = 0
         self._dropped = 0
@@ -167,6 +184,8 @@ class StreamSession:
         self.last_activity_s = now_s = time.monotonic()
         if self.state is not State.RUNNING:
             return
+        if self._ring.channels != self.format.channels:  # downmixed as it arrives (buffer_plan)
+            frames = to_mono(frames, self.format.channels, check=False)[:, None]
         dropped = self._ring.write(frames)
         self._arrivals.mark(self._ring.end, time.time())
         if dropped:

@@ -108,8 +108,9 @@ class StreamSettings:
 
 def detector_timing(sample_rate: int, settings: DetectorSettings) -> tuple[float, float]:
     """``(latency_s, hop_s)`` of a detector at ``sample_rate`` with ``settings``, from their shared cached
-    plan, without building a detector: the algorithmic latency (the peak picker's look-ahead plus one
-    hop) and the distance between analysis frames, as :class:`~server.dsp.OnsetDetector` reports them."""
+    plan, without building a detector: the algorithmic latency (:attr:`~server.dsp.plan.Plan.latency_hops`:
+    the look-ahead plus one hop) and the distance between analysis frames, as
+    :class:`~server.dsp.OnsetDetector` reports them."""
     plan = plan_for(sample_rate, settings)
     hop = plan.frames.grid.hop
-    return (plan.lookahead + 1) * hop / sample_rate, hop / sample_rate
+    return plan.latency_hops * hop / sample_rate, hop / sample_rate

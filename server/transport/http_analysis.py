@@ -9,7 +9,6 @@ Redis cannot be reached both endpoints answer 503 ``storage_unavailable``. See d
 
 from __future__ import annotations
 
-import json
 import re
 
 from aiohttp import BodyPartReader, hdrs, web
@@ -17,11 +16,15 @@ from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
 
 from server import appkeys
+from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, StorageUnavailable, TransientError
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
-from server.protocol.errors import json_error
+from server.protocol.codec import clip, parse_json
+from server.protocol.errors import ProtocolError, json_error
 from server.security.expect import guard_expect
+from server.transport import body_timeout
+from server.transport.body_timeout import BODY_CLOCKS, BodyClock, BodyTimeout
 
 READ_CHUNK_BYTES = 1 << 18
 SETTINGS_MAX_BYTES = 1 << 16  # the `settings` field's largest accepted size
@@ -47,7 +50,7 @@ def _precheck(request: web.Request, service: JobService) -> None:
     """What can be refused from the headers alone."""
     if request.content_type != "multipart/form-data":
         raise BadUpload(400, "not_multipart", "send the file as multipart/form-data in a field named 'file' "
-                        f"(got Content-Type {request.content_type!r})")
+                        f"(got Content-Type {clip(request.content_type)!r})")
     limit = service.config.max_upload_bytes
     length = request.content_length
     if length is not None and length > limit + BODY_OVERHEAD_BYTES:
@@ -66,6 +69,8 @@ async def _capacity(service: JobService) -> None:
         raise BadUpload(503, "queue_full", str(exc)) from None
     except StorageUnavailable as exc:
         raise _unavailable(exc) from None
+    except StorageFull as exc:
+        raise BadUpload(507, "insufficient_storage", str(exc)) from None
 
 
 def _error(exc: BadUpload) -> web.Response:
@@ -89,17 +94,19 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
-async def _read_settings(part: BodyPartReader) -> object:
+async def _read_settings(part: BodyPartReader, clock: BodyClock) -> object:
     data = bytearray()
-    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
+    while chunk := await clock.read(part.read_chunk(READ_CHUNK_BYTES)):
+        clock.count(len(chunk))
         data += chunk
         if len(data) > SETTINGS_MAX_BYTES:
             raise BadUpload(400, "bad_settings",
                             f"the settings field is larger than {SETTINGS_MAX_BYTES} bytes")
     try:
-        return json.loads(data.decode("utf-8")) if data.strip() else None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadUpload(400, "bad_settings", f"the settings field is not a JSON object: {exc}") from None
+        return parse_json(data) if data.strip() else None
+    except ProtocolError as exc:
+        code = exc.code if exc.code == "too_deep" else "bad_settings"
+        raise BadUpload(400, code, f"the settings field is not a JSON object: {exc.message}") from None
 
 
 def _filename(part: BodyPartReader) -> str:
@@ -107,63 +114,87 @@ def _filename(part: BodyPartReader) -> str:
     return re.split(r"[\\/]", name)[-1][:FILENAME_MAX_CHARS]
 
 
+async def _receive(request: web.Request, service: JobService, task_id: str, clock: BodyClock
+                   ) -> tuple[UploadWriter | None, str, DetectorSettings]:
+    """Read the multipart body: the stored file's writer (``None``: no file), its name and the settings.
+
+    On any failure the writer (if one was opened) is discarded before the exception goes on.
+    """
+    try:
+        reader = await request.multipart()
+    except MALFORMED as exc:
+        raise BadUpload(400, "bad_multipart",
+                        f"the multipart body cannot be read: {clip(str(exc))}") from None
+    writer: UploadWriter | None = None
+    filename = ""
+    settings = parse_settings(None)
+    try:
+        while (part := await clock.read(reader.next())) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise BadUpload(400, "bad_multipart", "nested multipart bodies are not accepted")
+            if part.name == "settings":
+                settings = parse_settings(await _read_settings(part, clock))
+            elif part.name == "file":
+                if writer is not None:
+                    raise BadUpload(400, "duplicate_field", "send exactly one field named 'file'")
+                filename = _filename(part)
+                writer = service.writer(task_id)
+                await writer.open()
+                while chunk := await clock.read(part.read_chunk(READ_CHUNK_BYTES)):
+                    clock.count(len(chunk))
+                    await writer.write(chunk)
+            else:
+                raise BadUpload(400, "unexpected_field", f"unexpected field {part.name!r}; send 'file' "
+                                "and optionally 'settings'")
+    except MALFORMED as exc:  # malformed multipart framing or part headers
+        if writer is not None:
+            await service.shielded(writer.discard())
+        if isinstance(exc, SettingsError):
+            raise
+        raise BadUpload(400, "bad_multipart",
+                        f"the multipart body is malformed: {clip(str(exc))}") from None
+    except BaseException:
+        if writer is not None:
+            await service.shielded(writer.discard())
+        raise
+    return writer, filename, settings
+
+
 async def post_analysis(request: web.Request) -> web.Response:
     service = request.app[appkeys.JOBS]
-    writer: UploadWriter | None = None
-    committed = False
     try:
         _precheck(request, service)
-        await _capacity(service)
-        try:
-            reader = await request.multipart()
-        except MALFORMED as exc:
-            raise BadUpload(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
         task_id = service.new_task_id()
-        filename = ""
-        settings = parse_settings(None)
-        try:
-            while (part := await reader.next()) is not None:
-                if not isinstance(part, BodyPartReader):
-                    raise BadUpload(400, "bad_multipart", "nested multipart bodies are not accepted")
-                if part.name == "settings":
-                    settings = parse_settings(await _read_settings(part))
-                elif part.name == "file":
-                    if writer is not None:
-                        raise BadUpload(400, "duplicate_field", "send exactly one field named 'file'")
-                    filename = _filename(part)
-                    writer = service.writer(task_id)
-                    await writer.open()
-                    while chunk := await part.read_chunk(READ_CHUNK_BYTES):
-                        await writer.write(chunk)
-                else:
-                    raise BadUpload(400, "unexpected_field", f"unexpected field {part.name!r}; send 'file' "
-                                    "and optionally 'settings'")
-        except MALFORMED as exc:  # malformed multipart framing or part headers
-            if isinstance(exc, SettingsError):
+        async with service.admission():  # a place in the queue, held until the job is stored
+            with request.app[BODY_CLOCKS].clock(service.config) as clock:
+                writer, filename, settings = await _receive(request, service, task_id, clock)
+            if writer is None:
+                raise BadUpload(400, "no_file", "the multipart body has no field named 'file'")
+            if writer.received_bytes == 0:
+                await service.shielded(writer.discard())
+                raise BadUpload(400, "empty", "the uploaded file is empty")
+            try:
+                await service.submit(writer, task_id, filename, settings)
+            except BaseException:  # the service deleted a committed upload; drop a part not committed
+                await service.shielded(writer.discard())
                 raise
-            raise BadUpload(400, "bad_multipart", f"the multipart body is malformed: {exc}") from None
-        if writer is None:
-            raise BadUpload(400, "no_file", "the multipart body has no field named 'file'")
-        if writer.received_bytes == 0:
-            raise BadUpload(400, "empty", "the uploaded file is empty")
-        await _capacity(service)
-        try:
-            await service.submit(writer, task_id, filename, settings)
-        except StorageUnavailable as exc:  # the service deleted the stored upload
-            committed = True
-            raise _unavailable(exc) from None
-        committed = True
     except BadUpload as exc:
         return _error(exc)
+    except QueueFull as exc:
+        return _error(BadUpload(503, "queue_full", str(exc)))
+    except StorageUnavailable as exc:  # the service deleted the stored upload
+        return _error(_unavailable(exc))
     except SettingsError as exc:
         return json_error(400, "bad_settings", str(exc))
     except UploadTooLarge as exc:
         return json_error(413, "too_large", str(exc))
-    except StorageFull as exc:  # what arrived is deleted below; the server goes on
+    except StorageFull as exc:  # what arrived is deleted; the server goes on
         return json_error(507, "insufficient_storage", str(exc))
-    finally:
-        if writer is not None and not committed:
-            await service.shielded(writer.discard())
+    except BodyTimeout as exc:
+        response = (_error(BadUpload(503, "shutting_down", str(exc))) if exc.shutting_down
+                    else json_error(408, "body_timeout", str(exc)))
+        response.force_close()
+        return response
     return web.json_response({"task_id": task_id, "status": "pending"}, status=202)
 
 
@@ -173,6 +204,8 @@ async def get_analysis(request: web.Request) -> web.Response:
         job = await request.app[appkeys.JOBS].get(task_id) if TASK_ID_RE.match(task_id) else None
     except StorageUnavailable as exc:
         return _error(_unavailable(exc))
+    except StorageFull as exc:  # the job store could not be opened for lack of room (yet)
+        return _error(BadUpload(503, "insufficient_storage", str(exc)))
     if job is None:
         return json_error(404, "not_found",
                           f"no task {task_id!r} (unknown, or deleted after the retention time)")
@@ -181,5 +214,6 @@ async def get_analysis(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     """Route the analysis API to the job service (:data:`~server.appkeys.JOBS`, built in ``app.py``)."""
+    body_timeout.setup(app)
     app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=guard_expect(expect_continue))
     app.router.add_get("/api/v3/analysis/{task_id}", get_analysis)

@@ -128,6 +128,7 @@ async def _check(app: web.Application) -> list[str]:
             await asyncio.wait_for(jobs.store.count_waiting(), READY_TIMEOUT_S)
         except Exception as exc:
             problems.append(f"the job store does not answer: {type(exc).__name__} {exc}".strip())
+        problems += await jobs.storage_problems()
     return problems
 
 

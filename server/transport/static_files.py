@@ -16,6 +16,8 @@ from aiohttp import web
 STATIC_DIR = web.AppKey("static_dir", Path)
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 INDEX = "index.html"
+NAME_MAX_BYTES = 255  # the longest file name a file system takes (NAME_MAX)
+QUOTED_PATH_CHARS = 200  # at most this much of a requested path is repeated in a 404
 FAVICON = "favicon.svg"
 HEADERS = MappingProxyType({"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 # Set here rather than guessed from the host's MIME database: a module script served as anything but
@@ -32,25 +34,36 @@ CONTENT_TYPES = MappingProxyType({
 
 
 def _not_found(path: str) -> web.Response:
-    return web.json_response({"error": {"code": "not_found", "message": f"no file at /{path}"}}, status=404,
+    shown = path if len(path) <= QUOTED_PATH_CHARS else path[:QUOTED_PATH_CHARS] + "…"
+    return web.json_response({"error": {"code": "not_found", "message": f"no file at /{shown}"}}, status=404,
                              headers=HEADERS)
+
+
+def _usable(part: str) -> bool:
+    """Whether ``part`` can name a file here: not hidden, no separator or control character, not too long."""
+    return (not part.startswith(".") and "\\" not in part and part.isprintable()
+            and len(part.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES)
 
 
 def resolve(root: Path, path: str) -> Path | None:
     """The file under ``root`` that URL path ``path`` (without its leading slash) names, or ``None``.
 
     An empty path names the index; a path without a suffix names its ``.html`` page. Nothing outside
-    ``root`` and no hidden file (a part starting with ``.``) is ever returned.
+    ``root`` and no hidden file (a part starting with ``.``) is ever returned; a part that no file can have
+    (a control character, NUL included, or more than 255 bytes) names nothing.
     """
     parts = [part for part in path.split("/") if part]
-    if any(part.startswith(".") or "\\" in part for part in parts):
-        return None
+    if not all(_usable(part) for part in parts):
+        return None  # NUL, newlines and names over 255 bytes included: 404, never an OSError
     if not parts:
         parts = [INDEX]
     elif "." not in parts[-1]:
         parts[-1] += ".html"
-    candidate = root.joinpath(*parts).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        candidate = root.joinpath(*parts).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):  # what the file system refuses is not there
         return None
     return candidate
 

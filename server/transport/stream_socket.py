@@ -7,8 +7,9 @@ import contextlib
 from collections import deque
 from typing import cast
 
-from aiohttp import web
+from aiohttp import WSMessage, web
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_websocket import WebSocketWriter
 from aiohttp.web_request import BaseRequest
 
 from server.config import Config
@@ -17,6 +18,7 @@ from server.protocol.codec import Codec
 from server.protocol.errors import CloseCode, ProtocolError, json_error
 from server.protocol.stream_messages import Event
 from server.transport import lingering_close
+from server.transport.ws_masking import require_masked_frames
 
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
 
@@ -70,6 +72,24 @@ class StreamSocket(web.WebSocketResponse):
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter:
         self._transport = cast(asyncio.Transport | None, request.transport)  # uvloop's is no subclass
         return await super().prepare(request)
+
+    async def receive_within(self, timeout_s: float) -> WSMessage:
+        """The next message within ``timeout_s`` in all (0: no limit), else :class:`TimeoutError`.
+
+        ``receive(timeout=...)`` restarts its clock at each pong it handles, so a client that answers the
+        heartbeat's pings but sends nothing was never idle. A pong proves the peer alive, not working.
+        """
+        if not timeout_s:
+            return await self.receive()
+        async with asyncio.timeout(timeout_s):
+            return await self.receive()
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        """aiohttp's last step of ``prepare()`` (3.14) gives the connection its frame reader; an unmasked
+        client frame is refused in front of it (close 1002, :mod:`ws_masking`)."""
+        seen = bytes(request.protocol._message_tail)  # fed to the reader at once, with the handshake
+        super()._post_start(request, protocol, writer)
+        require_masked_frames(request.protocol, self._reader, seen)
 
     async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:
         if not (code == CloseCode.TOO_BIG and not message and not self.closed):

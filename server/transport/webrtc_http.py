@@ -10,6 +10,7 @@ from aiohttp import web
 
 from server import appkeys
 from server.security.expect import guard_expect
+from server.transport.body_timeout import BODY_CLOCKS, BodyTimeout
 from server.webrtc.messages import OfferRefused, parse_offer
 
 
@@ -21,10 +22,18 @@ def _refused(exc: OfferRefused) -> web.Response:
 async def offer_handler(request: web.Request) -> web.Response:
     service = request.app[appkeys.WEBRTC]
     try:
-        offer = parse_offer(await request.read())
+        with request.app[BODY_CLOCKS].clock(request.app[appkeys.CONFIG]) as clock:
+            body = await clock.read(request.read())
+        offer = parse_offer(body)
         answer = await service.accept(offer, request.remote or "")
     except OfferRefused as exc:
         return _refused(exc)
+    except BodyTimeout as exc:
+        refused = (OfferRefused(503, "shutting_down", str(exc), 5) if exc.shutting_down
+                   else OfferRefused(408, "body_timeout", str(exc)))
+        response = _refused(refused)
+        response.force_close()
+        return response
     return web.json_response(answer)
 
 

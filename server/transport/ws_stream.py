@@ -13,6 +13,7 @@ import logging
 from aiohttp import WSMsgType, web
 
 from server import appkeys
+from server.dsp.blocks import clip_full_scale
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PUBLISHER_QUEUE_MIN = 1024  # events waiting for a publisher that does not read before it is cut off
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+CLIP_WARNING_INTERVAL_S = 1.0  # least time between two `samples_clipped` warnings of one stream
 
 
 class Publisher:
@@ -40,6 +42,8 @@ class Publisher:
         self.session: StreamSession | None = None
         self._receiver: asyncio.Task[None] | None = None
         self._ending: asyncio.Task[None] | None = None
+        self.clipped_samples = 0  # float samples beyond [-1, 1], clipped to it
+        self._clip_warned_s = -CLIP_WARNING_INTERVAL_S
 
     # --- StreamSink --------------------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class Publisher:
         """Wait for ``start`` and open the session; ``False`` if the connection ended instead."""
         idle_timeout_s = self.service.config.idle_timeout_s
         try:
-            message = await self.ws.receive(timeout=idle_timeout_s or None)
+            message = await self.ws.receive_within(idle_timeout_s)
         except TimeoutError:
             self._end(ProtocolError("idle_timeout", f"no start message within {idle_timeout_s:g} s",
                                     CloseCode.POLICY))
@@ -152,13 +156,19 @@ class Publisher:
             kind = message.type
             try:
                 if kind is binary and raw_audio:  # the hot path: one audio chunk, straight into the ring
-                    feed(parse_audio(message.data, audio_format))
+                    samples, clipped = clip_full_scale(parse_audio(message.data, audio_format))
+                    feed(samples)
+                    if clipped:
+                        self._clipped(session, clipped)
                     continue
                 if kind not in DATA_TYPES:
                     return
                 frame = decode_frame(codec, kind, message.data)
                 if isinstance(frame, Audio):
-                    feed(parse_audio(frame.data, audio_format))
+                    samples, clipped = clip_full_scale(parse_audio(frame.data, audio_format))
+                    feed(samples)
+                    if clipped:
+                        self._clipped(session, clipped)
                     continue
                 session.touch()
                 control.handle(session, parse_client_message(frame), self)
@@ -167,6 +177,17 @@ class Publisher:
                     self.fault(exc)
                     return
                 self.outbox.put(exc.to_message(), force=True)
+
+    def _clipped(self, session: StreamSession, clipped: int) -> None:
+        """Count clipped samples; warn the publisher at most once per :data:`CLIP_WARNING_INTERVAL_S`."""
+        self.clipped_samples += clipped
+        now_s = asyncio.get_running_loop().time()
+        if now_s - self._clip_warned_s >= CLIP_WARNING_INTERVAL_S:
+            self._clip_warned_s = now_s
+            self.outbox.put(msg.warning(
+                session.stream_id, "samples_clipped", f"samples beyond [-1, 1] were clipped to it "
+                f"({self.clipped_samples} in this stream so far)", clipped_samples=self.clipped_samples),
+                force=True)
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:

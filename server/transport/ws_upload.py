@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 WINDOW_BYTES = 4 << 20  # unacknowledged bytes a client may have in flight
 FOLLOW_POLL_S = 1.0  # re-read the job at least this often while waiting for its progress
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
+Closing = tuple[CloseCode, bytes]  # the close code and reason to end a socket with
 
 
 def _unavailable(exc: StorageUnavailable, consequence: str = "") -> ProtocolError:
@@ -74,7 +75,7 @@ class Uploading:
         """The next message (``None`` when the socket closed); the idle timeout is a fatal error."""
         idle_timeout_s = self.service.config.idle_timeout_s
         try:
-            message = await self.ws.receive(timeout=idle_timeout_s or None)
+            message = await self.ws.receive_within(idle_timeout_s)
         except TimeoutError:
             raise ProtocolError("idle_timeout", f"nothing received for {idle_timeout_s:g} s",
                                 CloseCode.POLICY) from None
@@ -103,15 +104,18 @@ class Uploading:
             raise ProtocolError("empty", "the file is empty", CloseCode.POLICY)
         try:
             settings = parse_settings(upload.settings)
-            await service.check_capacity()
-            self.task_id = service.new_task_id()
-            await service.reserve(self.task_id, upload.filename, settings)
+            async with service.admission():  # the place is the reserved job once it is stored
+                task_id = service.new_task_id()
+                await service.reserve(task_id, upload.filename, settings)
+                self.task_id = task_id
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.POLICY) from None
         except QueueFull as exc:
             raise ProtocolError("queue_full", str(exc), CloseCode.TRY_AGAIN_LATER) from None
         except StorageUnavailable as exc:
             raise _unavailable(exc) from None
+        except StorageFull as exc:  # no job was stored
+            raise ProtocolError("insufficient_storage", str(exc), CloseCode.TRY_AGAIN_LATER) from None
         self.writer = service.writer(self.task_id)
         await self.writer.open()
         await send(self.ws, self.codec, msg.accepted(self.task_id, WINDOW_BYTES, self.ws.limit_bytes))
@@ -154,27 +158,35 @@ class Uploading:
             else:
                 raise ProtocolError("already_started", "'upload' was already sent", CloseCode.POLICY)
 
-    async def _after_end(self, follower: asyncio.Task[None]) -> None:
-        """Keep reading while the follower reports; anything but a close is an error."""
+    async def _after_end(self, follower: asyncio.Task[Closing]) -> None:
+        """Read while the follower reports; anything but a close is an error. The follower's close is done
+        here, once the read is stopped: aiohttp drops the connection without waiting for the client's close
+        frame when ``close()`` runs while another task is inside ``receive()`` (the client saw 1006)."""
+        reading = asyncio.create_task(self.ws.receive())
         try:
-            while not self.ws.closed:
-                message = await self.ws.receive()
-                if message.type not in DATA_TYPES:
-                    break
-                follower.cancel()
-                error = ProtocolError("already_ended", "nothing may follow 'end'; the analysis goes on and "
-                                      f"GET /api/v3/analysis/{self.task_id} shows it", CloseCode.POLICY)
-                with contextlib.suppress(ConnectionError):
-                    await send(self.ws, self.codec, error.to_message())
-                await self.ws.close(code=CloseCode.POLICY, message=error.code.encode())
-                break
+            await asyncio.wait((reading, follower), return_when=asyncio.FIRST_COMPLETED)
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait((reading,))
+            if reading.done() and not reading.cancelled():
+                if reading.result().type in DATA_TYPES:
+                    follower.cancel()
+                    error = ProtocolError("already_ended", "nothing may follow 'end'; the analysis goes on "
+                                          f"and GET /api/v3/analysis/{self.task_id} shows it",
+                                          CloseCode.POLICY)
+                    with contextlib.suppress(ConnectionError):
+                        await send(self.ws, self.codec, error.to_message())
+                    await self.ws.close(code=CloseCode.POLICY, message=error.code.encode())
+                return  # or the client closed first (aiohttp answered its close frame)
+            code, reason = follower.result()
+            await self.ws.close(code=code, message=reason)
         finally:
+            reading.cancel()
             follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await asyncio.wait((reading, follower))
 
-    async def _follow(self) -> None:
-        """Send ``progress`` as the job advances, then its ``result`` or ``error``, then close."""
+    async def _follow(self) -> Closing:
+        """Send ``progress`` as the job advances, then its ``result`` or ``error``; the close to follow."""
         service, task_id = self.service, self.task_id
         last: tuple[str, float] | None = None
         while True:
@@ -184,21 +196,18 @@ class Uploading:
                 error = _unavailable(exc, f"; the task goes on: GET /api/v3/analysis/{task_id} shows it "
                                           "once the storage answers again")
                 await send(self.ws, self.codec, {**error.to_message(), "task_id": task_id})
-                await self.ws.close(code=CloseCode.TRY_AGAIN_LATER, message=error.code.encode())
-                return
+                return CloseCode.TRY_AGAIN_LATER, error.code.encode()
             if job is None:
                 error = ProtocolError("not_found", "the task was deleted", CloseCode.SERVER_FAULT)
                 await send(self.ws, self.codec, error.to_message())
-                await self.ws.close(code=CloseCode.SERVER_FAULT, message=error.code.encode())
-                return
+                return CloseCode.SERVER_FAULT, error.code.encode()
             if job.status.finished:
                 if job.error is not None:
                     reply = msg.job_failed(task_id, job.error.code, job.error.message)
                 else:
                     reply = msg.result(task_id, job.result() or {})
                 await send(self.ws, self.codec, reply)
-                await self.ws.close(code=CloseCode.NORMAL)
-                return
+                return CloseCode.NORMAL, b""
             if (job.status.value, job.progress) != last:
                 last = (job.status.value, job.progress)
                 await send(self.ws, self.codec, msg.progress(task_id, job.progress))

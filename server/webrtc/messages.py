@@ -6,7 +6,7 @@ See docs/protocol.md, section "WebRTC".
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +14,16 @@ from typing import Any
 from aiortc import sdp
 
 from server.exceptions import TransientError
+from server.protocol.codec import clip, parse_json
+from server.protocol.errors import ProtocolError
 
 MAX_SDP_CHARS = 64 * 1024  # a browser's offer is a few kilobytes
 SUPPORTED_KINDS = frozenset({"audio", "application"})
 SENDING_DIRECTIONS = frozenset({"sendrecv", "sendonly"})
+# Hash functions of a=fingerprint (RFC 8122) that the DTLS handshake can verify (aiortc's), with their
+# digest lengths in bytes. A fingerprint in any other hash is ignored by the handshake, as RFC 8122 allows.
+VERIFIABLE_FINGERPRINTS = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
+FINGERPRINT_RE = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2})*$")
 
 
 class OfferRefused(TransientError):
@@ -48,6 +54,26 @@ def _bad(code: str, message: str) -> OfferRefused:
     return OfferRefused(400, code, message)
 
 
+def check_fingerprints(kind: str, fingerprints: list[tuple[str, str]]) -> None:
+    """Refuse DTLS fingerprints that no certificate can match: each must be colon-separated hex bytes (of
+    its hash's length, for a hash the handshake verifies), and at least one in such a hash.
+
+    Otherwise the handshake fails only once ICE has connected, and the stream lingers until
+    ``webrtc_connect_timeout_s``.
+    """
+    verifiable = 0
+    for algorithm, value in fingerprints:
+        length = VERIFIABLE_FINGERPRINTS.get(algorithm.lower())
+        if not FINGERPRINT_RE.match(value) or (length is not None and len(value) != 3 * length - 1):
+            raise _bad("bad_sdp", f"the offer's {kind} section has a malformed DTLS fingerprint "
+                       f"{clip(algorithm, 20)!r} {clip(value, 200)!r} (expected {algorithm} as "
+                       "colon-separated hex bytes of the hash's length)")
+        verifiable += length is not None
+    if not verifiable:
+        raise _bad("bad_sdp", f"the offer's {kind} section has no DTLS fingerprint in a hash the server can "
+                   f"verify ({', '.join(VERIFIABLE_FINGERPRINTS)})")
+
+
 def check_media(text: str) -> bool:
     """Check the offer's media sections; ``True`` when it has a data channel section.
 
@@ -67,6 +93,7 @@ def check_media(text: str) -> bool:
         if media.dtls is None or not media.dtls.fingerprints:
             raise _bad("bad_sdp", f"the offer's {media.kind} section has no DTLS fingerprint and setup "
                        "attributes (a=fingerprint, a=setup)")
+        check_fingerprints(media.kind, [(f.algorithm, f.value) for f in media.dtls.fingerprints])
     sending = [m for m in description.media if m.kind == "audio" and m.direction in SENDING_DIRECTIONS]
     if len(sending) != 1:
         raise _bad("no_audio_track" if not sending else "too_many_tracks",
@@ -78,9 +105,9 @@ def check_media(text: str) -> bool:
 def parse_offer(body: bytes) -> OfferRequest:
     """Parse the request body; raises :class:`OfferRefused` (400) naming the problem."""
     try:
-        obj = json.loads(body)
-    except ValueError as exc:
-        raise _bad("bad_json", f"the body is not JSON: {exc}") from None
+        obj = parse_json(body)
+    except ProtocolError as exc:
+        raise _bad(exc.code, f"the body is not acceptable JSON: {exc.message}") from None
     if not isinstance(obj, Mapping):
         raise _bad("bad_request", "the body must be a JSON object with 'sdp', 'type' and optional 'settings'")
     unknown = sorted(set(obj) - {"sdp", "type", "settings"})

@@ -1,0 +1,296 @@
+"""A small causal temporal convolutional network (TCN) served with numpy alone.
+
+The network maps feature columns (one per frame) to an onset activation per frame:
+
+    h = relu(W_in @ x + b_in)
+    for each layer l with dilation d_l:  h = h + relu(W_l @ [h(t); h(t - d_l); h(t - 2 d_l)] + b_l)
+    activation = sigmoid(w_out @ h + b_out)
+
+Every product is a scipy sparse (CSR) product with the frames as columns: each output value is a running
+sum over one weight row in a fixed order, whatever the number of frames, so a stream's activations are
+bitwise the same in any block sizes (a dense BLAS product is not: its kernels change with the shape).
+
+A stream's state is, per layer, the last ``2 * d_l`` columns of that layer's input (:class:`NetState`);
+a new stream starts from the network's response to silent features. Several streams' new frames can go
+through one pass (:func:`run_many`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse
+
+F32 = npt.NDArray[np.float32]
+I64 = npt.NDArray[np.int64]
+
+KERNEL = 3  # taps per dilated layer: t, t - d, t - 2d
+FORMAT = "transient-tcn-1"  # the weights file's format name
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Net:
+    """Weights of a TCN, ready to serve (read-only, shared by every stream).
+
+    Attributes
+    ----------
+    w_in : csr_matrix, shape (hidden, n_features)
+    b_in : ndarray, shape (hidden, 1), float32
+    layers : tuple of (csr_matrix of shape (hidden, 3 * hidden), ndarray of shape (hidden, 1))
+        Weights of the taps ``t``, ``t - d``, ``t - 2d`` side by side, and the bias.
+    dilations : tuple of int
+        ``d`` of each layer, frames.
+    w_out : csr_matrix, shape (1, hidden)
+    b_out : ndarray, shape (1, 1), float32
+    meta : dict
+        What the weights file says about itself (features, training, calibration).
+    """
+
+    w_in: scipy.sparse.csr_matrix
+    b_in: F32
+    layers: tuple[tuple[scipy.sparse.csr_matrix, F32], ...]
+    dilations: tuple[int, ...]
+    w_out: scipy.sparse.csr_matrix
+    b_out: F32
+    meta: dict[str, Any]
+
+    @property
+    def n_features(self) -> int:
+        return int(self.w_in.shape[1])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.w_in.shape[0])
+
+    @property
+    def n_parameters(self) -> int:
+        sizes = [self.w_in.shape, self.b_in.shape, self.w_out.shape, self.b_out.shape]
+        sizes += [shape for w, b in self.layers for shape in (w.shape, b.shape)]
+        return int(sum(np.prod(shape) for shape in sizes))
+
+
+def _csr(array: npt.ArrayLike) -> scipy.sparse.csr_matrix:
+    matrix = scipy.sparse.csr_matrix(np.asarray(array, dtype=np.float32))
+    matrix.sort_indices()
+    for part in (matrix.data, matrix.indices, matrix.indptr):
+        part.setflags(write=False)
+    return matrix
+
+
+def _bias(array: npt.ArrayLike) -> F32:
+    column = np.ascontiguousarray(np.asarray(array, dtype=np.float32).reshape(-1, 1))
+    column.setflags(write=False)
+    return column
+
+
+def net_from_arrays(arrays: dict[str, Any]) -> Net:
+    """A :class:`Net` from the arrays of a weights file (see :func:`save_net`).
+
+    Raises
+    ------
+    ValueError
+        If the format or an array's shape is wrong.
+    """
+    meta = json.loads(str(arrays["meta"]))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"weights format {meta.get('format')!r} is not {FORMAT!r}")
+    dilations = tuple(int(d) for d in np.asarray(arrays["dilations"]).tolist())
+    w_in = np.asarray(arrays["w_in"])
+    hidden = w_in.shape[0]
+    layers = []
+    for index in range(len(dilations)):
+        weight = np.asarray(arrays[f"w_{index}"])
+        if weight.shape != (hidden, KERNEL * hidden):
+            raise ValueError(f"w_{index} has shape {weight.shape}, not {(hidden, KERNEL * hidden)}")
+        layers.append((_csr(weight), _bias(arrays[f"b_{index}"])))
+    return Net(
+        w_in=_csr(w_in),
+        b_in=_bias(arrays["b_in"]),
+        layers=tuple(layers),
+        dilations=dilations,
+        w_out=_csr(np.asarray(arrays["w_out"]).reshape(1, hidden)),
+        b_out=_bias(arrays["b_out"]),
+        meta=meta,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def load_net(path: str) -> Net:
+    """The :class:`Net` of a weights file (``.npz``), loaded once per process."""
+    with np.load(path, allow_pickle=False) as data:
+        return net_from_arrays({key: data[key] for key in data.files})
+
+
+def save_net(path: str | Path, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write a weights file: float32 arrays ``w_in, b_in, w_<l>, b_<l>, w_out, b_out``, ``dilations``.
+
+    ``meta`` (JSON-serialisable) is stored beside them with ``format`` set.
+    """
+    payload: dict[str, Any] = {
+        key: np.asarray(value, dtype=np.float32) for key, value in arrays.items() if key != "dilations"
+    }
+    payload["dilations"] = np.asarray(arrays["dilations"], dtype=np.int64)
+    payload["meta"] = np.array(json.dumps({**meta, "format": FORMAT}, sort_keys=True))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, allow_pickle=False, **payload)
+    Path(path).write_bytes(buffer.getvalue())
+
+
+@dataclasses.dataclass
+class NetState:
+    """One stream's network state: per layer, the last ``2 * d`` columns of its input.
+
+    Attributes
+    ----------
+    buffers : list of ndarray, each shape (hidden, 2 * d), float32
+    """
+
+    buffers: list[F32]
+
+    def copy(self) -> NetState:
+        return NetState([buffer.copy() for buffer in self.buffers])
+
+
+def relu(values: F32) -> F32:
+    """``max(values, 0)`` in place."""
+    return np.maximum(values, np.float32(0.0), out=values)
+
+
+def sigmoid(values: F32) -> F32:
+    """Logistic function, float32, without overflow for large negative values."""
+    small = np.exp(-np.abs(values))
+    one_plus = np.float32(1.0) + small
+    out: F32 = (np.where(values >= 0, np.float32(1.0), small) / one_plus).astype(np.float32, copy=False)
+    return out
+
+
+def dense(weight: scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
+    """``weight @ columns + bias``, each column on its own (one column per frame), float32."""
+    out: F32 = weight @ columns
+    out += bias
+    return out
+
+
+def steady_buffers(net: Net, column: F32) -> tuple[F32, ...]:
+    """Each layer's input when every past frame had the features ``column`` (shape (n_features, 1))."""
+    h = relu(dense(net.w_in, net.b_in, column))
+    buffers = []
+    for (weight, bias), dilation in zip(net.layers, net.dilations, strict=True):
+        buffer = np.repeat(h, 2 * dilation, axis=1)
+        buffer.setflags(write=False)
+        buffers.append(buffer)
+        h = h + relu(dense(weight, bias, np.concatenate([h] * KERNEL, axis=0)))
+    return tuple(buffers)
+
+
+@functools.lru_cache(maxsize=8)
+def silent_buffers(net: Net) -> tuple[F32, ...]:
+    """:func:`steady_buffers` of all-zero features (silence), shared and read-only."""
+    return steady_buffers(net, np.zeros((net.n_features, 1), dtype=np.float32))
+
+
+def initial_state(net: Net) -> NetState:
+    """The state of a new stream: as if silence had always come before."""
+    return NetState([buffer.copy() for buffer in silent_buffers(net)])
+
+
+def run(net: Net, state: NetState, features: F32) -> F32:
+    """Activations of one stream's new frames; updates ``state``.
+
+    Parameters
+    ----------
+    net : Net
+    state : NetState
+        The stream's state, updated in place.
+    features : ndarray, shape (n_features, n_frames), float32
+
+    Returns
+    -------
+    ndarray, shape (n_frames,), float32
+        Onset activation of each frame, 0–1.
+    """
+    return run_many(net, [state], features, [features.shape[1]])[0]
+
+
+def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequence[int]) -> list[F32]:
+    """Activations of several streams' new frames in one pass; updates each state.
+
+    Parameters
+    ----------
+    net : Net
+    states : sequence of NetState
+        One per stream, updated in place.
+    features : ndarray, shape (n_features, sum(counts)), float32
+        The streams' new frames, stream after stream.
+    counts : sequence of int
+        New frames of each stream (may be 0).
+
+    Returns
+    -------
+    list of ndarray, each shape (count,), float32
+    """
+    total = int(sum(counts))
+    if total == 0:
+        return [np.zeros(0, dtype=np.float32) for _ in counts]
+    h = relu(dense(net.w_in, net.b_in, features))
+    if all(count == counts[0] for count in counts):
+        h = _layers_regular(net, states, h, len(counts), counts[0])
+    else:
+        h = _layers_any(net, states, h, counts)
+    activations = sigmoid(dense(net.w_out, net.b_out, h)[0])
+    stops = np.cumsum(counts).tolist()
+    return [activations[stop - count : stop] for stop, count in zip(stops, counts, strict=True)]
+
+
+def _layers_regular(net: Net, states: Sequence[NetState], h: F32, members: int, count: int) -> F32:
+    """The dilated layers when every stream brings ``count`` frames: slices of one (stream, unit, frame)
+    array instead of gathers (the same values)."""
+    hidden = len(h)
+    for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
+        past = 2 * dilation
+        full = np.empty((members, hidden, past + count), dtype=np.float32)
+        np.stack([state.buffers[index] for state in states], out=full[:, :, :past])
+        full[:, :, past:] = h.reshape(hidden, members, count).transpose(1, 0, 2)
+        taps = np.empty((KERNEL * hidden, members, count), dtype=np.float32)
+        for tap in range(KERNEL):  # tap k reads frame t - k * dilation
+            start = past - tap * dilation
+            taps[tap * hidden : (tap + 1) * hidden] = full[:, :, start : start + count].transpose(1, 0, 2)
+        kept = full[:, :, count:]
+        for member_index, state in enumerate(states):
+            state.buffers[index] = kept[member_index]
+        h = h + relu(dense(weight, bias, taps.reshape(KERNEL * hidden, members * count)))
+    return h
+
+
+def _layers_any(net: Net, states: Sequence[NetState], h: F32, counts: Sequence[int]) -> F32:
+    """The dilated layers for any numbers of frames per stream: gathers from one table per layer."""
+    total = len(h[0])
+    count_array = np.asarray(counts, dtype=np.int64)
+    member = np.repeat(np.arange(len(counts)), count_array)
+    offsets = np.concatenate([[0], np.cumsum(count_array)[:-1]])
+    within = np.arange(total, dtype=np.int64) - offsets[member]  # each frame's index in its stream's block
+    for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
+        past = 2 * dilation
+        # Table: each stream's buffer then its new columns, stream after stream.
+        pieces: list[F32] = []
+        for state, start, count in zip(states, offsets.tolist(), counts, strict=True):
+            pieces += (state.buffers[index], h[:, start : start + count])
+        table = np.concatenate(pieces, axis=1)
+        base = offsets + past * np.arange(len(counts), dtype=np.int64)  # where each stream's run starts
+        now = base[member] + past + within  # the table column of each new frame
+        taps = np.concatenate([table[:, now - tap * dilation] for tap in range(KERNEL)], axis=0)
+        # The last `past` columns of each stream's run, gathered at once; each state keeps a view.
+        keep = (base + count_array)[:, None] + np.arange(past, dtype=np.int64)
+        kept = table[:, keep.ravel()].reshape(len(table), len(counts), past)
+        for member_index, state in enumerate(states):
+            state.buffers[index] = kept[:, member_index]
+        h = h + relu(dense(weight, bias, taps))
+    return h

@@ -1,0 +1,69 @@
+"""A live stream costs what its analysis needs, in bytes: several channels are averaged to mono as they
+arrive, its buffer is bounded by ``max_stream_buffer_bytes``, and all streams' buffers together by
+``max_buffer_bytes`` (a stream that would pass it: ``buffer_limit``, close 1013)."""
+
+from __future__ import annotations
+
+import aiohttp
+import numpy as np
+
+from server import appkeys
+from server.dsp import detect_onsets
+from testkit import signals
+from tests.conftest import StartServer
+from tests.stream_client import Publisher, onset_times
+
+TOLERANCE_S = 0.001
+
+
+async def test_a_192_khz_32_channel_stream_is_kept_as_mono_and_analysed_the_same(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    rate, channels = 192000, 32
+    server = await start_server(max_message_bytes=1 << 20)
+    mono = signals.drums(sr=rate, duration_s=2.0, seed=4).samples.astype(np.float32)
+    gains = np.linspace(1.0, 0.2, channels, dtype=np.float32)
+    samples = mono[:, None] * gains[None, :]
+    publisher = await Publisher.open(http, server)
+    started = await publisher.start(rate, channels)
+    budget = started["limits"]["max_stream_buffer_bytes"]
+    (session,) = list(server.app[appkeys.STREAMS].registry)
+    # 5 s of 32 float channels would be 123 MB; kept as mono float32 it is 3.84 MB, under the budget.
+    assert session.buffer_bytes == 5 * rate * 4 <= budget
+    await publisher.stream(samples, rate, chunk_s=0.04)
+    messages = await publisher.stop()
+    want = [onset.time for onset in detect_onsets(samples, rate)]
+    got = onset_times(messages)
+    assert len(want) > 3 and len(got) == len(want), (got, want)
+    assert np.max(np.abs(np.array(got) - np.array(want))) <= TOLERANCE_S
+
+
+async def test_the_per_stream_byte_budget_caps_the_seconds_kept(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    server = await start_server(max_stream_buffer_bytes=48000 * 4)  # 1 s of 48 kHz float mono
+    publisher = await Publisher.open(http, server)
+    await publisher.start(48000, 2)
+    (session,) = list(server.app[appkeys.STREAMS].registry)
+    assert session.buffer_bytes == 48000 * 4
+    await publisher.stop()
+
+
+async def test_streams_that_would_pass_max_buffer_bytes_are_refused_until_one_ends(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    one = 5 * 48000 * 4  # 5 s of 48 kHz float mono
+    server = await start_server(max_buffer_bytes=int(2.5 * one))
+    first, second = await Publisher.open(http, server), await Publisher.open(http, server)
+    await first.start(48000, 1)
+    await second.start(48000, 8)
+    third = await Publisher.open(http, server)
+    await third.send({"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "pcm_f32le"})
+    refused = await third.receive_all()
+    assert refused[0]["type"] == "error" and refused[0]["code"] == "buffer_limit", refused
+    assert refused[-1] == {"type": "<closed>", "code": 1013}
+    await first.stop()
+    fourth = await Publisher.open(http, server)
+    await fourth.start(48000, 2)  # room again
+    await fourth.stop()
+    await second.stop()
