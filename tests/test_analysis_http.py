@@ -7,11 +7,16 @@ import json
 from pathlib import Path
 
 import aiohttp
+import mir_eval
+import numpy as np
 import pytest
+import soundfile as sf
 from aiohttp.test_utils import TestServer
 
 from server.config import Config
 from server.dsp import DetectorSettings, detect_onsets
+from server.rhythm import analyze_rhythm
+from testkit.rhythm_signals import beat_times, drum_track
 from tests.analysis_files import (
     FORMATS,
     decode_whole,
@@ -45,13 +50,15 @@ async def test_each_format_is_analysed(fmt: str, server: TestServer, http: aioht
     assert done["status"] == "success", done
     assert done["progress"] == 1.0
     result = done["result"]
-    assert set(result) == {"duration", "sample_rate", "channels", "onsets", "settings", "clipped_samples"}
+    assert set(result) == {"duration", "sample_rate", "channels", "onsets", "settings", "clipped_samples",
+                           "beats", "tempo_bpm"}
     samples, rate = decode_whole(made.path)
     assert result["sample_rate"] == rate == made.fmt.sample_rate
     assert result["channels"] == 2
     assert result["duration"] == pytest.approx(len(samples) / rate)
-    expected = [{"time": o.time, "strength": o.strength} for o in detect_onsets(samples, rate)]
-    assert result["onsets"] == expected
+    expected = [(o.time, o.strength) for o in detect_onsets(samples, rate)]
+    assert [(o["time"], o["strength"]) for o in result["onsets"]] == expected
+    assert all(o["band"] in ("low", "mid", "high") for o in result["onsets"])
     assert matches([o["time"] for o in result["onsets"]], made.onsets_s) >= 0.9
     assert result["settings"] == DetectorSettings().to_dict()
 
@@ -64,10 +71,41 @@ async def test_settings_apply_and_are_echoed(server: TestServer, http: aiohttp.C
     assert status == 202
     done = await wait_finished(http, base(server), body["task_id"])
     effective = DetectorSettings.from_mapping(settings)
+    assert done["result"]["settings"]["beats"] is True
     assert done["result"]["settings"] == effective.to_dict()
     samples, rate = decode_whole(made.path)
     assert [o["time"] for o in done["result"]["onsets"]] == [o.time for o in detect_onsets(samples, rate,
                                                                                           effective)]
+
+
+async def test_beats_tempo_and_bands_of_a_drum_track(server: TestServer, http: aiohttp.ClientSession,
+                                                     tmp_path: Path) -> None:
+    track = drum_track(beat_times([(128, 12.0)]), seed=31)
+    path = tmp_path / "kit.wav"
+    sf.write(path, track.audio, track.sample_rate, subtype="FLOAT")
+    status, body = await post_file(http, base(server), path)
+    assert status == 202
+    result = (await wait_finished(http, base(server), body["task_id"]))["result"]
+    assert abs(result["tempo_bpm"] / 128.0 - 1.0) <= 0.02
+    beats = np.array([b["time"] for b in result["beats"]])
+    assert all(set(b) == {"time"} for b in result["beats"])  # bar_position: the meter is not known yet
+    assert mir_eval.beat.f_measure(track.beats, beats) >= 0.8
+    # The same as the rhythm package's own whole-file analysis, onset for onset.
+    alone = analyze_rhythm(track.audio, track.sample_rate)
+    assert [o["band"] for o in result["onsets"]] == [b.band for b in alone.onsets]
+    assert [o["time"] for o in result["onsets"]] == [b.onset.time for b in alone.onsets]
+    kicks = track.hits["kick"]
+    near_kick = [o for o in result["onsets"] if np.min(np.abs(kicks - o["time"])) <= 0.02]
+    assert np.mean([o["band"] == "low" for o in near_kick]) >= 0.8
+
+    status, body = await post_file(http, base(server), path, settings={"beats": False})
+    off = (await wait_finished(http, base(server), body["task_id"]))["result"]
+    assert "beats" not in off and "tempo_bpm" not in off and off["settings"]["beats"] is False
+    assert [o["time"] for o in off["onsets"]] == [o["time"] for o in result["onsets"]]
+    assert all(set(o) == {"time", "strength"} for o in off["onsets"])
+
+    status, body = await post_file(http, base(server), path, settings={"beats": "yes"})
+    assert status == 400 and "beats" in json.dumps(body)
 
 
 async def test_upload_is_deleted_once_analysed(server: TestServer, http: aiohttp.ClientSession,

@@ -87,8 +87,10 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
         # The same header, and the same exact numbers, as the command line's CSV of the same file.
         code, out, err = await run_cli("analyze", str(audio), "--format", "csv", "-q")
         assert code == 0, err
-        assert text.splitlines()[0] == out.splitlines()[0] == "file,time_s,strength"
+        assert text.splitlines()[0] == out.splitlines()[0] == "file,time_s,strength,band"
         cli_rows = list(csv.DictReader(io.StringIO(out)))
+        bands = [o["band"] for o in result["onsets"]]
+        assert [r["band"] for r in rows] == bands == [r["band"] for r in cli_rows]
         assert [(float(r["time_s"]), float(r["strength"])) for r in cli_rows] == \
             [(float(r["time_s"]), float(r["strength"])) for r in rows]
         assert strengths == [float(r["strength"]) for r in cli_rows]

@@ -85,12 +85,19 @@ async def test_text_and_csv_outputs_and_failures(tmp_path: Path) -> None:
     assert code == 1  # some files failed; the others are still written
     assert f"{missing}: not_found" in err and f"{text}: not_audio" in err
     rows = list(csv.reader(io.StringIO((tmp_path / "onsets.csv").read_text())))
-    assert rows[0] == ["file", "time_s", "strength"]
-    assert [(float(t), float(s)) for _, t, s in rows[1:]] == \
-        [(o["time"], o["strength"]) for o in result["onsets"]]  # repr floats: exact
-    assert {f for f, _, _ in rows[1:]} == {str(wav)}
+    assert rows[0] == ["file", "time_s", "strength", "band"]
+    assert [(float(t), float(s), b) for _, t, s, b in rows[1:]] == \
+        [(o["time"], o["strength"], o["band"]) for o in result["onsets"]]  # repr floats: exact
+    assert {f for f, _, _, _ in rows[1:]} == {str(wav)}
+    assert {b for _, _, _, b in rows[1:]} <= {"low", "mid", "high"}
+    assert "beats" in result and "tempo_bpm" in result
 
     code, out, _ = await run_cli("analyze", str(wav), "-q")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(round(o["time"], 6), round(o["strength"], 6), o["band"]) for o in result["onsets"]] == \
+        [(float(t), float(s), b) for t, s, b in lines]
+
+    code, out, _ = await run_cli("analyze", str(wav), "-q", "--no-beats")
     lines = [line.split("\t") for line in out.splitlines()]
     assert [(round(o["time"], 6), round(o["strength"], 6)) for o in result["onsets"]] == \
         [(float(t), float(s)) for t, s in lines]

@@ -81,16 +81,16 @@ async def test_follow_by_name_survives_reconnects_and_forwards_to_osc(start_serv
     try:
         assert await listener.note("waiting") == "waiting for a live stream named 'kit'"
         async with TransientClient(url) as client:
-            other = await client.publish(SAMPLE_RATE, settings={"name": "drums"})
-            first = await client.publish(SAMPLE_RATE, settings={"name": "kit"})
+            other = await client.publish(SAMPLE_RATE, settings={"name": "drums", "beats": False})
+            first = await client.publish(SAMPLE_RATE, settings={"name": "kit", "beats": False})
             assert await listener.note("following") == f"following stream {first.stream_id} (kit)"
             await asyncio.gather(send(first, clicks), send(other, clicks))
             await first.close()  # the browser goes away without `stop`: the stream ends, the bridge stays
-            second = await client.publish(SAMPLE_RATE, settings={"name": "kit"})  # ... and reconnects
+            second = await client.publish(SAMPLE_RATE, settings={"name": "kit", "beats": False})  # reconnects
             assert await listener.note("following") == f"following stream {second.stream_id} (kit)"
             await send(second, clicks)
             # A newer stream of the same name while the old one still runs: the bridge moves to it.
-            third = await client.publish(SAMPLE_RATE, settings={"name": "kit"})
+            third = await client.publish(SAMPLE_RATE, settings={"name": "kit", "beats": False})
             assert await listener.note("following") == f"following stream {third.stream_id} (kit)"
             await send(third, clicks)
             stops = [await p.stop() for p in (second, third, other)]
@@ -109,8 +109,8 @@ async def test_follow_by_name_survives_reconnects_and_forwards_to_osc(start_serv
     assert len(by_stream[third.stream_id]) == stops[1]["onsets"]
     assert not [e for e in onsets if e["stream_id"] == other.stream_id]  # another name: never followed
     packets = await receiver.take(len(onsets))
-    sent = [packet.params[:2] for packet in packets if isinstance(packet, OscMessage)]
-    assert sent == [[e["stream_id"], e["time"]] for e in onsets]
+    sent = [packet.params for packet in packets if isinstance(packet, OscMessage)]
+    assert sent == [[pytest.approx(e["strength"], rel=1e-6), e["stream_id"]] for e in onsets]
 
 
 @pytest.mark.parametrize("name", [None, "kit"])

@@ -80,7 +80,7 @@ async def test_time_formats_in_text_and_csv(tmp_path: Path) -> None:
         assert [line.split("\t")[0] for line in out.splitlines()] == want
         code, out, err = await run_cli("analyze", str(path), "-q", "--format", "csv", "--time-format", fmt)
         rows = list(csv.reader(io.StringIO(out)))
-        assert rows[0] == ["file", f"time_{fmt}", "strength"]
+        assert rows[0] == ["file", f"time_{fmt}", "strength", "band"]
         column = [float(row[1]) for row in rows[1:]]
         assert column == pytest.approx([float(w) for w in want], abs=1e-3 if fmt == "ms" else 1e-6)
 

@@ -126,7 +126,7 @@ async def listen_while_publishing(client: TransientClient, samples: np.ndarray, 
                                   args: list[str], env: dict[str, str]) -> Listened:
     """Start ``run.py listen STREAM --format json ARGS`` on a new stream of ``client``, publish
     ``samples`` in 20 ms chunks once it listens, stop, and collect both sides (the listener's by pid)."""
-    publisher = await client.publish(sample_rate)
+    publisher = await client.publish(sample_rate, settings={"beats": False})  # one OSC message per onset
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "run.py"), "listen", publisher.stream_id, "--format", "json", *args,
         cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -163,5 +163,6 @@ async def listen_and_check(url: Any, http: aiohttp.ClientSession, receiver: OscR
     packets = await receiver.take(len(onsets))
     for onset, packet in zip(onsets, packets, strict=True):
         assert isinstance(packet, OscBundle)
-        assert packet.content(0).params[:2] == [onset["stream_id"], onset["time"]]
+        assert packet.num_contents == 1 and packet.content(0).address == "/transient/onset"
+        assert packet.content(0).params == [pytest.approx(onset["strength"], rel=1e-6), onset["stream_id"]]
         assert packet.timestamp == pytest.approx(onset["wall_time"] + 0.020, abs=1e-5)

@@ -46,6 +46,8 @@ def test_from_mapping_takes_unspecified_values_from_base() -> None:
         ({"lookahead_ms": math.inf}, "lookahead_ms", "between"),
         ({"frame_ms": 5}, "frame_ms", "between 10 and 100"),
         ({"hop_ms": 50}, "hop_ms", "between 2 and 25"),
+        ({"beats": 1}, "beats", "must be true or false"),
+        ({"beats": "true"}, "beats", "must be true or false"),
     ],
 )
 def test_bad_values_are_named(values: dict[str, object], name: str, reason: str) -> None:

@@ -139,7 +139,7 @@ async def test_osc_packets_sent_and_dropped_per_target(
         assert before['transient_osc_packets_dropped_total{target="void"}'] == 0
         assert before['transient_osc_packets_sent_total{target="lights"}'] == 0
         publisher = await Publisher.open(http, server)
-        await publisher.start(SAMPLE_RATE, settings={"osc": ["lights", "void"]})
+        await publisher.start(SAMPLE_RATE, settings={"osc": ["lights", "void"], "beats": False})
         await publisher.stream(clicks(2.0, 0.25), SAMPLE_RATE, chunk_s=0.02)
         onsets = len(of_type(await publisher.stop(), "onset"))
         assert onsets >= 5

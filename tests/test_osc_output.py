@@ -15,6 +15,7 @@ from pythonosc.osc_message import OscMessage
 
 from server import appkeys
 from testkit import signals
+from testkit.rhythm_signals import beat_times, drum_track
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, of_type
 
@@ -84,14 +85,17 @@ async def publish(http: aiohttp.ClientSession, server: Any, samples: np.ndarray,
     return started["stream_id"], await publisher.stop()
 
 
-def assert_message_matches(message: OscMessage, onset: dict[str, Any]) -> None:
-    assert message.address == "/transient/onset"
-    assert [t for t in message.dgram.split(b"\x00") if t.startswith(b",")] == [b",sdfd"]
-    stream_id, time_s, strength, wall_time_s = message.params
+def type_tags(message: OscMessage) -> bytes:
+    return next(t for t in message.dgram.split(b"\x00") if t.startswith(b","))
+
+
+def assert_message_matches(message: OscMessage, onset: dict[str, Any], address: str = "/transient/onset"
+                           ) -> None:
+    assert message.address == address
+    assert type_tags(message) == b",fs"  # the value first, the stream id last; no float64
+    strength, stream_id = message.params
     assert stream_id == onset["stream_id"]
-    assert time_s == onset["time"]  # a double: exact
     assert strength == pytest.approx(onset["strength"], rel=1e-6)  # a float32
-    assert wall_time_s == pytest.approx(onset["wall_time"], abs=1e-6)  # the event rounds to 1 µs
 
 
 async def test_onsets_of_opted_in_streams_reach_their_targets_as_messages_and_bundles(
@@ -102,7 +106,7 @@ async def test_onsets_of_opted_in_streams_reach_their_targets_as_messages_and_bu
                                             f"video=127.0.0.1:{video.port}/bundle+50")
     signal = signals.drums(sr=44100, duration_s=2.5, seed=21)
     (opted_id, opted), (other_id, other) = await asyncio.gather(
-        publish(http, server, signal.samples, 44100, {"osc": ["lights", "video"]}),
+        publish(http, server, signal.samples, 44100, {"osc": ["lights", "video"], "beats": False}),
         publish(http, server, signal.samples, 44100))
     onsets = of_type(opted, "onset")
     assert len(onsets) >= 4 and len(of_type(other, "onset")) == len(onsets)
@@ -133,7 +137,7 @@ async def test_configure_opts_a_running_stream_in_and_out(
     clicks = signals.clicks(sr=sample_rate, duration_s=3.0, seed=3, gap_s=0.3).samples
     third = len(clicks) // 3
     publisher = await Publisher.open(http, server)
-    started = await publisher.start(sample_rate)
+    started = await publisher.start(sample_rate, settings={"beats": False})
     assert started["settings"]["osc"] == []
     messages: list[dict[str, Any]] = []
 
@@ -219,7 +223,8 @@ async def test_unreachable_and_unresolvable_targets_never_hold_up_the_stream(
     server = await start_server(osc_targets=f"gone=127.0.0.1:{closed_port},void=nowhere.invalid:9000,"
                                             f"lights=127.0.0.1:{lights.port}")
     signal = signals.drums(sr=22050, duration_s=2.0, seed=5)
-    _, messages = await publish(http, server, signal.samples, 22050, {"osc": ["gone", "void", "lights"]})
+    _, messages = await publish(http, server, signal.samples, 22050,
+                                {"osc": ["gone", "void", "lights"], "beats": False})
     onsets = of_type(messages, "onset")
     assert len(onsets) >= 3 and messages[-1]["code"] == 1000
     for onset, message in zip(onsets, await lights.take(len(onsets)), strict=True):
@@ -229,3 +234,46 @@ async def test_unreachable_and_unresolvable_targets_never_hold_up_the_stream(
     assert counters["void"] == {"sent": 0, "dropped": len(onsets)}  # `.invalid` never resolves
     assert counters["gone"]["sent"] + counters["gone"]["dropped"] == len(onsets)
     assert counters["lights"] == {"sent": len(onsets), "dropped": 0}
+
+
+async def test_bands_beats_and_tempo_under_each_targets_prefix(
+    start_server: StartServer, http: aiohttp.ClientSession, receivers: Any
+) -> None:
+    desk, td = await receivers(), await receivers()
+    server = await start_server(osc_targets=f"desk=127.0.0.1:{desk.port}@/rig/desk, "
+                                            f"td=127.0.0.1:{td.port}/bundle")
+    track = drum_track(beat_times([(120.0, 10.0)]), seed=44)
+    _, messages = await publish(http, server, track.audio, track.sample_rate, {"osc": ["desk", "td"]})
+    onsets, beats = of_type(messages, "onset"), of_type(messages, "beat")
+    assert len(onsets) >= 10 and len(beats) >= 8
+
+    # Without bundles: per onset /onset then /onset/BAND, per beat /beat then /tempo, in event order.
+    got = await desk.take(2 * len(onsets) + 2 * len(beats))
+    assert all(isinstance(m, OscMessage) for m in got)
+    by_address: dict[str, list[OscMessage]] = {}
+    for m in got:
+        assert isinstance(m, OscMessage)
+        by_address.setdefault(m.address, []).append(m)
+        assert set(type_tags(m)[1:]) <= set(b"ifs") and m.params[-1] == onsets[0]["stream_id"]
+    for onset, message in zip(onsets, by_address["/rig/desk/onset"], strict=True):
+        assert_message_matches(message, onset, "/rig/desk/onset")
+    for band in ("low", "mid", "high"):
+        mine = [o for o in onsets if o["band"] == band]
+        assert len(by_address.get(f"/rig/desk/onset/{band}", [])) == len(mine)
+        for onset, message in zip(mine, by_address.get(f"/rig/desk/onset/{band}", []), strict=True):
+            assert_message_matches(message, onset, f"/rig/desk/onset/{band}")
+    assert [m.params for m in by_address["/rig/desk/beat"]] == [[1, b["stream_id"]] for b in beats]
+    for beat, tempo in zip(beats, by_address["/rig/desk/tempo"], strict=True):
+        assert type_tags(tempo) == b",ffs"
+        assert tempo.params[0] == pytest.approx(beat["bpm"], rel=1e-6)
+        assert tempo.params[1] == pytest.approx(beat["confidence"], rel=1e-5)
+
+    # With bundles: one bundle per event holding its messages, tagged with the event's wall time.
+    bundles = await td.take(len(onsets) + len(beats))
+    addresses = sorted(tuple(b.content(i).address for i in range(b.num_contents))
+                       for b in bundles if isinstance(b, OscBundle))
+    assert len(addresses) == len(onsets) + len(beats)
+    assert addresses.count(("/transient/beat", "/transient/tempo")) == len(beats)
+    for band in ("low", "mid", "high"):
+        assert addresses.count(("/transient/onset", f"/transient/onset/{band}")) == \
+            len([o for o in onsets if o["band"] == band])

@@ -9,7 +9,15 @@ from pythonosc.osc_bundle import OscBundle
 from pythonosc.osc_message import OscMessage
 
 from server.config import parse_config
-from server.events.osc import OscSender, OscTarget, bundle_of, onset_message, parse_host_port, parse_targets
+from server.events.osc import (
+    OscSender,
+    OscTarget,
+    beat_messages,
+    bundle_of,
+    onset_messages,
+    parse_host_port,
+    parse_targets,
+)
 from server.exceptions import SettingsError
 
 NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
@@ -17,12 +25,14 @@ NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970
 
 def test_targets_parse_with_options_and_ipv6() -> None:
     targets = parse_targets(" lights=10.0.0.5:9000 ,video=[::1]:7000/bundle, "
-                            "show-1=desk.local:53000/bundle+25.5,")
+                            "show-1=desk.local:53000/bundle+25.5@/rig/show_1,td=127.0.0.1:7001@/td")
     assert targets == {
         "lights": OscTarget("lights", "10.0.0.5", 9000),
         "video": OscTarget("video", "::1", 7000, bundle=True, delay_ms=0.0),
-        "show-1": OscTarget("show-1", "desk.local", 53000, bundle=True, delay_ms=25.5),
+        "show-1": OscTarget("show-1", "desk.local", 53000, bundle=True, delay_ms=25.5, prefix="/rig/show_1"),
+        "td": OscTarget("td", "127.0.0.1", 7001, prefix="/td"),
     }
+    assert targets["lights"].prefix == "/transient"
     assert parse_targets("") == {} and parse_targets(" , ") == {}
 
 
@@ -43,6 +53,11 @@ def test_targets_parse_with_options_and_ipv6() -> None:
         ("lights=1.2.3.4:9000/bundle+soon", "the only option"),
         ("lights=1.2.3.4:9000/bundle+20000", "at most"),
         ("lights=1.2.3.4:9000,lights=1.2.3.5:9000", "named twice"),
+        ("lights=1.2.3.4:9000@rig", "address prefix"),
+        ("lights=1.2.3.4:9000@/rig/", "address prefix"),
+        ("lights=1.2.3.4:9000@/r*g", "address prefix"),
+        ("lights=1.2.3.4:9000@/a b", "address prefix"),
+        ("lights=1.2.3.4:9000@", "address prefix"),
     ],
 )
 def test_bad_target_specs_name_the_problem(spec: str, fragment: str) -> None:
@@ -74,22 +89,33 @@ def test_check_names_only_configured_targets() -> None:
     assert "lights, video" in str(info.value)
 
 
-def test_onset_message_layout() -> None:
-    data = onset_message("s1", 1.5, 2.25, 1_700_000_000.123456)
-    assert data.startswith(b"/transient/onset\x00\x00\x00\x00,sdfd\x00\x00\x00")
-    assert len(data) % 4 == 0
-    message = OscMessage(data)
-    assert message.address == "/transient/onset"
-    assert message.params == ["s1", 1.5, 2.25, 1_700_000_000.123456]  # doubles keep microseconds
+def type_tags(data: bytes) -> bytes:
+    return next(t for t in data.split(b"\x00") if t.startswith(b","))
+
+
+def test_message_layouts_use_only_int_float_and_string() -> None:
+    plain, low = onset_messages("/rig", "s1", 2.25, "low")
+    assert plain.startswith(b"/rig/onset\x00\x00,fs\x00") and len(plain) % 4 == 0
+    assert OscMessage(plain).address == "/rig/onset" and OscMessage(plain).params == [2.25, "s1"]
+    assert OscMessage(low).address == "/rig/onset/low" and OscMessage(low).params == [2.25, "s1"]
+    assert onset_messages("/t", "s1", 1.0, None) == [onset_messages("/t", "s1", 1.0, "mid")[0]]
+    beat, tempo = beat_messages("/t", "s1", 128.0, 0.75)
+    assert OscMessage(beat).address == "/t/beat" and OscMessage(beat).params == [1, "s1"]
+    assert OscMessage(tempo).address == "/t/tempo" and OscMessage(tempo).params == [128.0, 0.75, "s1"]
+    for data in (plain, low, beat, tempo):
+        assert set(type_tags(data)[1:]) <= set(b"ifs")  # no d (float64), no t, no b
+        assert type_tags(data).endswith(b"s")  # the stream id last, the value first
 
 
 def test_bundle_time_tag_is_ntp_of_the_unix_time() -> None:
-    message = onset_message("s1", 0.5, 1.0, 1_700_000_000.25)
-    data = bundle_of(message, 1_700_000_000.75)
+    messages = onset_messages("/transient", "s1", 1.0, "high")
+    data = bundle_of(messages, 1_700_000_000.75)
     assert data[:8] == b"#bundle\x00"
     seconds, fraction = struct.unpack(">II", data[8:16])
     assert seconds == 1_700_000_000 + NTP_UNIX_OFFSET_S
     assert fraction == 3 * 2**30  # 0.75 of 2**32
-    assert struct.unpack(">I", data[16:20])[0] == len(message) and data[20:] == message
+    assert struct.unpack(">I", data[16:20])[0] == len(messages[0])
     bundle = OscBundle(data)
-    assert bundle.num_contents == 1 and bundle.content(0).params == ["s1", 0.5, 1.0, 1_700_000_000.25]
+    assert bundle.num_contents == 2
+    assert [bundle.content(i).address for i in range(2)] == ["/transient/onset", "/transient/onset/high"]
+    assert bundle.content(1).params == [1.0, "s1"]

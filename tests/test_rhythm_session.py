@@ -47,7 +47,7 @@ def test_whole_file_tempo_beats_and_bands() -> None:
     assert np.mean([b.band == "low" for b in near_kick]) >= 0.8
 
 
-@pytest.mark.parametrize("block", [441, 1000, 4410])
+@pytest.mark.parametrize("block", [441, 1000, 4410, 65536])  # 65536: a block longer than the rises kept
 def test_block_size_invariance(block: int) -> None:
     track = drum_track(beat_times([(110, 10.0)]), seed=32)
     reference = stream(track.audio, track.sample_rate, 882)

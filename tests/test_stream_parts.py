@@ -116,7 +116,9 @@ def test_batch_keeps_detectors_in_the_worker_and_isolates_a_failing_job() -> Non
     expected = OnsetDetector(16000)
     want = expected.process(audio) + expected.flush()
     assert first.ok and second.ok
-    assert first.onsets + second.onsets == [(o.time + 10.0, o.strength) for o in want]
+    found = [*first.onsets, *second.onsets]
+    assert [(t, s) for t, s, _ in found] == [(o.time + 10.0, o.strength) for o in want]
+    assert all(band in ("low", "mid", "high") for _, _, band in found)  # setting beats: on by default
     assert [round(o.time, 2) for o in want][-2:] == [0.25, 0.75]  # both clicks, one in each job
 
 

@@ -23,7 +23,7 @@ from server.cli.settings_flags import add_settings_options, settings_from_args
 from server.cli.time_format import add_time_format_option, time_column, time_csv, time_text
 from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, TransientError
-from server.jobs.runner import result_json
+from server.jobs.runner import Found, result_json
 from server.jobs.service import parse_settings
 from server.jobs.work import FileAnalysis, analyse_step
 
@@ -81,16 +81,16 @@ def analyse_file(path: Path, settings: DetectorSettings,
         raise FileFailed("not_found", f"{path} is not a readable file")
     with tempfile.TemporaryDirectory(prefix="transient-analyze-") as work_dir:
         state = FileAnalysis(str(path), str(Path(work_dir) / "packets.spool"), settings)
-        onsets: list[tuple[float, float]] = []
+        found = Found()
         while not state.finished:
             outcome = analyse_step(state)
             if outcome.error is not None:
                 raise FileFailed(outcome.error.code, outcome.error.message)
             state = outcome.state
-            onsets += outcome.onsets
+            found.add(outcome)
             if on_progress is not None:
                 on_progress(state.progress)
-        result: dict[str, Any] = json.loads(result_json(state, onsets))
+        result: dict[str, Any] = json.loads(result_json(state, found))
         return result
 
 
@@ -115,17 +115,18 @@ def render(outcomes: list[Outcome], fmt: str, time_format: str = "s") -> str:
     out = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["file", time_column(time_format), "strength"])
+        writer.writerow(["file", time_column(time_format), "strength", "band"])
         for path, result in done:
             for onset in result["onsets"]:
                 writer.writerow([str(path), time_csv(onset["time"], time_format, result["sample_rate"]),
-                                 repr(onset["strength"])])
+                                 repr(onset["strength"]), onset.get("band", "")])
         return out.getvalue()
     for path, result in done:
         for onset in result["onsets"]:
             prefix = f"{path}\t" if several else ""
             time = time_text(onset["time"], time_format, result["sample_rate"])
-            out.write(f"{prefix}{time}\t{onset['strength']:.6f}\n")
+            band = f"\t{onset['band']}" if "band" in onset else ""
+            out.write(f"{prefix}{time}\t{onset['strength']:.6f}{band}\n")
     return out.getvalue()
 
 
@@ -152,9 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
                         help="write the onsets here instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="text: 'time<TAB>strength' lines (the file first when there are several); json: "
-                        "the server's result object (several files: {\"files\": [...]}); csv: file,time_s,"
-                        "strength (time_ms, time_samples with --time-format). Default: from the --output "
+                        help="text: 'time<TAB>strength<TAB>band' lines (the file first when there are "
+                        "several; no band with --no-beats); json: the server's result object, with beats and "
+                        "tempo_bpm (several files: {\"files\": [...]}); csv: file,time_s,strength,band "
+                        "(time_ms, time_samples with --time-format). Default: from the --output "
                         "suffix (.json, .csv), else text")
     add_time_format_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

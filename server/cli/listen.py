@@ -1,8 +1,8 @@
 """``python run.py listen STREAM_ID | --follow [NAME]``: follow a live stream's events; print them, or forward
 onsets to OSC.
 
-``--osc HOST:PORT`` sends each onset, in the server's OSC layout (docs/protocol.md, "OSC"), to an address
-the user chooses on their side — the client, not the server, sends it.
+``--osc HOST:PORT`` sends each onset and beat, in the server's OSC layout (docs/protocol.md, "OSC"), to an
+address the user chooses on their side — the client, not the server, sends it.
 
 With a STREAM_ID the command ends with the stream. ``--follow`` makes a bridge that lasts: it follows the
 newest live stream (or the newest named NAME, the stream option ``name``), moves to a newer one as soon as
@@ -43,9 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--name' and the stream option 'name'); move to each newer one, wait while there is "
                         "none or the server is away; end only on a signal")
     add_server_options(parser)
-    parser.add_argument("--osc", default=None, metavar="HOST:PORT[/bundle[+MS]]",
-                        help="forward each onset as OSC to this address; /bundle wraps it in a bundle time-"
-                        "tagged with the onset's wall-clock time (+MS milliseconds)")
+    parser.add_argument("--osc", default=None, metavar="HOST:PORT[/bundle[+MS]][@PREFIX]",
+                        help="forward each onset and beat as OSC to this address (addresses under PREFIX, "
+                        "default /transient); /bundle wraps each event in a bundle time-tagged with its "
+                        "wall-clock time (+MS milliseconds)")
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text: one 'time<TAB>strength<TAB>wall_time' line per onset, notes on stderr; "
                         "json: every event as one JSON object per line")
@@ -81,7 +82,10 @@ async def forward(subscription: Subscription, args: argparse.Namespace, osc: Osc
             print_event(event, args.format, args.time_format, sample_rate)
         if osc is not None and event["type"] == "onset":
             osc.send_onset([OSC_TARGET_NAME], str(event["stream_id"]), float(event["time"]),
-                           float(event["strength"]), float(event["wall_time"]))
+                           float(event["strength"]), float(event["wall_time"]), event.get("band"))
+        elif osc is not None and event["type"] == "beat":
+            osc.send_beat([OSC_TARGET_NAME], str(event["stream_id"]), float(event["bpm"]),
+                          float(event["confidence"]), float(event["wall_time"]))
 
 
 def newest(streams: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -63,6 +63,9 @@ class DetectorSettings:
         Analysis window length, milliseconds, 10–100. Fixed for the life of a stream.
     hop_ms : float
         Distance between analysis frames, milliseconds, 2–25. Fixed for the life of a stream.
+    beats : bool
+        Track beats and tempo, and give each onset its drum band (:mod:`server.rhythm`), beside the
+        detector; only on the default grid (``frame_ms`` 40, ``hop_ms`` 10). The detector itself ignores it.
     """
 
     method: str = "superflux"
@@ -72,8 +75,11 @@ class DetectorSettings:
     lookahead_ms: float = 20.0
     frame_ms: float = 40.0
     hop_ms: float = 10.0
+    beats: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.beats, bool):
+            raise SettingsError("beats", self.beats, "must be true or false")
         if self.method not in METHODS:
             raise SettingsError("method", self.method, f"must be one of {', '.join(METHODS)}")
         for name, (low, high) in RANGES.items():

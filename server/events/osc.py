@@ -1,11 +1,15 @@
-"""OSC output: onsets of opted-in live streams, as OSC over UDP to targets in the server's configuration.
+"""OSC output: onsets and beats of opted-in live streams, as OSC over UDP to targets in the server's
+configuration.
 
-Targets come only from the server's configuration (``--osc-targets``, ``NAME=HOST:PORT[/bundle[+DELAY_MS]]``,
-comma-separated); a publisher opts its stream in by naming targets in its settings (``{"osc": ["lights"]}``)
-and can never make the server send to an address of its own choosing. Packets leave through one non-blocking
+Targets come only from the server's configuration (``--osc-targets``,
+``NAME=HOST:PORT[/bundle[+DELAY_MS]][@PREFIX]``, comma-separated); a publisher opts its stream in by naming
+targets in its settings (``{"osc": ["lights"]}``) and can never make the server send to an address of its
+own choosing. Packets leave through one non-blocking
 UDP socket per address family: a send that would block, or fails (unreachable network, no route), drops that
 one packet and counts it, so a slow or missing target never delays the event loop or the stream.
-The packet layout is documented in docs/protocol.md, section "OSC".
+The packet layout is documented in docs/protocol.md, section "OSC": one address per kind under the
+target's prefix (``/onset``, ``/onset/low|mid|high``, ``/beat``, ``/tempo``), only ``i``, ``f`` and ``s``
+arguments (what common receivers accept), the value first and the stream id last.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from server.protocol.stream_messages import Event
 
 log = logging.getLogger(__name__)
 
-ONSET_ADDRESS = "/transient/onset"
+DEFAULT_PREFIX = "/transient"
 BUNDLE_HEADER = b"#bundle\x00"
-ONSET_TYPE_TAGS = "sdfd"  # stream id, time (s, double), strength (float32), wall time (Unix s, double)
+MAX_PREFIX_CHARS = 128
+_PREFIX = re.compile(r"(/[A-Za-z0-9_.~!$%&'()+:;<=>@^`|-]+)+")  # OSC address parts, no pattern characters
 RESOLVE_TIMEOUT_S = 5.0
 RESOLVE_RETRY_S = 5.0  # an unresolved host name is looked up again at most this often
 ERROR_LOG_INTERVAL_S = 10.0  # at most one warning per target per interval
@@ -49,6 +54,7 @@ class OscTarget:
     port: int
     bundle: bool = False
     delay_ms: float = 0.0
+    prefix: str = DEFAULT_PREFIX  # OSC address prefix of every message to this target
 
 
 def parse_host_port(text: str) -> tuple[str, int]:
@@ -98,7 +104,12 @@ def parse_targets(spec: str) -> dict[str, OscTarget]:
 
 
 def parse_target(name: str, address: str) -> OscTarget:
-    """The target ``name`` at ``HOST:PORT[/bundle[+DELAY_MS]]``; raises :class:`ValueError`."""
+    """The target ``name`` at ``HOST:PORT[/bundle[+DELAY_MS]][@PREFIX]``; raises :class:`ValueError`."""
+    address, at, prefix = address.partition("@")
+    prefix = prefix.strip() if at else DEFAULT_PREFIX
+    if len(prefix) > MAX_PREFIX_CHARS or not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"{prefix!r}: the address prefix must be /PART[/PART...] (at most "
+                         f"{MAX_PREFIX_CHARS} characters, no spaces, no # * , ? [ ] {{ }} and no trailing /)")
     host_port, slash, option = address.partition("/")
     bundle, delay_ms = False, 0.0
     if slash:
@@ -109,44 +120,70 @@ def parse_target(name: str, address: str) -> OscTarget:
         if delay_ms > MAX_DELAY_MS:
             raise ValueError(f"{address!r}: the delay is at most {MAX_DELAY_MS:g} ms")
     host, port = parse_host_port(host_port)
-    return OscTarget(name, host, port, bundle, delay_ms)
+    return OscTarget(name, host, port, bundle, delay_ms, prefix)
 
 
-def onset_message(stream_id: str, time_s: float, strength: float, wall_time_s: float) -> bytes:
-    """The OSC message ``/transient/onset ,sdfd stream_id time strength wall_time``."""
-    builder = OscMessageBuilder(ONSET_ADDRESS)
-    builder.add_arg(stream_id, OscMessageBuilder.ARG_TYPE_STRING)
-    builder.add_arg(float(time_s), OscMessageBuilder.ARG_TYPE_DOUBLE)
-    builder.add_arg(float(strength), OscMessageBuilder.ARG_TYPE_FLOAT)
-    builder.add_arg(float(wall_time_s), OscMessageBuilder.ARG_TYPE_DOUBLE)
+Arg = int | float | str  # sent as OSC i (int32), f (float32) and s (string): no float64, no blobs
+_ARG_TYPES: dict[type, str] = {int: OscMessageBuilder.ARG_TYPE_INT, float: OscMessageBuilder.ARG_TYPE_FLOAT,
+                               str: OscMessageBuilder.ARG_TYPE_STRING}
+
+
+def message(address: str, *args: Arg) -> bytes:
+    """One OSC message; each argument typed by its Python type (int → i, float → f, str → s)."""
+    builder = OscMessageBuilder(address)
+    for arg in args:
+        builder.add_arg(arg, _ARG_TYPES[type(arg)])
     return bytes(builder.build().dgram)
 
 
-def bundle_of(message: bytes, time_tag_s: float) -> bytes:
-    """``message`` in an OSC bundle whose time tag is Unix time ``time_tag_s`` (NTP format on the wire)."""
+def onset_messages(prefix: str, stream_id: str, strength: float, band: str | None) -> list[bytes]:
+    """``PREFIX/onset ,fs strength stream_id`` and, with a band, ``PREFIX/onset/BAND`` with the same."""
+    out = [message(f"{prefix}/onset", float(strength), stream_id)]
+    if band is not None:
+        out.append(message(f"{prefix}/onset/{band}", float(strength), stream_id))
+    return out
+
+
+def beat_messages(prefix: str, stream_id: str, bpm: float, confidence: float) -> list[bytes]:
+    """``PREFIX/beat ,is 1 stream_id`` (a trigger) and ``PREFIX/tempo ,ffs bpm confidence stream_id``."""
+    return [message(f"{prefix}/beat", 1, stream_id),
+            message(f"{prefix}/tempo", float(bpm), float(confidence), stream_id)]
+
+
+def bundle_of(messages: bytes | Sequence[bytes], time_tag_s: float) -> bytes:
+    """``messages`` in one OSC bundle whose time tag is Unix time ``time_tag_s`` (NTP format on the wire)."""
     # A bundle is "#bundle\0", the 64-bit NTP time tag, then each element as a 32-bit size and its bytes.
-    return BUNDLE_HEADER + osc_types.write_date(time_tag_s) + len(message).to_bytes(4, "big") + message
+    parts = [messages] if isinstance(messages, bytes) else list(messages)
+    return BUNDLE_HEADER + osc_types.write_date(time_tag_s) + b"".join(
+        len(part).to_bytes(4, "big") + part for part in parts)
 
 
-def onset_packet(target: OscTarget, stream_id: str, time_s: float, strength: float,
-                 wall_time_s: float) -> bytes:
-    """The datagram ``target`` receives for one onset."""
-    message = onset_message(stream_id, time_s, strength, wall_time_s)
+def packets(target: OscTarget, messages: list[bytes], wall_time_s: float) -> list[bytes]:
+    """The datagrams ``target`` receives for one event's messages: each alone, or one bundle."""
     if target.bundle:
-        return bundle_of(message, wall_time_s + target.delay_ms / 1000.0)
-    return message
+        return [bundle_of(messages, wall_time_s + target.delay_ms / 1000.0)]
+    return messages
+
+
+Messages = Callable[[str], list[bytes]]  # a target's prefix -> the messages of one event
 
 
 def onset_forwarder(sender: OscSender, stream_id: str,
                     names: Callable[[], Sequence[str]]) -> Callable[[Event], None]:
-    """A consumer of one stream's events (its fan-out) that sends each onset to the OSC targets the
-    stream names at that moment (``names()``, its ``osc`` option)."""
+    """A consumer of one stream's events (its fan-out) that sends each onset and beat to the OSC targets
+    the stream names at that moment (``names()``, its ``osc`` option)."""
 
     def forward(event: Event) -> None:
-        if event["type"] == "onset":
+        kind = event["type"]
+        if kind in ("onset", "beat"):
             targets = names()
-            if targets:
-                sender.send_onset(targets, stream_id, event["time"], event["strength"], event["wall_time"])
+            if not targets:
+                return
+            if kind == "onset":
+                sender.send_onset(targets, stream_id, event["time"], event["strength"], event["wall_time"],
+                                  event.get("band"))
+            else:
+                sender.send_beat(targets, stream_id, event["bpm"], event["confidence"], event["wall_time"])
 
     return forward
 
@@ -276,8 +313,16 @@ class OscSender:
                         route.dropped)
 
     def send_onset(self, names: Iterable[str], stream_id: str, time_s: float, strength: float,
-                   wall_time_s: float) -> None:
+                   wall_time_s: float, band: str | None = None) -> None:
         """Send one onset to each named target that exists. Never blocks; failures are counted."""
+        self._send(names, lambda prefix: onset_messages(prefix, stream_id, strength, band), wall_time_s)
+
+    def send_beat(self, names: Iterable[str], stream_id: str, bpm: float, confidence: float,
+                  wall_time_s: float) -> None:
+        """Send one beat (``/beat`` and ``/tempo``) to each named target that exists. Never blocks."""
+        self._send(names, lambda prefix: beat_messages(prefix, stream_id, bpm, confidence), wall_time_s)
+
+    def _send(self, names: Iterable[str], messages: Messages, wall_time_s: float) -> None:
         for name in names:
             route = self._routes.get(name)
             if route is None or self._closed:
@@ -288,12 +333,12 @@ class OscSender:
                 self._drop(route, "host not resolved", now_s)
                 self._retry_resolve(route, now_s)
                 continue
-            packet = onset_packet(route.target, stream_id, time_s, strength, wall_time_s)
-            try:
-                sock.sendto(packet, route.sockaddr)
-            except BlockingIOError:
-                self._drop(route, "socket send buffer full", now_s)
-            except OSError as exc:
-                self._drop(route, str(exc), now_s)
-            else:
-                route.sent += 1
+            for packet in packets(route.target, messages(route.target.prefix), wall_time_s):
+                try:
+                    sock.sendto(packet, route.sockaddr)
+                except BlockingIOError:
+                    self._drop(route, "socket send buffer full", now_s)
+                except OSError as exc:
+                    self._drop(route, str(exc), now_s)
+                else:
+                    route.sent += 1

@@ -23,7 +23,10 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
@@ -43,18 +46,46 @@ ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable s
 PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one job
 
 
-def result_json(state: FileAnalysis, onsets: list[OnsetTuple]) -> str:
+@dataclass(slots=True)
+class Found:
+    """What a job's steps found so far: onsets, and with ``beats`` the beat times and onset bands."""
+
+    onsets: list[OnsetTuple] = field(default_factory=list)
+    beats: list[float] = field(default_factory=list)
+    bands: list[str] = field(default_factory=list)
+
+    def add(self, outcome: StepOutcome) -> None:
+        self.onsets += outcome.onsets
+        self.beats += outcome.beats
+        self.bands += outcome.bands
+
+
+def tempo_bpm(beat_times_s: list[float]) -> float | None:
+    """60 over the median interval between consecutive beats, beats per minute; None with < 2 beats."""
+    if len(beat_times_s) < 2:
+        return None
+    return float(60.0 / np.median(np.diff(beat_times_s)))
+
+
+def result_json(state: FileAnalysis, found: Found) -> str:
     """The finished job's result object as JSON text (see docs/protocol.md, "Whole-file analysis")."""
     source = state.source
     assert source is not None
+    onsets: list[dict[str, Any]] = [{"time": time_s, "strength": strength}
+                                    for time_s, strength in found.onsets]
     result: dict[str, Any] = {
         "duration": state.frames_done / source.sample_rate,
         "sample_rate": source.sample_rate,
         "channels": source.channels,
-        "onsets": [{"time": time_s, "strength": strength} for time_s, strength in onsets],
+        "onsets": onsets,
         "settings": state.settings.to_dict(),
         "clipped_samples": state.clipped_samples,
     }
+    if state.rhythm is not None:
+        for onset, band in zip(onsets, found.bands, strict=True):
+            onset["band"] = band
+        result["beats"] = [{"time": time_s} for time_s in found.beats]
+        result["tempo_bpm"] = tempo_bpm(found.beats)
     return json.dumps(result, separators=(",", ":"), allow_nan=False)
 
 
@@ -134,7 +165,7 @@ class JobRunner:
         restarts = 0
         while True:
             try:
-                state, onsets = await self._analyse(job, settings)
+                state, found = await self._analyse(job, settings)
                 break
             except PoolRestarted:
                 restarts += 1
@@ -150,7 +181,7 @@ class JobRunner:
         if isinstance(state, JobError):
             await self._finish_failed(task_id, state)
             return
-        result = result_json(state, onsets)
+        result = result_json(state, found)
         await asyncio.to_thread(self.uploads.remove_work_files, task_id)  # room for the record
         await self.settler.now_or_later(task_id, lambda: self.store.succeed(task_id, result), ROOM)
         audio_s = state.frames_done / state.source.sample_rate if state.source is not None else 0.0
@@ -161,11 +192,10 @@ class JobRunner:
         for observer in self.on_finished:
             observer(status, duration_s, audio_s)
 
-    async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError,
-                                                                             list[OnsetTuple]]:
-        """Run every step of ``job``; the final state, or the error that ended it, and the onsets."""
+    async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError, Found]:
+        """Run every step of ``job``; the final state, or the error that ended it, and what it found."""
         state = FileAnalysis(job.upload_path, str(self.uploads.work_prefix(job.task_id)) + ".spool", settings)
-        onsets: list[OnsetTuple] = []
+        found = Found()
         reported_at = time.monotonic()
         while not state.finished:
             async with self._slots:
@@ -175,15 +205,15 @@ class JobRunner:
                 if outcome.trace:
                     log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace,
                               extra={"task_id": job.task_id})
-                return outcome.error, onsets
+                return outcome.error, found
             state = outcome.state
-            onsets += outcome.onsets
+            found.add(outcome)
             now = time.monotonic()
             if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
                 reported_at = now
                 await self._progress(job.task_id, state.progress)
                 self.watch.notify(job.task_id)
-        return state, onsets
+        return state, found
 
     async def _progress(self, task_id: str, progress: float) -> None:
         """Store the job's progress if the store answers (it is only informative)."""

@@ -5,6 +5,10 @@ demuxes it into a packet spool, see :mod:`server.jobs.spool`); each later call d
 :data:`STEP_SAMPLES` samples from where the previous one stopped and feeds them to the job's
 :class:`~server.dsp.OnsetDetector`, which travels in the state. The last call flushes the detector. So no
 pool call holds a worker for long whatever the file's length, and memory stays flat.
+
+With the setting ``beats`` (on the default grid) a :class:`~server.rhythm.RhythmSession` travels beside the
+detector: each step also returns the beats committed to and the bands decided for the onsets so far (in
+onset order; a band may come a step after its onset).
 """
 
 from __future__ import annotations
@@ -17,17 +21,29 @@ import numpy as np
 import soundfile as sf
 
 from server.dsp import DetectorSettings, OnsetDetector
-from server.dsp.blocks import clip_full_scale
+from server.dsp.blocks import clip_full_scale, to_mono
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
 from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
 from server.jobs.uploads import NO_ROOM_ERRNOS
+from server.rhythm import RhythmSession
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
 BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
 
 OnsetTuple = tuple[float, float]  # (seconds since the file's first sample, strength)
+RHYTHM_GRID_MS = (40.0, 10.0)  # (frame_ms, hop_ms): the only grid server.rhythm follows
+
+
+def rhythm_for(sample_rate: int, settings: DetectorSettings) -> RhythmSession | None:
+    """A rhythm session beside a detector with ``settings``, or None (``beats`` off, or another grid)."""
+    if not settings.beats or (settings.frame_ms, settings.hop_ms) != RHYTHM_GRID_MS:
+        return None
+    try:
+        return RhythmSession(sample_rate)
+    except ValueError:
+        return None
 
 
 @dataclass(slots=True)
@@ -45,6 +61,7 @@ class FileAnalysis:
     clipped_samples: int = 0  # float samples beyond [-1, 1], clipped to it before analysis
     finished: bool = False
     step_samples: int = STEP_SAMPLES
+    rhythm: RhythmSession | None = None
 
     @property
     def progress(self) -> float:
@@ -64,6 +81,8 @@ class FileAnalysis:
 class StepOutcome:
     state: FileAnalysis
     onsets: list[OnsetTuple] = field(default_factory=list)
+    beats: list[float] = field(default_factory=list)  # beat times, seconds, committed in this step
+    bands: list[str] = field(default_factory=list)  # bands of the next onsets (all steps'), in order
     error: JobError | None = None
     trace: str | None = None  # traceback of an unexpected failure, for the server's log
 
@@ -74,7 +93,9 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
         if state.source is None:
             _start(state)
             return StepOutcome(state)
-        return StepOutcome(state, _advance(state))
+        outcome = StepOutcome(state)
+        _advance(state, outcome)
+        return outcome
     except DecodeError as exc:
         return StepOutcome(state, error=JobError(exc.code.value, exc.message))
     except AudioFormatError as exc:
@@ -91,6 +112,7 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
 def _start(state: FileAnalysis) -> None:
     source = probe(Path(state.upload))
     state.detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
+    state.rhythm = rhythm_for(source.sample_rate, state.settings)
     state.source = source
     if source.decoder is Decoder.AV:
         info = demux_to_spool(Path(state.upload), Path(state.spool))
@@ -98,8 +120,8 @@ def _start(state: FileAnalysis) -> None:
         state.spool_bytes = info.size_bytes
 
 
-def _advance(state: FileAnalysis) -> list[OnsetTuple]:
-    source, detector = state.source, state.detector
+def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
+    source, detector, rhythm = state.source, state.detector, state.rhythm
     assert source is not None and detector is not None
     budget_frames = max(1, state.step_samples // source.channels)
     found = []
@@ -113,14 +135,25 @@ def _advance(state: FileAnalysis) -> list[OnsetTuple]:
     for block in blocks:
         block, clipped = clip_full_scale(block)
         state.clipped_samples += clipped
-        found += detector.process(block)
+        new = detector.process(block)
+        found += new
         state.frames_done += len(block)
+        if rhythm is not None:
+            beats, banded = rhythm.process(to_mono(block, source.channels, check=False), detector.take_odf(),
+                                           new)
+            outcome.beats += [beat.time for beat in beats]
+            outcome.bands += [item.band for item in banded]
     if at_end:
         if state.frames_done == 0:
             raise DecodeError(ErrorCode.EMPTY, "the file holds no audio samples")
-        found += detector.flush()
+        new = detector.flush()
+        found += new
         state.finished = True
-    return [(onset.time, onset.strength) for onset in found]
+        if rhythm is not None:
+            empty = np.zeros(0, dtype=np.float32)
+            _, banded = rhythm.process(empty, empty, new)
+            outcome.bands += [item.band for item in banded + rhythm.flush()]
+    outcome.onsets = [(onset.time, onset.strength) for onset in found]
 
 
 def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int) -> tuple[list[np.ndarray], bool]:

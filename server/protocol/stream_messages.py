@@ -224,13 +224,25 @@ def started(stream_id: str, audio_format: AudioFormat, settings: Mapping[str, An
     }
 
 
-def onset(stream_id: str, time_s: float, strength: float, wall_time_s: float) -> Event:
-    return {"type": "onset", "stream_id": stream_id, "time": time_s, "strength": strength,
-            "wall_time": round(wall_time_s, 6)}
+def onset(stream_id: str, time_s: float, strength: float, wall_time_s: float, band: str | None = None
+          ) -> Event:
+    """An onset; ``band`` ("low", "mid", "high") when the stream tracks rhythm (setting ``beats``)."""
+    event: Event = {"type": "onset", "stream_id": stream_id, "time": time_s, "strength": strength,
+                    "wall_time": round(wall_time_s, 6)}
+    if band is not None:
+        event["band"] = band
+    return event
+
+
+def beat(stream_id: str, time_s: float, bpm: float, confidence: float, wall_time_s: float) -> Event:
+    """A beat the tracker committed to: ``time_s`` on the stream's timeline, ``bpm`` beats per minute."""
+    return {"type": "beat", "stream_id": stream_id, "time": round(time_s, 6), "bpm": round(bpm, 3),
+            "confidence": round(confidence, 4), "wall_time": round(wall_time_s, 6)}
 
 
 def status(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, dropped_s: float,
-           onsets: int) -> Event:
+           onsets: int, tempo: tuple[float, float, float] | None = None) -> Event:
+    """``tempo``: (bpm, confidence, next beat's stream time s), or None when no tempo is known."""
     return {
         "type": "status",
         "stream_id": stream_id,
@@ -239,6 +251,8 @@ def status(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float
         "lag_s": round(lag_s, 6),
         "dropped_s": round(dropped_s, 6),
         "onsets": onsets,
+        "tempo": None if tempo is None else {"bpm": round(tempo[0], 3), "confidence": round(tempo[1], 4),
+                                             "next_beat_time": round(tempo[2], 6)},
     }
 
 

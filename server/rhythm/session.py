@@ -109,17 +109,18 @@ class RhythmSession:
                 f"{1000 * FRAME_S:g} ms frames and a {1000 * HOP_S:g} ms hop and see the same blocks"
             )
         beats = self._tracker.process(beat_strength(strength, total))
-        self._keep(rises)
+        self._rises = np.concatenate((self._rises, rises))
+        self._frames += len(rises)
         self._pending += onsets
-        return beats, self._decide(final=False)
+        banded = self._decide(final=False)
+        self._trim()  # after deciding: a long block's early onsets need rises from before the last 64
+        return beats, banded
 
     def flush(self) -> list[BandedOnset]:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
-    def _keep(self, rises: F32) -> None:
-        self._rises = np.concatenate((self._rises, rises))
-        self._frames += len(rises)
+    def _trim(self) -> None:
         drop = len(self._rises) - KEEP_FRAMES
         if drop > 0:
             self._rises = self._rises[drop:]

@@ -6,6 +6,10 @@ come back: the detector's state (a few KiB of spectra and history) never crosses
 neither process spends time pickling it. A stream has at most one job in flight, so its detector sees its
 audio in order.
 
+Beside each detector whose setting ``beats`` is on, the worker keeps the stream's rhythm
+(:class:`~server.stream.rhythm_beside.RhythmBeside`): beats and the tempo come back with the onsets, and each
+onset comes back with its band once that is decided (a job or so later than without).
+
 If a worker is replaced (it died), its detectors are gone: a job that finds no detector under its key
 returns ``lost``, and the session starts a fresh detector from that job's audio on (with a warning).
 Everything here runs in the worker process and must pickle.
@@ -21,8 +25,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server.dsp import DetectorSettings, Onset, OnsetDetector, process_many
+from server.dsp.blocks import to_mono
+from server.stream.rhythm_beside import BandedTuple, BeatTuple, RhythmBeside, TempoTuple, follows_grid
 
-OnsetTuple = tuple[float, float]  # (seconds since the stream's first sample, strength)
+OnsetTuple = BandedTuple  # (seconds since the stream's first sample, strength, band or None)
 
 
 class Job(NamedTuple):
@@ -70,6 +76,8 @@ class JobResult(NamedTuple):
     odf: np.ndarray | None = None
     error: str | None = None
     lost: bool = False  # the worker held no detector under the job's key: nothing was analysed
+    beats: Sequence[BeatTuple] = ()  # committed in this job: (stream time s, bpm, confidence)
+    tempo: TempoTuple | None = None  # at this job's last beat: (bpm, confidence, next beat's stream time s)
 
     @property
     def ok(self) -> bool:
@@ -90,6 +98,7 @@ class ResidentDetectors:
 
     def __init__(self) -> None:
         self._detectors: dict[str, OnsetDetector] = {}
+        self._rhythms: dict[str, RhythmBeside] = {}
 
     def __len__(self) -> int:
         return len(self._detectors)
@@ -97,12 +106,18 @@ class ResidentDetectors:
     def take(self, key: str) -> OnsetDetector | None:
         return self._detectors.pop(key, None)
 
-    def keep(self, key: str, detector: OnsetDetector) -> None:
+    def take_rhythm(self, key: str) -> RhythmBeside | None:
+        return self._rhythms.pop(key, None)
+
+    def keep(self, key: str, detector: OnsetDetector, rhythm: RhythmBeside | None = None) -> None:
         self._detectors[key] = detector
+        if rhythm is not None:
+            self._rhythms[key] = rhythm
 
     def forget(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._detectors.pop(key, None)
+            self._rhythms.pop(key, None)
 
 
 # The one piece of state a worker process keeps between pool calls. A pool call names a function of a
@@ -111,7 +126,18 @@ RESIDENT = ResidentDetectors()
 
 
 def _shift(onsets: list[Onset], offset_s: float) -> list[OnsetTuple]:
-    return [(onset.time + offset_s, onset.strength) for onset in onsets]
+    return [(onset.time + offset_s, onset.strength, None) for onset in onsets]
+
+
+def _shift_banded(onsets: list[BandedTuple], offset_s: float) -> list[OnsetTuple]:
+    return [(time_s + offset_s, strength, band) for time_s, strength, band in onsets]
+
+
+def _end(detector: OnsetDetector, rhythm: RhythmBeside | None, offset_s: float) -> list[OnsetTuple]:
+    """Flush the detector (and its rhythm, which decides every band still waiting)."""
+    if rhythm is None:
+        return _shift(detector.flush(), offset_s)
+    return _shift_banded(rhythm.finish(detector.flush()), offset_s)
 
 
 @dataclass(slots=True)
@@ -122,6 +148,8 @@ class _Running:
     detector: OnsetDetector
     offset_s: float
     onsets: list[OnsetTuple]
+    rhythm: RhythmBeside | None = None
+    found: list[Onset] | None = None  # with a rhythm: the detector's onsets of this job, band not decided
 
 
 def _failed(exc: Exception) -> JobResult:
@@ -130,34 +158,51 @@ def _failed(exc: Exception) -> JobResult:
 
 def _prepare(job: Job, resident: ResidentDetectors) -> _Running | JobResult:
     """Take (or make) the job's detector and apply a restart or new settings, before its audio."""
-    detector = resident.take(job.key)
+    detector, rhythm = resident.take(job.key), resident.take_rhythm(job.key)
     if job.fresh:
-        return _Running(job, OnsetDetector(job.sample_rate, job.channels, job.settings), job.offset_s, [])
+        detector = OnsetDetector(job.sample_rate, job.channels, job.settings)
+        return _Running(job, detector, job.offset_s, [], RhythmBeside.beside(detector))
     if detector is None:
         return JobResult([], lost=True)
     onsets: list[OnsetTuple] = []
     offset_s = job.offset_s
     if job.restart_at_s is not None:
-        onsets += _shift(detector.flush(), offset_s)
+        onsets += _end(detector, rhythm, offset_s)
         detector, offset_s = OnsetDetector(job.sample_rate, job.channels, job.settings), job.restart_at_s
+        rhythm = RhythmBeside.beside(detector)
     elif job.settings is not None:
         detector.configure(job.settings)
-    return _Running(job, detector, offset_s, onsets)
+        if rhythm is not None and not follows_grid(job.settings):  # beats turned off
+            onsets += _shift_banded(rhythm.finish([]), offset_s)
+            rhythm = None
+        elif rhythm is None:  # beats turned on: from here on
+            rhythm = RhythmBeside.beside(detector)
+    return _Running(job, detector, offset_s, onsets, rhythm)
 
 
 def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     """After the job's audio: take the detection function, flush at the end or keep the detector."""
-    detector, job = running.detector, running.job
+    detector, job, rhythm, offset_s = running.detector, running.job, running.rhythm, running.offset_s
     odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
+    beats: list[BeatTuple] = []
+    tempo: TempoTuple | None = None
+    if rhythm is not None:
+        mono = to_mono(job.samples(), job.channels, check=False)
+        new_beats, banded = rhythm.process(mono, odf, running.found or [])
+        running.onsets += _shift_banded(banded, offset_s)
+        beats = [(time_s + offset_s, bpm, confidence) for time_s, bpm, confidence in new_beats]
+        if new_beats:  # the tempo as of the latest beat (asking for it every job would cost ~20 % more)
+            now = rhythm.tempo()
+            tempo = None if now is None else (now[0], now[1], now[2] + offset_s)
     if job.flush:
-        running.onsets += _shift(detector.flush(), running.offset_s)
+        running.onsets += _end(detector, rhythm, offset_s)
     else:
-        if job.decide:
+        if job.decide:  # a client's flush: the pending frames, decided as if the stream ended (unbanded)
             running.onsets += _shift(detector.decide_pending(), running.offset_s)
-        resident.keep(job.key, detector)
-    if not running.onsets and not job.odf:
+        resident.keep(job.key, detector, rhythm)
+    if not running.onsets and not job.odf and not beats and tempo is None:
         return NOTHING_FOUND
-    return JobResult(running.onsets, odf if job.odf else None)
+    return JobResult(running.onsets, odf if job.odf else None, beats=beats, tempo=tempo)
 
 
 def run_batch(jobs: list[Job], forget: Sequence[str] = (),
@@ -187,6 +232,8 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
     for item, onsets in zip(running, found, strict=True):
         if isinstance(onsets, Exception):
             failures[id(item)] = onsets
+        elif item.rhythm is not None:
+            item.found = onsets
         else:
             item.onsets += _shift(onsets, item.offset_s)
     results: list[JobResult] = []

@@ -118,6 +118,7 @@ class StreamSession:
         self._odf_count = 0
         self._dropped = 0
         self._onsets = 0
+        self._tempo: tuple[float, float, float] | None = None  # (bpm, confidence, next beat time s)
         self._faulted = False
         self._flush_wanted = False  # a ``flush`` message waits for its job
         self._end_reason = ""
@@ -292,13 +293,20 @@ class StreamSession:
             self._odf_count = 0
         self._analysed = handoff.next
         sample_rate, on_onset = self.format.sample_rate, self._links.on_onset
-        for time_s, strength in result.onsets:
+        for time_s, strength, band in result.onsets:
             self._onsets += 1
             now_s = time.time()
             wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), now_s)
             if on_onset is not None:
                 on_onset(now_s - wall_time_s)
-            self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s))
+            self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s, band))
+        for time_s, bpm, confidence in result.beats:
+            wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
+            self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s))
+        if result.tempo is not None:
+            self._tempo = result.tempo
+        if not self.settings.detector.beats or (job.fresh or job.restart_at_s is not None):
+            self._tempo = result.tempo if self.settings.detector.beats else None
         self._arrivals.forget_before(self._analysed - round(ARRIVAL_KEEP_S * sample_rate))
         if result.odf is not None and len(result.odf):
             start_s = handoff.offset_s + self._odf_count * self.hop_s
@@ -351,7 +359,8 @@ class StreamSession:
         if (mark != self._status_mark or force) and self.state is not State.ENDED:
             self._status_mark = mark
             self._emit(msg.status(self.stream_id, received_s=self.received_s, analysed_s=self.analysed_s,
-                                  lag_s=self.lag_s, dropped_s=self.dropped_s, onsets=self._onsets))
+                                  lag_s=self.lag_s, dropped_s=self.dropped_s, onsets=self._onsets,
+                                  tempo=self._tempo))
 
     def _finish(self, reason: str) -> None:
         if self.state is State.ENDED:

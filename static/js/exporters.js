@@ -16,13 +16,16 @@ function csvField(text) {
 }
 
 /**
- * The onsets as CSV, with the same header as `run.py analyze --format csv` (file,time_s,strength) and
+ * The onsets as CSV, with the same header as `run.py analyze --format csv` (file,time_s,strength,band; band empty
+ * when the analysis ran with `beats: false`) and
  * numbers written exactly (the shortest text that reads back as the same double).
  */
 export function toCsv(filename, onsets) {
-  const rows = ["file,time_s,strength"];
+  const rows = ["file,time_s,strength,band"];
   const file = csvField(filename || "audio");
-  for (const onset of onsets) rows.push(`${file},${String(onset.time)},${String(onset.strength)}`);
+  for (const onset of onsets) {
+    rows.push(`${file},${String(onset.time)},${String(onset.strength)},${onset.band || ""}`);
+  }
   return `${rows.join("\n")}\n`;
 }
 

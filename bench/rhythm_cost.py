@@ -1,0 +1,76 @@
+"""CPU cost of the setting ``beats`` in the live worker path: ``run_batch`` with and without it; one core.
+
+Usage::
+
+    .venv/bin/python bench/rhythm_cost.py [--seconds 10] [--streams 1,16] [--chunk-ms 20] [--repeat 3]
+
+Each of ``N`` streams (44.1 kHz mono, the generated drum track of ``testkit/rhythm_signals.py`` at its own
+offset) sends ``--chunk-ms`` blocks; every block of every stream goes through one
+:func:`server.stream.in_worker.run_batch` call, as a lane's worker does. Reported: CPU microseconds per
+stream per 10 ms hop (``time.process_time``, best of ``--repeat``), with ``beats`` off and on, and the
+ratio of the added cost to the detector's own.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_var] = "1"  # one core; must precede the numpy import
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server.dsp import DetectorSettings  # noqa: E402
+from server.stream.in_worker import Job, ResidentDetectors, run_batch  # noqa: E402
+from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
+
+RATE = 44100
+
+
+def run(audio: np.ndarray, streams: int, chunk: int, beats: bool) -> float:
+    """CPU seconds for ``streams`` streams of ``audio`` in ``chunk``-sample blocks."""
+    settings = DetectorSettings(beats=beats)
+    resident = ResidentDetectors()
+    offsets = [(i * 7919) % (len(audio) // 2) for i in range(streams)]
+    length = len(audio) // 2
+    started = time.process_time()
+    for start in range(0, length, chunk):
+        jobs = [Job(f"s{i}/0", RATE, 1, "<f4", settings if start == 0 else None,
+                    audio[o + start:o + min(start + chunk, length)].tobytes(), 0.0, fresh=start == 0)
+                for i, o in enumerate(offsets)]
+        for result in run_batch(jobs, resident=resident):
+            assert result.ok, result.error
+    return time.process_time() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--streams", default="1,16")
+    parser.add_argument("--chunk-ms", type=float, default=20.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    track = drum_track(beat_times([(124.0, 2 * args.seconds + 1.0)]), seed=5)
+    audio = track.audio.astype(np.float32)
+    chunk = round(args.chunk_ms * RATE / 1000)
+    hops = args.seconds * 100  # 10 ms hops per stream
+    print(f"{args.seconds:g} s per stream, {args.chunk_ms:g} ms blocks, CPU us per stream per 10 ms hop")
+    for streams in (int(s) for s in args.streams.split(",")):
+        clip = audio[: 2 * round(args.seconds * RATE)]
+        off = min(run(clip, streams, chunk, False) for _ in range(args.repeat))
+        on = min(run(clip, streams, chunk, True) for _ in range(args.repeat))
+        per_off, per_on = off / streams / hops * 1e6, on / streams / hops * 1e6
+        print(f"streams {streams:4d}: beats off {per_off:7.1f} us, on {per_on:7.1f} us, "
+              f"added {per_on - per_off:7.1f} us = {100 * (per_on - per_off) / per_off:5.1f} % of the "
+              "detector")
+
+
+if __name__ == "__main__":
+    main()
