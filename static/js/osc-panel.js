@@ -3,18 +3,9 @@
 // `run.py listen --follow NAME` follows across reconnects). Both remembered in localStorage.
 
 import { fetchJson } from "./api.js";
+import { element } from "./ui.js";
 
 const NAME_MAX_CHARS = 64;
-
-function element(tag, attributes = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [name, value] of Object.entries(attributes)) {
-    if (name === "text") node.textContent = value;
-    else node.setAttribute(name, value);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
 
 export class OscPanel {
   /**

@@ -2,6 +2,17 @@
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** A new element: `text` sets its text, every other attribute is set as given; `children` are appended. */
+export function element(tag, attributes = {}, children = []) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "text") node.textContent = value;
+    else node.setAttribute(name, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+
 /** Show `text` in the banner at `level` (error | warn | info); an empty text hides it. */
 export function setBanner(banner, level, text) {
   banner.dataset.level = level || "info";
