@@ -178,3 +178,9 @@ async def wait_finished(http: aiohttp.ClientSession, base_url: str, task_id: str
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"task {task_id} did not finish in {timeout_s} s: {body}")
         await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def times_and_strengths(onsets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A result's onsets without their ``band`` (checked to be one of the three), for the detector's."""
+    assert all(o.get("band") in ("low", "mid", "high") for o in onsets), onsets
+    return [{"time": o["time"], "strength": o["strength"]} for o in onsets]
