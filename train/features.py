@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp.neural_features import file_features, network_grid
+from server.dsp.neural_features import TARGET_DELAY_FRAMES, file_features, network_grid
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-TARGET_DELAY_FRAMES = 1  # the network marks the frame ending 10–20 ms after an onset
 LEAD_SILENCE_S = 0.7  # silence put before every clip: the network's warm-up, as at a stream's start
 CACHE_VERSION = 2
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp import neural, odf
+from server.dsp import neural, neural_features, odf
 from server.dsp.filterbank import log_filterbank
 from server.dsp.peaks import PRE_AVG_S
 from server.dsp.spectrum import FrameGrid
@@ -210,7 +210,7 @@ def _table() -> Mapping[str, OnsetMethod]:
             attack_offset=neural.ATTACK_OFFSET,
             mean_factor=1.0,
             warmup=neural.WARMUP_FRAMES,
-            delay_frames=neural.TARGET_DELAY_FRAMES,
+            delay_frames=neural_features.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),
         ),
     )

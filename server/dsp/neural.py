@@ -51,7 +51,6 @@ HOP_MS = 1000.0 * HOP_S
 
 # Calibration of the committed weights, chosen on the corpus's tune split (train/README.md, "Model").
 UNIT = 0.25  # the activation (0-1) that threshold 1.0 stands for
-TARGET_DELAY_FRAMES = 1  # the network marks the frame ending 10-20 ms after an attack
 ATTACK_OFFSET_HOPS = 1.0  # the attack lies this many hops before the end of its peak frame
 ATTACK_OFFSET = ATTACK_OFFSET_HOPS * HOP_S / FRAME_S  # the same in frame lengths, for the method table
 WARMUP_FRAMES = 2  # ODF frames forced to 0 after a switch to the method mid-stream

@@ -36,6 +36,7 @@ BANDS_PER_OCTAVE = 12
 LOG_GAIN = 1000.0  # log10(1 + LOG_GAIN * magnitude): a full-scale sine in one band gives about 3
 RISE_LAGS = (1, 2)  # the features add the positive rise of each band over these many frames back
 FILE_CHUNK_FRAMES = 256  # file_features computes this many frames at a time
+TARGET_DELAY_FRAMES = 1  # the network marks the frame ending 10-20 ms after an attack (training and serving)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

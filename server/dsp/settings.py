@@ -34,6 +34,24 @@ RANGES: Mapping[str, tuple[float, float]] = types.MappingProxyType(
 GRID_SETTINGS = ("frame_ms", "hop_ms")
 
 
+def check_ranges(settings: Any, ranges: Mapping[str, tuple[float, float]]) -> None:
+    """Check each numeric field of a frozen settings dataclass against its inclusive ``(low, high)`` range and
+    store it as a float.
+
+    Raises
+    ------
+    SettingsError
+        Naming the first field that is not a number (booleans are not) or is outside its range.
+    """
+    for name, (low, high) in ranges.items():
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SettingsError(name, value, "must be a number")
+        if not math.isfinite(value) or not low <= value <= high:
+            raise SettingsError(name, value, f"must be between {low:g} and {high:g}")
+        object.__setattr__(settings, name, float(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
     """Sensitivity and analysis settings of one :class:`~server.dsp.OnsetDetector`.
@@ -82,13 +100,7 @@ class DetectorSettings:
             raise SettingsError("beats", self.beats, "must be true or false")
         if self.method not in METHODS:
             raise SettingsError("method", self.method, f"must be one of {', '.join(METHODS)}")
-        for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SettingsError(name, value, "must be a number")
-            if not math.isfinite(value) or not low <= value <= high:
-                raise SettingsError(name, value, f"must be between {low:g} and {high:g}")
-            object.__setattr__(self, name, float(value))
+        check_ranges(self, RANGES)
         only = METHOD_TABLE[self.method].grid_ms
         if only is not None:  # a method that runs on one grid only (a network trained on it)
             for name, required in zip(GRID_SETTINGS, only, strict=True):

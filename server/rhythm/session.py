@@ -12,7 +12,6 @@ handed over its own rows would save that (see :func:`server.rhythm.features.stre
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -141,12 +140,6 @@ class RhythmSession:
         done = [BandedOnset(onset, name) for onset, name in zip(self._pending[:ready], names, strict=True)]
         del self._pending[:ready]
         return done
-
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 @dataclasses.dataclass(frozen=True)

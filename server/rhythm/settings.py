@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
+from server.dsp.settings import check_ranges
 from server.exceptions import SettingsError
 
 # name -> (low, high) inclusive ranges, in the field's own unit.
@@ -96,12 +96,6 @@ class TrackerSettings:
     min_confidence: float = 0.5
 
     def __post_init__(self) -> None:
-        for name, (low, high) in RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SettingsError(name, value, "must be a number")
-            if not math.isfinite(value) or not low <= value <= high:
-                raise SettingsError(name, value, f"must be between {low:g} and {high:g}")
-            object.__setattr__(self, name, float(value))
+        check_ranges(self, RANGES)
         if self.min_bpm >= self.max_bpm:
             raise SettingsError("min_bpm", self.min_bpm, f"must be below max_bpm ({self.max_bpm:g})")
