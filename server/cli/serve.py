@@ -90,6 +90,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"{args.parser.prog}: {exc}", file=sys.stderr, flush=True)
         return 1
     except ConfigError as exc:  # an option the server cannot start with: one line, no traceback
-        print(f"run.py: error: {exc}", file=sys.stderr)
+        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -101,24 +100,6 @@ def refusal_text(exc: Exception) -> str:
     if isinstance(exc, ClientError) and exc.status == 403 and exc.code == "forbidden":
         return f"{exc} (HTTP 403; use a token with that right)"
     return str(exc)
-
-
-def add_settings_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--settings", default=None, metavar="JSON",
-                        help='detector settings as a JSON object, e.g. \'{"threshold": 2, "method": "hfc"}\'')
-
-
-def parse_settings_option(parser: argparse.ArgumentParser, text: str | None) -> dict[str, Any] | None:
-    """The ``--settings`` object, or ``None``; anything but a JSON object is a usage error (exit 2)."""
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        parser.error(f"--settings is not valid JSON: {exc}")
-    if not isinstance(value, dict):
-        parser.error(f"--settings must be a JSON object, got {text!r}")
-    return value
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, int]], prog: str = "run.py",

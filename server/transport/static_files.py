@@ -13,6 +13,8 @@ from types import MappingProxyType
 
 from aiohttp import web
 
+from server.protocol.codec import clip
+
 STATIC_DIR = web.AppKey("static_dir", Path)
 DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 INDEX = "index.html"
@@ -34,7 +36,7 @@ CONTENT_TYPES = MappingProxyType({
 
 
 def _not_found(path: str) -> web.Response:
-    shown = path if len(path) <= QUOTED_PATH_CHARS else path[:QUOTED_PATH_CHARS] + "…"
+    shown = clip(path, QUOTED_PATH_CHARS)
     return web.json_response({"error": {"code": "not_found", "message": f"no file at /{shown}"}}, status=404,
                              headers=HEADERS)
 

@@ -148,27 +148,20 @@ class Publisher:
     async def _receive(self) -> None:
         session = self.session
         assert session is not None
-        ws, codec, audio_format = self.ws, self.codec, session.format
+        ws, codec = self.ws, self.codec
         binary, raw_audio = WSMsgType.BINARY, codec is Codec.JSON  # with JSON a binary frame is raw PCM
-        feed = session.feed
         while self._ending is None:
             message = await ws.receive()
             kind = message.type
             try:
                 if kind is binary and raw_audio:  # the hot path: one audio chunk, straight into the ring
-                    samples, clipped = clip_full_scale(parse_audio(message.data, audio_format))
-                    feed(samples)
-                    if clipped:
-                        self._clipped(session, clipped)
+                    self._audio(session, message.data)
                     continue
                 if kind not in DATA_TYPES:
                     return
                 frame = decode_frame(codec, kind, message.data)
                 if isinstance(frame, Audio):
-                    samples, clipped = clip_full_scale(parse_audio(frame.data, audio_format))
-                    feed(samples)
-                    if clipped:
-                        self._clipped(session, clipped)
+                    self._audio(session, frame.data)
                     continue
                 session.touch()
                 control.handle(session, parse_client_message(frame), self)
@@ -177,6 +170,13 @@ class Publisher:
                     self.fault(exc)
                     return
                 self.outbox.put(exc.to_message(), force=True)
+
+    def _audio(self, session: StreamSession, data: bytes) -> None:
+        """One chunk of audio into the session's ring, clipped to full scale (counted and warned about)."""
+        samples, clipped = clip_full_scale(parse_audio(data, session.format))
+        session.feed(samples)
+        if clipped:
+            self._clipped(session, clipped)
 
     def _clipped(self, session: StreamSession, clipped: int) -> None:
         """Count clipped samples; warn the publisher at most once per :data:`CLIP_WARNING_INTERVAL_S`."""
