@@ -56,7 +56,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import descendants, rss_bytes
-from bench.stream_load import cpu_s, machine_cpu_s, percentile
+from bench.stream_load import completing_chunks, cpu_s, machine_cpu_s, percentile
 from bench.wire_ws import BINARY, WireSocket, masked_frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -88,15 +88,6 @@ def click_track(phase_s: float, total_s: float, seed: int) -> tuple[np.ndarray, 
     return samples, clicks
 
 
-def completing_ours(samples: np.ndarray) -> list[tuple[float, int]]:
-    from server.dsp import OnsetDetector
-
-    detector, found = OnsetDetector(SAMPLE_RATE, 1), []
-    for k in range(len(samples) // CHUNK_FRAMES):
-        found += [(o.time, k) for o in detector.process(samples[k * CHUNK_FRAMES:(k + 1) * CHUNK_FRAMES])]
-    return found
-
-
 def completing_aubio(samples: np.ndarray) -> list[tuple[float, int]]:
     import aubio
 
@@ -108,7 +99,7 @@ def completing_aubio(samples: np.ndarray) -> list[tuple[float, int]]:
     return found
 
 
-COMPLETING = {"ours": completing_ours, "naive": completing_aubio}
+COMPLETING = {"ours": completing_chunks, "naive": completing_aubio}
 
 
 @dataclass

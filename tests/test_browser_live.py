@@ -5,7 +5,6 @@ running stream; a refused microphone and a lost server are explained; the page r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import numpy as np
@@ -16,6 +15,7 @@ from server.app import make_app
 from server.config import Config
 from tests.browser_harness import Session, chromium, drum_loop, match_loop, wait_until
 from tests.conftest import StartServer
+from tests.stream_client import listed_streams as streams
 
 pytestmark = pytest.mark.browser
 
@@ -28,14 +28,6 @@ async def onset_times(session: Session) -> list[float]:
     times: list[str] = await session.page.eval_on_selector_all(
         "#log li.onset", "items => items.map(item => item.dataset.time)")
     return sorted(float(t) for t in times)
-
-
-async def streams(http: aiohttp.ClientSession, server: TestServer) -> list[dict[str, Any]]:
-    async with http.get(server.make_url("/api/v3/streams")) as response:
-        assert response.status == 200
-        body: dict[str, Any] = await response.json()
-    listed: list[dict[str, Any]] = body["streams"]
-    return listed
 
 
 async def capture(session: Session, truth: np.ndarray) -> list[float]:

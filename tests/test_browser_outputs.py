@@ -7,25 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from pythonosc.osc_message import OscMessage
 
 from tests.browser_harness import chromium, drum_loop, wait_until
 from tests.conftest import StartServer
+from tests.stream_client import listed_streams as streams
 from tests.test_osc_output import OscReceiver
 
 pytestmark = pytest.mark.browser
-
-
-async def streams(http: aiohttp.ClientSession, server: TestServer) -> list[dict[str, Any]]:
-    async with http.get(server.make_url("/api/v3/streams")) as response:
-        assert response.status == 200
-        listed: list[dict[str, Any]] = (await response.json())["streams"]
-    return listed
 
 
 async def test_osc_targets_endpoint_lists_names_not_addresses(

@@ -7,7 +7,6 @@ the flash."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -15,15 +14,9 @@ from aiohttp.test_utils import TestServer
 
 from tests.browser_harness import chromium, drum_loop, wait_until
 from tests.conftest import StartServer
+from tests.stream_client import listed_streams as streams
 
 pytestmark = pytest.mark.browser
-
-
-async def streams(http: aiohttp.ClientSession, server: TestServer) -> list[dict[str, Any]]:
-    async with http.get(server.make_url("/api/v3/streams")) as response:
-        assert response.status == 200
-        listed: list[dict[str, Any]] = (await response.json())["streams"]
-    return listed
 
 
 async def test_live_and_monitor_agree_on_times_and_counts(
