@@ -19,6 +19,7 @@ from typing import TypeVar
 from aiohttp import web
 
 from server.config import Config
+from server.protocol.errors import json_error
 
 T = TypeVar("T")
 
@@ -104,6 +105,20 @@ class BodyClock:
 
 async def _stop_reads(app: web.Application) -> None:
     app[BODY_CLOCKS].stop_all()
+
+
+SHUTTING_DOWN_RETRY_AFTER_S = "5"  # suggested wait, seconds, when a body is cut short by shutdown
+
+
+def refusal(exc: BodyTimeout) -> web.Response:
+    """The answer to a body that did not arrive in time: 408 ``body_timeout``, or 503 ``shutting_down`` (with
+    ``Retry-After``) when shutdown cut it short; either way the connection is closed after it."""
+    if exc.shutting_down:
+        response = json_error(503, "shutting_down", str(exc), {"Retry-After": SHUTTING_DOWN_RETRY_AFTER_S})
+    else:
+        response = json_error(408, "body_timeout", str(exc))
+    response.force_close()
+    return response
 
 
 def setup(app: web.Application) -> None:

@@ -24,7 +24,7 @@ from server.protocol.codec import clip, parse_json
 from server.protocol.errors import ProtocolError, json_error
 from server.security.expect import guard_expect
 from server.transport import body_timeout
-from server.transport.body_timeout import BODY_CLOCKS, BodyClock, BodyTimeout
+from server.transport.body_timeout import BODY_CLOCKS, BodyClock, BodyTimeout, refusal
 
 READ_CHUNK_BYTES = 1 << 18
 SETTINGS_MAX_BYTES = 1 << 16  # the `settings` field's largest accepted size
@@ -191,10 +191,7 @@ async def post_analysis(request: web.Request) -> web.Response:
     except StorageFull as exc:  # what arrived is deleted; the server goes on
         return json_error(507, "insufficient_storage", str(exc))
     except BodyTimeout as exc:
-        response = (_error(BadUpload(503, "shutting_down", str(exc))) if exc.shutting_down
-                    else json_error(408, "body_timeout", str(exc)))
-        response.force_close()
-        return response
+        return refusal(exc)
     return web.json_response({"task_id": task_id, "status": "pending"}, status=202)
 
 

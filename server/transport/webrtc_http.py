@@ -10,7 +10,7 @@ from aiohttp import web
 
 from server import appkeys
 from server.security.expect import guard_expect
-from server.transport.body_timeout import BODY_CLOCKS, BodyTimeout
+from server.transport.body_timeout import BODY_CLOCKS, BodyTimeout, refusal
 from server.webrtc.messages import OfferRefused, parse_offer
 
 
@@ -29,11 +29,7 @@ async def offer_handler(request: web.Request) -> web.Response:
     except OfferRefused as exc:
         return _refused(exc)
     except BodyTimeout as exc:
-        refused = (OfferRefused(503, "shutting_down", str(exc), 5) if exc.shutting_down
-                   else OfferRefused(408, "body_timeout", str(exc)))
-        response = _refused(refused)
-        response.force_close()
-        return response
+        return refusal(exc)
     return web.json_response(answer)
 
 
