@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 import io
@@ -33,8 +34,8 @@ def drums(tmp_path: Path, sample_rate: int = 22050) -> Path:
 
 
 async def test_every_detector_setting_has_a_flag() -> None:
-    for command in ("analyze", "stream"):
-        code, out, _ = await run_cli(command, "--help")
+    helps = await asyncio.gather(*(run_cli(command, "--help") for command in ("analyze", "stream")))
+    for command, (code, out, _) in zip(("analyze", "stream"), helps, strict=True):
         assert code == 0
         for field in dataclasses.fields(DetectorSettings):
             assert "--" + field.name.replace("_", "-") in out, (command, field.name)
@@ -43,42 +44,57 @@ async def test_every_detector_setting_has_a_flag() -> None:
 
 async def test_flags_json_and_key_value_settings_give_the_same_analysis(tmp_path: Path) -> None:
     path = drums(tmp_path)
+    ways = (FLAGS, ["--settings", json.dumps(SETTINGS)],
+            ["--settings", ",".join(f"{k}={v}" for k, v in SETTINGS.items())],
+            ["--settings", json.dumps({**SETTINGS, "threshold": 9}), "--threshold", "2.5"],
+            [])  # the last: the defaults
+    runs = await asyncio.gather(*(run_cli("analyze", str(path), "--format", "json", "-q", *how)
+                                  for how in ways))  # separate processes: run them at once
     results = []
-    for how in (FLAGS, ["--settings", json.dumps(SETTINGS)],
-                ["--settings", ",".join(f"{k}={v}" for k, v in SETTINGS.items())],
-                ["--settings", json.dumps({**SETTINGS, "threshold": 9}), "--threshold", "2.5"]):
-        code, out, err = await run_cli("analyze", str(path), "--format", "json", "-q", *how)
+    for code, out, err in runs:
         assert code == 0, err
         results.append(json.loads(out))
+    *results, default = results
     assert all(result == results[0] for result in results[1:])
     assert {k: results[0]["settings"][k] for k in SETTINGS} == SETTINGS
-    default = json.loads((await run_cli("analyze", str(path), "--format", "json", "-q"))[1])
     assert default["onsets"] != results[0]["onsets"]  # the settings made a difference
 
 
 async def test_bad_settings_are_one_usage_error_naming_the_way_out(tmp_path: Path) -> None:
     path = drums(tmp_path)
-    code, out, err = await run_cli("analyze", str(path), "--settings", "threshold")
+    not_key_value, out_of_range, bad_method = await asyncio.gather(
+        run_cli("analyze", str(path), "--settings", "threshold"),
+        run_cli("analyze", str(path), "--threshold", "-1"),
+        run_cli("analyze", str(path), "--method", "nope"))
+    code, out, err = not_key_value
     assert code == 2 and out == ""
     assert "--settings: 'threshold' is not KEY=VALUE" in err and "--threshold 2" in err
-    code, _, err = await run_cli("analyze", str(path), "--threshold", "-1")
+    code, _, err = out_of_range
     assert code == 2 and "threshold" in err and "between 0 and 100" in err and "Traceback" not in err
-    code, _, err = await run_cli("analyze", str(path), "--method", "nope")
+    code, _, err = bad_method
     assert code == 2 and "invalid choice: 'nope'" in err
 
 
 async def test_time_formats_in_text_and_csv(tmp_path: Path) -> None:
     sample_rate = 22050
     path = drums(tmp_path, sample_rate)
-    code, out, _ = await run_cli("analyze", str(path), "--format", "json", "-q")
+    formats = ("s", "ms", "samples")
+    runs = iter(await asyncio.gather(  # separate processes: run them at once
+        run_cli("analyze", str(path), "--format", "json", "-q"),
+        *(run_cli("analyze", str(path), "-q", *output, "--time-format", fmt)
+          for fmt in formats for output in ([], ["--format", "csv"]))))
+    code, out, err = next(runs)
+    assert code == 0, err
     times = [onset["time"] for onset in json.loads(out)["onsets"]]
     assert len(times) >= 4
-    for fmt, want in (("s", [f"{t:.6f}" for t in times]), ("ms", [f"{t * 1000:.3f}" for t in times]),
-                      ("samples", [str(round(t * sample_rate)) for t in times])):
-        code, out, err = await run_cli("analyze", str(path), "-q", "--time-format", fmt)
+    wanted = zip(formats, ([f"{t:.6f}" for t in times], [f"{t * 1000:.3f}" for t in times],
+                           [str(round(t * sample_rate)) for t in times]), strict=True)
+    for fmt, want in wanted:
+        code, out, err = next(runs)
         assert code == 0, err
         assert [line.split("\t")[0] for line in out.splitlines()] == want
-        code, out, err = await run_cli("analyze", str(path), "-q", "--format", "csv", "--time-format", fmt)
+        code, out, err = next(runs)
+        assert code == 0, err
         rows = list(csv.reader(io.StringIO(out)))
         assert rows[0] == ["file", f"time_{fmt}", "strength", "band"]
         column = [float(row[1]) for row in rows[1:]]
@@ -95,14 +111,15 @@ async def test_stream_takes_the_flags_and_prints_sample_times_or_nothing(
     onsets = detect_onsets(decoded, sample_rate, DetectorSettings(**SETTINGS))
     want = [round(o.time * sample_rate) for o in onsets]
     env = {"TRANSIENT_SERVER": str(server.make_url(""))}
-    code, out, err = await run_cli("stream", str(path), "--speed", "0", "--time-format", "samples", *FLAGS,
-                                   env=env)
+    with_flags, quiet = await asyncio.gather(  # two clients at once
+        run_cli("stream", str(path), "--speed", "0", "--time-format", "samples", *FLAGS, env=env),
+        run_cli("stream", str(path), "--speed", "0", "-q", "--settings", "threshold=2.5", env=env))
+    code, out, err = with_flags
     assert code == 0, err
     got = [int(line.split("\t")[0]) for line in out.splitlines()]
     assert len(want) >= 4 and len(got) == len(want)
     assert max(abs(g - w) for g, w in zip(got, want, strict=True)) <= 1
-    code, out, err = await run_cli("stream", str(path), "--speed", "0", "-q", "--settings", "threshold=2.5",
-                                   env=env)
+    code, out, err = quiet
     assert code == 0 and out == ""
     lines = err.splitlines()
     assert lines[0].startswith("stream ") and lines[-1].startswith("stopped: ") and len(lines) == 2
@@ -120,19 +137,27 @@ def test_pip_install_gives_the_transient_command(tmp_path: Path) -> None:
                     "--target", str(target), str(source)], check=True, timeout=180)
     command = target / "bin" / "transient"
     env = {**os.environ, "PYTHONPATH": str(target)}
-    for sub in ("serve", "analyze", "stream", "listen", "worker"):
-        done = subprocess.run([str(command), sub, "--help"], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.startswith(f"usage: transient {sub}"), done.stdout
     path = drums(tmp_path)
-    done = subprocess.run([str(command), "analyze", str(path), "-q", "--threshold", "2.5"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert len(done.stdout.splitlines()) >= 4
-    check = subprocess.run([sys.executable, "-c", "import server; print(server.__file__)"], env=env,
-                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert check.stdout.strip() == str(target / "server" / "__init__.py")  # the installed copy ran
+    subs = ("serve", "analyze", "stream", "listen", "worker")
+    commands = [*([str(command), sub, "--help"] for sub in subs),
+                [str(command), "analyze", str(path), "-q", "--threshold", "2.5"],
+                [sys.executable, "-c", "import server; print(server.__file__)"]]
+    # Separate processes: started at once, each waited for by pid.
+    procs = [subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for args in commands]
+    try:
+        *helps, analysed, check = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for sub, proc, (out, err) in zip(subs, procs, helps, strict=False):
+        assert proc.returncode == 0, err
+        assert out.startswith(f"usage: transient {sub}"), out
+    assert procs[-2].returncode == 0, analysed[1]
+    assert len(analysed[0].splitlines()) >= 4
+    assert check[0].strip() == str(target / "server" / "__init__.py")  # the installed copy ran
 
 
 async def test_stream_prints_the_audio_the_server_dropped(start_server: StartServer, tmp_path: Path) -> None:
