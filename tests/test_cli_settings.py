@@ -133,8 +133,10 @@ def test_pip_install_gives_the_transient_command(tmp_path: Path) -> None:
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "server", source / "server", ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "installed"
+    # Nothing to fetch (no dependencies, no build isolation): no index, no version check, no network.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(source)], check=True, timeout=180)
+                    "--no-index", "--disable-pip-version-check", "--target", str(target), str(source)],
+                   check=True, timeout=180)
     command = target / "bin" / "transient"
     env = {**os.environ, "PYTHONPATH": str(target)}
     path = drums(tmp_path)

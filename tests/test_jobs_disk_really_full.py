@@ -78,8 +78,9 @@ def no_tracebacks(proc: ServerProcess) -> None:
 def test_two_mp3_jobs_whose_spools_fill_the_disk_end_failed_and_keep_nothing(
     server_process: Callable[..., ServerProcess], small_disk: Mount, tmp_path: Path
 ) -> None:
-    mp3 = make_file(tmp_path, "mp3", duration_s=180.0)  # about 2 MB; its decode spool is as large again
+    mp3 = make_file(tmp_path, "mp3", duration_s=90.0)  # about 1 MB; its decode spool is as large again
     size = mp3.path.stat().st_size
+    assert size > 2 * 512 * 1024  # a spool cannot fit in the 512 KiB left beside two uploads
     data_dir = small_disk(2 * size + 512 * 1024)  # room for both uploads, not for a spool besides
     proc = server_process("--workers", "2", "--min-free-disk-bytes", "0", data_dir=data_dir)
 
