@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.rhythm.features import BAND_NAMES
+from server.rhythm.features import BAND_NAMES, BandGroups, group_peaks
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -52,6 +52,29 @@ def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float,
     return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
 
 
+def window_scores(windows: F32, groups: BandGroups, weights: tuple[float, float, float]) -> F64:
+    """:func:`band_scores` of onsets from the filterbank rows around each, all onsets in one pass.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (n_onsets, SPAN_FRAMES + 3, n_bands), float32
+        Rows of the frames from two before each onset's frame to ``SPAN_FRAMES`` after it.
+    groups : BandGroups
+    weights : (float, float, float)
+
+    Returns
+    -------
+    ndarray, shape (n_onsets, 3), float64
+        The weighted largest :func:`~server.rhythm.features.group_peaks` of each group over the frames
+        from one before the onset's to ``SPAN_FRAMES`` after it.
+    """
+    rise = windows[:, 1:] - windows[:, :-1]
+    np.maximum(rise, np.float32(0.0), out=rise)
+    n, frames, bands = rise.shape
+    peaks = group_peaks(rise.reshape(n * frames, bands), groups).reshape(n, frames, 3)
+    return peaks.max(axis=1) * np.asarray(weights, dtype=np.float64)
+
+
 def classify(scores: F64) -> list[str]:
     """Band name of each row of :func:`band_scores`: the group with the largest score."""
     return [BAND_NAMES[i] for i in np.argmax(scores, axis=1).tolist()]
@@ -67,22 +90,23 @@ class OnsetBands:
     """Per-stream band classifier: keeps the running mean of each group's score over past onsets."""
 
     def __init__(self) -> None:
-        self._means = np.zeros(3)
+        self._means = [0.0, 0.0, 0.0]
         self._count = 0
 
     def classify(self, scores: F64) -> list[str]:
         """Band names of onsets in time order, given their :func:`band_scores`; updates the running means."""
         names = []
-        for row in np.asarray(scores, dtype=np.float64).reshape(-1, 3):
+        for row in np.asarray(scores, dtype=np.float64).reshape(-1, 3).tolist():
             self._count += 1
             rate = max(1.0 / NORM_ONSETS, 1.0 / self._count)
-            self._means += rate * (row - self._means)
-            names.append(BAND_NAMES[int(np.argmax(normalise(row[None, :], self._means)[0]))])
+            means = self._means = [m + rate * (v - m) for m, v in zip(self._means, row, strict=True)]
+            normed = [v / m**NORM_POWER if m > 0.0 else v for v, m in zip(row, means, strict=True)]
+            names.append(BAND_NAMES[normed.index(max(normed))])
         return names
 
     def __getstate__(self) -> tuple[list[float], int]:
-        return (self._means.tolist(), self._count)
+        return (list(self._means), self._count)
 
     def __setstate__(self, state: tuple[list[float], int]) -> None:
-        self._means = np.array(state[0], dtype=np.float64)
+        self._means = [float(m) for m in state[0]]
         self._count = state[1]

@@ -6,9 +6,10 @@ magnitude against the frame before (half-wave rectified, linear: an attack's ene
 silence before it) and, for each of three groups of bands, low (kick-like), mid (snare-like) and high
 (hat-like), the mean of its three largest rises. :mod:`server.rhythm.bands` compares the groups.
 
-:class:`BandFlux` computes the filterbank rows itself with the detector's own functions, for use apart from a
-detector (benches, tests, whole files); beside a live detector the rows it already computed are enough
-(:func:`group_rises`).
+Beside a detector the rows are the ones it already computed (``OnsetDetector.tap_rows``):
+:func:`rise_totals` turns the rows of many streams' new frames into the beat strength's band rise in one
+pass, and :func:`group_peaks` of the rows around an onset give its band. :class:`BandFlux` computes the
+rows itself with the detector's own functions, for use apart from a detector (tests).
 
 Chosen on rhythm-dev (see bench/README.md): linear rises and a top-3 mean beat log-compressed rises and a
 mean over the group, which named lone synthetic snares "low" (from a silence before them, any leak below
@@ -57,6 +58,40 @@ def band_groups(bank: Filterbank, bin_hz: float, low_max_hz: float, high_min_hz:
     return BandGroups(mid_start=mid_start, high_start=max(mid_start, high_start))
 
 
+def group_peaks(rise: F32, groups: BandGroups) -> F32:
+    """Mean of the ``TOP_BANDS`` largest rises of each group, per row: shape (n_frames, 3), float32.
+
+    Parameters
+    ----------
+    rise : ndarray, shape (n_frames, n_bands), float32
+        Rectified band rises; each output row depends on its input row only.
+    groups : BandGroups
+    """
+    out = np.zeros((rise.shape[0], 3), dtype=np.float32)
+    bounds = (0, groups.mid_start, groups.high_start, rise.shape[1])
+    for g in range(3):
+        part = rise[:, bounds[g] : bounds[g + 1]]
+        top = min(TOP_BANDS, part.shape[1])
+        if top:
+            out[:, g] = np.partition(part, part.shape[1] - top, axis=1)[:, -top:].mean(axis=1)
+    return out
+
+
+def rise_totals(stacked: F32) -> F32:
+    """Summed rectified rise of every band from each row to the next, shape (n - 1,), float32.
+
+    Parameters
+    ----------
+    stacked : ndarray, shape (n, n_bands), float32
+        Filterbank magnitudes; beside live detectors, each stream's previous row and then its new rows,
+        stream after stream (the values between two streams' rows are not used). Each value depends only
+        on its two rows, so it does not depend on which other rows share the pass.
+    """
+    rise = np.subtract(stacked[1:], stacked[:-1])
+    np.maximum(rise, np.float32(0.0), out=rise)
+    return np.add.reduce(rise, axis=1)
+
+
 def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:
     """Rise of the low, mid and high band groups per frame.
 
@@ -75,15 +110,7 @@ def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:
         full-scale sine is 1); each row depends only on its frame and the one before.
     """
     rows = np.concatenate((previous, bands))
-    rise = np.maximum(rows[1:] - rows[:-1], np.float32(0.0))
-    out = np.zeros((rise.shape[0], 3), dtype=np.float32)
-    bounds = (0, groups.mid_start, groups.high_start, rise.shape[1])
-    for g in range(3):
-        part = rise[:, bounds[g] : bounds[g + 1]]
-        top = min(TOP_BANDS, part.shape[1])
-        if top:
-            out[:, g] = np.partition(part, part.shape[1] - top, axis=1)[:, -top:].mean(axis=1)
-    return out
+    return group_peaks(np.maximum(rows[1:] - rows[:-1], np.float32(0.0)), groups)
 
 
 def total_rise(bands: F32, previous: F32) -> F32:
