@@ -2,11 +2,12 @@
 (hat-like).
 
 The evidence is the rise of the low, mid and high band groups around the onset
-(:func:`server.rhythm.features.group_rises`): the largest of each group's rise over the frames from one hop
-before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (the groups differ in how
-much a hit of their kind raises them), decides. Each group's score is first divided by the square root of
-its running mean over the stream's past onsets (:class:`OnsetBands`), so a kit whose hats are quiet
-against its kick still gets "high" for its loudest hat attacks.
+(:func:`server.rhythm.features.group_sums`): the largest of each group's summed rise over the frames from
+one hop before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (a hat's energy is
+small against a drum's), decides. Each group's score is first divided by its running mean over the
+stream's past onsets to the power ``NORM_POWER`` (:class:`OnsetBands`): where the attack is strongest
+relative to each band's typical level, so a kit whose hats are quiet against its kick still gets "high"
+for its hat attacks. Weights, power and the groups' edges were chosen on rhythm-dev (bench/README.md).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.rhythm.features import BAND_NAMES, BandGroups, group_peaks
+from server.rhythm.features import BAND_NAMES, BandGroups, group_sums
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 SPAN_FRAMES = 3  # frames after the onset's own frame whose rise counts
-WEIGHTS = (1.0, 1.0, 1.0)  # low, mid, high
-NORM_POWER = 0.5  # scores are divided by their running mean to this power
+WEIGHTS = (1.0, 1.0, 2.0)  # low, mid, high
+NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
 
 
@@ -65,14 +66,12 @@ def window_scores(windows: F32, groups: BandGroups, weights: tuple[float, float,
     Returns
     -------
     ndarray, shape (n_onsets, 3), float64
-        The weighted largest :func:`~server.rhythm.features.group_peaks` of each group over the frames
+        The weighted largest :func:`~server.rhythm.features.group_sums` of each group over the frames
         from one before the onset's to ``SPAN_FRAMES`` after it.
     """
     rise = windows[:, 1:] - windows[:, :-1]
     np.maximum(rise, np.float32(0.0), out=rise)
-    n, frames, bands = rise.shape
-    peaks = group_peaks(rise.reshape(n * frames, bands), groups).reshape(n, frames, 3)
-    return peaks.max(axis=1) * np.asarray(weights, dtype=np.float64)
+    return group_sums(rise, groups).max(axis=1) * np.asarray(weights, dtype=np.float64)
 
 
 def classify(scores: F64) -> list[str]:
