@@ -195,7 +195,7 @@ class RhythmSession:
 
 def _decide_bands(sessions: Sequence[RhythmSession], *, final: bool) -> list[list[BandedOnset]]:
     """The bands of each session's onsets whose frames are in (all when ``final``): one pass for all."""
-    ready = [session._ready(final) if session._pending else 0 for session in sessions]
+    ready = [session._ready(final) for session in sessions]
     out: list[list[BandedOnset]] = [[] for _ in sessions]
     if not any(ready):
         return out
@@ -272,13 +272,19 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     else:
         strengths = odfs
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
-    for session, _, _, onsets in items:
+    deciding: list[int] = []  # sessions with an onset whose frames are in
+    for index, (session, _, _, onsets) in enumerate(items):
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
             session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
-    sessions = [item[0] for item in items]
-    banded = _decide_bands(sessions, final=False)
-    for session in sessions:
+        if session._pending and session._pending[0][0] < session._frames - SPAN_FRAMES:
+            deciding.append(index)
+    banded: list[list[BandedOnset]] = [[] for _ in items]
+    if deciding:
+        decided = _decide_bands([items[index][0] for index in deciding], final=False)
+        for index, done in zip(deciding, decided, strict=True):
+            banded[index] = done
+    for session, _, _, _ in items:
         if len(session._kept) > 2:
             session._trim()
     return list(zip(beats, banded, strict=True))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -281,10 +282,10 @@ class RingBank:
         flat = alpha.reshape(-1)
         values = flat[slots]
         beats = len(space.intervals)
-        ratio = np.array(ratios, dtype=np.float64)[:, None]
+        ratio = np.array([(r, math.sqrt(r)) for r in ratios], dtype=np.float64)
         moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
-        np.multiply(moved, ratio, out=values[:, :beats])
-        values[:, beats:] *= np.sqrt(ratio)
+        np.multiply(moved, ratio[:, :1], out=values[:, :beats])
+        values[:, beats:] *= ratio[:, 1:]
         flat[slots] = values
         if normalise:
             alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]

@@ -313,19 +313,21 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
-        stepping: dict[StateSpace, list[tuple[int, float]]] = {}
+        stepping: dict[StateSpace, tuple[list[int], list[float]]] = {}
         for index, (tracker, done) in enumerate(zip(trackers, frames, strict=True)):
             if round_ < len(done):
                 ratio = tracker._before_step(done[round_])
                 if ratio is not None:
-                    stepping.setdefault(tracker._space, []).append((index, ratio))
-        for space, members in stepping.items():
-            group = [trackers[index] for index, _ in members]
+                    members, ratios = stepping.setdefault(tracker._space, ([], []))
+                    members.append(index)
+                    ratios.append(ratio)
+        for space, (members, ratios) in stepping.items():
+            group = [trackers[index] for index in members]
             bank = _bank_of(space, group)
             rows = [t._row for t in group]
-            normalise = [t._row for t in group if t._step % NORMALISE_FRAMES == 0]
-            best = bank.step(rows, [ratio for _, ratio in members], normalise)
-            for (index, _), slot in zip(members, best, strict=True):
+            normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
+            best = bank.step(rows, ratios, normalise)
+            for index, slot in zip(members, best, strict=True):
                 beat = trackers[index]._after_step(slot, frames[index][round_])
                 if beat is not None:
                     beats[index].append(beat)
