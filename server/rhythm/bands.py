@@ -1,7 +1,7 @@
 """Per-onset drum band: where an onset's attack is strongest, low (kick-like), mid (snare-like) or high
 (hat-like).
 
-The evidence is the rise of the low, mid and high band groups around the onset
+The evidence is the rise of the low, mid and high band groups around the onset, per frame
 (:func:`server.rhythm.features.group_sums`): the largest of each group's summed rise over the frames from
 one hop before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (a hat's energy is
 small against a drum's), decides. Each group's score is first divided by its running mean over the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from server.rhythm.features import BAND_NAMES, BandGroups, group_sums
+from server.rhythm.features import BAND_NAMES
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -53,25 +53,26 @@ def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float,
     return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
 
 
-def window_scores(windows: F32, groups: BandGroups, weights: tuple[float, float, float]) -> F64:
-    """:func:`band_scores` of onsets from the filterbank rows around each, all onsets in one pass.
+def peak_scores(sums: list[list[float]], frame: int, weights: tuple[float, float, float]) -> list[float]:
+    """:func:`band_scores` of one onset in plain Python (a handful of values: cheaper than numpy calls).
 
     Parameters
     ----------
-    windows : ndarray, shape (n_onsets, SPAN_FRAMES + 3, n_bands), float32
-        Rows of the frames from two before each onset's frame to ``SPAN_FRAMES`` after it.
-    groups : BandGroups
+    sums : list of [low, mid, high]
+        Group rises per frame (:func:`~server.rhythm.features.group_sums`, non-negative).
+    frame : int
+        The onset's frame, an index into ``sums``; frames outside count as no rise.
     weights : (float, float, float)
-
-    Returns
-    -------
-    ndarray, shape (n_onsets, 3), float64
-        The weighted largest :func:`~server.rhythm.features.group_sums` of each group over the frames
-        from one before the onset's to ``SPAN_FRAMES`` after it.
     """
-    rise = windows[:, 1:] - windows[:, :-1]
-    np.maximum(rise, np.float32(0.0), out=rise)
-    return group_sums(rise, groups).max(axis=1) * np.asarray(weights, dtype=np.float64)
+    best = [0.0, 0.0, 0.0]
+    for low, mid, high in sums[max(frame - 1, 0) : max(frame + SPAN_FRAMES + 1, 0)]:
+        if low > best[0]:
+            best[0] = low
+        if mid > best[1]:
+            best[1] = mid
+        if high > best[2]:
+            best[2] = high
+    return [best[0] * weights[0], best[1] * weights[1], best[2] * weights[2]]
 
 
 def classify(scores: F64) -> list[str]:
@@ -94,8 +95,12 @@ class OnsetBands:
 
     def classify(self, scores: F64) -> list[str]:
         """Band names of onsets in time order, given their :func:`band_scores`; updates the running means."""
+        return self.classify_rows(np.asarray(scores, dtype=np.float64).reshape(-1, 3).tolist())
+
+    def classify_rows(self, scores: list[list[float]]) -> list[str]:
+        """:meth:`classify` of rows of plain floats."""
         names = []
-        for row in np.asarray(scores, dtype=np.float64).reshape(-1, 3).tolist():
+        for row in scores:
             self._count += 1
             rate = max(1.0 / NORM_ONSETS, 1.0 / self._count)
             means = self._means = [m + rate * (v - m) for m, v in zip(self._means, row, strict=True)]

@@ -8,8 +8,8 @@ silence before it) and, for each of three groups of bands, low (kick-like, centr
 groups.
 
 Beside a detector the rows are the ones it already computed (``OnsetDetector.tap_rows``):
-:func:`rise_totals` turns the rows of many streams' new frames into the beat strength's band rise in one
-pass, and :func:`group_sums` of the rows around an onset give its band. :class:`BandFlux` computes the
+:func:`rise_totals` turns the rows of many streams' new frames into the beat strength's band rise and
+the groups' rises (which give an onset its band) in one pass. :class:`BandFlux` computes the
 rows itself with the detector's own functions, for use apart from a detector (tests).
 
 Chosen on rhythm-dev (see bench/README.md): linear rises beat log-compressed ones, which named lone
@@ -71,8 +71,8 @@ def group_sums(rise: F32, groups: BandGroups) -> F32:
     return np.add.reduceat(rise, [0, groups.mid_start, groups.high_start], axis=-1)
 
 
-def rise_totals(stacked: F32) -> F32:
-    """Summed rectified rise of every band from each row to the next, shape (n - 1,), float32.
+def rise_totals(stacked: F32, groups: BandGroups) -> tuple[F32, F32]:
+    """Summed rectified rise of every band from each row to the next, and of each group's bands.
 
     Parameters
     ----------
@@ -80,10 +80,17 @@ def rise_totals(stacked: F32) -> F32:
         Filterbank magnitudes; beside live detectors, each stream's previous row and then its new rows,
         stream after stream (the values between two streams' rows are not used). Each value depends only
         on its two rows, so it does not depend on which other rows share the pass.
+    groups : BandGroups
+
+    Returns
+    -------
+    total : ndarray, shape (n - 1,), float32
+    sums : ndarray, shape (n - 1, 3), float32
+        :func:`group_sums` of the same rises.
     """
     rise = np.subtract(stacked[1:], stacked[:-1])
     np.maximum(rise, np.float32(0.0), out=rise)
-    return np.add.reduce(rise, axis=1)
+    return np.add.reduce(rise, axis=1), group_sums(rise, groups)
 
 
 def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:

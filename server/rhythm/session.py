@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from server.dsp import OnsetDetector
 from server.dsp.onset import Onset
-from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, window_scores
+from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
 from server.rhythm.settings import TrackerSettings
@@ -27,7 +27,7 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
-KEEP_FRAMES = 64  # filterbank rows kept for onsets still waiting for their band (0.64 s at 10 ms)
+KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
     -1
 )  # a beat's time is its frame's strongest value one hop earlier (calibrated on rhythm-dev)
@@ -75,12 +75,11 @@ class RhythmSession:
         self.frame_time_offset_s = (grid.hop - grid.frame_len / 2) / sample_rate
         self._tracker = BeatTracker(self.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self.hop_s)
         self._bands = OnsetBands()
-        self._silence = np.zeros((1, bank.n_bands), dtype=np.float32)
-        silence = self._silence if after_silence else None
-        self._previous: F32 | None = silence  # the last row fed (None: none yet, mid-stream)
-        self._kept: list[F32] = []  # the rows of the last KEEP_FRAMES frames or more, in pieces, oldest first
-        self._kept_first = 0  # frame index of self._kept[0][0]
-        self._before_kept: F32 | None = silence  # the row before it (None: unknown, no rise)
+        silence = np.zeros((1, bank.n_bands), dtype=np.float32)
+        # The last row fed (None: none yet, mid-stream: the first row then counts as no rise).
+        self._previous: F32 | None = silence if after_silence else None
+        self._sums: list[list[float]] = []  # group_sums of the last frames (KEEP_FRAMES to twice that)
+        self._sums_first = 0  # frame index of self._sums[0]
         self._frames = 0
         self._pending: list[tuple[int, Onset]] = []  # onsets waiting for their band, with their frame
 
@@ -135,85 +134,42 @@ class RhythmSession:
 
     def flush(self) -> list[BandedOnset]:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
-        return _decide_bands([self], final=True)[0]
+        return self._decide(final=True)
 
-    def _take(self, rows: F32) -> None:
-        """The rows of the new frames (a view: they are not changed later)."""
-        self._previous = rows[-1:]
-        self._kept.append(rows)
-        self._frames += len(rows)
+    def _take(self, last_row: F32, sums: list[list[float]]) -> None:
+        """The new frames: the last one's row (a view: not changed later) and each one's group sums."""
+        self._previous = last_row
+        self._sums += sums
+        self._frames += len(sums)
 
     def _trim(self) -> None:
-        """Forget rows older than the last ``KEEP_FRAMES`` frames (after deciding: a long block's early
-        onsets need rows from before its last 64 frames)."""
-        kept = self._kept
-        while len(kept) > 1 and self._frames - self._kept_first - len(kept[0]) >= KEEP_FRAMES:
-            dropped = kept.pop(0)
-            self._kept_first += len(dropped)
-            self._before_kept = dropped[-1:]
+        """Forget group sums older than the last ``KEEP_FRAMES`` frames and than every pending onset's (after
+        deciding: a long block's early onsets need the sums from before its last 64 frames)."""
+        keep_from = self._frames - KEEP_FRAMES
+        if self._pending:
+            keep_from = min(keep_from, self._pending[0][0] - 1)
+        drop = keep_from - self._sums_first
+        if drop > 0:
+            del self._sums[:drop]
+            self._sums_first += drop
 
-    def _ready(self, final: bool) -> int:
-        """How many of the pending onsets have their frames in (all of them when ``final``)."""
+    def _decide(self, *, final: bool) -> list[BandedOnset]:
+        """The bands of the pending onsets whose frames are in (all of them when ``final``), in plain
+        Python: a handful of values per onset (:func:`~server.rhythm.bands.peak_scores`)."""
         pending = self._pending
-        if final:
-            return len(pending)
-        limit = self._frames - SPAN_FRAMES  # an onset is ready once SPAN_FRAMES frames follow its own
-        ready = 0
-        while ready < len(pending) and pending[ready][0] < limit:
-            ready += 1
-        return ready
-
-    def _window(self, frame: int) -> F32:
-        """The rows of frames ``frame - 2`` to ``frame + SPAN_FRAMES``, shape (SPAN_FRAMES + 3, n_bands):
-        frames past the last kept repeat it, frames before the first repeat the row before it (the silence
-        before a stream, or the first row), so that their rise is 0."""
-        low, high = frame - 2, frame + SPAN_FRAMES + 1
-        kept = self._kept
-        parts: list[F32] = []
-        end = self._frames
-        index = len(kept)
-        while index > 0 and end > low:
-            index -= 1
-            piece = kept[index]
-            start = end - len(piece)
-            if start < high:
-                parts.append(piece[max(low - start, 0) : high - start])
-            end = start
-        parts.reverse()
-        got = sum(len(part) for part in parts)
-        if not got:  # every wanted frame is past the kept ones (or none kept): no rise
-            return np.repeat(kept[-1][-1:] if kept else self._silence, high - low, axis=0)
-        first = max(low, end)  # frame of parts' first row
-        if first > low:  # before the first kept frame
-            before = self._before_kept if self._before_kept is not None else parts[0][:1]
-            parts.insert(0, np.repeat(before, first - low, axis=0))
-        missing = (high - low) - (first - low) - got
-        if missing > 0:
-            parts.append(np.repeat(parts[-1][-1:], missing, axis=0))
-        return np.concatenate(parts) if len(parts) > 1 else parts[0]
-
-
-def _decide_bands(sessions: Sequence[RhythmSession], *, final: bool) -> list[list[BandedOnset]]:
-    """The bands of each session's onsets whose frames are in (all when ``final``): one pass for all."""
-    ready = [session._ready(final) for session in sessions]
-    out: list[list[BandedOnset]] = [[] for _ in sessions]
-    if not any(ready):
-        return out
-    windows = [
-        session._window(frame)
-        for session, count in zip(sessions, ready, strict=True)
-        for frame, _ in session._pending[:count]
-    ]
-    scores = window_scores(np.stack(windows), sessions[0]._groups, WEIGHTS)
-    at = 0
-    for session, count, done in zip(sessions, ready, out, strict=True):
-        if count:
-            names = session._bands.classify(scores[at : at + count])
-            pending = session._pending[:count]
-            done += [BandedOnset(onset, name) for (_, onset), name in zip(pending, names, strict=True)]
-            del session._pending[:count]
-            at += count
-    return out
+        ready = len(pending)
+        if not final:
+            limit = self._frames - SPAN_FRAMES  # an onset is ready once SPAN_FRAMES frames follow its own
+            ready = 0
+            while ready < len(pending) and pending[ready][0] < limit:
+                ready += 1
+        if not ready:
+            return []
+        scores = [peak_scores(self._sums, frame - self._sums_first, WEIGHTS) for frame, _ in pending[:ready]]
+        names = self._bands.classify_rows(scores)
+        done = [BandedOnset(onset, name) for (_, onset), name in zip(pending[:ready], names, strict=True)]
+        del pending[:ready]
+        return done
 
 
 SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Onset]]
@@ -222,11 +178,11 @@ SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Ons
 def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], list[BandedOnset]]]:
     """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
 
-    One front end (:func:`~server.rhythm.features.rise_totals`) for every new frame of every session,
-    one forward-filter step per frame for all their trackers
-    (:func:`~server.rhythm.tracker.advance_trackers`), and one pass for the bands of every onset now
-    decided (from the rows kept, ``KEEP_FRAMES``); each session's results are bitwise those it would get
-    alone.
+    One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
+    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session,
+    and one forward-filter step per frame for all their trackers
+    (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
+    get alone.
 
     Raises
     ------
@@ -258,36 +214,34 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     strengths: list[list[float]] = []
     if stacked:
         joined = np.concatenate(stacked)
-        totals = rise_totals(joined).tolist()
+        totals, sums = rise_totals(joined, items[0][0]._groups)
+        total_list, sums_list = totals.tolist(), sums.tolist()
         at = 0  # row of joined before the session's first new row
         for (session, _, _, _), values in zip(items, odfs, strict=True):
             n = len(values)
             if n:
-                rises = totals[at : at + n]
+                rises = total_list[at : at + n]
                 strengths.append([o + RISE_WEIGHT * t for o, t in zip(values, rises, strict=True)])
-                session._take(joined[at + 1 : at + 1 + n])
+                session._take(joined[at + n : at + n + 1], sums_list[at : at + n])
                 at += n + 1
             else:
                 strengths.append(values)
     else:
         strengths = odfs
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
-    deciding: list[int] = []  # sessions with an onset whose frames are in
-    for index, (session, _, _, onsets) in enumerate(items):
+    out: list[tuple[list[Beat], list[BandedOnset]]] = []
+    for (session, _, _, onsets), found in zip(items, beats, strict=True):
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
             session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
-        if session._pending and session._pending[0][0] < session._frames - SPAN_FRAMES:
-            deciding.append(index)
-    banded: list[list[BandedOnset]] = [[] for _ in items]
-    if deciding:
-        decided = _decide_bands([items[index][0] for index in deciding], final=False)
-        for index, done in zip(deciding, decided, strict=True):
-            banded[index] = done
-    for session, _, _, _ in items:
-        if len(session._kept) > 2:
+        pending = session._pending
+        if pending and pending[0][0] < session._frames - SPAN_FRAMES:
+            out.append((found, session._decide(final=False)))
+        else:
+            out.append((found, []))
+        if len(session._sums) > 2 * KEEP_FRAMES:
             session._trim()
-    return list(zip(beats, banded, strict=True))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
