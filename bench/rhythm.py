@@ -1,11 +1,12 @@
 """Beat, tempo and drum-band accuracy and cost of server.rhythm, beside librosa, aubio and madmom, in one run.
 
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
-                                     [--no-madmom] [--no-generated] [--json PATH]
+                                     [--no-madmom] [--no-generated] [--no-heldout] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
-trap and a silent gap. Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
+trap and a silent gap; and 12 more generated kits (seeds 300-311) never looked at while tuning. Scores:
+``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
 ``|bpm / ref_bpm - 1|`` with ``ref_bpm`` from the median reference inter-beat interval (ours: the tracker's
 own ``bpm`` at each beat from 4 s after the first reference beat on; peers: 60 / median inter-beat interval
 of their beats); band F = ``mir_eval.onset.f_measure`` (±50 ms) of our onsets of each band against the
@@ -184,6 +185,23 @@ def generated_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str
     return cases
 
 
+def heldout_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
+    """Twelve more generated kits (seeds 300-311, 75-175 BPM), never looked at while tuning the bands."""
+    specs: list[tuple[float, dict[str, Any]]] = [
+        (75, {}), (88, {}), (96, {"swing": 2 / 3}), (104, {}), (112, {"meter": 3}), (120, {}), (132, {}),
+        (144, {"swing": 2 / 3}), (150, {}), (163, {}), (175, {}), (92, {"hats": False}),
+    ]
+    cases = []
+    for seed, (bpm, options) in enumerate(specs, start=300):
+        track = drum_track(beat_times([(bpm, 14.0)]), seed=seed, **options)
+        path = os.path.join(directory, f"held{seed}.wav")
+        sf.write(path, track.audio, track.sample_rate, subtype="PCM_16")
+        hits = {"KD": track.hits["kick"], "SD": track.hits["snare"], "HH": track.hits["hat"]}
+        name = f"held-out {bpm:g}" + (" " + ",".join(options) if options else "")
+        cases.append((name, path, track.beats, hits))
+    return cases
+
+
 def follow_beats(ref: np.ndarray, result: dict[str, Any]) -> float:
     """Beats after the largest tempo change until every later beat is matched (±70 ms) with bpm within 4 %."""
     intervals = np.diff(ref)
@@ -269,6 +287,7 @@ def main() -> None:
     parser.add_argument("--madmom-python", default="/work/madmom-venv/bin/python")
     parser.add_argument("--no-madmom", action="store_true")
     parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--no-heldout", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -277,6 +296,8 @@ def main() -> None:
         corpora = [("rhythm-dev (tuned on it)", load_dev(args.data))]
         if not args.no_generated:
             corpora.append(("generated", generated_cases(tmp)))
+        if not args.no_heldout:
+            corpora.append(("generated, never tuned on", heldout_cases(tmp)))
         madmom = {}
         if not args.no_madmom:
             madmom = madmom_beats(args.madmom_python, [c[1] for _, cases in corpora for c in cases])
