@@ -148,8 +148,8 @@ def run_server(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     ([], {"TRANSIENT_TOKENS": ";"}), (["--allowed-origins", "evil.example"], None),
     (["--ice-servers", "bogus:x"], None), (["--ice-servers", "turn:turn.example.org"], None),
 ])
-def test_an_option_that_opens_the_server_by_mistake_or_cannot_work_stops_it(args: list[str],
-                                                                    env: dict[str, str] | None) -> None:
+def test_an_option_that_opens_the_server_by_mistake_or_cannot_work_stops_it(
+        args: list[str], env: dict[str, str] | None) -> None:
     done = run_server(*args, env=env)
     assert done.returncode == 2, done
     assert "serving on" not in done.stdout
