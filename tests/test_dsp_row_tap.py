@@ -68,7 +68,7 @@ def test_rows_do_not_depend_on_the_batch_or_the_method() -> None:
     np.testing.assert_allclose(np.concatenate(got[1]), reference, rtol=1e-5, atol=1e-7)
 
 
-def test_tap_off_refuses_and_flush_keeps_it_on() -> None:
+def test_tap_off_refuses_flush_keeps_it_on_and_it_turns_off() -> None:
     detector = OnsetDetector(RATE, 1)
     detector.process(np.zeros(882, dtype=np.float32))
     with pytest.raises(ValueError, match="tap_rows"):
@@ -79,3 +79,8 @@ def test_tap_off_refuses_and_flush_keeps_it_on() -> None:
     detector.flush()
     detector.process(np.zeros(882, dtype=np.float32))
     assert sum(len(r) for r in detector.take_rows()) == 2
+    detector.process(np.zeros(882, dtype=np.float32))
+    detector.tap_rows(False)  # off: what was not taken is dropped, nothing more is kept
+    detector.process(np.zeros(882, dtype=np.float32))
+    with pytest.raises(ValueError, match="tap_rows"):
+        detector.take_rows()

@@ -208,14 +208,17 @@ class OnsetDetector:
         state.odf_out = []
         return np.array(values, dtype=np.float32)
 
-    def tap_rows(self) -> None:
-        """From the next block on, keep each new frame's log-filterbank magnitudes for :meth:`take_rows`.
+    def tap_rows(self, on: bool = True) -> None:
+        """From the next block on, keep each new frame's log-filterbank magnitudes for :meth:`take_rows`
+        (``on``), or stop keeping them and drop those not taken.
 
-        They are the ``superflux`` method's feature rows (the method's own, whatever the method), computed
+        They are the ``superflux`` method's feature rows (the same filterbank whatever the method), computed
         once in the batched pass beside the detection function; :mod:`server.rhythm` reads them instead of
         analysing the audio again.
         """
-        if self.state.rows_out is None:
+        if not on:
+            self.state.rows_out = None
+        elif self.state.rows_out is None:
             self.state.rows_out = []
 
     def take_rows(self) -> list[F32]:

@@ -182,6 +182,7 @@ def _prepare(job: Job, resident: ResidentDetectors) -> _Running | JobResult:
         detector.configure(job.settings)
         if rhythm is not None and not follows_grid(job.settings):  # beats turned off
             onsets += _shift_banded(rhythm.finish([]), offset_s)
+            detector.tap_rows(False)
             rhythm = None
         elif rhythm is None:  # beats turned on: from here on
             rhythm = RhythmBeside.beside(detector)
