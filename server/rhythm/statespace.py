@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 import numpy.typing as npt
@@ -282,12 +281,14 @@ class RingBank:
         flat = alpha.reshape(-1)
         values = flat[slots]
         beats = len(space.intervals)
-        ratio = np.array([(r, math.sqrt(r)) for r in ratios], dtype=np.float64)
+        ratio = np.array(ratios, dtype=np.float64)[:, None]
         moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
-        np.multiply(moved, ratio[:, :1], out=values[:, :beats])
-        values[:, beats:] *= ratio[:, 1:]
+        np.multiply(moved, ratio, out=values[:, :beats])
+        values[:, beats:] *= np.sqrt(ratio)
         flat[slots] = values
-        if normalise:
+        if len(normalise) == len(alpha):  # every row (in order: each row is listed once)
+            alpha *= (1.0 / np.add.reduce(alpha, axis=1))[:, None]
+        elif normalise:
             alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]
         best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
         return best
