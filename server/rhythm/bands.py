@@ -53,25 +53,25 @@ def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float,
     return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
 
 
-def peak_scores(sums: list[list[float]], frame: int, weights: tuple[float, float, float]) -> list[float]:
+def peak_scores(sums: list[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
     """:func:`band_scores` of one onset in plain Python (a handful of values: cheaper than numpy calls).
 
     Parameters
     ----------
-    sums : list of [low, mid, high]
-        Group rises per frame (:func:`~server.rhythm.features.group_sums`, non-negative).
+    sums : list of float
+        Group rises (:func:`~server.rhythm.features.group_sums`, non-negative), low, mid and high of each
+        frame after those of the frame before.
     frame : int
-        The onset's frame, an index into ``sums``; frames outside count as no rise.
+        The onset's frame (its values are ``sums[3 * frame : 3 * frame + 3]``); frames outside count as no
+        rise.
     weights : (float, float, float)
     """
     best = [0.0, 0.0, 0.0]
-    for low, mid, high in sums[max(frame - 1, 0) : max(frame + SPAN_FRAMES + 1, 0)]:
-        if low > best[0]:
-            best[0] = low
-        if mid > best[1]:
-            best[1] = mid
-        if high > best[2]:
-            best[2] = high
+    start, stop = 3 * max(frame - 1, 0), 3 * max(frame + SPAN_FRAMES + 1, 0)
+    for group in range(3):
+        values = sums[start + group : stop : 3]
+        if values:
+            best[group] = max(best[group], max(values))
     return [best[0] * weights[0], best[1] * weights[1], best[2] * weights[2]]
 
 

@@ -78,8 +78,10 @@ class RhythmSession:
         silence = np.zeros((1, bank.n_bands), dtype=np.float32)
         # The last row fed (None: none yet, mid-stream: the first row then counts as no rise).
         self._previous: F32 | None = silence if after_silence else None
-        self._sums: list[list[float]] = []  # group_sums of the last frames (KEEP_FRAMES to twice that)
-        self._sums_first = 0  # frame index of self._sums[0]
+        # group_sums of the last frames (KEEP_FRAMES to twice that), low, mid, high frame after frame: flat
+        # floats, not a list per frame (lists are objects the garbage collector must walk, again and again)
+        self._sums: list[float] = []
+        self._sums_first = 0  # frame index of self._sums[0:3]
         self._frames = 0
         self._pending: list[tuple[int, Onset]] = []  # onsets waiting for their band, with their frame
 
@@ -136,11 +138,11 @@ class RhythmSession:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
-    def _take(self, last_row: F32, sums: list[list[float]]) -> None:
+    def _take(self, last_row: F32, sums: list[float]) -> None:
         """The new frames: the last one's row (a view: not changed later) and each one's group sums."""
         self._previous = last_row
         self._sums += sums
-        self._frames += len(sums)
+        self._frames += len(sums) // 3
 
     def _trim(self) -> None:
         """Forget group sums older than the last ``KEEP_FRAMES`` frames and than every pending onset's (after
@@ -150,7 +152,7 @@ class RhythmSession:
             keep_from = min(keep_from, self._pending[0][0] - 1)
         drop = keep_from - self._sums_first
         if drop > 0:
-            del self._sums[:drop]
+            del self._sums[: 3 * drop]
             self._sums_first += drop
 
     def _decide(self, *, final: bool) -> list[BandedOnset]:
@@ -215,14 +217,14 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     if stacked:
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, items[0][0]._groups)
-        total_list, sums_list = totals.tolist(), sums.tolist()
+        total_list, sums_list = totals.tolist(), sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
         for (session, _, _, _), values in zip(items, odfs, strict=True):
             n = len(values)
             if n:
                 rises = total_list[at : at + n]
                 strengths.append([o + RISE_WEIGHT * t for o, t in zip(values, rises, strict=True)])
-                session._take(joined[at + n : at + n + 1], sums_list[at : at + n])
+                session._take(joined[at + n : at + n + 1], sums_list[3 * at : 3 * (at + n)])
                 at += n + 1
             else:
                 strengths.append(values)
@@ -239,7 +241,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             out.append((found, session._decide(final=False)))
         else:
             out.append((found, []))
-        if len(session._sums) > 2 * KEEP_FRAMES:
+        if len(session._sums) > 6 * KEEP_FRAMES:
             session._trim()
     return out
 
