@@ -336,6 +336,7 @@ class OnsetDetector:
             threshold=plan.threshold,
             min_power=plan.min_power,
             mean_factor=plan.mean_factor,
+            baseline=plan.baseline,
         )
         onsets: list[Onset] = []
         if picked:
