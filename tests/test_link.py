@@ -1,0 +1,178 @@
+"""Ableton Link: the server publishes one stream's tempo and beat phase to a real second Link peer.
+
+Link discovers peers by UDP multicast on every interface, so the server, the peer (``testkit.link_peer``, a
+separate process running ``aalink``) and the publishing clients (``run.py stream``) all run inside a network
+namespace this test makes, where loopback is the only interface: nothing leaves the machine. It needs root,
+``unshare`` and ``nsenter`` (util-linux) and ``ip`` (iproute2); under CI a missing one fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import soundfile
+
+from server.events.link import beat_to_force
+from testkit.rhythm_signals import beat_times, drum_track
+from tests.conftest import REPO, ServerProcess, StartServer
+from tests.stream_client import Publisher
+
+FIRST_BPM = 132.0  # stream A; neither the server's opening 120 nor the peer's own 90
+SECOND_BPM = 112.0  # stream B, which takes Link over from A (at 100 and 108 the tracker locks to double time)
+NAMESPACE_SETUP = ("ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo "
+                   "&& echo ready && exec sleep 600")
+
+
+# --- The phase arithmetic ------------------------------------------------------------------------------
+
+def test_beat_to_force_puts_the_music_beat_on_a_whole_link_beat() -> None:
+    # 120 bpm: 0.25 s after the music's beat is half a beat after it.
+    assert beat_to_force(10.5, 0.25, 120.0, None) is None  # already in phase
+    assert beat_to_force(10.3, 0.25, 120.0, None) == pytest.approx(10.5)
+    assert beat_to_force(10.9, 0.25, 120.0, None) == pytest.approx(10.5)  # nearest, not always forward
+    assert beat_to_force(10.51, 0.25, 120.0, None) is None  # within the tolerance
+    # A known bar position: the music's beat lands on bar beat position - 1 (quantum 4).
+    assert beat_to_force(10.5, 0.25, 120.0, 1) == pytest.approx(8.5)  # 8 = 0 mod 4, nearest to 10
+    assert beat_to_force(10.5, 0.25, 120.0, 3) is None  # 10 = 2 mod 4
+    assert beat_to_force(13.4, 0.0, 120.0, 2) == pytest.approx(13.0)
+    assert beat_to_force(0.0, -0.01, 120.0, None) is None  # a beat dated a little after now
+
+
+# --- Refusals ------------------------------------------------------------------------------------------
+
+async def test_link_option_is_refused_without_a_link_session(start_server: StartServer,
+                                                             http: aiohttp.ClientSession) -> None:
+    server = await start_server()  # no --link: this test never joins a Link session
+    publisher = await Publisher.open(http, server)
+    await publisher.send({"type": "start", "sample_rate": 44100, "channels": 1, "encoding": "pcm_f32le",
+                          "settings": {"link": True}})
+    *replies, closed = await publisher.receive_all()
+    assert [r["code"] for r in replies if r["type"] == "error"] == ["bad_settings"]
+    assert "link" in replies[0]["message"] and "--link" in replies[0]["message"]
+    assert closed["code"] == 1007
+
+    publisher = await Publisher.open(http, server)
+    started = await publisher.start(44100)
+    assert started["settings"]["link"] is False
+    await publisher.send({"type": "configure", "settings": {"link": True}})
+    error = await publisher.receive()
+    assert error["code"] == "bad_settings" and "--link" in error["message"]
+    await publisher.send({"type": "configure", "settings": {"link": "yes"}})
+    assert (await publisher.receive())["code"] == "bad_settings"
+    await publisher.send({"type": "configure", "settings": {"link": False}})
+    assert (await publisher.receive())["type"] == "configured"
+    await publisher.stop()
+
+
+# --- A real second peer in a private network namespace -------------------------------------------------
+
+@pytest.fixture
+def namespace() -> Iterator[list[str]]:
+    """A network namespace with only loopback (multicast routed to it): the command prefix that runs a
+    process inside it."""
+    missing = [tool for tool in ("unshare", "nsenter", "ip") if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"a network namespace needs root and {', '.join(missing) or 'these tools'}")
+    holder = subprocess.Popen(["unshare", "-n", "--", "sh", "-c", NAMESPACE_SETUP], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert holder.stdout is not None
+    line = holder.stdout.readline()
+    if line.strip() != "ready":
+        holder.kill()
+        _, err = holder.communicate(timeout=10)
+        pytest.fail(f"could not make a network namespace: {err}")
+    try:
+        yield ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--"]
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.communicate(timeout=10)
+
+
+def write_track(path: Path, bpm: float, seconds: float, seed: int) -> None:
+    track = drum_track(beat_times([(bpm, seconds)]), seed=seed)
+    soundfile.write(path, track.audio, track.sample_rate, subtype="FLOAT")
+
+
+def publish(prefix: list[str], url: str, path: Path) -> subprocess.Popen[str]:
+    """``run.py stream`` in real time with the option ``link``; every event as a JSON line on stdout."""
+    return subprocess.Popen(
+        [*prefix, sys.executable, str(REPO / "run.py"), "stream", str(path), "--server", url,
+         "--settings", '{"link": true}', "--format", "json", "--speed", "1"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def events(proc: subprocess.Popen[str], timeout_s: float) -> list[dict[str, Any]]:
+    out, err = proc.communicate(timeout=timeout_s)
+    assert proc.returncode == 0, err
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def link_beat_at(samples: list[dict[str, Any]], wall_s: float) -> float:
+    """The peer's Link beat at Unix time ``wall_s``, from its first sample at or after it."""
+    after = next(s for s in samples if s["wall"] >= wall_s)
+    return float(after["beat"] - (after["wall"] - wall_s) * after["tempo"] / 60.0)
+
+
+def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
+    namespace: list[str], server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    write_track(first, FIRST_BPM, 16.0, seed=61)
+    write_track(second, SECOND_BPM, 10.0, seed=62)
+    server = server_process("--link", "--workers", "1", prefix=namespace)
+    peer_log = tmp_path / "peer.jsonl"  # a file, not a pipe: nobody reads it until the end
+    with peer_log.open("w") as log:
+        peer = subprocess.Popen([*namespace, sys.executable, "-m", "testkit.link_peer", "60", "90"], cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        stream_a = publish(namespace, server.url, first)
+        time.sleep(10.0)  # A alone holds Link for 10 s
+        b_from = time.time()
+        stream_b = publish(namespace, server.url, second)  # B claims it: the latest wins
+        a_events = events(stream_a, 60)
+        b_events = events(stream_b, 60)
+        time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(peer.pid, signal.SIGTERM)
+        peer.wait(timeout=15)
+    samples = [json.loads(line) for line in peer_log.read_text().splitlines() if line.startswith("{")]
+
+    assert max(s["peers"] for s in samples) >= 1, "the peer never saw the server in the Link session"
+    a_beats = [e for e in a_events if e["type"] == "beat" and e["wall_time"] < b_from]
+    assert len(a_beats) >= 8, f"stream A gave {len(a_beats)} beats in its first 10 s"
+    # Tempo: the peer follows A within 3 % from A's fifth beat on (the tracker's first beats' tempo wanders,
+    # and Link takes the median of three), until B takes over.
+    a_window = [s for s in samples if a_beats[4]["wall_time"] + 0.3 < s["wall"] < b_from]
+    assert a_window and all(abs(s["tempo"] / FIRST_BPM - 1.0) <= 0.03 for s in a_window), \
+        ([round(b["bpm"], 2) for b in a_beats], sorted({round(s["tempo"], 2) for s in a_window}))
+    # Beat phase: each of A's beats from the fifth on falls on a whole
+    # Link beat. (Peers share the beat modulo the 4-beat quantum: the peer's count may differ from the
+    # server's by a multiple of 4, so only the phase is compared.)
+    errors = [link_beat_at(samples, b["wall_time"]) for b in a_beats[4:]]
+    off = [abs(e - round(e)) for e in errors]
+    assert max(off) <= 0.1, f"Link beat at A's beats: {[round(e, 3) for e in errors]}"
+
+    b_id = b_events[0]["stream_id"]
+    taken = [e for e in a_events if e["type"] == "warning" and e["code"] == "link_taken"]
+    assert len(taken) == 1 and taken[0]["by"] == b_id
+    assert not [e for e in b_events if e["type"] == "warning"]
+    b_beats = [e for e in b_events if e["type"] == "beat"]
+    assert len(b_beats) >= 8, "stream B gave too few beats"
+    b_window = [s for s in samples if b_beats[4]["wall_time"] + 0.3 < s["wall"] <= b_beats[-1]["wall_time"]]
+    assert b_window and all(abs(s["tempo"] / SECOND_BPM - 1.0) <= 0.03 for s in b_window), \
+        ([round(b["bpm"], 2) for b in b_beats], sorted({round(s["tempo"], 2) for s in b_window}))
+    b_errors = [link_beat_at(samples, b["wall_time"]) for b in b_beats[4:]]
+    assert max(abs(e - round(e)) for e in b_errors) <= 0.1, [round(e, 3) for e in b_errors]
