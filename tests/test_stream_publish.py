@@ -36,7 +36,8 @@ async def test_started_reports_every_effective_setting_and_the_latency(
     publisher = await Publisher.open(http, server)
     started = await publisher.start(44100, settings={"threshold": 2.5, "method": "hfc"})
     expected = DetectorSettings.from_mapping({"threshold": 2.5, "method": "hfc"})
-    assert started["settings"] == {**expected.to_dict(), "odf": False, "osc": [], "ack": False, "name": "", "link": False}
+    assert started["settings"] == {**expected.to_dict(), "odf": False, "osc": [], "ack": False, "name": "",
+                                   "link": False}
     detector = OnsetDetector(44100, 1, expected)
     assert started["latency_ms"] == pytest.approx(detector.latency_s * 1000.0, abs=1e-3)
     assert started["hop_ms"] == pytest.approx(detector.hop_s * 1000.0, abs=1e-3)

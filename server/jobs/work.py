@@ -81,7 +81,8 @@ class FileAnalysis:
 class StepOutcome:
     state: FileAnalysis
     onsets: list[OnsetTuple] = field(default_factory=list)
-    beats: list[float] = field(default_factory=list)  # beat times, seconds, committed in this step
+    # (beat time s, bar position or None while the meter is not known), committed in this step
+    beats: list[tuple[float, int | None]] = field(default_factory=list)
     bands: list[str] = field(default_factory=list)  # bands of the next onsets (all steps'), in order
     error: JobError | None = None
     trace: str | None = None  # traceback of an unexpected failure, for the server's log
@@ -141,7 +142,7 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         if rhythm is not None:
             beats, banded = rhythm.process(to_mono(block, source.channels, check=False), detector.take_odf(),
                                            new)
-            outcome.beats += [beat.time for beat in beats]
+            outcome.beats += [(beat.time, beat.bar_position) for beat in beats]
             outcome.bands += [item.band for item in banded]
     if at_end:
         if state.frames_done == 0:

@@ -21,6 +21,7 @@ from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, band_scores, onset_frames
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, BandFlux, beat_strength
+from server.rhythm.meter import MeterTracker, accent_of
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker
 
@@ -60,6 +61,7 @@ class RhythmSession:
             self._flux.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self._flux.hop_s
         )
         self._bands = OnsetBands()
+        self._meter = MeterTracker()
         self._rises = np.zeros((0, 3), dtype=np.float32)
         self._rises_base = 0  # frame index of self._rises[0]
         self._frames = 0
@@ -110,6 +112,7 @@ class RhythmSession:
         beats = self._tracker.process(beat_strength(strength, total))
         self._rises = np.concatenate((self._rises, rises))
         self._frames += len(rises)
+        beats = [self._with_bar_position(beat) for beat in beats]
         self._pending += onsets
         banded = self._decide(final=False)
         self._trim()  # after deciding: a long block's early onsets need rises from before the last 64
@@ -118,6 +121,12 @@ class RhythmSession:
     def flush(self) -> list[BandedOnset]:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
+
+    def _with_bar_position(self, beat: Beat) -> Beat:
+        """``beat`` with its bar position (:mod:`server.rhythm.meter`), from the rises around it so far."""
+        frame = int(onset_frames([beat.time], self._flux.hop_s, self._flux.frame_time_offset_s)[0])
+        accent = accent_of(self._rises, frame - self._rises_base)
+        return dataclasses.replace(beat, bar_position=self._meter.observe(beat.time, beat.bpm, accent))
 
     def _trim(self) -> None:
         drop = len(self._rises) - KEEP_FRAMES

@@ -76,7 +76,7 @@ class JobResult(NamedTuple):
     odf: np.ndarray | None = None
     error: str | None = None
     lost: bool = False  # the worker held no detector under the job's key: nothing was analysed
-    beats: Sequence[BeatTuple] = ()  # committed in this job: (stream time s, bpm, confidence)
+    beats: Sequence[BeatTuple] = ()  # committed in this job: (stream time s, bpm, confidence, bar position)
     tempo: TempoTuple | None = None  # at this job's last beat: (bpm, confidence, next beat's stream time s)
 
     @property
@@ -190,7 +190,7 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
         mono = to_mono(job.samples(), job.channels, check=False)
         new_beats, banded = rhythm.process(mono, odf, running.found or [])
         running.onsets += _shift_banded(banded, offset_s)
-        beats = [(time_s + offset_s, bpm, confidence) for time_s, bpm, confidence in new_beats]
+        beats = [(time_s + offset_s, bpm, confidence, bar) for time_s, bpm, confidence, bar in new_beats]
         if new_beats:  # the tempo as of the latest beat (asking for it every job would cost ~20 % more)
             now = rhythm.tempo()
             tempo = None if now is None else (now[0], now[1], now[2] + offset_s)

@@ -18,7 +18,8 @@ from server.rhythm.features import FRAME_S, HOP_S
 
 F32 = npt.NDArray[np.float32]
 
-BeatTuple = tuple[float, float, float]  # (time s on the detector's timeline, bpm, confidence)
+# (time s on the detector's timeline, bpm, confidence, bar position: 1 = downbeat, None while unknown)
+BeatTuple = tuple[float, float, float, int | None]
 TempoTuple = tuple[float, float, float]  # (bpm, confidence, next beat time s on the detector's timeline)
 BandedTuple = tuple[float, float, str | None]  # (time s on the detector's timeline, strength, band)
 
@@ -63,7 +64,7 @@ class RhythmBeside:
         shift = self._offset_s
         moved = [Onset(time=o.time - shift, strength=o.strength) for o in onsets]
         beats, banded = self._session.process(mono, odf, moved)
-        return ([(b.time + shift, b.bpm, b.confidence) for b in beats],
+        return ([(b.time + shift, b.bpm, b.confidence, b.bar_position) for b in beats],
                 [(b.onset.time + shift, b.onset.strength, b.band) for b in banded])
 
     def finish(self, onsets: list[Onset]) -> list[BandedTuple]:

@@ -307,9 +307,9 @@ class StreamSession:
             if on_onset is not None:
                 on_onset(now_s - wall_time_s)
             self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s, band))
-        for time_s, bpm, confidence in result.beats:
+        for time_s, bpm, confidence, bar_position in result.beats:
             wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
-            self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s))
+            self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s, bar_position))
         if result.tempo is not None:
             self._tempo = result.tempo
         if not self.settings.detector.beats or (job.fresh or job.restart_at_s is not None):
