@@ -21,7 +21,7 @@ from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, band_scores, onset_frames
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, BandFlux, beat_strength
-from server.rhythm.meter import MeterTracker, accent_of
+from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker
 
@@ -113,6 +113,7 @@ class RhythmSession:
         self._rises = np.concatenate((self._rises, rises))
         self._frames += len(rises)
         beats = [self._with_bar_position(beat) for beat in beats]
+        self._meter.fold(self._rises, self._rises_base)  # before the rises are trimmed
         self._pending += onsets
         banded = self._decide(final=False)
         self._trim()  # after deciding: a long block's early onsets need rises from before the last 64
@@ -123,10 +124,10 @@ class RhythmSession:
         return self._decide(final=True)
 
     def _with_bar_position(self, beat: Beat) -> Beat:
-        """``beat`` with its bar position (:mod:`server.rhythm.meter`), from the rises around it so far."""
+        """``beat`` with its bar position (:mod:`server.rhythm.meter`), from the accents of earlier beats."""
+        self._meter.fold(self._rises, self._rises_base)
         frame = int(onset_frames([beat.time], self._flux.hop_s, self._flux.frame_time_offset_s)[0])
-        accent = accent_of(self._rises, frame - self._rises_base)
-        return dataclasses.replace(beat, bar_position=self._meter.observe(beat.time, beat.bpm, accent))
+        return dataclasses.replace(beat, bar_position=self._meter.beat(beat.time, beat.bpm, frame))
 
     def _trim(self) -> None:
         drop = len(self._rises) - KEEP_FRAMES
