@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,10 +114,40 @@ def publish(prefix: list[str], url: str, path: Path) -> subprocess.Popen[str]:
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def events(proc: subprocess.Popen[str], timeout_s: float) -> list[dict[str, Any]]:
-    out, err = proc.communicate(timeout=timeout_s)
-    assert proc.returncode == 0, err
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+class Events:
+    """A publishing client's events (JSON lines on its stdout), read as they come by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self.events.append(json.loads(line))
+
+    def wait_for(self, done: Callable[[list[dict[str, Any]]], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done(list(self.events)):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "the client did not get there"
+            time.sleep(0.05)
+
+    def all(self, timeout_s: float) -> list[dict[str, Any]]:
+        self.proc.wait(timeout=timeout_s)  # its stderr is a few lines: the pipe cannot fill
+        self._reader.join(timeout=10)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        assert self.proc.returncode == 0, err
+        return self.events
+
+
+def positioned_beats(events: list[dict[str, Any]]) -> int:
+    return sum(1 for e in events if e["type"] == "beat" and "bar_position" in e)
 
 
 def link_beat_at(samples: list[dict[str, Any]], wall_s: float) -> float:
@@ -129,7 +160,7 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     namespace: list[str], server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     first, second = tmp_path / "first.wav", tmp_path / "second.wav"
-    write_track(first, FIRST_BPM, 16.0, seed=61)
+    write_track(first, FIRST_BPM, 24.0, seed=61)
     write_track(second, SECOND_BPM, 10.0, seed=62)
     server = server_process("--link", "--workers", "1", prefix=namespace)
     peer_log = tmp_path / "peer.jsonl"  # a file, not a pipe: nobody reads it until the end
@@ -137,12 +168,12 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
         peer = subprocess.Popen([*namespace, sys.executable, "-m", "testkit.link_peer", "60", "90"], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        stream_a = publish(namespace, server.url, first)
-        time.sleep(10.0)  # A alone holds Link for 10 s
+        stream_a = Events(publish(namespace, server.url, first))
+        stream_a.wait_for(lambda events: positioned_beats(events) >= 6, 40)  # A alone holds Link until then
         b_from = time.time()
-        stream_b = publish(namespace, server.url, second)  # B claims it: the latest wins
-        a_events = events(stream_a, 60)
-        b_events = events(stream_b, 60)
+        stream_b = Events(publish(namespace, server.url, second))  # B claims it: the latest wins
+        a_events = stream_a.all(60)
+        b_events = stream_b.all(60)
         time.sleep(0.5)
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -152,7 +183,7 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
 
     assert max(s["peers"] for s in samples) >= 1, "the peer never saw the server in the Link session"
     a_beats = [e for e in a_events if e["type"] == "beat" and e["wall_time"] < b_from]
-    assert len(a_beats) >= 8, f"stream A gave {len(a_beats)} beats in its first 10 s"
+    assert len(a_beats) >= 14, f"stream A gave {len(a_beats)} beats before B started"
     # Tempo: the peer follows A within 3 % from A's fifth beat on (the tracker's first beats' tempo wanders,
     # and Link takes the median of three), until B takes over.
     a_window = [s for s in samples if a_beats[4]["wall_time"] + 0.3 < s["wall"] < b_from]
@@ -164,6 +195,11 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     errors = [link_beat_at(samples, b["wall_time"]) for b in a_beats[4:]]
     off = [abs(e - round(e)) for e in errors]
     assert max(off) <= 0.1, f"Link beat at A's beats: {[round(e, 3) for e in errors]}"
+    # Bars: once A's beats carry bar_position, Link's bar (4-beat quantum) starts on A's downbeats: at each
+    # positioned beat after the first (which moved it), the Link beat modulo 4 is bar_position - 1.
+    positioned = [(b, e) for b, e in zip(a_beats[4:], errors, strict=True) if "bar_position" in b]
+    assert len(positioned) >= 4, "A's beats never carried bar_position"
+    assert [round(e) % 4 for _, e in positioned[1:]] == [b["bar_position"] - 1 for b, _ in positioned[1:]]
 
     b_id = b_events[0]["stream_id"]
     taken = [e for e in a_events if e["type"] == "warning" and e["code"] == "link_taken"]
@@ -175,4 +211,5 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     assert b_window and all(abs(s["tempo"] / SECOND_BPM - 1.0) <= 0.03 for s in b_window), \
         ([round(b["bpm"], 2) for b in b_beats], sorted({round(s["tempo"], 2) for s in b_window}))
     b_errors = [link_beat_at(samples, b["wall_time"]) for b in b_beats[4:]]
-    assert max(abs(e - round(e)) for e in b_errors) <= 0.1, [round(e, 3) for e in b_errors]
+    assert max(abs(e - round(e)) for e in b_errors) <= 0.1, [
+        (round(e, 3), b["time"], b["bpm"]) for e, b in zip(b_errors, b_beats[4:], strict=True)]
