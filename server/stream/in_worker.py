@@ -140,6 +140,14 @@ def _end(detector: OnsetDetector, rhythm: RhythmBeside | None, offset_s: float) 
     return _shift_banded(rhythm.finish(detector.flush()), offset_s)
 
 
+def _decided(detector: OnsetDetector, rhythm: RhythmBeside | None, offset_s: float) -> list[OnsetTuple]:
+    """A client's flush: the detector's pending onsets and, with rhythm, every onset still waiting for its
+    band, banded from the audio so far (the stream goes on; frames not in yet count as no rise)."""
+    if rhythm is None:
+        return _shift(detector.decide_pending(), offset_s)
+    return _shift_banded(rhythm.finish(detector.decide_pending()), offset_s)
+
+
 @dataclass(slots=True)
 class _Running:
     """A job between its steps in the worker: the live detector and what it has produced so far."""
@@ -197,8 +205,8 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     if job.flush:
         running.onsets += _end(detector, rhythm, offset_s)
     else:
-        if job.decide:  # a client's flush: the pending frames, decided as if the stream ended (unbanded)
-            running.onsets += _shift(detector.decide_pending(), running.offset_s)
+        if job.decide:  # a client's flush: the pending frames and bands, decided as if the stream ended
+            running.onsets += _decided(detector, rhythm, running.offset_s)
         resident.keep(job.key, detector, rhythm)
     if not running.onsets and not job.odf and not beats and tempo is None:
         return NOTHING_FOUND
