@@ -75,6 +75,10 @@ async def test_link_option_is_refused_without_a_link_session(start_server: Start
     await publisher.send({"type": "configure", "settings": {"link": False}})
     assert (await publisher.receive())["type"] == "configured"
     await publisher.stop()
+    async with http.get(server.make_url("/api/v3/link")) as response:
+        assert response.status == 200
+        assert await response.json() == {"enabled": False, "peers": None, "tempo_bpm": None,
+                                         "stream_id": None}
 
 
 # --- A real second peer in a private network namespace -------------------------------------------------
@@ -146,6 +150,16 @@ class Events:
         return self.events
 
 
+def link_state(prefix: list[str], url: str) -> dict[str, Any]:
+    """``GET /api/v3/link`` from inside the namespace."""
+    code = ("import urllib.request; "
+            f"print(urllib.request.urlopen({url + '/api/v3/link'!r}, timeout=10).read().decode())")
+    done = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          check=True)
+    state: dict[str, Any] = json.loads(done.stdout)
+    return state
+
+
 def positioned_beats(events: list[dict[str, Any]]) -> int:
     return sum(1 for e in events if e["type"] == "beat" and "bar_position" in e)
 
@@ -170,6 +184,7 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     try:
         stream_a = Events(publish(namespace, server.url, first))
         stream_a.wait_for(lambda events: positioned_beats(events) >= 6, 40)  # A alone holds Link until then
+        a_state = link_state(namespace, server.url)
         b_from = time.time()
         stream_b = Events(publish(namespace, server.url, second))  # B claims it: the latest wins
         a_events = stream_a.all(60)
@@ -201,6 +216,9 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     assert len(positioned) >= 4, "A's beats never carried bar_position"
     assert [round(e) % 4 for _, e in positioned[1:]] == [b["bar_position"] - 1 for b, _ in positioned[1:]]
 
+    assert a_state["enabled"] is True and a_state["peers"] >= 1
+    assert a_state["stream_id"] == a_events[0]["stream_id"]
+    assert abs(a_state["tempo_bpm"] / FIRST_BPM - 1) <= 0.03
     b_id = b_events[0]["stream_id"]
     taken = [e for e in a_events if e["type"] == "warning" and e["code"] == "link_taken"]
     assert len(taken) == 1 and taken[0]["by"] == b_id

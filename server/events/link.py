@@ -80,12 +80,11 @@ def check_link(output: LinkOutput | None, wanted: bool) -> None:
 
 @dataclass(frozen=True, slots=True)
 class LinkState:
-    """What the server's Link peer sees, for the listing."""
+    """What the server's Link peer sees (``GET /api/v3/link``)."""
 
-    peers: int
-    tempo_bpm: float
-    beat: float
-    stream_id: str | None
+    peers: int  # other peers in the session
+    tempo_bpm: float  # the session's tempo
+    stream_id: str | None  # the stream that publishes to it
 
 
 class LinkOutput:
@@ -150,7 +149,7 @@ class LinkOutput:
         link = self._link
         if link is None:
             return None
-        return LinkState(int(link.num_peers), float(link.tempo), float(link.beat), self._holder)
+        return LinkState(int(link.num_peers), float(link.tempo), self._holder)
 
     def forwarder(self, stream_id: str) -> Callable[[Event], None]:
         """A consumer of one stream's events (its fan-out): its beats move the session while it holds it."""
