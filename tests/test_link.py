@@ -231,3 +231,15 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     b_errors = [link_beat_at(samples, b["wall_time"]) for b in b_beats[4:]]
     assert max(abs(e - round(e)) for e in b_errors) <= 0.1, [
         (round(e, 3), b["time"], b["bpm"]) for e, b in zip(b_errors, b_beats[4:], strict=True)]
+
+
+def test_link_without_aalink_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "aalink.py").write_text('raise ImportError("no aalink here")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(REPO)])}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "--link", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "run.py: error: --link needs the Python package aalink (no aalink here)"

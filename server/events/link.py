@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from server.exceptions import SettingsError
+from server.exceptions import ConfigError, SettingsError
 from server.protocol.stream_messages import Event
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,10 @@ class LinkOutput:
         """Join the session (needs the running event loop: aalink calls back on it)."""
         if not self.enabled:
             return
-        import aalink  # only a server run with --link loads it
+        try:
+            import aalink  # only a server run with --link loads it
+        except ImportError as exc:
+            raise ConfigError(f"--link needs the Python package aalink ({exc})") from None
 
         link = aalink.Link(START_BPM)
         link.quantum = QUANTUM_BEATS
