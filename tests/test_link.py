@@ -110,11 +110,12 @@ def write_track(path: Path, bpm: float, seconds: float, seed: int) -> None:
     soundfile.write(path, track.audio, track.sample_rate, subtype="FLOAT")
 
 
-def publish(prefix: list[str], url: str, path: Path) -> subprocess.Popen[str]:
-    """``run.py stream`` in real time with the option ``link``; every event as a JSON line on stdout."""
+def publish(prefix: list[str], url: str, path: Path, link: list[str]) -> subprocess.Popen[str]:
+    """``run.py stream`` in real time with the option ``link`` (``link``: the flag or the setting); every
+    event as a JSON line on stdout."""
     return subprocess.Popen(
-        [*prefix, sys.executable, str(REPO / "run.py"), "stream", str(path), "--server", url,
-         "--settings", '{"link": true}', "--format", "json", "--speed", "1"],
+        [*prefix, sys.executable, str(REPO / "run.py"), "stream", str(path), "--server", url, *link,
+         "--format", "json", "--speed", "1"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -182,11 +183,11 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
         peer = subprocess.Popen([*namespace, sys.executable, "-m", "testkit.link_peer", "60", "90"], cwd=REPO,
                                 stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        stream_a = Events(publish(namespace, server.url, first))
+        stream_a = Events(publish(namespace, server.url, first, ["--settings", '{"link": true}']))
         stream_a.wait_for(lambda events: positioned_beats(events) >= 6, 40)  # A alone holds Link until then
         a_state = link_state(namespace, server.url)
         b_from = time.time()
-        stream_b = Events(publish(namespace, server.url, second))  # B claims it: the latest wins
+        stream_b = Events(publish(namespace, server.url, second, ["--link"]))  # B claims it: the latest wins
         a_events = stream_a.all(60)
         b_events = stream_b.all(60)
         time.sleep(0.5)
