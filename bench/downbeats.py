@@ -9,7 +9,8 @@ equals the annotation's. Reported per file: beats, positioned (share of our beat
 correct / matched (the downbeat accuracy), the same modulo 2 (right half of the bar: 1 and 3 alike, 2 and 4
 alike), and when the first position came (s after the first annotated beat). ``--set`` overrides a constant
 of ``server.rhythm.meter`` for exploring (e.g. ``--set SWITCH_MARGIN=0.5``); the figures in bench/README.md
-use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use.
+use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use. Cost: CPU
+microseconds of one beat through the meter tracker (``beat`` + ``fold``), from 20,000 beats.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import glob
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,17 @@ def score(name: str, audio: np.ndarray, rate: int, ref_times: np.ndarray,
     }
 
 
+def beat_cost_us(beats: int = 20_000) -> float:
+    """CPU microseconds per beat of :class:`~server.rhythm.meter.MeterTracker` (``beat`` then ``fold``)."""
+    tracker = meter.MeterTracker()
+    rises = np.random.default_rng(0).random((64, 3)).astype(np.float32)
+    start = time.process_time()
+    for i in range(beats):
+        tracker.beat(i * 0.5, 120.0, 100 * i + 30)
+        tracker.fold(rises, 100 * i)
+    return 1e6 * (time.process_time() - start) / beats
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -100,6 +113,7 @@ def main() -> None:
             print(f"{group}: mean accuracy {np.mean([r['accuracy'] for r in part]):.3f} (pooled "
                   f"{sum(r['correct'] for r in part) / total:.3f} of {total} matched beats), mod 2 "
                   f"{np.mean([r['accuracy_mod2'] for r in part]):.3f}")
+    print(f"cost: {beat_cost_us():.1f} us of CPU per beat (meter tracker)")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 
