@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.rhythm import analyze_rhythm
-from server.rhythm.meter import MIN_BEATS, MeterTracker, accent_of
+from server.rhythm.meter import MIN_BEATS, MeterTracker, peaks_of, position_accents
 from testkit.rhythm_signals import bar_position_score, beat_times, drum_track
 
 
@@ -22,7 +22,7 @@ def feed(tracker: MeterTracker, accents: list[float], bpm: float = 120.0, start_
         rises = np.zeros((5, 3), dtype=np.float32)
         rises[2] = (max(accent, 0.0), max(-accent, 0.0), 0.0)  # frames frame-2 .. frame+2
         out.append(tracker.beat(start_s + i * 60.0 / bpm, bpm, frame))
-        tracker.fold(rises, frame - 2)
+        tracker.fold(rises.reshape(-1).tolist(), frame - 2)
     return out
 
 
@@ -55,15 +55,20 @@ def test_a_missed_beat_keeps_the_count_and_a_long_gap_forgets() -> None:
     assert after[:MIN_BEATS] == [None] * MIN_BEATS and after[-1] == 4
 
 
-def test_accent_is_low_rise_minus_mid_rise_near_the_frame() -> None:
+def test_peaks_near_the_frame_and_accents_each_band_over_its_mean() -> None:
     rises = np.zeros((10, 3), dtype=np.float32)
     rises[4] = (3.0, 1.0, 5.0)
     rises[6, 1] = 2.0
-    assert accent_of(rises, 5) == pytest.approx(3.0 - 2.0)  # frames 3..7
-    assert accent_of(rises, 2) == pytest.approx(3.0 - 1.0)  # frames 0..4
-    assert accent_of(rises, 1) == pytest.approx(0.0)
-    assert accent_of(rises, 10) == pytest.approx(0.0)  # beyond the rises so far: what is there
-    assert accent_of(rises, 40) == 0.0
+    sums = rises.reshape(-1).tolist()
+    assert peaks_of(sums, 5) == (3.0, 2.0)  # frames 3..7
+    assert peaks_of(sums, 2) == (3.0, 1.0)  # frames 0..4
+    assert peaks_of(sums, 1) == (0.0, 0.0)
+    assert peaks_of(sums, 10) == (0.0, 0.0)  # beyond the rises so far: what is there
+    assert peaks_of(sums, 40) == (0.0, 0.0)
+    # Two positions, two beats each: low sums 4 and 0 (mean 1 per beat), mid sums 1 and 3 (mean 1).
+    accents = position_accents(np.array([4.0, 0.0]), np.array([1.0, 3.0]), np.array([2.0, 2.0]))
+    assert accents is not None and accents.tolist() == pytest.approx([2.0 - 0.5, 0.0 - 1.5])
+    assert position_accents(np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array([1.0, 0.0])) is None
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """Meter and downbeat, causally, from the accent of each committed beat: each beat's ``bar_position``.
 
-For each candidate meter (3 and 4 beats per bar) and each position in its bar, an exponentially forgetting
-mean of the beats' accents (the low band's rise minus the mid band's around the beat: a kick rather than a
-snare) is kept. A meter whose bar has one position clearly above its others explains the accents; a meter
+For each candidate meter (3 and 4 beats per bar) and each position in its bar, exponentially forgetting sums
+of the beats' low-band and mid-band peak rises are kept; a position's accent is its mean low peak over the
+mean of all positions less the same for mid (a kick rather than a snare, each band against its own level).
+A meter whose bar has one position clearly above its others explains the accents; a meter
 that does not divide the music's bar sees them averaged out. Once enough beats are in and the best meter's
 contrast is clear, the meter and the downbeat (its strongest position) are committed; a committed guess is
 replaced only by a clearly better one. A beat's position is decided when the tracker commits to it, from the
@@ -22,7 +23,7 @@ import numpy.typing as npt
 METERS = (3, 4)  # beats per bar that are considered
 DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
 MIN_BEATS = 8  # no bar position before this many beats since the last reset
-MIN_CONTRAST = 0.3  # committed when the best position beats the others' mean by this (in mean |accent|)
+MIN_CONTRAST = 0.3  # committed when the best position's accent beats the others' mean by this
 SWITCH_MARGIN = 0.2  # a committed meter and downbeat change only for a contrast this much higher
 RESET_GAP_BEATS = 8.0  # a gap longer than this many beat intervals forgets everything
 OFF_GRID_BEATS = 0.25  # so does a beat further than this from a whole number of intervals after the last
@@ -30,26 +31,38 @@ BEFORE_FRAMES = 2  # a beat's accent looks at rises from this many frames before
 AFTER_FRAMES = 2  # ...to this many after (folded in once those frames are in)
 
 
-def accent_of(rises: npt.NDArray[np.float32], frame: int, before: int = BEFORE_FRAMES,
-              after: int = AFTER_FRAMES) -> float:
-    """A beat's accent from group rises (shape (n_frames, 3): low, mid, high): the largest low rise minus
-    the largest mid rise from ``before`` frames before ``frame`` to ``after`` frames after it (frames outside
-    ``rises`` are left out)."""
-    window = rises[max(0, frame - before): max(0, frame + after + 1)]
-    if len(window) == 0:
-        return 0.0
-    return float(window[:, 0].max() - window[:, 1].max())
+def peaks_of(sums: list[float], frame: int, before: int = BEFORE_FRAMES,
+             after: int = AFTER_FRAMES) -> tuple[float, float]:
+    """A beat's ``(low, mid)`` peaks from group rises (:func:`~server.rhythm.features.group_sums`: low, mid
+    and high of each frame after those of the frame before, flat): the largest low and mid rise from
+    ``before`` frames before ``frame`` to ``after`` frames after it (frames outside ``sums`` are left out)."""
+    start, stop = 3 * max(0, frame - before), 3 * max(0, frame + after + 1)
+    low, mid = sums[start:stop:3], sums[start + 1:stop:3]
+    if len(low) == 0:
+        return 0.0, 0.0
+    return float(max(low)), float(max(mid))
 
 
-def contrast(sums: npt.NDArray[np.float64], weights: npt.NDArray[np.float64]) -> tuple[float, int]:
-    """``(contrast, position)``: the strongest bar position's mean accent less the others' mean (0-based
-    position), from per-position decayed sums and weights; ``(0, 0)`` while a position has no beat."""
+def position_accents(low: npt.NDArray[np.float64], mid: npt.NDArray[np.float64],
+                     weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """Accent of each bar position from decayed per-position sums of the beats' low and mid peaks and the
+    positions' decayed beat counts: the position's mean low peak over the mean over all positions, less the
+    same for mid (a kick rather than a snare, each band against its own level; dimensionless, about 1 for
+    a typical beat). None while a position has no beat or a band never rose."""
     if np.any(weights <= 0.0):
-        return 0.0, 0
-    means = sums / weights
-    best = int(np.argmax(means))
-    others = np.delete(means, best)
-    return float(means[best] - others.mean()), best
+        return None
+    total = weights.sum()
+    mean_low, mean_mid = low.sum() / total, mid.sum() / total
+    if mean_low <= 0.0 or mean_mid <= 0.0:
+        return None
+    result: npt.NDArray[np.float64] = (low / weights) / mean_low - (mid / weights) / mean_mid
+    return result
+
+
+def contrast(accents: npt.NDArray[np.float64]) -> tuple[float, int]:
+    """``(contrast, position)``: the strongest bar position's accent less the others' mean (0-based)."""
+    best = int(np.argmax(accents))
+    return float(accents[best] - np.delete(accents, best).mean()), best
 
 
 class MeterTracker:
@@ -68,13 +81,17 @@ class MeterTracker:
         self._last_s: float | None = None
         self._beats = 0  # accents folded in since the last reset
         self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
-        self._scale = 0.0  # decayed sum of |accent|, for the contrast's unit
-        self._scale_weight = 0.0
-        self._sums = {m: np.zeros(m) for m in METERS}
+        # per meter, per position in its bar: decayed sums of the beats' low and mid peaks, and of beats
+        self._low = {m: np.zeros(m) for m in METERS}
+        self._mid = {m: np.zeros(m) for m in METERS}
         self._weights = {m: np.zeros(m) for m in METERS}
         self._meter: int | None = None
         self._downbeat = 0  # the index modulo meter of a downbeat
-        self._contrast = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a beat's accent is still to be folded in."""
+        return bool(self._pending)
 
     @property
     def meter(self) -> int | None:
@@ -98,47 +115,46 @@ class MeterTracker:
             return None
         return (self._index - self._downbeat) % self._meter + 1
 
-    def fold(self, rises: npt.NDArray[np.float32], first_frame: int) -> None:
-        """Fold in the accent of every waiting beat whose frames are in ``rises`` (shape (n, 3), frame
-        ``first_frame`` first)."""
-        end = first_frame + len(rises)
+    def fold(self, sums: list[float], first_frame: int) -> None:
+        """Fold in the accent of every waiting beat whose frames are in ``sums`` (group rises, flat: low, mid,
+        high of frame ``first_frame``, then of the next, ...)."""
+        end = first_frame + len(sums) // 3
         while self._pending and self._pending[0][1] + AFTER_FRAMES < end:
             index, frame = self._pending.pop(0)
-            self.observe(index, accent_of(rises, frame - first_frame))
+            self.observe(index, *peaks_of(sums, frame - first_frame))
 
-    def observe(self, index: int, accent: float) -> None:
-        """Fold in the ``accent`` of the beat with ``index`` and decide the meter again."""
+    def observe(self, index: int, low: float, mid: float) -> None:
+        """Fold in the ``low`` and ``mid`` peaks of the beat with ``index`` and decide the meter again."""
         self._beats += 1
-        self._scale = DECAY_PER_BEAT * self._scale + abs(accent)
-        self._scale_weight = DECAY_PER_BEAT * self._scale_weight + 1.0
         for m in METERS:  # new arrays, not in place: unpickled from the pool, arrays may be read-only
-            sums, weights = self._sums[m] * DECAY_PER_BEAT, self._weights[m] * DECAY_PER_BEAT
-            sums[index % m] += accent
+            lows, mids = self._low[m] * DECAY_PER_BEAT, self._mid[m] * DECAY_PER_BEAT
+            weights = self._weights[m] * DECAY_PER_BEAT
+            lows[index % m] += low
+            mids[index % m] += mid
             weights[index % m] += 1.0
-            self._sums[m], self._weights[m] = sums, weights
+            self._low[m], self._mid[m], self._weights[m] = lows, mids, weights
         self._decide()
 
+    def _accents(self, meter: int) -> npt.NDArray[np.float64] | None:
+        return position_accents(self._low[meter], self._mid[meter], self._weights[meter])
+
     def _decide(self) -> None:
-        if self._beats < MIN_BEATS or self._scale <= 0.0:
+        if self._beats < MIN_BEATS:
             return
-        unit = self._scale / self._scale_weight
         best: tuple[float, int, int] = (-np.inf, 0, 0)
         for m in METERS:
-            value, position = contrast(self._sums[m], self._weights[m])
-            if value / unit > best[0]:
-                best = (value / unit, m, position)
+            accents = self._accents(m)
+            if accents is not None:
+                value, position = contrast(accents)
+                if value > best[0]:
+                    best = (value, m, position)
         value, meter, position = best
         if self._meter is None:
             if value >= MIN_CONTRAST:
-                self._meter, self._downbeat, self._contrast = meter, position, value
+                self._meter, self._downbeat = meter, position
             return
-        self._contrast = self._score(self._meter, self._downbeat) / unit
-        if (meter, position) != (self._meter, self._downbeat) and value >= self._contrast + SWITCH_MARGIN:
-            self._meter, self._downbeat, self._contrast = meter, position, value
-
-    def _score(self, meter: int, position: int) -> float:
-        sums, weights = self._sums[meter], self._weights[meter]
-        if np.any(weights <= 0.0):
-            return 0.0
-        means = sums / weights
-        return float(means[position] - np.delete(means, position).mean())
+        accents = self._accents(self._meter)
+        current = -np.inf if accents is None else float(
+            accents[self._downbeat] - np.delete(accents, self._downbeat).mean())
+        if (meter, position) != (self._meter, self._downbeat) and value >= current + SWITCH_MARGIN:
+            self._meter, self._downbeat = meter, position
