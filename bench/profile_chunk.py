@@ -88,6 +88,7 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--keep", type=Path, default=None, help="keep py-spy's raw profiles here")
+    parser.add_argument("--beats", choices=("on", "off"), default="on", help="the streams' setting beats")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = args.keep or Path(tempfile.mkdtemp(prefix="profile_chunk_"))
@@ -101,7 +102,7 @@ def main() -> int:
         names = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in tree}
         print(f"load average {os.getloadavg()}", flush=True)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1)
+            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1, args.beats == "on")
             pending = pool.apply_async(shard_main, (job,))
             time.sleep(4.0)
             window_s = int(args.duration_s - 8)
