@@ -27,8 +27,9 @@ Usage::
   generator before its first chunk and after its last: no connection set-up, no stop) per stream, as
   percent of one core and as microseconds per 20 ms chunk. A server that falls behind gets only its share
   of a busy core and reads several chunks at once, so this is its cost only at steps it held.
-  Memory per stream: RSS of the server and its pool while
-  the step runs, minus its idle RSS, per stream.
+  Memory per stream: RSS of the server and its pool halfway through the pacing (read by the generator:
+  every stream is running then, however long the set-up took), minus its idle RSS, per stream; and the
+  event loop's part alone.
 - ``--user-steps``: then our server on every core, driven by the aiohttp client users use
   (:class:`server.client.TransientClient`), generator unpinned: the figure a user of both sees.
 """
@@ -136,6 +137,8 @@ class ShardResult:
     cpu_s: float = 0.0
     server_cpu_s: float = 0.0  # the server's and its pool's, while the chunks were paced (no set-up, no stop)
     paced_s: float = 0.0
+    rss: int = 0  # the server tree's RSS (bytes) halfway through the pacing, all streams running
+    loop_rss: int = 0  # its event loop's alone
 
 
 class Stream:
@@ -217,11 +220,18 @@ def start_message(beats: bool) -> dict[str, Any]:
     return START if beats else {**START, "settings": {"beats": False}}
 
 
-async def _paced(result: ShardResult, server_pid: int, pacing: Any) -> None:
-    """Run ``pacing``, noting the server tree's CPU time over it (from /proc)."""
+async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: float) -> None:
+    """Run ``pacing``, noting the server tree's CPU time over it and its RSS halfway (from /proc)."""
     tree = descendants(server_pid)
+
+    async def note_rss() -> None:
+        await asyncio.sleep(0.2 + duration_s / 2)
+        result.rss, result.loop_rss = rss_bytes(descendants(server_pid)), rss_bytes([server_pid])
+
     cpu0, t0 = cpu_s(tree), time.perf_counter()
+    noting = asyncio.create_task(note_rss())
     await pacing
+    await noting
     result.server_cpu_s, result.paced_s = cpu_s(descendants(server_pid)) - cpu0, time.perf_counter() - t0
 
 
@@ -244,7 +254,7 @@ async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: flo
 
     result = ShardResult()
     cpu0 = time.process_time()
-    await _paced(result, server_pid, _pace(streams, send, duration_s))
+    await _paced(result, server_pid, _pace(streams, send, duration_s), duration_s)
     for socket in sockets:
         socket.send_text('{"type":"stop"}')
     await asyncio.wait_for(asyncio.gather(*(s.stopped for s in streams)), 120)
@@ -284,7 +294,7 @@ async def run_user_client(url: str, server_pid: int, n: int, duration_s: float,
             await publishers[i].send_audio(chunks[i][k])
 
         cpu0 = time.process_time()
-        await _paced(result, server_pid, _pace(streams, send, duration_s))
+        await _paced(result, server_pid, _pace(streams, send, duration_s), duration_s)
         await asyncio.gather(*(p.stop(120) for p in publishers))
         await asyncio.gather(*readers)
         result.cpu_s = time.process_time() - cpu0
@@ -327,8 +337,6 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
     client = "user" if kind == "ours-user" else kind
     job = (url, pid, client, n, args.duration_s, core, args.beats == "on")
     pending = pool.apply_async(shard_main, (job,))
-    time.sleep(args.duration_s * 0.8)
-    loaded_rss, loaded_loop_rss = rss_bytes(descendants(pid)), rss_bytes([pid])
     shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     wall_s = time.perf_counter() - wall0
     busy_s, steal_s = machine_cpu_s()
@@ -350,8 +358,8 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "client_cpu_pct": round(100 * shard.cpu_s / args.duration_s, 1),
         "machine_busy_pct": round(100 * (busy_s - busy0) / wall_s, 1),
         "steal_pct": round(100 * (steal_s - steal0) / wall_s, 1),
-        "kb_per_stream": round((loaded_rss - idle_rss[0]) / n / 1024, 1),
-        "loop_kb_per_stream": round((loaded_loop_rss - idle_rss[1]) / n / 1024, 1),  # the event loop's part
+        "kb_per_stream": round((shard.rss - idle_rss[0]) / n / 1024, 1),
+        "loop_kb_per_stream": round((shard.loop_rss - idle_rss[1]) / n / 1024, 1),  # the event loop's part
     }
     step["held"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0 and step["missed"] == 0
                     and not step["errors"])
