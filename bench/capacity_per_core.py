@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import itertools
 import json
 import multiprocessing
 import os
@@ -359,6 +360,8 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "machine_busy_pct": round(100 * (busy_s - busy0) / wall_s, 1),
         "steal_pct": round(100 * (steal_s - steal0) / wall_s, 1),
         "kb_per_stream": round((shard.rss - idle_rss[0]) / n / 1024, 1),
+        "rss_kb": round((shard.rss - idle_rss[0]) / 1024),
+        "loop_rss_kb": round((shard.loop_rss - idle_rss[1]) / 1024),
         "loop_kb_per_stream": round((shard.loop_rss - idle_rss[1]) / n / 1024, 1),  # the event loop's part
     }
     step["held"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0 and step["missed"] == 0
@@ -369,6 +372,14 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
 HEADER = ("server", "streams", "held", "p50_ms", "p99_ms", "onset_p50_ms", "onset_p99_ms", "missed",
           "dropped_s", "cpu_pct_per_stream", "cpu_us_per_chunk", "kb_per_stream", "loop_kb_per_stream",
           "client_cpu_pct", "machine_busy_pct")
+
+
+def marginal_kb(results: list[dict[str, Any]], kind: str) -> str:
+    """RSS added per stream from one step to the next (the server's fixed warm-up cancels out), in KB."""
+    steps = sorted((r["streams"], r["rss_kb"], r["loop_rss_kb"]) for r in results if r["server"] == kind)
+    parts = [f"{n0}->{n1}: {(t1 - t0) / (n1 - n0):.1f} ({(l1 - l0) / (n1 - n0):.1f} event loop)"
+             for (n0, t0, l0), (n1, t1, l1) in itertools.pairwise(steps) if n1 > n0]
+    return "KB per added stream " + (", ".join(parts) if parts else "(one step only)")
 
 
 def main() -> int:
@@ -443,6 +454,7 @@ def main() -> int:
         held = [r["streams"] for r in results if r["server"] == kind and r["held"]]
         if any(r["server"] == kind for r in results):
             print(f"{kind}: held {max(held) if held else 0} streams", flush=True)
+            print(f"{kind}: {marginal_kb(results, kind)}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},

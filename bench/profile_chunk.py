@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 # busy. A sample whose innermost Python frame is the loop's run() is in uvloop's C code: polling, the
 # sockets' and pipes' reads and writes, timers.
 LOOP_C = "Runner.run (asyncio/runners.py"
+# A sample with a frame of the rhythm beside the detector (the setting ``beats``) anywhere in its stack is
+# counted as that (it has FFTs of its own, which the stages below would take for the detector's).
+RHYTHM = ("worker: beats and bands (rhythm beside the detector)", ("/server/rhythm/", "rhythm_beside.py"))
 # (stage, substrings of a frame), tried from the innermost frame outwards.
 STAGES = (
     ("uvloop's C code: polling, socket and pipe I/O, timers", (LOOP_C,)),
@@ -54,8 +57,9 @@ STAGES = (
     ("worker: peak picking", ("pick", "peak", "_compare_classical", "finish_pass")),
     ("scheduler, hand-off, arena, pipes", ("scheduler.py", "handoff.py", "take_job", "read_bytes",
                                            "arena.py", "lane.py", "run_on")),
-    ("decoding, ring buffer", ("parse_audio", "decode_frame", "StreamSession.feed", "ring.py",
-                               "arrival.py", "stream_messages.py")),
+    ("masked-frame check (ws_masking)", ("ws_masking.py",)),
+    ("decoding, ring buffer", ("parse_audio", "decode_frame", "decode_audio", "StreamSession.feed", "ring.py",
+                               "arrival.py", "stream_messages.py", "audio_tap.py", "Publisher._tapped")),
     ("aiohttp WebSocket reader", ("web_protocol", "_websocket/reader", "web_ws.py", "Publisher._receive")),
 )
 
@@ -72,6 +76,9 @@ def stages(raw: Path) -> tuple[int, collections.Counter[str]]:
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
         busy += int(n)
+        if any(key in frame for frame in frames for key in RHYTHM[1]):
+            counts[RHYTHM[0]] += int(n)
+            continue
         for frame in reversed(frames):
             stage = next((name for name, keys in STAGES if any(k in frame for k in keys)), None)
             if stage is not None:
