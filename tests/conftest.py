@@ -111,12 +111,15 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 class ServerProcess:
-    """``python run.py`` in its own process, stopped by its pid."""
+    """``python run.py`` (or another ``command`` that serves) in its own process, stopped by its pid."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 prefix: list[str] | None = None) -> None:
+                 prefix: list[str] | None = None, command: list[str] | None = None,
+                 cwd: Path = REPO) -> None:
         self.args = args
         self.prefix = prefix or []  # a command that runs the server, e.g. ["taskset", "-c", "0"]
+        self.command = command or [sys.executable, str(REPO / "run.py")]
+        self.cwd = cwd
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -125,8 +128,8 @@ class ServerProcess:
 
     def start(self, timeout_s: float = 30.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, str(REPO / "run.py"), *self.args],
-            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [*self.prefix, *self.command, *self.args],
+            cwd=self.cwd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,  # its own process group: teardown can stop the pool it leaves behind
         )
         assert self.proc.stdout is not None

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import soundfile as sf
 
 from server.dsp import METHODS, DetectorSettings, detect_onsets
 from testkit import signals
-from tests.conftest import REPO, StartServer
+from tests.conftest import REPO, ServerProcess, StartServer
 from tests.test_cli_analyze import run_cli
 
 SETTINGS = {"method": "hfc", "threshold": 2.5, "min_interval_ms": 60.0, "silence_db": -50.0}
@@ -109,7 +110,8 @@ async def test_stream_takes_the_flags_and_prints_sample_times_or_nothing(
 
 
 def test_pip_install_gives_the_transient_command(tmp_path: Path) -> None:
-    """``pip install .`` (without dependencies, which the test's interpreter has) installs ``transient``."""
+    """``pip install .`` (without dependencies, which the test's interpreter has) installs ``transient``,
+    whose ``serve`` serves the browser pages from the installed package, away from the source tree."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -133,6 +135,15 @@ def test_pip_install_gives_the_transient_command(tmp_path: Path) -> None:
     check = subprocess.run([sys.executable, "-c", "import server; print(server.__file__)"], env=env,
                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert check.stdout.strip() == str(target / "server" / "__init__.py")  # the installed copy ran
+    served = ServerProcess(["--port", "0", "--data-dir", str(tmp_path / "data"), "--workers", "1"], env,
+                           command=[str(command), "serve"], cwd=tmp_path)
+    try:
+        served.start()
+        for page, name in (("/", "index.html"), ("/monitor", "monitor.html"), ("/js/live.js", "js/live.js")):
+            with urllib.request.urlopen(served.url + page, timeout=30) as response:
+                assert response.read() == (REPO / "server" / "static" / name).read_bytes(), page
+    finally:
+        served.stop()
 
 
 async def test_stream_prints_the_audio_the_server_dropped(start_server: StartServer, tmp_path: Path) -> None:

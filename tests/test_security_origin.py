@@ -146,15 +146,16 @@ def run_server(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 @pytest.mark.parametrize(("args", "env"), [
     (["--tokens", ";;"], None), (["--tokens", " "], None), (["--tokens", " ; ;\t"], None),
     ([], {"TRANSIENT_TOKENS": ";"}), (["--allowed-origins", "evil.example"], None),
+    (["--ice-servers", "bogus:x"], None), (["--ice-servers", "turn:turn.example.org"], None),
 ])
-def test_a_specification_that_opens_the_server_by_mistake_stops_it(args: list[str],
-                                                                    env: dict[str, str] | None) -> None:
+def test_an_option_that_opens_the_server_by_mistake_or_cannot_work_stops_it(
+        args: list[str], env: dict[str, str] | None) -> None:
     done = run_server(*args, env=env)
     assert done.returncode == 2, done
     assert "serving on" not in done.stdout
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("run.py: error: "), done.stderr  # no traceback
-    assert "tokens" in lines[0] or "allowed_origins" in lines[0]
+    assert any(name in lines[0] for name in ("tokens", "allowed_origins", "ice_servers"))
 
 
 @settings(max_examples=200, deadline=None)

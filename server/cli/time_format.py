@@ -2,7 +2,7 @@
 
 The server's messages always carry seconds; the commands convert only what they print as text or CSV. The
 CSV column is named with its unit (``time_s``, ``time_ms``, ``time_samples``), as in the upload page's
-download (static/js/exporters.js).
+download (server/static/js/exporters.js).
 """
 
 from __future__ import annotations

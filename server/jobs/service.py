@@ -80,8 +80,6 @@ class JobService:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._admitting = 0  # uploads past the queue check whose job is not stored yet
         self._admit_lock = asyncio.Lock()
-        self._checking = False
-        self._released = 0  # places given back while a check was counting
 
     # --- life cycle ----------------------------------------------------------------------------------
 
@@ -186,7 +184,10 @@ class JobService:
     async def check_capacity(self) -> None:
         """Raise :class:`QueueFull` when ``max_queued_jobs`` jobs are already waiting (counting uploads
         admitted but not stored yet), :class:`StorageFull` when the disk has too little room."""
-        if await self.store.count_waiting() + self._admitting >= self.config.max_queued_jobs:
+        # Read before the store is counted: an upload admitted now is stored only after being counted
+        # here, so it is counted once or twice, never missed.
+        admitting = self._admitting
+        if await self.store.count_waiting() + admitting >= self.config.max_queued_jobs:
             raise QueueFull(self.config.max_queued_jobs)
         free = await asyncio.to_thread(self.uploads.free_bytes)
         if free < self.config.min_free_disk_bytes:
@@ -197,26 +198,16 @@ class JobService:
     async def admission(self) -> AsyncIterator[None]:
         """Hold a place in the queue from the capacity check until the job is stored (or refused).
 
-        Checks run one at a time, and a place given back while a check is counting is given back only
-        once it has counted: so concurrent uploads cannot all pass a check that counts only stored jobs,
-        and a job moving from admitted to stored is never missed by a check (at worst counted twice).
+        Checks run one at a time, so concurrent uploads cannot all pass a check that counts only stored
+        jobs; :meth:`check_capacity` never misses a job moving from admitted to stored.
         """
         async with self._admit_lock:
-            self._checking = True
-            try:
-                await self.check_capacity()
-                self._admitting += 1
-            finally:
-                self._checking = False
-                self._admitting -= self._released
-                self._released = 0
+            await self.check_capacity()
+            self._admitting += 1
         try:
             yield
         finally:
-            if self._checking:
-                self._released += 1
-            else:
-                self._admitting -= 1
+            self._admitting -= 1
 
     @staticmethod
     def new_task_id() -> str:

@@ -16,7 +16,7 @@ from aiohttp import web
 from server.protocol.codec import clip
 
 STATIC_DIR = web.AppKey("static_dir", Path)
-DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+DEFAULT_STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 INDEX = "index.html"
 NAME_MAX_BYTES = 255  # the longest file name a file system takes (NAME_MAX)
 QUOTED_PATH_CHARS = 200  # at most this much of a requested path is repeated in a 404

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCIceServer
 
-from server.exceptions import TransientError
+from server.exceptions import ConfigError
 
 _URL = re.compile(
     r"(?P<scheme>stun|stuns|turn|turns):(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?"
     r"(?:\?transport=(?P<transport>udp|tcp))?")
 
 
-class IceConfigError(TransientError, ValueError):
+class IceConfigError(ConfigError):
     """An ``ice_servers`` entry that cannot be used; the message names it."""
 
 
