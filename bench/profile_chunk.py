@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/profile_chunk.py [--streams 64] [--duration-s 20] [--rate-hz 200] [--keep DIR]
+                                            [--beats on|off]
 
 Starts ``run.py`` confined to core 0 (``taskset``; its pool, one worker, inherits it) and the lean load
 generator of ``bench/capacity_per_core.py`` on core 1: ``--streams`` 48 kHz streams of 20 ms chunks. From
