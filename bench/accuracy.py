@@ -11,8 +11,10 @@ Scores are mir_eval F-measures (±50 ms) averaged over clips, per group, on the 
 generated music-like corpus, and with ``--corpus`` on one split of the rendered corpus (by family). Each
 cell shows F, and P/R with ``--pr``. Speed is audio duration over CPU time of one process limited to one
 thread, so a multiple of real time on one core. Our detector is fed in streaming blocks of ``--block-ms``.
-``--madmom`` runs madmom's SuperFlux program (offline, its defaults) in that Python, a bench-only
-environment, over the same clips written as 16-bit WAV; nothing of madmom is imported here.
+``--madmom`` runs madmom's three onset detectors at their programs' defaults (SuperFlux, offline; the
+online RNN, causal; the CNN, offline) in that Python, a bench-only environment, over the same clips
+written as mono 16-bit WAV, through ``bench/madmom_onset_peer.py``; nothing of madmom is imported here.
+Their speed is the helper's CPU time per clip from the WAV (one thread), beside ours from decoded audio.
 """
 
 from __future__ import annotations
@@ -88,37 +90,53 @@ def aubio_method(method: str, buf: int = 512, hop: int = 256) -> Runner:
     return run
 
 
-def madmom_superflux(python: str, corpora: dict[str, list[Clip]]) -> Runner:
-    """madmom's SuperFlux program at its defaults, run once over every clip in ``python``'s environment.
+GROUP_ORDER = ("drums", "pitched", "plucked", "bowed_blown", "piano", "voice", "pads", "mixes")
+MADMOM = {"superflux": "madmom SuperFlux", "online_rnn": "madmom online RNN", "cnn": "madmom CNN (offline)"}
+
+
+class Precomputed:
+    """Onsets found beforehand by another process, with the CPU seconds it spent on each clip."""
+
+    def __init__(self, onsets: dict[int, npt.NDArray[np.float64]], cpu_s: dict[int, float]) -> None:
+        self.onsets = onsets
+        self.cpu_s = cpu_s
+
+    def __call__(self, clip: Clip) -> npt.NDArray[np.float64]:
+        return self.onsets[id(clip)]
+
+
+def madmom_peers(python: str, corpora: dict[str, list[Clip]]) -> dict[str, Precomputed]:
+    """madmom's SuperFlux, online RNN and offline CNN at their programs' defaults, run once over every clip
+    by ``bench/madmom_onset_peer.py`` in ``python``'s environment, each clip written as a mono 16-bit WAV.
 
     madmom imports only with a ``madmom`` dist-info on its path: one is written to a temporary folder put
-    on ``PYTHONPATH``. Its CPU time is not ours to measure: the runner's speed is meaningless.
+    on ``PYTHONPATH``. The helper times each detector on each clip (CPU seconds, one thread, from the WAV).
     """
-    found: dict[int, npt.NDArray[np.float64]] = {}
     import soundfile
 
+    helper = Path(__file__).resolve().parent / "madmom_onset_peer.py"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         meta = folder / "meta" / "madmom-0.17.dev0.dist-info"
         meta.mkdir(parents=True)
         (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: madmom\nVersion: 0.17.dev0\n")
         clips = {id(c): c for cs in corpora.values() for c in cs}
-        paths = []
+        paths = {}
         for key, clip in clips.items():
             path = folder / f"{key}.wav"
             soundfile.write(str(path), np.clip(clip.mono(), -1.0, 1.0), clip.sample_rate, subtype="PCM_16")
-            paths.append(str(path))
-        script = Path(python).parent / "SuperFlux"
+            paths[key] = str(path)
+        out = folder / "madmom.json"
         env = {**os.environ, "PYTHONPATH": str(folder / "meta")}
-        subprocess.run(
-            [python, str(script), "batch", "-o", tmp, "-s", ".sf", *paths], check=True, env=env,
-            stdout=subprocess.DEVNULL,
+        subprocess.run([python, str(helper), str(out), *paths.values()], check=True, env=env)
+        found = json.loads(out.read_text())
+    return {
+        label: Precomputed(
+            {key: np.array(found[path][name], dtype=np.float64) for key, path in paths.items()},
+            {key: float(found[path]["cpu_s"][name]) for key, path in paths.items()},
         )
-        for key in clips:
-            out = folder / f"{key}.sf"
-            text = out.read_text().split() if out.exists() else []
-            found[key] = np.array([float(v) for v in text], dtype=np.float64)
-    return lambda clip: found[id(clip)]
+        for name, label in MADMOM.items()
+    }
 
 
 def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, tuple[float, float, float]], float]:
@@ -129,13 +147,18 @@ def score(runner: Runner, clips: list[Clip]) -> tuple[dict[str, tuple[float, flo
     for clip in clips:
         start = time.process_time()
         estimated = runner(clip)
-        cpu_s += time.process_time() - start
+        cpu_s += runner.cpu_s[id(clip)] if isinstance(runner, Precomputed) else time.process_time() - start
         audio_s += clip.duration_s
         f, p, r = mir_eval.onset.f_measure(clip.onsets_s, np.sort(estimated), window=0.05)
         by_group.setdefault(clip.group, []).append((f, p, r))
     result = {g: _mean(v) for g, v in sorted(by_group.items())}
     result["all"] = _mean([s for v in by_group.values() for s in v])
     return result, audio_s / max(cpu_s, 1e-9)
+
+
+def _group_order(group: str) -> tuple[int, str]:
+    """Groups in the issue's order (drums first, mixes last), any other after them by name."""
+    return (GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER), group)
 
 
 def _mean(scores: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -197,7 +220,9 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="the rendered corpus (MANIFEST.tsv and split folders)")
     parser.add_argument("--split", default="valid", help="its split to score (train, tune or valid)")
     parser.add_argument("--per-family", type=int, help="at most this many rendered clips per family")
-    parser.add_argument("--madmom", help="a Python with madmom (bench-only) to run its SuperFlux beside ours")
+    parser.add_argument(
+        "--madmom", help="a Python with madmom (bench-only) to run its SuperFlux, online RNN and CNN"
+    )
     parser.add_argument("--pr", action="store_true", help="show F/P/R in every cell")
     parser.add_argument("--no-speed", action="store_true", help="skip the streaming speed figures")
     parser.add_argument(
@@ -228,29 +253,31 @@ def main() -> None:
         for method in ("hfc", "specflux", "complex"):
             runners[f"aubio {method}"] = aubio_method(method)
     if args.madmom:
-        runners["madmom SuperFlux"] = madmom_superflux(args.madmom, corpora)
+        runners.update(madmom_peers(args.madmom, corpora))
 
     print(f"mean F-measure (mir_eval, ±50 ms){' / P / R' if args.pr else ''}; "
           f"ours streamed in {args.block_ms:g} ms blocks")
     results: dict[str, dict[str, object]] = {name: {} for name in runners}
+    speeds: dict[str, dict[str, float]] = {}  # detector -> set -> multiple of real time
     warnings.simplefilter("ignore")
     width = 16 if args.pr else 9
     for corpus_name, clips in corpora.items():
-        groups = [*sorted({c.group for c in clips}), "all"]
+        groups = [*sorted({c.group for c in clips}, key=_group_order), "all"]
         print(f"\n{corpus_name} ({len(clips)} clips)")
         heads = "".join(f"{g[:width - 1]:>{width}}" for g in groups)
         print(f"{'detector':<22}{heads}{'speed x RT':>12}")
         for name, runner in runners.items():
             row, speed = score(runner, clips)
             results[name][corpus_name] = {g: list(v) for g, v in row.items()}
-            results[name].setdefault("speed_x_realtime", speed)
+            speeds.setdefault(name, {})[corpus_name] = speed
             cells = "".join(
                 f"{'/'.join(f'{x:.2f}' for x in row[g]) if args.pr else f'{row[g][0]:.3f}':>{width}}"
                 if g in row else f"{'':>{width}}"
                 for g in groups
             )
-            shown = float("nan") if name.startswith("madmom") else speed
-            print(f"{name:<22}{cells}{shown:>12.0f}", flush=True)
+            print(f"{name:<22}{cells}{speed:>12.0f}", flush=True)
+    for name, by_set in speeds.items():
+        results[name]["speed_x_realtime"] = by_set
     if not args.no_speed:
         first = next(iter(corpora.values()))
         results["streaming speed, ours superflux"] = block_speeds(corpora.get("real", first))

@@ -3,12 +3,13 @@
 Usage::
 
     .venv/bin/python bench/file_speed.py [--minutes 10 60] [--repeat 3] [--workers 2] [--keep DIR]
-                                         [--json PATH]
+                                         [--settings JSON] [--json PATH]
 
 For each length it writes a generated 44.1 kHz 16-bit mono WAV (drum-like hits over noise, seeded) to a
 temporary directory, then:
 
-- ours: starts ``run.py`` as a subprocess (fresh data directory), POSTs the file to ``/api/v3/analysis``
+- ours: starts ``run.py`` as a subprocess (fresh data directory), POSTs the file to ``/api/v3/analysis`` (with
+  ``--settings`` as its ``settings`` field, else the defaults)
   and polls ``GET`` every 20 ms until ``success``. Wall time runs from the start of the upload to the result
   (upload + queue + analysis). CPU time is the user + system time the server process and all its
   descendants (pool workers) spent meanwhile, from /proc. Peak memory = the largest sum of RSS over the
@@ -152,13 +153,17 @@ class PeakSampler:
         self._thread.join()
 
 
-async def analyse_over_http(url: str, path: Path) -> tuple[float, float, dict[str, Any]]:
-    """(upload seconds, total seconds, result) for one file."""
+async def analyse_over_http(
+    url: str, path: Path, settings: dict[str, Any] | None = None
+) -> tuple[float, float, dict[str, Any]]:
+    """(upload seconds, total seconds, result) for one file, analysed with ``settings`` (None: defaults)."""
     timeout = aiohttp.ClientTimeout(total=None)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         t0 = time.perf_counter()
         with path.open("rb") as file:
             form = aiohttp.FormData()
+            if settings is not None:
+                form.add_field("settings", json.dumps(settings), content_type="application/json")
             form.add_field("file", file, filename=path.name, content_type="audio/wav")
             async with http.post(url + "/api/v3/analysis", data=form) as resp:
                 body = await resp.json()
@@ -185,10 +190,10 @@ class OurServer:
         time.sleep(1.0)
         self.idle_mb = rss_mb(self.proc.pid)
 
-    def run(self, path: Path) -> dict[str, Any]:
+    def run(self, path: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
         cpu_before = cpu_s(self.proc.pid)
         with PeakSampler(self.proc.pid) as sampler:
-            uploaded, total, result = asyncio.run(analyse_over_http(self.url, path))
+            uploaded, total, result = asyncio.run(analyse_over_http(self.url, path, settings))
         return {"seconds": total, "cpu_seconds": cpu_s(self.proc.pid) - cpu_before,
                 "upload_seconds": uploaded, "peak_rss_mb": sampler.peak_mb, "idle_rss_mb": self.idle_mb,
                 "onsets": len(result["onsets"])}
@@ -222,7 +227,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="the server's pool size")
     parser.add_argument("--keep", type=Path, help="write the test files here (default: a temporary dir)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--settings", help='our analysis settings as JSON, e.g. \'{"beats": false}\'')
     args = parser.parse_args()
+    settings = json.loads(args.settings) if args.settings else None
 
     with tempfile.TemporaryDirectory(prefix="file-speed-") as tmp:
         folder = args.keep or Path(tmp)
@@ -237,7 +244,7 @@ def main() -> int:
             server = OurServer(args.workers, Path(tmp))
             try:
                 for _ in range(args.repeat):
-                    runs[NAMES[0]].append(server.run(path))
+                    runs[NAMES[0]].append(server.run(path, settings))
                     runs[NAMES[1]].append(run_peer("aubio", path))
                     runs[NAMES[2]].append(run_peer("librosa", path))
             finally:
