@@ -1,17 +1,17 @@
 """Beat, tempo and drum-band accuracy and cost of server.rhythm, beside librosa, aubio and madmom, in one run.
 
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
-                                     [--no-madmom] [--no-generated] [--json PATH]
+                                     [--no-madmom] [--no-generated] [--no-heldout] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
-trap and a silent gap. Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
+trap and a silent gap; and 12 more generated kits (seeds 300-311) never looked at while tuning. Scores:
+``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats; tempo error =
 ``|bpm / ref_bpm - 1|`` with ``ref_bpm`` from the median reference inter-beat interval (ours: the tracker's
 own ``bpm`` at each beat from 4 s after the first reference beat on; peers: 60 / median inter-beat interval
 of their beats); band F = ``mir_eval.onset.f_measure`` (±50 ms) of our onsets of each band against the
 annotated kick, snare and hi-hat hits, beside the share of those hits played alone (see alone_share).
-Cost: CPU microseconds per 10 ms frame on one core (20 ms blocks): the detector's, and beside it the
-tracker's and the onset bands'.
+Ours is ``server.rhythm.analyze_rhythm`` in 20 ms blocks, the live path; its cost is bench/rhythm_cost.py's.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -37,18 +36,7 @@ import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.dsp import OnsetDetector  # noqa: E402
-from server.dsp.odf import band_magnitudes  # noqa: E402
-from server.dsp.spectrum import analysis_window, frame_view, spectrum  # noqa: E402
-from server.rhythm import BeatTracker  # noqa: E402
-from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, band_scores, onset_frames  # noqa: E402
-from server.rhythm.features import (  # noqa: E402
-    BandFlux,
-    beat_strength,
-    grid_for,
-    group_rises,
-    strength_from_rows,
-)
+from server.rhythm import analyze_rhythm  # noqa: E402
 from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 
 BLOCK_S = 0.02
@@ -56,79 +44,15 @@ CLASSES = (("low", "KD"), ("mid", "SD"), ("high", "HH"))
 DEFAULT_DATA = Path("/work/shared/data/rhythm-dev")  # ../shared/data/rhythm-dev of the main checkout
 
 
-def detector_rows(audio: np.ndarray, rate: int) -> np.ndarray:
-    """The detector's superflux feature rows (filterbank magnitudes) of a whole signal, one per hop."""
-    grid, bank, _ = grid_for(rate)
-    padded = np.concatenate((np.zeros(grid.frame_len - grid.hop, dtype=np.float32), audio))
-    frames = frame_view(padded, grid.frame_len, grid.hop)
-    return band_magnitudes(spectrum(frames * analysis_window(grid.frame_len), grid.fft_size), bank)
-
-
 def ours(audio: np.ndarray, rate: int) -> dict[str, Any]:
-    """Detector, band front end and tracker fed in 20 ms blocks, as a live stream; then each part's CPU time.
-
-    Cost per 10 ms frame, one core: the detector (``process`` + ``take_odf``), and what the rhythm part
-    adds beside it: the total band rise from the detector's filterbank rows (which a live detector already
-    has; here they are computed beforehand and not counted), ``beat_strength``, ``BeatTracker.process``,
-    and per onset its band (group rises of the rows around it, classification).
-    """
-    detector = OnsetDetector(rate, 1)
-    tracker = BeatTracker(detector.hop_s, time_offset_s=-detector.hop_s)
-    flux = BandFlux(rate)
-    block = round(BLOCK_S * rate)
-    onsets, beats, rises, odfs = [], [], [], []
-    for start in range(0, len(audio), block):
-        chunk = audio[start : start + block]
-        onsets += detector.process(chunk)
-        odf = detector.take_odf()
-        total, groups_now = flux.process(chunk)
-        beats += tracker.process(beat_strength(odf, total))
-        rises.append(groups_now)
-        odfs.append(odf)
-    onsets += detector.flush()
-    n_frames = sum(len(o) for o in odfs)
-    rise = np.concatenate(rises)
-    times = np.array([o.time for o in onsets])
-    frames = onset_frames(times, flux.hop_s, flux.frame_time_offset_s)
-    names = np.array(OnsetBands().classify(band_scores(rise, frames, WEIGHTS)))
-    # Each part again, alone, so that one does not warm the other's caches.
-    detector = OnsetDetector(rate, 1)
-    start_s = time.process_time()
-    for start in range(0, len(audio), block):
-        detector.process(audio[start : start + block])
-        detector.take_odf()
-    detector_s = time.process_time() - start_s
-    rows = detector_rows(audio, rate)[:n_frames]
-    _, _, groups = grid_for(rate)
-    tracker = BeatTracker(0.01, time_offset_s=-0.01)
-    previous = np.zeros((1, rows.shape[1]), dtype=np.float32)
-    first = 0
-    start_s = time.process_time()
-    for odf in odfs:  # the same block boundaries as the live run
-        stop = first + len(odf)
-        if stop > first:
-            tracker.process(strength_from_rows(odf, rows[first:stop], previous))
-            previous = rows[stop - 1 : stop]
-        first = stop
-    tracker_s = time.process_time() - start_s
-    # Per onset, once its window (one frame before to SPAN_FRAMES after its frame) is complete.
-    classifier = OnsetBands()
-    start_s = time.process_time()
-    for at in frames.tolist():
-        low, high = max(1, at - 1), max(1, at + SPAN_FRAMES + 1)
-        window = group_rises(rows[low:high], rows[low - 1 : low], groups)
-        classifier.classify(band_scores(window, np.array([at - low]), WEIGHTS))
-    bands_s = time.process_time() - start_s
+    """``server.rhythm.analyze_rhythm``: the detector, its rows and the rhythm fed in 20 ms blocks, as a live
+    stream (its cost beside the detector: bench/rhythm_cost.py)."""
+    result = analyze_rhythm(audio, rate, block_s=BLOCK_S)
     return {
-        "beats": np.array([b.time for b in beats]),
-        "bpm": np.array([b.bpm for b in beats]),
-        "onsets": times,
-        "bands": names,
-        "cost_us": {
-            "detector": 1e6 * detector_s / n_frames,
-            "tracker": 1e6 * tracker_s / n_frames,
-            "bands": 1e6 * bands_s / n_frames,
-        },
+        "beats": np.array([b.time for b in result.beats]),
+        "bpm": np.array([b.bpm for b in result.beats]),
+        "onsets": np.array([b.onset.time for b in result.onsets]),
+        "bands": np.array([b.band for b in result.onsets]),
     }
 
 
@@ -261,6 +185,23 @@ def generated_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str
     return cases
 
 
+def heldout_cases(directory: str) -> list[tuple[str, str, np.ndarray, dict[str, np.ndarray]]]:
+    """Twelve more generated kits (seeds 300-311, 75-175 BPM), never looked at while tuning the bands."""
+    specs: list[tuple[float, dict[str, Any]]] = [
+        (75, {}), (88, {}), (96, {"swing": 2 / 3}), (104, {}), (112, {"meter": 3}), (120, {}), (132, {}),
+        (144, {"swing": 2 / 3}), (150, {}), (163, {}), (175, {}), (92, {"hats": False}),
+    ]
+    cases = []
+    for seed, (bpm, options) in enumerate(specs, start=300):
+        track = drum_track(beat_times([(bpm, 14.0)]), seed=seed, **options)
+        path = os.path.join(directory, f"held{seed}.wav")
+        sf.write(path, track.audio, track.sample_rate, subtype="PCM_16")
+        hits = {"KD": track.hits["kick"], "SD": track.hits["snare"], "HH": track.hits["hat"]}
+        name = f"held-out {bpm:g}" + (" " + ",".join(options) if options else "")
+        cases.append((name, path, track.beats, hits))
+    return cases
+
+
 def follow_beats(ref: np.ndarray, result: dict[str, Any]) -> float:
     """Beats after the largest tempo change until every later beat is matched (±70 ms) with bpm within 4 %."""
     intervals = np.diff(ref)
@@ -316,10 +257,9 @@ def run_case(
         print(f"{name:22s} {tracker:17s} {f:6.3f} {cmlt:6.3f} {amlt:6.3f} {100 * err:8.1f} %  {note}")
     bands = band_f(result, hits)
     alone = alone_share(hits)
-    rows[0].update(bands=bands, alone=alone, cost_us=result["cost_us"])
+    rows[0].update(bands=bands, alone=alone)
     scores = ", ".join(f"{b} {v:.3f} ({100 * alone[b]:.0f} % alone)" for b, v in bands.items())
-    costs = ", ".join(f"{k} {v:.1f}" for k, v in result["cost_us"].items())
-    print(f"{'':22s} bands F {scores}; CPU us per 10 ms frame: {costs}")
+    print(f"{'':22s} bands F {scores}")
     return rows
 
 
@@ -339,14 +279,6 @@ def summarise(corpus: str, rows: list[dict[str, Any]], n_files: int) -> None:
                 f"  band {band:4s} F {np.mean(values):.3f} over {len(values)} files "
                 f"({100 * np.mean(alone):.0f} % of the hits have no other class within 50 ms)"
             )
-    detector, tracker, bands = (
-        np.mean([r["cost_us"][k] for r in own]) for k in ("detector", "tracker", "bands")
-    )
-    print(
-        f"  CPU per 10 ms frame: detector {detector:.1f} us; beside it tracker {tracker:.1f} us "
-        f"({100 * tracker / detector:.0f} % of the detector), onset bands {bands:.1f} us "
-        f"({100 * bands / detector:.0f} %)"
-    )
 
 
 def main() -> None:
@@ -355,6 +287,7 @@ def main() -> None:
     parser.add_argument("--madmom-python", default="/work/madmom-venv/bin/python")
     parser.add_argument("--no-madmom", action="store_true")
     parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--no-heldout", action="store_true")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -363,6 +296,8 @@ def main() -> None:
         corpora = [("rhythm-dev (tuned on it)", load_dev(args.data))]
         if not args.no_generated:
             corpora.append(("generated", generated_cases(tmp)))
+        if not args.no_heldout:
+            corpora.append(("generated, never tuned on", heldout_cases(tmp)))
         madmom = {}
         if not args.no_madmom:
             madmom = madmom_beats(args.madmom_python, [c[1] for _, cases in corpora for c in cases])

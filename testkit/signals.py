@@ -169,6 +169,23 @@ def drums(sr: int = 44100, duration_s: float = 6.0, seed: int = 2, gap_s: float 
     return _finish("drums", out, sr, times, "drums")
 
 
+def ghost_notes(sr: int = 44100, duration_s: float = 4.0, seed: int = 9, ghost_db: float = -12.0,
+                after_s: Sequence[float] = (0.1, 0.2)) -> Signal:
+    """Loud snare hits every 0.5 s, each followed by softer ones (``ghost_db`` below) ``after_s`` later."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros(round(duration_s * sr))
+    times: list[float] = []
+    t = 0.2
+    while t + max(after_s) < duration_s - 0.3:
+        _place(out, round(t * sr), drum(rng, sr, "snare"), sr)
+        times.append(t)
+        for gap in after_s:
+            _place(out, round((t + gap) * sr), drum(rng, sr, "snare") * 10 ** (ghost_db / 20), sr)
+            times.append(t + gap)
+        t += 0.5
+    return _finish("ghost_notes", out, sr, times, "drums")
+
+
 def plucks(sr: int = 44100, duration_s: float = 6.0, seed: int = 3) -> Signal:
     """A Karplus–Strong melody; notes ring over each other."""
     rng = np.random.default_rng(seed)

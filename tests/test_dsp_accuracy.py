@@ -23,6 +23,7 @@ CASES: list[tuple[str, Callable[[], signals.Signal], float]] = [
     ("tone_bursts", lambda: signals.tone_bursts(48000, 5.0, seed=61), 0.95),
     ("drums", lambda: signals.drums(44100, 6.0, seed=62), 0.95),
     ("fast_drums", lambda: signals.drums(22050, 6.0, seed=63, gap_s=0.14), 0.9),
+    ("ghost_notes_-12dB", lambda: signals.ghost_notes(44100, 4.0, seed=74), 0.85),  # 0.8 with the mean
     ("plucks", lambda: signals.plucks(32000, 6.0, seed=64), 0.85),
     ("soft_attacks", lambda: signals.soft_attacks(44100, 8.0, seed=65), 0.85),
     ("chords", lambda: signals.chords(16000, 6.0, seed=66), 0.9),

@@ -10,7 +10,7 @@ import pytest
 from server.dsp import odf as odf_mod
 from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
 from server.dsp.methods import METHOD_TABLE
-from server.dsp.peaks import merge_close, peak_shift, pick_peaks
+from server.dsp.peaks import merge_close, peak_shift, pick_peaks, window_mean, window_median
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
 
@@ -143,11 +143,9 @@ def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: i
     found = []
     for i in range(first, stop):
         window_max = odf[i - pre_max : i + lookahead + 1].max()
-        total = 0.0
-        for shift in range(pre_avg + 1):
-            total += odf[i - shift]
-        mean = total / (pre_avg + 1)
-        above_mean = odf[i] >= k["mean_factor"] * mean + k["threshold"]
+        window = odf[i - pre_avg : i + 1]
+        level = float(np.median(window)) if k.get("median") else float(np.mean(window))
+        above_mean = odf[i] >= k["mean_factor"] * level + k["threshold"]
         if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"]:
             found.append(i)
     return found
@@ -189,8 +187,21 @@ def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
         }
         first = max(k["pre_max"], k["pre_avg"])
         stop = n - k["lookahead"]
-        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop, **k)
-        assert got == pick_peaks_reference(odf, power, first, stop, **k), trial
+        median = bool(trial % 2)
+        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop,
+                         baseline=window_median if median else window_mean, **k)
+        assert got == pick_peaks_reference(odf, power, first, stop, median=median, **k), trial
+
+
+def test_a_median_baseline_ignores_one_loud_frame_and_follows_a_steady_level() -> None:
+    loud_then_soft = [0.0] * 12 + [20.0, 0.0, 0.0, 2.5, 0.0, 0.0, 0.0]
+    levels = [1.0] * len(loud_then_soft)
+    common = {"pre_max": 2, "pre_avg": 10, "threshold": 1.0, "min_power": 1e-6, "lookahead": 2}
+    assert pick_peaks(loud_then_soft, levels, first=10, stop=17, **common) == [12]  # mean 2.0: 2.5 < 3
+    assert pick_peaks(loud_then_soft, levels, first=10, stop=17, baseline=window_median, **common) == [12, 15]
+    steady = [2.0] * 16 + [2.9, 2.0, 2.0]
+    assert pick_peaks(steady, levels, first=10, stop=17, baseline=window_median, **common) == []
+    assert window_median([3.0, 1.0, 2.0, 10.0]) == 2.5 and window_mean([1.0, 2.0]) == 1.5
 
 
 def test_peak_shift_is_a_parabola_vertex() -> None:

@@ -142,6 +142,9 @@ def test_settings_docs_and_browser_follow_the_table() -> None:
         METHOD_TABLE["toy"] = TOY  # type: ignore[index]
     assert [m["name"] for m in describe()] == list(METHOD_NAMES)
     assert {m["name"]: m["mean_factor"] for m in describe()}["complex"] == 1.5
+    assert {m["name"]: m["baseline"] for m in describe()}["superflux"] == "median"
+    with pytest.raises(ValueError, match="baseline"):
+        dataclasses.replace(METHOD_TABLE["hfc"], baseline="mode")
     protocol = (Path(__file__).resolve().parent.parent / "docs" / "protocol.md").read_text()
     row = next(line for line in protocol.splitlines() if line.startswith("| `method` |"))
     allowed = row.split("|")[4]

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from server.dsp import detect_onsets
-from server.rhythm.bands import OnsetBands, band_scores, classify, onset_frames
+from server.rhythm import analyze_rhythm
+from server.rhythm.bands import OnsetBands, band_scores, classify
 from server.rhythm.features import BandFlux
 from testkit.rhythm_signals import DrumTrack, beat_times, drum_track
 
@@ -23,12 +24,11 @@ def rises_of(audio: np.ndarray, rate: int, block: int) -> tuple[np.ndarray, Band
 
 
 def bands_of(track: DrumTrack) -> tuple[np.ndarray, np.ndarray]:
-    """Our onsets of a track and the band of each, streamed in 20 ms blocks."""
-    rate = track.sample_rate
-    onsets = np.array([o.time for o in detect_onsets(track.audio, rate)])
-    rises, flux = rises_of(track.audio, rate, round(0.02 * rate))
-    scores = band_scores(rises, onset_frames(onsets, flux.hop_s, flux.frame_time_offset_s), (1.0, 1.0, 1.0))
-    return onsets, np.array(OnsetBands().classify(scores))
+    """Our onsets of a track and the band of each, streamed in 20 ms blocks (the live path)."""
+    result = analyze_rhythm(track.audio, track.sample_rate)
+    onsets = np.array([b.onset.time for b in result.onsets])
+    np.testing.assert_array_equal(onsets, [o.time for o in detect_onsets(track.audio, track.sample_rate)])
+    return onsets, np.array([b.band for b in result.onsets])
 
 
 def band_f(reference: np.ndarray, onsets: np.ndarray) -> float:

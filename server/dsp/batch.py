@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
 from server.dsp.blocks import FLOAT32, all_finite, to_mono
+from server.dsp.filterbank import log_filterbank
 from server.dsp.onset import Onset
 from server.dsp.plan import FramePlan
 from server.dsp.spectrum import frame_power, frame_view, spectrum
@@ -157,6 +158,7 @@ class _Pass:
         "samples",
         "size",
         "starts",
+        "tapped",
     )
 
     def __init__(self, plan: FramePlan) -> None:
@@ -170,6 +172,7 @@ class _Pass:
         self.frames = 0  # new frames in all
         self.size = 0  # samples in all
         self.regular = True  # every member has new frames and as many samples as the others
+        self.tapped = False  # some member keeps its log-filterbank rows (OnsetDetector.tap_rows)
         self.samples: F32 = np.zeros(0, dtype=np.float32)
 
     def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
@@ -179,6 +182,8 @@ class _Pass:
         self.size = offset + length
         self.pieces += (tail, mono)
         self.members.append(index)
+        if detector.state.rows_out is not None:
+            self.tapped = True
         if length >= self.frame_len:
             count = (length - self.frame_len) // self.hop + 1
             self.starts += range(offset, offset + count * self.hop, self.hop)
@@ -200,8 +205,9 @@ class _Pass:
 
         With ``final`` (end of stream) the new samples are padding: they do not count in ``samples_in``.
         """
+        rows = None
         if self.starts:
-            values, levels, kept = _analyse_frames(self)
+            values, levels, kept, rows = _analyse_frames(self)
         samples, hop, history = self.samples, self.hop, self.plan.history
         found: list[list[Onset]] = []
         offset = row = framed = 0
@@ -218,6 +224,8 @@ class _Pass:
             if count:
                 stop = row + count
                 hist = kept[framed * history : (framed + 1) * history]
+                if rows is not None:
+                    _keep_rows(detector, rows[row:stop])
                 found.append(detector.finish_pass(tail, hist, values[row:stop], levels[row:stop], final))
                 row = stop
                 framed += 1
@@ -234,8 +242,28 @@ def _raise_bad(monos: list[F32], indices: list[int], numbered: bool) -> None:
             raise AudioFormatError(f"{prefix}audio contains NaN or Inf samples")
 
 
-def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
-    """Detection function and level of every new frame of a pass, and each member's next history rows.
+def _keep_rows(detector: OnsetDetector, rows: F32) -> None:
+    """Hand a tapped detector its new frames' log-filterbank rows (at most ``odf_keep`` passes kept)."""
+    kept = detector.state.rows_out
+    if kept is not None:
+        kept.append(rows)
+        if len(kept) > detector.plan.odf_keep:  # nobody takes them: keep what take_odf would give
+            del kept[: -detector.plan.odf_keep]
+
+
+def tap_rows_of(plan: FramePlan, spectra: Any, feats: Any) -> F32:
+    """The log-filterbank magnitude rows of a pass's frames: the features themselves for ``superflux``,
+    else the same filterbank applied to the spectra (:func:`~server.dsp.odf.band_magnitudes`)."""
+    if plan.method.features is odf_mod.band_magnitudes:
+        rows: F32 = feats
+        return rows
+    grid = plan.grid
+    return odf_mod.band_magnitudes(spectra, log_filterbank(grid.sample_rate, grid.fft_size))
+
+
+def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any, F32 | None]:
+    """Detection function and level of every new frame of a pass, each member's next history rows, and
+    the frames' log-filterbank rows when a member taps them.
 
     Returns
     -------
@@ -243,6 +271,8 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
         Per new frame, member after member.
     kept : ndarray, shape (members with new frames * history, n_features)
         Their last ``history`` feature rows, member after member.
+    rows : ndarray, shape (new frames, n_bands), or None
+        :func:`tap_rows_of` the new frames, when ``current.tapped``.
     """
     plan, samples = current.plan, current.samples
     grid = plan.grid
@@ -269,10 +299,11 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any]:
     levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
     del padded, windowed
     feats = plan.method.features(spectra, plan.constants)
+    rows = tap_rows_of(plan, spectra, feats) if current.tapped else None
     if plan.method.step is not None:
-        return _step_stateful(current, feats), levels, feats[:0]
+        return _step_stateful(current, feats), levels, feats[:0], rows
     values, kept = _compare_classical(current, feats)
-    return values, levels, kept
+    return values, levels, kept, rows
 
 
 def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:

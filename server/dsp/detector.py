@@ -37,7 +37,7 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 4  # of the pickled state
+STATE_VERSION = 5  # of the pickled state
 
 
 class OnsetDetector:
@@ -156,7 +156,10 @@ class OnsetDetector:
         grid = self.plan.frames.grid
         padding = np.zeros(grid.frame_len + grid.hop, dtype=np.float32)
         found = batch.analyse_pass(self, padding, final=True)
+        tapped = self.state.rows_out is not None
         self.state = new_state(self.plan)
+        if tapped:
+            self.state.rows_out = []
         return [o for o in found if o.time < end_s - END_GUARD_S]
 
     def decide_pending(self) -> list[Onset]:
@@ -204,6 +207,34 @@ class OnsetDetector:
             values = values[-self.plan.odf_keep :]
         state.odf_out = []
         return np.array(values, dtype=np.float32)
+
+    def tap_rows(self, on: bool = True) -> None:
+        """From the next block on, keep each new frame's log-filterbank magnitudes for :meth:`take_rows`
+        (``on``), or stop keeping them and drop those not taken.
+
+        They are the ``superflux`` method's feature rows (the same filterbank whatever the method), computed
+        once in the batched pass beside the detection function; :mod:`server.rhythm` reads them instead of
+        analysing the audio again.
+        """
+        if not on:
+            self.state.rows_out = None
+        elif self.state.rows_out is None:
+            self.state.rows_out = []
+
+    def take_rows(self) -> list[F32]:
+        """The tapped rows produced since the last call: arrays of shape (n_frames, n_bands), float32, in
+        frame order, one value of :meth:`take_odf` per row (at least the latest ``ODF_KEEP_S`` of them).
+
+        Raises
+        ------
+        ValueError
+            When the tap is off (see :meth:`tap_rows`).
+        """
+        state = self.state
+        if state.rows_out is None:
+            raise ValueError("the row tap is off: call tap_rows() first")
+        rows, state.rows_out = state.rows_out, []
+        return rows
 
     # ----------------------------------------------------------------------------------------------
     # Pickling: the plan is looked up again, not stored; the state travels as plain tuples and bytes.
@@ -305,6 +336,7 @@ class OnsetDetector:
             threshold=plan.threshold,
             min_power=plan.min_power,
             mean_factor=plan.mean_factor,
+            baseline=plan.baseline,
         )
         onsets: list[Onset] = []
         if picked:

@@ -8,10 +8,37 @@ order, so a decision never depends on how the stream was split into blocks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 PRE_MAX_S = 0.03  # a peak must be the maximum of the last 30 ms (SuperFlux's pre_max)
-PRE_AVG_S = 0.10  # the adaptive threshold is the mean of the last 100 ms (SuperFlux's pre_avg)
+PRE_AVG_S = 0.10  # the adaptive threshold follows the last 100 ms (SuperFlux's pre_avg)
+
+Baseline = Callable[[Sequence[float]], float]  # the ODF of the frame and its past -> the level it must clear
+
+
+def window_mean(window: Sequence[float]) -> float:
+    """Mean of ``window``, summed from the newest value back (a fixed order: bitwise reproducible)."""
+    total = 0.0
+    for value in reversed(window):
+        total += value
+    return total / len(window)
+
+
+def window_median(window: Sequence[float]) -> float:
+    """Median of ``window``: unlike the mean, one loud hit in the window does not raise it, so a soft
+    attack soon after a loud one still stands out, while a steady level (noise, a sustained tone) is still
+    followed (Bello et al., 2005, adaptive median thresholding)."""
+    ordered = sorted(window)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return 0.5 * (ordered[middle - 1] + ordered[middle])
+
+
+# The statistic of the last PRE_AVG_S of the ODF that a method's adaptive threshold scales, by name (the
+# method table's ``baseline``; docs/protocol.md, ``detector``).
+BASELINES: Mapping[str, Baseline] = MappingProxyType({"mean": window_mean, "median": window_median})
 
 
 def pick_peaks(
@@ -26,13 +53,13 @@ def pick_peaks(
     threshold: float,
     min_power: float,
     mean_factor: float = 1.0,
+    baseline: Baseline = window_mean,
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
     Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
-    lookahead + 1])``, ``odf[i] >= mean_factor * mean(odf[i - pre_avg : i + 1]) + threshold`` (the sum taken
-    from ``odf[i]`` backwards), ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those
-    windows rules the frame out.
+    lookahead + 1])``, ``odf[i] >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold``,
+    ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those windows rules the frame out.
 
     Parameters
     ----------
@@ -46,11 +73,13 @@ def pick_peaks(
     pre_max, lookahead, pre_avg : int
         Window lengths, frames.
     threshold : float
-        Margin above the moving mean, ODF units (the ``threshold`` setting).
+        Margin above the baseline, ODF units (the ``threshold`` setting).
     min_power : float
         Minimum frame power, linear.
     mean_factor : float
-        Multiplier of the moving mean.
+        Multiplier of the baseline.
+    baseline : callable
+        :func:`window_mean` (a moving mean) or :func:`window_median` (:data:`BASELINES`).
 
     Returns
     -------
@@ -62,15 +91,12 @@ def pick_peaks(
     picked: list[int] = []
     for i in range(first, stop):
         value = odf[i]
-        # Means are never negative, so a value below the threshold cannot pass the mean test.
+        # Baselines are never negative, so a value below the threshold cannot pass the baseline test.
         if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
             continue
         if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
             continue
-        total = 0.0
-        for shift in range(pre_avg + 1):
-            total += odf[i - shift]
-        if value >= mean_factor * (total / (pre_avg + 1)) + threshold:
+        if value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
             picked.append(i)
     return picked
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from server.dsp import odf as odf_mod
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
-from server.dsp.peaks import PRE_AVG_S, PRE_MAX_S
+from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline
 from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
@@ -114,8 +114,10 @@ class Plan:
     odf_keep : int
         Most detection-function values kept for :meth:`OnsetDetector.take_odf`.
     threshold, mean_factor, min_power : float
-        Threshold above the scaled moving mean (the ``threshold`` setting), moving-mean factor, minimum
+        Threshold above the scaled baseline (the ``threshold`` setting), the baseline's factor, minimum
         frame power (linear).
+    baseline : callable
+        The method's :data:`~server.dsp.peaks.BASELINES` statistic of the last ``pre_avg`` frames.
     min_interval_s : float
     attack_offset : float
         How far an attack lies before the end of its peak frame, samples.
@@ -140,6 +142,7 @@ class Plan:
     odf_keep: int
     threshold: float
     mean_factor: float
+    baseline: Baseline
     min_power: float
     min_interval_s: float
     attack_offset: float
@@ -177,6 +180,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         odf_keep=round(ODF_KEEP_S / hop_s),
         threshold=settings.threshold,
         mean_factor=row.mean_factor,
+        baseline=BASELINES[row.baseline],
         min_power=10.0 ** (settings.silence_db / 10.0),
         min_interval_s=settings.min_interval_ms / 1000.0,
         attack_offset=row.attack_offset * grid.frame_len,

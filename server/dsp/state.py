@@ -58,6 +58,9 @@ class StreamState:
         Onsets before this time are not reported: ``decide_pending`` reported them (``-inf`` if never).
     opening : ndarray of float32 or None
         The stream's first samples until its start is judged (``Plan.opening_len`` of them), then None.
+    rows_out : list of ndarray or None
+        With the row tap on (:meth:`OnsetDetector.tap_rows`), the log-filterbank magnitude rows of the new
+        frames not yet taken, one array of shape (n_frames, n_bands) per pass; None when the tap is off.
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -75,6 +78,7 @@ class StreamState:
     method_state: Any
     hold_until_s: float
     opening: F32 | None
+    rows_out: list[F32] | None
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -96,6 +100,7 @@ def new_state(plan: Plan) -> StreamState:
         method_state=initial_method_state(frames),
         hold_until_s=-math.inf,
         opening=np.zeros(0, dtype=np.float32),
+        rows_out=None,
     )
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 
 from server.dsp import DetectorSettings, OnsetDetector
-from server.dsp.blocks import clip_full_scale, to_mono
+from server.dsp.blocks import clip_full_scale
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
@@ -33,15 +33,14 @@ STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44
 BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
 
 OnsetTuple = tuple[float, float]  # (seconds since the file's first sample, strength)
-RHYTHM_GRID_MS = (40.0, 10.0)  # (frame_ms, hop_ms): the only grid server.rhythm follows
 
 
-def rhythm_for(sample_rate: int, settings: DetectorSettings) -> RhythmSession | None:
-    """A rhythm session beside a detector with ``settings``, or None (``beats`` off, or another grid)."""
-    if not settings.beats or (settings.frame_ms, settings.hop_ms) != RHYTHM_GRID_MS:
+def rhythm_for(detector: OnsetDetector) -> RhythmSession | None:
+    """A rhythm session beside ``detector`` (its row tap on), or None (``beats`` off, or another grid)."""
+    if not detector.settings.beats:
         return None
     try:
-        return RhythmSession(sample_rate)
+        return RhythmSession.beside(detector)
     except ValueError:
         return None
 
@@ -112,7 +111,7 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
 def _start(state: FileAnalysis) -> None:
     source = probe(Path(state.upload))
     state.detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
-    state.rhythm = rhythm_for(source.sample_rate, state.settings)
+    state.rhythm = rhythm_for(state.detector)
     state.source = source
     if source.decoder is Decoder.AV:
         info = demux_to_spool(Path(state.upload), Path(state.spool))
@@ -139,8 +138,7 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         found += new
         state.frames_done += len(block)
         if rhythm is not None:
-            beats, banded = rhythm.process(to_mono(block, source.channels, check=False), detector.take_odf(),
-                                           new)
+            beats, banded = rhythm.process(detector.take_odf(), detector.take_rows(), new)
             outcome.beats += [beat.time for beat in beats]
             outcome.bands += [item.band for item in banded]
     if at_end:
@@ -150,8 +148,7 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         found += new
         state.finished = True
         if rhythm is not None:
-            empty = np.zeros(0, dtype=np.float32)
-            _, banded = rhythm.process(empty, empty, new)
+            _, banded = rhythm.process(np.zeros(0, dtype=np.float32), [], new)
             outcome.bands += [item.band for item in banded + rhythm.flush()]
     outcome.onsets = [(onset.time, onset.strength) for onset in found]
 

@@ -6,7 +6,13 @@
 from __future__ import annotations
 
 from server.rhythm.beat import Beat, Tempo
-from server.rhythm.session import BandedOnset, RhythmResult, RhythmSession, analyze_rhythm
+from server.rhythm.session import (
+    BandedOnset,
+    RhythmResult,
+    RhythmSession,
+    analyze_rhythm,
+    process_sessions,
+)
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker
 
@@ -19,4 +25,5 @@ __all__ = [
     "Tempo",
     "TrackerSettings",
     "analyze_rhythm",
+    "process_sessions",
 ]

@@ -1,12 +1,13 @@
 """Per-onset drum band: where an onset's attack is strongest, low (kick-like), mid (snare-like) or high
 (hat-like).
 
-The evidence is the rise of the low, mid and high band groups around the onset
-(:func:`server.rhythm.features.group_rises`): the largest of each group's rise over the frames from one hop
-before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (the groups differ in how
-much a hit of their kind raises them), decides. Each group's score is first divided by the square root of
-its running mean over the stream's past onsets (:class:`OnsetBands`), so a kit whose hats are quiet
-against its kick still gets "high" for its loudest hat attacks.
+The evidence is the rise of the low, mid and high band groups around the onset, per frame
+(:func:`server.rhythm.features.group_sums`): the largest of each group's summed rise over the frames from
+one hop before the onset's frame to ``SPAN_FRAMES`` after it, times a per-group weight (a hat's energy is
+small against a drum's), decides. Each group's score is first divided by its running mean over the
+stream's past onsets to the power ``NORM_POWER`` (:class:`OnsetBands`): where the attack is strongest
+relative to each band's typical level, so a kit whose hats are quiet against its kick still gets "high"
+for its hat attacks. Weights, power and the groups' edges were chosen on rhythm-dev (bench/README.md).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
 SPAN_FRAMES = 3  # frames after the onset's own frame whose rise counts
-WEIGHTS = (1.0, 1.0, 1.0)  # low, mid, high
-NORM_POWER = 0.5  # scores are divided by their running mean to this power
+WEIGHTS = (1.0, 1.0, 2.0)  # low, mid, high
+NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
 
 
@@ -52,6 +53,28 @@ def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float,
     return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
 
 
+def peak_scores(sums: list[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
+    """:func:`band_scores` of one onset in plain Python (a handful of values: cheaper than numpy calls).
+
+    Parameters
+    ----------
+    sums : list of float
+        Group rises (:func:`~server.rhythm.features.group_sums`, non-negative), low, mid and high of each
+        frame after those of the frame before.
+    frame : int
+        The onset's frame (its values are ``sums[3 * frame : 3 * frame + 3]``); frames outside count as no
+        rise.
+    weights : (float, float, float)
+    """
+    best = [0.0, 0.0, 0.0]
+    start, stop = 3 * max(frame - 1, 0), 3 * max(frame + SPAN_FRAMES + 1, 0)
+    for group in range(3):
+        values = sums[start + group : stop : 3]
+        if values:
+            best[group] = max(best[group], max(values))
+    return [best[0] * weights[0], best[1] * weights[1], best[2] * weights[2]]
+
+
 def classify(scores: F64) -> list[str]:
     """Band name of each row of :func:`band_scores`: the group with the largest score."""
     return [BAND_NAMES[i] for i in np.argmax(scores, axis=1).tolist()]
@@ -67,22 +90,27 @@ class OnsetBands:
     """Per-stream band classifier: keeps the running mean of each group's score over past onsets."""
 
     def __init__(self) -> None:
-        self._means = np.zeros(3)
+        self._means = [0.0, 0.0, 0.0]
         self._count = 0
 
     def classify(self, scores: F64) -> list[str]:
         """Band names of onsets in time order, given their :func:`band_scores`; updates the running means."""
+        return self.classify_rows(np.asarray(scores, dtype=np.float64).reshape(-1, 3).tolist())
+
+    def classify_rows(self, scores: list[list[float]]) -> list[str]:
+        """:meth:`classify` of rows of plain floats."""
         names = []
-        for row in np.asarray(scores, dtype=np.float64).reshape(-1, 3):
+        for row in scores:
             self._count += 1
             rate = max(1.0 / NORM_ONSETS, 1.0 / self._count)
-            self._means += rate * (row - self._means)
-            names.append(BAND_NAMES[int(np.argmax(normalise(row[None, :], self._means)[0]))])
+            means = self._means = [m + rate * (v - m) for m, v in zip(self._means, row, strict=True)]
+            normed = [v / m**NORM_POWER if m > 0.0 else v for v, m in zip(row, means, strict=True)]
+            names.append(BAND_NAMES[normed.index(max(normed))])
         return names
 
     def __getstate__(self) -> tuple[list[float], int]:
-        return (self._means.tolist(), self._count)
+        return (list(self._means), self._count)
 
     def __setstate__(self, state: tuple[list[float], int]) -> None:
-        self._means = np.array(state[0], dtype=np.float64)
+        self._means = [float(m) for m in state[0]]
         self._count = state[1]

@@ -1,32 +1,33 @@
 """Rhythm for one stream beside its onset detector: beats, tempo, and the band of each onset.
 
-:class:`RhythmSession` is the per-stream state a pool worker keeps next to an
-:class:`~server.dsp.OnsetDetector` (default grid: 40 ms frames, 10 ms hop). Each block it takes the same
-audio, the detector's ``take_odf()`` and its onsets, and returns the beats committed to and each onset's
-band once the frames after it are in. :func:`analyze_rhythm` does a whole file.
-
-The band front end here computes the detector's filterbank rows again (:class:`BandFlux`); a detector that
-handed over its own rows would save that (see :func:`server.rhythm.features.strength_from_rows`).
+:class:`RhythmSession` is the per-stream state kept next to an :class:`~server.dsp.OnsetDetector` (default
+grid: 40 ms frames, 10 ms hop) whose row tap it turns on (``OnsetDetector.tap_rows``): each block it takes
+the detector's ``take_odf()``, ``take_rows()`` (the filterbank magnitudes the detector computed anyway) and
+onsets, and returns the beats committed to and each onset's band once the frames after it are in.
+:func:`process_sessions` does that for many streams at once, in shared numpy passes (one front end, one
+forward-filter step per frame for every tracker), with the same results as one by one.
+:func:`analyze_rhythm` does a whole file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from server.dsp import OnsetDetector
 from server.dsp.onset import Onset
-from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, band_scores, onset_frames
+from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
-from server.rhythm.features import FRAME_S, HOP_S, BandFlux, beat_strength
+from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
 from server.rhythm.settings import TrackerSettings
-from server.rhythm.tracker import BeatTracker
+from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
-KEEP_FRAMES = 64  # group rises kept for onsets still waiting for their band (0.64 s at 10 ms)
+KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
     -1
 )  # a beat's time is its frame's strongest value one hop earlier (calibrated on rhythm-dev)
@@ -40,30 +41,70 @@ class BandedOnset:
     band: str
 
 
+def follows_grid(detector: OnsetDetector) -> bool:
+    """Whether ``detector`` uses the one grid :mod:`server.rhythm` follows (40 ms frames, 10 ms hop)."""
+    settings = detector.settings
+    return (settings.frame_ms, settings.hop_ms) == (1000 * FRAME_S, 1000 * HOP_S)
+
+
 class RhythmSession:
-    """Beats and onset bands of one stream, fed beside its detector.
+    """Beats and onset bands of one stream, fed beside its detector from the detector's next frame on.
+
+    Times are on the session's own timeline: the end of its frame ``k`` is ``(k + 1)`` hops, so a session
+    started with its detector shares the detector's timeline (see :meth:`beside`).
 
     Parameters
     ----------
     sample_rate : int
     settings : TrackerSettings, optional
+    after_silence : bool
+        Whether the frame before the first one fed is silence (a stream's start); otherwise the first
+        frame counts as no rise.
 
     Raises
     ------
     ValueError
-        For a rate the detector would refuse (via the band front end's grid).
+        For a rate the detector would refuse (via the filterbank's grid).
     """
 
-    def __init__(self, sample_rate: int, settings: TrackerSettings | None = None) -> None:
-        self._flux = BandFlux(sample_rate)
-        self._tracker = BeatTracker(
-            self._flux.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self._flux.hop_s
-        )
+    def __init__(
+        self, sample_rate: int, settings: TrackerSettings | None = None, *, after_silence: bool = True
+    ) -> None:
+        grid, bank, self._groups = grid_for(sample_rate)
+        self.hop_s = grid.hop / sample_rate
+        self.frame_time_offset_s = (grid.hop - grid.frame_len / 2) / sample_rate
+        self._tracker = BeatTracker(self.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self.hop_s)
         self._bands = OnsetBands()
-        self._rises = np.zeros((0, 3), dtype=np.float32)
-        self._rises_base = 0  # frame index of self._rises[0]
+        silence = np.zeros((1, bank.n_bands), dtype=np.float32)
+        # The last row fed (None: none yet, mid-stream: the first row then counts as no rise).
+        self._previous: F32 | None = silence if after_silence else None
+        # group_sums of the last frames (KEEP_FRAMES to twice that), low, mid, high frame after frame: flat
+        # floats, not a list per frame (lists are objects the garbage collector must walk, again and again)
+        self._sums: list[float] = []
+        self._sums_first = 0  # frame index of self._sums[0:3]
         self._frames = 0
-        self._pending: list[Onset] = []
+        self._pending: list[tuple[int, Onset]] = []  # onsets waiting for their band, with their frame
+
+    @classmethod
+    def beside(cls, detector: OnsetDetector, settings: TrackerSettings | None = None) -> RhythmSession:
+        """A session for ``detector`` from its next frame on; turns its row tap on.
+
+        Its frame 0 is the detector's frame ``detector.samples_in // hop``: session times plus that many
+        hops are detector times.
+
+        Raises
+        ------
+        ValueError
+            When the detector does not use 40 ms frames and a 10 ms hop.
+        """
+        if not follows_grid(detector):
+            raise ValueError(
+                f"the detector must use {1000 * FRAME_S:g} ms frames and a {1000 * HOP_S:g} ms hop "
+                f"(it uses {detector.settings.frame_ms:g} ms and {detector.settings.hop_ms:g} ms)"
+            )
+        session = cls(detector.sample_rate, settings, after_silence=detector.samples_in == 0)
+        detector.tap_rows()
+        return session
 
     @property
     def tracker(self) -> BeatTracker:
@@ -74,18 +115,9 @@ class RhythmSession:
         return self._tracker.tempo()
 
     def process(
-        self, samples: npt.ArrayLike, odf: npt.ArrayLike, onsets: list[Onset]
+        self, odf: npt.ArrayLike, rows: Sequence[F32] | F32, onsets: list[Onset]
     ) -> tuple[list[Beat], list[BandedOnset]]:
-        """Feed the block the detector just took, its ``take_odf()`` and its onsets.
-
-        Parameters
-        ----------
-        samples : array_like, shape (n,)
-            Mono float32 samples, the same the detector got (downmixed).
-        odf : array_like, shape (n_frames,)
-            The detector's ``take_odf()`` after this block.
-        onsets : list of Onset
-            The detector's onsets from this block, in time order.
+        """Feed the detector's ``take_odf()``, ``take_rows()`` and onsets after its latest block.
 
         Returns
         -------
@@ -97,49 +129,121 @@ class RhythmSession:
         Raises
         ------
         ValueError
-            When ``odf`` does not have one value per frame of ``samples`` (the detector's grid is not the
-            default 40 ms / 10 ms one, or blocks were skipped).
+            When there are fewer rows than ``odf`` values (the detector's tap was off, or blocks were
+            skipped); the session is then unchanged.
         """
-        total, rises = self._flux.process(np.asarray(samples, dtype=np.float32).reshape(-1))
-        strength = np.asarray(odf, dtype=np.float32).reshape(-1)
-        if len(strength) != len(total):
-            raise ValueError(
-                f"{len(strength)} onset-strength values for {len(total)} frames: the detector must use "
-                f"{1000 * FRAME_S:g} ms frames and a {1000 * HOP_S:g} ms hop and see the same blocks"
-            )
-        beats = self._tracker.process(beat_strength(strength, total))
-        self._rises = np.concatenate((self._rises, rises))
-        self._frames += len(rises)
-        self._pending += onsets
-        banded = self._decide(final=False)
-        self._trim()  # after deciding: a long block's early onsets need rises from before the last 64
-        return beats, banded
+        return process_sessions([(self, odf, rows, onsets)])[0]
 
     def flush(self) -> list[BandedOnset]:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
+    def _take(self, last_row: F32, sums: list[float]) -> None:
+        """The new frames: the last one's row (a view: not changed later) and each one's group sums."""
+        self._previous = last_row
+        self._sums += sums
+        self._frames += len(sums) // 3
+
     def _trim(self) -> None:
-        drop = len(self._rises) - KEEP_FRAMES
+        """Forget group sums older than the last ``KEEP_FRAMES`` frames and than every pending onset's (after
+        deciding: a long block's early onsets need the sums from before its last 64 frames)."""
+        keep_from = self._frames - KEEP_FRAMES
+        if self._pending:
+            keep_from = min(keep_from, self._pending[0][0] - 1)
+        drop = keep_from - self._sums_first
         if drop > 0:
-            self._rises = self._rises[drop:]
-            self._rises_base += drop
+            del self._sums[: 3 * drop]
+            self._sums_first += drop
 
     def _decide(self, *, final: bool) -> list[BandedOnset]:
-        if not self._pending:
+        """The bands of the pending onsets whose frames are in (all of them when ``final``), in plain
+        Python: a handful of values per onset (:func:`~server.rhythm.bands.peak_scores`)."""
+        pending = self._pending
+        ready = len(pending)
+        if not final:
+            limit = self._frames - SPAN_FRAMES  # an onset is ready once SPAN_FRAMES frames follow its own
+            ready = 0
+            while ready < len(pending) and pending[ready][0] < limit:
+                ready += 1
+        if not ready:
             return []
-        times = np.array([o.time for o in self._pending])
-        frames = onset_frames(times, self._flux.hop_s, self._flux.frame_time_offset_s)
-        ready = (
-            len(frames) if final else int(np.searchsorted(frames + SPAN_FRAMES, self._frames, side="left"))
-        )
-        if ready == 0:
-            return []
-        scores = band_scores(self._rises, frames[:ready] - self._rises_base, WEIGHTS)
-        names = self._bands.classify(scores)
-        done = [BandedOnset(onset, name) for onset, name in zip(self._pending[:ready], names, strict=True)]
-        del self._pending[:ready]
+        scores = [peak_scores(self._sums, frame - self._sums_first, WEIGHTS) for frame, _ in pending[:ready]]
+        names = self._bands.classify_rows(scores)
+        done = [BandedOnset(onset, name) for (_, onset), name in zip(pending[:ready], names, strict=True)]
+        del pending[:ready]
         return done
+
+
+SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Onset]]
+
+
+def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], list[BandedOnset]]]:
+    """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
+
+    One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
+    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session,
+    and one forward-filter step per frame for all their trackers
+    (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
+    get alone.
+
+    Raises
+    ------
+    ValueError
+        When a session has fewer rows than ``odf`` values, or is listed twice; no session has changed.
+    """
+    if len({id(item[0]) for item in items}) != len(items):
+        raise ValueError("a session is listed twice")
+    stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
+    odfs: list[list[float]] = []
+    for session, odf, rows, _ in items:
+        values: list[float] = odf.tolist() if isinstance(odf, np.ndarray) else np.ravel(odf).tolist()
+        odfs.append(values)
+        n = len(values)
+        parts = [rows] if isinstance(rows, np.ndarray) else rows
+        have = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
+        if have < n:
+            raise ValueError(
+                f"{n} onset-strength values for {have} filterbank rows: feed the detector's take_odf() and "
+                "take_rows() after each block (RhythmSession.beside turns its row tap on)"
+            )
+        if not n:
+            continue
+        if have > n or len(parts) > 1:
+            parts = [np.concatenate(parts)[have - n :]]
+        previous = session._previous
+        stacked.append(parts[0][:1] if previous is None else previous)
+        stacked.append(parts[0])
+    strengths: list[list[float]] = []
+    if stacked:
+        joined = np.concatenate(stacked)
+        totals, sums = rise_totals(joined, items[0][0]._groups)
+        total_list, sums_list = totals.tolist(), sums.reshape(-1).tolist()
+        at = 0  # row of joined before the session's first new row
+        for (session, _, _, _), values in zip(items, odfs, strict=True):
+            n = len(values)
+            if n:
+                rises = total_list[at : at + n]
+                strengths.append([o + RISE_WEIGHT * t for o, t in zip(values, rises, strict=True)])
+                session._take(joined[at + n : at + n + 1], sums_list[3 * at : 3 * (at + n)])
+                at += n + 1
+            else:
+                strengths.append(values)
+    else:
+        strengths = odfs
+    beats = advance_trackers([item[0]._tracker for item in items], strengths)
+    out: list[tuple[list[Beat], list[BandedOnset]]] = []
+    for (session, _, _, onsets), found in zip(items, beats, strict=True):
+        if onsets:
+            hop_s, offset_s = session.hop_s, session.frame_time_offset_s
+            session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
+        pending = session._pending
+        if pending and pending[0][0] < session._frames - SPAN_FRAMES:
+            out.append((found, session._decide(final=False)))
+        else:
+            out.append((found, []))
+        if len(session._sums) > 6 * KEEP_FRAMES:
+            session._trim()
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,17 +276,16 @@ def analyze_rhythm(samples: npt.ArrayLike, sample_rate: int, *, block_s: float =
     """
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
     detector = OnsetDetector(sample_rate, 1)
-    session = RhythmSession(sample_rate)
+    session = RhythmSession.beside(detector)
     block = max(1, round(block_s * sample_rate))
     beats: list[Beat] = []
     banded: list[BandedOnset] = []
     for start in range(0, len(audio), block):
-        chunk = audio[start : start + block]
-        found = detector.process(chunk)
-        new_beats, new_banded = session.process(chunk, detector.take_odf(), found)
+        found = detector.process(audio[start : start + block])
+        new_beats, new_banded = session.process(detector.take_odf(), detector.take_rows(), found)
         beats += new_beats
         banded += new_banded
-    session.process(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32), detector.flush())
+    session.process(np.zeros(0, dtype=np.float32), [], detector.flush())
     banded += session.flush()
     times = np.array([b.time for b in beats])
     tempo = float(60.0 / np.median(np.diff(times))) if len(times) >= 2 else None

@@ -8,21 +8,25 @@ falls exponentially with the relative change of interval (Böck, Krebs & Widmer,
 weighted by a log-Gaussian tempo prior (Ellis 2007; Davies & Plumbley 2007) that keeps the tracker away from
 half and double tempo.
 
-States are flattened tempo by tempo, positions ascending, so "every state moves on by one" is a shift of the
-whole array by one place, after which only the first position of each tempo needs the transition matrix.
+States are flattened tempo by tempo, each tempo's ``T`` states a ring: at frame ``t`` the state of position
+``p`` sits in slot ``first + (p - t) mod T`` of its tempo (:func:`forward_rows`). A state keeps its slot as it
+moves on, so a frame moves no memory: the slot that held position ``T - 1`` is overwritten with the new
+position 0 (from the transition matrix), and only the slots on and near the beat take the frame's
+likelihood. The forward variables of many streams are rows of one array and step together.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
+
+TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -78,11 +82,39 @@ class StateSpace:
         return [int(i) for i in self.intervals[self.tempo_of]]
 
     @functools.cached_property
-    def phase_of(self) -> F64:
-        """Position of each flat state as a fraction of its beat interval, 0–1, shape (n_states,)."""
-        phase = self.position_of / self.intervals[self.tempo_of]
-        phase.setflags(write=False)
-        return phase
+    def interval_of(self) -> I64:
+        """Beat interval of each flat slot's tempo, frames, shape (n_states,)."""
+        out = self.intervals[self.tempo_of]
+        out.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def observed(self) -> tuple[I64, I64, I64]:
+        """``(first, position, interval)`` of the states a frame's observation touches: the beat state of
+        each tempo (position 0), in tempo order, then the near-beat states (:attr:`near_states`); each with
+        its tempo's first slot and interval, for finding its slot at a frame."""
+        states = np.concatenate((self.beat_states, self.near_states))
+        tempo = self.tempo_of[states]
+        out = (self.first[tempo], self.position_of[states], self.intervals[tempo])
+        for array in out:
+            array.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def near_tempi(self) -> npt.NDArray[np.bool_]:
+        """``near_tempi[j, k]``: tempo ``k``'s interval is within ``TEMPO_WINDOW`` of tempo ``j``'s."""
+        out = np.abs(self.intervals[None, :] / self.intervals[:, None] - 1.0) <= TEMPO_WINDOW
+        out.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def phase_rates(self) -> tuple[F64, F64]:
+        """``(phase0, rate)`` of each slot: the phase (fraction of its beat interval) of the state in it is
+        ``phase0 + step * rate`` modulo 1 at frame ``step`` of the ring layout."""
+        out = (self.position_of / self.interval_of, 1.0 / self.interval_of)
+        for array in out:
+            array.setflags(write=False)
+        return out
 
     @property
     def bpm(self) -> F64:
@@ -186,39 +218,82 @@ def state_space(
     return space
 
 
-def forward_step(alpha: F64, space: StateSpace, ratio: float, *, normalise: bool = True) -> int:
-    """One frame of the forward filter, in place; return the most likely state.
+class RingBank:
+    """The forward variables of several streams, rows of one array, and the slots a frame observes in each.
 
     Parameters
     ----------
-    alpha : ndarray, shape (n_states,), float64
-        ``P(state | observations so far)`` at the previous frame, up to a positive factor; overwritten
-        with this frame's.
     space : StateSpace
-    ratio : float
-        Likelihood of this frame's observation in a beat state over that in any other state (> 0). States
-        near a beat get its square root.
-    normalise : bool
-        Scale ``alpha`` to sum 1 (the most likely state does not depend on it; skipping it for a few
-        frames saves time, as long as the factor cannot overflow).
+    alphas : list of ndarray, shape (n_states,), float64
+        Each stream's forward variable, in the ring layout of frame ``steps[i]``.
+    steps : list of int
+        The frame of each one's layout.
 
-    Returns
-    -------
-    int
-        Flat index of the most likely state now.
+    Attributes
+    ----------
+    alpha : ndarray, shape (n_rows, n_states), float64
+    slots : ndarray, shape (n_rows, n_observed), int64
+        Flat index (into ``alpha``) of each observed state (:attr:`StateSpace.observed`) of each row at its
+        current frame; each frame moves them one slot back around their ring.
     """
-    ends = alpha[space.last]
-    alpha[1:] = alpha[:-1]
-    alpha[space.first] = ends @ space.transition
-    if ratio != 1.0:
-        alpha[space.beat_states] *= ratio
-        if len(space.near_states):
-            alpha[space.near_states] *= math.sqrt(ratio)
-    if normalise:
-        alpha *= 1.0 / np.add.reduce(alpha)
-    return int(alpha.argmax())
+
+    def __init__(self, space: StateSpace, alphas: list[F64], steps: list[int]) -> None:
+        self.space = space
+        self.alpha = np.stack(alphas)
+        first, position, interval = space.observed
+        self._floor = first + np.arange(len(alphas), dtype=np.int64)[:, None] * space.n_states
+        self.slots = (position - np.array(steps, dtype=np.int64)[:, None]) % interval + self._floor
+
+    def step(self, rows: list[int], ratios: list[float], normalise: list[int]) -> list[int]:
+        """One frame of the forward filter for ``rows``, each once, in place; the most likely slot of each.
+
+        Each row's values do not depend on which other rows step with it (the transition is one small
+        product per row, reductions run along each row), so a stream's beats are the same alone or in a
+        batch.
+
+        Parameters
+        ----------
+        rows : list of int
+        ratios : list of float
+            Likelihood of each row's observation in a beat state over that in any other state (> 0). States
+            near a beat get its square root.
+        normalise : list of int
+            The rows to scale to sum 1 (the most likely state does not depend on it; skipping it for a few
+            frames saves time, as long as the factor cannot overflow).
+
+        Returns
+        -------
+        list of int
+            Slot of the most likely state of each row, in the order of ``rows``.
+        """
+        space, alpha = self.space, self.alpha
+        interval = space.observed[2]
+        every = len(rows) == len(alpha) and rows == list(range(len(rows)))
+        if every:
+            slots = self.slots
+            slots -= 1
+            np.add(slots, interval, out=slots, where=slots < self._floor)
+        else:
+            slots = self.slots[rows] - 1
+            np.add(slots, interval, out=slots, where=slots < self._floor[rows])
+            self.slots[rows] = slots
+        # The beat slots held position T - 1 until now: they take the transition from it.
+        flat = alpha.reshape(-1)
+        values = flat[slots]
+        beats = len(space.intervals)
+        ratio = np.array(ratios, dtype=np.float64)[:, None]
+        moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
+        np.multiply(moved, ratio, out=values[:, :beats])
+        values[:, beats:] *= np.sqrt(ratio)
+        flat[slots] = values
+        if len(normalise) == len(alpha):  # every row (in order: each row is listed once)
+            alpha *= (1.0 / np.add.reduce(alpha, axis=1))[:, None]
+        elif normalise:
+            alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]
+        best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
+        return best
 
 
 def tempo_marginal(alpha: F64, space: StateSpace) -> F64:
-    """Probability of each tempo, shape (n_tempi,): ``alpha`` summed over each tempo's positions."""
+    """Probability of each tempo, shape (n_tempi,): ``alpha`` summed over each tempo's slots."""
     return np.add.reduceat(alpha, space.first)

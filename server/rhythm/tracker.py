@@ -11,6 +11,8 @@ sent as soon as the tracker commits to it, and ``tempo()`` predicts the next one
 
 State is the forward variable (a few thousand float64), the input not yet framed, the running mean of the
 strength, and the last beat; the state space itself is shared and cached, so the pickle stays small.
+:func:`advance_trackers` steps many streams' trackers at once: their forward variables become rows of one
+array (kept between calls while the same trackers step together), one numpy pass per frame for all.
 """
 
 from __future__ import annotations
@@ -24,12 +26,11 @@ import numpy.typing as npt
 
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.settings import TrackerSettings
-from server.rhythm.statespace import StateSpace, forward_step, state_space, tempo_marginal
+from server.rhythm.statespace import RingBank, StateSpace, state_space, tempo_marginal
 
 F32 = npt.NDArray[np.float32]
 
-STATE_VERSION = 1
-TEMPO_WINDOW = 0.06  # tempi within this relative distance of the most likely one make the reported bpm
+STATE_VERSION = 2  # 2: the forward variable in the ring layout of statespace.forward_rows
 NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
 PHASE_WINDOW = 0.08  # states within this fraction of a beat of the most likely phase make the confidence
 
@@ -73,6 +74,7 @@ class BeatTracker:
     """
 
     _alpha: npt.NDArray[np.float64] | None  # the forward variable; None: silent so long that it is forgotten
+    _bank: RingBank | None  # the bank whose row _row _alpha is (advance_trackers), or None
 
     def __init__(
         self, hop_s: float, settings: TrackerSettings | None = None, *, time_offset_s: float = 0.0
@@ -118,25 +120,12 @@ class BeatTracker:
         ------
         ValueError
             For a value that is negative, NaN or infinite; the tracker is then unchanged.
+
+        See Also
+        --------
+        advance_trackers : the same for many trackers at once (this is it for one).
         """
-        values: list[float] = np.ravel(strength).tolist()
-        for value in values:
-            if not 0.0 <= value < math.inf:  # NaN fails too
-                raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
-        beats: list[Beat] = []
-        activity = self._settings.activity
-        for value in values:
-            if value >= activity:
-                self._last_active = self._n_in
-            if value > self._group_max:
-                self._group_max = value
-                self._group_arg = self._n_in
-            self._n_in += 1
-            if self._n_in % self._per_frame == 0:
-                beat = self._frame()
-                if beat is not None:
-                    beats.append(beat)
-        return beats
+        return advance_trackers([self], [np.ravel(strength).tolist()])[0]
 
     def tempo(self) -> Tempo | None:
         """The current tempo, its confidence and the next predicted beat; None before the first beat."""
@@ -145,11 +134,12 @@ class BeatTracker:
         space = self._space
         tempo = int(space.tempo_of[self._best])
         interval = int(space.intervals[tempo])
-        position = int(space.position_of[self._best])
+        position = (space.position_list[self._best] + self._step) % interval
         next_frame = self._step + interval - position
+        bpm, confidence = self._summary()
         return Tempo(
-            bpm=self._bpm(tempo),
-            confidence=self._confidence(),
+            bpm=bpm,
+            confidence=confidence,
             next_beat_time=self._time_of(next_frame * self._per_frame + (self._per_frame - 1) / 2),
         )
 
@@ -194,6 +184,10 @@ class BeatTracker:
         ) = state
         self._use_settings(TrackerSettings(*values))
         self._alpha = None if alpha is None else np.frombuffer(alpha, dtype=np.float64).copy()
+        self._bank = None
+        self._row = 0
+        self._summary_step = -2
+        self._summary_values = (0.0, 0.0)
 
     # ----------------------------------------------------------------------------------------------
 
@@ -208,39 +202,61 @@ class BeatTracker:
 
     def _forget(self) -> None:
         self._alpha = None
+        self._bank = None
+        self._row = 0
+        self._summary_step = -2  # the frame of _summary_values (none)
+        self._summary_values = (0.0, 0.0)
         self._best = -1
         self._last_beat = -(10**9)  # frame of the last reported beat
 
     def _time_of(self, index: float) -> float:
         return index * self._hop_s + self._offset_s
 
-    def _frame(self) -> Beat | None:
-        """One frame of the tracker's grid is complete: update, and report a beat if one is due."""
+    def _take_values(self, values: list[float]) -> list[tuple[float, int, int]]:
+        """Consume input values; per tracker frame they complete: (its strength, the input index of that
+        strongest value, input values since the last that reached ``activity``)."""
+        done: list[tuple[float, int, int]] = []
+        activity, per_frame = self._settings.activity, self._per_frame
+        for value in values:
+            if value >= activity:
+                self._last_active = self._n_in
+            if value > self._group_max:
+                self._group_max = value
+                self._group_arg = self._n_in
+            self._n_in += 1
+            if self._n_in % per_frame == 0:
+                done.append((self._group_max, self._group_arg, self._n_in - 1 - self._last_active))
+                self._group_max = -1.0
+        return done
+
+    def _before_step(self, frame: tuple[float, int, int]) -> float | None:
+        """A frame of the tracker's grid is complete: the likelihood ratio to step the forward filter with,
+        or None (silent so long that tempo and phase are forgotten: no step)."""
+        strength, _, silent_for = frame
         self._step += 1
-        strength, arg = self._group_max, self._group_arg
-        self._group_max = -1.0
-        silent_for = self._n_in - 1 - self._last_active
         if silent_for >= self._reset_after:
             if self._alpha is not None:
                 self._forget()
             return None
         self._mean += self._mean_rate * (strength - self._mean)
         if self._alpha is None:
-            self._alpha = self._space.prior.copy()
-        space = self._space
-        normalise = self._step % NORMALISE_FRAMES == 0
-        best = forward_step(
-            self._alpha, space, beat_ratio(strength, self._mean, self._settings), normalise=normalise
-        )
+            self._alpha = self._space.prior.copy()  # the same in every ring layout
+            self._bank = None
+        return beat_ratio(strength, self._mean, self._settings)
+
+    def _after_step(self, best: int, frame: tuple[float, int, int]) -> Beat | None:
+        """After the step (most likely slot ``best``): report a beat if one is due."""
+        strength, arg, silent_for = frame
         self._best = best
-        position = space.position_list[best]
+        space = self._space
         interval = space.interval_list[best]
+        position = (space.position_list[best] + self._step) % interval
         beat_frame = self._step - position
         if position > max(1, interval // 10) or beat_frame - self._last_beat < interval / 2:
             return None
         if silent_for >= self._hold:
             return None
-        confidence = self._confidence()
+        bpm, confidence = self._summary()
         if confidence < self._settings.min_confidence:
             return None
         self._last_beat = beat_frame
@@ -248,37 +264,85 @@ class BeatTracker:
             index: float = arg  # the strongest input value of the beat's frame
         else:
             index = beat_frame * self._per_frame + (self._per_frame - 1) / 2
-        tempo = int(space.tempo_of[best])
-        return Beat(time=self._time_of(index), bpm=self._bpm(tempo), confidence=confidence)
+        return Beat(time=self._time_of(index), bpm=bpm, confidence=confidence)
 
-    def _bpm(self, tempo: int) -> float:
-        """Posterior mean tempo over the tempi near ``tempo``, beats per minute."""
-        assert self._alpha is not None
-        space = self._space
-        self._alpha *= 1.0 / np.add.reduce(self._alpha)
-        marginal = tempo_marginal(self._alpha, space)
-        interval = space.intervals[tempo]
-        near = np.abs(space.intervals / interval - 1.0) <= TEMPO_WINDOW
-        weights = marginal[near]
-        total = float(weights.sum())
-        if total <= 0.0:
-            return float(space.bpm[tempo])
-        return float(weights @ space.bpm[near] / total)
+    def _summary(self) -> tuple[float, float]:
+        """The tempo and the confidence at the current frame (worked out once per frame).
 
-    def _confidence(self) -> float:
-        """How sure the tracker is of its tempo and of its phase, 0–1.
-
-        The product of two probabilities: of the tempi within ``TEMPO_WINDOW`` of the most likely state's,
-        and of the states whose phase is within ``PHASE_WINDOW`` of a beat of the most likely state's.
+        Tempo: the posterior mean over the tempi within ``TEMPO_WINDOW`` of the most likely state's, beats
+        per minute. Confidence, 0–1: the product of two probabilities, of those tempi and of the states
+        whose phase is within ``PHASE_WINDOW`` of a beat of the most likely state's.
         """
-        assert self._alpha is not None
+        if self._summary_step == self._step:
+            return self._summary_values
+        alpha = self._alpha
+        assert alpha is not None
         space = self._space
-        self._alpha *= 1.0 / np.add.reduce(self._alpha)
+        alpha *= 1.0 / np.add.reduce(alpha)
         best = self._best
-        interval = space.intervals[space.tempo_of[best]]
-        near_tempo = np.abs(space.intervals / interval - 1.0) <= TEMPO_WINDOW
-        tempo_mass = float(tempo_marginal(self._alpha, space)[near_tempo].sum())
-        phase = space.phase_of - space.phase_of[best]
+        tempo = int(space.tempo_of[best])
+        near = space.near_tempi[tempo]
+        weights = tempo_marginal(alpha, space)[near]
+        tempo_mass = float(weights.sum())
+        bpm = float(weights @ space.bpm[near] / tempo_mass) if tempo_mass > 0.0 else float(space.bpm[tempo])
+        phase0, rate = space.phase_rates
+        phase = phase0 - phase0[best]
+        phase += self._step * (rate - rate[best])
         phase -= np.round(phase)
-        phase_mass = float(self._alpha[np.abs(phase) <= PHASE_WINDOW].sum())
-        return min(1.0, tempo_mass * phase_mass)
+        phase_mass = float(alpha[np.abs(phase) <= PHASE_WINDOW].sum())
+        self._summary_step = self._step
+        self._summary_values = (bpm, min(1.0, tempo_mass * phase_mass))
+        return self._summary_values
+
+
+def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> list[list[Beat]]:
+    """Feed each tracker its next onset-strength values; return each one's beats.
+
+    The same as ``[t.process(v) for t, v in zip(trackers, values)]``, bitwise, with the forward filters of
+    the trackers that complete a frame stepped together (:class:`~server.rhythm.statespace.RingBank`).
+
+    Raises
+    ------
+    ValueError
+        For a value that is negative, NaN or infinite; no tracker has changed then.
+    """
+    for row in values:
+        for value in row:
+            if not 0.0 <= value < math.inf:  # NaN fails too
+                raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
+    frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
+    beats: list[list[Beat]] = [[] for _ in trackers]
+    for round_ in range(max(map(len, frames), default=0)):
+        stepping: dict[StateSpace, tuple[list[int], list[float]]] = {}
+        for index, (tracker, done) in enumerate(zip(trackers, frames, strict=True)):
+            if round_ < len(done):
+                ratio = tracker._before_step(done[round_])
+                if ratio is not None:
+                    members, ratios = stepping.setdefault(tracker._space, ([], []))
+                    members.append(index)
+                    ratios.append(ratio)
+        for space, (members, ratios) in stepping.items():
+            group = [trackers[index] for index in members]
+            bank = _bank_of(space, group)
+            rows = [t._row for t in group]
+            normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
+            best = bank.step(rows, ratios, normalise)
+            for index, slot in zip(members, best, strict=True):
+                beat = trackers[index]._after_step(slot, frames[index][round_])
+                if beat is not None:
+                    beats[index].append(beat)
+    return beats
+
+
+def _bank_of(space: StateSpace, group: list[BeatTracker]) -> RingBank:
+    """The bank whose rows are the group's forward variables: the one they share, or a new one."""
+    bank = group[0]._bank
+    if bank is not None and all(t._bank is bank for t in group):
+        return bank
+    alphas = [t._alpha for t in group]
+    assert all(alpha is not None for alpha in alphas)
+    # Each tracker's _step is already the frame about to be stepped: its alpha is in the layout before it.
+    bank = RingBank(space, alphas, [t._step - 1 for t in group])  # type: ignore[arg-type]
+    for row, tracker in enumerate(group):
+        tracker._bank, tracker._row, tracker._alpha = bank, row, bank.alpha[row]
+    return bank

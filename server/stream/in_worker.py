@@ -25,8 +25,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from server.dsp import DetectorSettings, Onset, OnsetDetector, process_many
-from server.dsp.blocks import to_mono
-from server.stream.rhythm_beside import BandedTuple, BeatTuple, RhythmBeside, TempoTuple, follows_grid
+from server.stream.rhythm_beside import (
+    Advanced,
+    BandedTuple,
+    BeatTuple,
+    RhythmBeside,
+    TempoTuple,
+    advance_many,
+    follows_grid,
+)
 
 OnsetTuple = BandedTuple  # (seconds since the stream's first sample, strength, band or None)
 
@@ -176,6 +183,7 @@ class _Running:
     onsets: list[OnsetTuple]
     rhythm: RhythmBeside | None = None
     found: list[Onset] | None = None  # with a rhythm: the detector's onsets of this job, band not decided
+    advanced: Advanced | None = None  # with a rhythm: its part of the batch's advance_many
 
 
 def _failed(exc: Exception) -> JobResult:
@@ -200,6 +208,7 @@ def _prepare(job: Job, resident: ResidentDetectors) -> _Running | JobResult:
         detector.configure(job.settings)
         if rhythm is not None and not follows_grid(job.settings):  # beats turned off
             onsets += _shift_banded(rhythm.finish([]), offset_s)
+            detector.tap_rows(False)
             rhythm = None
         elif rhythm is None:  # beats turned on: from here on
             rhythm = RhythmBeside.beside(detector)
@@ -209,12 +218,12 @@ def _prepare(job: Job, resident: ResidentDetectors) -> _Running | JobResult:
 def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     """After the job's audio: take the detection function, flush at the end or keep the detector."""
     detector, job, rhythm, offset_s = running.detector, running.job, running.rhythm, running.offset_s
-    odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
     beats: list[BeatTuple] = []
     tempo: TempoTuple | None = None
-    if rhythm is not None:
-        mono = to_mono(job.samples(), job.channels, check=False)
-        new_beats, banded = rhythm.process(mono, odf, running.found or [])
+    if rhythm is None:
+        odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
+    else:
+        odf, new_beats, banded = running.advanced or rhythm.process(detector, running.found or [])
         running.onsets += _shift_banded(banded, offset_s)
         beats = [(time_s + offset_s, bpm, confidence) for time_s, bpm, confidence in new_beats]
         if new_beats:  # the tempo as of the latest beat (asking for it every job would cost ~20 % more)
@@ -255,13 +264,22 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
     except Exception:
         found = [_process_alone(item) for item in running]
     failures: dict[int, Exception] = {}
+    rhythmic: list[_Running] = []
     for item, onsets in zip(running, found, strict=True):
         if isinstance(onsets, Exception):
             failures[id(item)] = onsets
         elif item.rhythm is not None:
             item.found = onsets
+            rhythmic.append(item)
         else:
             item.onsets += _shift(onsets, item.offset_s)
+    if len(rhythmic) > 1:  # every rhythm in shared passes; alone (in _finish) if that fails
+        try:
+            advanced = advance_many([(i.rhythm, i.detector, i.found or []) for i in rhythmic if i.rhythm])
+        except Exception:
+            advanced = []
+        for item, outcome in zip(rhythmic, advanced, strict=False):
+            item.advanced = outcome
     results: list[JobResult] = []
     for step in prepared:
         if isinstance(step, JobResult):

@@ -1,19 +1,23 @@
 """A live stream's rhythm in its pool worker, beside its detector: beats, tempo and each onset's band.
 
 :class:`RhythmBeside` wraps a :class:`~server.rhythm.RhythmSession` that may start after its detector
-(the setting ``beats`` turned on mid-stream): its front end is first fed the zeros that put its frames on
-the detector's grid, and times go back and forth by the detector time at which it started. With it, a
-detector's onsets come out only once their band is decided (about 30 ms after the detector reports them).
-Everything here runs in the worker process and must pickle.
+(the setting ``beats`` turned on mid-stream): the session reads the filterbank rows the detector computes
+anyway (its row tap) from the detector's next frame on, and times go back and forth by the detector time
+of that frame. :func:`advance_many` feeds every rhythm of a batch at once, after the batch's detectors
+(:func:`~server.rhythm.process_sessions`). With a rhythm, a detector's onsets come out only once their
+band is decided (about 30 ms after the detector reports them). Everything here runs in the worker process
+and must pickle.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from server.dsp import DetectorSettings, Onset, OnsetDetector
-from server.rhythm import RhythmSession
+from server.rhythm import RhythmSession, process_sessions
 from server.rhythm.features import FRAME_S, HOP_S
 
 F32 = npt.NDArray[np.float32]
@@ -21,6 +25,8 @@ F32 = npt.NDArray[np.float32]
 BeatTuple = tuple[float, float, float]  # (time s on the detector's timeline, bpm, confidence)
 TempoTuple = tuple[float, float, float]  # (bpm, confidence, next beat time s on the detector's timeline)
 BandedTuple = tuple[float, float, str | None]  # (time s on the detector's timeline, strength, band)
+# One stream's part of a batch: the detector's take_odf(), its beats and its onsets now banded.
+Advanced = tuple[F32, list[BeatTuple], list[BandedTuple]]
 
 
 def follows_grid(settings: DetectorSettings) -> bool:
@@ -29,23 +35,19 @@ def follows_grid(settings: DetectorSettings) -> bool:
 
 
 class RhythmBeside:
-    """Rhythm of one stream from the detector's sample ``samples_in`` on (0: from its start).
+    """Rhythm of ``detector``'s stream from its next frame on (from its start when nothing came yet).
 
     Raises
     ------
     ValueError
-        For a sample rate the band front end refuses.
+        For a detector on another grid.
     """
 
-    def __init__(self, sample_rate: int, samples_in: int = 0) -> None:
-        self._session = RhythmSession(sample_rate)
-        hop = round(HOP_S * sample_rate)
-        lead = samples_in % hop  # zeros that put the front end's frame ends on the detector's
-        self._offset_s = (samples_in - lead) / sample_rate  # detector time of the front end's sample 0
-        if lead:
-            beats, banded = self._session.process(np.zeros(lead, dtype=np.float32),
-                                                  np.zeros(0, dtype=np.float32), [])
-            assert not beats and not banded
+    def __init__(self, detector: OnsetDetector) -> None:
+        self._session = RhythmSession.beside(detector)
+        hop = round(HOP_S * detector.sample_rate)
+        # detector time of the session's time 0: the start of its first frame's last hop
+        self._offset_s = detector.samples_in // hop * hop / detector.sample_rate
 
     @classmethod
     def beside(cls, detector: OnsetDetector) -> RhythmBeside | None:
@@ -53,24 +55,19 @@ class RhythmBeside:
         if not follows_grid(detector.settings):
             return None
         try:
-            return cls(detector.sample_rate, detector.samples_in)
+            return cls(detector)
         except ValueError:
             return None
 
-    def process(self, mono: F32, odf: F32, onsets: list[Onset]) -> tuple[list[BeatTuple], list[BandedTuple]]:
-        """The detector's block (mono), its ``take_odf()`` and onsets: the beats committed to and the onsets
-        whose band is now decided, both on the detector's timeline."""
-        shift = self._offset_s
-        moved = [Onset(time=o.time - shift, strength=o.strength) for o in onsets]
-        beats, banded = self._session.process(mono, odf, moved)
-        return ([(b.time + shift, b.bpm, b.confidence) for b in beats],
-                [(b.onset.time + shift, b.onset.strength, b.band) for b in banded])
+    def process(self, detector: OnsetDetector, onsets: list[Onset]) -> Advanced:
+        """:func:`advance_many` of this one stream."""
+        return advance_many([(self, detector, onsets)])[0]
 
     def finish(self, onsets: list[Onset]) -> list[BandedTuple]:
         """The detector's flushed onsets: every onset still waiting, with its band."""
         shift = self._offset_s
         empty = np.zeros(0, dtype=np.float32)
-        _, banded = self._session.process(empty, empty, [Onset(o.time - shift, o.strength) for o in onsets])
+        _, banded = self._session.process(empty, [], [Onset(o.time - shift, o.strength) for o in onsets])
         return [(b.onset.time + shift, b.onset.strength, b.band) for b in banded + self._session.flush()]
 
     def tempo(self) -> TempoTuple | None:
@@ -78,3 +75,28 @@ class RhythmBeside:
         if tempo is None:
             return None
         return (tempo.bpm, tempo.confidence, tempo.next_beat_time + self._offset_s)
+
+
+def advance_many(items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]]) -> list[Advanced]:
+    """After the batch's detectors: each rhythm's detector's ``take_odf()`` and rows, and its onsets (in
+    time order); per item, the detection function taken, the beats committed to and the onsets whose band
+    is now decided, on the detector's timeline.
+
+    Raises
+    ------
+    ValueError
+        From :func:`~server.rhythm.process_sessions`; then no rhythm has changed (but the detection
+        functions and rows are taken).
+    """
+    odfs = [detector.take_odf() for _, detector, _ in items]
+    inputs = []
+    for (rhythm, detector, onsets), odf in zip(items, odfs, strict=True):
+        shift = rhythm._offset_s
+        moved = [Onset(o.time - shift, o.strength) for o in onsets] if shift and onsets else onsets
+        inputs.append((rhythm._session, odf, detector.take_rows(), moved))
+    out: list[Advanced] = []
+    for (rhythm, _, _), odf, (beats, banded) in zip(items, odfs, process_sessions(inputs), strict=True):
+        shift = rhythm._offset_s
+        out.append((odf, [(b.time + shift, b.bpm, b.confidence) for b in beats],
+                    [(b.onset.time + shift, b.onset.strength, b.band) for b in banded]))
+    return out

@@ -16,6 +16,19 @@ const WAVE_SHARE = 0.56; // of the plot height
 const AXIS_PX = 20;
 const FRESH_MS = 350; // an onset this recent is drawn brighter
 
+// The baselines of the server's peak picker (`detector.baseline`) over values[start..stop) of [t, v] pairs.
+function mean(values, start, stop) {
+  let sum = 0;
+  for (let i = start; i < stop; i += 1) sum += values[i][1];
+  return sum / (stop - start);
+}
+
+function median(values, start, stop) {
+  const sorted = values.slice(start, stop).map((pair) => pair[1]).sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : 0.5 * (sorted[middle - 1] + sorted[middle]);
+}
+
 function niceStep(windowS) {
   return windowS <= 5 ? 0.5 : windowS <= 12 ? 1 : 2;
 }
@@ -158,22 +171,19 @@ export class Scope {
     }
     ctx.stroke();
 
-    // What a peak must clear: the mean of the last pre_avg_ms (scaled for some methods) plus the threshold.
+    // What a peak must clear: the baseline (mean or median) of the last pre_avg_ms, scaled, plus the threshold.
     if (!this.detector) return;
     const window = Math.max(1, Math.round(preAvgS / this.hopS)) + 1;
     const factor = this.detector.mean_factor;
+    const level = this.detector.baseline === "median" ? median : mean;
     ctx.setLineDash([4 * dpr, 4 * dpr]);
     ctx.lineWidth = dpr;
     ctx.strokeStyle = COLORS.threshold;
     ctx.beginPath();
-    let sum = 0;
     let started = false;
-    for (let i = first; i < values.length; i += 1) {
-      sum += values[i][1];
-      if (i - first >= window) sum -= values[i - window][1];
-      if (i - first < window - 1) continue;
+    for (let i = first + window - 1; i < values.length; i += 1) {
       const px = x(values[i][0]);
-      const py = y((factor * sum) / window + this.threshold);
+      const py = y(factor * level(values, i - window + 1, i + 1) + this.threshold);
       if (!started) ctx.moveTo(px, py);
       else ctx.lineTo(px, py);
       started = true;
