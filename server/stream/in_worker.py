@@ -55,7 +55,7 @@ class Job(NamedTuple):
     channels: int
     dtype: str  # of the samples in ``audio``, as numpy names it ("<f4", "<i2")
     settings: DetectorSettings | None
-    audio: bytes | bytearray  # interleaved samples (bytearray: copied from two parts of a ring buffer)
+    audio: bytes | bytearray | memoryview  # interleaved samples (a memoryview: a part of a packed batch's)
     offset_s: float
     fresh: bool = False
     restart_at_s: float | None = None
@@ -76,6 +76,32 @@ class Job(NamedTuple):
         # reduction; from protocol 5 on, with the audio as an out-of-band buffer (bench/pool_rtt.py).
         audio = pickle.PickleBuffer(self.audio) if protocol >= 5 else self.audio
         return Job, (*self[:5], audio, *self[6:])
+
+
+class PackedJobs:
+    """A batch's jobs as they cross to the worker: each job's plain values, and every job's audio joined in
+    one buffer (out of band from pickle protocol 5 on), so that a batch costs one buffer, not one per job.
+    It unpickles as the list of jobs, whose audio are memoryviews into that one buffer."""
+
+    __slots__ = ("audio", "values")
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.values = [(*job[:5], len(job.audio), *job[6:]) for job in jobs]  # the audio's bytes in its place
+        self.audio = b"".join(job.audio for job in jobs)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
+        audio = pickle.PickleBuffer(self.audio) if protocol >= 5 else self.audio
+        return unpack_jobs, (self.values, audio)
+
+
+def unpack_jobs(values: Sequence[tuple[Any, ...]], audio: bytes | bytearray | memoryview) -> list[Job]:
+    """The jobs of a :class:`PackedJobs`, each one's audio a view into ``audio``."""
+    view, at, jobs = memoryview(audio), 0, []
+    for value in values:
+        size = value[5]
+        jobs.append(Job._make((*value[:5], view[at:at + size], *value[6:])))
+        at += size
+    return jobs
 
 
 class JobResult(NamedTuple):
