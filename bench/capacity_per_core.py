@@ -27,8 +27,9 @@ Usage::
   generator before its first chunk and after its last: no connection set-up, no stop) per stream, as
   percent of one core and as microseconds per 20 ms chunk. A server that falls behind gets only its share
   of a busy core and reads several chunks at once, so this is its cost only at steps it held.
-  Memory per stream: RSS of the server and its pool while
-  the step runs, minus its idle RSS, per stream.
+  Memory per stream: RSS of the server and its pool halfway through the pacing (read by the generator:
+  every stream is running then, however long the set-up took), minus its idle RSS, per stream; and the
+  event loop's part alone.
 - ``--user-steps``: then our server on every core, driven by the aiohttp client users use
   (:class:`server.client.TransientClient`), generator unpinned: the figure a user of both sees.
 """
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
+import itertools
 import json
 import multiprocessing
 import os
@@ -136,6 +138,8 @@ class ShardResult:
     cpu_s: float = 0.0
     server_cpu_s: float = 0.0  # the server's and its pool's, while the chunks were paced (no set-up, no stop)
     paced_s: float = 0.0
+    rss: int = 0  # the server tree's RSS (bytes) halfway through the pacing, all streams running
+    loop_rss: int = 0  # its event loop's alone
 
 
 class Stream:
@@ -212,15 +216,28 @@ async def _pace(streams: list[Stream], send: Any, duration_s: float) -> None:
 START = {"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1, "encoding": "pcm_f32le"}
 
 
-async def _paced(result: ShardResult, server_pid: int, pacing: Any) -> None:
-    """Run ``pacing``, noting the server tree's CPU time over it (from /proc)."""
+def start_message(beats: bool) -> dict[str, Any]:
+    """The lean client's ``start``; ``beats`` false turns the rhythm beside the detector off (ours only)."""
+    return START if beats else {**START, "settings": {"beats": False}}
+
+
+async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: float) -> None:
+    """Run ``pacing``, noting the server tree's CPU time over it and its RSS halfway (from /proc)."""
     tree = descendants(server_pid)
+
+    async def note_rss() -> None:
+        await asyncio.sleep(0.2 + duration_s / 2)
+        result.rss, result.loop_rss = rss_bytes(descendants(server_pid)), rss_bytes([server_pid])
+
     cpu0, t0 = cpu_s(tree), time.perf_counter()
+    noting = asyncio.create_task(note_rss())
     await pacing
+    await noting
     result.server_cpu_s, result.paced_s = cpu_s(descendants(server_pid)) - cpu0, time.perf_counter() - t0
 
 
-async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: float) -> ShardResult:
+async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: float,
+                   beats: bool = True) -> ShardResult:
     made = tracks(kind, duration_s + 1.0)
     address = urlsplit(url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
@@ -228,7 +245,7 @@ async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: flo
     for i in range(n):
         stream = Stream(made[i % CLICK_PHASES])
         socket = await WireSocket.connect(host, port, "/api/v3/stream", stream.on_text)
-        socket.send_text(json.dumps(START))
+        socket.send_text(json.dumps(start_message(beats or kind != "ours")))
         stream.latency_s = float((await asyncio.wait_for(stream.started, 60))["latency_ms"]) / 1000.0
         streams.append(stream)
         sockets.append(socket)
@@ -238,7 +255,7 @@ async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: flo
 
     result = ShardResult()
     cpu0 = time.process_time()
-    await _paced(result, server_pid, _pace(streams, send, duration_s))
+    await _paced(result, server_pid, _pace(streams, send, duration_s), duration_s)
     for socket in sockets:
         socket.send_text('{"type":"stop"}')
     await asyncio.wait_for(asyncio.gather(*(s.stopped for s in streams)), 120)
@@ -249,7 +266,8 @@ async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: flo
     return result
 
 
-async def run_user_client(url: str, server_pid: int, n: int, duration_s: float) -> ShardResult:
+async def run_user_client(url: str, server_pid: int, n: int, duration_s: float,
+                          beats: bool = True) -> ShardResult:
     """The same load through :class:`server.client.TransientClient` (aiohttp), as a user's program."""
     from server.client import TransientClient
 
@@ -259,7 +277,8 @@ async def run_user_client(url: str, server_pid: int, n: int, duration_s: float) 
         streams, publishers = [], []
         for i in range(n):
             stream = Stream(made[i % CLICK_PHASES])
-            publisher = await client.publish(sample_rate=SAMPLE_RATE)
+            publisher = await client.publish(sample_rate=SAMPLE_RATE,
+                                             settings=None if beats else {"beats": False})
             stream.latency_s = float(publisher.started["latency_ms"]) / 1000.0
             streams.append(stream)
             publishers.append(publisher)
@@ -276,7 +295,7 @@ async def run_user_client(url: str, server_pid: int, n: int, duration_s: float) 
             await publishers[i].send_audio(chunks[i][k])
 
         cpu0 = time.process_time()
-        await _paced(result, server_pid, _pace(streams, send, duration_s))
+        await _paced(result, server_pid, _pace(streams, send, duration_s), duration_s)
         await asyncio.gather(*(p.stop(120) for p in publishers))
         await asyncio.gather(*readers)
         result.cpu_s = time.process_time() - cpu0
@@ -285,14 +304,14 @@ async def run_user_client(url: str, server_pid: int, n: int, duration_s: float) 
     return result
 
 
-def shard_main(args: tuple[str, int, str, int, float, int | None]) -> dict[str, object]:
-    url, server_pid, kind, n, duration_s, core = args
+def shard_main(args: tuple[str, int, str, int, float, int | None, bool]) -> dict[str, object]:
+    url, server_pid, kind, n, duration_s, core, beats = args
     if core is not None:
         os.sched_setaffinity(0, {core})
     try:
         if kind == "user":
-            return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s)))
-        return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s)))
+            return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s, beats)))
+        return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s, beats)))
     except Exception as exc:  # reported as the step's error (some exceptions do not cross back pickled)
         return asdict(ShardResult(errors=[f"{type(exc).__name__}: {exc}"]))
 
@@ -312,13 +331,13 @@ def start(command: list[str], core: int | None) -> tuple[subprocess.Popen[str], 
 
 
 def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, pool: Any,
-             idle_rss: int, core: int | None) -> dict[str, Any]:
+             idle_rss: tuple[int, int], core: int | None) -> dict[str, Any]:
+    """One step; ``idle_rss``: the server tree's and its main process's RSS before any stream."""
     busy0, steal0 = machine_cpu_s()
     wall0 = time.perf_counter()
     client = "user" if kind == "ours-user" else kind
-    pending = pool.apply_async(shard_main, ((url, pid, client, n, args.duration_s, core),))
-    time.sleep(args.duration_s * 0.8)
-    loaded_rss = rss_bytes(descendants(pid))
+    job = (url, pid, client, n, args.duration_s, core, args.beats == "on")
+    pending = pool.apply_async(shard_main, (job,))
     shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     wall_s = time.perf_counter() - wall0
     busy_s, steal_s = machine_cpu_s()
@@ -340,7 +359,10 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "client_cpu_pct": round(100 * shard.cpu_s / args.duration_s, 1),
         "machine_busy_pct": round(100 * (busy_s - busy0) / wall_s, 1),
         "steal_pct": round(100 * (steal_s - steal0) / wall_s, 1),
-        "kb_per_stream": round((loaded_rss - idle_rss) / n / 1024, 1),
+        "kb_per_stream": round((shard.rss - idle_rss[0]) / n / 1024, 1),
+        "rss_kb": round((shard.rss - idle_rss[0]) / 1024),
+        "loop_rss_kb": round((shard.loop_rss - idle_rss[1]) / 1024),
+        "loop_kb_per_stream": round((shard.loop_rss - idle_rss[1]) / n / 1024, 1),  # the event loop's part
     }
     step["held"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0 and step["missed"] == 0
                     and not step["errors"])
@@ -348,8 +370,16 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
 
 
 HEADER = ("server", "streams", "held", "p50_ms", "p99_ms", "onset_p50_ms", "onset_p99_ms", "missed",
-          "dropped_s", "cpu_pct_per_stream", "cpu_us_per_chunk", "kb_per_stream", "client_cpu_pct",
-          "machine_busy_pct")
+          "dropped_s", "cpu_pct_per_stream", "cpu_us_per_chunk", "kb_per_stream", "loop_kb_per_stream",
+          "client_cpu_pct", "machine_busy_pct")
+
+
+def marginal_kb(results: list[dict[str, Any]], kind: str) -> str:
+    """RSS added per stream from one step to the next (the server's fixed warm-up cancels out), in KB."""
+    steps = sorted((r["streams"], r["rss_kb"], r["loop_rss_kb"]) for r in results if r["server"] == kind)
+    parts = [f"{n0}->{n1}: {(t1 - t0) / (n1 - n0):.1f} ({(l1 - l0) / (n1 - n0):.1f} event loop)"
+             for (n0, t0, l0), (n1, t1, l1) in itertools.pairwise(steps) if n1 > n0]
+    return "KB per added stream " + (", ".join(parts) if parts else "(one step only)")
 
 
 def main() -> int:
@@ -362,6 +392,8 @@ def main() -> int:
     parser.add_argument("--user-steps", default="", help="then ours on every core, aiohttp client")
     parser.add_argument("--p99-limit-ms", type=float, default=50.0)
     parser.add_argument("--keep-going", action="store_true")
+    parser.add_argument("--beats", choices=("on", "off"), default="on",
+                        help="our streams' setting beats (the rhythm beside the detector); on is the default")
     parser.add_argument("--server-arg", action="append", default=[], help="extra run.py option")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -371,15 +403,15 @@ def main() -> int:
     commands = {"ours": ours_cmd, "naive": [str(REPO / "bench" / "naive_aubio_server.py")]}
     kinds = args.servers.split(",")
     results: list[dict[str, Any]] = []
-    servers: dict[str, tuple[subprocess.Popen[str], str, int]] = {}
+    servers: dict[str, tuple[subprocess.Popen[str], str, tuple[int, int]]] = {}
     print(f"load average {os.getloadavg()}", flush=True)
     try:
         for kind in kinds:
             proc, url = start(commands[kind], args.server_core)
             time.sleep(1.0)
-            servers[kind] = (proc, url, rss_bytes(descendants(proc.pid)))
+            servers[kind] = (proc, url, (rss_bytes(descendants(proc.pid)), rss_bytes([proc.pid])))
             print(f"{kind}: {url} pid {proc.pid} on core {args.server_core}, "
-                  f"{len(descendants(proc.pid))} processes, idle RSS {servers[kind][2] / 2**20:.1f} MiB",
+                  f"{len(descendants(proc.pid))} processes, idle RSS {servers[kind][2][0] / 2**20:.1f} MiB",
                   flush=True)
         print(" ".join(f"{h:>10}" for h in HEADER), flush=True)
         failed: set[str] = set()
@@ -404,7 +436,7 @@ def main() -> int:
             if args.user_steps:
                 proc, url = start(ours_cmd, None)
                 time.sleep(1.0)
-                servers["ours-user"] = (proc, url, rss_bytes(descendants(proc.pid)))
+                servers["ours-user"] = (proc, url, (rss_bytes(descendants(proc.pid)), rss_bytes([proc.pid])))
                 print(f"ours on every core, server.client: {url}", flush=True)
                 for n in (int(s) for s in args.user_steps.split(",") if s):
                     step = run_step("ours-user", url, proc.pid, n, args, pool, servers["ours-user"][2], None)
@@ -422,6 +454,7 @@ def main() -> int:
         held = [r["streams"] for r in results if r["server"] == kind and r["held"]]
         if any(r["server"] == kind for r in results):
             print(f"{kind}: held {max(held) if held else 0} streams", flush=True)
+            print(f"{kind}: {marginal_kb(results, kind)}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)},

@@ -3,6 +3,7 @@
 Usage::
 
     .venv/bin/python bench/profile_chunk.py [--streams 64] [--duration-s 20] [--rate-hz 200] [--keep DIR]
+                                            [--beats on|off]
 
 Starts ``run.py`` confined to core 0 (``taskset``; its pool, one worker, inherits it) and the lean load
 generator of ``bench/capacity_per_core.py`` on core 1: ``--streams`` 48 kHz streams of 20 ms chunks. From
@@ -40,6 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 # busy. A sample whose innermost Python frame is the loop's run() is in uvloop's C code: polling, the
 # sockets' and pipes' reads and writes, timers.
 LOOP_C = "Runner.run (asyncio/runners.py"
+# A sample with a frame of the rhythm beside the detector (the setting ``beats``) anywhere in its stack is
+# counted as that (it has FFTs of its own, which the stages below would take for the detector's).
+RHYTHM = ("worker: beats and bands (rhythm beside the detector)", ("/server/rhythm/", "rhythm_beside.py"))
 # (stage, substrings of a frame), tried from the innermost frame outwards.
 STAGES = (
     ("uvloop's C code: polling, socket and pipe I/O, timers", (LOOP_C,)),
@@ -54,8 +58,9 @@ STAGES = (
     ("worker: peak picking", ("pick", "peak", "_compare_classical", "finish_pass")),
     ("scheduler, hand-off, arena, pipes", ("scheduler.py", "handoff.py", "take_job", "read_bytes",
                                            "arena.py", "lane.py", "run_on")),
-    ("decoding, ring buffer", ("parse_audio", "decode_frame", "StreamSession.feed", "ring.py",
-                               "arrival.py", "stream_messages.py")),
+    ("masked-frame check (ws_masking)", ("ws_masking.py",)),
+    ("decoding, ring buffer", ("parse_audio", "decode_frame", "decode_audio", "StreamSession.feed", "ring.py",
+                               "arrival.py", "stream_messages.py", "audio_tap.py", "Publisher._tapped")),
     ("aiohttp WebSocket reader", ("web_protocol", "_websocket/reader", "web_ws.py", "Publisher._receive")),
 )
 
@@ -72,6 +77,9 @@ def stages(raw: Path) -> tuple[int, collections.Counter[str]]:
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
         busy += int(n)
+        if any(key in frame for frame in frames for key in RHYTHM[1]):
+            counts[RHYTHM[0]] += int(n)
+            continue
         for frame in reversed(frames):
             stage = next((name for name, keys in STAGES if any(k in frame for k in keys)), None)
             if stage is not None:
@@ -88,6 +96,7 @@ def main() -> int:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--keep", type=Path, default=None, help="keep py-spy's raw profiles here")
+    parser.add_argument("--beats", choices=("on", "off"), default="on", help="the streams' setting beats")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = args.keep or Path(tempfile.mkdtemp(prefix="profile_chunk_"))
@@ -101,7 +110,7 @@ def main() -> int:
         names = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in tree}
         print(f"load average {os.getloadavg()}", flush=True)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1)
+            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1, args.beats == "on")
             pending = pool.apply_async(shard_main, (job,))
             time.sleep(4.0)
             window_s = int(args.duration_s - 8)

@@ -26,6 +26,7 @@ from server.transport import (
     health,
     http_analysis,
     http_errors,
+    link_http,
     osc_http,
     static_files,
     streams_http,
@@ -119,6 +120,7 @@ def make_app(config: Config) -> web.Application:
     ws_stream.setup(app)
     streams_http.setup(app)
     osc_http.setup(app)
+    link_http.setup(app)
     webrtc_http.setup(app)
     http_analysis.setup(app)
     ws_upload.setup(app)

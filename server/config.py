@@ -85,6 +85,9 @@ class Config:
     # OSC
     osc_targets: str = _opt("", "named OSC targets as NAME=HOST:PORT[/bundle[+DELAY_MS]],... (streams opt in "
                                 "by name)")
+    # Ableton Link
+    link: bool = _opt(False, "join an Ableton Link session on the local network (UDP multicast); a stream "
+                             "with the option link publishes its tempo and beat phase to it")
     # Scale-out
     redis: str = _opt("", "Redis URL; empty runs embedded with no outside service")
     no_worker: bool = _opt(False, "with --redis: serve only, run no file-analysis worker here")

@@ -141,3 +141,22 @@ def drum_track(
         bar_positions=positions[kept],
         hits={k: np.sort(np.array(v)) for k, v in hits.items()},
     )
+
+
+def bar_position_score(ref_times: F64, ref_positions: npt.ArrayLike, est_times: npt.ArrayLike,
+                       est_positions: list[int | None], window_s: float = 0.07) -> tuple[int, int, int]:
+    """How many estimated beats carry a bar position, how many of those lie within ``window_s`` of a
+    reference beat, and how many of those have the reference's position:
+    ``(positioned, matched, correct)``."""
+    ref = np.asarray(ref_times, dtype=np.float64)
+    ref_pos = np.asarray(ref_positions)
+    positioned = matched = correct = 0
+    for time_s, position in zip(np.asarray(est_times, dtype=np.float64), est_positions, strict=True):
+        if position is None:
+            continue
+        positioned += 1
+        i = int(np.argmin(np.abs(ref - time_s)))
+        if abs(ref[i] - time_s) <= window_s:
+            matched += 1
+            correct += int(ref_pos[i] == position)
+    return positioned, matched, correct

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 from server.config import Config
 from server.dsp import DetectorSettings, detect_onsets
 from server.rhythm import analyze_rhythm
-from testkit.rhythm_signals import beat_times, drum_track
+from testkit.rhythm_signals import bar_position_score, beat_times, drum_track
 from tests.analysis_files import (
     FORMATS,
     decode_whole,
@@ -88,10 +88,14 @@ async def test_beats_tempo_and_bands_of_a_drum_track(server: TestServer, http: a
     result = (await wait_finished(http, base(server), body["task_id"]))["result"]
     assert abs(result["tempo_bpm"] / 128.0 - 1.0) <= 0.02
     beats = np.array([b["time"] for b in result["beats"]])
-    assert all(set(b) == {"time"} for b in result["beats"])  # bar_position: the meter is not known yet
+    alone = analyze_rhythm(track.audio, track.sample_rate)
+    assert [b.get("bar_position") for b in result["beats"]] == [b.bar_position for b in alone.beats]
+    positions = [b.get("bar_position") for b in result["beats"]]
+    assert positions[0] is None  # not before the meter is known
+    positioned, matched, correct = bar_position_score(track.beats, track.bar_positions, beats, positions)
+    assert positioned >= len(beats) // 2 and correct == matched >= positioned - 1
     assert mir_eval.beat.f_measure(track.beats, beats) >= 0.8
     # The same as the rhythm package's own whole-file analysis, onset for onset.
-    alone = analyze_rhythm(track.audio, track.sample_rate)
     assert [o["band"] for o in result["onsets"]] == [b.band for b in alone.onsets]
     assert [o["time"] for o in result["onsets"]] == [b.onset.time for b in alone.onsets]
     kicks = track.hits["kick"]

@@ -19,7 +19,7 @@ def test_streams_in_one_batch_equal_each_alone() -> None:
     tracks = [drum_track(beat_times([(bpm, 8.0)]), seed=seed) for bpm, seed in kits]
     blocks = (882, 637, 1323)
     resident = ResidentDetectors()
-    beats: list[list[float]] = [[] for _ in tracks]
+    beats: list[list[tuple[float, int | None]]] = [[] for _ in tracks]
     onsets: list[list[tuple[float, str | None]]] = [[] for _ in tracks]
     starts = [0, 0, 0]
     first = True
@@ -37,10 +37,11 @@ def test_streams_in_one_batch_equal_each_alone() -> None:
         for job, result in zip(jobs, run_batch(jobs, resident=resident), strict=True):
             assert result.ok, result.error
             i = int(job.key[1])
-            beats[i] += [time_s for time_s, _, _ in result.beats]
+            beats[i] += [(time_s, bar) for time_s, _, _, bar in result.beats]
             onsets[i] += [(time_s, band) for time_s, _, band in result.onsets]
     for i, track in enumerate(tracks):
         alone = analyze_rhythm(track.audio, RATE)
-        assert beats[i] == pytest.approx([b.time for b in alone.beats], abs=1e-9)
+        assert [t for t, _ in beats[i]] == pytest.approx([b.time for b in alone.beats], abs=1e-9)
+        assert [bar for _, bar in beats[i]] == [b.bar_position for b in alone.beats]
         assert len(beats[i]) >= 10
         assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]

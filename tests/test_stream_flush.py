@@ -4,6 +4,7 @@ stream goes on with its past, without a repeated or a false onset after the flus
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from server.dsp import METHODS, DetectorSettings, OnsetDetector, detect_onsets
 from testkit import signals
+from testkit.rhythm_signals import beat_times, drum_track
 from testkit.webrtc_client import ArrayTrack, WebRtcClient
 from tests.conftest import StartServer
 from tests.stream_client import Publisher, of_type, onset_times
@@ -119,3 +121,43 @@ async def test_flush_on_the_webrtc_data_channel(
         check_onsets(got, signal.onsets_s)  # every click once: none repeated or lost around the flush
     finally:
         await client.close()
+
+
+async def test_flush_sends_every_onset_with_its_band(start_server: StartServer,
+                                                     http: aiohttp.ClientSession) -> None:
+    # With beats on, an onset waits ~30 ms of audio for its band; a flush must not hold it back, nor send
+    # it unbanded: cut 15 ms after a kick (still in the look-ahead) and 35 ms after a snare (reported by
+    # the detector, its band not yet decided).
+    track = drum_track(beat_times([(120.0, 8.0)]), seed=91, hats=False)
+    rate = track.sample_rate
+    kick_s, snare_s = float(track.hits["kick"][4]), float(track.hits["snare"][5])
+    cuts = [round((kick_s + 0.015) * rate), round((snare_s + 0.035) * rate)]
+    server = await start_server()
+    publisher = await Publisher.open(http, server)
+    started = await publisher.start(rate)
+    assert started["settings"]["beats"] is True
+    messages: list[dict[str, Any]] = []
+    flushed_at: list[int] = []
+    at = 0
+    for cut in cuts:
+        await publisher.stream(track.audio[at:cut], rate, chunk_s=0.02)
+        await publisher.send({"type": "flush"})
+        messages += await publisher.receive_until("flushed")
+        flushed_at.append(len(messages))
+        at = cut
+    await publisher.stream(track.audio[at:], rate, chunk_s=0.02)
+    messages += await publisher.stop()
+
+    onsets = of_type(messages, "onset")
+    assert onsets and all(o["band"] in ("low", "mid", "high") for o in onsets), onsets
+    for cut, index in zip(cuts, flushed_at, strict=True):
+        before = of_type(messages[:index], "onset")
+        later = of_type(messages[index:], "onset")
+        assert all(o["time"] > cut / rate - 0.005 for o in later), (cut / rate, later[:2])
+        assert any(abs(o["time"] - cut / rate) <= 0.04 for o in before)  # the hit just before the cut
+    first, second = (of_type(messages[:index], "onset")[-1] for index in flushed_at)
+    assert abs(first["time"] - kick_s) <= 0.01 and first["band"] == "low"
+    assert abs(second["time"] - snare_s) <= 0.01 and second["band"] == "mid"
+    whole = [o.time for o in detect_onsets(track.audio, rate)]
+    got = np.array([o["time"] for o in onsets])
+    assert len(got) == len(whole) and np.max(np.abs(got - whole)) <= HOP_S

@@ -59,6 +59,26 @@ def test_ring_buffer_reads_bytes_equal_to_the_frames_across_the_wrap() -> None:
         assert (ring.start, ring.end) == (copy.start, copy.end)
 
 
+def test_ring_buffer_grows_with_a_backlog_and_gives_the_memory_back_once_it_keeps_up() -> None:
+    ring = RingBuffer(48000, 1, np.float32)
+    start = ring.allocated_frames
+    written = 0
+    for _ in range(10):  # a backlog of ten 20 ms chunks at 48 kHz
+        ring.write(frames(written, 960, 1).astype(np.float32))
+        written += 960
+    assert ring.allocated_frames >= 9600
+    assert list(ring.read()[:, 0]) == list(range(written))  # one read takes it all: storage stays
+    grown = ring.allocated_frames
+    sizes = []
+    for _ in range(12):  # keeping up: one chunk, then one read
+        ring.write(frames(written, 960, 1).astype(np.float32))
+        assert list(ring.read()[:, 0]) == list(range(written, written + 960))
+        written += 960
+        sizes.append(ring.allocated_frames)
+    assert sizes[0] < grown and sizes[-1] == start  # halved read by read, down to the initial storage
+    assert sizes == sorted(sizes, reverse=True)
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sample_rate", [8000, 22050, 44100, 48000, 192000])
 def test_detector_timing_is_what_a_detector_reports(method: str, sample_rate: int) -> None:

@@ -36,7 +36,8 @@ async def test_started_reports_every_effective_setting_and_the_latency(
     publisher = await Publisher.open(http, server)
     started = await publisher.start(44100, settings={"threshold": 2.5, "method": "hfc"})
     expected = DetectorSettings.from_mapping({"threshold": 2.5, "method": "hfc"})
-    assert started["settings"] == {**expected.to_dict(), "odf": False, "osc": [], "ack": False, "name": ""}
+    assert started["settings"] == {**expected.to_dict(), "odf": False, "osc": [], "ack": False, "name": "",
+                                   "link": False}
     detector = OnsetDetector(44100, 1, expected)
     assert started["latency_ms"] == pytest.approx(detector.latency_s * 1000.0, abs=1e-3)
     assert started["hop_ms"] == pytest.approx(detector.hop_s * 1000.0, abs=1e-3)
@@ -183,6 +184,6 @@ async def test_settings_may_be_omitted_or_null(
     await publisher.send({"type": "start", "sample_rate": 8000, "channels": 1, "encoding": "pcm_s16le",
                           "settings": None})
     started: dict[str, Any] = await publisher.receive()
-    options = {"odf": False, "osc": [], "ack": False, "name": ""}
+    options = {"odf": False, "osc": [], "ack": False, "name": "", "link": False}
     assert started["settings"] == {**DetectorSettings().to_dict(), **options}
     await publisher.stop()

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
 from server.rhythm import analyze_rhythm
-from testkit.rhythm_signals import beat_times, drum_track
+from testkit.rhythm_signals import bar_position_score, beat_times, drum_track
 from tests.conftest import StartServer
 from tests.stream_client import Client, Publisher, of_type, onset_times
 
@@ -43,8 +43,14 @@ async def test_beats_tempo_and_bands_reach_publisher_and_subscriber(
     assert [b["time"] for b in beats] == pytest.approx([b.time for b in alone.beats], abs=1e-6)
     assert mir_eval.beat.f_measure(track.beats, np.array([b["time"] for b in beats])) >= 0.8
     for beat in beats:
-        assert set(beat) == {"type", "stream_id", "time", "bpm", "confidence", "wall_time"}
+        assert set(beat) - {"bar_position"} == {"type", "stream_id", "time", "bpm", "confidence", "wall_time"}
         assert 0.5 <= beat["confidence"] <= 1.0
+    positions = [b.get("bar_position") for b in beats]
+    assert positions == [b.bar_position for b in alone.beats]
+    assert positions[0] is None  # sent only once the meter is known
+    positioned, matched, correct = bar_position_score(track.beats, track.bar_positions,
+                                                      [b["time"] for b in beats], positions)
+    assert positioned >= len(beats) // 2 and correct == matched >= positioned - 1
     assert abs(np.median([b["bpm"] for b in beats]) / BPM - 1.0) <= 0.02
     onsets = of_type(messages, "onset")
     assert [(o["time"], o["band"]) for o in onsets] == \

@@ -95,6 +95,8 @@ async def publish(args: argparse.Namespace, interrupted: asyncio.Event) -> int:
     settings = settings_from_args(parser, args)
     if args.name is not None:
         settings = {**(settings or {}), "name": args.name}
+    if args.link:
+        settings = {**(settings or {}), "link": True}
     token = client_token(parser, args)
     url = server_url(args)
     source: AudioFile | RawInput
@@ -168,6 +170,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=None, metavar="NAME",
                         help="name the stream (stream option 'name'), so 'listen --follow NAME' finds it "
                         "again, also after a reconnect")
+    parser.add_argument("--link", action="store_true",
+                        help="publish the stream's tempo and beat phase to the server's Ableton Link session "
+                        "(stream option 'link'; the server must run with --link)")
     parser.add_argument("--rate", type=int, default=None, help="sample rate of the raw PCM on stdin, Hz")
     parser.add_argument("--channels", type=int, default=1, help="channels of the raw PCM on stdin")
     parser.add_argument("--encoding", choices=[e.value for e in Encoding], default=Encoding.PCM_S16LE.value,

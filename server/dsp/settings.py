@@ -66,7 +66,8 @@ class DetectorSettings:
         energy.
     threshold : float
         Sensitivity, dimensionless, 0–100. A frame is an onset when its detection function exceeds the
-        moving mean of the recent past by ``threshold`` times the method's calibrated unit. Lower finds
+        method's baseline of the recent past (a scaled moving median or mean) by ``threshold`` times the
+        method's calibrated unit. Lower finds
         more (and weaker) onsets.
     min_interval_ms : float
         Minimum gap between two reported onsets, milliseconds, 0–1000. A later onset closer than this

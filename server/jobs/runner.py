@@ -51,7 +51,7 @@ class Found:
     """What a job's steps found so far: onsets, and with ``beats`` the beat times and onset bands."""
 
     onsets: list[OnsetTuple] = field(default_factory=list)
-    beats: list[float] = field(default_factory=list)
+    beats: list[tuple[float, int | None]] = field(default_factory=list)  # (time s, bar position or None)
     bands: list[str] = field(default_factory=list)
 
     def add(self, outcome: StepOutcome) -> None:
@@ -84,8 +84,9 @@ def result_json(state: FileAnalysis, found: Found) -> str:
     if state.rhythm is not None:
         for onset, band in zip(onsets, found.bands, strict=True):
             onset["band"] = band
-        result["beats"] = [{"time": time_s} for time_s in found.beats]
-        result["tempo_bpm"] = tempo_bpm(found.beats)
+        result["beats"] = [{"time": time_s} if bar is None else {"time": time_s, "bar_position": bar}
+                           for time_s, bar in found.beats]
+        result["tempo_bpm"] = tempo_bpm([time_s for time_s, _ in found.beats])
     return json.dumps(result, separators=(",", ":"), allow_nan=False)
 
 

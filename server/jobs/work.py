@@ -80,7 +80,8 @@ class FileAnalysis:
 class StepOutcome:
     state: FileAnalysis
     onsets: list[OnsetTuple] = field(default_factory=list)
-    beats: list[float] = field(default_factory=list)  # beat times, seconds, committed in this step
+    # (beat time s, bar position or None while the meter is not known), committed in this step
+    beats: list[tuple[float, int | None]] = field(default_factory=list)
     bands: list[str] = field(default_factory=list)  # bands of the next onsets (all steps'), in order
     error: JobError | None = None
     trace: str | None = None  # traceback of an unexpected failure, for the server's log
@@ -139,7 +140,7 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         state.frames_done += len(block)
         if rhythm is not None:
             beats, banded = rhythm.process(detector.take_odf(), detector.take_rows(), new)
-            outcome.beats += [beat.time for beat in beats]
+            outcome.beats += [(beat.time, beat.bar_position) for beat in beats]
             outcome.bands += [item.band for item in banded]
     if at_end:
         if state.frames_done == 0:

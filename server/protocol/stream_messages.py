@@ -234,10 +234,15 @@ def onset(stream_id: str, time_s: float, strength: float, wall_time_s: float, ba
     return event
 
 
-def beat(stream_id: str, time_s: float, bpm: float, confidence: float, wall_time_s: float) -> Event:
-    """A beat the tracker committed to: ``time_s`` on the stream's timeline, ``bpm`` beats per minute."""
-    return {"type": "beat", "stream_id": stream_id, "time": round(time_s, 6), "bpm": round(bpm, 3),
-            "confidence": round(confidence, 4), "wall_time": round(wall_time_s, 6)}
+def beat(stream_id: str, time_s: float, bpm: float, confidence: float, wall_time_s: float,
+         bar_position: int | None = None) -> Event:
+    """A beat the tracker committed to: ``time_s`` on the stream's timeline, ``bpm`` beats per minute;
+    ``bar_position`` (1 = downbeat) only once the meter is known."""
+    event: Event = {"type": "beat", "stream_id": stream_id, "time": round(time_s, 6), "bpm": round(bpm, 3),
+                    "confidence": round(confidence, 4), "wall_time": round(wall_time_s, 6)}
+    if bar_position is not None:
+        event["bar_position"] = bar_position
+    return event
 
 
 def status(stream_id: str, *, received_s: float, analysed_s: float, lag_s: float, dropped_s: float,

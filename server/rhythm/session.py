@@ -22,6 +22,7 @@ from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
+from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
 
@@ -75,6 +76,7 @@ class RhythmSession:
         self.frame_time_offset_s = (grid.hop - grid.frame_len / 2) / sample_rate
         self._tracker = BeatTracker(self.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self.hop_s)
         self._bands = OnsetBands()
+        self._meter = MeterTracker()  # each beat's bar position
         silence = np.zeros((1, bank.n_bands), dtype=np.float32)
         # The last row fed (None: none yet, mid-stream: the first row then counts as no rise).
         self._previous: F32 | None = silence if after_silence else None
@@ -143,6 +145,18 @@ class RhythmSession:
         self._previous = last_row
         self._sums += sums
         self._frames += len(sums) // 3
+
+    def _with_bar_positions(self, beats: list[Beat]) -> list[Beat]:
+        """``beats`` (just committed) with their bar positions (:mod:`server.rhythm.meter`), each from the
+        accents of the beats before it; then the accents whose frames are in are folded in."""
+        meter, hop_s, offset_s = self._meter, self.hop_s, self.frame_time_offset_s
+        out = []
+        for beat in beats:
+            meter.fold(self._sums, self._sums_first)
+            frame = round((beat.time - offset_s) / hop_s)
+            out.append(dataclasses.replace(beat, bar_position=meter.beat(beat.time, beat.bpm, frame)))
+        meter.fold(self._sums, self._sums_first)  # before the sums are trimmed
+        return out
 
     def _trim(self) -> None:
         """Forget group sums older than the last ``KEEP_FRAMES`` frames and than every pending onset's (after
@@ -233,6 +247,8 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
+        if found or session._meter.waiting:
+            found = session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
             session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]

@@ -55,7 +55,7 @@ class Job(NamedTuple):
     channels: int
     dtype: str  # of the samples in ``audio``, as numpy names it ("<f4", "<i2")
     settings: DetectorSettings | None
-    audio: bytes | bytearray  # interleaved samples (bytearray: copied from two parts of a ring buffer)
+    audio: bytes | bytearray | memoryview  # interleaved samples (a memoryview: a part of a packed batch's)
     offset_s: float
     fresh: bool = False
     restart_at_s: float | None = None
@@ -78,12 +78,38 @@ class Job(NamedTuple):
         return Job, (*self[:5], audio, *self[6:])
 
 
+class PackedJobs:
+    """A batch's jobs as they cross to the worker: each job's plain values, and every job's audio joined in
+    one buffer (out of band from pickle protocol 5 on), so that a batch costs one buffer, not one per job.
+    It unpickles as the list of jobs, whose audio are memoryviews into that one buffer."""
+
+    __slots__ = ("audio", "values")
+
+    def __init__(self, jobs: Sequence[Job]) -> None:
+        self.values = [(*job[:5], len(job.audio), *job[6:]) for job in jobs]  # the audio's bytes in its place
+        self.audio = b"".join(job.audio for job in jobs)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, tuple[Any, ...]]:
+        audio = pickle.PickleBuffer(self.audio) if protocol >= 5 else self.audio
+        return unpack_jobs, (self.values, audio)
+
+
+def unpack_jobs(values: Sequence[tuple[Any, ...]], audio: bytes | bytearray | memoryview) -> list[Job]:
+    """The jobs of a :class:`PackedJobs`, each one's audio a view into ``audio``."""
+    view, at, jobs = memoryview(audio), 0, []
+    for value in values:
+        size = value[5]
+        jobs.append(Job._make((*value[:5], view[at:at + size], *value[6:])))
+        at += size
+    return jobs
+
+
 class JobResult(NamedTuple):
     onsets: Sequence[OnsetTuple]
     odf: np.ndarray | None = None
     error: str | None = None
     lost: bool = False  # the worker held no detector under the job's key: nothing was analysed
-    beats: Sequence[BeatTuple] = ()  # committed in this job: (stream time s, bpm, confidence)
+    beats: Sequence[BeatTuple] = ()  # committed in this job: (stream time s, bpm, confidence, bar position)
     tempo: TempoTuple | None = None  # at this job's last beat: (bpm, confidence, next beat's stream time s)
 
     @property
@@ -147,6 +173,14 @@ def _end(detector: OnsetDetector, rhythm: RhythmBeside | None, offset_s: float) 
     return _shift_banded(rhythm.finish(detector.flush()), offset_s)
 
 
+def _decided(detector: OnsetDetector, rhythm: RhythmBeside | None, offset_s: float) -> list[OnsetTuple]:
+    """A client's flush: the detector's pending onsets and, with rhythm, every onset still waiting for its
+    band, banded from the audio so far (the stream goes on; frames not in yet count as no rise)."""
+    if rhythm is None:
+        return _shift(detector.decide_pending(), offset_s)
+    return _shift_banded(rhythm.finish(detector.decide_pending()), offset_s)
+
+
 @dataclass(slots=True)
 class _Running:
     """A job between its steps in the worker: the live detector and what it has produced so far."""
@@ -199,15 +233,15 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     else:
         odf, new_beats, banded = running.advanced or rhythm.process(detector, running.found or [])
         running.onsets += _shift_banded(banded, offset_s)
-        beats = [(time_s + offset_s, bpm, confidence) for time_s, bpm, confidence in new_beats]
+        beats = [(time_s + offset_s, bpm, confidence, bar) for time_s, bpm, confidence, bar in new_beats]
         if new_beats:  # the tempo as of the latest beat (asking for it every job would cost ~20 % more)
             now = rhythm.tempo()
             tempo = None if now is None else (now[0], now[1], now[2] + offset_s)
     if job.flush:
         running.onsets += _end(detector, rhythm, offset_s)
     else:
-        if job.decide:  # a client's flush: the pending frames, decided as if the stream ended (unbanded)
-            running.onsets += _shift(detector.decide_pending(), running.offset_s)
+        if job.decide:  # a client's flush: the pending frames and bands, decided as if the stream ended
+            running.onsets += _decided(detector, rhythm, running.offset_s)
         resident.keep(job.key, detector, rhythm)
     if not running.onsets and not job.odf and not beats and tempo is None:
         return NOTHING_FOUND

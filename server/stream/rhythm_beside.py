@@ -22,7 +22,8 @@ from server.rhythm.features import FRAME_S, HOP_S
 
 F32 = npt.NDArray[np.float32]
 
-BeatTuple = tuple[float, float, float]  # (time s on the detector's timeline, bpm, confidence)
+# (time s on the detector's timeline, bpm, confidence, bar position: 1 = downbeat, None while unknown)
+BeatTuple = tuple[float, float, float, int | None]
 TempoTuple = tuple[float, float, float]  # (bpm, confidence, next beat time s on the detector's timeline)
 BandedTuple = tuple[float, float, str | None]  # (time s on the detector's timeline, strength, band)
 # One stream's part of a batch: the detector's take_odf(), its beats and its onsets now banded.
@@ -97,6 +98,6 @@ def advance_many(items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]
     out: list[Advanced] = []
     for (rhythm, _, _), odf, (beats, banded) in zip(items, odfs, process_sessions(inputs), strict=True):
         shift = rhythm._offset_s
-        out.append((odf, [(b.time + shift, b.bpm, b.confidence) for b in beats],
+        out.append((odf, [(b.time + shift, b.bpm, b.confidence, b.bar_position) for b in beats],
                     [(b.onset.time + shift, b.onset.strength, b.band) for b in banded]))
     return out

@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
-INITIAL_FRAMES = 4096  # storage starts this small (85 ms of 48 kHz) and doubles on demand, up to the capacity
+# Storage starts this small (43 ms of 48 kHz: two 20 ms chunks) and doubles on demand, up to the capacity; it
+# halves again once what waits has stayed under a quarter of it (see RingBuffer).
+INITIAL_FRAMES = 2048
 
 
 class RingBuffer:
@@ -16,7 +18,8 @@ class RingBuffer:
     oldest frame held and :attr:`end` the index one past the newest (frames written so far). Writing
     past the capacity overwrites the oldest frames and reports how many were lost. Storage grows by
     doubling only while more frames wait than fit, so a stream that keeps up holds a few KiB, not its
-    whole capacity.
+    whole capacity; it halves at a read that empties it when at most a quarter of it was used since the
+    previous read, so a stream that fell behind once gives the memory back once it keeps up again.
     """
 
     def __init__(self, capacity: int, channels: int, dtype: np.dtype[Any] | type) -> None:
@@ -27,6 +30,7 @@ class RingBuffer:
         self._head = 0  # slot of the oldest frame
         self._size = 0
         self._end = 0
+        self._peak = 0  # most frames held since the last read
 
     @property
     def start(self) -> int:
@@ -82,7 +86,7 @@ class RingBuffer:
                 self._data = np.empty((capacity, self._data.shape[1]), dtype=self._data.dtype)
             self._data[:] = frames[n - capacity:]
             self._head = 0
-            self._size = capacity
+            self._size = self._peak = capacity
             return dropped
         if self._size + n > len(self._data) and len(self._data) < capacity:
             self._grow(self._size + n)
@@ -97,6 +101,8 @@ class RingBuffer:
         if first < n:
             self._data[:n - first] = frames[first:]
         self._size += n
+        if self._size > self._peak:
+            self._peak = self._size
         return dropped
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
@@ -126,5 +132,10 @@ class RingBuffer:
         return self._size if max_frames is None else max(0, min(max_frames, self._size))
 
     def _drop_oldest(self, n: int) -> None:
-        self._head = (self._head + n) % len(self._data)
+        slots = len(self._data)
+        self._head = (self._head + n) % slots
         self._size -= n
+        if self._size == 0 and slots > INITIAL_FRAMES and 4 * self._peak <= slots:
+            self._data = np.zeros((max(INITIAL_FRAMES, slots // 2), self._data.shape[1]), self._data.dtype)
+            self._head = 0
+        self._peak = self._size

@@ -15,7 +15,7 @@ import logging
 
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
-from server.stream.in_worker import Job, JobResult, run_batch
+from server.stream.in_worker import Job, JobResult, PackedJobs, run_batch
 from server.stream.session import StreamSession
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class BatchScheduler:
 
     async def _run(self, lane: int, batch: Batch, forget: list[str]) -> None:
         try:
-            results = await self._pool.run_on(lane, run_batch, [job for _, job in batch], forget)
+            results = await self._pool.run_on(lane, run_batch, PackedJobs([job for _, job in batch]), forget)
         except PoolRestarted:
             for session, job in batch:
                 session.pool_restarted(job)

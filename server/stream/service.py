@@ -9,6 +9,7 @@ from typing import Any
 
 from server.config import Config
 from server.events.hub import EventHub
+from server.events.link import LinkOutput, check_link
 from server.events.osc import OscSender, check_targets
 from server.exceptions import SettingsError
 from server.pool import DetectionPool
@@ -30,12 +31,14 @@ class StreamService:
         self.registry = StreamRegistry(config.max_streams, config.max_streams_per_client)
         self.scheduler = BatchScheduler(pool)
         self.osc = OscSender.from_spec(config.osc_targets)  # a malformed --osc-targets stops start-up
+        self.link = LinkOutput(config.link)
         self._tasks: list[asyncio.Task[None]] = []
         self.on_onset: Callable[[float], None] | None = None  # observer of onset latencies (metrics)
 
     async def start(self) -> None:
         config = self.config
         await self.osc.start()
+        await self.link.start()
         self._tasks = [
             asyncio.create_task(self.scheduler.run(), name="stream-scheduler"),
             asyncio.create_task(
@@ -52,6 +55,7 @@ class StreamService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.osc.close()
+        await self.link.close()
 
     def limits(self) -> dict[str, Any]:
         """The limits a publisher should know, as sent in ``started``."""
@@ -71,6 +75,7 @@ class StreamService:
         try:
             stream_settings = StreamSettings.from_mapping(settings)
             check_targets(self.osc, stream_settings.options.osc)
+            check_link(self.link, stream_settings.options.link)
         except SettingsError as exc:
             raise ProtocolError("bad_settings", str(exc), CloseCode.INVALID_PAYLOAD) from None
         config = self.config
@@ -81,7 +86,8 @@ class StreamService:
             raise ProtocolError("buffer_limit", "the live streams' audio buffers would pass "
                                 f"max_buffer_bytes ({config.max_buffer_bytes} bytes); try again later",
                                 CloseCode.TRY_AGAIN_LATER)
-        links = StreamLinks(self.hub, self.scheduler.notify, self._ended, self.osc, self.on_onset)
+        links = StreamLinks(self.hub, self.scheduler.notify, self._ended, self.osc, self.on_onset,
+                            self.link if self.link.enabled else None)
         session = StreamSession(
             self.registry.new_id(), audio_format, stream_settings, max_buffer_s=config.max_buffer_s,
             sink=sink, links=links, lane=self.scheduler.assign(), client=client, transport=transport,

@@ -14,6 +14,7 @@ the server has OSC targets, the OSC output (onsets of streams whose ``osc`` opti
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import functools
 import time
@@ -25,6 +26,7 @@ import numpy as np
 
 from server.dsp.blocks import to_mono
 from server.events.hub import EventHub
+from server.events.link import LinkOutput, check_link
 from server.events.osc import OscSender, check_targets, onset_forwarder
 from server.protocol import stream_messages as msg
 from server.protocol.errors import CloseCode, ProtocolError
@@ -87,6 +89,7 @@ class StreamLinks:
     on_end: Callable[[StreamSession], None]  # the service: the session has ended
     osc: OscSender | None = None  # the server's OSC targets
     on_onset: Callable[[float], None] | None = None  # observer of each onset's latency (s from arrival)
+    link: LinkOutput | None = None  # the server's Ableton Link session (--link)
 
 
 class StreamSession:
@@ -107,7 +110,8 @@ class StreamSession:
         # The event fan-out: every consumer of this stream's events, in order.
         self._consumers: tuple[Callable[[Event], None], ...] = (
             sink.deliver, functools.partial(links.hub.publish, stream_id),
-            *((onset_forwarder(osc, stream_id, self._osc_names),) if osc is not None and osc.names else ()))
+            *((onset_forwarder(osc, stream_id, self._osc_names),) if osc is not None and osc.names else ()),
+            *((links.link.forwarder(stream_id),) if links.link is not None and links.link.enabled else ()))
         self._arrivals = ArrivalClock(audio_format.sample_rate)
         self.latency_s, self.hop_s = detector_timing(audio_format.sample_rate, settings.detector)
         capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
@@ -127,6 +131,7 @@ class StreamSession:
         self._status_mark = (0, 0)
         self.last_activity_s = time.monotonic()
         self._finished: asyncio.Future[StreamSummary] = asyncio.get_running_loop().create_future()
+        self._follow_link()
 
     # --- Counters ----------------------------------------------------------------------------------------
 
@@ -204,9 +209,11 @@ class StreamSession:
         """Apply new settings from the next audio on; raises :class:`SettingsError` and keeps the old ones."""
         new = StreamSettings.from_mapping(values, base=self.settings)
         check_targets(self._links.osc, new.options.osc)
+        check_link(self._links.link, new.options.link)
         if new.detector != self.settings.detector:
             self._handoff.park(self._ring.end, new.detector)
         self.settings = new
+        self._follow_link()
         return new
 
     def request_flush(self) -> None:
@@ -300,9 +307,9 @@ class StreamSession:
             if on_onset is not None:
                 on_onset(now_s - wall_time_s)
             self._emit(msg.onset(self.stream_id, time_s, strength, wall_time_s, band))
-        for time_s, bpm, confidence in result.beats:
+        for time_s, bpm, confidence, bar_position in result.beats:
             wall_time_s = self._arrivals.wall_time(round(time_s * sample_rate), time.time())
-            self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s))
+            self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s, bar_position))
         if result.tempo is not None:
             self._tempo = result.tempo
         if not self.settings.detector.beats or (job.fresh or job.restart_at_s is not None):
@@ -353,6 +360,24 @@ class StreamSession:
     def _osc_names(self) -> tuple[str, ...]:
         return self.settings.options.osc
 
+    def _follow_link(self) -> None:
+        """Claim or let go of the server's Link session as the option ``link`` says."""
+        link = self._links.link
+        if link is None or self.state is State.ENDED:
+            return
+        if self.settings.options.link:
+            link.claim(self.stream_id, self._link_taken)
+        else:
+            link.release(self.stream_id)
+
+    def _link_taken(self, by: str) -> None:
+        """Another stream claimed the Link session: this one's option ``link`` turns false."""
+        self.settings = dataclasses.replace(
+            self.settings, options=dataclasses.replace(self.settings.options, link=False))
+        self._emit(msg.warning(self.stream_id, "link_taken",
+                               f"stream {by} now publishes its tempo and beat phase to Link; this stream's "
+                               "option link is now false", by=by))
+
     def emit_status(self, force: bool = False) -> None:
         """Emit a status event if audio arrived or was analysed since the last one (or ``force``)."""
         mark = (self._ring.end, self._analysed)
@@ -367,6 +392,8 @@ class StreamSession:
             return
         self.state = State.ENDED
         self.end_reason = reason
+        if self._links.link is not None:
+            self._links.link.release(self.stream_id)
         summary = StreamSummary(self.received_s, self._onsets, reason, self.dropped_s)
         ended = msg.ended(self.stream_id, reason, summary.duration_s, summary.onsets)
         self._links.hub.end(self.stream_id, ended)

@@ -38,12 +38,17 @@ class StreamOptions:
     name : str
         A name the publisher gives the stream (1–64 printable characters; ``""``: none), shown in the
         stream list, so subscribers find a stream again after its publisher reconnects (``listen --follow``).
+    link : bool
+        Publish this stream's tempo and beat phase to the server's Ableton Link session (see
+        :mod:`server.events.link`; whether the server has one is checked by the stream service). One stream
+        holds the session at a time: the latest to ask.
     """
 
     odf: bool = False
     osc: tuple[str, ...] = ()
     ack: bool = False
     name: str = ""
+    link: bool = False
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -54,7 +59,7 @@ class StreamOptions:
         """Validate ``values`` (only keys in :meth:`names`); unspecified options come from ``base``."""
         changes: dict[str, Any] = {}
         for key, value in values.items():
-            if key in ("odf", "ack"):
+            if key in ("odf", "ack", "link"):
                 if not isinstance(value, bool):
                     raise SettingsError(key, value, "must be true or false")
                 changes[key] = value

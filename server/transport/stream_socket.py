@@ -8,7 +8,9 @@ from collections import deque
 from typing import cast
 
 from aiohttp import WSMessage, web
+from aiohttp._websocket.reader import WebSocketReader
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http_websocket import WebSocketWriter
 from aiohttp.web_request import BaseRequest
 
@@ -18,6 +20,7 @@ from server.protocol.codec import Codec
 from server.protocol.errors import CloseCode, ProtocolError, json_error
 from server.protocol.stream_messages import Event
 from server.transport import lingering_close
+from server.transport.audio_tap import AudioHandler, AudioTap
 from server.transport.ws_masking import require_masked_frames
 
 CLOSE_DRAIN_TIMEOUT_S = 10.0  # how long a closing socket may take to deliver what is queued
@@ -84,11 +87,27 @@ class StreamSocket(web.WebSocketResponse):
         async with asyncio.timeout(timeout_s):
             return await self.receive()
 
+    def set_tap(self, tap: AudioHandler | None) -> None:
+        """Hand binary messages to ``tap`` as they arrive, not through ``receive()`` (:mod:`audio_tap`)."""
+        assert isinstance(self._reader, AudioTap)
+        self._reader.tap = tap
+
     def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
-        """aiohttp's last step of ``prepare()`` (3.14) gives the connection its frame reader; an unmasked
-        client frame is refused in front of it (close 1002, :mod:`ws_masking`)."""
+        """aiohttp's last step of ``prepare()`` (3.14), which gives the connection its frame reader, with
+        the message queue an :class:`AudioTap`; an unmasked client frame is refused in front of the reader
+        (close 1002, :mod:`ws_masking`)."""
         seen = bytes(request.protocol._message_tail)  # fed to the reader at once, with the handshake
-        super()._post_start(request, protocol, writer)
+        self._ws_protocol = protocol
+        self._writer = writer
+        self._reset_heartbeat()
+        loop = self._loop
+        assert loop is not None
+        self._reader = AudioTap(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
+        self._parser = WebSocketReader(self._reader, self._max_msg_size, compress=bool(self._compress),
+                                       decode_text=self._decode_text)
+        request.protocol.set_parser(self._parser, data_received_cb=None if self._heartbeat is None
+                                    else self._on_data_received)
+        request.protocol.keep_alive(False)  # a WebSocket connection carries no further HTTP request
         require_masked_frames(request.protocol, self._reader, seen)
 
     async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import numpy as np
 from aiohttp import WSMsgType, web
 
 from server import appkeys
@@ -17,7 +18,14 @@ from server.dsp.blocks import clip_full_scale
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
-from server.protocol.stream_messages import Event, Start, parse_audio, parse_client_message
+from server.protocol.stream_messages import (
+    AudioFormat,
+    Encoding,
+    Event,
+    Start,
+    parse_audio,
+    parse_client_message,
+)
 from server.stream import control
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
@@ -28,6 +36,7 @@ log = logging.getLogger(__name__)
 PUBLISHER_QUEUE_MIN = 1024  # events waiting for a publisher that does not read before it is cut off
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
 CLIP_WARNING_INTERVAL_S = 1.0  # least time between two `samples_clipped` warnings of one stream
+F32 = np.dtype("<f4")
 
 
 class Publisher:
@@ -150,6 +159,8 @@ class Publisher:
         assert session is not None
         ws, codec = self.ws, self.codec
         binary, raw_audio = WSMsgType.BINARY, codec is Codec.JSON  # with JSON a binary frame is raw PCM
+        if raw_audio:  # audio chunks go into the ring from the socket's reader, without waking this task
+            ws.set_tap(self._tapped)
         while self._ending is None:
             message = await ws.receive()
             kind = message.type
@@ -171,9 +182,28 @@ class Publisher:
                     return
                 self.outbox.put(exc.to_message(), force=True)
 
+    def _tapped(self, data: bytes) -> bool:
+        """A binary message handed over by the socket's reader (:mod:`~server.transport.audio_tap`): audio,
+        taken as :meth:`_receive` takes it. ``False`` (queue it for :meth:`_receive`) once the connection
+        is ending, or if it fails unexpectedly (:meth:`_receive` then meets the same failure)."""
+        session = self.session
+        if self._ending is not None or session is None:
+            return False
+        try:
+            self._audio(session, data)
+        except ProtocolError as exc:
+            if exc.fatal:
+                self.fault(exc)
+            else:
+                self.outbox.put(exc.to_message(), force=True)
+        except Exception:
+            log.exception("audio from the socket's reader failed; it goes through receive() from now on")
+            return False
+        return True
+
     def _audio(self, session: StreamSession, data: bytes) -> None:
         """One chunk of audio into the session's ring, clipped to full scale (counted and warned about)."""
-        samples, clipped = clip_full_scale(parse_audio(data, session.format))
+        samples, clipped = decode_audio(data, session.format)
         session.feed(samples)
         if clipped:
             self._clipped(session, clipped)
@@ -188,6 +218,21 @@ class Publisher:
                 session.stream_id, "samples_clipped", f"samples beyond [-1, 1] were clipped to it "
                 f"({self.clipped_samples} in this stream so far)", clipped_samples=self.clipped_samples),
                 force=True)
+
+
+def decode_audio(data: bytes, audio_format: AudioFormat) -> tuple[np.ndarray, int]:
+    """One binary audio message as ``(frames, channels)`` samples clipped to full scale, and how many were.
+
+    The usual chunk (float samples all within [-1, 1]) is checked by its minimum and maximum alone, which
+    also proves it finite (NaN fails every comparison); anything else goes through
+    :func:`~server.protocol.stream_messages.parse_audio` (its errors) and
+    :func:`~server.dsp.blocks.clip_full_scale`.
+    """
+    if audio_format.encoding is Encoding.PCM_F32LE and len(data) % audio_format.frame_bytes == 0 and data:
+        samples = np.frombuffer(data, F32).reshape(-1, audio_format.channels)
+        if samples.min() >= -1.0 and samples.max() <= 1.0:
+            return samples, 0
+    return clip_full_scale(parse_audio(data, audio_format))
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@
 import { TokenField } from "./auth.js";
 import { Microphone, listInputs } from "./microphone.js";
 import { OscPanel } from "./osc-panel.js";
+import { TempoDisplay } from "./rhythm.js";
 import { RtcPublisher } from "./rtc-publisher.js";
 import { Scope } from "./scope.js";
 import { SettingsPanel } from "./settings.js";
@@ -33,6 +34,7 @@ const ui = {
   level: $("#stat-level"),
   levelSub: $("#stat-level-sub"),
 };
+const tempo = new TempoDisplay($("#stat-bpm"), $("#beat"), $("#stat-beat"));
 
 /** One run of the microphone, from Start to Stop (reconnections included). */
 class Session {
@@ -112,7 +114,7 @@ class Session {
     switch (message.type) {
       case "onset": {
         const time = publisher.clientTime(message.time); // the plot's time line (continues across reconnects)
-        this.timeline.addOnset(time, message.strength);
+        this.timeline.addOnset(time, message.strength, message.band);
         this.onsets += 1;
         this.lastStreamTime = message.time;
         const latency = publisher.latencyMs(message.time, message);
@@ -122,15 +124,21 @@ class Session {
         }
         logLine(ui.log, {
           kind: "onset", time: message.time.toFixed(3), // stream time, as the monitor shows it
-          text: `strength ${message.strength.toFixed(2)}${latency !== null ? ` · ${Math.round(latency)} ms` : ""}`,
-          data: { time: time.toFixed(6), streamTime: message.time, strength: message.strength },
+          text: `strength ${message.strength.toFixed(2)}${message.band ? ` · ${message.band}` : ""}`
+            + `${latency !== null ? ` · ${Math.round(latency)} ms` : ""}`,
+          data: { time: time.toFixed(6), streamTime: message.time, strength: message.strength,
+                  ...(message.band ? { band: message.band } : {}) },
         });
         break;
       }
       case "odf":
         this.timeline.addOdf(publisher.clientTime(message.start), message.hop_s, message.values);
         break;
+      case "beat":
+        tempo.beat(message);
+        break;
       case "status":
+        tempo.status(message.tempo);
         this.lagS = message.lag_s;
         this.droppedS = message.dropped_s;
         break;
@@ -242,6 +250,7 @@ async function start() {
   ui.start.disabled = true;
   setBanner(ui.banner, "", "");
   ui.log.replaceChildren();
+  tempo.reset();
   const candidate = new Session(selectedTransport());
   try {
     await candidate.open(ui.device.value);

@@ -1,8 +1,10 @@
 // The monitor page: pick a live stream (GET /api/v3/streams, refreshed) and flash on each of its onsets
-// (/api/v3/streams/{id}/events), with the event log. Made for a second screen next to the lighting desk.
+// (/api/v3/streams/{id}/events), a band's own light on each onset of that band, the tempo with a beat
+// indicator, and the event log. Made for a second screen next to the lighting desk.
 
 import { Backoff, PATHS, accessRefusal, describeClose, fetchJson, wsUrl } from "./api.js";
 import { TokenField, accessProblem } from "./auth.js";
+import { TempoDisplay } from "./rhythm.js";
 import { $, logLine, setBanner, setPill } from "./ui.js";
 
 const REFRESH_MS = 2000;
@@ -31,7 +33,10 @@ const ui = {
   lag: $("#stat-lag"),
   lagSub: $("#stat-lag-sub"),
   log: $("#log"),
+  bands: { low: $("#band-low"), mid: $("#band-mid"), high: $("#band-high") },
 };
+const tempo = new TempoDisplay($("#stat-bpm"), $("#beat"), $("#stat-beat"));
+const bandAnimations = {};
 
 /** One subscription to one stream's events, reconnecting while the stream is still listed. */
 class Watch {
@@ -122,8 +127,12 @@ class Watch {
       case "onset":
         this._onset(message);
         break;
+      case "beat":
+        tempo.beat(message);
+        break;
       case "status":
         this.streamTime = message.received_s;
+        tempo.status(message.tempo);
         if (Number.isInteger(message.onsets) && message.onsets !== this.onsets) {
           this.onsets = message.onsets; // the stream's count is the truth (events dropped on overflow too)
           ui.count.textContent = String(this.onsets);
@@ -159,8 +168,10 @@ class Watch {
     this.strengths.push(message.strength);
     if (this.strengths.length > STRENGTH_MEMORY) this.strengths.shift();
     const loudest = Math.max(...this.strengths);
-    flash(0.45 + 0.55 * Math.min(1, message.strength / loudest));
+    const intensity = 0.45 + 0.55 * Math.min(1, message.strength / loudest);
+    flash(intensity);
     ui.flash.dataset.flashes = String(Number(ui.flash.dataset.flashes) + 1);
+    if (message.band) flashBand(message.band, intensity);
     ui.count.textContent = String(this.onsets);
     ui.strength.textContent = message.strength.toFixed(2);
     ui.last.textContent = `at ${message.time.toFixed(3)} s stream time`;
@@ -171,8 +182,9 @@ class Watch {
       ui.delay.textContent = delayMs >= 0 && delayMs < 10000 ? `${Math.round(delayMs)} ms` : "–";
     }
     logLine(ui.log, {
-      kind: "onset", time: message.time.toFixed(3), text: `strength ${message.strength.toFixed(2)}`,
-      data: { time: message.time, strength: message.strength },
+      kind: "onset", time: message.time.toFixed(3),
+      text: `strength ${message.strength.toFixed(2)}${message.band ? ` · ${message.band}` : ""}`,
+      data: { time: message.time, strength: message.strength, ...(message.band ? { band: message.band } : {}) },
     });
   }
 }
@@ -193,6 +205,18 @@ function flash(intensity) {
     duration: Number(ui.fade.value),
     easing: "cubic-bezier(0.1, 0.7, 0.3, 1)",
   });
+}
+
+/** The band's own light: one flash per onset of that band (kick, snare, hat). */
+function flashBand(band, intensity) {
+  const light = ui.bands[band];
+  if (!light) return;
+  if (bandAnimations[band]) bandAnimations[band].cancel();
+  bandAnimations[band] = light.querySelector(".glow").animate([{ opacity: intensity }, { opacity: 0 }], {
+    duration: Number(ui.fade.value),
+    easing: "cubic-bezier(0.1, 0.7, 0.3, 1)",
+  });
+  light.dataset.flashes = String(Number(light.dataset.flashes) + 1);
 }
 
 function label(stream) {
@@ -252,6 +276,7 @@ function choose(streamId) {
   if (watch) watch.close();
   watch = null;
   ui.count.textContent = "0";
+  tempo.reset();
   for (const el of [ui.rate, ui.strength, ui.time, ui.delay, ui.lag]) el.textContent = "–";
   ui.last.textContent = "–";
   if (!streamId) {

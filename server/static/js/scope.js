@@ -2,6 +2,7 @@
 // must clear) below, a marker through both at every onset. The right edge is "now".
 
 import { drawOnsetMarker } from "./marks.js";
+import { bandColor } from "./rhythm.js";
 
 const COLORS = {
   grid: "#1c2430",
@@ -202,7 +203,7 @@ export class Scope {
       const px = x(onset.time);
       const fresh = now - onset.arrivedMs < FRESH_MS;
       ctx.globalAlpha = fresh ? 1 : 0.75;
-      ctx.fillStyle = COLORS.onset;
+      ctx.fillStyle = bandColor(onset.band, COLORS.onset); // by drum band; amber without beats
       drawOnsetMarker(ctx, px, plotH, dpr, fresh);
       const label = onset.strength.toFixed(1);
       if (px + 4 * dpr > labelEnd) {

@@ -17,7 +17,7 @@ export class Timeline {
     this.frames = 0;
     this.peak = 0; // largest |sample| since the last takePeak()
     this.odf = []; // [time s, value], oldest first
-    this.onsets = []; // {time, strength, arrivedMs}
+    this.onsets = []; // {time, strength, band, arrivedMs}
   }
 
   get now() {
@@ -68,8 +68,9 @@ export class Timeline {
     this._forget();
   }
 
-  addOnset(time, strength) {
-    this.onsets.push({ time, strength, arrivedMs: performance.now() });
+  /** An onset at `time` (s, this time line) with its `strength` and drum `band` (undefined with beats off). */
+  addOnset(time, strength, band) {
+    this.onsets.push({ time, strength, band, arrivedMs: performance.now() });
     this._forget();
   }
 

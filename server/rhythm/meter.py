@@ -1,0 +1,160 @@
+"""Meter and downbeat, causally, from the accent of each committed beat: each beat's ``bar_position``.
+
+For each candidate meter (3 and 4 beats per bar) and each position in its bar, exponentially forgetting sums
+of the beats' low-band and mid-band peak rises are kept; a position's accent is its mean low peak over the
+mean of all positions less the same for mid (a kick rather than a snare, each band against its own level).
+A meter whose bar has one position clearly above its others explains the accents; a meter
+that does not divide the music's bar sees them averaged out. Once enough beats are in and the best meter's
+contrast is clear, the meter and the downbeat (its strongest position) are committed; a committed guess is
+replaced only by a clearly better one. A beat's position is decided when the tracker commits to it, from the
+beats before it (its own accent is not in yet then). Beat indices follow the beat times (a missed beat still
+counts); a long gap, or a beat off the grid of the one before (the tracker still finding the tempo, or a
+tempo change), forgets everything.
+
+Kick on 1 and 3, snare on 2 and 4 tells a bar's halves apart only by how much louder the first kick is: on
+real drum kits the downbeat is often put on beat 3 (see bench/downbeats.py for the measured figures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+METERS = (3, 4)  # beats per bar that are considered
+DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
+MIN_BEATS = 8  # no bar position before this many beats since the last reset
+MIN_CONTRAST = 0.3  # committed when the best position's accent beats the others' mean by this
+SWITCH_MARGIN = 0.2  # a committed meter and downbeat change only for a contrast this much higher
+RESET_GAP_BEATS = 8.0  # a gap longer than this many beat intervals forgets everything
+OFF_GRID_BEATS = 0.25  # so does a beat further than this from a whole number of intervals after the last
+BEFORE_FRAMES = 2  # a beat's accent looks at rises from this many frames before its frame...
+AFTER_FRAMES = 2  # ...to this many after (folded in once those frames are in)
+
+
+def peaks_of(sums: list[float], frame: int, before: int = BEFORE_FRAMES,
+             after: int = AFTER_FRAMES) -> tuple[float, float]:
+    """A beat's ``(low, mid)`` peaks from group rises (:func:`~server.rhythm.features.group_sums`: low, mid
+    and high of each frame after those of the frame before, flat): the largest low and mid rise from
+    ``before`` frames before ``frame`` to ``after`` frames after it (frames outside ``sums`` are left out)."""
+    start, stop = 3 * max(0, frame - before), 3 * max(0, frame + after + 1)
+    low, mid = sums[start:stop:3], sums[start + 1:stop:3]
+    if len(low) == 0:
+        return 0.0, 0.0
+    return float(max(low)), float(max(mid))
+
+
+def position_accents(low: npt.NDArray[np.float64], mid: npt.NDArray[np.float64],
+                     weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+    """Accent of each bar position from decayed per-position sums of the beats' low and mid peaks and the
+    positions' decayed beat counts: the position's mean low peak over the mean over all positions, less the
+    same for mid (a kick rather than a snare, each band against its own level; dimensionless, about 1 for
+    a typical beat). None while a position has no beat or a band never rose."""
+    if np.any(weights <= 0.0):
+        return None
+    total = weights.sum()
+    mean_low, mean_mid = low.sum() / total, mid.sum() / total
+    if mean_low <= 0.0 or mean_mid <= 0.0:
+        return None
+    result: npt.NDArray[np.float64] = (low / weights) / mean_low - (mid / weights) / mean_mid
+    return result
+
+
+def contrast(accents: npt.NDArray[np.float64]) -> tuple[float, int]:
+    """``(contrast, position)``: the strongest bar position's accent less the others' mean (0-based)."""
+    best = int(np.argmax(accents))
+    return float(accents[best] - np.delete(accents, best).mean()), best
+
+
+class MeterTracker:
+    """Bar positions of one stream's beats, as they are committed.
+
+    A beat's position comes from the accents of the beats before it; its own accent is folded in once the
+    rises up to ``AFTER_FRAMES`` after it are in (:meth:`fold`), so the positions do not depend on how the
+    audio was cut into blocks.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._index = -1  # index of the last beat
+        self._last_s: float | None = None
+        self._beats = 0  # accents folded in since the last reset
+        self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
+        # per meter, per position in its bar: decayed sums of the beats' low and mid peaks, and of beats
+        self._low = {m: np.zeros(m) for m in METERS}
+        self._mid = {m: np.zeros(m) for m in METERS}
+        self._weights = {m: np.zeros(m) for m in METERS}
+        self._meter: int | None = None
+        self._downbeat = 0  # the index modulo meter of a downbeat
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a beat's accent is still to be folded in."""
+        return bool(self._pending)
+
+    @property
+    def meter(self) -> int | None:
+        """Beats per bar, once committed."""
+        return self._meter
+
+    def beat(self, time_s: float, bpm: float, frame: int) -> int | None:
+        """The bar position (1 = downbeat) of a beat at ``time_s`` (s) with the tracker's ``bpm``, whose rises
+        are around ``frame``, or None while the meter is not known. Call :meth:`fold` first."""
+        steps = 1.0 if self._last_s is None else (time_s - self._last_s) * bpm / 60.0
+        if self._last_s is not None and (steps > RESET_GAP_BEATS or abs(steps - round(steps)) > OFF_GRID_BEATS
+                                         or round(steps) < 1):
+            self.reset()  # a gap, or a beat off the last one's grid: the count is lost
+        if self._last_s is None:
+            self._index = 0
+        else:
+            self._index += round(steps)
+        self._last_s = time_s
+        self._pending.append((self._index, frame))
+        if self._meter is None:
+            return None
+        return (self._index - self._downbeat) % self._meter + 1
+
+    def fold(self, sums: list[float], first_frame: int) -> None:
+        """Fold in the accent of every waiting beat whose frames are in ``sums`` (group rises, flat: low, mid,
+        high of frame ``first_frame``, then of the next, ...)."""
+        end = first_frame + len(sums) // 3
+        while self._pending and self._pending[0][1] + AFTER_FRAMES < end:
+            index, frame = self._pending.pop(0)
+            self.observe(index, *peaks_of(sums, frame - first_frame))
+
+    def observe(self, index: int, low: float, mid: float) -> None:
+        """Fold in the ``low`` and ``mid`` peaks of the beat with ``index`` and decide the meter again."""
+        self._beats += 1
+        for m in METERS:  # new arrays, not in place: unpickled from the pool, arrays may be read-only
+            lows, mids = self._low[m] * DECAY_PER_BEAT, self._mid[m] * DECAY_PER_BEAT
+            weights = self._weights[m] * DECAY_PER_BEAT
+            lows[index % m] += low
+            mids[index % m] += mid
+            weights[index % m] += 1.0
+            self._low[m], self._mid[m], self._weights[m] = lows, mids, weights
+        self._decide()
+
+    def _accents(self, meter: int) -> npt.NDArray[np.float64] | None:
+        return position_accents(self._low[meter], self._mid[meter], self._weights[meter])
+
+    def _decide(self) -> None:
+        if self._beats < MIN_BEATS:
+            return
+        best: tuple[float, int, int] = (-np.inf, 0, 0)
+        for m in METERS:
+            accents = self._accents(m)
+            if accents is not None:
+                value, position = contrast(accents)
+                if value > best[0]:
+                    best = (value, m, position)
+        value, meter, position = best
+        if self._meter is None:
+            if value >= MIN_CONTRAST:
+                self._meter, self._downbeat = meter, position
+            return
+        accents = self._accents(self._meter)
+        current = -np.inf if accents is None else float(
+            accents[self._downbeat] - np.delete(accents, self._downbeat).mean())
+        if (meter, position) != (self._meter, self._downbeat) and value >= current + SWITCH_MARGIN:
+            self._meter, self._downbeat = meter, position
