@@ -7,7 +7,6 @@ import collections
 import contextlib
 import functools
 import inspect
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -33,14 +32,6 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # the exception, and the test runs on. Its own limit (pyproject.toml, thread method, longer than this) is
 # the backstop for the rest, a sync test or a teardown: it prints every thread's stack and ends the run.
 ASYNC_TEST_TIMEOUT_S = 150.0
-# The detection pool starts its workers from a forkserver (server.pool.lane), which preloads ``__main__``.
-# Under ``python run.py`` (or the ``transient`` script) that is the command line, which imports the app and
-# the detector (server.dsp: numpy, scipy), so every worker is forked with them already imported. Under
-# pytest ``__main__`` is pytest's: each worker of an in-process server imported the detector itself (~0.7 s
-# of CPU, two workers per server, a server in most tests). Preloading the same modules here gives the
-# in-process servers' workers what run.py's get; their processes, pipes, deaths and restarts are as they
-# were. Servers started as run.py subprocesses are untouched.
-multiprocessing.set_forkserver_preload(["server.pool.worker", "server.dsp"])
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:

@@ -8,13 +8,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from server.cli import serve
-
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 
 
 def _lazy(module: str, help_text: str) -> Command:
-    """A subcommand whose module is imported only when it runs (serving never imports the client tools)."""
+    """A subcommand whose module is imported only when it runs: serving never imports the client tools, and
+    a client tool (or ``--help``) never imports the server and its detector."""
 
     def add_arguments(parser: argparse.ArgumentParser) -> None:
         importlib.import_module(f"server.cli.{module}").add_arguments(parser)
@@ -28,7 +27,7 @@ def _lazy(module: str, help_text: str) -> Command:
 def commands() -> dict[str, Command]:
     """Subcommand name → (add its arguments, run it, one-line help)."""
     return {
-        "serve": (serve.add_arguments, serve.main, "serve HTTP, WebSocket and WebRTC (the default)"),
+        "serve": _lazy("serve", "serve HTTP, WebSocket and WebRTC (the default)"),
         "analyze": _lazy("analyze", "analyse audio files here, without a server; print or write the onsets"),
         "listen": _lazy("listen", "follow a live stream's events; print them or forward onsets to OSC"),
         "stream": _lazy("stream", "publish a file or raw PCM from stdin as a live stream; print its onsets"),
@@ -61,5 +60,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.set_defaults(parser=sub)
         add_arguments(sub)
         return run(sub.parse_args(args[1:]))
-    serve.add_arguments(parser)
-    return serve.main(parser.parse_args(args))
+    add_arguments, run, _ = subcommands["serve"]
+    add_arguments(parser)
+    return run(parser.parse_args(args))
