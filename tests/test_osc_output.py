@@ -247,8 +247,11 @@ async def test_bands_beats_and_tempo_under_each_targets_prefix(
     onsets, beats = of_type(messages, "onset"), of_type(messages, "beat")
     assert len(onsets) >= 10 and len(beats) >= 8
 
-    # Without bundles: per onset /onset then /onset/BAND, per beat /beat then /tempo, in event order.
-    got = await desk.take(2 * len(onsets) + 2 * len(beats))
+    placed = [b for b in beats if "bar_position" in b]
+    assert placed, "the meter was never known"
+    # Without bundles: per onset /onset then /onset/BAND, per beat /beat (then /bar once the meter is
+    # known) then /tempo, in event order.
+    got = await desk.take(2 * len(onsets) + 2 * len(beats) + len(placed))
     assert all(isinstance(m, OscMessage) for m in got)
     by_address: dict[str, list[OscMessage]] = {}
     for m in got:
@@ -263,6 +266,8 @@ async def test_bands_beats_and_tempo_under_each_targets_prefix(
         for onset, message in zip(mine, by_address.get(f"/rig/desk/onset/{band}", []), strict=True):
             assert_message_matches(message, onset, f"/rig/desk/onset/{band}")
     assert [m.params for m in by_address["/rig/desk/beat"]] == [[1, b["stream_id"]] for b in beats]
+    assert [m.params for m in by_address["/rig/desk/bar"]] == [[b["bar_position"], b["stream_id"]]
+                                                                for b in placed]
     for beat, tempo in zip(beats, by_address["/rig/desk/tempo"], strict=True):
         assert type_tags(tempo) == b",ffs"
         assert tempo.params[0] == pytest.approx(beat["bpm"], rel=1e-6)
@@ -273,7 +278,8 @@ async def test_bands_beats_and_tempo_under_each_targets_prefix(
     addresses = sorted(tuple(b.content(i).address for i in range(b.num_contents))
                        for b in bundles if isinstance(b, OscBundle))
     assert len(addresses) == len(onsets) + len(beats)
-    assert addresses.count(("/transient/beat", "/transient/tempo")) == len(beats)
+    assert addresses.count(("/transient/beat", "/transient/tempo")) == len(beats) - len(placed)
+    assert addresses.count(("/transient/beat", "/transient/bar", "/transient/tempo")) == len(placed)
     for band in ("low", "mid", "high"):
         assert addresses.count(("/transient/onset", f"/transient/onset/{band}")) == \
             len([o for o in onsets if o["band"] == band])

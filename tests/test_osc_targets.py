@@ -102,7 +102,11 @@ def test_message_layouts_use_only_int_float_and_string() -> None:
     beat, tempo = beat_messages("/t", "s1", 128.0, 0.75)
     assert OscMessage(beat).address == "/t/beat" and OscMessage(beat).params == [1, "s1"]
     assert OscMessage(tempo).address == "/t/tempo" and OscMessage(tempo).params == [128.0, 0.75, "s1"]
-    for data in (plain, low, beat, tempo):
+    placed = beat_messages("/t", "s1", 128.0, 0.75, 3)
+    assert [placed[0], placed[2]] == [beat, tempo]
+    bar = placed[1]
+    assert OscMessage(bar).address == "/t/bar" and OscMessage(bar).params == [3, "s1"]
+    for data in (plain, low, beat, bar, tempo):
         assert set(type_tags(data)[1:]) <= set(b"ifs")  # no d (float64), no t, no b
         assert type_tags(data).endswith(b"s")  # the stream id last, the value first
 

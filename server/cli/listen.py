@@ -85,7 +85,7 @@ async def forward(subscription: Subscription, args: argparse.Namespace, osc: Osc
                            float(event["strength"]), float(event["wall_time"]), event.get("band"))
         elif osc is not None and event["type"] == "beat":
             osc.send_beat([OSC_TARGET_NAME], str(event["stream_id"]), float(event["bpm"]),
-                          float(event["confidence"]), float(event["wall_time"]))
+                          float(event["confidence"]), float(event["wall_time"]), event.get("bar_position"))
 
 
 def newest(streams: list[dict[str, Any]], name: str) -> dict[str, Any] | None:

@@ -8,8 +8,8 @@ own choosing. Packets leave through one non-blocking
 UDP socket per address family: a send that would block, or fails (unreachable network, no route), drops that
 one packet and counts it, so a slow or missing target never delays the event loop or the stream.
 The packet layout is documented in docs/protocol.md, section "OSC": one address per kind under the
-target's prefix (``/onset``, ``/onset/low|mid|high``, ``/beat``, ``/tempo``), only ``i``, ``f`` and ``s``
-arguments (what common receivers accept), the value first and the stream id last.
+target's prefix (``/onset``, ``/onset/low|mid|high``, ``/beat``, ``/bar``, ``/tempo``), only ``i``, ``f``
+and ``s`` arguments (what common receivers accept), the value first and the stream id last.
 """
 
 from __future__ import annotations
@@ -144,9 +144,12 @@ def onset_messages(prefix: str, stream_id: str, strength: float, band: str | Non
     return out
 
 
-def beat_messages(prefix: str, stream_id: str, bpm: float, confidence: float) -> list[bytes]:
-    """``PREFIX/beat ,is 1 stream_id`` (a trigger) and ``PREFIX/tempo ,ffs bpm confidence stream_id``."""
-    return [message(f"{prefix}/beat", 1, stream_id),
+def beat_messages(prefix: str, stream_id: str, bpm: float, confidence: float,
+                  bar_position: int | None = None) -> list[bytes]:
+    """``PREFIX/beat ,is 1 stream_id`` (a trigger), then ``PREFIX/bar ,is bar_position stream_id`` once the
+    meter is known (1 = downbeat), then ``PREFIX/tempo ,ffs bpm confidence stream_id``."""
+    bar = [] if bar_position is None else [message(f"{prefix}/bar", int(bar_position), stream_id)]
+    return [message(f"{prefix}/beat", 1, stream_id), *bar,
             message(f"{prefix}/tempo", float(bpm), float(confidence), stream_id)]
 
 
@@ -183,7 +186,8 @@ def onset_forwarder(sender: OscSender, stream_id: str,
                 sender.send_onset(targets, stream_id, event["time"], event["strength"], event["wall_time"],
                                   event.get("band"))
             else:
-                sender.send_beat(targets, stream_id, event["bpm"], event["confidence"], event["wall_time"])
+                sender.send_beat(targets, stream_id, event["bpm"], event["confidence"], event["wall_time"],
+                                 event.get("bar_position"))
 
     return forward
 
@@ -318,9 +322,11 @@ class OscSender:
         self._send(names, lambda prefix: onset_messages(prefix, stream_id, strength, band), wall_time_s)
 
     def send_beat(self, names: Iterable[str], stream_id: str, bpm: float, confidence: float,
-                  wall_time_s: float) -> None:
-        """Send one beat (``/beat`` and ``/tempo``) to each named target that exists. Never blocks."""
-        self._send(names, lambda prefix: beat_messages(prefix, stream_id, bpm, confidence), wall_time_s)
+                  wall_time_s: float, bar_position: int | None = None) -> None:
+        """Send one beat (``/beat``, ``/bar`` once known, ``/tempo``) to each named target that exists.
+        Never blocks."""
+        self._send(names, lambda prefix: beat_messages(prefix, stream_id, bpm, confidence, bar_position),
+                   wall_time_s)
 
     def _send(self, names: Iterable[str], messages: Messages, wall_time_s: float) -> None:
         for name in names:
