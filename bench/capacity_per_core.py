@@ -57,7 +57,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import descendants, rss_bytes
+from bench.procs import descendants, launch, rss_bytes
 from bench.stream_load import completing_chunks, cpu_s, machine_cpu_s, percentile
 from bench.wire_ws import BINARY, WireSocket, masked_frame
 
@@ -321,13 +321,7 @@ def shard_main(args: tuple[str, int, str, int, float, int | None, bool]) -> dict
 
 def start(command: list[str], core: int | None) -> tuple[subprocess.Popen[str], str]:
     pinned = ["taskset", "-c", str(core)] if core is not None else []
-    proc = subprocess.Popen([*pinned, sys.executable, *command], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError(f"{command[0]} did not start")
+    return launch([*pinned, sys.executable, *command], what=command[0])
 
 
 def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, pool: Any,

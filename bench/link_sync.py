@@ -39,6 +39,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.procs import launch  # noqa: E402
 from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 
 SETUP = ("ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo "
@@ -53,14 +54,8 @@ def namespace() -> subprocess.Popen[str]:
 
 
 def serve(prefix: list[str], data_dir: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([*prefix, sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", "1",
-                             "--data-dir", str(data_dir), *extra], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
+    return launch([*prefix, sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", "1",
+                   "--data-dir", str(data_dir), *extra], new_session=True)
 
 
 def cpu_s(pid: int) -> float:

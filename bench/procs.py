@@ -11,15 +11,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def start_server(run_args: Sequence[str]) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python run.py --port 0 RUN_ARGS``; returns the process and its base URL once it serves."""
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), "--port", "0", *run_args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def launch(command: Sequence[str], *, what: str = "the server",
+           new_session: bool = False) -> tuple[subprocess.Popen[str], str]:
+    """Start ``command`` (from the repository, output piped) and wait for its ``serving on URL`` line;
+    returns the process and that URL. ``new_session``: its own process group, to stop it with its pool."""
+    proc = subprocess.Popen(list(command), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=new_session)
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.startswith("serving on "):
             return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError(f"{what} did not start")
+
+
+def start_server(run_args: Sequence[str]) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python run.py --port 0 RUN_ARGS``; returns the process and its base URL once it serves."""
+    return launch([sys.executable, str(REPO / "run.py"), "--port", "0", *run_args])
 
 
 def descendants(*roots: int) -> list[int]:

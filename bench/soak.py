@@ -55,7 +55,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import descendants, rss_bytes, start_server
+from bench.procs import descendants, launch, rss_bytes, start_server
+from testkit.disk import fill
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 16000
@@ -250,25 +251,10 @@ async def stalled_upload(host: str, port: int, tally: Tally) -> None:
         tally.count(tally.stalled_answers, type(exc).__name__)
 
 
-def fill(folder: Path) -> Path:
-    """Fill the file system of ``folder`` to its last byte with one file."""
-    filler = folder / "soak-filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (1 << 20, 4096, 1):
-            block = b"\0" * size
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, block)
-    finally:
-        os.close(fd)
-    return filler
-
-
 async def full_disk(data_dir: Path, fill_s: float, tally: Tally) -> None:
     """Fill the server's data directory for ``fill_s`` seconds, then free it."""
     tally.count(tally.attacks, "full disk")
-    filler = await asyncio.to_thread(fill, data_dir)
+    filler = await asyncio.to_thread(fill, data_dir, "soak-filler")
     await asyncio.sleep(fill_s)
     filler.unlink()
 
@@ -376,13 +362,7 @@ def start_in_namespace(run_args: list[str], data_dir: Path, tmpfs_mib: int
     data_dir.mkdir(parents=True, exist_ok=True)
     script = (f"mount -t tmpfs -o size={tmpfs_mib}m tmpfs {data_dir} && exec {sys.executable} "
               f"{REPO / 'run.py'} --port 0 " + " ".join(run_args))
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("serving on "):
-            return proc, line.split()[-1].strip()
-    raise RuntimeError("the server did not start")
+    return launch(["unshare", "-m", "--propagation", "private", "sh", "-c", script])
 
 
 def drain(proc: subprocess.Popen[str]) -> list[str]:

@@ -8,7 +8,6 @@ teardown, after the server process has stopped using it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from server.jobs.model import Job, JobStatus
 from server.jobs.sqlite_store import SQLiteJobStore
+from testkit.disk import fill
 from tests.analysis_files import get_task, make_file, matches, post_file, wait_finished
 from tests.conftest import ServerProcess, run_async
 
@@ -45,21 +45,6 @@ def small_disk(tmp_path: Path) -> Iterator[Mount]:
     yield mount
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Fill the file system of ``folder`` to the last byte with one file; return it."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (FILL_BLOCK_BYTES, 4096, 1):
-            block = b"\0" * size
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, block)
-    finally:
-        os.close(fd)
-    return filler
 
 
 def job_files(data_dir: Path) -> list[str]:
@@ -132,7 +117,7 @@ def test_a_restart_on_a_full_disk_starts_and_settles_every_task_once_there_is_ro
         await store.close()
 
     run_async(crash_state())
-    filler = fill(data_dir)
+    filler = fill(data_dir, block_bytes=FILL_BLOCK_BYTES)
     proc = server_process("--workers", "1", "--min-free-disk-bytes", "65536", data_dir=data_dir)
 
     async def scenario() -> None:
@@ -181,7 +166,7 @@ def test_a_disk_filled_from_outside_during_a_job_does_not_leave_it_processing(
             while (task := (await get_task(http, proc.url, task_id))[1])["status"] == "pending":
                 await asyncio.sleep(0.01)
             assert task["status"] == "processing", task
-            filler = fill(data_dir)
+            filler = fill(data_dir, block_bytes=FILL_BLOCK_BYTES)
             status, ready = await readiness(http, proc.url)
             assert status == 503, ready
             await asyncio.sleep(3.0)  # the job goes on; what it cannot store waits
