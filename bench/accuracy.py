@@ -51,7 +51,11 @@ MANY_STREAMS = 64  # concurrent streams for the process_many speed figure
 
 def ours(method: str, block_ms: float, overrides: dict[str, object]) -> Runner:
     """Our detector, fed in blocks of ``block_ms`` as a live stream would be."""
-    settings = DetectorSettings.from_mapping({"method": method, **overrides})
+    return streamed(DetectorSettings.from_mapping({"method": method, **overrides}), block_ms)
+
+
+def streamed(settings: DetectorSettings, block_ms: float) -> Runner:
+    """Our detector with ``settings``, fed in blocks of ``block_ms`` as a live stream, then flushed."""
 
     def run(clip: Clip) -> npt.NDArray[np.float64]:
         channels = 1 if clip.samples.ndim == 1 else clip.samples.shape[1]

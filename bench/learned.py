@@ -36,7 +36,7 @@ import numpy.typing as npt  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from accuracy import aubio_method, librosa_default  # noqa: E402
+from accuracy import aubio_method, librosa_default, streamed  # noqa: E402
 from corpus import Clip, data_dir, real_clips  # noqa: E402
 
 from server.dsp import DetectorSettings, OnsetDetector, detect_onsets, process_many  # noqa: E402
@@ -85,22 +85,6 @@ def dev_clips(folder: Path) -> list[Clip]:
         Clip(c.name, c.samples, c.sample_rate, c.onsets_s, families.get(c.name, c.group))
         for c in real_clips(folder)
     ]
-
-
-def ours(settings: DetectorSettings) -> Runner:
-    """Our detector fed in ``BLOCK_MS`` blocks as a live stream, then flushed."""
-
-    def run(clip: Clip) -> npt.NDArray[np.float64]:
-        channels = 1 if clip.samples.ndim == 1 else clip.samples.shape[1]
-        detector = OnsetDetector(clip.sample_rate, channels, settings)
-        block = max(1, round(BLOCK_MS / 1000 * clip.sample_rate))
-        found = []
-        for start in range(0, len(clip.samples), block):
-            found += detector.process(clip.samples[start : start + block])
-        found += detector.flush()
-        return np.array([o.time for o in found])
-
-    return run
 
 
 def f_measure(clip: Clip, estimated: npt.NDArray[np.float64]) -> float:
@@ -201,10 +185,11 @@ def main() -> None:
                 settings = DetectorSettings.from_mapping(
                     {"method": "neural", **overrides, name: float(value)}
                 )
-                runners[f"neural {name}={value}"] = ours(settings)
+                runners[f"neural {name}={value}"] = streamed(settings, BLOCK_MS)
         else:
             extra = overrides if method == "neural" else {}
-            runners[f"ours {method}"] = ours(DetectorSettings.from_mapping({"method": method, **extra}))
+            runners[f"ours {method}"] = streamed(DetectorSettings.from_mapping({"method": method, **extra}),
+                                                BLOCK_MS)
 
     warnings.simplefilter("ignore")
     results: dict[str, object] = {}
