@@ -93,44 +93,8 @@ def rise_totals(stacked: F32, groups: BandGroups) -> tuple[F32, F32]:
     return np.add.reduce(rise, axis=1), group_sums(rise, groups)
 
 
-def group_rises(bands: F32, previous: F32, groups: BandGroups) -> F32:
-    """Rise of the low, mid and high band groups per frame.
-
-    Parameters
-    ----------
-    bands : ndarray, shape (n_frames, n_bands), float32
-        Filterbank magnitudes of consecutive frames (the detector's ``superflux`` feature rows).
-    previous : ndarray, shape (1, n_bands), float32
-        The magnitudes of the frame before the first.
-    groups : BandGroups
-
-    Returns
-    -------
-    ndarray, shape (n_frames, 3), float32
-        Mean of the ``TOP_BANDS`` largest rectified magnitude rises in each group (linear magnitude, a
-        full-scale sine is 1); each row depends only on its frame and the one before.
-    """
-    rows = np.concatenate((previous, bands))
-    return group_sums(np.maximum(rows[1:] - rows[:-1], np.float32(0.0)), groups)
-
-
-def total_rise(bands: F32, previous: F32) -> F32:
-    """Summed rectified rise of every band's linear magnitude, per frame, shape (n_frames,), float32.
-
-    Parameters
-    ----------
-    bands : ndarray, shape (n_frames, n_bands), float32
-        Filterbank magnitudes of consecutive frames.
-    previous : ndarray, shape (1, n_bands), float32
-        The magnitudes of the frame before the first.
-    """
-    rise = np.subtract(bands, np.concatenate((previous, bands[:-1])))
-    np.maximum(rise, np.float32(0.0), out=rise)
-    return np.add.reduce(rise, axis=1)
-
-
 def beat_strength(odf: F32, rise: F32, rise_weight: float = RISE_WEIGHT) -> F32:
-    """The beat tracker's input: the detector's onset strength plus the weighted :func:`total_rise`.
+    """The beat tracker's input: the detector's onset strength plus the weighted total band rise.
 
     The detector's function is log-compressed, so a kick with a hat on it scores little above the hat
     alone and eighth-note hats pull a tracker to double time or onto the off-beat; the linear rises add
@@ -141,7 +105,7 @@ def beat_strength(odf: F32, rise: F32, rise_weight: float = RISE_WEIGHT) -> F32:
     odf : ndarray, shape (n,)
         ``OnsetDetector.take_odf()`` (default grid: 40 ms frames, 10 ms hop).
     rise : ndarray, shape (n,)
-        :func:`total_rise` of the same frames.
+        The total rise of :func:`rise_totals` for the same frames.
     rise_weight : float
         Chosen on rhythm-dev and the generated kits.
 
@@ -187,7 +151,7 @@ class BandFlux:
         self._previous = np.zeros((1, self._bank.n_bands), dtype=np.float32)
 
     def process(self, samples: npt.ArrayLike) -> tuple[F32, F32]:
-        """Feed mono samples; return the new frames' :func:`total_rise` and :func:`group_rises`."""
+        """Feed mono samples; return the new frames' total and group rises (:func:`rise_totals`)."""
         grid = self._grid
         buffer = np.concatenate((self._tail, np.asarray(samples, dtype=np.float32).reshape(-1)))
         frames = frame_view(buffer, grid.frame_len, grid.hop)
@@ -197,7 +161,7 @@ class BandFlux:
             return np.zeros(0, dtype=np.float32), np.zeros((0, 3), dtype=np.float32)
         spectra = spectrum(frames * analysis_window(grid.frame_len), grid.fft_size)
         bands = band_magnitudes(spectra, self._bank)
-        out = total_rise(bands, self._previous), group_rises(bands, self._previous, self._groups)
+        out = rise_totals(np.concatenate((self._previous, bands)), self._groups)
         self._previous = bands[-1:].copy()
         return out
 
