@@ -16,7 +16,7 @@ import aiohttp
 import numpy as np
 import soundfile as sf
 
-from server.cli.analyze import analyse_file
+from server.cli.analyze import analyse_file, csv_rows
 from server.client import TransientClient
 from server.dsp import DetectorSettings
 from testkit import signals
@@ -167,3 +167,15 @@ async def test_text_and_csv_outputs_and_failures(tmp_path: Path) -> None:
 
     code, out, err = await run_cli("analyze", str(wav), "--settings", '{"threshold": "loud"}')
     assert code == 2 and "threshold" in err and out == ""
+
+
+def test_csv_rows_tie_order_and_a_missing_tempo() -> None:
+    """An onset and a beat at the same time: the onset first; a result without tempo (one beat) leaves
+    ``bpm`` empty; times in samples at the result's rate."""
+    result = {"sample_rate": 1000, "onsets": [{"time": 0.5, "strength": 2.0, "band": "low"}],
+              "beats": [{"time": 0.5, "bar_position": 1}, {"time": 0.25}], "tempo_bpm": None}
+    assert csv_rows("a,b.wav", result, "samples") == [
+        ["a,b.wav", "250", "", "", "beat", "", ""],
+        ["a,b.wav", "500", "2.0", "low", "onset", "", ""],
+        ["a,b.wav", "500", "", "", "beat", "1", ""],
+    ]
