@@ -175,7 +175,7 @@ async def test_idle_stream_gets_an_error_its_onsets_then_close_1008(
     await publisher.start(16000)
     click = np.zeros(3200, dtype=np.float32)
     click[800:816] = 0.9
-    click[3100:3116] = 0.9  # 6 ms before the end, inside the look-ahead: only the final flush reports it
+    click[3000:3016] = 0.9  # 12.5 ms before the end, inside the look-ahead: only the final flush reports it
     await publisher.send_audio(click)
     messages = await publisher.receive_all()
     error = of_type(messages, "error")[0]
