@@ -283,8 +283,8 @@ class RingBank:
         beats = len(space.intervals)
         ratio = np.array(ratios, dtype=np.float64)[:, None]
         moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
-        np.multiply(moved, ratio, out=values[:, :beats])
-        values[:, beats:] *= np.sqrt(ratio)
+        values *= np.sqrt(ratio)  # the near-beat slots (contiguous: cheaper than their columns alone)
+        np.multiply(moved, ratio, out=values[:, :beats])  # the beat slots: overwritten
         flat[slots] = values
         if len(normalise) == len(alpha):  # every row (in order: each row is listed once)
             alpha *= (1.0 / np.add.reduce(alpha, axis=1))[:, None]
