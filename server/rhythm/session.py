@@ -28,6 +28,9 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
+_ZERO = np.zeros(1, dtype=np.float32)  # the onset strength put beside a session's previous row (not used)
+_ZERO.setflags(write=False)
+
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
     -1
@@ -140,12 +143,6 @@ class RhythmSession:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
-    def _take(self, last_row: F32, sums: list[float]) -> None:
-        """The new frames: the last one's row (a view: not changed later) and each one's group sums."""
-        self._previous = last_row
-        self._sums += sums
-        self._frames += len(sums) // 3
-
     def _with_bar_positions(self, beats: list[Beat]) -> list[Beat]:
         """``beats`` (just committed) with their bar positions (:mod:`server.rhythm.meter`), each from the
         accents of the beats before it; then the accents whose frames are in are folded in."""
@@ -205,16 +202,23 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     ValueError
         When a session has fewer rows than ``odf`` values, or is listed twice; no session has changed.
     """
-    if len({id(item[0]) for item in items}) != len(items):
+    if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
     stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
-    odfs: list[list[float]] = []
+    odfs: list[F32] = []  # per session with new frames: its onset strength, then a 0 (the next one's previous row)
+    counts: list[int] = []
     for session, odf, rows, _ in items:
-        values: list[float] = odf.tolist() if isinstance(odf, np.ndarray) else np.ravel(odf).tolist()
-        odfs.append(values)
+        values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
         n = len(values)
-        parts = [rows] if isinstance(rows, np.ndarray) else rows
-        have = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
+        counts.append(n)
+        if isinstance(rows, np.ndarray):
+            part, have = rows, len(rows)
+        elif len(rows) == 1:
+            part = rows[0]
+            have = len(part)
+        else:
+            have = sum(len(part) for part in rows)
+            part = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
         if have < n:
             raise ValueError(
                 f"{n} onset-strength values for {have} filterbank rows: feed the detector's take_odf() and "
@@ -222,28 +226,34 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             )
         if not n:
             continue
-        if have > n or len(parts) > 1:
-            parts = [np.concatenate(parts)[have - n :]]
+        if have > n:
+            part = part[have - n :]
         previous = session._previous
-        stacked.append(parts[0][:1] if previous is None else previous)
-        stacked.append(parts[0])
+        stacked.append(part[:1] if previous is None else previous)
+        stacked.append(part)
+        odfs.append(values)
+        odfs.append(_ZERO)
     strengths: list[list[float]] = []
     if stacked:
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, items[0][0]._groups)
-        total_list, sums_list = totals.tolist(), sums.reshape(-1).tolist()
+        # o + RISE_WEIGHT * t per value, in float64 as Python floats would do it, for every session at once
+        strength = np.concatenate(odfs[:-1]).astype(np.float64)
+        strength += RISE_WEIGHT * totals.astype(np.float64)
+        strength_list, sums_list = strength.tolist(), sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
-        for (session, _, _, _), values in zip(items, odfs, strict=True):
-            n = len(values)
+        for (session, _, _, _), n in zip(items, counts, strict=True):
             if n:
-                rises = total_list[at : at + n]
-                strengths.append([o + RISE_WEIGHT * t for o, t in zip(values, rises, strict=True)])
-                session._take(joined[at + n : at + n + 1], sums_list[3 * at : 3 * (at + n)])
-                at += n + 1
+                strengths.append(strength_list[at : at + n])
+                at += n
+                session._previous = joined[at : at + 1]
+                session._sums += sums_list[3 * (at - n) : 3 * at]
+                session._frames += n
+                at += 1
             else:
-                strengths.append(values)
+                strengths.append([])
     else:
-        strengths = odfs
+        strengths = [[] for _ in items]
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):

@@ -116,10 +116,40 @@ class StateSpace:
             array.setflags(write=False)
         return out
 
-    @property
+    @functools.cached_property
     def bpm(self) -> F64:
         """Tempo of each tempo index, beats per minute, shape (n_tempi,)."""
-        return 60.0 * self.fps / self.intervals
+        out = 60.0 * self.fps / self.intervals
+        out.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def bpm_list(self) -> list[float]:
+        """:attr:`bpm` as a Python list."""
+        return self.bpm.tolist()
+
+    @functools.cached_property
+    def tempo_list(self) -> list[int]:
+        """:attr:`tempo_of` as a Python list."""
+        return self.tempo_of.tolist()
+
+    @functools.cached_property
+    def near_tempo_slices(self) -> list[tuple[int, int, I64, F64]]:
+        """Per tempo ``j``, where the tempi of :attr:`near_tempi` ``[j]`` (neighbours: one run of indices)
+        lie: ``(start, stop, offsets, bpm)``, the flat slots from their first to their last, the start of
+        each one's slots from ``start``, and their :attr:`bpm`; so their marginals are
+        ``np.add.reduceat(alpha[start:stop], offsets)``, the same sums as :func:`tempo_marginal`'s."""
+        out = []
+        for near in self.near_tempi:
+            tempi = np.flatnonzero(near)
+            low, high = int(tempi[0]), int(tempi[-1])
+            assert high - low + 1 == len(tempi)
+            offsets = self.first[low : high + 1] - self.first[low]
+            bpm = self.bpm[near]
+            for array in (offsets, bpm):
+                array.setflags(write=False)
+            out.append((int(self.first[low]), int(self.last[high]) + 1, offsets, bpm))
+        return out
 
 
 def log_gaussian_prior(bpm: F64, centre_bpm: float, octaves: float) -> F64:

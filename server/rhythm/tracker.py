@@ -280,16 +280,19 @@ class BeatTracker:
         space = self._space
         alpha *= 1.0 / np.add.reduce(alpha)
         best = self._best
-        tempo = int(space.tempo_of[best])
-        near = space.near_tempi[tempo]
-        weights = tempo_marginal(alpha, space)[near]
-        tempo_mass = float(weights.sum())
-        bpm = float(weights @ space.bpm[near] / tempo_mass) if tempo_mass > 0.0 else float(space.bpm[tempo])
+        tempo = space.tempo_list[best]
+        start, stop, offsets, near_bpm = space.near_tempo_slices[tempo]
+        weights = np.add.reduceat(alpha[start:stop], offsets)  # tempo_marginal(alpha, space)[near]
+        tempo_mass = float(np.add.reduce(weights))
+        bpm = float(weights @ near_bpm / tempo_mass) if tempo_mass > 0.0 else space.bpm_list[tempo]
         phase0, rate = space.phase_rates
-        phase = phase0 - phase0[best]
-        phase += self._step * (rate - rate[best])
-        phase -= np.round(phase)
-        phase_mass = float(alpha[np.abs(phase) <= PHASE_WINDOW].sum())
+        phase = np.subtract(phase0, phase0[best])
+        drift = np.subtract(rate, rate[best])
+        drift *= self._step
+        phase += drift
+        phase -= np.rint(phase, out=drift)  # np.round to whole numbers
+        near = np.abs(phase, out=phase) <= PHASE_WINDOW
+        phase_mass = float(np.add.reduce(alpha[near]))
         self._summary_step = self._step
         self._summary_values = (bpm, min(1.0, tempo_mass * phase_mass))
         return self._summary_values
