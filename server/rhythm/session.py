@@ -151,7 +151,7 @@ class RhythmSession:
         for beat in beats:
             meter.fold(self._sums, self._sums_first)
             frame = round((beat.time - offset_s) / hop_s)
-            out.append(dataclasses.replace(beat, bar_position=meter.beat(beat.time, beat.bpm, frame)))
+            out.append(Beat(beat.time, beat.bpm, beat.confidence, meter.beat(beat.time, beat.bpm, frame)))
         meter.fold(self._sums, self._sums_first)  # before the sums are trimmed
         return out
 
@@ -205,7 +205,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
     stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
-    odfs: list[F32] = []  # per session with new frames: its onset strength, then a 0 (the next one's previous row)
+    odfs: list[F32] = []  # per session with new frames: its onset strength, a 0 (the next one's previous row)
     counts: list[int] = []
     for session, odf, rows, _ in items:
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
@@ -257,7 +257,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        if found or session._meter.waiting:
+        if found or session._meter._pending:  # beats to place in their bar, or accents to fold in
             found = session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.settings import TrackerSettings
-from server.rhythm.statespace import RingBank, StateSpace, state_space, tempo_marginal
+from server.rhythm.statespace import RingBank, StateSpace, state_space
 
 F32 = npt.NDArray[np.float32]
 
@@ -48,17 +48,6 @@ def space_for(settings: TrackerSettings) -> StateSpace:
         beat_width=settings.beat_width,
         jump=settings.jump,
     )
-
-
-def beat_ratio(strength: float, mean: float, settings: TrackerSettings) -> float:
-    """Likelihood ratio of a beat state over any other for one frame's onset strength.
-
-    ``((min(strength / (reference * mean), cap) + floor) / (1 + floor)) ** sharpness``: 1 for a frame at
-    the reference, above 1 for a stronger onset, ``(floor / (1 + floor)) ** sharpness`` for a frame
-    without any.
-    """
-    z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
-    return float(((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness)
 
 
 class BeatTracker:
@@ -231,28 +220,38 @@ class BeatTracker:
 
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
         """A frame of the tracker's grid is complete: the likelihood ratio to step the forward filter with,
-        or None (silent so long that tempo and phase are forgotten: no step)."""
+        or None (silent so long that tempo and phase are forgotten: no step).
+
+        The ratio of a beat state over any other for the frame's onset strength ``s`` and moving mean ``m``:
+        ``((min(s / (reference * m), cap) + floor) / (1 + floor)) ** sharpness``: 1 for a frame at the
+        reference, above 1 for a stronger onset, ``(floor / (1 + floor)) ** sharpness`` for a frame without
+        any.
+        """
         strength, _, silent_for = frame
         self._step += 1
         if silent_for >= self._reset_after:
             if self._alpha is not None:
                 self._forget()
             return None
-        self._mean += self._mean_rate * (strength - self._mean)
+        mean = self._mean = self._mean + self._mean_rate * (strength - self._mean)
         if self._alpha is None:
             self._alpha = self._space.prior.copy()  # the same in every ring layout
             self._bank = None
-        return beat_ratio(strength, self._mean, self._settings)
+        settings = self._settings
+        z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
+        ratio: float = ((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness
+        return ratio
 
     def _after_step(self, best: int, frame: tuple[float, int, int]) -> Beat | None:
-        """After the step (most likely slot ``best``): report a beat if one is due."""
+        """After the step (most likely slot ``best``, already :attr:`_best`): report a beat if one is due.
+        :func:`advance_trackers` calls it only when ``best`` is at most a tenth of an interval after a beat
+        (at most one frame for intervals under 20 frames)."""
         strength, arg, silent_for = frame
-        self._best = best
         space = self._space
         interval = space.interval_list[best]
         position = (space.position_list[best] + self._step) % interval
         beat_frame = self._step - position
-        if position > max(1, interval // 10) or beat_frame - self._last_beat < interval / 2:
+        if beat_frame - self._last_beat < interval / 2:
             return None
         if silent_for >= self._hold:
             return None
@@ -310,9 +309,10 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
         For a value that is negative, NaN or infinite; no tracker has changed then.
     """
     for row in values:
-        for value in row:
-            if not 0.0 <= value < math.inf:  # NaN fails too
-                raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
+        if row and not (min(row) >= 0.0 and sum(row) < math.inf):  # a NaN makes the sum NaN
+            for value in row:
+                if not 0.0 <= value < math.inf:  # NaN fails too
+                    raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
@@ -330,10 +330,15 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             rows = [t._row for t in group]
             normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
             best = bank.step(rows, ratios, normalise)
-            for index, slot in zip(members, best, strict=True):
-                beat = trackers[index]._after_step(slot, frames[index][round_])
-                if beat is not None:
-                    beats[index].append(beat)
+            intervals, positions = space.interval_list, space.position_list
+            for index, tracker, slot in zip(members, group, best, strict=True):
+                tracker._best = slot
+                interval = intervals[slot]
+                position = (positions[slot] + tracker._step) % interval
+                if position <= 1 or position <= interval // 10:  # else no beat is due
+                    beat = tracker._after_step(slot, frames[index][round_])
+                    if beat is not None:
+                        beats[index].append(beat)
     return beats
 
 
