@@ -28,8 +28,6 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
-_ZERO = np.zeros(1, dtype=np.float32)  # the onset strength put beside a session's previous row (not used)
-_ZERO.setflags(write=False)
 
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
@@ -205,7 +203,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
     stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
-    odfs: list[F32] = []  # per session with new frames: its onset strength, a 0 (the next one's previous row)
+    odfs: list[float] = []  # per session with new frames: its onset strength, then a 0 (a previous row's)
     counts: list[int] = []
     for session, odf, rows, _ in items:
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
@@ -231,14 +229,14 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
         stacked.append(part)
-        odfs.append(values)
-        odfs.append(_ZERO)
+        odfs += values.tolist()
+        odfs.append(0.0)
     strengths: list[list[float]] = []
     if stacked:
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, items[0][0]._groups)
         # o + RISE_WEIGHT * t per value, in float64 as Python floats would do it, for every session at once
-        strength = np.concatenate(odfs[:-1]).astype(np.float64)
+        strength = np.array(odfs[:-1], dtype=np.float64)
         strength += RISE_WEIGHT * totals.astype(np.float64)
         strength_list, sums_list = strength.tolist(), sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row

@@ -206,16 +206,20 @@ class BeatTracker:
         strongest value, input values since the last that reached ``activity``)."""
         done: list[tuple[float, int, int]] = []
         activity, per_frame = self._settings.activity, self._per_frame
+        n_in, group_max, group_arg = self._n_in, self._group_max, self._group_arg
+        last_active = self._last_active
         for value in values:
             if value >= activity:
-                self._last_active = self._n_in
-            if value > self._group_max:
-                self._group_max = value
-                self._group_arg = self._n_in
-            self._n_in += 1
-            if self._n_in % per_frame == 0:
-                done.append((self._group_max, self._group_arg, self._n_in - 1 - self._last_active))
-                self._group_max = -1.0
+                last_active = n_in
+            if value > group_max:
+                group_max = value
+                group_arg = n_in
+            n_in += 1
+            if n_in % per_frame == 0:
+                done.append((group_max, group_arg, n_in - 1 - last_active))
+                group_max = -1.0
+        self._n_in, self._group_max, self._group_arg = n_in, group_max, group_arg
+        self._last_active = last_active
         return done
 
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
