@@ -21,7 +21,7 @@ from server.dsp import OnsetDetector
 from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
-from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
+from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
@@ -190,7 +190,8 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
 
     One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
-    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session,
+    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session
+    with the same filterbank (one per sample rate's bands),
     and one forward-filter step per frame for all their trackers
     (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
     get alone.
@@ -202,10 +203,12 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     """
     if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
-    stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
-    odfs: list[float] = []  # per session with new frames: its onset strength, then a 0 (a previous row's)
+    # Per kind of front end (band groups, number of bands: streams at different rates differ), the
+    # sessions with new frames: their indices, their previous rows then new rows, their onset strengths
+    # each followed by a 0 (beside the next one's previous row).
+    kinds: dict[tuple[BandGroups, int], tuple[list[int], list[F32], list[float]]] = {}
     counts: list[int] = []
-    for session, odf, rows, _ in items:
+    for index, (session, odf, rows, _) in enumerate(items):
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
         n = len(values)
         counts.append(n)
@@ -226,32 +229,34 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             continue
         if have > n:
             part = part[have - n :]
+        key = (session._groups, part.shape[1])
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = ([], [], [])
+        members, stacked, odfs = kind
+        members.append(index)
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
         stacked.append(part)
         odfs += values.tolist()
         odfs.append(0.0)
-    strengths: list[list[float]] = []
-    if stacked:
+    strengths: list[list[float]] = [[] for _ in items]
+    for (groups, _), (members, stacked, odfs) in kinds.items():
         joined = np.concatenate(stacked)
-        totals, sums = rise_totals(joined, items[0][0]._groups)
+        totals, sums = rise_totals(joined, groups)
         # o + RISE_WEIGHT * t per value, in float64 as Python floats would do it, for every session at once
         strength = np.array(odfs[:-1], dtype=np.float64)
         strength += RISE_WEIGHT * totals.astype(np.float64)
         strength_list, sums_list = strength.tolist(), sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
-        for (session, _, _, _), n in zip(items, counts, strict=True):
-            if n:
-                strengths.append(strength_list[at : at + n])
-                at += n
-                session._previous = joined[at : at + 1]
-                session._sums += sums_list[3 * (at - n) : 3 * at]
-                session._frames += n
-                at += 1
-            else:
-                strengths.append([])
-    else:
-        strengths = [[] for _ in items]
+        for index in members:
+            session, n = items[index][0], counts[index]
+            strengths[index] = strength_list[at : at + n]
+            at += n
+            session._previous = joined[at : at + 1]
+            session._sums += sums_list[3 * (at - n) : 3 * at]
+            session._frames += n
+            at += 1
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
