@@ -206,7 +206,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     # Per kind of front end (band groups, number of bands: streams at different rates differ), the
     # sessions with new frames: their indices, their previous rows then new rows, their onset strengths
     # each followed by a 0 (beside the next one's previous row).
-    kinds: dict[tuple[BandGroups, int], tuple[list[int], list[F32], list[float]]] = {}
+    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[float]]] = {}
     counts: list[int] = []
     for index, (session, odf, rows, _) in enumerate(items):
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
@@ -229,11 +229,12 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             continue
         if have > n:
             part = part[have - n :]
-        key = (session._groups, part.shape[1])
+        groups = session._groups
+        key = (id(groups), part.shape[1])  # (grid_for shares one BandGroups per rate)
         kind = kinds.get(key)
         if kind is None:
-            kind = kinds[key] = ([], [], [])
-        members, stacked, odfs = kind
+            kind = kinds[key] = (groups, [], [], [])
+        _, members, stacked, odfs = kind
         members.append(index)
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
@@ -241,7 +242,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         odfs += values.tolist()
         odfs.append(0.0)
     strengths: list[list[float]] = [[] for _ in items]
-    for (groups, _), (members, stacked, odfs) in kinds.items():
+    for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, groups)
         # o + RISE_WEIGHT * t per value, in float64 as Python floats would do it, for every session at once
