@@ -158,8 +158,9 @@ class MeterTracker:
         if self._beats < MIN_BEATS:
             return
         best: tuple[float, int, int] = (-math.inf, 0, 0)
+        every: dict[int, list[float] | None] = {}
         for m in METERS:
-            accents = self._accents(m)
+            accents = every[m] = self._accents(m)
             if accents is not None:
                 value, position = contrast(accents)
                 if value > best[0]:
@@ -169,7 +170,7 @@ class MeterTracker:
             if value >= MIN_CONTRAST:
                 self._meter, self._downbeat = meter, position
             return
-        accents = self._accents(self._meter)
+        accents = every[self._meter]
         current = -math.inf if accents is None else position_contrast(accents, self._downbeat)
         if (meter, position) != (self._meter, self._downbeat) and value >= current + SWITCH_MARGIN:
             self._meter, self._downbeat = meter, position

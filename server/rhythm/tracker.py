@@ -204,10 +204,18 @@ class BeatTracker:
     def _take_values(self, values: list[float]) -> list[tuple[float, int, int]]:
         """Consume input values; per tracker frame they complete: (its strength, the input index of that
         strongest value, input values since the last that reached ``activity``)."""
-        done: list[tuple[float, int, int]] = []
         activity, per_frame = self._settings.activity, self._per_frame
         n_in, group_max, group_arg = self._n_in, self._group_max, self._group_arg
         last_active = self._last_active
+        if len(values) == per_frame and not n_in % per_frame:  # one whole frame (the usual live block)
+            strength = max(values)  # (no value of this frame is in yet: group_max is -1)
+            for index in range(per_frame - 1, -1, -1):
+                if values[index] >= activity:
+                    last_active = self._last_active = n_in + index
+                    break
+            self._n_in = n_in + per_frame
+            return [(strength, n_in + values.index(strength), per_frame - 1 - (last_active - n_in))]
+        done: list[tuple[float, int, int]] = []
         for value in values:
             if value >= activity:
                 last_active = n_in
