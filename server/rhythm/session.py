@@ -30,6 +30,7 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 F32 = npt.NDArray[np.float32]
 
 
+SMALL_BATCH = 24  # onset-strength values up to which a batch's beat strength is worked out in plain Python
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
     -1
@@ -262,10 +263,15 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, groups)
-        # o + RISE_WEIGHT * t per value, in float64 as Python floats would do it, for every session at once
-        strength = np.array(odfs[:-1], dtype=np.float64)
-        strength += RISE_WEIGHT * totals.astype(np.float64)
-        strength_list, sums_list = strength.tolist(), sums.reshape(-1).tolist()
+        # o + RISE_WEIGHT * t per value (float64): in numpy for many values, in Python for a few (the same
+        # operations, so the same values)
+        if len(odfs) > SMALL_BATCH:
+            strength = np.array(odfs[:-1], dtype=np.float64)
+            strength += RISE_WEIGHT * totals.astype(np.float64)
+            strength_list = strength.tolist()
+        else:
+            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odfs, totals.tolist(), strict=False)]
+        sums_list = sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
         for index in members:
             session, n = items[index][0], counts[index]
