@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -298,6 +299,8 @@ class RingBank:
         """
         space, alpha = self.space, self.alpha
         interval = space.observed[2]
+        if len(alpha) == 1 and rows == [0]:
+            return [self._step_one(ratios[0], bool(normalise))]
         every = len(rows) == len(alpha) and rows == list(range(len(rows)))
         if every:
             slots = self.slots
@@ -322,6 +325,23 @@ class RingBank:
             alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]
         best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
         return best
+
+    def _step_one(self, ratio: float, normalise: bool) -> int:
+        """:meth:`step` of a bank of one row (a stream alone: numpy's cost per call is most of it there),
+        in fewer and one-dimensional calls: the same operations on the same values, so the same bits (the
+        transition is the same vector-matrix product, one row of the stacked one)."""
+        space, row, slots = self.space, self.alpha[0], self.slots[0]
+        slots -= 1
+        np.add(slots, space.observed[2], out=slots, where=slots < self._floor[0])
+        values = row[slots]
+        beats = len(space.intervals)
+        moved = np.matmul(values[:beats], space.transition)
+        values *= math.sqrt(ratio)
+        np.multiply(moved, ratio, out=values[:beats])
+        row[slots] = values
+        if normalise:
+            row *= 1.0 / np.add.reduce(row)
+        return int(row.argmax())
 
 
 def tempo_marginal(alpha: F64, space: StateSpace) -> F64:
