@@ -66,9 +66,9 @@ def test_peaks_near_the_frame_and_accents_each_band_over_its_mean() -> None:
     assert peaks_of(sums, 10) == (0.0, 0.0)  # beyond the rises so far: what is there
     assert peaks_of(sums, 40) == (0.0, 0.0)
     # Two positions, two beats each: low sums 4 and 0 (mean 1 per beat), mid sums 1 and 3 (mean 1).
-    accents = position_accents(np.array([4.0, 0.0]), np.array([1.0, 3.0]), np.array([2.0, 2.0]))
-    assert accents is not None and accents.tolist() == pytest.approx([2.0 - 0.5, 0.0 - 1.5])
-    assert position_accents(np.array([1.0, 0.0]), np.array([1.0, 1.0]), np.array([1.0, 0.0])) is None
+    accents = position_accents([4.0, 0.0], [1.0, 3.0], [2.0, 2.0])
+    assert accents is not None and accents == pytest.approx([2.0 - 0.5, 0.0 - 1.5])
+    assert position_accents([1.0, 0.0], [1.0, 1.0], [1.0, 0.0]) is None
 
 
 @pytest.mark.parametrize(

@@ -17,8 +17,7 @@ real drum kits the downbeat is often put on beat 3 (see bench/downbeats.py for t
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+import math
 
 METERS = (3, 4)  # beats per bar that are considered
 DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
@@ -43,26 +42,40 @@ def peaks_of(sums: list[float], frame: int, before: int = BEFORE_FRAMES,
     return float(max(low)), float(max(mid))
 
 
-def position_accents(low: npt.NDArray[np.float64], mid: npt.NDArray[np.float64],
-                     weights: npt.NDArray[np.float64]) -> npt.NDArray[np.float64] | None:
+def _total(values: list[float]) -> float:
+    """``values`` summed left to right: numpy's ``sum`` of so few float64 values, bit for bit."""
+    total = values[0]
+    for value in values[1:]:
+        total += value
+    return total
+
+
+def position_accents(low: list[float], mid: list[float], weights: list[float]) -> list[float] | None:
     """Accent of each bar position from decayed per-position sums of the beats' low and mid peaks and the
     positions' decayed beat counts: the position's mean low peak over the mean over all positions, less the
     same for mid (a kick rather than a snare, each band against its own level; dimensionless, about 1 for
-    a typical beat). None while a position has no beat or a band never rose."""
-    if np.any(weights <= 0.0):
+    a typical beat). None while a position has no beat or a band never rose. Plain floats: a bar has 3 or
+    4 positions, far too few for numpy to pay."""
+    if min(weights) <= 0.0:
         return None
-    total = weights.sum()
-    mean_low, mean_mid = low.sum() / total, mid.sum() / total
+    total = _total(weights)
+    mean_low, mean_mid = _total(low) / total, _total(mid) / total
     if mean_low <= 0.0 or mean_mid <= 0.0:
         return None
-    result: npt.NDArray[np.float64] = (low / weights) / mean_low - (mid / weights) / mean_mid
-    return result
+    return [(lo / w) / mean_low - (mi / w) / mean_mid for lo, mi, w in zip(low, mid, weights, strict=True)]
 
 
-def contrast(accents: npt.NDArray[np.float64]) -> tuple[float, int]:
-    """``(contrast, position)``: the strongest bar position's accent less the others' mean (0-based)."""
-    best = int(np.argmax(accents))
-    return float(accents[best] - np.delete(accents, best).mean()), best
+def position_contrast(accents: list[float], position: int) -> float:
+    """Bar ``position``'s accent (0-based) less the mean of the others'."""
+    others = accents[:position] + accents[position + 1:]
+    return accents[position] - _total(others) / len(others)
+
+
+def contrast(accents: list[float]) -> tuple[float, int]:
+    """``(contrast, position)``: the strongest bar position's accent less the others' mean (0-based; the
+    first of equals)."""
+    best = accents.index(max(accents))
+    return position_contrast(accents, best), best
 
 
 class MeterTracker:
@@ -82,9 +95,9 @@ class MeterTracker:
         self._beats = 0  # accents folded in since the last reset
         self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
         # per meter, per position in its bar: decayed sums of the beats' low and mid peaks, and of beats
-        self._low = {m: np.zeros(m) for m in METERS}
-        self._mid = {m: np.zeros(m) for m in METERS}
-        self._weights = {m: np.zeros(m) for m in METERS}
+        self._low = {m: [0.0] * m for m in METERS}
+        self._mid = {m: [0.0] * m for m in METERS}
+        self._weights = {m: [0.0] * m for m in METERS}
         self._meter: int | None = None
         self._downbeat = 0  # the index modulo meter of a downbeat
 
@@ -126,24 +139,28 @@ class MeterTracker:
     def observe(self, index: int, low: float, mid: float) -> None:
         """Fold in the ``low`` and ``mid`` peaks of the beat with ``index`` and decide the meter again."""
         self._beats += 1
-        for m in METERS:  # new arrays, not in place: unpickled from the pool, arrays may be read-only
-            lows, mids = self._low[m] * DECAY_PER_BEAT, self._mid[m] * DECAY_PER_BEAT
-            weights = self._weights[m] * DECAY_PER_BEAT
+        for m in METERS:
+            lows, mids = self._low[m], self._mid[m]
+            weights = self._weights[m]
+            for i in range(m):
+                lows[i] *= DECAY_PER_BEAT
+                mids[i] *= DECAY_PER_BEAT
+                weights[i] *= DECAY_PER_BEAT
             lows[index % m] += low
             mids[index % m] += mid
             weights[index % m] += 1.0
-            self._low[m], self._mid[m], self._weights[m] = lows, mids, weights
         self._decide()
 
-    def _accents(self, meter: int) -> npt.NDArray[np.float64] | None:
+    def _accents(self, meter: int) -> list[float] | None:
         return position_accents(self._low[meter], self._mid[meter], self._weights[meter])
 
     def _decide(self) -> None:
         if self._beats < MIN_BEATS:
             return
-        best: tuple[float, int, int] = (-np.inf, 0, 0)
+        best: tuple[float, int, int] = (-math.inf, 0, 0)
+        every: dict[int, list[float] | None] = {}
         for m in METERS:
-            accents = self._accents(m)
+            accents = every[m] = self._accents(m)
             if accents is not None:
                 value, position = contrast(accents)
                 if value > best[0]:
@@ -153,8 +170,7 @@ class MeterTracker:
             if value >= MIN_CONTRAST:
                 self._meter, self._downbeat = meter, position
             return
-        accents = self._accents(self._meter)
-        current = -np.inf if accents is None else float(
-            accents[self._downbeat] - np.delete(accents, self._downbeat).mean())
+        accents = every[self._meter]
+        current = -math.inf if accents is None else position_contrast(accents, self._downbeat)
         if (meter, position) != (self._meter, self._downbeat) and value >= current + SWITCH_MARGIN:
             self._meter, self._downbeat = meter, position

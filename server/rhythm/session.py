@@ -21,7 +21,7 @@ from server.dsp import OnsetDetector
 from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
-from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
+from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.level import MetricalLevel
 from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
@@ -29,6 +29,8 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
+
+SMALL_BATCH = 24  # onset-strength values up to which a batch's beat strength is worked out in plain Python
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
     -1
@@ -150,12 +152,6 @@ class RhythmSession:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
-    def _take(self, last_row: F32, sums: list[float]) -> None:
-        """The new frames: the last one's row (a view: not changed later) and each one's group sums."""
-        self._previous = last_row
-        self._sums += sums
-        self._frames += len(sums) // 3
-
     def _with_bar_positions(self, beats: list[Beat]) -> list[Beat]:
         """``beats`` (just committed by the tracker) at the music's metrical level
         (:mod:`server.rhythm.level`: all, or every second one at half the tempo) with their bar
@@ -170,7 +166,7 @@ class RhythmSession:
             if not level.beat(beat.time, beat.bpm, frame):
                 continue
             bpm = beat.bpm / level.factor
-            out.append(dataclasses.replace(beat, bpm=bpm, bar_position=meter.beat(beat.time, bpm, frame)))
+            out.append(Beat(beat.time, bpm, beat.confidence, meter.beat(beat.time, bpm, frame)))
         level.fold(self._sums, self._sums_first)  # before the sums are trimmed
         meter.fold(self._sums, self._sums_first)
         return out
@@ -212,7 +208,8 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
 
     One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
-    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session,
+    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session
+    with the same filterbank (one per sample rate's bands),
     and one forward-filter step per frame for all their trackers
     (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
     get alone.
@@ -222,16 +219,25 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     ValueError
         When a session has fewer rows than ``odf`` values, or is listed twice; no session has changed.
     """
-    if len({id(item[0]) for item in items}) != len(items):
+    if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
-    stacked: list[F32] = []  # per session with new frames: its previous row, then its new rows
-    odfs: list[list[float]] = []
-    for session, odf, rows, _ in items:
-        values: list[float] = odf.tolist() if isinstance(odf, np.ndarray) else np.ravel(odf).tolist()
-        odfs.append(values)
+    # Per kind of front end (band groups, number of bands: streams at different rates differ), the
+    # sessions with new frames: their indices, their previous rows then new rows, their onset strengths
+    # each followed by a 0 (beside the next one's previous row).
+    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[float]]] = {}
+    counts: list[int] = []
+    for index, (session, odf, rows, _) in enumerate(items):
+        values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
         n = len(values)
-        parts = [rows] if isinstance(rows, np.ndarray) else rows
-        have = len(parts[0]) if len(parts) == 1 else sum(len(part) for part in parts)
+        counts.append(n)
+        if isinstance(rows, np.ndarray):
+            part, have = rows, len(rows)
+        elif len(rows) == 1:
+            part = rows[0]
+            have = len(part)
+        else:
+            have = sum(len(part) for part in rows)
+            part = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
         if have < n:
             raise ValueError(
                 f"{n} onset-strength values for {have} filterbank rows: feed the detector's take_odf() and "
@@ -239,32 +245,47 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             )
         if not n:
             continue
-        if have > n or len(parts) > 1:
-            parts = [np.concatenate(parts)[have - n :]]
+        if have > n:
+            part = part[have - n :]
+        groups = session._groups
+        key = (id(groups), part.shape[1])  # (grid_for shares one BandGroups per rate)
+        kind = kinds.get(key)
+        if kind is None:
+            kind = kinds[key] = (groups, [], [], [])
+        _, members, stacked, odfs = kind
+        members.append(index)
         previous = session._previous
-        stacked.append(parts[0][:1] if previous is None else previous)
-        stacked.append(parts[0])
-    strengths: list[list[float]] = []
-    if stacked:
+        stacked.append(part[:1] if previous is None else previous)
+        stacked.append(part)
+        odfs += values.tolist()
+        odfs.append(0.0)
+    strengths: list[list[float]] = [[] for _ in items]
+    for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
-        totals, sums = rise_totals(joined, items[0][0]._groups)
-        total_list, sums_list = totals.tolist(), sums.reshape(-1).tolist()
+        totals, sums = rise_totals(joined, groups)
+        # o + RISE_WEIGHT * t per value (float64): in numpy for many values, in Python for a few (the same
+        # operations, so the same values)
+        if len(odfs) > SMALL_BATCH:
+            strength = np.array(odfs[:-1], dtype=np.float64)
+            strength += RISE_WEIGHT * totals.astype(np.float64)
+            strength_list = strength.tolist()
+        else:
+            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odfs, totals.tolist(), strict=False)]
+        sums_list = sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
-        for (session, _, _, _), values in zip(items, odfs, strict=True):
-            n = len(values)
-            if n:
-                rises = total_list[at : at + n]
-                strengths.append([o + RISE_WEIGHT * t for o, t in zip(values, rises, strict=True)])
-                session._take(joined[at + n : at + n + 1], sums_list[3 * at : 3 * (at + n)])
-                at += n + 1
-            else:
-                strengths.append(values)
-    else:
-        strengths = odfs
+        for index in members:
+            session, n = items[index][0], counts[index]
+            strengths[index] = strength_list[at : at + n]
+            at += n
+            session._previous = joined[at : at + 1]
+            session._sums += sums_list[3 * (at - n) : 3 * at]
+            session._frames += n
+            at += 1
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        if found or session._meter.waiting or session._level.waiting:
+        # beats to place in their bar, or accents to fold in
+        if found or session._meter._pending or session._level._pending:
             found = session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s

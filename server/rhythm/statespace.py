@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -116,10 +117,40 @@ class StateSpace:
             array.setflags(write=False)
         return out
 
-    @property
+    @functools.cached_property
     def bpm(self) -> F64:
         """Tempo of each tempo index, beats per minute, shape (n_tempi,)."""
-        return 60.0 * self.fps / self.intervals
+        out = 60.0 * self.fps / self.intervals
+        out.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def bpm_list(self) -> list[float]:
+        """:attr:`bpm` as a Python list."""
+        return self.bpm.tolist()
+
+    @functools.cached_property
+    def tempo_list(self) -> list[int]:
+        """:attr:`tempo_of` as a Python list."""
+        return self.tempo_of.tolist()
+
+    @functools.cached_property
+    def near_tempo_slices(self) -> list[tuple[int, int, I64, F64]]:
+        """Per tempo ``j``, where the tempi of :attr:`near_tempi` ``[j]`` (neighbours: one run of indices)
+        lie: ``(start, stop, offsets, bpm)``, the flat slots from their first to their last, the start of
+        each one's slots from ``start``, and their :attr:`bpm`; so their marginals are
+        ``np.add.reduceat(alpha[start:stop], offsets)``, the same sums as :func:`tempo_marginal`'s."""
+        out = []
+        for near in self.near_tempi:
+            tempi = np.flatnonzero(near)
+            low, high = int(tempi[0]), int(tempi[-1])
+            assert high - low + 1 == len(tempi)
+            offsets = self.first[low : high + 1] - self.first[low]
+            bpm = self.bpm[near]
+            for array in (offsets, bpm):
+                array.setflags(write=False)
+            out.append((int(self.first[low]), int(self.last[high]) + 1, offsets, bpm))
+        return out
 
 
 def log_gaussian_prior(bpm: F64, centre_bpm: float, octaves: float) -> F64:
@@ -268,6 +299,8 @@ class RingBank:
         """
         space, alpha = self.space, self.alpha
         interval = space.observed[2]
+        if len(alpha) == 1 and rows == [0]:
+            return [self._step_one(ratios[0], bool(normalise))]
         every = len(rows) == len(alpha) and rows == list(range(len(rows)))
         if every:
             slots = self.slots
@@ -283,8 +316,8 @@ class RingBank:
         beats = len(space.intervals)
         ratio = np.array(ratios, dtype=np.float64)[:, None]
         moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
-        np.multiply(moved, ratio, out=values[:, :beats])
-        values[:, beats:] *= np.sqrt(ratio)
+        values *= np.sqrt(ratio)  # the near-beat slots (contiguous: cheaper than their columns alone)
+        np.multiply(moved, ratio, out=values[:, :beats])  # the beat slots: overwritten
         flat[slots] = values
         if len(normalise) == len(alpha):  # every row (in order: each row is listed once)
             alpha *= (1.0 / np.add.reduce(alpha, axis=1))[:, None]
@@ -292,6 +325,23 @@ class RingBank:
             alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]
         best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
         return best
+
+    def _step_one(self, ratio: float, normalise: bool) -> int:
+        """:meth:`step` of a bank of one row (a stream alone: numpy's cost per call is most of it there),
+        in fewer and one-dimensional calls: the same operations on the same values, so the same bits (the
+        transition is the same vector-matrix product, one row of the stacked one)."""
+        space, row, slots = self.space, self.alpha[0], self.slots[0]
+        slots -= 1
+        np.add(slots, space.observed[2], out=slots, where=slots < self._floor[0])
+        values = row[slots]
+        beats = len(space.intervals)
+        moved = np.matmul(values[:beats], space.transition)
+        values *= math.sqrt(ratio)
+        np.multiply(moved, ratio, out=values[:beats])
+        row[slots] = values
+        if normalise:
+            row *= 1.0 / np.add.reduce(row)
+        return int(row.argmax())
 
 
 def tempo_marginal(alpha: F64, space: StateSpace) -> F64:

@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.settings import TrackerSettings
-from server.rhythm.statespace import RingBank, StateSpace, state_space, tempo_marginal
+from server.rhythm.statespace import RingBank, StateSpace, state_space
 
 F32 = npt.NDArray[np.float32]
 
@@ -48,17 +48,6 @@ def space_for(settings: TrackerSettings) -> StateSpace:
         beat_width=settings.beat_width,
         jump=settings.jump,
     )
-
-
-def beat_ratio(strength: float, mean: float, settings: TrackerSettings) -> float:
-    """Likelihood ratio of a beat state over any other for one frame's onset strength.
-
-    ``((min(strength / (reference * mean), cap) + floor) / (1 + floor)) ** sharpness``: 1 for a frame at
-    the reference, above 1 for a stronger onset, ``(floor / (1 + floor)) ** sharpness`` for a frame
-    without any.
-    """
-    z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
-    return float(((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness)
 
 
 class BeatTracker:
@@ -215,44 +204,66 @@ class BeatTracker:
     def _take_values(self, values: list[float]) -> list[tuple[float, int, int]]:
         """Consume input values; per tracker frame they complete: (its strength, the input index of that
         strongest value, input values since the last that reached ``activity``)."""
-        done: list[tuple[float, int, int]] = []
         activity, per_frame = self._settings.activity, self._per_frame
+        n_in, group_max, group_arg = self._n_in, self._group_max, self._group_arg
+        last_active = self._last_active
+        if len(values) == per_frame and not n_in % per_frame:  # one whole frame (the usual live block)
+            strength = max(values)  # (no value of this frame is in yet: group_max is -1)
+            for index in range(per_frame - 1, -1, -1):
+                if values[index] >= activity:
+                    last_active = self._last_active = n_in + index
+                    break
+            self._n_in = n_in + per_frame
+            return [(strength, n_in + values.index(strength), per_frame - 1 - (last_active - n_in))]
+        done: list[tuple[float, int, int]] = []
         for value in values:
             if value >= activity:
-                self._last_active = self._n_in
-            if value > self._group_max:
-                self._group_max = value
-                self._group_arg = self._n_in
-            self._n_in += 1
-            if self._n_in % per_frame == 0:
-                done.append((self._group_max, self._group_arg, self._n_in - 1 - self._last_active))
-                self._group_max = -1.0
+                last_active = n_in
+            if value > group_max:
+                group_max = value
+                group_arg = n_in
+            n_in += 1
+            if n_in % per_frame == 0:
+                done.append((group_max, group_arg, n_in - 1 - last_active))
+                group_max = -1.0
+        self._n_in, self._group_max, self._group_arg = n_in, group_max, group_arg
+        self._last_active = last_active
         return done
 
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
         """A frame of the tracker's grid is complete: the likelihood ratio to step the forward filter with,
-        or None (silent so long that tempo and phase are forgotten: no step)."""
+        or None (silent so long that tempo and phase are forgotten: no step).
+
+        The ratio of a beat state over any other for the frame's onset strength ``s`` and moving mean ``m``:
+        ``((min(s / (reference * m), cap) + floor) / (1 + floor)) ** sharpness``: 1 for a frame at the
+        reference, above 1 for a stronger onset, ``(floor / (1 + floor)) ** sharpness`` for a frame without
+        any.
+        """
         strength, _, silent_for = frame
         self._step += 1
         if silent_for >= self._reset_after:
             if self._alpha is not None:
                 self._forget()
             return None
-        self._mean += self._mean_rate * (strength - self._mean)
+        mean = self._mean = self._mean + self._mean_rate * (strength - self._mean)
         if self._alpha is None:
             self._alpha = self._space.prior.copy()  # the same in every ring layout
             self._bank = None
-        return beat_ratio(strength, self._mean, self._settings)
+        settings = self._settings
+        z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
+        ratio: float = ((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness
+        return ratio
 
     def _after_step(self, best: int, frame: tuple[float, int, int]) -> Beat | None:
-        """After the step (most likely slot ``best``): report a beat if one is due."""
+        """After the step (most likely slot ``best``, already :attr:`_best`): report a beat if one is due.
+        :func:`advance_trackers` calls it only when ``best`` is at most a tenth of an interval after a beat
+        (at most one frame for intervals under 20 frames)."""
         strength, arg, silent_for = frame
-        self._best = best
         space = self._space
         interval = space.interval_list[best]
         position = (space.position_list[best] + self._step) % interval
         beat_frame = self._step - position
-        if position > max(1, interval // 10) or beat_frame - self._last_beat < interval / 2:
+        if beat_frame - self._last_beat < interval / 2:
             return None
         if silent_for >= self._hold:
             return None
@@ -280,16 +291,19 @@ class BeatTracker:
         space = self._space
         alpha *= 1.0 / np.add.reduce(alpha)
         best = self._best
-        tempo = int(space.tempo_of[best])
-        near = space.near_tempi[tempo]
-        weights = tempo_marginal(alpha, space)[near]
-        tempo_mass = float(weights.sum())
-        bpm = float(weights @ space.bpm[near] / tempo_mass) if tempo_mass > 0.0 else float(space.bpm[tempo])
+        tempo = space.tempo_list[best]
+        start, stop, offsets, near_bpm = space.near_tempo_slices[tempo]
+        weights = np.add.reduceat(alpha[start:stop], offsets)  # tempo_marginal(alpha, space)[near]
+        tempo_mass = float(np.add.reduce(weights))
+        bpm = float(weights @ near_bpm / tempo_mass) if tempo_mass > 0.0 else space.bpm_list[tempo]
         phase0, rate = space.phase_rates
-        phase = phase0 - phase0[best]
-        phase += self._step * (rate - rate[best])
-        phase -= np.round(phase)
-        phase_mass = float(alpha[np.abs(phase) <= PHASE_WINDOW].sum())
+        phase = np.subtract(phase0, phase0[best])
+        drift = np.subtract(rate, rate[best])
+        drift *= self._step
+        phase += drift
+        phase -= np.rint(phase, out=drift)  # np.round to whole numbers
+        near = np.abs(phase, out=phase) <= PHASE_WINDOW
+        phase_mass = float(np.add.reduce(alpha[near]))
         self._summary_step = self._step
         self._summary_values = (bpm, min(1.0, tempo_mass * phase_mass))
         return self._summary_values
@@ -307,9 +321,10 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
         For a value that is negative, NaN or infinite; no tracker has changed then.
     """
     for row in values:
-        for value in row:
-            if not 0.0 <= value < math.inf:  # NaN fails too
-                raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
+        if row and not (min(row) >= 0.0 and sum(row) < math.inf):  # a NaN makes the sum NaN
+            for value in row:
+                if not 0.0 <= value < math.inf:  # NaN fails too
+                    raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
@@ -327,10 +342,15 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             rows = [t._row for t in group]
             normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
             best = bank.step(rows, ratios, normalise)
-            for index, slot in zip(members, best, strict=True):
-                beat = trackers[index]._after_step(slot, frames[index][round_])
-                if beat is not None:
-                    beats[index].append(beat)
+            intervals, positions = space.interval_list, space.position_list
+            for index, tracker, slot in zip(members, group, best, strict=True):
+                tracker._best = slot
+                interval = intervals[slot]
+                position = (positions[slot] + tracker._step) % interval
+                if position <= 1 or position <= interval // 10:  # else no beat is due
+                    beat = tracker._after_step(slot, frames[index][round_])
+                    if beat is not None:
+                        beats[index].append(beat)
     return beats
 
 

@@ -232,9 +232,10 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
         odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
     else:
         odf, new_beats, banded = running.advanced or rhythm.process(detector, running.found or [])
-        running.onsets += _shift_banded(banded, offset_s)
-        beats = [(time_s + offset_s, bpm, confidence, bar) for time_s, bpm, confidence, bar in new_beats]
+        if banded:
+            running.onsets += _shift_banded(banded, offset_s)
         if new_beats:  # the tempo as of the latest beat (asking for it every job would cost ~20 % more)
+            beats = [(time_s + offset_s, bpm, confidence, bar) for time_s, bpm, confidence, bar in new_beats]
             now = rhythm.tempo()
             tempo = None if now is None else (now[0], now[1], now[2] + offset_s)
     if job.flush:

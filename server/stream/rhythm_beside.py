@@ -89,15 +89,18 @@ def advance_many(items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]
         From :func:`~server.rhythm.process_sessions`; then no rhythm has changed (but the detection
         functions and rows are taken).
     """
-    odfs = [detector.take_odf() for _, detector, _ in items]
+    odfs = []
     inputs = []
-    for (rhythm, detector, onsets), odf in zip(items, odfs, strict=True):
+    for rhythm, detector, onsets in items:
+        odf = detector.take_odf()
+        odfs.append(odf)
         shift = rhythm._offset_s
         moved = [Onset(o.time - shift, o.strength) for o in onsets] if shift and onsets else onsets
         inputs.append((rhythm._session, odf, detector.take_rows(), moved))
     out: list[Advanced] = []
     for (rhythm, _, _), odf, (beats, banded) in zip(items, odfs, process_sessions(inputs), strict=True):
         shift = rhythm._offset_s
-        out.append((odf, [(b.time + shift, b.bpm, b.confidence, b.bar_position) for b in beats],
-                    [(b.onset.time + shift, b.onset.strength, b.band) for b in banded]))
+        moved_beats = [(b.time + shift, b.bpm, b.confidence, b.bar_position) for b in beats] if beats else []
+        out.append((odf, moved_beats,
+                    [(b.onset.time + shift, b.onset.strength, b.band) for b in banded] if banded else []))
     return out
