@@ -31,6 +31,9 @@ from server.rhythm import RhythmSession
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
 BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
+# libsndfile subtypes read as int16 samples, which the detector scales by 1/32768 itself: the same float32
+# values libsndfile would give (a scale by a power of two is exact), from a quarter of the decoding work.
+INT16_SUBTYPES = frozenset({"PCM_16"})
 
 OnsetTuple = tuple[float, float]  # (seconds since the file's first sample, strength)
 
@@ -158,11 +161,12 @@ def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int) -> 
     """The next blocks of a libsndfile-readable file, and whether the file ended."""
     blocks: list[np.ndarray] = []
     got = 0
+    dtype = "int16" if source.format_name.rpartition("/")[2] in INT16_SUBTYPES else "float32"
     try:
         with sf.SoundFile(state.upload) as file:
             file.seek(state.frames_done)
             while got < budget_frames:
-                block = file.read(min(BLOCK_FRAMES, budget_frames - got), dtype="float32", always_2d=True)
+                block = file.read(min(BLOCK_FRAMES, budget_frames - got), dtype=dtype, always_2d=True)
                 if not len(block):
                     break
                 blocks.append(block)
