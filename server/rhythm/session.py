@@ -22,6 +22,7 @@ from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, grid_for, rise_totals
+from server.rhythm.level import MetricalLevel
 from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
@@ -76,6 +77,7 @@ class RhythmSession:
         self.frame_time_offset_s = (grid.hop - grid.frame_len / 2) / sample_rate
         self._tracker = BeatTracker(self.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self.hop_s)
         self._bands = OnsetBands()
+        self._level = MetricalLevel()  # which tracked beats are the music's (all, or every second one)
         self._meter = MeterTracker()  # each beat's bar position
         silence = np.zeros((1, bank.n_bands), dtype=np.float32)
         # The last row fed (None: none yet, mid-stream: the first row then counts as no rise).
@@ -113,8 +115,16 @@ class RhythmSession:
         return self._tracker
 
     def tempo(self) -> Tempo | None:
-        """The tracker's current tempo (see :meth:`BeatTracker.tempo`)."""
-        return self._tracker.tempo()
+        """The current tempo (see :meth:`BeatTracker.tempo`), at the metrical level of the beats reported
+        (:mod:`server.rhythm.level`): half the tracker's, and its next kept beat, while it is halved."""
+        tempo = self._tracker.tempo()
+        level = self._level
+        if tempo is None or level.factor == 1:
+            return tempo
+        next_s = tempo.next_beat_time
+        if level.skips_next(next_s, tempo.bpm):
+            next_s += 60.0 / tempo.bpm
+        return Tempo(bpm=tempo.bpm / 2, confidence=tempo.confidence, next_beat_time=next_s)
 
     def process(
         self, odf: npt.ArrayLike, rows: Sequence[F32] | F32, onsets: list[Onset]
@@ -147,15 +157,22 @@ class RhythmSession:
         self._frames += len(sums) // 3
 
     def _with_bar_positions(self, beats: list[Beat]) -> list[Beat]:
-        """``beats`` (just committed) with their bar positions (:mod:`server.rhythm.meter`), each from the
-        accents of the beats before it; then the accents whose frames are in are folded in."""
-        meter, hop_s, offset_s = self._meter, self.hop_s, self.frame_time_offset_s
+        """``beats`` (just committed by the tracker) at the music's metrical level
+        (:mod:`server.rhythm.level`: all, or every second one at half the tempo) with their bar
+        positions (:mod:`server.rhythm.meter`), each from the accents of the beats before it; then the
+        accents whose frames are in are folded in."""
+        level, meter, hop_s, offset_s = self._level, self._meter, self.hop_s, self.frame_time_offset_s
         out = []
         for beat in beats:
+            level.fold(self._sums, self._sums_first)
             meter.fold(self._sums, self._sums_first)
             frame = round((beat.time - offset_s) / hop_s)
-            out.append(dataclasses.replace(beat, bar_position=meter.beat(beat.time, beat.bpm, frame)))
-        meter.fold(self._sums, self._sums_first)  # before the sums are trimmed
+            if not level.beat(beat.time, beat.bpm, frame):
+                continue
+            bpm = beat.bpm / level.factor
+            out.append(dataclasses.replace(beat, bpm=bpm, bar_position=meter.beat(beat.time, bpm, frame)))
+        level.fold(self._sums, self._sums_first)  # before the sums are trimmed
+        meter.fold(self._sums, self._sums_first)
         return out
 
     def _trim(self) -> None:
@@ -247,7 +264,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        if found or session._meter.waiting:
+        if found or session._meter.waiting or session._level.waiting:
             found = session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s

@@ -1,0 +1,118 @@
+"""Metrical level: whether the tracker beats twice as fast as the music, and which of its beats to keep.
+
+With eighth-note hi-hats at 70–100 BPM, the hats give every eighth note an onset, and the beat tracker can
+lock to the eighth notes (140–200 BPM): every second "beat" is then a hat alone. The kick and the snare
+tell the levels apart: at the music's tempo every beat carries one of them, at twice it only every second
+one does. So, for the tracker's beats, exponentially forgetting sums of each beat's low-band and mid-band
+peak rise (the meter's accents, :func:`~server.rhythm.meter.peaks_of`) are kept for even and odd beats; a
+parity's strength is its mean low peak over the mean of both, plus the same for mid. When the weaker
+parity's strength falls below ``HALVE_BELOW`` times the stronger's, at a tracked tempo of at least
+``MIN_HALVE_BPM``, the level halves: only the stronger parity's beats are reported, at half the tempo. It
+goes back once the parities' strengths come within ``RESTORE_ABOVE`` of each other.
+
+Like :class:`~server.rhythm.meter.MeterTracker`, a beat is kept or dropped when the tracker commits to it,
+from the accents of the beats before it (its own is folded in once the frames after it are in), so the
+result does not depend on how the audio was cut into blocks. Plain Python floats: a handful of values per
+beat.
+"""
+
+from __future__ import annotations
+
+from server.rhythm.meter import AFTER_FRAMES, OFF_GRID_BEATS, RESET_GAP_BEATS, peaks_of
+
+DECAY_PER_BEAT = 0.95  # accents are forgotten with this factor per tracked beat (memory ~ 20 beats)
+MIN_BEATS = 8  # the level is not changed before this many tracked beats since the last reset
+MIN_HALVE_BPM = 130.0  # only a tracked tempo at least this fast is halved (eighth notes of 65 BPM and up)
+HALVE_BELOW = 0.35  # halve when the weaker parity's strength is below this share of the stronger's
+RESTORE_ABOVE = 0.6  # go back to every beat once it is above this share
+
+
+class MetricalLevel:
+    """Which of one stream's tracked beats are the music's beats (all, or every second one)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._index = -1  # index of the last tracked beat
+        self._last_s: float | None = None
+        self._beats = 0  # accents folded in since the last reset
+        self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
+        self._low = [0.0, 0.0]  # per parity of the beat index: decayed sums of low peaks,
+        self._mid = [0.0, 0.0]  # of mid peaks,
+        self._weight = [0.0, 0.0]  # and of beats
+        self._bpm = 0.0  # the tracker's tempo at the last beat, beats per minute
+        self._halved = False
+        self._keep = 0  # the parity kept while halved
+
+    @property
+    def factor(self) -> int:
+        """Tracked beats per reported beat: 1, or 2 while halved."""
+        return 2 if self._halved else 1
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a beat's accent is still to be folded in."""
+        return bool(self._pending)
+
+    def beat(self, time_s: float, bpm: float, frame: int) -> bool:
+        """Whether the tracked beat at ``time_s`` (s, tempo ``bpm``), whose rises are around ``frame``, is
+        reported. Call :meth:`fold` first."""
+        steps = 1.0 if self._last_s is None else (time_s - self._last_s) * bpm / 60.0
+        if self._last_s is not None and (steps > RESET_GAP_BEATS or abs(steps - round(steps)) > OFF_GRID_BEATS
+                                         or round(steps) < 1):
+            self.reset()
+        self._index = 0 if self._last_s is None else self._index + round(steps)
+        self._last_s, self._bpm = time_s, bpm
+        self._pending.append((self._index, frame))
+        if self._halved and bpm < MIN_HALVE_BPM:
+            self._halved = False
+        return not self._halved or self._index % 2 == self._keep
+
+    def skips_next(self, time_s: float, bpm: float) -> bool:
+        """Whether a tracked beat predicted at ``time_s`` (s) would be dropped."""
+        if not self._halved or self._last_s is None:
+            return False
+        return (self._index + round((time_s - self._last_s) * bpm / 60.0)) % 2 != self._keep
+
+    def fold(self, sums: list[float], first_frame: int) -> None:
+        """Fold in the accent of every waiting beat whose frames are in ``sums`` (group rises, flat: low, mid,
+        high of frame ``first_frame``, then of the next, ...)."""
+        end = first_frame + len(sums) // 3
+        while self._pending and self._pending[0][1] + AFTER_FRAMES < end:
+            index, frame = self._pending.pop(0)
+            self.observe(index, *peaks_of(sums, frame - first_frame))
+
+    def observe(self, index: int, low: float, mid: float) -> None:
+        """Fold in the ``low`` and ``mid`` peaks of the tracked beat ``index``; decide the level again."""
+        self._beats += 1
+        parity = index % 2
+        for sums, value in ((self._low, low), (self._mid, mid), (self._weight, 1.0)):
+            sums[0] *= DECAY_PER_BEAT
+            sums[1] *= DECAY_PER_BEAT
+            sums[parity] += value
+        if self._beats < MIN_BEATS:
+            return
+        shares = parity_strengths(self._low, self._mid, self._weight)
+        if shares is None:
+            return
+        strong = 0 if shares[0] >= shares[1] else 1
+        ratio = shares[1 - strong] / shares[strong] if shares[strong] > 0.0 else 1.0
+        if not self._halved and ratio < HALVE_BELOW and self._bpm >= MIN_HALVE_BPM:
+            self._halved, self._keep = True, strong
+        elif self._halved and ratio > RESTORE_ABOVE:
+            self._halved = False
+
+
+def parity_strengths(low: list[float], mid: list[float], weight: list[float]) -> tuple[float, float] | None:
+    """Each parity's strength from decayed sums of its beats' low and mid peaks and of its beats: its mean
+    low peak over the mean of both parities, plus the same for mid (dimensionless, 2 for a parity like the
+    mean). None while a parity has no beat or a band never rose."""
+    if weight[0] <= 0.0 or weight[1] <= 0.0:
+        return None
+    total = weight[0] + weight[1]
+    mean_low, mean_mid = (low[0] + low[1]) / total, (mid[0] + mid[1]) / total
+    if mean_low <= 0.0 or mean_mid <= 0.0:
+        return None
+    even, odd = (low[p] / weight[p] / mean_low + mid[p] / weight[p] / mean_mid for p in (0, 1))
+    return even, odd
