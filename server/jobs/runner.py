@@ -1,9 +1,11 @@
 """The job runner: takes task ids from the queue and runs each job as bounded steps in the detection pool.
 
 Independent of HTTP: it needs a store, a queue, the upload directory and a pool. Up to ``max_active`` jobs
-run at once; their steps share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore),
-so jobs progress side by side and a pool of ``n`` workers always keeps ``n - 1`` of them free of file work
-for live streams (with one worker, file steps are short enough — a fraction of a second — to interleave).
+run at once; their turns (pool calls of steps in a row, :func:`~server.jobs.work.analyse_turn`, at most
+``TURN_S`` each) share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore), so jobs
+progress side by side and a pool of ``n`` workers always keeps one of them free of file work for live
+streams. With one worker, a turn ends after its current step (a few milliseconds) once a live stream's call
+waits for that worker, so streams and files interleave.
 
 With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
 updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
@@ -36,7 +38,7 @@ from server.jobs.settle import Settler
 from server.jobs.store import JobStore
 from server.jobs.uploads import StorageFull, UploadDir
 from server.jobs.watch import JobWatch
-from server.jobs.work import FileAnalysis, OnsetTuple, StepOutcome, analyse_step
+from server.jobs.work import FileAnalysis, OnsetTuple, StepOutcome, analyse_turn
 from server.pool import DetectionPool
 
 log = logging.getLogger(__name__)
@@ -200,7 +202,7 @@ class JobRunner:
         reported_at = time.monotonic()
         while not state.finished:
             async with self._slots:
-                outcome: StepOutcome = await self.pool.run(analyse_step, state)
+                outcome: StepOutcome = await self.pool.run(analyse_turn, state)
             self.steps += 1
             if outcome.error is not None:
                 if outcome.trace:

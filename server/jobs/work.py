@@ -4,7 +4,13 @@ A job is a sequence of :func:`analyse_step` calls. The first probes the file (an
 demuxes it into a packet spool, see :mod:`server.jobs.spool`); each later call decodes at most
 :data:`STEP_SAMPLES` samples from where the previous one stopped and feeds them to the job's
 :class:`~server.dsp.OnsetDetector`, which travels in the state. The last call flushes the detector. So no
-pool call holds a worker for long whatever the file's length, and memory stays flat.
+step holds a worker for long whatever the file's length, and memory stays flat.
+
+The server runs them in turns (:func:`analyse_turn`): one pool call runs steps in a row for up to
+:data:`TURN_S`, and ends after the current step as soon as another call waits for its worker (a live
+stream's audio, another job's turn). A file then crosses between the processes a few times a second, not
+once per step (the detector's state, the rhythm's and the steps' findings each way), while a live stream
+still waits for at most one step.
 
 With the setting ``beats`` (on the default grid) a :class:`~server.rhythm.RhythmSession` travels beside the
 detector: each step also returns the beats committed to and the bands decided for the onsets so far (in
@@ -13,6 +19,7 @@ onset order; a band may come a step after its onset).
 
 from __future__ import annotations
 
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +34,11 @@ from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
 from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
 from server.jobs.uploads import NO_ROOM_ERRNOS
+from server.pool.worker import calls_waiting
 from server.rhythm import RhythmSession
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
+TURN_S = 0.2  # longest run of steps in one pool call while no other call waits for the worker, s
 BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
 # libsndfile subtypes read as int16 samples, which the detector scales by 1/32768 itself: the same float32
 # values libsndfile would give (a scale by a power of two is exact), from a quarter of the decoding work.
@@ -110,6 +119,26 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
                 f"work files ({exc.strerror}); upload it again later"))
         return StepOutcome(state, error=JobError(ErrorCode.INTERNAL.value, f"analysis failed: {exc!r}"),
                            trace=traceback.format_exc())
+
+
+def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> StepOutcome:
+    """Steps of :func:`analyse_step` in a row, in one pool call: what they found, in order.
+
+    Ends after the step that finishes the file or fails (the failure is the outcome, and what earlier steps
+    found goes with the job), after ``turn_s`` seconds, or as soon as another call waits for this worker
+    (:func:`~server.pool.worker.calls_waiting`). Outside a pool worker only the time ends a turn.
+    """
+    deadline_s = time.monotonic() + turn_s
+    outcome = analyse_step(state)
+    while (outcome.error is None and not outcome.state.finished and time.monotonic() < deadline_s
+           and not calls_waiting()):
+        more = analyse_step(outcome.state)
+        if more.error is not None:
+            return more
+        outcome.onsets += more.onsets
+        outcome.beats += more.beats
+        outcome.bands += more.bands
+    return outcome
 
 
 def _start(state: FileAnalysis) -> None:
