@@ -4,6 +4,7 @@ real pool worker ends early once another call waits for that worker."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import pickle
@@ -12,32 +13,29 @@ from pathlib import Path
 import pytest
 
 from server.dsp import DetectorSettings
-from server.jobs.work import FileAnalysis, StepOutcome, analyse_step, analyse_turn
+from server.jobs.result import Found, ResultPieces, result_json, result_text
+from server.jobs.work import FileAnalysis, TurnOutcome, analyse_step, analyse_turn
 from server.pool import DetectionPool
 from server.pool.worker import calls_waiting
 from tests.analysis_files import make_file
 
-Findings = tuple[list[tuple[float, float]], list[tuple[float, int | None]], list[str]]
 
-
-def by_steps(path: Path, tmp_path: Path, settings: DetectorSettings, step_samples: int) -> Findings:
+def by_steps(path: Path, tmp_path: Path, settings: DetectorSettings, step_samples: int) -> tuple[str, Found]:
+    """The result text from the steps one by one (as run.py analyze builds it), and what they found."""
     state = FileAnalysis(str(path), str(tmp_path / "steps.spool"), settings, step_samples=step_samples)
-    found: Findings = ([], [], [])
+    found = Found()
     while not state.finished:
         outcome = analyse_step(pickle.loads(pickle.dumps(state)))
         assert outcome.error is None, outcome.error
         state = outcome.state
-        found[0].extend(outcome.onsets)
-        found[1].extend(outcome.beats)
-        found[2].extend(outcome.bands)
-    return found
+        found.add(outcome)
+    return result_json(state, found), found
 
 
-def add(found: Findings, outcome: StepOutcome) -> None:
+def add(pieces: ResultPieces, outcome: TurnOutcome) -> FileAnalysis:
     assert outcome.error is None, outcome.error
-    found[0].extend(outcome.onsets)
-    found[1].extend(outcome.beats)
-    found[2].extend(outcome.bands)
+    pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
+    return outcome.state
 
 
 @pytest.mark.parametrize("fmt", ["wav", "flac", "webm"])
@@ -45,31 +43,43 @@ def add(found: Findings, outcome: StepOutcome) -> None:
 def test_turns_find_what_the_steps_find(fmt: str, beats: bool, tmp_path: Path) -> None:
     made = make_file(tmp_path, fmt, duration_s=20.0, seed=7)
     settings = DetectorSettings(beats=beats)
-    expected = by_steps(made.path, tmp_path, settings, step_samples=40_000)
-    assert expected[0] and bool(expected[1]) is beats
-    assert len(expected[2]) == (len(expected[0]) if beats else 0)
+    expected, found = by_steps(made.path, tmp_path, settings, step_samples=40_000)
+    assert found.onsets and bool(found.beats) is beats
+    assert len(found.bands) == (len(found.onsets) if beats else 0)
+    assert json.loads(expected)["onsets"][0]["time"] == found.onsets[0][0]
 
     for turn_s, most_turns in ((0.0, math.inf), (math.inf, 1)):
         state = FileAnalysis(str(made.path), str(tmp_path / f"turns-{turn_s}.spool"), settings,
                              step_samples=40_000)
-        found: Findings = ([], [], [])
+        pieces = ResultPieces()
         turns = 0
         while not state.finished:
-            outcome = analyse_turn(pickle.loads(pickle.dumps(state)), turn_s)
-            add(found, outcome)
-            state = outcome.state
+            state = add(pieces, analyse_turn(pickle.loads(pickle.dumps(state)), turn_s))
             turns += 1
-        assert found == expected
+        assert result_text(state, pieces) == expected  # byte for byte
+        assert not state.unbanded
         assert turns <= most_turns
         if turn_s == 0.0:
             assert turns > 10  # one step per turn (the first only probes)
+            assert len(pieces.onsets) > 1
+
+
+def test_a_failing_step_ends_the_turn_with_its_error(tmp_path: Path) -> None:
+    made = make_file(tmp_path, "wav", duration_s=20.0, seed=8)
+    data = made.path.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])  # the header declares twice what is there
+    outcome = analyse_turn(FileAnalysis(str(cut), str(tmp_path / "cut.spool"), DetectorSettings(),
+                                        step_samples=40_000), math.inf)
+    assert outcome.error is not None and outcome.error.code == "truncated"
+    assert outcome.onsets_json == ""
 
 
 async def test_a_turn_ends_once_another_call_waits_for_its_worker(tmp_path: Path) -> None:
     assert not calls_waiting()  # outside a pool worker
     made = make_file(tmp_path, "wav", duration_s=60.0, seed=9)
     settings = DetectorSettings()
-    expected = by_steps(made.path, tmp_path, settings, step_samples=20_000)
+    expected, _ = by_steps(made.path, tmp_path, settings, step_samples=20_000)
 
     def fresh(name: str) -> FileAnalysis:
         return FileAnalysis(str(made.path), str(tmp_path / name), settings, step_samples=20_000)
@@ -86,13 +96,10 @@ async def test_a_turn_ends_once_another_call_waits_for_its_worker(tmp_path: Path
         first = await turn
         assert pid == pool.worker_pids(0)[0]
         assert first.error is None and not first.state.finished  # it ended for the waiting call
-        found: Findings = ([], [], [])
-        add(found, first)
-        state = first.state
+        pieces = ResultPieces()
+        state = add(pieces, first)
         while not state.finished:
-            outcome = await pool.run_on(0, analyse_turn, state, 60.0)
-            add(found, outcome)
-            state = outcome.state
-        assert found == expected
+            state = add(pieces, await pool.run_on(0, analyse_turn, state, 60.0))
+        assert result_text(state, pieces) == expected
     finally:
         await pool.close()

@@ -32,6 +32,7 @@ from server.dsp.blocks import clip_full_scale
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
+from server.jobs.result import encode_beats, encode_onsets
 from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
 from server.jobs.uploads import NO_ROOM_ERRNOS
 from server.pool.worker import calls_waiting
@@ -73,6 +74,7 @@ class FileAnalysis:
     finished: bool = False
     step_samples: int = STEP_SAMPLES
     rhythm: RhythmSession | None = None
+    unbanded: list[OnsetTuple] = field(default_factory=list)  # turns: onsets found, band not decided yet
 
     @property
     def progress(self) -> float:
@@ -121,8 +123,22 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
                            trace=traceback.format_exc())
 
 
-def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> StepOutcome:
-    """Steps of :func:`analyse_step` in a row, in one pool call: what they found, in order.
+@dataclass(slots=True)
+class TurnOutcome:
+    """What a turn found, encoded for the result (:mod:`server.jobs.result`): its onsets (with ``beats``,
+    those whose band is decided; the others wait in ``state.unbanded``) and beats as JSON array items, and
+    the beat times."""
+
+    state: FileAnalysis
+    onsets_json: str = ""
+    beats_json: str = ""
+    beat_times_s: list[float] = field(default_factory=list)
+    error: JobError | None = None
+    trace: str | None = None
+
+
+def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> TurnOutcome:
+    """Steps of :func:`analyse_step` in a row, in one pool call: what they found, in order, encoded.
 
     Ends after the step that finishes the file or fails (the failure is the outcome, and what earlier steps
     found goes with the job), after ``turn_s`` seconds, or as soon as another call waits for this worker
@@ -134,11 +150,29 @@ def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> StepOutcome:
            and not calls_waiting()):
         more = analyse_step(outcome.state)
         if more.error is not None:
-            return more
+            outcome = more
+            break
         outcome.onsets += more.onsets
         outcome.beats += more.beats
         outcome.bands += more.bands
-    return outcome
+    if outcome.error is not None:
+        return TurnOutcome(outcome.state, error=outcome.error, trace=outcome.trace)
+    try:
+        return _encoded(outcome)
+    except Exception as exc:  # an onset or beat that JSON cannot carry (NaN): a fault, not the file's
+        return TurnOutcome(state, error=JobError(ErrorCode.INTERNAL.value, f"analysis failed: {exc!r}"),
+                           trace=traceback.format_exc())
+
+
+def _encoded(outcome: StepOutcome) -> TurnOutcome:
+    state = outcome.state
+    if state.rhythm is None:
+        return TurnOutcome(state, encode_onsets(outcome.onsets, None))
+    waiting = state.unbanded
+    waiting += outcome.onsets
+    banded, state.unbanded = waiting[: len(outcome.bands)], waiting[len(outcome.bands) :]
+    return TurnOutcome(state, encode_onsets(banded, outcome.bands), encode_beats(outcome.beats),
+                       [time_s for time_s, _ in outcome.beats])
 
 
 def _start(state: FileAnalysis) -> None:
