@@ -19,6 +19,7 @@ onset order; a band may come a step after its onset).
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -40,7 +41,12 @@ from server.rhythm import RhythmSession
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
 TURN_S = 0.2  # longest run of steps in one pool call while no other call waits for the worker, s
-BLOCK_FRAMES = 1 << 16  # frames per soundfile read and detector block
+# Each step's audio goes to the detector in blocks of whole passes (Plan.chunk_len frames each) lasting up
+# to BLOCK_S: a 10-min 44.1 kHz WAV took 0.58 s of CPU so against 0.65 s in 64 Ki-frame blocks (each ending
+# in a short pass) and far less than in the decoder's own frames (~1000 per MP3 or Opus packet). Under the
+# ODF_KEEP_S (10 s) of detection function a rhythm session may read at a time (take_odf).
+BLOCK_S = 6.0
+SEARCH_FRAMES = 1024  # frames per read when looking for where a failed block stopped decoding
 # libsndfile subtypes read as int16 samples, which the detector scales by 1/32768 itself: the same float32
 # values libsndfile would give (a scale by a power of two is exact), from a quarter of the decoding work.
 INT16_SUBTYPES = frozenset({"PCM_16"})
@@ -189,14 +195,19 @@ def _start(state: FileAnalysis) -> None:
 def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
     source, detector, rhythm = state.source, state.detector, state.rhythm
     assert source is not None and detector is not None
+    chunk = detector.plan.chunk_len
     budget_frames = max(1, state.step_samples // source.channels)
+    if budget_frames >= chunk:
+        budget_frames -= budget_frames % chunk  # whole passes
+    block_frames = chunk * max(1, round(BLOCK_S * source.sample_rate) // chunk)
     found = []
     if source.decoder is Decoder.SOUNDFILE:
-        blocks, at_end = _read_soundfile(state, source, budget_frames)
+        blocks, at_end = _read_soundfile(state, source, budget_frames, block_frames)
     else:
         assert state.cursor is not None
         span = SpanDecoder(Path(state.upload), Path(state.spool), source.sample_rate, source.channels)
-        blocks, state.cursor = span.decode(state.cursor, budget_frames)
+        pieces, state.cursor = span.decode(state.cursor, budget_frames)
+        blocks = _rejoined(pieces, block_frames)
         at_end = state.cursor is None
     for block in blocks:
         block, clipped = clip_full_scale(block)
@@ -220,8 +231,29 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
     outcome.onsets = [(onset.time, onset.strength) for onset in found]
 
 
-def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int) -> tuple[list[np.ndarray], bool]:
-    """The next blocks of a libsndfile-readable file, and whether the file ended."""
+def _rejoined(pieces: list[np.ndarray], block_frames: int) -> list[np.ndarray]:
+    """Decoded ``pieces`` (a packet's frames each) as blocks of ``block_frames`` (the last one shorter)."""
+    if not pieces or (len(pieces) == 1 and len(pieces[0]) <= block_frames):
+        return pieces
+    joined = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+    return [joined[start : start + block_frames] for start in range(0, len(joined), block_frames)]
+
+
+def _decodable_until(path: str, start: int) -> int:
+    """The frame at which decoding ``path`` from ``start`` fails, found in small reads after a block failed
+    (so the error says where, and whether any audio decoded, whatever the block size)."""
+    position = start
+    with contextlib.suppress(sf.LibsndfileError, RuntimeError), sf.SoundFile(path) as file:
+        file.seek(start)
+        while len(block := file.read(SEARCH_FRAMES, dtype="int16")):
+            position += len(block)
+    return position
+
+
+def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int, block_frames: int
+                    ) -> tuple[list[np.ndarray], bool]:
+    """The next blocks of a libsndfile-readable file (of ``block_frames``, the last one may be shorter), and
+    whether the file ended."""
     blocks: list[np.ndarray] = []
     got = 0
     dtype = "int16" if source.format_name.rpartition("/")[2] in INT16_SUBTYPES else "float32"
@@ -229,14 +261,14 @@ def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int) -> 
         with sf.SoundFile(state.upload) as file:
             file.seek(state.frames_done)
             while got < budget_frames:
-                block = file.read(min(BLOCK_FRAMES, budget_frames - got), dtype=dtype, always_2d=True)
+                block = file.read(min(block_frames, budget_frames - got), dtype=dtype, always_2d=True)
                 if not len(block):
                     break
                 blocks.append(block)
                 got += len(block)
     except (sf.LibsndfileError, RuntimeError) as exc:
         reason = getattr(exc, "error_string", None) or type(exc).__name__
-        position = state.frames_done + got
+        position = _decodable_until(state.upload, state.frames_done + got)
         if position == 0:
             raise DecodeError(ErrorCode.NOT_AUDIO, f"cannot decode the file: {reason}") from None
         raise DecodeError(ErrorCode.TRUNCATED, f"decoding stopped after {position} of {source.frames} "
