@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from testkit import signals
 from tests.browser_harness import chromium
-from tests.test_cli_analyze import run_cli
+from tests.test_cli_analyze import CSV_HEADER, check_csv_rows, check_known_beats, run_cli, write_kit
 
 pytestmark = pytest.mark.browser
 
@@ -80,20 +80,54 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
         download = await csv_download.value
         text = Path(await download.path()).read_text()
         rows = list(csv.DictReader(io.StringIO(text)))
-        assert [float(r["time_s"]) for r in rows] == pytest.approx(times, abs=1e-6)
+        onset_rows = [r for r in rows if r["kind"] == "onset"]
+        assert [float(r["time_s"]) for r in onset_rows] == pytest.approx(times, abs=1e-6)
         strengths = [o["strength"] for o in result["onsets"]]
-        assert [float(r["strength"]) for r in rows] == [o["strength"] for o in result["onsets"]]  # exact
+        assert [float(r["strength"]) for r in onset_rows] == strengths  # exact
         assert {r["file"] for r in rows} == {"pattern.flac"}
         # The same header, and the same exact numbers, as the command line's CSV of the same file.
         code, out, err = await run_cli("analyze", str(audio), "--format", "csv", "-q")
         assert code == 0, err
-        assert text.splitlines()[0] == out.splitlines()[0] == "file,time_s,strength,band"
+        assert text.splitlines()[0] == out.splitlines()[0] == ",".join(CSV_HEADER)
         cli_rows = list(csv.DictReader(io.StringIO(out)))
         bands = [o["band"] for o in result["onsets"]]
-        assert [r["band"] for r in rows] == bands == [r["band"] for r in cli_rows]
-        assert [(float(r["time_s"]), float(r["strength"])) for r in cli_rows] == \
-            [(float(r["time_s"]), float(r["strength"])) for r in rows]
-        assert strengths == [float(r["strength"]) for r in cli_rows]
+        cli_onset_rows = [r for r in cli_rows if r["kind"] == "onset"]
+        assert [r["band"] for r in onset_rows] == bands == [r["band"] for r in cli_onset_rows]
+        assert [(float(r["time_s"]), float(r["strength"])) for r in cli_onset_rows] == \
+            [(float(r["time_s"]), float(r["strength"])) for r in onset_rows]
+        assert strengths == [float(r["strength"]) for r in cli_onset_rows]
+        check_csv_rows(rows, result)
+        check_csv_rows(cli_rows, result)
+
+        # A drum kit with known beats: the CSV download holds the result's beats among the onsets, in time
+        # order, with the same rows and exact numbers as the command line's CSV.
+        kit = tmp_path / "kit.wav"
+        track = write_kit(kit)
+        await page.set_input_files("#file", str(kit))
+        await page.wait_for_function(
+            "() => document.querySelector('#summary').textContent.startsWith('kit.wav')")
+        async with page.expect_download() as json_download:
+            await page.click("#download-json")
+        kit_result = json.loads(Path(await (await json_download.value).path()).read_text())
+        async with page.expect_download() as csv_download:
+            await page.click("#download-csv")
+        download = await csv_download.value
+        assert download.suggested_filename == "kit.onsets.csv"
+        text = Path(await download.path()).read_text()
+        rows = list(csv.DictReader(io.StringIO(text)))
+        assert text.splitlines()[0] == ",".join(CSV_HEADER)
+        assert {r["file"] for r in rows} == {"kit.wav"}
+        check_csv_rows(rows, kit_result)
+        beat_rows = [r for r in rows if r["kind"] == "beat"]
+        check_known_beats([float(r["time_s"]) for r in beat_rows], kit_result["tempo_bpm"], track)
+        code, out, err = await run_cli("analyze", str(kit), "--format", "csv", "-q")
+        assert code == 0, err
+
+        def values(row: dict[str, str]) -> tuple[Any, ...]:
+            return tuple(float(v) if k in ("time_s", "strength", "bpm") and v else v
+                         for k, v in row.items() if k != "file")
+
+        assert [values(r) for r in csv.DictReader(io.StringIO(out))] == [values(r) for r in rows]
 
         # Not audio: the task fails and the page says why, in the server's words.
         junk = tmp_path / "notes.wav"

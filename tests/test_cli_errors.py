@@ -126,7 +126,7 @@ async def test_analyze_output_check_keeps_an_existing_file_until_written(tmp_pat
     output.write_text("old\n")
     code, _, err = await run_cli("analyze", str(drums_file(tmp_path)), "-o", str(output), "-q")
     assert code == 0, err
-    assert output.read_text().startswith("file,time_s,strength,band\n")
+    assert output.read_text().startswith("file,time_s,strength,band,kind,bar_position,bpm\n")
 
 
 async def test_serving_on_a_taken_port_says_how_to_pick_another(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ import soundfile as sf
 from server.dsp import METHODS, DetectorSettings, detect_onsets
 from testkit import signals
 from tests.conftest import REPO, ServerProcess, StartServer
-from tests.test_cli_analyze import run_cli
+from tests.test_cli_analyze import check_csv_rows, run_cli, write_kit
 
 SETTINGS = {"method": "hfc", "threshold": 2.5, "min_interval_ms": 60.0, "silence_db": -50.0}
 FLAGS = ["--method", "hfc", "--threshold", "2.5", "--min-interval-ms", "60", "--silence-db", "-50"]
@@ -77,8 +77,8 @@ async def test_bad_settings_are_one_usage_error_naming_the_way_out(tmp_path: Pat
 
 
 async def test_time_formats_in_text_and_csv(tmp_path: Path) -> None:
-    sample_rate = 22050
-    path = drums(tmp_path, sample_rate)
+    path = tmp_path / "kit.wav"
+    sample_rate = write_kit(path).sample_rate
     formats = ("s", "ms", "samples")
     runs = iter(await asyncio.gather(  # separate processes: run them at once
         run_cli("analyze", str(path), "--format", "json", "-q"),
@@ -86,20 +86,29 @@ async def test_time_formats_in_text_and_csv(tmp_path: Path) -> None:
           for fmt in formats for output in ([], ["--format", "csv"]))))
     code, out, err = next(runs)
     assert code == 0, err
-    times = [onset["time"] for onset in json.loads(out)["onsets"]]
-    assert len(times) >= 4
-    wanted = zip(formats, ([f"{t:.6f}" for t in times], [f"{t * 1000:.3f}" for t in times],
-                           [str(round(t * sample_rate)) for t in times]), strict=True)
-    for fmt, want in wanted:
+    result = json.loads(out)
+    times = [onset["time"] for onset in result["onsets"]]
+    beats = [beat["time"] for beat in result["beats"]]
+    assert len(times) >= 4 and len(beats) >= 4
+
+    def as_text(fmt: str, seconds: list[float]) -> list[str]:
+        return {"s": [f"{t:.6f}" for t in seconds], "ms": [f"{t * 1000:.3f}" for t in seconds],
+                "samples": [str(round(t * sample_rate)) for t in seconds]}[fmt]
+
+    for fmt in formats:
         code, out, err = next(runs)
         assert code == 0, err
-        assert [line.split("\t")[0] for line in out.splitlines()] == want
+        assert [line.split("\t")[0] for line in out.splitlines()] == as_text(fmt, times)
         code, out, err = next(runs)
         assert code == 0, err
         rows = list(csv.reader(io.StringIO(out)))
-        assert rows[0] == ["file", f"time_{fmt}", "strength", "band"]
-        column = [float(row[1]) for row in rows[1:]]
-        assert column == pytest.approx([float(w) for w in want], abs=1e-3 if fmt == "ms" else 1e-6)
+        assert rows[0] == ["file", f"time_{fmt}", "strength", "band", "kind", "bar_position", "bpm"]
+        check_csv_rows([dict(zip(rows[0], row, strict=True)) for row in rows[1:]], result, f"time_{fmt}",
+                       exact=fmt == "s")
+        for kind, seconds in (("onset", times), ("beat", beats)):
+            column = [float(row[1]) for row in rows[1:] if row[4] == kind]
+            assert column == pytest.approx([float(w) for w in as_text(fmt, seconds)],
+                                           abs=1e-3 if fmt == "ms" else 1e-6)
 
 
 async def test_stream_takes_the_flags_and_prints_sample_times_or_nothing(

@@ -188,7 +188,7 @@ def test_reports_latency_and_onsets_within_it() -> None:
     detector = OnsetDetector(sr)
     hop = round(0.010 * sr)
     assert detector.hop_s == hop / sr
-    assert detector.latency_s == pytest.approx(0.020 + 0.010)
+    assert detector.latency_s == pytest.approx(0.010 + 0.010)  # look-ahead + one hop
     signal = signals.clicks(sr, 3.0, seed=50)
     reported_at: list[tuple[Onset, int]] = []
     for start in range(0, len(signal.samples), 48):

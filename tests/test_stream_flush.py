@@ -125,7 +125,7 @@ async def test_flush_on_the_webrtc_data_channel(
 
 async def test_flush_sends_every_onset_with_its_band(start_server: StartServer,
                                                      http: aiohttp.ClientSession) -> None:
-    # With beats on, an onset waits ~30 ms of audio for its band; a flush must not hold it back, nor send
+    # With beats on, an onset waits ~20 ms of audio for its band; a flush must not hold it back, nor send
     # it unbanded: cut 15 ms after a kick (still in the look-ahead) and 35 ms after a snare (reported by
     # the detector, its band not yet decided).
     track = drum_track(beat_times([(120.0, 8.0)]), seed=91, hats=False)

@@ -3,7 +3,8 @@
 Each file goes through the server's own file-analysis steps (:func:`server.jobs.work.analyse_step`, the
 same decoding and detector, in the same bounded steps) and its result is built by the same function
 (:func:`server.jobs.runner.result_json`), so the output equals what ``POST /api/v3/analysis`` returns for
-the same file and settings. A progress bar goes to stderr; the onsets go to stdout or ``--output``.
+the same file and settings. A progress bar goes to stderr; the onsets (and beats) go to stdout or
+``--output``.
 """
 
 from __future__ import annotations
@@ -115,11 +116,9 @@ def render(outcomes: list[Outcome], fmt: str, time_format: str = "s") -> str:
     out = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["file", time_column(time_format), "strength", "band"])
+        writer.writerow(csv_header(time_format))
         for path, result in done:
-            for onset in result["onsets"]:
-                writer.writerow([str(path), time_csv(onset["time"], time_format, result["sample_rate"]),
-                                 repr(onset["strength"]), onset.get("band", "")])
+            writer.writerows(csv_rows(str(path), result, time_format))
         return out.getvalue()
     for path, result in done:
         for onset in result["onsets"]:
@@ -128,6 +127,32 @@ def render(outcomes: list[Outcome], fmt: str, time_format: str = "s") -> str:
             band = f"\t{onset['band']}" if "band" in onset else ""
             out.write(f"{prefix}{time}\t{onset['strength']:.6f}{band}\n")
     return out.getvalue()
+
+
+def csv_header(time_format: str = "s") -> list[str]:
+    """The CSV columns; the first four are the onsets' (``time_s`` named for ``time_format``)."""
+    return ["file", time_column(time_format), "strength", "band", "kind", "bar_position", "bpm"]
+
+
+def csv_rows(file: str, result: dict[str, Any], time_format: str = "s") -> list[list[str]]:
+    """One file's CSV rows, in time order (an onset before a beat at the same time): onset rows ``kind``
+    ``onset`` with strength and band (empty without ``beats``); beat rows ``kind`` ``beat`` with
+    ``bar_position`` when known and ``bpm`` = the file's ``tempo_bpm`` (empty when null). Floats are written
+    exactly (the shortest text that reads back as the same float), like the upload page's download
+    (server/static/js/exporters.js, which must stay the same)."""
+    rate = result["sample_rate"]
+    tempo = result.get("tempo_bpm")
+    bpm = "" if tempo is None else repr(tempo)
+    keyed: list[tuple[float, int, list[str]]] = []
+    for onset in result["onsets"]:
+        keyed.append((onset["time"], 0, [file, time_csv(onset["time"], time_format, rate),
+                                         repr(onset["strength"]), onset.get("band", ""), "onset", "", ""]))
+    for beat in result.get("beats", []):
+        bar = beat.get("bar_position")
+        keyed.append((beat["time"], 1, [file, time_csv(beat["time"], time_format, rate), "", "", "beat",
+                                        "" if bar is None else str(bar), bpm]))
+    keyed.sort(key=lambda row: (row[0], row[1]))
+    return [row for _, _, row in keyed]
 
 
 def unwritable(path: Path) -> str | None:
@@ -151,13 +176,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "MP3, WebM/Opus, M4A/AAC, ...)")
     add_settings_options(parser)
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="PATH",
-                        help="write the onsets here instead of stdout")
+                        help="write the output here instead of stdout")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="text: 'time<TAB>strength<TAB>band' lines (the file first when there are "
                         "several; no band with --no-beats); json: the server's result object, with beats and "
-                        "tempo_bpm (several files: {\"files\": [...]}); csv: file,time_s,strength,band "
-                        "(time_ms, time_samples with --time-format). Default: from the --output "
-                        "suffix (.json, .csv), else text")
+                        "tempo_bpm (several files: {\"files\": [...]}); csv: file,time_s,strength,band,kind,"
+                        "bar_position,bpm, one row per onset (kind onset) and per beat (kind beat: empty "
+                        "strength and band, bar_position when known, bpm the file's tempo_bpm), in time "
+                        "order; no beat rows with --no-beats (time_ms, time_samples with --time-format). "
+                        "Default: from the --output suffix (.json, .csv), else text")
     add_time_format_option(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(parser=parser)

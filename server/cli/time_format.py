@@ -1,4 +1,4 @@
-"""How the client commands print an onset's time: ``--time-format s|ms|samples``.
+"""How the client commands print an onset's (or beat's) time: ``--time-format s|ms|samples``.
 
 The server's messages always carry seconds; the commands convert only what they print as text or CSV. The
 CSV column is named with its unit (``time_s``, ``time_ms``, ``time_samples``), as in the upload page's
@@ -27,8 +27,9 @@ DEFAULT = "s"
 
 def add_time_format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-format", choices=tuple(TIME_FORMATS), default=DEFAULT,
-                        help="onset times in text and CSV output: seconds (6 decimals, the default), "
-                        "milliseconds (3 decimals) or the sample index at the stream's or file's rate "
+                        help="times in text and CSV output (onsets; beats too in analyze's CSV): seconds "
+                        "(6 decimals, the default), milliseconds (3 decimals) or the sample index at the "
+                        "stream's or file's rate "
                         "(JSON output always carries the server's seconds)")
 
 

@@ -341,8 +341,11 @@ class OnsetDetector:
         onsets: list[Onset] = []
         if picked:
             hop, base = plan.frames.grid.hop, state.odf_base
+            # Without look-ahead the frame after a peak may or may not be in yet (it depends on the blocks):
+            # then no sub-frame shift, so the times do not depend on how the audio was cut.
             times = [
-                max(0, round((base + p + 1 + peak_shift(odf, p)) * hop - plan.attack_offset)) / self._rate
+                max(0, round((base + p + 1 + (peak_shift(odf, p) if lookahead else 0.0)) * hop
+                             - plan.attack_offset)) / self._rate
                 for p in picked
             ]
             if times[0] < state.hold_until_s:  # reported early by decide_pending

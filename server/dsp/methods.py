@@ -110,8 +110,7 @@ class OnsetMethod:
         Stateful methods: frames whose ODF is 0 after a switch to this method mid-stream.
     delay_frames : int
         Frames the ODF itself waits after an attack before it peaks (a network trained to mark a later
-        frame). The peak picker looks ``delay_frames`` hops less far ahead, so ``lookahead_ms`` stays the
-        total look-ahead, and the latency counts them.
+        frame). The latency counts them on top of the peak picker's ``lookahead_ms``.
     grid_ms : (float, float), optional
         The only ``(frame_ms, hop_ms)`` the method runs at (a network trained on that grid); settings
         with another are refused.

@@ -173,7 +173,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime + row.delay_frames
     return Plan(
         frames=frames,
-        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s) - row.delay_frames),
+        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s)),
         pre_max=pre_max,
         pre_avg=pre_avg,
         context=max(pre_max, pre_avg),

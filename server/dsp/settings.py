@@ -91,7 +91,7 @@ class DetectorSettings:
     threshold: float = 1.0
     min_interval_ms: float = 30.0
     silence_db: float = -90.0
-    lookahead_ms: float = 20.0
+    lookahead_ms: float = 10.0
     frame_ms: float = 40.0
     hop_ms: float = 10.0
     beats: bool = True

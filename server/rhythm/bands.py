@@ -20,7 +20,7 @@ from server.rhythm.features import BAND_NAMES
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-SPAN_FRAMES = 3  # frames after the onset's own frame whose rise counts
+SPAN_FRAMES = 2  # frames after the onset's own frame whose rise counts
 WEIGHTS = (1.0, 1.0, 2.0)  # low, mid, high
 NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets

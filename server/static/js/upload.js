@@ -356,7 +356,7 @@ ui.json.addEventListener("click", () => {
   if (finished) download(`${baseName(finished.filename)}.onsets.json`, toJson(finished.filename, finished.taskId, finished.result), "application/json");
 });
 ui.csv.addEventListener("click", () => {
-  if (finished) download(`${baseName(finished.filename)}.onsets.csv`, toCsv(finished.filename, finished.result.onsets), "text/csv");
+  if (finished) download(`${baseName(finished.filename)}.onsets.csv`, toCsv(finished.filename, finished.result), "text/csv");
 });
 document.addEventListener("keydown", (event) => {
   if (event.key !== " " || event.target.closest("input, select, textarea, button, label")) return;
