@@ -39,7 +39,7 @@ from server.jobs.uploads import NO_ROOM_ERRNOS
 from server.pool.worker import calls_waiting
 from server.rhythm import RhythmSession
 
-STEP_SAMPLES = 1 << 18  # samples (frames × channels) per pool call: ~6 s of 44.1 kHz mono, ~10 ms of CPU
+STEP_SAMPLES = 1 << 18  # samples (frames × channels) per step at most, in whole passes: 5.1 s at 44.1 kHz
 TURN_S = 0.2  # longest run of steps in one pool call while no other call waits for the worker, s
 # Each step's audio goes to the detector in blocks of whole passes (Plan.chunk_len frames each) lasting up
 # to BLOCK_S: a 10-min 44.1 kHz WAV took 0.58 s of CPU so against 0.65 s in 64 Ki-frame blocks (each ending

@@ -1,8 +1,9 @@
 """``POST /api/v3/analysis`` (upload a file, get a task id) and ``GET /api/v3/analysis/{task_id}``.
 
 ``GET …?wait_s=S`` answers once the task has finished (or after ``S`` seconds, or at shutdown, with the task
-as it is then): woken by the runner when it stores the outcome, so a client sees the result as soon as it
-is stored instead of up to a polling interval later.
+as it is then): woken when the outcome is stored (by this instance's runner, or with ``--redis`` by the job
+change another process publishes), so a client sees the result at once instead of up to a polling
+interval later.
 
 The upload is streamed from the multipart body to disk chunk by chunk; the 202 answer comes once it is
 stored, before analysis. Limits are checked before the body is read (``Content-Length``, also in answer
@@ -43,7 +44,7 @@ RETRY_AFTER_S = "5"
 # What aiohttp's multipart reader raises on a malformed body (Warning: when warnings are errors, as in tests).
 MALFORMED = (ValueError, AssertionError, HttpProcessingError, Warning)
 WAIT_MAX_S = 30.0  # longest ?wait_s= a GET may wait for its task to finish
-WAIT_REREAD_S = 1.0  # a waiting GET reads its task again this often (a runner elsewhere cannot wake it)
+WAIT_REREAD_S = 1.0  # a waiting GET reads its task again this often, in case a wake-up was missed
 
 
 class Waits:
