@@ -90,7 +90,7 @@ def click_track(phase_s: float, total_s: float, seed: int) -> tuple[np.ndarray, 
     return samples, clicks
 
 
-def completing_aubio(samples: np.ndarray) -> list[tuple[float, int]]:
+def completing_aubio(samples: np.ndarray, settings: dict[str, Any] | None = None) -> list[tuple[float, int]]:
     import aubio
 
     method, window, hop = AUBIO
@@ -112,13 +112,13 @@ class Track:
     completing: list[tuple[float, int]]
 
 
-def tracks(kind: str, total_s: float) -> list[Track]:
+def tracks(kind: str, total_s: float, settings: dict[str, Any] | None = None) -> list[Track]:
     made = []
     for k in range(CLICK_PHASES):
         samples, clicks = click_track(0.137 + k * CLICK_EVERY_S / CLICK_PHASES, total_s, seed=1000 + k)
         frames = [masked_frame(BINARY, samples[i:i + CHUNK_FRAMES].tobytes())
                   for i in range(0, len(samples), CHUNK_FRAMES)]
-        made.append(Track(samples, frames, clicks, COMPLETING[kind](samples)))
+        made.append(Track(samples, frames, clicks, COMPLETING[kind](samples, settings)))
     return made
 
 
@@ -216,9 +216,9 @@ async def _pace(streams: list[Stream], send: Any, duration_s: float) -> None:
 START = {"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1, "encoding": "pcm_f32le"}
 
 
-def start_message(beats: bool) -> dict[str, Any]:
-    """The lean client's ``start``; ``beats`` false turns the rhythm beside the detector off (ours only)."""
-    return START if beats else {**START, "settings": {"beats": False}}
+def start_message(settings: dict[str, Any]) -> dict[str, Any]:
+    """The lean client's ``start`` with our streams' ``settings`` (e.g. ``beats`` false: no rhythm)."""
+    return {**START, "settings": settings} if settings else START
 
 
 async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: float) -> None:
@@ -237,15 +237,16 @@ async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: 
 
 
 async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: float,
-                   beats: bool = True) -> ShardResult:
-    made = tracks(kind, duration_s + 1.0)
+                   settings: dict[str, Any] | None = None) -> ShardResult:
+    settings = settings if kind == "ours" else None
+    made = tracks(kind, duration_s + 1.0, settings)
     address = urlsplit(url)
     host, port = address.hostname or "127.0.0.1", address.port or 80
     streams, sockets = [], []
     for i in range(n):
         stream = Stream(made[i % CLICK_PHASES])
         socket = await WireSocket.connect(host, port, "/api/v3/stream", stream.on_text)
-        socket.send_text(json.dumps(start_message(beats or kind != "ours")))
+        socket.send_text(json.dumps(start_message(settings or {})))
         stream.latency_s = float((await asyncio.wait_for(stream.started, 60))["latency_ms"]) / 1000.0
         streams.append(stream)
         sockets.append(socket)
@@ -267,18 +268,18 @@ async def run_lean(url: str, server_pid: int, kind: str, n: int, duration_s: flo
 
 
 async def run_user_client(url: str, server_pid: int, n: int, duration_s: float,
-                          beats: bool = True) -> ShardResult:
+                          settings: dict[str, Any] | None = None) -> ShardResult:
     """The same load through :class:`server.client.TransientClient` (aiohttp), as a user's program."""
     from server.client import TransientClient
 
-    made = tracks("ours", duration_s + 1.0)
+    made = tracks("ours", duration_s + 1.0, settings)
     result = ShardResult()
     async with TransientClient(url, token="") as client:
         streams, publishers = [], []
         for i in range(n):
             stream = Stream(made[i % CLICK_PHASES])
             publisher = await client.publish(sample_rate=SAMPLE_RATE,
-                                             settings=None if beats else {"beats": False})
+                                             settings=settings or None)
             stream.latency_s = float(publisher.started["latency_ms"]) / 1000.0
             streams.append(stream)
             publishers.append(publisher)
@@ -304,19 +305,27 @@ async def run_user_client(url: str, server_pid: int, n: int, duration_s: float,
     return result
 
 
-def shard_main(args: tuple[str, int, str, int, float, int | None, bool]) -> dict[str, object]:
-    url, server_pid, kind, n, duration_s, core, beats = args
+def shard_main(args: tuple[str, int, str, int, float, int | None, dict[str, Any]]) -> dict[str, object]:
+    url, server_pid, kind, n, duration_s, core, settings = args
     if core is not None:
         os.sched_setaffinity(0, {core})
     try:
         if kind == "user":
-            return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s, beats)))
-        return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s, beats)))
+            return asdict(uvloop.run(run_user_client(url, server_pid, n, duration_s, settings)))
+        return asdict(uvloop.run(run_lean(url, server_pid, kind, n, duration_s, settings)))
     except Exception as exc:  # reported as the step's error (some exceptions do not cross back pickled)
         return asdict(ShardResult(errors=[f"{type(exc).__name__}: {exc}"]))
 
 
 # --- Orchestration ---------------------------------------------------------------------------------------
+
+
+def stream_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Our streams' settings from the command line (only those that differ from the defaults)."""
+    settings: dict[str, Any] = {} if args.beats == "on" else {"beats": False}
+    if args.lookahead_ms is not None:
+        settings["lookahead_ms"] = args.lookahead_ms
+    return settings
 
 
 def start(command: list[str], core: int | None) -> tuple[subprocess.Popen[str], str]:
@@ -330,7 +339,7 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
     busy0, steal0 = machine_cpu_s()
     wall0 = time.perf_counter()
     client = "user" if kind == "ours-user" else kind
-    job = (url, pid, client, n, args.duration_s, core, args.beats == "on")
+    job = (url, pid, client, n, args.duration_s, core, stream_settings(args))
     pending = pool.apply_async(shard_main, (job,))
     shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     wall_s = time.perf_counter() - wall0
@@ -386,6 +395,8 @@ def main() -> int:
     parser.add_argument("--user-steps", default="", help="then ours on every core, aiohttp client")
     parser.add_argument("--p99-limit-ms", type=float, default=50.0)
     parser.add_argument("--keep-going", action="store_true")
+    parser.add_argument("--lookahead-ms", type=float, default=None,
+                        help="our streams' setting lookahead_ms (default: the server's default)")
     parser.add_argument("--beats", choices=("on", "off"), default="on",
                         help="our streams' setting beats (the rhythm beside the detector); on is the default")
     parser.add_argument("--server-arg", action="append", default=[], help="extra run.py option")

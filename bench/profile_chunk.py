@@ -110,7 +110,8 @@ def main() -> int:
         names = {pid: Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in tree}
         print(f"load average {os.getloadavg()}", flush=True)
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1, args.beats == "on")
+            settings = {} if args.beats == "on" else {"beats": False}
+            job = (url, proc.pid, "ours", args.streams, args.duration_s, 1, settings)
             pending = pool.apply_async(shard_main, (job,))
             time.sleep(4.0)
             window_s = int(args.duration_s - 8)

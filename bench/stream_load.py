@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.procs import descendants, rss_bytes, start_server
 from bench.wire_ws import BINARY, WireSocket, masked_frame
-from server.dsp import OnsetDetector
+from server.dsp import DetectorSettings, OnsetDetector
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_RATE = 48000
@@ -102,9 +102,10 @@ class ShardResult:
     cpu_s: float = 0.0
 
 
-def completing_chunks(samples: np.ndarray) -> list[tuple[float, int]]:
-    """(onset time, index of the chunk after which a detector fed chunk by chunk first reports it)."""
-    detector = OnsetDetector(SAMPLE_RATE, 1)
+def completing_chunks(samples: np.ndarray, settings: dict[str, Any] | None = None) -> list[tuple[float, int]]:
+    """(onset time, index of the chunk after which a detector fed chunk by chunk first reports it), with
+    the stream settings ``settings`` (the defaults if None)."""
+    detector = OnsetDetector(SAMPLE_RATE, 1, settings=DetectorSettings.from_mapping(settings or {}))
     found = []
     for k in range(0, len(samples) // CHUNK_FRAMES):
         for onset in detector.process(samples[k * CHUNK_FRAMES:(k + 1) * CHUNK_FRAMES]):

@@ -20,7 +20,10 @@ from server.rhythm.features import BAND_NAMES
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-SPAN_FRAMES = 2  # frames after the onset's own frame whose rise counts
+# Frames after the onset's own frame (the one centred on its attack) whose rise counts. 0: the band is known
+# as soon as the detector (10 ms look-ahead) reports the onset. 1-3 made an onset wait 10-30 ms longer for
+# the same rhythm-dev figures (bench/README.md).
+SPAN_FRAMES = 0
 WEIGHTS = (1.0, 1.0, 2.0)  # low, mid, high
 NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
