@@ -42,8 +42,8 @@ from server.rhythm import RhythmSession
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per step at most, in whole passes: 5.1 s at 44.1 kHz
 TURN_S = 0.2  # longest run of steps in one pool call while no other call waits for the worker, s
 # Each step's audio goes to the detector in blocks of whole passes (Plan.chunk_len frames each) lasting up
-# to BLOCK_S: a 10-min 44.1 kHz WAV took 0.58 s of CPU so against 0.65 s in 64 Ki-frame blocks (each ending
-# in a short pass) and far less than in the decoder's own frames (~1000 per MP3 or Opus packet). Under the
+# to BLOCK_S: a 10-min 44.1 kHz WAV took 0.58 s of CPU so, against 0.65 s in 64 Ki-frame blocks (each ending
+# in a short pass), and far less than in the decoder's own frames (~1000 per MP3 or Opus packet). Under the
 # ODF_KEEP_S (10 s) of detection function a rhythm session may read at a time (take_odf).
 BLOCK_S = 6.0
 SEARCH_FRAMES = 1024  # frames per read when looking for where a failed block stopped decoding
@@ -239,13 +239,14 @@ def _rejoined(pieces: list[np.ndarray], block_frames: int) -> list[np.ndarray]:
     return [joined[start : start + block_frames] for start in range(0, len(joined), block_frames)]
 
 
-def _decodable_until(path: str, start: int) -> int:
+def _decodable_until(path: str, start: int, most_frames: int) -> int:
     """The frame at which decoding ``path`` from ``start`` fails, found in small reads after a block failed
-    (so the error says where, and whether any audio decoded, whatever the block size)."""
-    position = start
+    (so the error says where, and whether any audio decoded, whatever the block size); at most
+    ``most_frames`` past ``start``."""
+    position, stop = start, start + most_frames
     with contextlib.suppress(sf.LibsndfileError, RuntimeError), sf.SoundFile(path) as file:
         file.seek(start)
-        while len(block := file.read(SEARCH_FRAMES, dtype="int16")):
+        while position < stop and len(block := file.read(min(SEARCH_FRAMES, stop - position), dtype="int16")):
             position += len(block)
     return position
 
@@ -268,7 +269,7 @@ def _read_soundfile(state: FileAnalysis, source: Source, budget_frames: int, blo
                 got += len(block)
     except (sf.LibsndfileError, RuntimeError) as exc:
         reason = getattr(exc, "error_string", None) or type(exc).__name__
-        position = _decodable_until(state.upload, state.frames_done + got)
+        position = _decodable_until(state.upload, state.frames_done + got, block_frames)
         if position == 0:
             raise DecodeError(ErrorCode.NOT_AUDIO, f"cannot decode the file: {reason}") from None
         raise DecodeError(ErrorCode.TRUNCATED, f"decoding stopped after {position} of {source.frames} "
