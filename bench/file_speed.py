@@ -10,7 +10,8 @@ temporary directory, then:
 
 - ours: starts ``run.py`` as a subprocess (fresh data directory), POSTs the file to ``/api/v3/analysis`` (with
   ``--settings`` as its ``settings`` field, else the defaults)
-  and polls ``GET`` every 20 ms until ``success``. Wall time runs from the start of the upload to the result
+  and polls ``GET ?wait_s=5`` until ``success`` (each answered once the task finishes; a server that does not
+  wait is asked again every 20 ms). Wall time runs from the start of the upload to the result
   (upload + queue + analysis). CPU time is the user + system time the server process and all its
   descendants (pool workers) spent meanwhile, from /proc. Peak memory = the largest sum of RSS over the
   server process and its descendants, sampled from /proc every 10 ms during the run; the idle server's
@@ -51,7 +52,8 @@ from bench.procs import descendants, start_server  # noqa: E402
 
 RATE_HZ = 44100
 BLOCK_S = 10
-POLL_S = 0.02
+POLL_S = 0.02  # least time between two GETs of a task
+WAIT_S = 5.0  # each GET's wait_s
 SAMPLE_S = 0.01
 NAMES = ("ours (HTTP API)", "aubio hfc", "librosa")
 
@@ -170,11 +172,12 @@ async def analyse_over_http(
                 assert resp.status == 202, body
         uploaded = time.perf_counter() - t0
         while True:
-            async with http.get(f"{url}/api/v3/analysis/{body['task_id']}") as resp:
+            asked = time.perf_counter()
+            async with http.get(f"{url}/api/v3/analysis/{body['task_id']}?wait_s={WAIT_S:g}") as resp:
                 task = await resp.json()
             if task["status"] in ("success", "failed"):
                 break
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(max(0.0, POLL_S - (time.perf_counter() - asked)))
         total = time.perf_counter() - t0
     assert task["status"] == "success", task
     return uploaded, total, task["result"]

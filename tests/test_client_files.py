@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -10,12 +12,13 @@ import pytest
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 
-from server.client import ClientError, TransientClient
+from server.client import ClientError, TransientClient, files
 from server.dsp import DetectorSettings, detect_onsets
 from testkit import signals
 from tests.conftest import StartServer
 
 TOLERANCE_S = 0.001
+LONG_POLL_S = 20.0  # a poll interval far longer than the analysis
 
 
 def base_url(server: TestServer) -> str:
@@ -70,3 +73,27 @@ async def test_analysis_errors_raise_client_errors(
             with pytest.raises(ClientError) as info:
                 await analyse(text)
             assert info.value.code == "not_audio", info.value
+
+
+async def test_polling_gets_the_result_once_stored_not_a_poll_interval_later(
+    start_server: StartServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    server = await start_server()
+    path, _ = write_drums(tmp_path)
+    data = path.read_bytes()
+    # A WebSocket upload not ended yet holds its task pending while the client starts polling it.
+    async with http.ws_connect(server.make_url("/api/v3/upload")) as ws:
+        await ws.send_json({"type": "upload", "filename": "drums.wav", "size": len(data)})
+        task_id = (await ws.receive_json(timeout=30))["task_id"]
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(
+            files.wait_for_result(http, base_url(server), task_id, poll_interval_s=LONG_POLL_S))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        await ws.send_bytes(data)
+        await ws.send_json({"type": "end"})
+        while (message := await ws.receive_json(timeout=60))["type"] != "result":
+            pass
+        result = await asyncio.wait_for(waiting, 2 * LONG_POLL_S)
+    assert result == message["result"]
+    assert time.monotonic() - started < LONG_POLL_S  # the waiting GET answered, not the next poll

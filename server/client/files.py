@@ -22,6 +22,7 @@ from server.client.wire import Message, MessageSocket
 ANALYSIS_PATH = "/api/v3/analysis"
 UPLOAD_PATH = "/api/v3/upload"
 POLL_INTERVAL_S = 0.2
+MAX_WAIT_S = 30.0  # the largest wait_s the server takes
 UPLOAD_CHUNK_BYTES = 256 * 1024
 REPLY_TIMEOUT_S = 60.0
 
@@ -57,9 +58,11 @@ async def submit(session: aiohttp.ClientSession, base_url: str, path: Path,
 
 
 async def task(session: aiohttp.ClientSession, base_url: str, task_id: str, *,
-               token: str | None = None) -> dict[str, Any]:
-    """``GET /api/v3/analysis/{task_id}``: the task's status object."""
-    async with session.get(f"{base_url.rstrip('/')}{ANALYSIS_PATH}/{task_id}",
+               token: str | None = None, wait_s: float = 0.0) -> dict[str, Any]:
+    """``GET /api/v3/analysis/{task_id}``: the task's status object; with ``wait_s`` (0–30 s) once the task
+    has finished or after that long."""
+    query = f"?wait_s={wait_s:g}" if wait_s > 0 else ""
+    async with session.get(f"{base_url.rstrip('/')}{ANALYSIS_PATH}/{task_id}{query}",
                            headers=auth_headers(token)) as response:
         return await json_or_error(response)
 
@@ -67,9 +70,16 @@ async def task(session: aiohttp.ClientSession, base_url: str, task_id: str, *,
 async def wait_for_result(session: aiohttp.ClientSession, base_url: str, task_id: str, *,
                           on_progress: Progress | None = None, poll_interval_s: float = POLL_INTERVAL_S,
                           token: str | None = None) -> dict[str, Any]:
-    """Poll the task until it finishes; its ``result``. A failed task raises :class:`ClientError`."""
+    """Poll the task until it finishes; its ``result``. A failed task raises :class:`ClientError`.
+
+    Each ``GET`` waits up to ``poll_interval_s`` for the task to finish (``wait_s``), so the result comes
+    as soon as it is stored and progress every ``poll_interval_s``.
+    """
+    loop = asyncio.get_running_loop()
+    wait_s = min(MAX_WAIT_S, poll_interval_s)
     while True:
-        status = await task(session, base_url, task_id, token=token)
+        asked_s = loop.time()
+        status = await task(session, base_url, task_id, token=token, wait_s=wait_s)
         if on_progress is not None:
             on_progress(float(status.get("progress", 0.0)))
         if status["status"] == "success":
@@ -78,7 +88,7 @@ async def wait_for_result(session: aiohttp.ClientSession, base_url: str, task_id
         if status["status"] == "failed":
             error = status.get("error") or {}
             raise ClientError(str(error.get("code", "failed")), str(error.get("message", "")))
-        await asyncio.sleep(poll_interval_s)
+        await asyncio.sleep(max(0.0, poll_interval_s - (loop.time() - asked_s)))  # a server that did not wait
 
 
 async def analyse_http(session: aiohttp.ClientSession, base_url: str, path: Path,

@@ -1,9 +1,11 @@
 """The job runner: takes task ids from the queue and runs each job as bounded steps in the detection pool.
 
 Independent of HTTP: it needs a store, a queue, the upload directory and a pool. Up to ``max_active`` jobs
-run at once; their steps share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore),
-so jobs progress side by side and a pool of ``n`` workers always keeps ``n - 1`` of them free of file work
-for live streams (with one worker, file steps are short enough — a fraction of a second — to interleave).
+run at once; their turns (pool calls of steps in a row, :func:`~server.jobs.work.analyse_turn`, at most
+``TURN_S`` each) share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore), so jobs
+progress side by side and a pool of ``n`` workers always keeps one of them free of file work for live
+streams. With one worker, a turn ends after its current step (a few milliseconds) once a live stream's call
+waits for that worker, so streams and files interleave.
 
 With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
 updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
@@ -19,75 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
 
 from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
+from server.jobs.result import Found, ResultPieces, result_json, result_text, tempo_bpm
 from server.jobs.settle import Settler
 from server.jobs.store import JobStore
 from server.jobs.uploads import StorageFull, UploadDir
 from server.jobs.watch import JobWatch
-from server.jobs.work import FileAnalysis, OnsetTuple, StepOutcome, analyse_step
+from server.jobs.work import FileAnalysis, TurnOutcome, analyse_turn
 from server.pool import DetectionPool
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Found", "JobRunner", "result_json", "tempo_bpm"]  # result's, for run.py analyze and the tests
+
 MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
 ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable shared store ends the run
 PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one job
-
-
-@dataclass(slots=True)
-class Found:
-    """What a job's steps found so far: onsets, and with ``beats`` the beat times and onset bands."""
-
-    onsets: list[OnsetTuple] = field(default_factory=list)
-    beats: list[tuple[float, int | None]] = field(default_factory=list)  # (time s, bar position or None)
-    bands: list[str] = field(default_factory=list)
-
-    def add(self, outcome: StepOutcome) -> None:
-        self.onsets += outcome.onsets
-        self.beats += outcome.beats
-        self.bands += outcome.bands
-
-
-def tempo_bpm(beat_times_s: list[float]) -> float | None:
-    """60 over the median interval between consecutive beats, beats per minute; None with < 2 beats."""
-    if len(beat_times_s) < 2:
-        return None
-    return float(60.0 / np.median(np.diff(beat_times_s)))
-
-
-def result_json(state: FileAnalysis, found: Found) -> str:
-    """The finished job's result object as JSON text (see docs/protocol.md, "Whole-file analysis")."""
-    source = state.source
-    assert source is not None
-    onsets: list[dict[str, Any]] = [{"time": time_s, "strength": strength}
-                                    for time_s, strength in found.onsets]
-    result: dict[str, Any] = {
-        "duration": state.frames_done / source.sample_rate,
-        "sample_rate": source.sample_rate,
-        "channels": source.channels,
-        "onsets": onsets,
-        "settings": state.settings.to_dict(),
-        "clipped_samples": state.clipped_samples,
-    }
-    if state.rhythm is not None:
-        for onset, band in zip(onsets, found.bands, strict=True):
-            onset["band"] = band
-        result["beats"] = [{"time": time_s} if bar is None else {"time": time_s, "bar_position": bar}
-                           for time_s, bar in found.beats]
-        result["tempo_bpm"] = tempo_bpm([time_s for time_s, _ in found.beats])
-    return json.dumps(result, separators=(",", ":"), allow_nan=False)
 
 
 class JobRunner:
@@ -166,7 +122,7 @@ class JobRunner:
         restarts = 0
         while True:
             try:
-                state, found = await self._analyse(job, settings)
+                state, pieces = await self._analyse(job, settings)
                 break
             except PoolRestarted:
                 restarts += 1
@@ -182,7 +138,7 @@ class JobRunner:
         if isinstance(state, JobError):
             await self._finish_failed(task_id, state)
             return
-        result = result_json(state, found)
+        result = result_text(state, pieces)
         await asyncio.to_thread(self.uploads.remove_work_files, task_id)  # room for the record
         await self.settler.now_or_later(task_id, lambda: self.store.succeed(task_id, result), ROOM)
         audio_s = state.frames_done / state.source.sample_rate if state.source is not None else 0.0
@@ -193,28 +149,29 @@ class JobRunner:
         for observer in self.on_finished:
             observer(status, duration_s, audio_s)
 
-    async def _analyse(self, job: Job, settings: DetectorSettings) -> tuple[FileAnalysis | JobError, Found]:
-        """Run every step of ``job``; the final state, or the error that ended it, and what it found."""
+    async def _analyse(self, job: Job, settings: DetectorSettings
+                       ) -> tuple[FileAnalysis | JobError, ResultPieces]:
+        """Run every turn of ``job``; the final state, or the error that ended it, and what it found."""
         state = FileAnalysis(job.upload_path, str(self.uploads.work_prefix(job.task_id)) + ".spool", settings)
-        found = Found()
+        pieces = ResultPieces()
         reported_at = time.monotonic()
         while not state.finished:
             async with self._slots:
-                outcome: StepOutcome = await self.pool.run(analyse_step, state)
+                outcome: TurnOutcome = await self.pool.run(analyse_turn, state)
             self.steps += 1
             if outcome.error is not None:
                 if outcome.trace:
                     log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace,
                               extra={"task_id": job.task_id})
-                return outcome.error, found
+                return outcome.error, pieces
             state = outcome.state
-            found.add(outcome)
+            pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
             now = time.monotonic()
             if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
                 reported_at = now
                 await self._progress(job.task_id, state.progress)
                 self.watch.notify(job.task_id)
-        return state, found
+        return state, pieces
 
     async def _progress(self, task_id: str, progress: float) -> None:
         """Store the job's progress if the store answers (it is only informative)."""

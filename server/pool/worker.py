@@ -5,6 +5,11 @@ does, even when the server was killed with SIGKILL, so no detection process outl
 ends when the server closes its end of the call pipe (a normal shutdown). SIGINT is ignored: a Ctrl-C in a
 terminal reaches the whole process group, and only the server decides when its workers stop. It runs at
 the server's CPU priority (:data:`WORKER_NICE`).
+
+A long piece of work (a file job's turn, :func:`server.jobs.work.analyse_turn`) asks :func:`calls_waiting`
+between its steps and returns early when another call is already waiting for this worker. The call pipe is
+read unbuffered, so a waiting call is always in the pipe, where ``select`` sees it, never in a buffer of
+this process.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import select
 import signal
 import threading
 from multiprocessing.connection import Connection
-from typing import Any, BinaryIO
+from typing import Any
 
 from server.pool.arena import ArenaView, SharedFd
 from server.pool.frames import HEADER, frame
@@ -39,15 +44,46 @@ def _exit_with(server_pid: int) -> None:
     os._exit(0)
 
 
-def _read_exactly(source: BinaryIO, size: int) -> bytes | None:
-    data = source.read(size)
-    return data if data is not None and len(data) == size else None
+class CallPipe:
+    """This worker's end of its call pipe, once :func:`serve` runs (``None`` in any other process)."""
+
+    def __init__(self) -> None:
+        self.fd: int | None = None
+
+    def waiting(self) -> bool:
+        """Whether the next call (or the server's closing of the pipe) is already there to be read."""
+        if self.fd is None:
+            return False
+        readable, _, _ = select.select([self.fd], [], [], 0)
+        return bool(readable)
 
 
-def _read_frame(source: BinaryIO) -> bytes | None:
+# The one piece of pool state a call may read in a worker: a pool call names a function of a module, so
+# that function reaches its worker's pipe only through a module (as server.stream.in_worker's detectors).
+CALLS = CallPipe()
+
+
+def calls_waiting() -> bool:
+    """In a pool worker: whether another call waits for it. Outside one (a test, the CLI): ``False``."""
+    return CALLS.waiting()
+
+
+def _read_exactly(fd: int, size: int) -> bytearray | None:
+    """``size`` bytes from ``fd``, or ``None`` if the pipe closes first."""
+    data = bytearray(size)
+    view, got = memoryview(data), 0
+    while got < size:
+        count = os.readv(fd, [view[got:]])
+        if not count:
+            return None
+        got += count
+    return data
+
+
+def _read_frame(fd: int) -> bytearray | None:
     """The next frame's payload, or ``None`` once the server has closed the pipe."""
-    header = _read_exactly(source, HEADER.size)
-    return None if header is None else _read_exactly(source, HEADER.unpack(header)[0])
+    header = _read_exactly(fd, HEADER.size)
+    return None if header is None else _read_exactly(fd, HEADER.unpack(header)[0])
 
 
 def _answer(ok: bool, value: Any) -> bytes:
@@ -79,14 +115,14 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
 
     shared = ArenaView(arena, arena_bytes)
     answer_fd = answers.fileno()  # both connections stay open (and their descriptors theirs) until exit
-    with os.fdopen(calls.fileno(), "rb", closefd=False) as source:
-        while True:
-            placed, call = _read_frame(source), _read_frame(source)
-            if placed is None or call is None:
-                return  # the server closed the pipe
-            try:
-                fn, args = pickle.loads(call, buffers=shared.copies(pickle.loads(placed)))
-                reply = _answer(True, fn(*args))
-            except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
-                reply = _answer(False, exc)
-            _write_all(answer_fd, reply)
+    call_fd = CALLS.fd = calls.fileno()
+    while True:
+        placed, call = _read_frame(call_fd), _read_frame(call_fd)
+        if placed is None or call is None:
+            return  # the server closed the pipe
+        try:
+            fn, args = pickle.loads(call, buffers=shared.copies(pickle.loads(placed)))
+            reply = _answer(True, fn(*args))
+        except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
+            reply = _answer(False, exc)
+        _write_all(answer_fd, reply)

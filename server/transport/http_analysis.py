@@ -1,5 +1,10 @@
 """``POST /api/v3/analysis`` (upload a file, get a task id) and ``GET /api/v3/analysis/{task_id}``.
 
+``GET …?wait_s=S`` answers once the task has finished (or after ``S`` seconds, or at shutdown, with the task
+as it is then): woken when the outcome is stored (by this instance's runner, or with ``--redis`` by the job
+change another process publishes), so a client sees the result at once instead of up to a polling
+interval later.
+
 The upload is streamed from the multipart body to disk chunk by chunk; the 202 answer comes once it is
 stored, before analysis. Limits are checked before the body is read (``Content-Length``, also in answer
 to ``Expect: 100-continue``) and while it is read (the running byte count). With ``--redis``, while
@@ -9,7 +14,10 @@ Redis cannot be reached both endpoints answer 503 ``storage_unavailable``. See d
 
 from __future__ import annotations
 
+import asyncio
+import math
 import re
+from collections import Counter
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http import HttpVersion11
@@ -18,6 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from server import appkeys
 from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, StorageUnavailable, TransientError
+from server.jobs.model import Job
 from server.jobs.service import JobService, QueueFull, parse_settings
 from server.jobs.uploads import StorageFull, UploadTooLarge, UploadWriter
 from server.protocol.codec import clip, parse_json
@@ -34,6 +43,19 @@ TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 RETRY_AFTER_S = "5"
 # What aiohttp's multipart reader raises on a malformed body (Warning: when warnings are errors, as in tests).
 MALFORMED = (ValueError, AssertionError, HttpProcessingError, Warning)
+WAIT_MAX_S = 30.0  # longest ?wait_s= a GET may wait for its task to finish
+WAIT_REREAD_S = 1.0  # a waiting GET reads its task again this often, in case a wake-up was missed
+
+
+class Waits:
+    """The GETs waiting for their task to finish, by task id; shutdown answers them at once."""
+
+    def __init__(self) -> None:
+        self.tasks: Counter[str] = Counter()
+        self.stopping = False
+
+
+WAITS = web.AppKey("analysis_waits", Waits)
 
 
 class BadUpload(TransientError):
@@ -195,10 +217,58 @@ async def post_analysis(request: web.Request) -> web.Response:
     return web.json_response({"task_id": task_id, "status": "pending"}, status=202)
 
 
+def _wait_s(value: str | None) -> float:
+    """The ``wait_s`` query parameter: seconds, 0 to :data:`WAIT_MAX_S` (0 when absent)."""
+    if value is None:
+        return 0.0
+    try:
+        wait_s = float(value)
+    except ValueError:
+        wait_s = math.nan
+    if not 0.0 <= wait_s <= WAIT_MAX_S:  # NaN too
+        raise BadUpload(400, "bad_wait", f"wait_s must be a number of seconds from 0 to {WAIT_MAX_S:g} "
+                        f"(got {clip(value)!r})")
+    return wait_s
+
+
+async def _until_finished(app: web.Application, service: JobService, job: Job, wait_s: float) -> Job | None:
+    """``job`` read again until it has finished, ``wait_s`` has passed or the server shuts down."""
+    waits, task_id = app[WAITS], job.task_id
+    loop = asyncio.get_running_loop()
+    deadline_s = loop.time() + wait_s
+    waits.tasks[task_id] += 1
+    try:
+        current: Job | None = job
+        while current is not None and not current.status.finished and not waits.stopping:
+            left_s = deadline_s - loop.time()
+            if left_s <= 0:
+                break
+            await service.watch.wait(task_id, min(left_s, WAIT_REREAD_S))
+            current = await service.get(task_id)
+        return current
+    finally:
+        waits.tasks[task_id] -= 1
+        if not waits.tasks[task_id]:
+            del waits.tasks[task_id]
+
+
+async def _stop_waits(app: web.Application) -> None:
+    waits, service = app[WAITS], app[appkeys.JOBS]
+    waits.stopping = True
+    for task_id in list(waits.tasks):
+        service.watch.notify(task_id)
+
+
 async def get_analysis(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
+    service = request.app[appkeys.JOBS]
     try:
-        job = await request.app[appkeys.JOBS].get(task_id) if TASK_ID_RE.match(task_id) else None
+        wait_s = _wait_s(request.query.get("wait_s"))
+        job = await service.get(task_id) if TASK_ID_RE.match(task_id) else None
+        if job is not None and wait_s > 0 and not job.status.finished:
+            job = await _until_finished(request.app, service, job, wait_s)
+    except BadUpload as exc:
+        return _error(exc)
     except StorageUnavailable as exc:
         return _error(_unavailable(exc))
     except StorageFull as exc:  # the job store could not be opened for lack of room (yet)
@@ -214,3 +284,5 @@ def setup(app: web.Application) -> None:
     body_timeout.setup(app)
     app.router.add_post("/api/v3/analysis", post_analysis, expect_handler=guard_expect(expect_continue))
     app.router.add_get("/api/v3/analysis/{task_id}", get_analysis)
+    app[WAITS] = Waits()
+    app.on_shutdown.append(_stop_waits)
