@@ -10,6 +10,7 @@ import aiohttp
 import mir_eval
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 from aiohttp.test_utils import TestServer
 
@@ -356,3 +357,20 @@ async def test_finished_jobs_expire_after_the_retention_time(start_server: Start
             break
         await asyncio.sleep(0.05)
     assert status == 404
+
+
+async def test_a_file_below_12_khz_gets_beats_and_no_high_band(
+    server: TestServer, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # No filterbank band reaches 6 kHz at 8 kHz: the rhythm once failed there and the task ended "internal".
+    track = drum_track(beat_times([(120, 10.0)]), sample_rate=48000, seed=32)
+    audio = scipy.signal.resample_poly(track.audio, 8000, 48000).astype(np.float32)
+    path = tmp_path / "phone.wav"
+    sf.write(path, audio, 8000, subtype="PCM_16")
+    status, body = await post_file(http, base(server), path)
+    assert status == 202
+    task = await wait_finished(http, base(server), body["task_id"])
+    assert task["status"] == "success", task
+    result = task["result"]
+    assert abs(result["tempo_bpm"] / 120.0 - 1.0) <= 0.02
+    assert {o["band"] for o in result["onsets"]} <= {"low", "mid"}

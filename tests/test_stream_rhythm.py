@@ -7,6 +7,7 @@ import aiohttp
 import mir_eval
 import numpy as np
 import pytest
+import scipy.signal
 from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
@@ -107,3 +108,26 @@ async def test_beats_off_at_start_and_toggled_live(start_server: StartServer,
     expected = track.beats[(track.beats > 8.0) & (track.beats < 16.0)]
     assert mir_eval.beat.f_measure(expected, beat_s) >= 0.7
     assert all(s["tempo"] is None for s in of_type(messages, "status") if s["received_s"] < 7.9)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025])
+async def test_rates_without_a_high_band_still_get_beats_and_bands(
+    rate: int, start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    # Below 12 kHz no filterbank band reaches 6 kHz: the high group is empty (it once raised IndexError in
+    # the worker, and whole files at these rates failed as "internal").
+    track = drum_track(beat_times([(BPM, 10.0)]), sample_rate=48000, seed=42)
+    audio = scipy.signal.resample_poly(track.audio, rate, 48000).astype(np.float32)
+    server = await start_server()
+    publisher = await Publisher.open(http, server)
+    await publisher.start(rate)
+    await publisher.stream(audio, rate, chunk_s=0.02, pace=0.05)
+    messages = await publisher.stop()
+    assert not of_type(messages, "error")
+    beats = np.array([m["time"] for m in of_type(messages, "beat")])
+    assert mir_eval.beat.f_measure(track.beats, beats) >= 0.8
+    bands = {m["band"] for m in of_type(messages, "onset")}
+    assert bands <= {"low", "mid"} and "low" in bands
+    alone = analyze_rhythm(audio, rate)
+    live = [m["time"] for m in of_type(messages, "beat")]
+    assert live == pytest.approx([b.time for b in alone.beats], abs=1e-6)

@@ -67,8 +67,16 @@ def group_sums(rise: F32, groups: BandGroups) -> F32:
     rise : ndarray, shape (..., n_bands), float32
         Rectified band rises; each output row depends on its input row only.
     groups : BandGroups
+        A group may be empty (below 12 kHz sampling no band reaches 6 kHz): its sum is 0.
     """
-    return np.add.reduceat(rise, [0, groups.mid_start, groups.high_start], axis=-1)
+    edges = (0, groups.mid_start, groups.high_start, rise.shape[-1])
+    if edges[0] < edges[1] < edges[2] < edges[3]:
+        return np.add.reduceat(rise, edges[:3], axis=-1)
+    out = np.zeros((*rise.shape[:-1], 3), dtype=np.float32)
+    for k in range(3):
+        if edges[k] < edges[k + 1]:
+            np.add.reduce(rise[..., edges[k]:edges[k + 1]], axis=-1, out=out[..., k])
+    return out
 
 
 def rise_totals(stacked: F32, groups: BandGroups) -> tuple[F32, F32]:
