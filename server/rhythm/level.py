@@ -18,7 +18,7 @@ beat.
 
 from __future__ import annotations
 
-from server.rhythm.meter import AFTER_FRAMES, OFF_GRID_BEATS, RESET_GAP_BEATS, peaks_of
+from server.rhythm.meter import BeatCount
 
 DECAY_PER_BEAT = 0.95  # accents are forgotten with this factor per tracked beat (memory ~ 20 beats)
 MIN_BEATS = 8  # the level is not changed before this many tracked beats since the last reset
@@ -34,14 +34,15 @@ class MetricalLevel:
         self.reset()
 
     def reset(self) -> None:
-        self._index = -1  # index of the last tracked beat
-        self._last_s: float | None = None
+        self.count = BeatCount()  # of the tracked beats
+        self._forget()
+        self._bpm = 0.0  # the tracker's tempo at the last beat, beats per minute
+
+    def _forget(self) -> None:
         self._beats = 0  # accents folded in since the last reset
-        self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
         self._low = [0.0, 0.0]  # per parity of the beat index: decayed sums of low peaks,
         self._mid = [0.0, 0.0]  # of mid peaks,
         self._weight = [0.0, 0.0]  # and of beats
-        self._bpm = 0.0  # the tracker's tempo at the last beat, beats per minute
         self._halved = False
         self._keep = 0  # the parity kept while halved
 
@@ -50,38 +51,26 @@ class MetricalLevel:
         """Tracked beats per reported beat: 1, or 2 while halved."""
         return 2 if self._halved else 1
 
-    @property
-    def waiting(self) -> bool:
-        """Whether a beat's accent is still to be folded in."""
-        return bool(self._pending)
-
     def beat(self, time_s: float, bpm: float, frame: int) -> bool:
         """Whether the tracked beat at ``time_s`` (s, tempo ``bpm``), whose rises are around ``frame``, is
         reported. Call :meth:`fold` first."""
-        steps = 1.0 if self._last_s is None else (time_s - self._last_s) * bpm / 60.0
-        if self._last_s is not None and (steps > RESET_GAP_BEATS or abs(steps - round(steps)) > OFF_GRID_BEATS
-                                         or round(steps) < 1):
-            self.reset()
-        self._index = 0 if self._last_s is None else self._index + round(steps)
-        self._last_s, self._bpm = time_s, bpm
-        self._pending.append((self._index, frame))
+        if self.count.add(time_s, bpm, frame):
+            self._forget()
+        self._bpm = bpm
         if self._halved and bpm < MIN_HALVE_BPM:
             self._halved = False
-        return not self._halved or self._index % 2 == self._keep
+        return not self._halved or self.count.index % 2 == self._keep
 
     def skips_next(self, time_s: float, bpm: float) -> bool:
         """Whether a tracked beat predicted at ``time_s`` (s) would be dropped."""
-        if not self._halved or self._last_s is None:
+        last_s = self.count.last_s
+        if not self._halved or last_s is None:
             return False
-        return (self._index + round((time_s - self._last_s) * bpm / 60.0)) % 2 != self._keep
+        return (self.count.index + round((time_s - last_s) * bpm / 60.0)) % 2 != self._keep
 
     def fold(self, sums: list[float], first_frame: int) -> None:
-        """Fold in the accent of every waiting beat whose frames are in ``sums`` (group rises, flat: low, mid,
-        high of frame ``first_frame``, then of the next, ...)."""
-        end = first_frame + len(sums) // 3
-        while self._pending and self._pending[0][1] + AFTER_FRAMES < end:
-            index, frame = self._pending.pop(0)
-            self.observe(index, *peaks_of(sums, frame - first_frame))
+        """Fold in the accent of every waiting beat whose frames are in ``sums`` (:meth:`BeatCount.fold`)."""
+        self.count.fold(sums, first_frame, self.observe)
 
     def observe(self, index: int, low: float, mid: float) -> None:
         """Fold in the ``low`` and ``mid`` peaks of the tracked beat ``index``; decide the level again."""

@@ -18,6 +18,7 @@ real drum kits the downbeat is often put on beat 3 (see bench/downbeats.py for t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 METERS = (3, 4)  # beats per bar that are considered
 DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
@@ -78,6 +79,46 @@ def contrast(accents: list[float]) -> tuple[float, int]:
     return position_contrast(accents, best), best
 
 
+class BeatCount:
+    """The index of each of one stream's committed beats, and the beats whose accent is not in yet.
+
+    Indices follow the beat times (a missed beat still counts); a gap of over ``RESET_GAP_BEATS`` intervals
+    or a beat further than ``OFF_GRID_BEATS`` from the last one's grid starts the count afresh. A beat's
+    accent (:func:`peaks_of`) is handed over by :meth:`fold` once the rises up to ``AFTER_FRAMES`` after it
+    are in, so what is built on it does not depend on how the audio was cut into blocks.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.index = -1  # index of the last beat
+        self.last_s: float | None = None
+        self.pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
+
+    def add(self, time_s: float, bpm: float, frame: int) -> bool:
+        """Count a beat at ``time_s`` (s) with the tracker's ``bpm`` whose rises are around ``frame``; whether
+        the count started afresh with it."""
+        steps = 1.0 if self.last_s is None else (time_s - self.last_s) * bpm / 60.0
+        off_grid = abs(steps - round(steps)) > OFF_GRID_BEATS
+        restart = self.last_s is not None and (steps > RESET_GAP_BEATS or off_grid or round(steps) < 1)
+        if restart:
+            self.reset()  # a gap, or a beat off the last one's grid: the count is lost
+        self.index = 0 if self.last_s is None else self.index + round(steps)
+        self.last_s = time_s
+        self.pending.append((self.index, frame))
+        return restart
+
+    def fold(self, sums: list[float], first_frame: int, observe: Callable[[int, float, float], None]) -> None:
+        """``observe(index, low, mid)`` for every waiting beat whose frames are in ``sums`` (group rises,
+        flat: low, mid, high of frame ``first_frame``, then of the next, ...), oldest first."""
+        end = first_frame + len(sums) // 3
+        pending = self.pending
+        while pending and pending[0][1] + AFTER_FRAMES < end:
+            index, frame = pending.pop(0)
+            observe(index, *peaks_of(sums, frame - first_frame))
+
+
 class MeterTracker:
     """Bar positions of one stream's beats, as they are committed.
 
@@ -90,21 +131,17 @@ class MeterTracker:
         self.reset()
 
     def reset(self) -> None:
-        self._index = -1  # index of the last beat
-        self._last_s: float | None = None
+        self.count = BeatCount()
+        self._forget()
+
+    def _forget(self) -> None:
         self._beats = 0  # accents folded in since the last reset
-        self._pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
         # per meter, per position in its bar: decayed sums of the beats' low and mid peaks, and of beats
         self._low = {m: [0.0] * m for m in METERS}
         self._mid = {m: [0.0] * m for m in METERS}
         self._weights = {m: [0.0] * m for m in METERS}
         self._meter: int | None = None
         self._downbeat = 0  # the index modulo meter of a downbeat
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a beat's accent is still to be folded in."""
-        return bool(self._pending)
 
     @property
     def meter(self) -> int | None:
@@ -114,27 +151,15 @@ class MeterTracker:
     def beat(self, time_s: float, bpm: float, frame: int) -> int | None:
         """The bar position (1 = downbeat) of a beat at ``time_s`` (s) with the tracker's ``bpm``, whose rises
         are around ``frame``, or None while the meter is not known. Call :meth:`fold` first."""
-        steps = 1.0 if self._last_s is None else (time_s - self._last_s) * bpm / 60.0
-        if self._last_s is not None and (steps > RESET_GAP_BEATS or abs(steps - round(steps)) > OFF_GRID_BEATS
-                                         or round(steps) < 1):
-            self.reset()  # a gap, or a beat off the last one's grid: the count is lost
-        if self._last_s is None:
-            self._index = 0
-        else:
-            self._index += round(steps)
-        self._last_s = time_s
-        self._pending.append((self._index, frame))
+        if self.count.add(time_s, bpm, frame):
+            self._forget()
         if self._meter is None:
             return None
-        return (self._index - self._downbeat) % self._meter + 1
+        return (self.count.index - self._downbeat) % self._meter + 1
 
     def fold(self, sums: list[float], first_frame: int) -> None:
-        """Fold in the accent of every waiting beat whose frames are in ``sums`` (group rises, flat: low, mid,
-        high of frame ``first_frame``, then of the next, ...)."""
-        end = first_frame + len(sums) // 3
-        while self._pending and self._pending[0][1] + AFTER_FRAMES < end:
-            index, frame = self._pending.pop(0)
-            self.observe(index, *peaks_of(sums, frame - first_frame))
+        """Fold in the accent of every waiting beat whose frames are in ``sums`` (:meth:`BeatCount.fold`)."""
+        self.count.fold(sums, first_frame, self.observe)
 
     def observe(self, index: int, low: float, mid: float) -> None:
         """Fold in the ``low`` and ``mid`` peaks of the beat with ``index`` and decide the meter again."""

@@ -285,7 +285,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
         # beats to place in their bar, or accents to fold in
-        if found or session._meter._pending or session._level._pending:
+        if found or session._meter.count.pending or session._level.count.pending:
             found = session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
