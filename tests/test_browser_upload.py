@@ -30,9 +30,14 @@ async def test_upload_page_shows_plays_and_downloads_the_onsets(server: TestServ
     sf.write(audio, signal.samples, signal.sample_rate)
     async with chromium(tmp_path / "profile") as session:
         page = session.page
+        follows: list[str] = []
+        page.on("request", lambda request: follows.append(request.url) if "/api/v3/analysis/" in request.url
+                else None)
         await page.goto(str(server.make_url("/upload")))
         await page.set_input_files("#file", str(audio))
         await page.wait_for_selector("#result[data-ready=true]")
+        # The task is followed with GETs that wait for it to finish (answered at once when it does).
+        assert follows and all("?wait_s=" in url for url in follows), follows
 
         # Both bars completed; the table lists the file's onsets.
         assert "done" in await page.inner_text("#analysis-progress output")

@@ -1,6 +1,6 @@
 // The upload page: send a file to POST /api/v3/analysis (upload progress from XHR), follow its task
-// (GET /api/v3/analysis/{id}) to the result, then show the waveform with the onsets, play it from any point,
-// and offer the onsets as JSON and CSV.
+// (GET /api/v3/analysis/{id}?wait_s=, answered as soon as it finishes) to the result, then show the
+// waveform with the onsets, play it from any point, and offer the onsets as JSON and CSV.
 
 import { ApiError, PATHS, fetchJson, formatClock, sleep } from "./api.js";
 import { TokenField, accessProblem, getToken } from "./auth.js";
@@ -110,8 +110,10 @@ async function follow(taskId, myRun) {
   let failures = 0;
   while (myRun === run) {
     let task;
+    const asked = performance.now();
     try {
-      task = await fetchJson(PATHS.task(taskId), { cache: "no-store" });
+      // wait_s: the server answers as soon as the task finishes, else after the wait (progress meanwhile).
+      task = await fetchJson(`${PATHS.task(taskId)}?wait_s=${delay / 1000}`, { cache: "no-store" });
       failures = 0;
       if (ui.banner.dataset.level === "warn") setBanner(ui.banner, "", "");
     } catch (err) {
@@ -128,7 +130,7 @@ async function follow(taskId, myRun) {
     }
     const text = task.status === "pending" ? "queued" : `${Math.floor(task.progress * 100)} %`;
     setProgress(ui.analysis, task.progress, text);
-    await sleep(delay);
+    await sleep(Math.max(0, delay - (performance.now() - asked))); // only if the server did not wait
     delay = Math.min(POLL_MAX_MS, delay * 1.3);
   }
   return null;
