@@ -12,13 +12,7 @@ for its hat attacks. Weights, power and the groups' edges were chosen on rhythm-
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
-
 from server.rhythm.features import BAND_NAMES
-
-F32 = npt.NDArray[np.float32]
-F64 = npt.NDArray[np.float64]
 
 # Frames after the onset's own frame (the one centred on its attack) whose rise counts. 0: the band is known
 # as soon as the detector (10 ms look-ahead) reports the onset. 1-3 made an onset wait 10-30 ms longer for
@@ -29,35 +23,9 @@ NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
 
 
-def onset_frames(times_s: npt.ArrayLike, hop_s: float, offset_s: float) -> npt.NDArray[np.int64]:
-    """Frame of each onset time: the frame whose attack time ``i * hop_s + offset_s`` is nearest."""
-    return np.rint((np.asarray(times_s, dtype=np.float64) - offset_s) / hop_s).astype(np.int64)
-
-
-def band_scores(rises: F32, frames: npt.NDArray[np.int64], weights: tuple[float, float, float]) -> F64:
-    """Weighted peak rise of each group around each onset frame.
-
-    Parameters
-    ----------
-    rises : ndarray, shape (n_frames, 3)
-        Group rises per frame (low, mid, high).
-    frames : ndarray of int, shape (n_onsets,)
-        Each onset's frame; frames outside ``rises`` count as no rise.
-    weights : (float, float, float)
-
-    Returns
-    -------
-    ndarray, shape (n_onsets, 3), float64
-    """
-    offsets = np.arange(-1, SPAN_FRAMES + 1)
-    index = frames[:, None] + offsets[None, :]
-    inside = (index >= 0) & (index < len(rises))
-    values = np.where(inside[:, :, None], rises[np.clip(index, 0, max(0, len(rises) - 1))], 0.0)
-    return values.max(axis=1) * np.asarray(weights, dtype=np.float64)
-
-
 def peak_scores(sums: list[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
-    """:func:`band_scores` of one onset in plain Python (a handful of values: cheaper than numpy calls).
+    """Weighted peak rise of each group, low, mid and high, from one frame before the onset's to
+    ``SPAN_FRAMES`` after it, in plain Python (a handful of values: cheaper than numpy calls).
 
     Parameters
     ----------
@@ -78,15 +46,9 @@ def peak_scores(sums: list[float], frame: int, weights: tuple[float, float, floa
     return [best[0] * weights[0], best[1] * weights[1], best[2] * weights[2]]
 
 
-def classify(scores: F64) -> list[str]:
-    """Band name of each row of :func:`band_scores`: the group with the largest score."""
-    return [BAND_NAMES[i] for i in np.argmax(scores, axis=1).tolist()]
-
-
-def normalise(scores: F64, means: F64, power: float = NORM_POWER) -> F64:
-    """``scores / means ** power`` (groups with no mean yet are left as they are), shape (n, 3)."""
-    safe = np.where(means > 0.0, means, 1.0)
-    return scores / safe**power
+def strongest(scores: list[float]) -> str:
+    """Band name of one onset's (normalised) scores, low, mid and high: the group with the largest."""
+    return BAND_NAMES[scores.index(max(scores))]
 
 
 class OnsetBands:
@@ -96,19 +58,15 @@ class OnsetBands:
         self._means = [0.0, 0.0, 0.0]
         self._count = 0
 
-    def classify(self, scores: F64) -> list[str]:
-        """Band names of onsets in time order, given their :func:`band_scores`; updates the running means."""
-        return self.classify_rows(np.asarray(scores, dtype=np.float64).reshape(-1, 3).tolist())
-
     def classify_rows(self, scores: list[list[float]]) -> list[str]:
-        """:meth:`classify` of rows of plain floats."""
+        """Band names of onsets in time order, given their :func:`peak_scores`; updates the running means."""
         names = []
         for row in scores:
             self._count += 1
             rate = max(1.0 / NORM_ONSETS, 1.0 / self._count)
             means = self._means = [m + rate * (v - m) for m, v in zip(self._means, row, strict=True)]
             normed = [v / m**NORM_POWER if m > 0.0 else v for v, m in zip(row, means, strict=True)]
-            names.append(BAND_NAMES[normed.index(max(normed))])
+            names.append(strongest(normed))
         return names
 
     def __getstate__(self) -> tuple[list[float], int]:
