@@ -22,7 +22,6 @@ sampling its Link beat every 20 ms) and ``run.py stream`` publishing a generated
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -39,7 +38,7 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import launch  # noqa: E402
+from bench.procs import launch, stop  # noqa: E402
 from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 
 SETUP = ("ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo "
@@ -63,16 +62,6 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=20)
-
-
 def idle_cost(prefix: list[str], data_dir: Path, seconds: float, *extra: str) -> float:
     """CPU seconds per second of the server process with no stream."""
     proc, _ = serve(prefix, data_dir, *extra)
@@ -82,7 +71,7 @@ def idle_cost(prefix: list[str], data_dir: Path, seconds: float, *extra: str) ->
         time.sleep(seconds)
         return (cpu_s(proc.pid) - before) / seconds
     finally:
-        stop(proc)
+        stop(proc, group=True, timeout_s=20.0)
 
 
 def beat_at(samples: list[dict[str, Any]], wall_s: float) -> float | None:
@@ -117,9 +106,9 @@ def main() -> None:
                  "--settings", '{"link": true}', "--format", "json", "--speed", "1"],
                 cwd=REPO, capture_output=True, text=True, timeout=args.seconds + 60, check=True)
             time.sleep(0.5)
-            stop(peer)
+            stop(peer, group=True, timeout_s=20.0)
             log.close()
-            stop(server)
+            stop(server, group=True, timeout_s=20.0)
         finally:
             os.kill(holder.pid, signal.SIGKILL)
             holder.wait(timeout=10)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,6 +25,23 @@ def launch(command: Sequence[str], *, what: str = "the server",
         if line.startswith("serving on "):
             return proc, line.split()[-1].strip()
     raise RuntimeError(f"{what} did not start")
+
+
+def stop(proc: subprocess.Popen[Any], *, group: bool = False, timeout_s: float = 30.0) -> None:
+    """SIGTERM to ``proc`` (``group``: to its whole process group, see ``launch(new_session=True)``), then
+    SIGKILL if it has not exited within ``timeout_s``; reaps it. A process already reaped is not signalled
+    (its pid may be another's by now); its group still is, for what it left running."""
+    if not group and proc.poll() is not None:
+        return
+    kill = os.killpg if group else os.kill
+    with contextlib.suppress(ProcessLookupError):
+        kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout_s)
 
 
 def start_server(run_args: Sequence[str]) -> tuple[subprocess.Popen[str], str]:

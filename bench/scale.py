@@ -34,7 +34,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,7 +50,7 @@ import uvloop
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.procs import descendants  # noqa: E402
+from bench.procs import descendants, stop  # noqa: E402
 
 SAMPLE_RATE = 48000
 CHUNK_S = 0.02
@@ -103,16 +102,6 @@ def start_run_py(args: list[str], marker: str) -> tuple[subprocess.Popen[str], s
             proc.stdout.close()  # nothing else is printed on stdout (logs go to stderr)
             return proc, line[len(marker):].strip()
     raise RuntimeError(f"run.py {' '.join(args)} did not start")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
 
 
 # --- fan-out ---------------------------------------------------------------------------------------------
