@@ -84,9 +84,12 @@ class Arena:
         return len(self._held)
 
     def close(self) -> None:
+        """Unmap and close the memory; a second call does nothing (its fd number may be another's by then)."""
         self._held.clear()
         self._map.close()
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
     def _reserve(self, size: int) -> int | None:
         held = self._held

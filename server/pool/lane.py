@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+import uvloop
+
 from server.exceptions import TransientError
 from server.pool.arena import Arena, SharedFd
 from server.pool.frames import HEADER, FrameReader
@@ -83,6 +85,17 @@ def _take_fd(connection: Connection) -> int:
     with contextlib.suppress(OSError):  # the system's limit may be lower: the default then serves
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
     return fd
+
+
+def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
+    """``fd`` as the unbuffered file object a pipe transport of ``loop`` takes, so that ``fd`` is closed once.
+
+    uvloop's pipe transports close the fd themselves (libuv) and then close the file object as well; a
+    file object that owned the fd would close its number a second time. Meanwhile another thread may have
+    been given that number (the executor starting a replacement worker opens pipes), and the second close
+    would close that thread's fd instead. asyncio's own transports close only the file object.
+    """
+    return os.fdopen(fd, mode, buffering=0, closefd=not isinstance(loop, uvloop.Loop))
 
 
 def _spawn(index: int, arena: Arena) -> tuple[BaseProcess, int, int]:
@@ -154,11 +167,11 @@ class Lane:
         loop = asyncio.get_running_loop()
         try:
             process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index, self._arena)
-            calls, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(call_fd, "wb", buffering=0))
+            calls, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_file(loop, call_fd, "wb"))
             worker = _Worker(process, calls)
             await loop.connect_read_pipe(
                 lambda: _Answers(lambda payload: self._answered(worker, payload), lambda: self._lost(worker)),
-                os.fdopen(answer_fd, "rb", buffering=0))
+                _pipe_file(loop, answer_fd, "rb"))
             self._worker = worker
             return worker
         finally:
