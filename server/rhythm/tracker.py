@@ -230,6 +230,33 @@ class BeatTracker:
         self._last_active = last_active
         return done
 
+    def _advance_alone(self, frames: list[tuple[float, int, int]]) -> list[Beat]:
+        """:func:`advance_trackers` of this tracker alone: step the forward filter once per frame of
+        :meth:`_take_values`; the beats committed to."""
+        beats = []
+        space = self._space
+        intervals, positions = space.interval_list, space.position_list
+        for frame in frames:
+            ratio = self._before_step(frame)
+            if ratio is None:
+                continue
+            bank = self._bank
+            if bank is None:
+                bank = _bank_of(space, [self])
+            normalise = not self._step % NORMALISE_FRAMES
+            if len(bank.alpha) == 1:
+                slot = bank._step_one(ratio, normalise)
+            else:  # its row of a bank it shared with streams that do not step now
+                slot = bank.step([self._row], [ratio], [self._row] if normalise else [])[0]
+            self._best = slot
+            interval = intervals[slot]
+            position = (positions[slot] + self._step) % interval
+            if position <= 1 or position <= interval // 10:  # else no beat is due
+                beat = self._after_step(slot, frame)
+                if beat is not None:
+                    beats.append(beat)
+        return beats
+
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
         """A frame of the tracker's grid is complete: the likelihood ratio to step the forward filter with,
         or None (silent so long that tempo and phase are forgotten: no step).
@@ -325,17 +352,25 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             for value in row:
                 if not 0.0 <= value < math.inf:  # NaN fails too
                     raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
+    if len(trackers) == 1:  # a stream alone (a whole file, a lone live stream): no batch to assemble
+        tracker = trackers[0]
+        return [tracker._advance_alone(tracker._take_values(values[0]))]
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
         stepping: dict[StateSpace, tuple[list[int], list[float]]] = {}
-        for index, (tracker, done) in enumerate(zip(trackers, frames, strict=True)):
+        for index, done in enumerate(frames):
             if round_ < len(done):
+                tracker = trackers[index]
                 ratio = tracker._before_step(done[round_])
                 if ratio is not None:
-                    members, ratios = stepping.setdefault(tracker._space, ([], []))
-                    members.append(index)
-                    ratios.append(ratio)
+                    space = tracker._space
+                    if space in stepping:
+                        members, ratios = stepping[space]
+                        members.append(index)
+                        ratios.append(ratio)
+                    else:
+                        stepping[space] = ([index], [ratio])
         for space, (members, ratios) in stepping.items():
             group = [trackers[index] for index in members]
             bank = _bank_of(space, group)
