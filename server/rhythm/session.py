@@ -23,13 +23,15 @@ from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.level import MetricalLevel
-from server.rhythm.meter import MeterTracker
+from server.rhythm.meter import AFTER_FRAMES, MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
 
 F32 = npt.NDArray[np.float32]
 
 
+_ZERO = np.zeros(1, dtype=np.float32)  # the onset strength beside a session's previous row (not used)
+_ZERO.setflags(write=False)
 SMALL_BATCH = 24  # onset-strength values up to which a batch's beat strength is worked out in plain Python
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
@@ -224,7 +226,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     # Per kind of front end (band groups, number of bands: streams at different rates differ), the
     # sessions with new frames: their indices, their previous rows then new rows, their onset strengths
     # each followed by a 0 (beside the next one's previous row).
-    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[float]]] = {}
+    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[npt.NDArray[np.generic]]]] = {}
     counts: list[int] = []
     for index, (session, odf, rows, _) in enumerate(items):
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
@@ -257,20 +259,21 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
         stacked.append(part)
-        odfs += values.tolist()
-        odfs.append(0.0)
+        odfs.append(values)
+        odfs.append(_ZERO)
     strengths: list[list[float]] = [[] for _ in items]
     for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, groups)
         # o + RISE_WEIGHT * t per value (float64): in numpy for many values, in Python for a few (the same
         # operations, so the same values)
-        if len(odfs) > SMALL_BATCH:
-            strength = np.array(odfs[:-1], dtype=np.float64)
+        if len(totals) >= SMALL_BATCH:
+            strength = np.concatenate(odfs[:-1], dtype=np.float64)
             strength += RISE_WEIGHT * totals.astype(np.float64)
             strength_list = strength.tolist()
         else:
-            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odfs, totals.tolist(), strict=False)]
+            odf_list = odfs[0].tolist() if len(odfs) == 2 else np.concatenate(odfs[:-1]).tolist()
+            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odf_list, totals.tolist(), strict=False)]
         sums_list = sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
         for index in members:
@@ -284,9 +287,14 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        # beats to place in their bar, or accents to fold in
-        if found or session._meter.count.pending or session._level.count.pending:
+        # beats to place in their bar, or accents to fold in (those of beats whose frames are in)
+        if found:
             found = session._with_bar_positions(found)
+        else:
+            ready = session._frames - AFTER_FRAMES
+            meter_waits, level_waits = session._meter.count.pending, session._level.count.pending
+            if (meter_waits and meter_waits[0][1] < ready) or (level_waits and level_waits[0][1] < ready):
+                session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
             session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]

@@ -316,13 +316,15 @@ class BeatTracker:
         alpha = self._alpha
         assert alpha is not None
         space = self._space
-        alpha *= 1.0 / np.add.reduce(alpha)
+        total = float(np.add.reduce(alpha))  # (alpha is left as it is: asking for the tempo changes nothing)
         best = self._best
         tempo = space.tempo_list[best]
         start, stop, offsets, near_bpm = space.near_tempo_slices[tempo]
         weights = np.add.reduceat(alpha[start:stop], offsets)  # tempo_marginal(alpha, space)[near]
-        tempo_mass = float(np.add.reduce(weights))
-        bpm = float(weights @ near_bpm / tempo_mass) if tempo_mass > 0.0 else space.bpm_list[tempo]
+        near_mass = float(np.add.reduce(weights))
+        bpm = float(weights @ near_bpm / near_mass) if near_mass > 0.0 else space.bpm_list[tempo]
+        if not total > 0.0:  # (cannot happen: every likelihood ratio is positive)
+            return bpm, 0.0
         phase0, rate = space.phase_rates
         phase = np.subtract(phase0, phase0[best])
         drift = np.subtract(rate, rate[best])
@@ -332,7 +334,7 @@ class BeatTracker:
         near = np.abs(phase, out=phase) <= PHASE_WINDOW
         phase_mass = float(np.add.reduce(alpha[near]))
         self._summary_step = self._step
-        self._summary_values = (bpm, min(1.0, tempo_mass * phase_mass))
+        self._summary_values = (bpm, min(1.0, (near_mass / total) * (phase_mass / total)))
         return self._summary_values
 
 
