@@ -30,8 +30,6 @@ from server.rhythm.tracker import BeatTracker, advance_trackers
 F32 = npt.NDArray[np.float32]
 
 
-_ZERO = np.zeros(1, dtype=np.float32)  # the onset strength beside a session's previous row (not used)
-_ZERO.setflags(write=False)
 SMALL_BATCH = 24  # onset-strength values up to which a batch's beat strength is worked out in plain Python
 KEEP_FRAMES = 64  # frames of group sums kept for onsets still waiting for their band (0.64 s at 10 ms)
 BEAT_OFFSET_HOPS = (
@@ -226,7 +224,7 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     # Per kind of front end (band groups, number of bands: streams at different rates differ), the
     # sessions with new frames: their indices, their previous rows then new rows, their onset strengths
     # each followed by a 0 (beside the next one's previous row).
-    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[npt.NDArray[np.generic]]]] = {}
+    kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[float]]] = {}
     counts: list[int] = []
     for index, (session, odf, rows, _) in enumerate(items):
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
@@ -259,21 +257,20 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
         stacked.append(part)
-        odfs.append(values)
-        odfs.append(_ZERO)
+        odfs += values.tolist()
+        odfs.append(0.0)
     strengths: list[list[float]] = [[] for _ in items]
     for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, groups)
         # o + RISE_WEIGHT * t per value (float64): in numpy for many values, in Python for a few (the same
         # operations, so the same values)
-        if len(totals) >= SMALL_BATCH:
-            strength = np.concatenate(odfs[:-1], dtype=np.float64)
+        if len(odfs) > SMALL_BATCH:
+            strength = np.array(odfs[:-1], dtype=np.float64)
             strength += RISE_WEIGHT * totals.astype(np.float64)
             strength_list = strength.tolist()
         else:
-            odf_list = odfs[0].tolist() if len(odfs) == 2 else np.concatenate(odfs[:-1]).tolist()
-            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odf_list, totals.tolist(), strict=False)]
+            strength_list = [o + RISE_WEIGHT * t for o, t in zip(odfs, totals.tolist(), strict=False)]
         sums_list = sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
         for index in members:

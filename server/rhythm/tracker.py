@@ -361,18 +361,13 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
         stepping: dict[StateSpace, tuple[list[int], list[float]]] = {}
-        for index, done in enumerate(frames):
+        for index, (tracker, done) in enumerate(zip(trackers, frames, strict=True)):
             if round_ < len(done):
-                tracker = trackers[index]
                 ratio = tracker._before_step(done[round_])
                 if ratio is not None:
-                    space = tracker._space
-                    if space in stepping:
-                        members, ratios = stepping[space]
-                        members.append(index)
-                        ratios.append(ratio)
-                    else:
-                        stepping[space] = ([index], [ratio])
+                    members, ratios = stepping.setdefault(tracker._space, ([], []))
+                    members.append(index)
+                    ratios.append(ratio)
         for space, (members, ratios) in stepping.items():
             group = [trackers[index] for index in members]
             bank = _bank_of(space, group)
