@@ -18,6 +18,7 @@ from server.pool import DetectionPool
 from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd
 from server.pool.frames import FrameReader, frame
 from server.pool.worker import WORKER_NICE
+from tests import worker_probe
 from tests.polling import until
 from tests.processes import running
 
@@ -173,3 +174,10 @@ async def test_close_ends_every_worker() -> None:
     await until(all_gone, timeout_s=10)
     with pytest.raises(RuntimeError, match="closed"):
         await pool.run(slow_echo, 0, 0.0)
+
+
+async def test_workers_start_with_the_code_of_live_batches_and_file_jobs(pool: DetectionPool) -> None:
+    # Loaded by the forkserver before the first call: a first file job does not wait for PyAV's import.
+    wanted = ["server.dsp", "server.stream.in_worker", "server.jobs.work", "av"]
+    for lane in range(pool.workers):
+        assert await pool.run_on(lane, worker_probe.loaded, wanted) == wanted
