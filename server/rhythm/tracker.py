@@ -354,7 +354,7 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             for value in row:
                 if not 0.0 <= value < math.inf:  # NaN fails too
                     raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
-    if len(trackers) == 1:  # a stream alone (a whole file, a lone live stream): no batch to assemble
+    if len(trackers) == 1 == len(values):  # a stream alone (a whole file, a lone live stream): no batch
         tracker = trackers[0]
         return [tracker._advance_alone(tracker._take_values(values[0]))]
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
