@@ -17,7 +17,6 @@ silence long enough to forget the tempo).
 
 from __future__ import annotations
 
-import functools
 from itertools import repeat
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.rhythm.beat import Beat
-from server.rhythm.statespace import NORMALISE_FRAMES, RingBank, StateSpace
+from server.rhythm.statespace import NORMALISE_FRAMES, RingBank
 from server.rhythm.summary import tempo_summary
 
 if TYPE_CHECKING:
@@ -34,21 +33,10 @@ if TYPE_CHECKING:
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-# Trackers from which a lockstep is used: its ~25 numpy calls per frame are a fixed cost (callgrind,
-# advance_trackers alone: 16 trackers take 12 % fewer instructions per frame than in their own loops, 64
-# take 32 % fewer; bench/README.md, rhythm_cost.py, fourth round)
-MIN_TRACKERS = 16
+# Trackers from which a lockstep pays: its ~25 numpy calls per frame cost about what 24 trackers' own
+# Python does (measured: bench/README.md, rhythm_cost.py, fourth round)
+MIN_TRACKERS = 32
 
-
-
-@functools.lru_cache(maxsize=16)
-def slot_table(space: StateSpace) -> I64:
-    """Per flat slot of ``space``: its position, its beat interval (frames) and the last position after a
-    beat at which a tracker still reports it (``max(1, interval // 10)``); shape (n_states, 3)."""
-    interval = space.interval_of
-    out = np.stack([space.position_of, interval, np.maximum(1, interval // 10)], axis=1)
-    out.setflags(write=False)
-    return out
 
 
 class Lockstep:
@@ -60,16 +48,11 @@ class Lockstep:
         self.rows = list(range(len(trackers)))
         first = trackers[0]
         space, per_frame = first._space, first._per_frame
-        self._slots = slot_table(space)
+        self._due_within = np.maximum(1, space.interval_of // 10)  # a beat may be due up to here after it
+        self._half = space.interval_of / 2
         self._places = np.arange(1, per_frame + 1, dtype=np.int64)
         self.n_in: I64 = np.array([t._n_in for t in trackers], dtype=np.int64)
         self.step: I64 = np.array([t._step for t in trackers], dtype=np.int64)
-        # the rows whose forward variable is normalised at each of the next NORMALISE_FRAMES frames (the
-        # trackers' frames advance together), and which of those the next frame is
-        due = (self.step + 1) % NORMALISE_FRAMES
-        self._normalise = [np.flatnonzero(due == (-ahead) % NORMALISE_FRAMES).tolist()
-                           for ahead in range(NORMALISE_FRAMES)]
-        self._frames = 0
         self.mean: F64 = np.array([t._mean for t in trackers], dtype=np.float64)
         # input values since the last one that reached `activity`, as of the last value in
         self.quiet: I64 = np.array([t._n_in - 1 - t._last_active for t in trackers], dtype=np.int64)
@@ -137,29 +120,22 @@ class Lockstep:
         # BeatTracker._before_step
         step = self.step = self.step + 1
         mean = self.mean = self.mean + first._mean_rate * (strength - self.mean)
-        if mean.min() > 0.0:
-            z = strength / (settings.reference * mean)
-        else:
-            z = np.zeros(len(mean))
-            np.divide(strength, settings.reference * mean, out=z, where=mean > 0.0)
+        z = np.zeros(len(mean))
+        np.divide(strength, settings.reference * mean, out=z, where=mean > 0.0)
         np.minimum(z, settings.cap, out=z)
         z += settings.floor
         z /= 1.0 + settings.floor
         ratios = list(map(pow, z.tolist(), repeat(settings.sharpness, len(z))))
-        normalise = self._normalise[self._frames % NORMALISE_FRAMES]
-        self._frames += 1
+        normalise = np.flatnonzero(step % NORMALISE_FRAMES == 0).tolist()
         best = self.best = self.bank.step_rows(self.rows, ratios, normalise)
         # BeatTracker._after_step, for the rows on or just after a beat, no sooner than half an interval
         # after the last one
-        table = self._slots[best]
-        position = table[:, 0] + step
-        interval = table[:, 1]
-        position %= interval
+        position = space.position_of[best]
+        position += step
+        position %= space.interval_of[best]
         beat_frame = step - position
-        due = position <= table[:, 2]
-        since = beat_frame - self.last_beat
-        since *= 2
-        due &= since >= interval  # (twice the frames since, against the interval: whole numbers)
+        due = position <= self._due_within[best]
+        due &= beat_frame - self.last_beat >= self._half[best]
         beats: list[list[Beat]] = [[] for _ in self.trackers]
         for row in np.flatnonzero(due).tolist():
             if quiet[row] >= first._hold:
