@@ -5,13 +5,10 @@ sample rates (so their filterbanks have different bands)."""
 
 from __future__ import annotations
 
-import pickle
-
-import numpy as np
 import pytest
 
 from server.dsp import DetectorSettings
-from server.rhythm import analyze_rhythm, lockstep
+from server.rhythm import analyze_rhythm
 from server.stream.in_worker import Job, ResidentDetectors, run_batch
 from testkit.rhythm_signals import beat_times, drum_track
 
@@ -47,48 +44,5 @@ def test_streams_in_one_batch_equal_each_alone(rates: tuple[int, int, int]) -> N
         alone = analyze_rhythm(track.audio, rates[i])
         assert [t for t, _ in beats[i]] == pytest.approx([b.time for b in alone.beats], abs=1e-9)
         assert [bar for _, bar in beats[i]] == [b.bar_position for b in alone.beats]
-        assert len(beats[i]) >= 10
-        assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]
-
-
-def test_streams_in_lockstep_equal_each_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Streams sending one tracker frame per job step as one lockstep (server.rhythm.lockstep; made to
-    pay from 2 trackers here): joining one after another, one silent long enough to forget its tempo (the
-    lockstep lets go, then takes it back), their tempo asked between jobs, the worker's state pickled
-    mid-stream; each one's beats, bar positions and banded onsets are bitwise those of its audio alone."""
-    monkeypatch.setattr(lockstep, "MIN_TRACKERS", 2)
-    rate, block = 44100, 882  # 20 ms: one 20 ms tracker frame per job
-    kits = ((97, 71), (124, 72), (141, 73))
-    audio = [drum_track(beat_times([(bpm, 9.0)]), seed=seed).audio for bpm, seed in kits]
-    gap = np.zeros(4 * rate, dtype=np.float32)  # over TrackerSettings.reset_s
-    audio.append(np.concatenate([audio[1][: 3 * rate], gap, audio[1]]))
-    resident = ResidentDetectors()
-    beats: list[list[tuple[float, float, float, int | None]]] = [[] for _ in audio]
-    onsets: list[list[tuple[float, str | None]]] = [[] for _ in audio]
-    stepped_together = 0
-    for step in range(max(len(a) // block + 1 + 5 * i for i, a in enumerate(audio))):
-        jobs = []
-        for i, samples in enumerate(audio):
-            k = step - 5 * i  # stream i joins at step 5 i
-            if k >= 0 and k * block < len(samples):
-                jobs.append(Job(f"s{i}/0", rate, 1, "<f4", DetectorSettings() if k == 0 else None,
-                                samples[k * block : (k + 1) * block].tobytes(), 0.0, fresh=k == 0,
-                                flush=(k + 1) * block >= len(samples)))
-        for job, result in zip(jobs, run_batch(jobs, resident=resident), strict=True):
-            assert result.ok, result.error
-            i = int(job.key[1])
-            beats[i] += result.beats
-            onsets[i] += [(time_s, band) for time_s, _, band in result.onsets]
-        rhythms = list(resident._rhythms.values())
-        stepped_together += any(r._session.tracker._lock is not None for r in rhythms)
-        if rhythms and step % 40 == 0:
-            rhythms[0].tempo()
-        if step == 300:
-            resident = pickle.loads(pickle.dumps(resident))
-    assert stepped_together > 300
-    for i, samples in enumerate(audio):
-        alone = analyze_rhythm(samples, rate)
-        assert [(t, bpm, c, bar) for t, bpm, c, bar in beats[i]] == [
-            (b.time, b.bpm, b.confidence, b.bar_position) for b in alone.beats]
         assert len(beats[i]) >= 10
         assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]

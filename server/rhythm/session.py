@@ -19,7 +19,6 @@ import numpy.typing as npt
 
 from server.dsp import OnsetDetector
 from server.dsp.onset import Onset
-from server.rhythm import lockstep
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
@@ -260,36 +259,23 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         stacked.append(part)
         odfs += values.tolist()
         odfs.append(0.0)
-    each = counts[0] if len(items) >= lockstep.MIN_TRACKERS else 0
-    if each and all(n == each for n in counts):  # as many values for each: rows of one array (a lockstep)
-        strengths: list[list[float]] | npt.NDArray[np.float64] = np.empty((len(items), each))
-    else:
-        strengths = [[] for _ in items]
+    strengths: list[list[float]] = [[] for _ in items]
     for groups, members, stacked, odfs in kinds.values():
         joined = np.concatenate(stacked)
         totals, sums = rise_totals(joined, groups)
         # o + RISE_WEIGHT * t per value (float64): in numpy for many values, in Python for a few (the same
         # operations, so the same values)
         if len(odfs) > SMALL_BATCH:
-            strength = np.array(odfs, dtype=np.float64)
-            strength[:-1] += RISE_WEIGHT * totals.astype(np.float64)
-            strength_list = [] if isinstance(strengths, np.ndarray) else strength.tolist()
+            strength = np.array(odfs[:-1], dtype=np.float64)
+            strength += RISE_WEIGHT * totals.astype(np.float64)
+            strength_list = strength.tolist()
         else:
             strength_list = [o + RISE_WEIGHT * t for o, t in zip(odfs, totals.tolist(), strict=False)]
-            strength_list.append(0.0)
-            if isinstance(strengths, np.ndarray):
-                strength = np.array(strength_list)
-        if isinstance(strengths, np.ndarray):  # (each session's values, then a value between sessions)
-            strengths[members] = strength.reshape(len(members), each + 1)[:, :each]
-        else:
-            at = 0
-            for index in members:
-                strengths[index] = strength_list[at : at + counts[index]]
-                at += counts[index] + 1
         sums_list = sums.reshape(-1).tolist()
         at = 0  # row of joined before the session's first new row
         for index in members:
             session, n = items[index][0], counts[index]
+            strengths[index] = strength_list[at : at + n]
             at += n
             session._previous = joined[at : at + 1]
             session._sums += sums_list[3 * (at - n) : 3 * at]

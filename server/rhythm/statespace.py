@@ -28,7 +28,6 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
 AHEAD_FRAMES = 64  # a one-row RingBank works out its slots for this many frames at a time
-NORMALISE_FRAMES = 8  # a tracker's forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 
 
@@ -282,13 +281,6 @@ class RingBank:
         self._stepped = 0  # frames stepped by _step_one
 
     def step(self, rows: list[int], ratios: list[float], normalise: list[int]) -> list[int]:
-        """:meth:`step_rows`, the most likely slots as a list."""
-        if len(self.alpha) == 1 and rows == [0]:
-            return [self._step_one(ratios[0], bool(normalise))]
-        best: list[int] = self.step_rows(rows, ratios, normalise).tolist()
-        return best
-
-    def step_rows(self, rows: list[int], ratios: list[float], normalise: list[int]) -> I64:
         """One frame of the forward filter for ``rows``, each once, in place; the most likely slot of each.
 
         Each row's values do not depend on which other rows step with it (the transition is one small
@@ -307,11 +299,13 @@ class RingBank:
 
         Returns
         -------
-        ndarray of int64
+        list of int
             Slot of the most likely state of each row, in the order of ``rows``.
         """
         space, alpha = self.space, self.alpha
         interval = space.observed[2]
+        if len(alpha) == 1 and rows == [0]:
+            return [self._step_one(ratios[0], bool(normalise))]
         every = len(rows) == len(alpha) and rows == list(range(len(rows)))
         if every:
             slots = self.slots
@@ -334,7 +328,8 @@ class RingBank:
             alpha *= (1.0 / np.add.reduce(alpha, axis=1))[:, None]
         elif normalise:
             alpha[normalise] *= (1.0 / np.add.reduce(alpha[normalise], axis=1))[:, None]
-        return (alpha if every else alpha[rows]).argmax(axis=1)
+        best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
+        return best
 
     def _step_one(self, ratio: float, normalise: bool) -> int:
         """:meth:`step` of a bank of one row (a stream alone: numpy's cost per call is most of it there),

@@ -25,14 +25,14 @@ import numpy as np
 import numpy.typing as npt
 
 from server.rhythm.beat import Beat, Tempo
-from server.rhythm.lockstep import Lockstep
 from server.rhythm.settings import TrackerSettings
-from server.rhythm.statespace import NORMALISE_FRAMES, RingBank, StateSpace, state_space
-from server.rhythm.summary import tempo_summary
+from server.rhythm.statespace import RingBank, StateSpace, state_space
 
 F32 = npt.NDArray[np.float32]
 
 STATE_VERSION = 2  # 2: the forward variable in the ring layout of statespace.forward_rows
+NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
+PHASE_WINDOW = 0.08  # states within this fraction of a beat of the most likely phase make the confidence
 
 
 def space_for(settings: TrackerSettings) -> StateSpace:
@@ -64,7 +64,6 @@ class BeatTracker:
 
     _alpha: npt.NDArray[np.float64] | None  # the forward variable; None: silent so long that it is forgotten
     _bank: RingBank | None  # the bank whose row _row _alpha is (advance_trackers), or None
-    _lock: Lockstep | None  # the lockstep whose row _row holds the counters (then stale here), or None
 
     def __init__(
         self, hop_s: float, settings: TrackerSettings | None = None, *, time_offset_s: float = 0.0
@@ -74,7 +73,6 @@ class BeatTracker:
         self._hop_s = float(hop_s)
         self._offset_s = float(time_offset_s)
         self._use_settings(settings or TrackerSettings())
-        self._lock = None
         self.reset()
 
     # ----------------------------------------------------------------------------------------------
@@ -87,14 +85,10 @@ class BeatTracker:
     @property
     def frames_in(self) -> int:
         """Input values consumed since the stream started."""
-        if self._lock is not None:
-            self._lock.pull(self)
         return self._n_in
 
     def reset(self) -> None:
         """Start a new stream: time 0, no tempo."""
-        if self._lock is not None:
-            self._lock.release()
         self._n_in = 0
         self._step = -1  # index of the last completed frame
         self._group_max = -1.0
@@ -124,8 +118,6 @@ class BeatTracker:
 
     def tempo(self) -> Tempo | None:
         """The current tempo, its confidence and the next predicted beat; None before the first beat."""
-        if self._lock is not None:
-            self._lock.pull(self)
         if self._alpha is None or self._best < 0:
             return None
         space = self._space
@@ -144,8 +136,6 @@ class BeatTracker:
     # Pickling: the state space is looked up again, not stored.
 
     def __getstate__(self) -> tuple[Any, ...]:
-        if self._lock is not None:
-            self._lock.pull(self)
         alpha = self._alpha
         return (
             STATE_VERSION,
@@ -184,7 +174,6 @@ class BeatTracker:
         self._use_settings(TrackerSettings(*values))
         self._alpha = None if alpha is None else np.frombuffer(alpha, dtype=np.float64).copy()
         self._bank = None
-        self._lock = None
         self._row = 0
         self._summary_step = -2
         self._summary_values = (0.0, 0.0)
@@ -316,48 +305,50 @@ class BeatTracker:
         return Beat(time=self._time_of(index), bpm=bpm, confidence=confidence)
 
     def _summary(self) -> tuple[float, float]:
-        """The tempo and the confidence at the current frame (:func:`~server.rhythm.summary.tempo_summary`,
-        worked out once per frame; asking for them changes nothing)."""
-        if self._summary_step != self._step:
-            assert self._alpha is not None
-            self._summary_values = tempo_summary(self._space, self._alpha, self._best, self._step)
-            self._summary_step = self._step
+        """The tempo and the confidence at the current frame (worked out once per frame).
+
+        Tempo: the posterior mean over the tempi within ``TEMPO_WINDOW`` of the most likely state's, beats
+        per minute. Confidence, 0–1: the product of two probabilities, of those tempi and of the states
+        whose phase is within ``PHASE_WINDOW`` of a beat of the most likely state's.
+        """
+        if self._summary_step == self._step:
+            return self._summary_values
+        alpha = self._alpha
+        assert alpha is not None
+        space = self._space
+        total = float(np.add.reduce(alpha))  # (alpha is left as it is: asking for the tempo changes nothing)
+        best = self._best
+        tempo = space.tempo_list[best]
+        start, stop, offsets, near_bpm = space.near_tempo_slices[tempo]
+        weights = np.add.reduceat(alpha[start:stop], offsets)  # tempo_marginal(alpha, space)[near]
+        near_mass = float(np.add.reduce(weights))
+        bpm = float(weights @ near_bpm / near_mass) if near_mass > 0.0 else space.bpm_list[tempo]
+        if not total > 0.0:  # (cannot happen: every likelihood ratio is positive)
+            return bpm, 0.0
+        phase0, rate = space.phase_rates
+        phase = np.subtract(phase0, phase0[best])
+        drift = np.subtract(rate, rate[best])
+        drift *= self._step
+        phase += drift
+        phase -= np.rint(phase, out=drift)  # np.round to whole numbers
+        near = np.abs(phase, out=phase) <= PHASE_WINDOW
+        phase_mass = float(np.add.reduce(alpha[near]))
+        self._summary_step = self._step
+        self._summary_values = (bpm, min(1.0, (near_mass / total) * (phase_mass / total)))
         return self._summary_values
 
 
-def advance_trackers(
-    trackers: list[BeatTracker], values: list[list[float]] | npt.NDArray[np.float64]
-) -> list[list[Beat]]:
+def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> list[list[Beat]]:
     """Feed each tracker its next onset-strength values; return each one's beats.
 
     The same as ``[t.process(v) for t, v in zip(trackers, values)]``, bitwise, with the forward filters of
-    the trackers that complete a frame stepped together (:class:`~server.rhythm.statespace.RingBank`), and,
-    when ``values`` is an array of one whole frame per tracker for the trackers of one bank, their counters
-    too (:class:`~server.rhythm.lockstep.Lockstep`).
-
-    Parameters
-    ----------
-    trackers : list of BeatTracker
-    values : list of list of float, or ndarray of float64, shape (n_trackers, n_values)
+    the trackers that complete a frame stepped together (:class:`~server.rhythm.statespace.RingBank`).
 
     Raises
     ------
     ValueError
         For a value that is negative, NaN or infinite; no tracker has changed then.
     """
-    if isinstance(values, np.ndarray):
-        if values.size and not (values.min() >= 0.0 and values.sum() < math.inf):
-            values = values.tolist()  # (the check below names the value)
-        elif len(trackers) > 1 and values.shape[1] == trackers[0]._per_frame:
-            lock = Lockstep.of(trackers)
-            if lock is not None:
-                stepped = lock.advance(values)
-                if stepped is not None:
-                    return stepped
-                lock.release()
-            values = values.tolist()
-        else:
-            values = values.tolist()
     for row in values:
         if row and not (min(row) >= 0.0 and sum(row) < math.inf):  # a NaN makes the sum NaN
             for value in row:
@@ -365,12 +356,7 @@ def advance_trackers(
                     raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
     if len(trackers) == 1 == len(values):  # a stream alone (a whole file, a lone live stream): no batch
         tracker = trackers[0]
-        if tracker._lock is not None:
-            tracker._lock.release()
         return [tracker._advance_alone(tracker._take_values(values[0]))]
-    for tracker in trackers:
-        if tracker._lock is not None:
-            tracker._lock.release()
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
