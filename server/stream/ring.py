@@ -76,6 +76,24 @@ class RingBuffer:
     def write(self, frames: np.ndarray) -> int:
         """Append ``frames`` (shape ``(n, channels)``); returns how many old frames were dropped for room."""
         n = len(frames)
+        data, size = self._data, self._size
+        slots = len(data)
+        if n > 0 and size + n <= slots:  # the usual chunk: it fits after what waits, nothing is dropped
+            tail = self._head + size
+            if tail >= slots:
+                tail -= slots
+            if tail + n <= slots:
+                data[tail:tail + n] = frames
+                self._end += n
+                size += n
+                self._size = size
+                if size > self._peak:
+                    self._peak = size
+                return 0
+        return self._write_any(frames, n)
+
+    def _write_any(self, frames: np.ndarray, n: int) -> int:
+        """:meth:`write` in every case: the storage grows, the frames wrap, old frames are dropped."""
         if n == 0:
             return 0
         self._end += n
@@ -133,9 +151,9 @@ class RingBuffer:
 
     def _drop_oldest(self, n: int) -> None:
         slots = len(self._data)
-        self._head = (self._head + n) % slots
         self._size -= n
+        # Emptied, the next write starts at the first slot (a chunk then rarely wraps around the end).
+        self._head = (self._head + n) % slots if self._size else 0
         if self._size == 0 and slots > INITIAL_FRAMES and 4 * self._peak <= slots:
             self._data = np.zeros((max(INITIAL_FRAMES, slots // 2), self._data.shape[1]), self._data.dtype)
-            self._head = 0
         self._peak = self._size

@@ -116,6 +116,7 @@ class StreamSession:
         self.latency_s, self.hop_s = detector_timing(audio_format.sample_rate, settings.detector)
         capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
         self._ring = RingBuffer(capacity, channels, dtype)
+        self._downmix = channels != audio_format.channels
         self.buffer_bytes = capacity * channels * dtype.itemsize  # the most its ring may hold
         self._handoff = Handoff(stream_id, audio_format, settings.detector, self._ring.dtype.str, channels)
         self._analysed = 0  # absolute frame index analysed so far
@@ -190,10 +191,11 @@ class StreamSession:
         self.last_activity_s = now_s = time.monotonic()
         if self.state is not State.RUNNING:
             return
-        if self._ring.channels != self.format.channels:  # downmixed as it arrives (buffer_plan)
+        if self._downmix:  # several channels are averaged to mono as they arrive (buffer_plan)
             frames = to_mono(frames, self.format.channels, check=False)[:, None]
-        dropped = self._ring.write(frames)
-        self._arrivals.mark(self._ring.end, time.time())
+        ring = self._ring
+        dropped = ring.write(frames)
+        self._arrivals.mark(ring.end, time.time())
         if dropped:
             self._dropped += dropped
             if now_s - self._last_drop_warning_s >= DROP_WARNING_INTERVAL_S:
