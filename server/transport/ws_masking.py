@@ -35,8 +35,12 @@ class FrameBoundaries:
         self.unmasked = False
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        at = 0
+        if self._part is _Part.HEADER and not self._pending:
+            at = self._whole_frames(data)  # the usual read: whole frames, often all of it
+            if at == len(data):
+                return
         view = memoryview(data)
-        at = self._whole_frames(view) if self._part is _Part.HEADER and not self._pending else 0
         while at < len(view) and not self.unmasked:
             if self._part is _Part.PAYLOAD:
                 step = min(self._payload_left, len(view) - at)
@@ -53,7 +57,7 @@ class FrameBoundaries:
                 field, self._pending = bytes(self._pending), bytearray()
                 self._advance(field)
 
-    def _whole_frames(self, view: memoryview) -> int:
+    def _whole_frames(self, view: bytes | bytearray | memoryview) -> int:
         """Skip the frames lying whole at the start of ``view`` (the usual read); where the rest begins."""
         at, end = 0, len(view)
         while end - at >= 2:
@@ -111,10 +115,10 @@ class MaskedFramesOnly:
         return self._refused
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
-        if self._refused:
-            return True, b""
-        self._frames.feed(data)
-        if self._refuse_if_unmasked():
+        frames = self._frames
+        frames.feed(data)
+        if frames.unmasked:
+            self._refuse_if_unmasked()
             return True, b""  # what came before the unmasked frame is dropped with the connection
         result: tuple[bool, bytes] = self._inner.feed_data(data)
         return result
