@@ -132,12 +132,12 @@ class RingBuffer:
 
     def read_bytes(self, max_frames: int | None = None) -> bytes | bytearray:
         """:meth:`read`, as the frames' interleaved bytes, copied once (not to an array and then to bytes)."""
-        n = self._take(max_frames)
+        n = self._size if max_frames is None or max_frames >= self._size else max(0, max_frames)
         head, slots = self._head, len(self._data)
-        first = min(n, slots - head)
-        if first == n:
+        if head + n <= slots:
             out: bytes | bytearray = self._data[head:head + n].tobytes()
         else:  # the frames wrap around the end of the buffer: both parts into one buffer
+            first = slots - head
             joined = bytearray(n * self._data.shape[1] * self._data.itemsize)
             target = np.frombuffer(joined, self._data.dtype).reshape(n, self._data.shape[1])
             target[:first] = self._data[head:]
