@@ -290,7 +290,7 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
         elif item.rhythm is not None:
             item.found = onsets
             rhythmic.append(item)
-        else:
+        elif onsets:
             item.onsets += _shift(onsets, item.offset_s)
     if len(rhythmic) > 1:  # every rhythm in shared passes; alone (in _finish) if that fails
         try:
