@@ -182,6 +182,24 @@ def test_tempo_predicts_the_next_beat() -> None:
     assert 0.0 < tempo.confidence <= 1.0
 
 
+def test_asking_for_the_tempo_changes_nothing() -> None:
+    """``tempo()`` after every block leaves the tracker's state alone: the beats that follow are bitwise
+    those of a tracker never asked (it once rescaled the forward variable, so later bits differed)."""
+    _, odf = odf_of((((100, 12.0), (125, 12.0)), (("seed", 100),)))
+    asked, quiet = BeatTracker(HOP_S), BeatTracker(HOP_S)
+    beats_asked: list[Beat] = []
+    beats_quiet: list[Beat] = []
+    tempi = 0
+    for start in range(0, len(odf), 2):
+        beats_asked += asked.process(odf[start : start + 2])
+        beats_quiet += quiet.process(odf[start : start + 2])
+        before = pickle.dumps(asked)
+        tempi += asked.tempo() is not None
+        assert pickle.dumps(asked) == before
+    assert tempi > 1000
+    assert beats_asked == beats_quiet
+
+
 def test_beats_are_reported_without_look_ahead() -> None:
     """Each beat comes out of the call whose input reaches its time (plus one 20 ms frame)."""
     _, odf = odf_of((((100, 16.0),), (("seed", 100),)))

@@ -49,6 +49,13 @@ class BandGroups:
     mid_start: int
     high_start: int
 
+    @functools.cached_property
+    def starts(self) -> npt.NDArray[np.intp]:
+        """``[0, mid_start, high_start]``, each group's first band (for ``np.add.reduceat``)."""
+        out = np.array([0, self.mid_start, self.high_start], dtype=np.intp)
+        out.setflags(write=False)
+        return out
+
 
 @functools.lru_cache(maxsize=32)
 def band_groups(bank: Filterbank, bin_hz: float, low_max_hz: float, high_min_hz: float) -> BandGroups:
@@ -71,7 +78,7 @@ def group_sums(rise: F32, groups: BandGroups) -> F32:
     """
     edges = (0, groups.mid_start, groups.high_start, rise.shape[-1])
     if edges[0] < edges[1] < edges[2] < edges[3]:
-        return np.add.reduceat(rise, edges[:3], axis=-1)
+        return np.add.reduceat(rise, groups.starts, axis=-1)
     out = np.zeros((*rise.shape[:-1], 3), dtype=np.float32)
     for k in range(3):
         if edges[k] < edges[k + 1]:
@@ -97,7 +104,7 @@ def rise_totals(stacked: F32, groups: BandGroups) -> tuple[F32, F32]:
         :func:`group_sums` of the same rises.
     """
     rise = np.subtract(stacked[1:], stacked[:-1])
-    np.maximum(rise, np.float32(0.0), out=rise)
+    np.maximum(rise, 0.0, out=rise)
     return np.add.reduce(rise, axis=1), group_sums(rise, groups)
 
 

@@ -27,6 +27,7 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
+AHEAD_FRAMES = 64  # a one-row RingBank works out its slots for this many frames at a time
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 
 
@@ -265,7 +266,8 @@ class RingBank:
     alpha : ndarray, shape (n_rows, n_states), float64
     slots : ndarray, shape (n_rows, n_observed), int64
         Flat index (into ``alpha``) of each observed state (:attr:`StateSpace.observed`) of each row at its
-        current frame; each frame moves them one slot back around their ring.
+        current frame; each frame moves them one slot back around their ring. (A bank of one row reads its
+        slots from a table of the next ``AHEAD_FRAMES`` frames' instead, and leaves these as they were.)
     """
 
     def __init__(self, space: StateSpace, alphas: list[F64], steps: list[int]) -> None:
@@ -274,6 +276,9 @@ class RingBank:
         first, position, interval = space.observed
         self._floor = first + np.arange(len(alphas), dtype=np.int64)[:, None] * space.n_states
         self.slots = (position - np.array(steps, dtype=np.int64)[:, None]) % interval + self._floor
+        self._ahead = self.slots[:0]  # one row: the slots of its next frames, one row per frame
+        self._ahead_at = 0  # row of _ahead for the next frame
+        self._stepped = 0  # frames stepped by _step_one
 
     def step(self, rows: list[int], ratios: list[float], normalise: list[int]) -> list[int]:
         """One frame of the forward filter for ``rows``, each once, in place; the most likely slot of each.
@@ -329,13 +334,21 @@ class RingBank:
     def _step_one(self, ratio: float, normalise: bool) -> int:
         """:meth:`step` of a bank of one row (a stream alone: numpy's cost per call is most of it there),
         in fewer and one-dimensional calls: the same operations on the same values, so the same bits (the
-        transition is the same vector-matrix product, one row of the stacked one)."""
-        space, row, slots = self.space, self.alpha[0], self.slots[0]
-        slots -= 1
-        np.add(slots, space.observed[2], out=slots, where=slots < self._floor[0])
+        transition is the same vector-matrix product, one row of the stacked one). The slots come from a
+        table worked out for ``AHEAD_FRAMES`` frames at a time (integers: the same ones)."""
+        space, row = self.space, self.alpha[0]
+        at = self._ahead_at
+        if at == len(self._ahead):
+            interval = space.observed[2]
+            frames = np.arange(self._stepped + 1, self._stepped + AHEAD_FRAMES + 1, dtype=np.int64)
+            self._ahead = (self.slots[0] - self._floor[0] - frames[:, None]) % interval + self._floor[0]
+            at = 0
+        slots = self._ahead[at]
+        self._ahead_at = at + 1
+        self._stepped += 1
         values = row[slots]
         beats = len(space.intervals)
-        moved = np.matmul(values[:beats], space.transition)
+        moved = values[:beats].dot(space.transition)
         values *= math.sqrt(ratio)
         np.multiply(moved, ratio, out=values[:beats])
         row[slots] = values

@@ -230,6 +230,33 @@ class BeatTracker:
         self._last_active = last_active
         return done
 
+    def _advance_alone(self, frames: list[tuple[float, int, int]]) -> list[Beat]:
+        """:func:`advance_trackers` of this tracker alone: step the forward filter once per frame of
+        :meth:`_take_values`; the beats committed to."""
+        beats = []
+        space = self._space
+        intervals, positions = space.interval_list, space.position_list
+        for frame in frames:
+            ratio = self._before_step(frame)
+            if ratio is None:
+                continue
+            bank = self._bank
+            if bank is None:
+                bank = _bank_of(space, [self])
+            normalise = not self._step % NORMALISE_FRAMES
+            if len(bank.alpha) == 1:
+                slot = bank._step_one(ratio, normalise)
+            else:  # its row of a bank it shared with streams that do not step now
+                slot = bank.step([self._row], [ratio], [self._row] if normalise else [])[0]
+            self._best = slot
+            interval = intervals[slot]
+            position = (positions[slot] + self._step) % interval
+            if position <= 1 or position <= interval // 10:  # else no beat is due
+                beat = self._after_step(slot, frame)
+                if beat is not None:
+                    beats.append(beat)
+        return beats
+
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
         """A frame of the tracker's grid is complete: the likelihood ratio to step the forward filter with,
         or None (silent so long that tempo and phase are forgotten: no step).
@@ -289,13 +316,15 @@ class BeatTracker:
         alpha = self._alpha
         assert alpha is not None
         space = self._space
-        alpha *= 1.0 / np.add.reduce(alpha)
+        total = float(np.add.reduce(alpha))  # (alpha is left as it is: asking for the tempo changes nothing)
         best = self._best
         tempo = space.tempo_list[best]
         start, stop, offsets, near_bpm = space.near_tempo_slices[tempo]
         weights = np.add.reduceat(alpha[start:stop], offsets)  # tempo_marginal(alpha, space)[near]
-        tempo_mass = float(np.add.reduce(weights))
-        bpm = float(weights @ near_bpm / tempo_mass) if tempo_mass > 0.0 else space.bpm_list[tempo]
+        near_mass = float(np.add.reduce(weights))
+        bpm = float(weights @ near_bpm / near_mass) if near_mass > 0.0 else space.bpm_list[tempo]
+        if not total > 0.0:  # (cannot happen: every likelihood ratio is positive)
+            return bpm, 0.0
         phase0, rate = space.phase_rates
         phase = np.subtract(phase0, phase0[best])
         drift = np.subtract(rate, rate[best])
@@ -305,7 +334,7 @@ class BeatTracker:
         near = np.abs(phase, out=phase) <= PHASE_WINDOW
         phase_mass = float(np.add.reduce(alpha[near]))
         self._summary_step = self._step
-        self._summary_values = (bpm, min(1.0, tempo_mass * phase_mass))
+        self._summary_values = (bpm, min(1.0, (near_mass / total) * (phase_mass / total)))
         return self._summary_values
 
 
@@ -325,6 +354,9 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             for value in row:
                 if not 0.0 <= value < math.inf:  # NaN fails too
                     raise ValueError(f"onset strength must be finite and non-negative, got {value!r}")
+    if len(trackers) == 1 == len(values):  # a stream alone (a whole file, a lone live stream): no batch
+        tracker = trackers[0]
+        return [tracker._advance_alone(tracker._take_values(values[0]))]
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
