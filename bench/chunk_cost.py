@@ -12,8 +12,9 @@ Usage::
 
 Prints the best round's CPU time per chunk (``time.process_time``). On a shared machine count instructions
 instead, which do not depend on the load: run it twice under ``valgrind --tool=callgrind
---callgrind-out-file=/dev/null`` with two ``--rounds`` (e.g. 6 and 22) and divide the difference of the
-two "Collected" totals by the difference in chunks (start-up cancels out).
+--callgrind-out-file=/dev/null`` with two ``--rounds`` (e.g. 6 and 22) and one ``--part``, and divide the
+difference of the two "Collected" totals by the difference in chunks (start-up and the worker's batches,
+made beforehand, cancel out).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ except ImportError:  # a tree from before it (main up to 2026-12-07 02:50), for 
 
 SAMPLE_RATE = 48000
 WARM_ROUNDS = 3  # rounds left out of the best (first jobs make detectors, caches warm up)
+WORKER_CALLS = 25  # worker batches made beforehand (one making the detectors, then 24 of click tracks)
 
 
 class _Sink:
@@ -94,7 +96,7 @@ async def session_side(streams: int, rounds: int) -> tuple[float, float]:
 def worker_side(streams: int, rounds: int) -> float:
     """Best seconds per chunk of unpickling a batch, ``run_batch`` and pickling its results."""
     settings = StreamSettings.from_mapping({"beats": False}).detector
-    total_s = rounds * CHUNK_FRAMES / SAMPLE_RATE + 1.0
+    total_s = WORKER_CALLS * CHUNK_FRAMES / SAMPLE_RATE + 1.0
     tracks = [click_track(0.137 + k * CLICK_EVERY_S / CLICK_PHASES, total_s, seed=1000 + k)[0]
               for k in range(CLICK_PHASES)]
 
@@ -104,10 +106,11 @@ def worker_side(streams: int, rounds: int) -> float:
                     0.0, round_ == 0) for i in range(streams)]
         return pickle.dumps(PackedJobs(jobs), protocol=5)
 
-    calls = [batch(round_) for round_ in range(rounds)]
+    calls = [batch(round_) for round_ in range(WORKER_CALLS)]  # as many whatever the rounds (callgrind)
     resident = ResidentDetectors()
     best = float("inf")
-    for round_, call in enumerate(calls):
+    for round_ in range(rounds):  # the first call makes the detectors; later rounds cycle through the rest
+        call = calls[0] if round_ == 0 else calls[1 + (round_ - 1) % (WORKER_CALLS - 1)]
         t0 = time.process_time()
         results: Any = run_batch(pickle.loads(call), (), resident)
         pickle.dumps(results, protocol=5)
