@@ -206,6 +206,10 @@ def test_frame_boundaries_find_the_first_unmasked_frame(frames: list[tuple[int, 
         at += cut
     boundaries.feed(data[at:])
     assert boundaries.unmasked == (not all(masked for _, _, masked in frames))
+    if not boundaries.unmasked:  # every boundary followed through the cuts: the stream ends on one
+        assert boundaries.between_frames
+        boundaries.feed(data[:1])
+        assert not boundaries.between_frames
 
 
 async def test_after_result_the_upload_socket_waits_for_the_close_reply(server: TestServer) -> None:

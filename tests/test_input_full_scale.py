@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from server.dsp import DetectorSettings
 from server.dsp.blocks import clip_full_scale
 from server.jobs.work import FileAnalysis, analyse_step
+from server.protocol.errors import ProtocolError
+from server.protocol.stream_messages import AudioFormat, Encoding, parse_audio
+from server.transport.audio_decode import AudioDecoder
 from testkit import signals
 from tests.analysis_files import matches, post_file, wait_finished
 from tests.stream_client import Publisher, of_type, onset_times
@@ -122,3 +125,36 @@ def test_clip_full_scale_keeps_in_range_samples_and_integers_as_they_are() -> No
     assert clip_full_scale(ints)[0] is ints
     out, clipped = clip_full_scale(np.array([[2.0, -3e38], [0.25, 1.0]], dtype=np.float32))
     assert clipped == 2 and out.tolist() == [[1.0, -1.0], [0.25, 1.0]]
+
+
+EDGES = np.array([0.0, -0.0, 1.0, -1.0, np.nextafter(np.float32(1), np.float32(2)),
+                  -np.nextafter(np.float32(1), np.float32(2)), 1e-45, -1e-45, 3e38, -3e38, np.inf, -np.inf,
+                  np.nan, -np.nan], dtype=np.float32)
+NAN_BITS = np.array([0x7F800001, 0xFFFFFFFF, 0x7FFFFFFF, 0xFFC00000], dtype="<u4").view(np.float32)
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("value", [*EDGES, *NAN_BITS])
+def test_a_live_chunk_decodes_as_parse_audio_and_clip_full_scale_decide(channels: int, value: float) -> None:
+    """The live path's two-call check (sign bit off, maximum against the bits of 1.0) accepts, clips and
+    rejects exactly what ``parse_audio`` + ``clip_full_scale`` do, for every edge of full scale, ±0, the
+    subnormals, ±Inf and NaNs of any payload and sign."""
+    audio_format = AudioFormat(48000, channels, Encoding.PCM_F32LE)
+    decode = AudioDecoder(audio_format)
+    chunk = np.full(960 * channels, 0.25, dtype=np.float32)
+    chunk[517] = value
+    for data in (chunk.tobytes(), chunk[: 480 * channels].tobytes(), chunk.tobytes()):  # size changes, back
+        try:
+            want = clip_full_scale(parse_audio(data, audio_format))
+        except ProtocolError as exc:
+            with pytest.raises(ProtocolError) as raised:
+                decode(data)
+            assert raised.value.code == exc.code == "bad_samples"
+            continue
+        samples, clipped = decode(data)
+        assert clipped == want[1]
+        assert samples.shape == want[0].shape and samples.dtype == want[0].dtype
+        assert np.array_equal(samples, want[0])
+    with pytest.raises(ProtocolError) as raised:  # not a whole number of frames (or samples)
+        decode(chunk.tobytes()[:-2])
+    assert raised.value.code == "bad_audio_length"

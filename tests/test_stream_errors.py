@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -218,6 +219,38 @@ async def test_stream_limits_in_all_and_per_client(
     await three.start(16000)
     assert of_type(await three.stop(), "stopped")
     await first.stop()
+
+
+async def test_a_client_that_sends_audio_is_not_pinged_and_one_that_stops_sending_is(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """Every read from the peer puts the next ping off by a whole heartbeat: a publisher streaming 20 ms
+    chunks for five heartbeats without answering pings is never pinged, then silent it is pinged within
+    the heartbeat and a half, and dropped for not answering."""
+    server = await start_server(heartbeat_s=0.2)
+    ws = await http.ws_connect(server.make_url("/api/v3/stream"), autoping=False)
+    await ws.send_str(json.dumps(START))
+    assert json.loads((await ws.receive(timeout=30)).data)["type"] == "started"
+    chunk = np.zeros(320, np.float32).tobytes()
+    kinds: list[aiohttp.WSMsgType] = []
+
+    async def read() -> None:
+        while True:
+            message = await ws.receive()
+            kinds.append(message.type)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return
+
+    reader = asyncio.create_task(read())
+    for _ in range(50):  # 1 s of audio in 20 ms chunks
+        await ws.send_bytes(chunk)
+        await asyncio.sleep(0.02)
+    assert aiohttp.WSMsgType.PING not in kinds and not reader.done()
+    silent_from = asyncio.get_running_loop().time()
+    await asyncio.wait_for(reader, 30)
+    assert aiohttp.WSMsgType.PING in kinds
+    assert asyncio.get_running_loop().time() - silent_from < 5
+    await until_listed(http, server, 0)  # the server ended the stream
 
 
 async def test_a_client_that_does_not_answer_pings_is_dropped(

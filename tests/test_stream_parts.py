@@ -142,6 +142,28 @@ def test_batch_keeps_detectors_in_the_worker_and_isolates_a_failing_job() -> Non
     assert [round(o.time, 2) for o in want][-2:] == [0.25, 0.75]  # both clicks, one in each job
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_batch_sends_the_detection_function_of_the_jobs_that_ask_for_it_only(channels: int) -> None:
+    """A job without ``odf`` sends none back and keeps none for later: the next job that asks gets its own
+    frames' values only, the same as a detector fed the whole stream gives for them."""
+    rng = np.random.default_rng(2)
+    audio = (rng.standard_normal((4800 * 3, channels)) * 0.1).astype(np.float32)
+    settings = DetectorSettings(beats=False)
+    resident = ResidentDetectors()
+    parts = [audio[i * 4800:(i + 1) * 4800].tobytes() for i in range(3)]
+    jobs = [Job("a/0", 48000, channels, "<f4", settings if i == 0 else None, part, 0.0, fresh=i == 0,
+                odf=i == 2) for i, part in enumerate(parts)]
+    results = [run_batch([job], resident=resident)[0] for job in jobs]
+    assert results[0].odf is None and results[1].odf is None
+    whole = OnsetDetector(48000, channels, settings)
+    whole.process(audio[:9600])
+    whole.take_odf()
+    whole.process(audio[9600:])
+    want = whole.take_odf()
+    assert results[2].odf is not None and len(want) == 10
+    assert np.array_equal(results[2].odf, want)
+
+
 def test_batch_reports_a_detector_the_worker_does_not_hold_and_forgets_ended_streams() -> None:
     resident = ResidentDetectors()
     silence = np.zeros(800, np.int16).tobytes()

@@ -208,6 +208,10 @@ class OnsetDetector:
         state.odf_out = []
         return np.array(values, dtype=np.float32)
 
+    def drop_odf(self) -> None:
+        """Forget the detection function values produced since :meth:`take_odf` was last called."""
+        self.state.odf_out = []
+
     def tap_rows(self, on: bool = True) -> None:
         """From the next block on, keep each new frame's log-filterbank magnitudes for :meth:`take_rows`
         (``on``), or stop keeping them and drop those not taken.

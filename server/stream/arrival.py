@@ -37,11 +37,12 @@ class ArrivalClock:
     def mark(self, end_frame: int, wall_s: float) -> None:
         """Audio up to (not including) absolute frame ``end_frame`` had arrived at ``wall_s``."""
         frames = self._frames
-        if len(frames) > self._first and end_frame <= frames[-1]:
+        kept = len(frames) - self._first
+        if kept and end_frame <= frames[-1]:
             return  # nothing new arrived (an empty message)
         frames.append(end_frame)
         self._walls.append(wall_s)
-        if len(self) > self._max_marks:
+        if kept >= self._max_marks:
             self._drop(1)
 
     def wall_time(self, frame: int, default_s: float) -> float:

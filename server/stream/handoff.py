@@ -33,6 +33,7 @@ class Handoff:
         self._dtype = dtype  # of the samples a job carries, e.g. "<f4"
         self._max_job_frames = max(1, round(MAX_JOB_S * audio_format.sample_rate))
         self._generation = 0  # counts fresh detectors: the worker keeps each under its own key
+        self._key = f"{stream_id}/0"  # the current detector's key (made once per generation)
         self._resident = False  # whether the lane's worker holds this stream's detector
         self._active = settings  # settings of the audio handed off last
         self._changes: deque[tuple[int, DetectorSettings]] = deque()  # (first frame, settings) to apply
@@ -46,7 +47,7 @@ class Handoff:
     @property
     def key(self) -> str:
         """The key of the stream's current detector in its lane's worker."""
-        return f"{self._stream_id}/{self._generation}"
+        return self._key
 
     @property
     def holds_detector(self) -> bool:
@@ -77,13 +78,17 @@ class Handoff:
             return job
         changes = self._changes
         start = ring.start
+        frames = waiting = len(ring)
         due = 0  # settings changes that apply from `start`
-        while due < len(changes) and changes[due][0] <= start:
-            due += 1
-        frames = len(ring) if due == len(changes) else min(len(ring), changes[due][0] - start)
-        frames = min(frames, self._max_job_frames)
-        flush = stopping and frames == len(ring)
-        decide = decide and not flush and frames == len(ring)
+        if changes:
+            while due < len(changes) and changes[due][0] <= start:
+                due += 1
+            if due < len(changes):
+                frames = min(waiting, changes[due][0] - start)
+        if frames > self._max_job_frames:
+            frames = self._max_job_frames
+        flush = stopping and frames == waiting
+        decide = decide and not flush and frames == waiting
         if frames == 0 and not flush and not (decide and self._resident):
             return None
         settings: DetectorSettings | None = None
@@ -100,7 +105,7 @@ class Handoff:
         elif start > self.next:  # audio was dropped: start afresh at the first frame kept
             restart_at_s, settings = start / sample_rate, self._active
         audio = ring.read_bytes(frames)
-        job = Job(self.key, sample_rate, self._channels, self._dtype, settings, audio, offset_s, fresh,
+        job = Job(self._key, sample_rate, self._channels, self._dtype, settings, audio, offset_s, fresh,
                   restart_at_s, flush, odf, decide)
         self.job_start, self.next = start, start + frames
         self.in_flight = job
@@ -119,6 +124,7 @@ class Handoff:
         self._failures += 1
         self._resident = False
         self._generation += 1
+        self._key = f"{self._stream_id}/{self._generation}"
         if self._failures > MAX_CONSECUTIVE_FAILURES:
             return False
         self._retry = job._replace(key=self.key, settings=self._active, fresh=True, restart_at_s=None,

@@ -71,6 +71,12 @@ class Job(NamedTuple):
         """``audio`` as a read-only ``(frames, channels)`` array."""
         return np.frombuffer(self.audio, self.dtype).reshape(-1, self.channels)
 
+    def block(self) -> np.ndarray:
+        """``audio`` as the detector takes it: mono as shape ``(frames,)`` (mono float32 then needs no
+        conversion, :func:`~server.dsp.batch.analyse`), else as :meth:`samples`."""
+        samples = np.frombuffer(self.audio, self.dtype)
+        return samples if self.channels == 1 else samples.reshape(-1, self.channels)
+
     def __reduce_ex__(self, protocol: Any) -> tuple[type[Job], tuple[Any, ...]]:
         # A plain constructor call, which pickles a few times faster than a named tuple's default
         # reduction; from protocol 5 on, with the audio as an out-of-band buffer (bench/pool_rtt.py).
@@ -228,8 +234,12 @@ def _finish(running: _Running, resident: ResidentDetectors) -> JobResult:
     detector, job, rhythm, offset_s = running.detector, running.job, running.rhythm, running.offset_s
     beats: list[BeatTuple] = []
     tempo: TempoTuple | None = None
+    odf: np.ndarray | None = None
     if rhythm is None:
-        odf = detector.take_odf()  # taken even when unwanted, so the detector's buffer stays empty
+        if job.odf:
+            odf = detector.take_odf()
+        else:
+            detector.drop_odf()  # unwanted, but not kept for later either
     else:
         odf, new_beats, banded = running.advanced or rhythm.process(detector, running.found or [])
         if banded:
@@ -269,7 +279,7 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
     running = [item for item in prepared if isinstance(item, _Running) and item.job.audio]
     try:
         found: list[list[Onset] | Exception] = list(
-            process_many([(item.detector, item.job.samples()) for item in running]))
+            process_many([(item.detector, item.job.block()) for item in running]))
     except Exception:
         found = [_process_alone(item) for item in running]
     failures: dict[int, Exception] = {}
@@ -280,7 +290,7 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
         elif item.rhythm is not None:
             item.found = onsets
             rhythmic.append(item)
-        else:
+        elif onsets:
             item.onsets += _shift(onsets, item.offset_s)
     if len(rhythmic) > 1:  # every rhythm in shared passes; alone (in _finish) if that fails
         try:
@@ -305,6 +315,6 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
 
 def _process_alone(item: _Running) -> list[Onset] | Exception:
     try:
-        return item.detector.process(item.job.samples())
+        return item.detector.process(item.job.block())
     except Exception as exc:
         return exc

@@ -76,6 +76,24 @@ class RingBuffer:
     def write(self, frames: np.ndarray) -> int:
         """Append ``frames`` (shape ``(n, channels)``); returns how many old frames were dropped for room."""
         n = len(frames)
+        data, size = self._data, self._size
+        slots = len(data)
+        if n > 0 and size + n <= slots:  # the usual chunk: it fits after what waits, nothing is dropped
+            tail = self._head + size
+            if tail >= slots:
+                tail -= slots
+            if tail + n <= slots:
+                data[tail:tail + n] = frames
+                self._end += n
+                size += n
+                self._size = size
+                if size > self._peak:
+                    self._peak = size
+                return 0
+        return self._write_any(frames, n)
+
+    def _write_any(self, frames: np.ndarray, n: int) -> int:
+        """:meth:`write` in every case: the storage grows, the frames wrap, old frames are dropped."""
         if n == 0:
             return 0
         self._end += n
@@ -114,12 +132,12 @@ class RingBuffer:
 
     def read_bytes(self, max_frames: int | None = None) -> bytes | bytearray:
         """:meth:`read`, as the frames' interleaved bytes, copied once (not to an array and then to bytes)."""
-        n = self._take(max_frames)
+        n = self._size if max_frames is None or max_frames >= self._size else max(0, max_frames)
         head, slots = self._head, len(self._data)
-        first = min(n, slots - head)
-        if first == n:
+        if head + n <= slots:
             out: bytes | bytearray = self._data[head:head + n].tobytes()
         else:  # the frames wrap around the end of the buffer: both parts into one buffer
+            first = slots - head
             joined = bytearray(n * self._data.shape[1] * self._data.itemsize)
             target = np.frombuffer(joined, self._data.dtype).reshape(n, self._data.shape[1])
             target[:first] = self._data[head:]
@@ -133,9 +151,9 @@ class RingBuffer:
 
     def _drop_oldest(self, n: int) -> None:
         slots = len(self._data)
-        self._head = (self._head + n) % slots
         self._size -= n
+        # Emptied, the next write starts at the first slot (a chunk then rarely wraps around the end).
+        self._head = (self._head + n) % slots if self._size else 0
         if self._size == 0 and slots > INITIAL_FRAMES and 4 * self._peak <= slots:
             self._data = np.zeros((max(INITIAL_FRAMES, slots // 2), self._data.shape[1]), self._data.dtype)
-            self._head = 0
         self._peak = self._size

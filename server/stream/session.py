@@ -38,6 +38,7 @@ from server.stream.ring import RingBuffer
 from server.stream.settings import StreamSettings, detector_timing
 
 ARRIVAL_KEEP_S = 2.0  # arrival marks kept behind the analysed audio, to date onsets reported late
+ARRIVAL_FORGET_EVERY_S = 0.5  # older marks are forgotten once per this much analysed audio, not every job
 DROP_WARNING_INTERVAL_S = 1.0
 
 
@@ -113,9 +114,13 @@ class StreamSession:
             *((onset_forwarder(osc, stream_id, self._osc_names),) if osc is not None and osc.names else ()),
             *((links.link.forwarder(stream_id),) if links.link is not None and links.link.enabled else ()))
         self._arrivals = ArrivalClock(audio_format.sample_rate)
+        self._keep_frames = round(ARRIVAL_KEEP_S * audio_format.sample_rate)
+        self._forget_every = round(ARRIVAL_FORGET_EVERY_S * audio_format.sample_rate)
+        self._next_forget = 0  # analysed frame from which marks are forgotten next
         self.latency_s, self.hop_s = detector_timing(audio_format.sample_rate, settings.detector)
         capacity, channels, dtype = buffer_plan(audio_format, max_buffer_s, max_buffer_bytes)
         self._ring = RingBuffer(capacity, channels, dtype)
+        self._downmix = channels != audio_format.channels
         self.buffer_bytes = capacity * channels * dtype.itemsize  # the most its ring may hold
         self._handoff = Handoff(stream_id, audio_format, settings.detector, self._ring.dtype.str, channels)
         self._analysed = 0  # absolute frame index analysed so far
@@ -190,10 +195,11 @@ class StreamSession:
         self.last_activity_s = now_s = time.monotonic()
         if self.state is not State.RUNNING:
             return
-        if self._ring.channels != self.format.channels:  # downmixed as it arrives (buffer_plan)
+        if self._downmix:  # several channels are averaged to mono as they arrive (buffer_plan)
             frames = to_mono(frames, self.format.channels, check=False)[:, None]
-        dropped = self._ring.write(frames)
-        self._arrivals.mark(self._ring.end, time.time())
+        ring = self._ring
+        dropped = ring.write(frames)
+        self._arrivals.mark(ring.end, time.time())
         if dropped:
             self._dropped += dropped
             if now_s - self._last_drop_warning_s >= DROP_WARNING_INTERVAL_S:
@@ -296,7 +302,8 @@ class StreamSession:
             self._reinitialise(job, "detector_failed", f"the detector failed: {result.error}")
             return
         handoff.succeeded(job)
-        if job.fresh or job.restart_at_s is not None:
+        restarted = job.fresh or job.restart_at_s is not None
+        if restarted:
             self._odf_count = 0
         self._analysed = handoff.next
         sample_rate, on_onset = self.format.sample_rate, self._links.on_onset
@@ -312,9 +319,12 @@ class StreamSession:
             self._emit(msg.beat(self.stream_id, time_s, bpm, confidence, wall_time_s, bar_position))
         if result.tempo is not None:
             self._tempo = result.tempo
-        if not self.settings.detector.beats or (job.fresh or job.restart_at_s is not None):
-            self._tempo = result.tempo if self.settings.detector.beats else None
-        self._arrivals.forget_before(self._analysed - round(ARRIVAL_KEEP_S * sample_rate))
+        beats = self.settings.detector.beats
+        if not beats or restarted:
+            self._tempo = result.tempo if beats else None
+        if self._analysed >= self._next_forget:  # at most every ARRIVAL_FORGET_EVERY_S of analysed audio
+            self._arrivals.forget_before(self._analysed - self._keep_frames)
+            self._next_forget = self._analysed + self._forget_every
         if result.odf is not None and len(result.odf):
             start_s = handoff.offset_s + self._odf_count * self.hop_s
             self._odf_count += len(result.odf)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
+from collections.abc import Callable
 from typing import cast
 
 from aiohttp import WSMessage, web
@@ -71,6 +73,9 @@ class StreamSocket(web.WebSocketResponse):
         self._transport: asyncio.Transport | None = None
         self._linger = False
         self._drain: lingering_close.Drain | None = None
+        self._heard_s = 0.0  # loop time of the latest read from the peer (for the heartbeat)
+        self._pinged_s = 0.0  # loop time of the latest heartbeat that was due (a ping went out)
+        self._clock: Callable[[], float] = time.monotonic  # the loop's clock, once prepared
 
     async def prepare(self, request: BaseRequest) -> AbstractStreamWriter:
         self._transport = cast(asyncio.Transport | None, request.transport)  # uvloop's is no subclass
@@ -105,10 +110,44 @@ class StreamSocket(web.WebSocketResponse):
         self._reader = AudioTap(request._protocol, DEFAULT_CHUNK_SIZE, loop=loop)
         self._parser = WebSocketReader(self._reader, self._max_msg_size, compress=bool(self._compress),
                                        decode_text=self._decode_text)
+        self._clock = loop.time
+        self._heard_s = loop.time()
         request.protocol.set_parser(self._parser, data_received_cb=None if self._heartbeat is None
-                                    else self._on_data_received)
+                                    else self._heard)
         request.protocol.keep_alive(False)  # a WebSocket connection carries no further HTTP request
         require_masked_frames(request.protocol, self._reader, seen)
+
+    # --- Heartbeat ----------------------------------------------------------------------------------------
+    # aiohttp re-arms the heartbeat from every read (a loop callback and four calls each time: for a stream of
+    # 20 ms chunks, per chunk). Here a read only notes its time; the heartbeat timer, when it fires, pings
+    # only if the peer was not heard for a whole interval, else waits until it will have been. Same rule:
+    # a ping after ``heartbeat_s`` without a read, the connection dropped if nothing is read within half of
+    # it after the ping.
+
+    def _heard(self) -> None:
+        """aiohttp's callback for each read from the peer."""
+        self._heard_s = self._clock()
+
+    def _send_heartbeat(self) -> None:
+        heartbeat_s, loop = self._heartbeat, self._loop
+        if heartbeat_s is None or loop is None:
+            return
+        due_s = self._heard_s + heartbeat_s
+        if due_s > loop.time():  # heard within the interval: not due yet
+            self._heartbeat_cb = loop.call_at(due_s, self._send_heartbeat)
+            return
+        self._pinged_s = loop.time()
+        self._heartbeat_when = 0.0  # aiohttp's own "not yet" (it re-arms from each read; not here)
+        super()._send_heartbeat()
+
+    def _pong_not_received(self) -> None:
+        heartbeat_s, loop = self._heartbeat, self._loop
+        if heartbeat_s is not None and loop is not None and self._heard_s >= self._pinged_s:
+            self._pong_response_cb = None  # heard since the ping: alive; the next ping when due
+            if self._heartbeat_cb is None:
+                self._heartbeat_cb = loop.call_at(self._heard_s + heartbeat_s, self._send_heartbeat)
+            return
+        super()._pong_not_received()
 
     async def close(self, *, code: int = CloseCode.NORMAL, message: bytes = b"", drain: bool = True) -> bool:
         if not (code == CloseCode.TOO_BIG and not message and not self.closed):

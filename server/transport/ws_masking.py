@@ -34,28 +34,45 @@ class FrameBoundaries:
         self._payload_left = 0
         self.unmasked = False
 
+    @property
+    def between_frames(self) -> bool:
+        """Whether the bytes fed so far end where a frame ends."""
+        return self._part is _Part.HEADER and not self._pending
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        at, end = 0, len(data)
+        if self._part is _Part.PAYLOAD:  # the rest of a payload cut by the previous read
+            at = min(self._payload_left, end)
+            self._payload_left -= at
+            if self._payload_left:
+                return
+            self._part = _Part.HEADER
+        if self._part is _Part.HEADER and not self._pending:
+            at = self._whole_frames(data, at)  # the usual read: whole frames, often all of it
+            if at == end:
+                return
         view = memoryview(data)
-        at = self._whole_frames(view) if self._part is _Part.HEADER and not self._pending else 0
-        while at < len(view) and not self.unmasked:
+        while at < end and not self.unmasked:  # a header cut by a read, byte field by byte field
             if self._part is _Part.PAYLOAD:
-                step = min(self._payload_left, len(view) - at)
+                step = min(self._payload_left, end - at)
                 self._payload_left -= step
                 at += step
                 if self._payload_left == 0:
                     self._part = _Part.HEADER
                 continue
             need = {_Part.HEADER: 2, _Part.LENGTH: self._length_bytes, _Part.KEY: 4}[self._part]
-            step = min(need - len(self._pending), len(view) - at)
+            step = min(need - len(self._pending), end - at)
             self._pending += view[at:at + step]
             at += step
             if len(self._pending) == need:
                 field, self._pending = bytes(self._pending), bytearray()
                 self._advance(field)
 
-    def _whole_frames(self, view: memoryview) -> int:
-        """Skip the frames lying whole at the start of ``view`` (the usual read); where the rest begins."""
-        at, end = 0, len(view)
+    def _whole_frames(self, view: bytes | bytearray | memoryview, at: int) -> int:
+        """Skip the frames whose header lies whole in ``view`` from ``at`` on (the usual read); where the
+        rest begins: the end, also when the last frame's payload goes on in the next read (then followed as
+        :attr:`_Part.PAYLOAD`), or the start of a header cut by the end of ``view``."""
+        end = len(view)
         while end - at >= 2:
             second = view[at + 1]
             if not second & 0x80:
@@ -72,8 +89,12 @@ class FrameBoundaries:
                 if end - at < 10:
                     break
                 header, length = 14, int.from_bytes(view[at + 2:at + 10], "big")
-            if end - at < header + length:
+            if end - at < header:
                 break
+            if end - at < header + length:
+                self._payload_left = header + length - (end - at)
+                self._part = _Part.PAYLOAD
+                return end
             at += header + length
         return at
 
@@ -111,10 +132,10 @@ class MaskedFramesOnly:
         return self._refused
 
     def feed_data(self, data: bytes | bytearray | memoryview) -> tuple[bool, bytes]:
-        if self._refused:
-            return True, b""
-        self._frames.feed(data)
-        if self._refuse_if_unmasked():
+        frames = self._frames
+        frames.feed(data)
+        if frames.unmasked:
+            self._refuse_if_unmasked()
             return True, b""  # what came before the unmasked frame is dropped with the connection
         result: tuple[bool, bytes] = self._inner.feed_data(data)
         return result

@@ -10,25 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from server import appkeys
-from server.dsp.blocks import clip_full_scale
 from server.protocol import stream_messages as msg
 from server.protocol.codec import Audio, Codec, decode_frame
 from server.protocol.errors import CloseCode, ProtocolError
-from server.protocol.stream_messages import (
-    AudioFormat,
-    Encoding,
-    Event,
-    Start,
-    parse_audio,
-    parse_client_message,
-)
+from server.protocol.stream_messages import Event, Start, parse_client_message
 from server.stream import control
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
+from server.transport.audio_decode import AudioDecoder
 from server.transport.stream_socket import Outbox, StreamSocket, open_socket
 
 log = logging.getLogger(__name__)
@@ -36,7 +28,6 @@ log = logging.getLogger(__name__)
 PUBLISHER_QUEUE_MIN = 1024  # events waiting for a publisher that does not read before it is cut off
 DATA_TYPES = (WSMsgType.BINARY, WSMsgType.TEXT)
 CLIP_WARNING_INTERVAL_S = 1.0  # least time between two `samples_clipped` warnings of one stream
-F32 = np.dtype("<f4")
 
 
 class Publisher:
@@ -53,6 +44,7 @@ class Publisher:
         self._ending: asyncio.Task[None] | None = None
         self.clipped_samples = 0  # float samples beyond [-1, 1], clipped to it
         self._clip_warned_s = -CLIP_WARNING_INTERVAL_S
+        self._decode: AudioDecoder | None = None  # the session's, once it has started
 
     # --- StreamSink --------------------------------------------------------------------------------------
 
@@ -150,6 +142,7 @@ class Publisher:
             self._end(exc)
             return False
         self.session = session
+        self._decode = AudioDecoder(session.format)
         self.outbox.put(msg.started(session.stream_id, session.format, session.settings.to_dict(),
                                     session.latency_s, session.hop_s, self.service.limits()))
         return True
@@ -203,7 +196,9 @@ class Publisher:
 
     def _audio(self, session: StreamSession, data: bytes) -> None:
         """One chunk of audio into the session's ring, clipped to full scale (counted and warned about)."""
-        samples, clipped = decode_audio(data, session.format)
+        decode = self._decode
+        assert decode is not None  # made with the session
+        samples, clipped = decode(data)
         session.feed(samples)
         if clipped:
             self._clipped(session, clipped)
@@ -218,21 +213,6 @@ class Publisher:
                 session.stream_id, "samples_clipped", f"samples beyond [-1, 1] were clipped to it "
                 f"({self.clipped_samples} in this stream so far)", clipped_samples=self.clipped_samples),
                 force=True)
-
-
-def decode_audio(data: bytes, audio_format: AudioFormat) -> tuple[np.ndarray, int]:
-    """One binary audio message as ``(frames, channels)`` samples clipped to full scale, and how many were.
-
-    The usual chunk (float samples all within [-1, 1]) is checked by its minimum and maximum alone, which
-    also proves it finite (NaN fails every comparison); anything else goes through
-    :func:`~server.protocol.stream_messages.parse_audio` (its errors) and
-    :func:`~server.dsp.blocks.clip_full_scale`.
-    """
-    if audio_format.encoding is Encoding.PCM_F32LE and len(data) % audio_format.frame_bytes == 0 and data:
-        samples = np.frombuffer(data, F32).reshape(-1, audio_format.channels)
-        if samples.min() >= -1.0 and samples.max() <= 1.0:
-            return samples, 0
-    return clip_full_scale(parse_audio(data, audio_format))
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
