@@ -2,7 +2,7 @@
 
 Each file goes through the server's own file-analysis steps (:func:`server.jobs.work.analyse_step`, the
 same decoding and detector, in the same bounded steps) and its result is built by the same function
-(:func:`server.jobs.runner.result_json`), so the output equals what ``POST /api/v3/analysis`` returns for
+(:func:`server.jobs.result.result_json`), so the output equals what ``POST /api/v3/analysis`` returns for
 the same file and settings. A progress bar goes to stderr; the onsets (and beats) go to stdout or
 ``--output``.
 """
@@ -24,7 +24,7 @@ from server.cli.settings_flags import add_settings_options, settings_from_args
 from server.cli.time_format import add_time_format_option, time_column, time_csv, time_text
 from server.dsp import DetectorSettings
 from server.exceptions import SettingsError, TransientError
-from server.jobs.runner import Found, result_json
+from server.jobs.result import Found, result_json
 from server.jobs.service import parse_settings
 from server.jobs.work import FileAnalysis, analyse_step
 

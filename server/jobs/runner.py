@@ -29,7 +29,7 @@ from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
-from server.jobs.result import Found, ResultPieces, result_json, result_text, tempo_bpm
+from server.jobs.result import ResultPieces, result_text
 from server.jobs.settle import Settler
 from server.jobs.store import JobStore
 from server.jobs.uploads import StorageFull, UploadDir
@@ -38,8 +38,6 @@ from server.jobs.work import FileAnalysis, TurnOutcome, analyse_turn
 from server.pool import DetectionPool
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Found", "JobRunner", "result_json", "tempo_bpm"]  # result's, for run.py analyze and the tests
 
 MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
 ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable shared store ends the run
