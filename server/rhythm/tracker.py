@@ -235,7 +235,6 @@ class BeatTracker:
         :meth:`_take_values`; the beats committed to."""
         beats = []
         space = self._space
-        intervals, positions = space.interval_list, space.position_list
         for frame in frames:
             ratio = self._before_step(frame)
             if ratio is None:
@@ -243,18 +242,11 @@ class BeatTracker:
             bank = self._bank
             if bank is None:
                 bank = _bank_of(space, [self])
-            normalise = not self._step % NORMALISE_FRAMES
-            if len(bank.alpha) == 1:
-                slot = bank._step_one(ratio, normalise)
-            else:  # its row of a bank it shared with streams that do not step now
-                slot = bank.step([self._row], [ratio], [self._row] if normalise else [])[0]
-            self._best = slot
-            interval = intervals[slot]
-            position = (positions[slot] + self._step) % interval
-            if position <= 1 or position <= interval // 10:  # else no beat is due
-                beat = self._after_step(slot, frame)
-                if beat is not None:
-                    beats.append(beat)
+            normalise = [self._row] if not self._step % NORMALISE_FRAMES else []
+            slot = bank.step([self._row], [ratio], normalise)[0]  # (a bank of this row alone: the 1-D path)
+            beat = self._after_step(slot, frame)
+            if beat is not None:
+                beats.append(beat)
         return beats
 
     def _before_step(self, frame: tuple[float, int, int]) -> float | None:
@@ -282,13 +274,15 @@ class BeatTracker:
         return ratio
 
     def _after_step(self, best: int, frame: tuple[float, int, int]) -> Beat | None:
-        """After the step (most likely slot ``best``, already :attr:`_best`): report a beat if one is due.
-        :func:`advance_trackers` calls it only when ``best`` is at most a tenth of an interval after a beat
-        (at most one frame for intervals under 20 frames)."""
-        strength, arg, silent_for = frame
+        """After the step (most likely slot ``best``): report a beat if one is due, i.e. ``best`` is at most a
+        tenth of an interval after a beat (at most one frame for intervals under 20 frames)."""
+        self._best = best
         space = self._space
         interval = space.interval_list[best]
         position = (space.position_list[best] + self._step) % interval
+        if position > 1 and position > interval // 10:  # no beat is due
+            return None
+        strength, arg, silent_for = frame
         beat_frame = self._step - position
         if beat_frame - self._last_beat < interval / 2:
             return None
@@ -374,15 +368,10 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             rows = [t._row for t in group]
             normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
             best = bank.step(rows, ratios, normalise)
-            intervals, positions = space.interval_list, space.position_list
             for index, tracker, slot in zip(members, group, best, strict=True):
-                tracker._best = slot
-                interval = intervals[slot]
-                position = (positions[slot] + tracker._step) % interval
-                if position <= 1 or position <= interval // 10:  # else no beat is due
-                    beat = tracker._after_step(slot, frames[index][round_])
-                    if beat is not None:
-                        beats[index].append(beat)
+                beat = tracker._after_step(slot, frames[index][round_])
+                if beat is not None:
+                    beats[index].append(beat)
     return beats
 
 
