@@ -114,9 +114,15 @@ class BeatCount:
         flat: low, mid, high of frame ``first_frame``, then of the next, ...), oldest first."""
         end = first_frame + len(sums) // 3
         pending = self.pending
-        while pending and pending[0][1] + AFTER_FRAMES < end:
+        while self.due(end):
             index, frame = pending.pop(0)
             observe(index, *peaks_of(sums, frame - first_frame))
+
+    def due(self, end_frame: int) -> bool:
+        """Whether the oldest waiting beat's accent can be folded in once the frames before ``end_frame``
+        are in (its rises up to ``AFTER_FRAMES`` after it)."""
+        pending = self.pending
+        return bool(pending) and pending[0][1] + AFTER_FRAMES < end_frame
 
 
 class MeterTracker:

@@ -23,7 +23,7 @@ from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.level import MetricalLevel
-from server.rhythm.meter import AFTER_FRAMES, MeterTracker
+from server.rhythm.meter import MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
 
@@ -287,11 +287,8 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
         # beats to place in their bar, or accents to fold in (those of beats whose frames are in)
         if found:
             found = session._with_bar_positions(found)
-        else:
-            ready = session._frames - AFTER_FRAMES
-            meter_waits, level_waits = session._meter.count.pending, session._level.count.pending
-            if (meter_waits and meter_waits[0][1] < ready) or (level_waits and level_waits[0][1] < ready):
-                session._with_bar_positions(found)
+        elif session._meter.count.due(session._frames) or session._level.count.due(session._frames):
+            session._with_bar_positions(found)
         if onsets:
             hop_s, offset_s = session.hop_s, session.frame_time_offset_s
             session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
