@@ -3,9 +3,17 @@
 Independent of HTTP: it needs a store, a queue, the upload directory and a pool. Up to ``max_active`` jobs
 run at once; their turns (pool calls of steps in a row, :func:`~server.jobs.work.analyse_turn`, at most
 ``TURN_S`` each) share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore), so jobs
-progress side by side and a pool of ``n`` workers always keeps one of them free of file work for live
-streams. With one worker, a turn ends after its current step (a few milliseconds) once a live stream's call
-waits for that worker, so streams and files interleave.
+progress side by side and a pool of ``n`` workers keeps one of them free of detector turns for live
+streams (beat turns may use it, below). With one worker, a turn ends after its current step (a few
+milliseconds) once a live stream's call waits for that worker, so streams and files interleave.
+
+When file turns leave workers to live streams (``pool_slots`` below the pool's size: two workers or more
+in a server), a job with ``beats`` has its beat tracker run beside its detector
+(:class:`BeatChain`, :mod:`server.jobs.beat_work`): each detector turn hands its frames' beat strength over,
+and turns of the tracker on them run in the pool while the next detector turn runs, so a file's wall time
+comes near its detector's alone. Those turns take the pool's remaining workers (at most ``workers -
+pool_slots`` of them at once, over all jobs), and yield like any turn: each ends after its current step
+(a few milliseconds) once another call waits for its worker.
 
 With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
 updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
@@ -25,8 +33,11 @@ import logging
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
+from server.jobs.beat_work import BeatTurnOutcome, track_turn
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
 from server.jobs.result import ResultPieces, result_text
@@ -34,20 +45,24 @@ from server.jobs.settle import Settler
 from server.jobs.store import JobStore
 from server.jobs.uploads import StorageFull, UploadDir
 from server.jobs.watch import JobWatch
-from server.jobs.work import FileAnalysis, TurnOutcome, analyse_turn
+from server.jobs.work import TURN_S, FileAnalysis, TurnOutcome, analyse_turn
 from server.pool import DetectionPool
+from server.rhythm import RhythmSession
 
 log = logging.getLogger(__name__)
 
 MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
 ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable shared store ends the run
 PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one job
+# Detector turns of a job whose beats are tracked beside it (BeatChain) are shorter, so that the tracker
+# starts sooner and has less left after the last one: s (about 1 ms of crossing each)
+SPLIT_TURN_S = 0.1
 
 
 class JobRunner:
     def __init__(self, store: JobStore, queue: JobQueue, uploads: UploadDir, pool: DetectionPool,
                  watch: JobWatch, *, pool_slots: int, max_active: int,
-                 settler: Settler | None = None) -> None:
+                 settler: Settler | None = None, split_beats: bool | None = None) -> None:
         self.store = store
         self.queue = queue
         self.uploads = uploads
@@ -56,6 +71,11 @@ class JobRunner:
         self._own_settler = settler is None
         self.settler = Settler(watch) if settler is None else settler
         self._slots = asyncio.Semaphore(max(1, pool_slots))
+        # Beat tracking beside the detector (BeatChain), by default when the pool has workers that file
+        # turns leave to live streams: its turns may use those (yielding to any waiting call).
+        spare = pool.workers - max(1, pool_slots)
+        self.split_beats = spare > 0 if split_beats is None else split_beats
+        self._beat_slots = asyncio.Semaphore(max(1, spare))
         self._active = asyncio.Semaphore(max(1, max_active))
         self._jobs: set[asyncio.Task[None]] = set()
         self.steps = 0
@@ -150,25 +170,42 @@ class JobRunner:
     async def _analyse(self, job: Job, settings: DetectorSettings
                        ) -> tuple[FileAnalysis | JobError, ResultPieces]:
         """Run every turn of ``job``; the final state, or the error that ended it, and what it found."""
-        state = FileAnalysis(job.upload_path, str(self.uploads.work_prefix(job.task_id)) + ".spool", settings)
+        state = FileAnalysis(job.upload_path, str(self.uploads.work_prefix(job.task_id)) + ".spool", settings,
+                             split_beats=self.split_beats)
         pieces = ResultPieces()
         reported_at = time.monotonic()
-        while not state.finished:
-            async with self._slots:
-                outcome: TurnOutcome = await self.pool.run(analyse_turn, state)
-            self.steps += 1
-            if outcome.error is not None:
-                if outcome.trace:
-                    log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace,
-                              extra={"task_id": job.task_id})
-                return outcome.error, pieces
-            state = outcome.state
-            pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
-            now = time.monotonic()
-            if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
-                reported_at = now
-                await self._progress(job.task_id, state.progress)
-                self.watch.notify(job.task_id)
+        chain: BeatChain | None = None
+        turn_s = SPLIT_TURN_S if state.split_beats and settings.beats else TURN_S
+        try:
+            while not state.finished:
+                async with self._slots:
+                    outcome: TurnOutcome = await self.pool.run(analyse_turn, state, turn_s)
+                self.steps += 1
+                if outcome.error is not None:
+                    if outcome.trace:
+                        log.error("job %s: unexpected analysis failure\n%s", job.task_id, outcome.trace,
+                                  extra={"task_id": job.task_id})
+                    return outcome.error, pieces
+                state = outcome.state
+                pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
+                if outcome.beat_side is not None:
+                    chain = BeatChain(self.pool, self._beat_slots, outcome.beat_side, pieces)
+                if chain is not None:
+                    chain.check()  # (a failure there ends the job now, not after the detector)
+                    if outcome.strengths is not None and outcome.sums is not None and len(outcome.strengths):
+                        chain.feed(outcome.strengths, outcome.sums)
+                now = time.monotonic()
+                if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
+                    reported_at = now
+                    await self._progress(job.task_id, state.progress)
+                    self.watch.notify(job.task_id)
+            if chain is not None:
+                error = await chain.finish()
+                if error is not None:
+                    return error, pieces
+        finally:
+            if chain is not None:
+                await chain.stop()
         return state, pieces
 
     async def _progress(self, task_id: str, progress: float) -> None:
@@ -182,3 +219,69 @@ class JobRunner:
         await asyncio.to_thread(self.uploads.remove_job_files, task_id)
         await self.settler.now_or_later(task_id, lambda: self.store.fail(task_id, error), ROOM)
         self._finished("failed", None, 0.0)
+
+
+class BeatChain:
+    """One job's beat side (:mod:`server.jobs.beat_work`): turns of :func:`track_turn` in the pool on the
+    frames its detector turns hand over (:meth:`feed`), one turn at a time, in order, each holding one of
+    ``slots`` while it runs. Beats go to ``pieces`` as they come."""
+
+    def __init__(self, pool: DetectionPool, slots: asyncio.Semaphore, session: RhythmSession,
+                 pieces: ResultPieces) -> None:
+        self._pool = pool
+        self._slots = slots
+        self._session = session
+        self._pieces = pieces
+        self._strengths: list[np.ndarray] = []  # frames not tracked yet, in order
+        self._sums: list[np.ndarray] = []
+        self._more = asyncio.Event()
+        self._closed = False
+        self._task = asyncio.create_task(self._run(), name="beat-chain")
+
+    def feed(self, strengths: np.ndarray, sums: np.ndarray) -> None:
+        """The next frames' beat strength and group sums (a detector turn's)."""
+        self._strengths.append(strengths)
+        self._sums.append(sums)
+        self._more.set()
+
+    def check(self) -> None:
+        """Raise what ended the chain early (a worker died: :class:`~server.exceptions.PoolRestarted`)."""
+        if self._task.done() and not self._task.cancelled():
+            self._task.result()
+
+    async def finish(self) -> JobError | None:
+        """Wait until every frame fed is tracked; the error that stopped it, if any."""
+        self._closed = True
+        self._more.set()
+        return await self._task
+
+    async def stop(self) -> None:
+        """Cancel what is left (the job ended otherwise) and wait for it."""
+        if not self._task.done():
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+    async def _run(self) -> JobError | None:
+        while True:
+            if not self._strengths:
+                if self._closed:
+                    return None
+                self._more.clear()
+                await self._more.wait()
+                continue
+            strengths = self._strengths[0] if len(self._strengths) == 1 else np.concatenate(self._strengths)
+            sums = self._sums[0] if len(self._sums) == 1 else np.concatenate(self._sums)
+            self._strengths, self._sums = [], []
+            async with self._slots:
+                outcome: BeatTurnOutcome = await self._pool.run(track_turn, self._session, strengths, sums)
+            if outcome.error is not None:
+                if outcome.trace:
+                    log.error("unexpected beat tracking failure\n%s", outcome.trace)
+                return outcome.error
+            self._session = outcome.session
+            self._pieces.add("", outcome.beats_json, outcome.beat_times_s)
+            used = outcome.frames_used
+            if used < len(strengths):
+                self._strengths.insert(0, strengths[used:])
+                self._sums.insert(0, sums[3 * used :])

@@ -14,7 +14,10 @@ still waits for at most one step.
 
 With the setting ``beats`` (on the default grid) a :class:`~server.rhythm.RhythmSession` travels beside the
 detector: each step also returns the beats committed to and the bands decided for the onsets so far (in
-onset order; a band may come a step after its onset).
+onset order; a band may come a step after its onset). A job started with ``split_beats`` leaves the beat
+tracker to a second session instead (:meth:`~server.rhythm.RhythmSession.features`): each turn returns the
+frames' beat strength and group sums, and :mod:`server.jobs.beat_work` tracks them in another worker,
+while this one goes on with the next blocks. The results are the same bitwise.
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class FileAnalysis:
     step_samples: int = STEP_SAMPLES
     rhythm: RhythmSession | None = None
     unbanded: list[OnsetTuple] = field(default_factory=list)  # turns: onsets found, band not decided yet
+    split_beats: bool = False  # leave the beat tracker to another session (see the module's docstring)
 
     @property
     def progress(self) -> float:
@@ -103,6 +107,11 @@ class StepOutcome:
     # (beat time s, bar position or None while the meter is not known), committed in this step
     beats: list[tuple[float, int | None]] = field(default_factory=list)
     bands: list[str] = field(default_factory=list)  # bands of the next onsets (all steps'), in order
+    # split_beats: the new frames' beat strength and group sums (RhythmSession.features), and after the
+    # first step the session to track them in (RhythmSession.track)
+    strengths: list[float] = field(default_factory=list)
+    sums: list[float] = field(default_factory=list)
+    beat_side: RhythmSession | None = None
     error: JobError | None = None
     trace: str | None = None  # traceback of an unexpected failure, for the server's log
 
@@ -111,8 +120,7 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
     """Advance ``state`` by one bounded step. Failures come back in ``error``, never as exceptions."""
     try:
         if state.source is None:
-            _start(state)
-            return StepOutcome(state)
+            return StepOutcome(state, beat_side=_start(state))
         outcome = StepOutcome(state)
         _advance(state, outcome)
         return outcome
@@ -139,6 +147,11 @@ class TurnOutcome:
     onsets_json: str = ""
     beats_json: str = ""
     beat_times_s: list[float] = field(default_factory=list)
+    # split_beats: the turn's frames for the beat side (float64 strengths; float32 group sums, 3 a frame),
+    # and the beat side itself after the first turn
+    strengths: np.ndarray | None = None
+    sums: np.ndarray | None = None
+    beat_side: RhythmSession | None = None
     error: JobError | None = None
     trace: str | None = None
 
@@ -161,6 +174,8 @@ def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> TurnOutcome:
         outcome.onsets += more.onsets
         outcome.beats += more.beats
         outcome.bands += more.bands
+        outcome.strengths += more.strengths
+        outcome.sums += more.sums
     if outcome.error is not None:
         return TurnOutcome(outcome.state, error=outcome.error, trace=outcome.trace)
     try:
@@ -177,19 +192,30 @@ def _encoded(outcome: StepOutcome) -> TurnOutcome:
     waiting = state.unbanded
     waiting += outcome.onsets
     banded, state.unbanded = waiting[: len(outcome.bands)], waiting[len(outcome.bands) :]
-    return TurnOutcome(state, encode_onsets(banded, outcome.bands), encode_beats(outcome.beats),
-                       [time_s for time_s, _ in outcome.beats])
+    turn = TurnOutcome(state, encode_onsets(banded, outcome.bands), encode_beats(outcome.beats),
+                       [time_s for time_s, _ in outcome.beats], beat_side=outcome.beat_side)
+    if state.split_beats:  # (float32 sums: they are float32 values, so they come back the same)
+        turn.strengths = np.array(outcome.strengths, dtype=np.float64)
+        turn.sums = np.array(outcome.sums, dtype=np.float32)
+    return turn
 
 
-def _start(state: FileAnalysis) -> None:
+def _start(state: FileAnalysis) -> RhythmSession | None:
+    """Probe the file and set up its analysis; with ``split_beats`` (and a rhythm) the beat side."""
     source = probe(Path(state.upload))
-    state.detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
-    state.rhythm = rhythm_for(state.detector)
+    state.detector = detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
+    state.rhythm = rhythm_for(detector)
+    beat_side = None
+    if state.rhythm is None:
+        state.split_beats = False
+    elif state.split_beats:
+        beat_side = RhythmSession.beside(detector)
     state.source = source
     if source.decoder is Decoder.AV:
         info = demux_to_spool(Path(state.upload), Path(state.spool))
         state.cursor = SpoolCursor()
         state.spool_bytes = info.size_bytes
+    return beat_side
 
 
 def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
@@ -215,18 +241,24 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         new = detector.process(block)
         found += new
         state.frames_done += len(block)
-        if rhythm is not None:
+        if rhythm is None:
+            continue
+        if state.split_beats:
+            strengths, sums, banded = rhythm.features(detector.take_odf(), detector.take_rows(), new)
+            outcome.strengths += strengths
+            outcome.sums += sums
+        else:
             beats, banded = rhythm.process(detector.take_odf(), detector.take_rows(), new)
             outcome.beats += [(beat.time, beat.bar_position) for beat in beats]
-            outcome.bands += [item.band for item in banded]
+        outcome.bands += [item.band for item in banded]
     if at_end:
         if state.frames_done == 0:
             raise DecodeError(ErrorCode.EMPTY, "the file holds no audio samples")
         new = detector.flush()
         found += new
         state.finished = True
-        if rhythm is not None:
-            _, banded = rhythm.process(np.zeros(0, dtype=np.float32), [], new)
+        if rhythm is not None:  # (no more frames: no beats, nothing for a beat side)
+            _, _, banded = rhythm.features(np.zeros(0, dtype=np.float32), [], new)
             outcome.bands += [item.band for item in banded + rhythm.flush()]
     outcome.onsets = [(onset.time, onset.strength) for onset in found]
 
