@@ -1,5 +1,5 @@
-"""A file job's beats tracked beside its detector (``split_beats``, :mod:`server.jobs.beat_work`) give the
-result of one worker doing both, byte for byte; a beat turn in a real worker ends once another call waits;
+"""A file job's rhythm run beside its detector (``split_beats``, :mod:`server.jobs.beat_work`) gives the
+result of one worker doing both, byte for byte; a rhythm turn in a real worker ends once another call waits;
 a server with two workers (split) and one with one (not split) answer the same."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import soundfile as sf
 
 from server.appkeys import JOBS
 from server.dsp import DetectorSettings
-from server.jobs.beat_work import track_turn
+from server.jobs.beat_work import rhythm_turn
 from server.jobs.result import ResultPieces, result_text
 from server.jobs.work import FileAnalysis, analyse_turn
 from server.pool import DetectionPool
@@ -46,9 +46,9 @@ def generated(tmp_path: Path) -> Path:
 
 
 def analysed(path: Path, tmp_path: Path, *, split: bool, turn_s: float = math.inf,
-             track_frames: int | None = None) -> str:
+             rhythm_blocks: int | None = None) -> str:
     """The result text of ``path`` through turns (each state pickled, as between pool calls); with
-    ``split``, its beats tracked in turns of their own, ``track_frames`` frames at a time (None: all)."""
+    ``split``, its rhythm fed in turns of their own, ``rhythm_blocks`` blocks at a time (None: all)."""
     state = FileAnalysis(str(path), str(tmp_path / f"{split}-{turn_s}.spool"), DetectorSettings(),
                          split_beats=split)
     pieces = ResultPieces()
@@ -60,18 +60,21 @@ def analysed(path: Path, tmp_path: Path, *, split: bool, turn_s: float = math.in
         pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
         side = outcome.beat_side or side
         if not split:
-            assert outcome.strengths is None and outcome.beat_side is None
+            assert not outcome.blocks and outcome.beat_side is None
             continue
-        assert not outcome.beats_json and side is not None
-        strengths, sums = outcome.strengths, outcome.sums
-        assert strengths is not None and sums is not None and len(sums) == 3 * len(strengths)
-        while len(strengths):
-            size = len(strengths) if track_frames is None else track_frames
-            beat = track_turn(pickle.loads(pickle.dumps(side)), strengths[:size], sums[: 3 * size])
-            assert beat.error is None, beat.trace
-            side = beat.session
-            pieces.add("", beat.beats_json, beat.beat_times_s)
-            strengths, sums = strengths[beat.frames_used :], sums[3 * beat.frames_used :]
+        assert not outcome.onsets_json and not outcome.beats_json and side is not None
+        odf, rows, blocks = outcome.odf, outcome.rows, outcome.blocks
+        assert odf is not None and sum(frames for frames, _ in blocks) == len(odf)
+        assert rows is None or rows.shape[0] == len(odf)
+        while blocks:
+            some = blocks if rhythm_blocks is None else blocks[:rhythm_blocks]
+            fed = rhythm_turn(pickle.loads(pickle.dumps(side)), odf, rows, some,
+                              outcome.final and len(some) == len(blocks))
+            assert fed.error is None, fed.trace
+            side = fed.session
+            pieces.add(fed.onsets_json, fed.beats_json, fed.beat_times_s)
+            odf, blocks = odf[fed.frames_used :], blocks[fed.blocks_used :]
+            rows = None if rows is None else rows[fed.frames_used :]
     return result_text(state, pieces)
 
 
@@ -81,43 +84,46 @@ def test_split_beats_give_the_single_worker_result(name: str, tmp_path: Path) ->
     expected = analysed(path, tmp_path, split=False)
     assert '"bar_position"' in expected and '"band":"low"' in expected  # beats, meter and bands in it
     assert analysed(path, tmp_path, split=True) == expected  # byte for byte
-    # turns of one step each, beats tracked in odd pieces: still the same
-    assert analysed(path, tmp_path, split=True, turn_s=0.0, track_frames=333) == expected
+    # turns of one step each, the rhythm fed a block at a time: still the same
+    assert analysed(path, tmp_path, split=True, turn_s=0.0, rhythm_blocks=1) == expected
     assert analysed(path, tmp_path, split=False, turn_s=0.0) == expected
 
 
-def test_a_beat_turn_refuses_sums_that_do_not_match(tmp_path: Path) -> None:
+def test_a_rhythm_turn_reports_blocks_without_their_rows_as_an_error(tmp_path: Path) -> None:
     state = FileAnalysis(str(generated(tmp_path)), str(tmp_path / "x.spool"), DetectorSettings(),
                          split_beats=True)
-    first = analyse_turn(state, 0.0)
-    assert first.beat_side is not None
-    outcome = track_turn(first.beat_side, np.ones(10), np.ones(20, dtype=np.float32))
-    assert outcome.error is not None and outcome.error.code == "internal" and outcome.frames_used == 0
-    assert "three per frame" in outcome.error.message
+    side = analyse_turn(state, 0.0).beat_side
+    assert side is not None
+    outcome = rhythm_turn(side, np.ones(10, dtype=np.float32), np.ones((5, 141), dtype=np.float32),
+                          [(10, [])], False)
+    assert outcome.error is not None and outcome.error.code == "internal" and outcome.blocks_used == 0
+    assert "filterbank rows" in outcome.error.message
 
 
-async def test_a_beat_turn_ends_once_another_call_waits_for_its_worker(tmp_path: Path) -> None:
+async def test_a_rhythm_turn_ends_once_another_call_waits_for_its_worker(tmp_path: Path) -> None:
     state = FileAnalysis(str(generated(tmp_path)), str(tmp_path / "x.spool"), DetectorSettings(),
-                         split_beats=True)
+                         split_beats=True, step_samples=20_000)
     outcome = analyse_turn(state, math.inf)
-    side, strengths, sums = outcome.beat_side, outcome.strengths, outcome.sums
-    assert side is not None and strengths is not None and sums is not None and len(strengths) > 2000
-    alone = track_turn(pickle.loads(pickle.dumps(side)), strengths, sums, math.inf)
-    assert alone.frames_used == len(strengths)
+    side, odf, rows, blocks = outcome.beat_side, outcome.odf, outcome.rows, outcome.blocks
+    assert side is not None and odf is not None and len(blocks) > 50 and outcome.final
+    alone = rhythm_turn(pickle.loads(pickle.dumps(side)), odf, rows, blocks, True, math.inf)
+    assert alone.blocks_used == len(blocks)
 
     pool = DetectionPool(1)
     await pool.start()
     try:
-        turn = asyncio.ensure_future(pool.run_on(0, track_turn, side, strengths, sums, 60.0))
+        turn = asyncio.ensure_future(pool.run_on(0, rhythm_turn, side, odf, rows, blocks, True, 60.0))
         await asyncio.sleep(0)  # the turn's call is written first
         pid = await pool.run_on(0, os.getpid)
         first = await turn
         assert pid == pool.worker_pids(0)[0]
-        assert first.error is None and 0 < first.frames_used < len(strengths)  # it ended for the call
-        rest = await pool.run_on(0, track_turn, first.session, strengths[first.frames_used :],
-                                 sums[3 * first.frames_used :], 60.0)
-        assert rest.frames_used == len(strengths) - first.frames_used
+        assert first.error is None and 0 < first.blocks_used < len(blocks)  # it ended for the call
+        assert rows is not None
+        rest = await pool.run_on(0, rhythm_turn, first.session, odf[first.frames_used :],
+                                 rows[first.frames_used :], blocks[first.blocks_used :], True, 60.0)
+        assert rest.blocks_used == len(blocks) - first.blocks_used
         assert first.beat_times_s + rest.beat_times_s == alone.beat_times_s
+        assert ",".join(filter(None, (first.onsets_json, rest.onsets_json))) == alone.onsets_json
     finally:
         await pool.close()
 

@@ -8,15 +8,16 @@ streams (beat turns may use it, below). With one worker, a turn ends after its c
 milliseconds) once a live stream's call waits for that worker, so streams and files interleave.
 
 When file turns leave workers to live streams (``pool_slots`` below the pool's size: two workers or more
-in a server), a job with ``beats`` has its beat tracker run beside its detector
-(:class:`BeatChain`, :mod:`server.jobs.beat_work`): each detector turn hands its frames' beat strength over,
-and turns of the tracker on them run in the pool while the next detector turn runs, so a file's wall time
-comes near its detector's alone. Those turns take the pool's remaining workers (at most ``workers -
-pool_slots`` of them at once, over all jobs), and yield like any turn: each ends after its current step
-(a few milliseconds) once another call waits for its worker. A job's detector turns, and its beat turns,
-each stay in one worker while that worker is no busier than the others
-(:meth:`~server.pool.DetectionPool.least_busy`): turns hopping between two workers each time cost the
-10-min test file about 0.1 s more CPU (both processes' caches had to be filled again).
+in a server), a job with ``beats`` has its rhythm run beside its detector (:class:`BeatChain`,
+:mod:`server.jobs.beat_work`): each detector turn hands its blocks over (onset strength, filterbank rows,
+onsets), and turns of the rhythm session on them (band features, beat tracker, bar positions, onset bands)
+run in the pool while the next detector turn runs, so a file's wall time comes near its detector's alone.
+Those turns take the pool's remaining workers (at most ``workers - pool_slots`` of them at once, over all
+jobs), and yield like any turn: each ends after its current block (a few milliseconds) once another call
+waits for its worker. A job's detector turns, and its rhythm turns, each stay in one worker while that
+worker is no busier than the others (:meth:`~server.pool.DetectionPool.least_busy`): turns hopping between
+two workers each time cost the 10-min test file about 0.1 s more CPU (both processes' caches had to be
+filled again).
 
 With a shared store that becomes unreachable (:class:`~server.exceptions.StorageUnavailable`) progress
 updates are skipped and the job goes on; if its start or outcome cannot be stored the run is given up,
@@ -40,7 +41,7 @@ import numpy as np
 
 from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted, SettingsError, StorageUnavailable
-from server.jobs.beat_work import BeatTurnOutcome, track_turn
+from server.jobs.beat_work import Block, RhythmTurnOutcome, rhythm_turn
 from server.jobs.model import ErrorCode, Job, JobError
 from server.jobs.queue import JobQueue
 from server.jobs.result import ResultPieces, result_text
@@ -53,6 +54,10 @@ from server.pool import DetectionPool
 from server.rhythm import RhythmSession
 
 log = logging.getLogger(__name__)
+
+# A detector turn's blocks for its job's rhythm: onset strength and filterbank rows of every frame (None:
+# no frames), (frames, onsets) per block, and whether the file is done
+Handed = tuple[np.ndarray, np.ndarray | None, list[Block], bool]
 
 MAX_POOL_RESTARTS = 2  # a job whose steps kill a worker this often more fails with decoder_crashed
 ROOM = (StorageFull,)  # what the runner leaves to its settler; an unreachable shared store ends the run
@@ -197,8 +202,7 @@ class JobRunner:
                     chain = BeatChain(self.pool, self._beat_slots, outcome.beat_side, pieces)
                 if chain is not None:
                     chain.check()  # (a failure there ends the job now, not after the detector)
-                    if outcome.strengths is not None and outcome.sums is not None and len(outcome.strengths):
-                        chain.feed(outcome.strengths, outcome.sums)
+                    chain.feed(outcome)
                 now = time.monotonic()
                 if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
                     reported_at = now
@@ -227,9 +231,9 @@ class JobRunner:
 
 
 class BeatChain:
-    """One job's beat side (:mod:`server.jobs.beat_work`): turns of :func:`track_turn` in the pool on the
-    frames its detector turns hand over (:meth:`feed`), one turn at a time, in order, each holding one of
-    ``slots`` while it runs. Beats go to ``pieces`` as they come."""
+    """One job's rhythm (:mod:`server.jobs.beat_work`): turns of :func:`rhythm_turn` in the pool on the blocks
+    its detector turns hand over (:meth:`feed`), one turn at a time, in order, each holding one of ``slots``
+    while it runs. Onsets (with their bands) and beats go to ``pieces`` as they come."""
 
     def __init__(self, pool: DetectionPool, slots: asyncio.Semaphore, session: RhythmSession,
                  pieces: ResultPieces) -> None:
@@ -237,18 +241,18 @@ class BeatChain:
         self._slots = slots
         self._session = session
         self._pieces = pieces
-        self._strengths: list[np.ndarray] = []  # frames not tracked yet, in order
-        self._sums: list[np.ndarray] = []
+        self._waiting: list[Handed] = []  # detector turns' blocks not fed yet, in order
         self._more = asyncio.Event()
         self._closed = False
         self._lane: int | None = None  # of the last turn (see JobRunner._analyse)
-        self._task = asyncio.create_task(self._run(), name="beat-chain")
+        self._task = asyncio.create_task(self._run(), name="rhythm-chain")
 
-    def feed(self, strengths: np.ndarray, sums: np.ndarray) -> None:
-        """The next frames' beat strength and group sums (a detector turn's)."""
-        self._strengths.append(strengths)
-        self._sums.append(sums)
-        self._more.set()
+    def feed(self, turn: TurnOutcome) -> None:
+        """A detector turn's blocks (its ``odf``, ``rows``, ``blocks`` and ``final``)."""
+        if turn.blocks:
+            odf = turn.odf if turn.odf is not None else np.zeros(0, dtype=np.float32)
+            self._waiting.append((odf, turn.rows, turn.blocks, turn.final))
+            self._more.set()
 
     def check(self) -> None:
         """Raise what ended the chain early (a worker died: :class:`~server.exceptions.PoolRestarted`)."""
@@ -256,7 +260,7 @@ class BeatChain:
             self._task.result()
 
     async def finish(self) -> JobError | None:
-        """Wait until every frame fed is tracked; the error that stopped it, if any."""
+        """Wait until every block fed is in; the error that stopped it, if any."""
         self._closed = True
         self._more.set()
         return await self._task
@@ -268,28 +272,36 @@ class BeatChain:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
 
+    def _joined(self) -> Handed:
+        """Everything waiting, as one piece."""
+        waiting, self._waiting = self._waiting, []
+        if len(waiting) == 1:
+            return waiting[0]
+        odf = np.concatenate([odf for odf, _, _, _ in waiting])
+        rows = [rows for _, rows, _, _ in waiting if rows is not None]
+        blocks = [block for _, _, each, _ in waiting for block in each]
+        return odf, np.concatenate(rows) if rows else None, blocks, waiting[-1][3]
+
     async def _run(self) -> JobError | None:
         while True:
-            if not self._strengths:
+            if not self._waiting:
                 if self._closed:
                     return None
                 self._more.clear()
                 await self._more.wait()
                 continue
-            strengths = self._strengths[0] if len(self._strengths) == 1 else np.concatenate(self._strengths)
-            sums = self._sums[0] if len(self._sums) == 1 else np.concatenate(self._sums)
-            self._strengths, self._sums = [], []
+            odf, rows, blocks, final = self._joined()
             async with self._slots:
                 self._lane = lane = self._pool.least_busy(prefer=self._lane)
-                outcome: BeatTurnOutcome = await self._pool.run_on(lane, track_turn, self._session, strengths,
-                                                                   sums)
+                outcome: RhythmTurnOutcome = await self._pool.run_on(lane, rhythm_turn, self._session, odf,
+                                                                     rows, blocks, final)
             if outcome.error is not None:
                 if outcome.trace:
-                    log.error("unexpected beat tracking failure\n%s", outcome.trace)
+                    log.error("unexpected rhythm analysis failure\n%s", outcome.trace)
                 return outcome.error
             self._session = outcome.session
-            self._pieces.add("", outcome.beats_json, outcome.beat_times_s)
-            used = outcome.frames_used
-            if used < len(strengths):
-                self._strengths.insert(0, strengths[used:])
-                self._sums.insert(0, sums[3 * used :])
+            self._pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
+            if outcome.blocks_used < len(blocks):  # the rest goes first next time
+                used = outcome.frames_used
+                self._waiting.insert(0, (odf[used:], None if rows is None else rows[used:],
+                                         blocks[outcome.blocks_used :], final))

@@ -152,46 +152,6 @@ class RhythmSession:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
-    def features(
-        self, odf: npt.ArrayLike, rows: Sequence[F32] | F32, onsets: list[Onset]
-    ) -> tuple[list[float], list[float], list[BandedOnset]]:
-        """:meth:`process` without the beat tracker: its part is left to another session, fed with
-        :meth:`track` (in another process, while this one goes on with the next block).
-
-        Returns
-        -------
-        strengths : list of float
-            The beat strength of each new frame (float64 values), for :meth:`track`.
-        sums : list of float
-            The group sums of each new frame (low, mid, high; float32 values), for :meth:`track`.
-        banded : list of BandedOnset
-            As :meth:`process`'s.
-        """
-        strengths = _front([(self, odf, rows, onsets)])[0]
-        sums = self._sums[len(self._sums) - 3 * len(strengths) :]
-        banded = self._banded(onsets)
-        self._trim_if_long()
-        return strengths, sums, banded
-
-    def track(self, strengths: list[float], sums: list[float]) -> list[Beat]:
-        """The beats of the next frames from another session's :meth:`features`: ``strengths`` and ``sums``
-        as it returned them, in order (cut anywhere into calls). The beats are those :meth:`process` would
-        have committed to, bitwise; this session's own onsets and bands are left alone.
-
-        Raises
-        ------
-        ValueError
-            When ``sums`` does not hold three values per frame, or for a strength :meth:`process` refuses.
-        """
-        if len(sums) != 3 * len(strengths):
-            raise ValueError(f"{len(sums)} group sums for {len(strengths)} frames: three per frame")
-        beats = advance_trackers([self._tracker], [strengths])[0]  # (raises before anything has changed)
-        self._sums += sums
-        self._frames += len(strengths)
-        found = self._placed(beats)
-        self._trim_if_long()
-        return found
-
     def _placed(self, beats: list[Beat]) -> list[Beat]:
         """The tracker's new ``beats`` with their level and bar positions; or, with none, the accents now in
         folded in."""
