@@ -17,6 +17,7 @@ import soundfile as sf
 
 from server.appkeys import JOBS
 from server.dsp import DetectorSettings
+from server.jobs import runner as runner_module
 from server.jobs.beat_work import rhythm_turn
 from server.jobs.result import ResultPieces, result_text
 from server.jobs.work import FileAnalysis, analyse_turn
@@ -128,11 +129,15 @@ async def test_a_rhythm_turn_ends_once_another_call_waits_for_its_worker(tmp_pat
         await pool.close()
 
 
-async def test_two_workers_and_one_give_the_same_result(start_server: StartServer,
-                                                        http: aiohttp.ClientSession, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backlog_frames", [runner_module.MAX_BACKLOG_FRAMES, 0])
+async def test_two_workers_and_one_give_the_same_result(backlog_frames: int, start_server: StartServer,
+                                                        http: aiohttp.ClientSession, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0: the detector waits after each turn until the rhythm has taken in every frame handed over
+    monkeypatch.setattr(runner_module, "MAX_BACKLOG_FRAMES", backlog_frames)
     path = generated(tmp_path)
     results = []
-    for workers in (2, 1):  # split beats, then one worker doing both
+    for workers in (2, 1):  # the rhythm beside the detector, then one worker doing both
         server = await start_server(workers=workers)
         url = str(server.make_url("")).rstrip("/")
         runner = server.app[JOBS].runner

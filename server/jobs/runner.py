@@ -65,6 +65,11 @@ PROGRESS_INTERVAL_S = 0.25  # least time between stored progress updates of one 
 # Detector turns of a job whose beats are tracked beside it (BeatChain) are shorter, so that the tracker
 # starts sooner and has less left after the last one: s (about 1 ms of crossing each)
 SPLIT_TURN_S = 0.1
+# A job's detector waits before its next turn while its rhythm has more than this many frames (10 ms hops)
+# still to take in (their rows: 564 bytes a frame at 44.1 kHz, ~17 MB here): the rhythm's worker may be
+# busy with live streams, and the rows must not pile up in the server. Normally the rhythm keeps up (its
+# part is about half the detector's) and the backlog stays within a turn or two (~10,000 frames each).
+MAX_BACKLOG_FRAMES = 30_000
 
 
 class JobRunner:
@@ -203,6 +208,7 @@ class JobRunner:
                 if chain is not None:
                     chain.check()  # (a failure there ends the job now, not after the detector)
                     chain.feed(outcome)
+                    await chain.drained_to(MAX_BACKLOG_FRAMES)
                 now = time.monotonic()
                 if not state.finished and now - reported_at >= PROGRESS_INTERVAL_S:
                     reported_at = now
@@ -243,6 +249,8 @@ class BeatChain:
         self._pieces = pieces
         self._waiting: list[Handed] = []  # detector turns' blocks not fed yet, in order
         self._more = asyncio.Event()
+        self._fed = asyncio.Event()  # set after each rhythm turn (and when the chain ends)
+        self.backlog_frames = 0  # frames handed over and not taken in yet
         self._closed = False
         self._lane: int | None = None  # of the last turn (see JobRunner._analyse)
         self._task = asyncio.create_task(self._run(), name="rhythm-chain")
@@ -252,7 +260,14 @@ class BeatChain:
         if turn.blocks:
             odf = turn.odf if turn.odf is not None else np.zeros(0, dtype=np.float32)
             self._waiting.append((odf, turn.rows, turn.blocks, turn.final))
+            self.backlog_frames += len(odf)
             self._more.set()
+
+    async def drained_to(self, most_frames: int) -> None:
+        """Wait while more than ``most_frames`` frames wait for the rhythm (and the chain runs)."""
+        while self.backlog_frames > most_frames and not self._task.done():
+            self._fed.clear()
+            await self._fed.wait()
 
     def check(self) -> None:
         """Raise what ended the chain early (a worker died: :class:`~server.exceptions.PoolRestarted`)."""
@@ -283,6 +298,12 @@ class BeatChain:
         return odf, np.concatenate(rows) if rows else None, blocks, waiting[-1][3]
 
     async def _run(self) -> JobError | None:
+        try:
+            return await self._turns()
+        finally:
+            self._fed.set()
+
+    async def _turns(self) -> JobError | None:
         while True:
             if not self._waiting:
                 if self._closed:
@@ -301,6 +322,8 @@ class BeatChain:
                 return outcome.error
             self._session = outcome.session
             self._pieces.add(outcome.onsets_json, outcome.beats_json, outcome.beat_times_s)
+            self.backlog_frames -= outcome.frames_used
+            self._fed.set()
             if outcome.blocks_used < len(blocks):  # the rest goes first next time
                 used = outcome.frames_used
                 self._waiting.insert(0, (odf[used:], None if rows is None else rows[used:],
