@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from server.rhythm import analyze_rhythm
-from server.rhythm.meter import MIN_BEATS, MeterTracker, peaks_of, position_accents
+from server.rhythm.meter import MIN_BEATS, BeatCount, MeterTracker, peaks_of, position_accents
 from testkit.rhythm_signals import bar_position_score, beat_times, drum_track
 
 
@@ -53,6 +53,23 @@ def test_a_missed_beat_keeps_the_count_and_a_long_gap_forgets() -> None:
     # 10 beat intervals of silence: everything is forgotten, positions come back only after MIN_BEATS.
     after = feed(tracker, accents[:12], start_s=(40 + 10) * 0.5)
     assert after[:MIN_BEATS] == [None] * MIN_BEATS and after[-1] == 4
+
+
+def test_a_count_that_depends_on_the_tempo_used_starts_afresh() -> None:
+    # Start-up: beats 0.64 s apart, the tracker first at 164 BPM, then one beat at 188 (its double-time
+    # hypothesis), then 97. 0.64 s is 2 beats at 188 but 1 at 97: counted at the new beat's tempo alone,
+    # the count would be a beat off for good.
+    beats = [(1.12, 164.0), (1.76, 188.0), (2.36, 97.0), (2.98, 97.0), (3.60, 97.0)]
+    plain, checked = BeatCount(), BeatCount(both_tempi=True)
+    assert [plain.add(t, bpm, 0) for t, bpm in beats] == [False] * 5
+    assert plain.index == 5  # 2 + 1 + 1 + 1: one too many
+    assert [checked.add(t, bpm, 0) for t, bpm in beats] == [False, False, True, False, False]
+    assert checked.index == 2  # counted afresh from the beat at 2.36 s
+    # At a steady tempo both count alike, beats missed included.
+    steady = [(0.5 * i, 120.0) for i in (0, 1, 2, 4, 5)]
+    plain, checked = BeatCount(), BeatCount(both_tempi=True)
+    assert [plain.add(t, b, 0) for t, b in steady] == [checked.add(t, b, 0) for t, b in steady] == [False] * 5
+    assert plain.index == checked.index == 5
 
 
 def test_peaks_near_the_frame_and_accents_each_band_over_its_mean() -> None:
