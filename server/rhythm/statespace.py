@@ -30,6 +30,7 @@ I64 = npt.NDArray[np.int64]
 
 AHEAD_FRAMES = 64  # a one-row RingBank works out its slots for this many frames at a time
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
+SOURCE_POINTS = 256  # change_probabilities integrates over the interval changed from at this many points
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -175,23 +176,31 @@ def log_gaussian_prior(bpm: F64, centre_bpm: float, octaves: float) -> F64:
 
 
 def change_probabilities(intervals: I64, change_lambda: float) -> F64:
-    """Weights of a beat interval ``T_j`` (frames) being followed by ``T_k``, shape (n, n), rows not
-    normalised: the density ``exp(-change_lambda * |t / T_j - 1|)`` of a next interval ``t`` (Böck, Krebs &
-    Widmer 2014) integrated over the frame that ``T_k`` stands for, ``T_k ± 1/2``.
+    """Weights of a beat interval of tempo ``j`` being followed by one of tempo ``k``, shape (n, n), rows not
+    normalised: the density ``exp(-change_lambda * |t / s - 1|)`` of the next interval ``t`` after an
+    interval ``s`` (Böck, Krebs & Widmer 2014), integrated over the frame each tempo stands for: ``t`` over
+    ``T_k ± 1/2`` exactly, ``s`` evenly over ``T_j ± 1/2`` by the midpoint rule at ``SOURCE_POINTS``
+    points (finer than the density's width, ``T_j / change_lambda`` frames).
 
-    The density taken at ``T_k`` alone (their model on a 100 fps grid) gives a change of one frame a weight
-    of ``exp(-change_lambda / T_j)``: at 20 ms frames and 190 BPM (15.8 frames, between 15 and 16) that is
-    8e-5 at ``change_lambda`` 150, so the filter cannot step between the two intervals that make the tempo
-    and slips to other ones. Integrated over the frame, a neighbour keeps the share of the density that
-    falls on it (about ``exp(-change_lambda / (2 T_j)) / 2`` of the staying weight, 5e-3 there), and the
-    weights no longer depend on where the grid's points fall.
+    The density taken at whole intervals alone (their model, on a 100 fps grid) gives a change of one frame
+    the weight ``exp(-change_lambda / T_j)``: at 20 ms frames a 190 BPM beat is 15.8 frames, between 16 and
+    15, and 183 BPM 16.4 frames, and the filter can follow them only by stepping between two intervals 6 %
+    apart, which that weight (8e-5 at ``change_lambda`` 150) forbids: it slipped to other intervals and to
+    half time. A state stands for the tempi of its frame, so a tempo near the edge of one frame may be in
+    the next one's after a beat: integrated at both ends, a step of one frame keeps about
+    ``T_j / (2 change_lambda)`` of the staying weight (1e-2 at 16 frames and 700), a step of two
+    ``exp(-change_lambda / T_j)`` of that, and the weights no longer depend on where the grid's points fall.
     """
-    def cdf(u: F64) -> F64:  # of the density over u = t / T_j - 1 (so each row is short by a factor T_j)
+    def cdf(u: F64) -> F64:  # of the density over u = t / s - 1 (so over t, times s)
         return np.sign(u) * -np.expm1(-change_lambda * np.abs(u)) / change_lambda
 
-    low = (intervals - 0.5)[None, :] / intervals[:, None] - 1.0
-    high = (intervals + 0.5)[None, :] / intervals[:, None] - 1.0
-    out: F64 = cdf(high) - cdf(low)
+    out = np.zeros((len(intervals), len(intervals)))
+    for offset in (np.arange(SOURCE_POINTS) + 0.5) / SOURCE_POINTS - 0.5:  # s: the midpoint rule
+        source = intervals[:, None] + offset
+        low = (intervals - 0.5)[None, :] / source - 1.0
+        high = (intervals + 0.5)[None, :] / source - 1.0
+        out += source * (cdf(high) - cdf(low))  # t: exactly
+    out /= SOURCE_POINTS
     return out
 
 
