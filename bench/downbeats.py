@@ -1,7 +1,8 @@
 """Bar-position (downbeat) accuracy of server.rhythm's causal meter tracker, on rhythm-dev and generated
 tracks.
 
-    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--set NAME=VALUE ...] [--json PATH]
+    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--fresh] [--set NAME=VALUE ...]
+                                        [--json PATH]
 
 For each file: ``analyze_rhythm`` (the live path, 20 ms blocks); each of our beats that carries a
 ``bar_position`` and lies within ±70 ms of an annotated beat is *matched*; it is *correct* when its position
@@ -9,7 +10,8 @@ equals the annotation's. Reported per file: beats, positioned (share of our beat
 correct / matched (the downbeat accuracy), the same modulo 2 (right half of the bar: 1 and 3 alike, 2 and 4
 alike), and when the first position came (s after the first annotated beat). ``--set`` overrides a constant
 of ``server.rhythm.meter`` for exploring (e.g. ``--set SWITCH_MARGIN=0.5``); the figures in bench/README.md
-use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use. Cost: CPU
+use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use; ``--fresh``
+adds bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on). Cost: CPU
 microseconds of one beat through the meter tracker (``beat`` + ``fold``), from 20,000 beats.
 """
 
@@ -81,6 +83,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -99,6 +103,13 @@ def main() -> None:
             track = drum_track(beat_times(segments), seed=1001, **kwargs)
             rows.append(score(f"gen {name}", track.audio, track.sample_rate, track.beats,
                               track.bar_positions))
+    if args.fresh:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from rhythm import fresh_specs
+
+        for seed, (name, tempi, options, _) in enumerate(fresh_specs(), start=500):
+            track = drum_track(beat_times(tempi), seed=seed, **options)
+            rows.append(score(name, track.audio, track.sample_rate, track.beats, track.bar_positions))
     print(f"{'file':32} {'beats':>5} {'posd':>5} {'match':>5} {'acc':>6} {'acc%2':>6} {'first s':>7}")
     for row in rows:
         acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
@@ -106,7 +117,7 @@ def main() -> None:
         first = "-" if row["first_position_s"] is None else row["first_position_s"]
         print(f"{row['file']:32} {row['beats']:5d} {row['positioned']:5d} {row['matched']:5d} {acc:>6} "
               f"{acc2:>6} {first:>7}")
-    for group in ("mdbdrums", "gen"):
+    for group in ("mdbdrums", "gen", "fresh"):
         part = [r for r in rows if r["file"].startswith(group) and r["matched"]]
         if part:
             total = sum(r["matched"] for r in part)

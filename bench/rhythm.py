@@ -266,17 +266,19 @@ def change_cases(directory: str) -> list[Case]:
     return cases
 
 
-def fresh_cases(directory: str) -> list[Case]:
-    """Twenty-four more generated kits (seeds 500-523, 62-197 BPM), made for branch ``tempo`` (2026-12-07)
-    before its changes and scored only at the end, never tuned on: 14 steady tempi, three in 3/4, two with
-    swing, two without hats, two tempo changes and a fast ramp (140 to 188 BPM in 3 BPM steps every 1.5 s)."""
+FreshSpec = tuple[str, list[tuple[float, float]], dict[str, Any], bool]
+
+
+def fresh_specs() -> list[FreshSpec]:
+    """``(name, (bpm, seconds) segments, drum_track options, whether its segments are tempo changes)`` of
+    the 24 kits of :func:`fresh_cases` (seeds 500 on, in this order; bench/downbeats.py --fresh too)."""
     steady: list[tuple[float, dict[str, Any]]] = [
         (62, {}), (68, {}), (84, {}), (97, {}), (109, {}), (118, {}), (126, {}), (138, {}), (147, {}),
         (156, {}), (168, {}), (181, {}), (186, {}), (197, {}), (78, {"meter": 3}), (141, {"meter": 3}),
         (172, {"meter": 3}), (116, {"swing": 2 / 3}), (158, {"swing": 2 / 3}), (135, {"hats": False}),
         (66, {"hats": False}),
     ]
-    specs: list[tuple[str, list[tuple[float, float]], dict[str, Any], bool]] = [
+    specs: list[FreshSpec] = [
         (f"fresh {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
         for bpm, options in steady
     ]
@@ -285,8 +287,15 @@ def fresh_cases(directory: str) -> list[Case]:
         ("fresh 178>132", [(178, 12.0), (132, 12.0)], {}, True),
         ("fresh ramp 140>188", [(140 + 3.0 * k, 1.5) for k in range(17)], {}, False),
     ]
+    return specs
+
+
+def fresh_cases(directory: str) -> list[Case]:
+    """Twenty-four more generated kits (seeds 500-523, 62-197 BPM), made for branch ``tempo`` (2026-12-07)
+    before its changes and scored only at the end, never tuned on: 14 steady tempi, three in 3/4, two with
+    swing, two without hats, two tempo changes and a fast ramp (140 to 188 BPM in 3 BPM steps every 1.5 s)."""
     cases = []
-    for seed, (name, tempi, options, change) in enumerate(specs, start=500):
+    for seed, (name, tempi, options, change) in enumerate(fresh_specs(), start=500):
         path = os.path.join(directory, f"fresh{seed}.wav")
         changes = changes_of(tempi) if change else ()
         cases.append(rendered(name, path, beat_times(tempi), seed, options, changes))
