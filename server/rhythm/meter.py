@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 METERS = (3, 4)  # beats per bar that are considered
 DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
-MIN_BEATS = 6  # no bar position before this many beats since the last reset
+MIN_BEATS = 8  # no bar position before this many beats since the last reset
 MIN_CONTRAST = 0.3  # committed when the best position's accent beats the others' mean by this
 SWITCH_MARGIN = 0.2  # a committed meter and downbeat change only for a contrast this much higher
 RESET_GAP_BEATS = 8.0  # a gap longer than this many beat intervals forgets everything
