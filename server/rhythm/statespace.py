@@ -5,7 +5,7 @@ with the efficient discretisation of Krebs, Böck & Widmer (ISMIR 2015): a tempo
 ``T`` frames, and it owns exactly ``T`` positions ``0 .. T - 1``, so every state moves on by one position per
 frame. Position 0 is the beat. Tempo may change only when a beat interval ends, with a probability that
 falls exponentially with the relative change of interval (Böck, Krebs & Widmer, ISMIR 2014's DBN tracker;
-integrated over each interval's frame, :func:`change_probabilities`),
+integrated over the frames of both intervals, :func:`change_probabilities`),
 weighted by a log-Gaussian tempo prior (Ellis 2007; Davies & Plumbley 2007) that keeps the tracker away from
 half and double tempo.
 
