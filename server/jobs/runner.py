@@ -4,7 +4,7 @@ Independent of HTTP: it needs a store, a queue, the upload directory and a pool.
 run at once; their turns (pool calls of steps in a row, :func:`~server.jobs.work.analyse_turn`, at most
 ``TURN_S`` each) share ``pool_slots`` concurrent pool calls, granted in turn (a FIFO semaphore), so jobs
 progress side by side and a pool of ``n`` workers keeps one of them free of detector turns for live
-streams (beat turns may use it, below). With one worker, a turn ends after its current step (a few
+streams (rhythm turns may use it, below). With one worker, a turn ends after its current step (a few
 milliseconds) once a live stream's call waits for that worker, so streams and files interleave.
 
 When file turns leave workers to live streams (``pool_slots`` below the pool's size: two workers or more
@@ -86,8 +86,8 @@ class JobRunner:
         self._own_settler = settler is None
         self.settler = Settler(watch) if settler is None else settler
         self._slots = asyncio.Semaphore(max(1, pool_slots))
-        # Beat tracking beside the detector (BeatChain), by default when the pool has workers that file
-        # turns leave to live streams: its turns may use those (yielding to any waiting call).
+        # The rhythm beside the detector (BeatChain), by default when the pool has workers that file turns
+        # leave to live streams: its turns may use those (yielding to any waiting call).
         spare = pool.workers - max(1, pool_slots)
         self.split_beats = spare > 0 if split_beats is None else split_beats
         self._beat_slots = asyncio.Semaphore(max(1, spare))
