@@ -77,6 +77,12 @@ def switches(pid: int) -> tuple[int, int]:
     return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
 
 
+def runqueue_s(pid: int) -> float:
+    """Seconds ``pid`` has spent runnable but waiting for a core (``/proc/PID/schedstat``): how much the
+    machine's other work held it back."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def stages(raw: Path) -> tuple[int, collections.Counter[str]]:
     """Busy samples of one py-spy raw profile, and their count by stage."""
     busy, counts = 0, collections.Counter[str]()
@@ -126,6 +132,7 @@ def main() -> int:
             cpu0 = {pid: cpu_s([pid]) for pid in tree}
             sys0 = {pid: kernel_s(pid) for pid in tree}
             ctx0 = {pid: switches(pid) for pid in tree}
+            wait0 = {pid: runqueue_s(pid) for pid in tree}
             t0 = time.perf_counter()
             spies = [subprocess.Popen(["taskset", "-c", "1", spy, "record", "--nonblocking", "-r",
                                        str(args.rate_hz), "-d", str(window_s), "-f", "raw", "-o",
@@ -140,6 +147,7 @@ def main() -> int:
             cpu1 = {pid: cpu_s([pid]) for pid in tree}
             sys1 = {pid: kernel_s(pid) for pid in tree}
             ctx1 = {pid: switches(pid) for pid in tree}
+            wait1 = {pid: runqueue_s(pid) for pid in tree}
             shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     finally:
         proc.terminate()
@@ -155,7 +163,8 @@ def main() -> int:
         print(f"pid {pid} ({role}): {1e6 * used / chunks:.1f} us CPU per chunk, of which "
               f"{1e6 * kernel / chunks:.1f} in the kernel; context switches per 100 chunks "
               f"{100 * (ctx1[pid][0] - ctx0[pid][0]) / chunks:.1f} voluntary, "
-              f"{100 * (ctx1[pid][1] - ctx0[pid][1]) / chunks:.1f} involuntary")
+              f"{100 * (ctx1[pid][1] - ctx0[pid][1]) / chunks:.1f} involuntary; waited for a core "
+              f"{1e6 * (wait1[pid] - wait0[pid]) / chunks:.1f} us per chunk")
         raw = out / f"{pid}.txt"
         if used > 0.05 and raw.exists():
             busy, counts = stages(raw)
