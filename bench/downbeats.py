@@ -1,7 +1,8 @@
 """Bar-position (downbeat) accuracy of server.rhythm's causal meter tracker, on rhythm-dev and generated
 tracks.
 
-    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--set NAME=VALUE ...] [--json PATH]
+    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--fresh] [--set NAME=VALUE ...]
+                                        [--json PATH] [--accents]
 
 For each file: ``analyze_rhythm`` (the live path, 20 ms blocks); each of our beats that carries a
 ``bar_position`` and lies within ±70 ms of an annotated beat is *matched*; it is *correct* when its position
@@ -9,7 +10,9 @@ equals the annotation's. Reported per file: beats, positioned (share of our beat
 correct / matched (the downbeat accuracy), the same modulo 2 (right half of the bar: 1 and 3 alike, 2 and 4
 alike), and when the first position came (s after the first annotated beat). ``--set`` overrides a constant
 of ``server.rhythm.meter`` for exploring (e.g. ``--set SWITCH_MARGIN=0.5``); the figures in bench/README.md
-use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use. Cost: CPU
+use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use; ``--fresh``
+adds bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on). ``--accents`` prints instead, for
+rhythm-dev, what tells the annotated bar positions apart (:func:`position_accents`). Cost: CPU
 microseconds of one beat through the meter tracker (``beat`` + ``fold``), from 20,000 beats.
 """
 
@@ -29,6 +32,7 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from server.rhythm import analyze_rhythm, meter
+from server.rhythm.features import BandFlux
 from testkit.rhythm_signals import bar_position_score, beat_times, drum_track
 
 DEFAULT_DATA = Path("/work/shared/data/rhythm-dev")
@@ -66,6 +70,30 @@ def score(name: str, audio: np.ndarray, rate: int, ref_times: np.ndarray,
     }
 
 
+def position_accents(audio: np.ndarray, rate: int, ref_times: np.ndarray, ref_pos: np.ndarray) -> str:
+    """What tells the annotated bar positions apart: per position, the mean of each beat's largest low,
+    mid and high group rise within ±3 frames (30 ms; :class:`~server.rhythm.features.BandFlux`, the same
+    rises the meter's accents use) over the mean of all positions, and how many of its beats are among the
+    file's top tenth in low and in high rise (a kick stronger than most; a crash)."""
+    flux = BandFlux(rate)
+    _, sums = flux.process(audio)
+    peaks: dict[int, list[np.ndarray]] = {}
+    for t, p in zip(ref_times, ref_pos, strict=True):
+        frame = round((t - flux.frame_time_offset_s) / flux.hop_s)
+        window = sums[max(0, frame - 3): frame + 4]
+        if len(window):
+            peaks.setdefault(int(p), []).append(window.max(axis=0))
+    every = np.concatenate([np.array(v) for v in peaks.values()])
+    mean, top = every.mean(axis=0), np.quantile(every, 0.9, axis=0)
+    parts = []
+    for p in sorted(peaks):
+        v = np.array(peaks[p])
+        m = v.mean(axis=0) / mean
+        parts.append(f"{p}: L {m[0]:.2f} M {m[1]:.2f} H {m[2]:.2f} topL {int((v[:, 0] > top[0]).sum())} "
+                     f"topH {int((v[:, 2] > top[2]).sum())}/{len(v)}")
+    return " | ".join(parts)
+
+
 def beat_cost_us(beats: int = 20_000) -> float:
     """CPU microseconds per beat of :class:`~server.rhythm.meter.MeterTracker` (``beat`` then ``fold``)."""
     tracker = meter.MeterTracker()
@@ -81,12 +109,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-generated", action="store_true")
+    parser.add_argument("--fresh", action="store_true",
+                        help="also bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on)")
+    parser.add_argument("--accents", action="store_true",
+                        help="only print what tells rhythm-dev's bar positions apart (position_accents)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     for item in args.set:
         name, _, value = item.partition("=")
         setattr(meter, name, type(getattr(meter, name))(value))
+    if args.accents:
+        for path in sorted(glob.glob(str(args.data / "*.wav"))):
+            audio, rate = sf.read(path, dtype="float32")
+            ref = np.loadtxt(Path(path).with_suffix(".beats"))
+            mono = audio.reshape(len(audio), -1).mean(axis=1)
+            print(f"{Path(path).stem:32} {position_accents(mono, rate, ref[:, 0], ref[:, 1].astype(int))}")
+        return
     rows = []
     for path in sorted(glob.glob(str(args.data / "*.wav"))):
         audio, rate = sf.read(path, dtype="float32")
@@ -99,6 +138,13 @@ def main() -> None:
             track = drum_track(beat_times(segments), seed=1001, **kwargs)
             rows.append(score(f"gen {name}", track.audio, track.sample_rate, track.beats,
                               track.bar_positions))
+    if args.fresh:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from rhythm import fresh_specs
+
+        for seed, (name, tempi, options, _) in enumerate(fresh_specs(), start=500):
+            track = drum_track(beat_times(tempi), seed=seed, **options)
+            rows.append(score(name, track.audio, track.sample_rate, track.beats, track.bar_positions))
     print(f"{'file':32} {'beats':>5} {'posd':>5} {'match':>5} {'acc':>6} {'acc%2':>6} {'first s':>7}")
     for row in rows:
         acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.3f}"
@@ -106,7 +152,7 @@ def main() -> None:
         first = "-" if row["first_position_s"] is None else row["first_position_s"]
         print(f"{row['file']:32} {row['beats']:5d} {row['positioned']:5d} {row['matched']:5d} {acc:>6} "
               f"{acc2:>6} {first:>7}")
-    for group in ("mdbdrums", "gen"):
+    for group in ("mdbdrums", "gen", "fresh"):
         part = [r for r in rows if r["file"].startswith(group) and r["matched"]]
         if part:
             total = sum(r["matched"] for r in part)

@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
                                      [--no-madmom] [--madmom-json PATH] [--no-generated] [--no-heldout]
-                                     [--no-changes] [--json PATH]
+                                     [--no-changes] [--no-fresh] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
 trap and a silent gap; 12 more generated kits (seeds 300-311) and 8 generated tempo changes (seeds
-400-407) never looked at while tuning. Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats;
+400-407) never looked at while tuning, and 24 more (seeds 500-523, 62-197 BPM) made later for the same.
+Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats;
 tempo error = ``|bpm / ref_bpm - 1|`` (ours: the tracker's own ``bpm`` at each beat from 4 s after the first
 reference beat on, against the reference's local tempo; peers: 60 / median inter-beat interval of their
 beats against the reference's); band F = ``mir_eval.onset.f_measure`` (±50 ms) of our onsets of each band
@@ -265,6 +266,42 @@ def change_cases(directory: str) -> list[Case]:
     return cases
 
 
+FreshSpec = tuple[str, list[tuple[float, float]], dict[str, Any], bool]
+
+
+def fresh_specs() -> list[FreshSpec]:
+    """``(name, (bpm, seconds) segments, drum_track options, whether its segments are tempo changes)`` of
+    the 24 kits of :func:`fresh_cases` (seeds 500 on, in this order; bench/downbeats.py --fresh too)."""
+    steady: list[tuple[float, dict[str, Any]]] = [
+        (62, {}), (68, {}), (84, {}), (97, {}), (109, {}), (118, {}), (126, {}), (138, {}), (147, {}),
+        (156, {}), (168, {}), (181, {}), (186, {}), (197, {}), (78, {"meter": 3}), (141, {"meter": 3}),
+        (172, {"meter": 3}), (116, {"swing": 2 / 3}), (158, {"swing": 2 / 3}), (135, {"hats": False}),
+        (66, {"hats": False}),
+    ]
+    specs: list[FreshSpec] = [
+        (f"fresh {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
+        for bpm, options in steady
+    ]
+    specs += [
+        ("fresh 95>150", [(95, 12.0), (150, 12.0)], {}, True),
+        ("fresh 178>132", [(178, 12.0), (132, 12.0)], {}, True),
+        ("fresh ramp 140>188", [(140 + 3.0 * k, 1.5) for k in range(17)], {}, False),
+    ]
+    return specs
+
+
+def fresh_cases(directory: str) -> list[Case]:
+    """Twenty-four more generated kits (seeds 500-523, 62-197 BPM), made for branch ``tempo`` (2026-12-07)
+    before its changes and scored only at the end, never tuned on: 14 steady tempi, three in 3/4, two with
+    swing, two without hats, two tempo changes and a fast ramp (140 to 188 BPM in 3 BPM steps every 1.5 s)."""
+    cases = []
+    for seed, (name, tempi, options, change) in enumerate(fresh_specs(), start=500):
+        path = os.path.join(directory, f"fresh{seed}.wav")
+        changes = changes_of(tempi) if change else ()
+        cases.append(rendered(name, path, beat_times(tempi), seed, options, changes))
+    return cases
+
+
 @dataclass(frozen=True)
 class Segment:
     """A stretch of steady music: reference beats ``start`` to ``stop`` (inclusive), begun at the music's
@@ -446,6 +483,8 @@ def main() -> None:
     parser.add_argument("--no-generated", action="store_true")
     parser.add_argument("--no-heldout", action="store_true")
     parser.add_argument("--no-changes", action="store_true", help="leave out the tempo-change corpus")
+    parser.add_argument("--no-fresh", action="store_true",
+                        help="leave out the 24 kits of seeds 500-523 (never tuned on)")
     parser.add_argument("--madmom-json", default=None, metavar="PATH",
                         help="madmom's beats by file name: read from PATH when it exists, else run madmom "
                         "and write them there (madmom is deterministic; the files are regenerated alike)")
@@ -461,6 +500,8 @@ def main() -> None:
             corpora.append(("generated, never tuned on", heldout_cases(tmp)))
         if not args.no_changes:
             corpora.append(("tempo changes, never tuned on", change_cases(tmp)))
+        if not args.no_fresh:
+            corpora.append(("fresh (seeds 500-523), never tuned on", fresh_cases(tmp)))
         madmom: dict[str, Any] = {}
         if not args.no_madmom:
             paths = [case.path for _, cases in corpora for case in cases]

@@ -163,3 +163,19 @@ async def test_pacer_keeps_real_time() -> None:
 def test_server_address_from_the_environment() -> None:
     assert default_server({"TRANSIENT_SERVER": "http://10.0.0.2:9000"}) == "http://10.0.0.2:9000"
     assert default_server({}) == "http://127.0.0.1:8080"
+
+
+async def test_one_client_holds_more_streams_than_aiohttps_default_connection_limit(
+    start_server: StartServer,
+) -> None:
+    """A client's own session must not cap its streams: aiohttp's default connector holds at most 100
+    connections, and each live stream keeps one, so the 101st publish used to wait for a free one forever."""
+    streams = 104
+    server = await start_server(max_streams_per_client=streams)
+    async with TransientClient(base_url(server)) as client:
+        publishers = [await asyncio.wait_for(client.publish(16000), 10) for _ in range(streams)]
+        subscription = await asyncio.wait_for(client.subscribe(publishers[-1].stream_id), 10)
+        assert len({p.stream_id for p in publishers}) == streams
+        assert len(await asyncio.wait_for(client.streams(), 10)) == streams
+        await subscription.close()
+        await asyncio.gather(*(p.stop(10) for p in publishers))

@@ -46,3 +46,55 @@ def test_streams_in_one_batch_equal_each_alone(rates: tuple[int, int, int]) -> N
         assert [bar for _, bar in beats[i]] == [b.bar_position for b in alone.beats]
         assert len(beats[i]) >= 10
         assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]
+
+
+def test_one_rhythms_fault_fails_only_its_stream() -> None:
+    """A rhythm that turns the batch's shared pass down (here its detector hands over a row too few, as a
+    bug would) fails its own job, and its stream starts afresh from that job's audio; the other streams of
+    the batch lose no frame: their beats and bands stay those of their audio alone."""
+    rate, block = 44100, 882
+    tracks = [drum_track(beat_times([(bpm, 8.0)]), seed=seed, sample_rate=rate)
+              for bpm, seed in ((92, 61), (126, 62), (155, 63))]
+    resident = ResidentDetectors()
+    keys = ["s0/0", "s1/0", "s2/0"]
+    beats: list[list[float]] = [[] for _ in tracks]
+    onsets: list[list[tuple[float, str | None]]] = [[] for _ in tracks]
+    errors: list[tuple[int, str]] = []
+    fault_at = 150  # the job of the 3.0 s mark
+    n_jobs = -(-len(tracks[0].audio) // block)
+    for k in range(n_jobs):
+        if k == fault_at:  # stream 1's next rows come one short
+            detector = resident.take(keys[1])
+            rhythm = resident.take_rhythm(keys[1])
+            assert detector is not None and rhythm is not None
+            take_rows = detector.take_rows
+            detector.take_rows = lambda take_rows=take_rows: [r[1:] for r in take_rows()]  # type: ignore
+            resident.keep(keys[1], detector, rhythm)
+        jobs = []
+        for i, track in enumerate(tracks):
+            start = k * block
+            if start >= len(track.audio):
+                continue
+            retry = k == fault_at + 1 and i == 1  # as the stream's session does after a failure
+            if retry:
+                keys[1] = "s1/1"
+                start = fault_at * block
+            fresh = k == 0 or retry
+            chunk = track.audio[start : (k + 1) * block]
+            offset_s = fault_at * block / rate if i == 1 and k > fault_at else 0.0  # the detector's start
+            jobs.append(Job(keys[i], rate, 1, "<f4", DetectorSettings() if fresh else None, chunk.tobytes(),
+                            offset_s, fresh=fresh, flush=(k + 1) * block >= len(track.audio)))
+        for job, result in zip(jobs, run_batch(jobs, resident=resident), strict=True):
+            i = int(job.key[1])
+            if not result.ok:
+                errors.append((k, i))
+                continue
+            beats[i] += [time_s for time_s, _, _, _ in result.beats]
+            onsets[i] += [(time_s, band) for time_s, _, band in result.onsets]
+    assert errors == [(fault_at, 1)]
+    for i in (0, 2):
+        alone = analyze_rhythm(tracks[i].audio, rate)
+        assert beats[i] == pytest.approx([b.time for b in alone.beats], abs=1e-9)
+        assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]
+    late = [t for t in beats[1] if t > fault_at * block / rate + 3.0]  # the fresh rhythm found the beat again
+    assert len(late) >= 4

@@ -61,6 +61,32 @@ def test_the_level_comes_back_when_the_weak_beats_fill_in() -> None:
     assert level.factor == 1 and all(kept[-10:])
 
 
+def test_the_tracker_going_to_the_music_s_tempo_and_back_keeps_the_beats() -> None:
+    """Halved at 200 (every second tracked beat a hat), the tracker's own tempo flips to the music's 100 for
+    a few beats and back: those beats count as two eighth notes and are kept at their own tempo, and the
+    eighth notes after them keep the same parity; after MIN_BEATS beats at 100 the level starts afresh."""
+    level = MetricalLevel()
+    trap = [(0.05, 0.1) if i % 2 == 0 else ((1.0, 0.2) if i % 4 == 1 else (0.3, 1.0)) for i in range(24)]
+    kept = feed(level, trap, 200.0)  # tracked beats at 1.0 + 0.3 i s; the music's beats are the odd ones
+    assert level.factor == 2 and kept[-2:] == [False, True]
+    # Three beats of the tracker at 100 BPM, on the music's beats (1.0 + 0.3 * (23 + 2 k)), then 200 again.
+    for k in (1, 2, 3):
+        time_s = 1.0 + 0.3 * (23 + 2 * k)
+        assert level.beat(time_s, 100.0, round(time_s * 100))
+        assert level.factor == 1
+    out = []
+    for i in range(30, 40):
+        time_s = 1.0 + 0.3 * i
+        out.append(level.beat(time_s, 200.0, round(time_s * 100)))
+    assert level.factor == 2
+    assert out == [i % 2 == 1 for i in range(30, 40)]
+    # The tracker stays at 100: after MIN_BEATS of its beats the level counts them as beats again.
+    for k in range(MIN_BEATS + 2):
+        time_s = 1.0 + 0.3 * (41 + 2 * k)
+        assert level.beat(time_s, 100.0, round(time_s * 100))
+    assert level.factor == 1 and not level._halved
+
+
 def test_parity_strengths_are_each_band_over_its_mean() -> None:
     assert parity_strengths([2.0, 0.0], [1.0, 1.0], [1.0, 1.0]) == (3.0, 1.0)
     assert parity_strengths([1.0, 1.0], [0.0, 0.0], [1.0, 1.0]) is None  # mid never rose

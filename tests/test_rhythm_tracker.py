@@ -65,7 +65,8 @@ def tempo_errors_after(track: DrumTrack, beats: list[Beat], after_s: float) -> n
 
 
 # Known gaps, measured on this synthetic kit (bench/README.md, rhythm), not asserted here: 70 and 100 BPM
-# with eighth-note hats lock to double time, and 190 BPM reaches F 0.93 (start-up beats).
+# with eighth-note hats lock to double time (the metrical level, server/rhythm/level.py, halves them after
+# the tracker).
 
 
 @pytest.mark.parametrize("bpm", [128, 160])
@@ -77,6 +78,20 @@ def test_steady_tempo_beats_and_bpm_issue_targets(bpm: int) -> None:
     errors = tempo_errors_after(track, beats, 4.0)
     assert len(errors) > 10
     assert np.all(errors <= 0.04), errors.max()
+
+
+@pytest.mark.parametrize("bpm", [175, 183, 190])
+def test_fast_tempi_between_two_intervals_are_within_4_percent_from_4_s(bpm: int) -> None:
+    """At 20 ms frames 175, 183 and 190 BPM are 17.1, 16.4 and 15.8 frames: the tracker follows them by
+    stepping between two whole intervals 6 % apart (before, 183 fell to half time), and the reported bpm
+    stays within 4 %."""
+    track, odf = odf_of((((bpm, 16.0),), (("seed", bpm),)))
+    beats = track_beats(odf)
+    assert f_measure(track.beats, beats) >= 0.9
+    errors = tempo_errors_after(track, beats, 4.0)
+    assert len(errors) > 30
+    assert np.all(errors <= 0.04), errors.max()
+    assert np.median(errors) <= 0.015
 
 
 @pytest.mark.parametrize("bpm", [128, 160])
@@ -247,7 +262,7 @@ def click_train_strength(bpm: float, seconds: float, rate: int = 44100) -> tuple
     return beats, np.concatenate(strength)
 
 
-@pytest.mark.parametrize("bpm", [60, 90, 120, 150, 200])
+@pytest.mark.parametrize("bpm", [60, 90, 120, 150, 175, 190, 200])
 def test_click_trains(bpm: int) -> None:
     """One click per beat, nothing between: a first beat within 4 s, then every beat and its tempo."""
     beats_s, strength = click_train_strength(bpm, 16.0)

@@ -33,6 +33,9 @@ def default_server(environ: Mapping[str, str] | None = None) -> str:
 class TransientClient:
     """One server, one HTTP session (owned unless given). Use as ``async with``.
 
+    Each live stream and subscription holds one connection of the session for its life: the session it
+    makes has no cap on connections; a ``session`` given keeps its connector's (aiohttp's default: 100).
+
     ``token`` is presented as ``Authorization: Bearer TOKEN`` on every request and WebSocket handshake;
     ``None`` takes ``TRANSIENT_TOKEN`` from the environment, if set; ``""`` sends none. A token that cannot
     travel in a header raises :class:`ValueError`. A refused token raises :class:`ClientError` with the
@@ -50,7 +53,10 @@ class TransientClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # No cap on connections: each live stream and subscription holds one for its life, and aiohttp's
+            # default connector (100) made the next publish wait for a free one forever. The server's own
+            # limits (max_streams_per_client, ...) refuse what is too much, with an error.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         return self._session
 
     async def close(self) -> None:

@@ -25,6 +25,7 @@ MIN_BEATS = 8  # the level is not changed before this many tracked beats since t
 MIN_HALVE_BPM = 130.0  # only a tracked tempo at least this fast is halved (eighth notes of 65 BPM and up)
 HALVE_BELOW = 0.35  # halve when the weaker parity's strength is below this share of the stronger's
 RESTORE_ABOVE = 0.6  # go back to every beat once it is above this share
+SLOW_SHARE = 0.75  # while halved, a tracked tempo under this share of the eighth notes' is the music's own
 
 
 class MetricalLevel:
@@ -45,26 +46,42 @@ class MetricalLevel:
         self._weight = [0.0, 0.0]  # and of beats
         self._halved = False
         self._keep = 0  # the parity kept while halved
+        self._fast_bpm = 0.0  # while halved, the tracker's tempo at its last beat on the eighth notes
+        self._slow_beats = 0  # while halved, the tracker's beats at the music's tempo since then
 
     @property
     def factor(self) -> int:
-        """Tracked beats per reported beat: 1, or 2 while halved."""
-        return 2 if self._halved else 1
+        """Tracked beats per reported beat at the last one: 1, or 2 while halved and the tracker is on the
+        eighth notes."""
+        return 2 if self._halved and self._slow_beats == 0 else 1
 
     def beat(self, time_s: float, bpm: float, frame: int) -> bool:
         """Whether the tracked beat at ``time_s`` (s, tempo ``bpm``), whose rises are around ``frame``, is
-        reported. Call :meth:`fold` first."""
-        if self.count.add(time_s, bpm, frame):
+        reported. Call :meth:`fold` first.
+
+        While halved, the beats are counted in eighth notes even when the tracker itself goes to the music's
+        tempo (under ``SLOW_SHARE`` of its last tempo on the eighth notes: each of its beats is then two
+        counts, and kept), so when it goes back to the eighth notes their parity is still the one of the
+        beats; after ``MIN_BEATS`` beats in a row at the music's tempo the level starts afresh there."""
+        eighths = self._halved and bpm < SLOW_SHARE * self._fast_bpm
+        if self.count.add(time_s, 2.0 * bpm if eighths else bpm, frame):
             self._forget()
+            eighths = False
         self._bpm = bpm
-        if self._halved and bpm < MIN_HALVE_BPM:
-            self._halved = False
+        if eighths:
+            self._slow_beats += 1
+            if self._slow_beats >= MIN_BEATS:  # the tracker stays on the music's beats: count those
+                self._forget()
+            return True
+        self._slow_beats = 0
+        if self._halved:
+            self._fast_bpm = bpm
         return not self._halved or self.count.index % 2 == self._keep
 
     def skips_next(self, time_s: float, bpm: float) -> bool:
         """Whether a tracked beat predicted at ``time_s`` (s) would be dropped."""
         last_s = self.count.last_s
-        if not self._halved or last_s is None:
+        if self.factor == 1 or last_s is None:
             return False
         return (self.count.index + round((time_s - last_s) * bpm / 60.0)) % 2 != self._keep
 
@@ -88,7 +105,7 @@ class MetricalLevel:
         strong = 0 if shares[0] >= shares[1] else 1
         ratio = shares[1 - strong] / shares[strong] if shares[strong] > 0.0 else 1.0
         if not self._halved and ratio < HALVE_BELOW and self._bpm >= MIN_HALVE_BPM:
-            self._halved, self._keep = True, strong
+            self._halved, self._keep, self._fast_bpm = True, strong, self._bpm
         elif self._halved and ratio > RESTORE_ABOVE:
             self._halved = False
 

@@ -83,29 +83,37 @@ class BeatCount:
     """The index of each of one stream's committed beats, and the beats whose accent is not in yet.
 
     Indices follow the beat times (a missed beat still counts); a gap of over ``RESET_GAP_BEATS`` intervals
-    or a beat further than ``OFF_GRID_BEATS`` from the last one's grid starts the count afresh. A beat's
+    or a beat further than ``OFF_GRID_BEATS`` from the last one's grid starts the count afresh; with
+    ``both_tempi``, so does a beat whose count of beats since the last is not the same at the last beat's
+    tempo as at its own (the tempo moved by a beat or more in between: on a start-up's unsettled tempo the
+    count would be a beat off for good). A beat's
     accent (:func:`peaks_of`) is handed over by :meth:`fold` once the rises up to ``AFTER_FRAMES`` after it
     are in, so what is built on it does not depend on how the audio was cut into blocks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, both_tempi: bool = False) -> None:
+        self._both_tempi = both_tempi
         self.reset()
 
     def reset(self) -> None:
         self.index = -1  # index of the last beat
         self.last_s: float | None = None
+        self.last_bpm = 0.0  # the tempo at the last beat, beats per minute
         self.pending: list[tuple[int, int]] = []  # (beat index, frame) of beats whose accent is not in yet
 
     def add(self, time_s: float, bpm: float, frame: int) -> bool:
         """Count a beat at ``time_s`` (s) with the tracker's ``bpm`` whose rises are around ``frame``; whether
         the count started afresh with it."""
-        steps = 1.0 if self.last_s is None else (time_s - self.last_s) * bpm / 60.0
+        last_s = self.last_s
+        steps = 1.0 if last_s is None else (time_s - last_s) * bpm / 60.0
         off_grid = abs(steps - round(steps)) > OFF_GRID_BEATS
-        restart = self.last_s is not None and (steps > RESET_GAP_BEATS or off_grid or round(steps) < 1)
+        if self._both_tempi and last_s is not None:  # the same interval in beats of the last beat's tempo
+            off_grid |= round((time_s - last_s) * self.last_bpm / 60.0) != round(steps)
+        restart = last_s is not None and (steps > RESET_GAP_BEATS or off_grid or round(steps) < 1)
         if restart:
             self.reset()  # a gap, or a beat off the last one's grid: the count is lost
         self.index = 0 if self.last_s is None else self.index + round(steps)
-        self.last_s = time_s
+        self.last_s, self.last_bpm = time_s, bpm
         self.pending.append((self.index, frame))
         return restart
 
@@ -137,7 +145,7 @@ class MeterTracker:
         self.reset()
 
     def reset(self) -> None:
-        self.count = BeatCount()
+        self.count = BeatCount(both_tempi=True)
         self._forget()
 
     def _forget(self) -> None:

@@ -42,8 +42,9 @@ class TrackerSettings:
     min_bpm, max_bpm : float
         Tempo range, beats per minute.
     change_lambda : float
-        Tempo-change steepness, dimensionless: a beat interval ``T_j`` is followed by ``T_k`` with weight
-        ``exp(-change_lambda * |T_k / T_j - 1|)``.
+        Tempo-change steepness, dimensionless: an interval ``s`` is followed by ``t`` with the density
+        ``exp(-change_lambda * |t / s - 1|)``, integrated over the frames of both
+        (:func:`~server.rhythm.statespace.change_probabilities`).
     prior_bpm, prior_octaves : float
         Log-Gaussian tempo prior: centre, BPM, and standard deviation, octaves.
     prior_weight : float
@@ -79,7 +80,7 @@ class TrackerSettings:
     frame_s: float = 0.02
     min_bpm: float = 55.0
     max_bpm: float = 215.0
-    change_lambda: float = 150.0
+    change_lambda: float = 700.0
     prior_bpm: float = 120.0
     prior_octaves: float = 1.0
     prior_weight: float = 3.0

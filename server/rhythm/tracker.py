@@ -30,9 +30,11 @@ from server.rhythm.statespace import RingBank, StateSpace, state_space
 
 F32 = npt.NDArray[np.float32]
 
-STATE_VERSION = 2  # 2: the forward variable in the ring layout of statespace.forward_rows
+STATE_VERSION = 3  # 2: the forward variable in the ring layout; 3: and the run of beat intervals (_run)
 NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
 PHASE_WINDOW = 0.08  # states within this fraction of a beat of the most likely phase make the confidence
+RUN_BEATS = 4  # a beat's bpm is the mean beat interval of the tracker's tempo at up to this many beats,
+RUN_SLACK_FRAMES = 1.0  # those since its interval last moved by more than this many frames from their mean
 
 
 def space_for(settings: TrackerSettings) -> StateSpace:
@@ -64,6 +66,7 @@ class BeatTracker:
 
     _alpha: npt.NDArray[np.float64] | None  # the forward variable; None: silent so long that it is forgotten
     _bank: RingBank | None  # the bank whose row _row _alpha is (advance_trackers), or None
+    _run: list[float]  # the tracker's beat interval at its last (up to RUN_BEATS) beats, frames (_run_bpm)
 
     def __init__(
         self, hop_s: float, settings: TrackerSettings | None = None, *, time_offset_s: float = 0.0
@@ -127,7 +130,7 @@ class BeatTracker:
         next_frame = self._step + interval - position
         bpm, confidence = self._summary()
         return Tempo(
-            bpm=bpm,
+            bpm=self._run_bpm(bpm, commit=False),
             confidence=confidence,
             next_beat_time=self._time_of(next_frame * self._per_frame + (self._per_frame - 1) / 2),
         )
@@ -151,6 +154,7 @@ class BeatTracker:
             None if alpha is None else alpha.tobytes(),
             self._best,
             self._last_beat,
+            list(self._run),
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -170,7 +174,9 @@ class BeatTracker:
             alpha,
             self._best,
             self._last_beat,
+            run,
         ) = state
+        self._run = list(run)
         self._use_settings(TrackerSettings(*values))
         self._alpha = None if alpha is None else np.frombuffer(alpha, dtype=np.float64).copy()
         self._bank = None
@@ -197,6 +203,7 @@ class BeatTracker:
         self._summary_values = (0.0, 0.0)
         self._best = -1
         self._last_beat = -(10**9)  # frame of the last reported beat
+        self._run = []
 
     def _time_of(self, index: float) -> float:
         return index * self._hop_s + self._offset_s
@@ -292,11 +299,31 @@ class BeatTracker:
         if confidence < self._settings.min_confidence:
             return None
         self._last_beat = beat_frame
+        bpm = self._run_bpm(bpm, commit=True)
         if position == 0 and strength >= self._settings.activity:
             index: float = arg  # the strongest input value of the beat's frame
         else:
             index = beat_frame * self._per_frame + (self._per_frame - 1) / 2
         return Beat(time=self._time_of(index), bpm=bpm, confidence=confidence)
+
+    def _run_bpm(self, bpm: float, *, commit: bool) -> float:
+        """The tempo to report for the tracker's tempo ``bpm`` now (its posterior mean near the most likely
+        state): the mean beat interval over it and the last beats' since the tempo last moved.
+
+        On a grid of whole frames a tempo between two intervals is followed by stepping between them (190
+        BPM, 15.8 frames of 20 ms: 16, 16, 16, 16, 15, ...), so one beat's interval is up to a frame off, 6 %
+        at 190 BPM; the mean over ``RUN_BEATS`` beats is the tempo the steps make. A beat whose interval is
+        more than ``RUN_SLACK_FRAMES`` from the run's mean starts a new run (a new tempo, reported at once).
+        ``commit``: the beat is reported, its interval joins the run."""
+        fps = self._space.fps
+        period = 60.0 * fps / bpm
+        run = self._run
+        if run and abs(period - sum(run) / len(run)) > RUN_SLACK_FRAMES:
+            run = []
+        run = [*run[1 - RUN_BEATS:], period]
+        if commit:
+            self._run = run
+        return 60.0 * fps * len(run) / sum(run)
 
     def _summary(self) -> tuple[float, float]:
         """The tempo and the confidence at the current frame (worked out once per frame).

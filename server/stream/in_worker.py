@@ -266,8 +266,9 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
     Every job's audio goes through :func:`~server.dsp.process_many` together, so the detector's fixed cost
     per call (FFT set-up, filterbank, detection function) is paid once per pass, not once per stream. If
     that fails (one bad block; no detector has changed then), each job runs alone, so that one stream's
-    fault cannot fail the others. A failed job's detector is forgotten. The detectors of streams that
-    ended are forgotten first (``forget``).
+    fault cannot fail the others; the rhythms beside them likewise (:func:`advance_many`). A failed job's
+    detector is forgotten, so its stream sends that audio again to a fresh one. The detectors of streams
+    that ended are forgotten first (``forget``).
     """
     resident.forget(forget)
     prepared: list[_Running | JobResult] = []
@@ -292,13 +293,13 @@ def run_batch(jobs: list[Job], forget: Sequence[str] = (),
             rhythmic.append(item)
         elif onsets:
             item.onsets += _shift(onsets, item.offset_s)
-    if len(rhythmic) > 1:  # every rhythm in shared passes; alone (in _finish) if that fails
-        try:
-            advanced = advance_many([(i.rhythm, i.detector, i.found or []) for i in rhythmic if i.rhythm])
-        except Exception:
-            advanced = []
-        for item, outcome in zip(rhythmic, advanced, strict=False):
-            item.advanced = outcome
+    if len(rhythmic) > 1:  # every rhythm in shared passes (a lone one runs in _finish)
+        outcomes = advance_many([(i.rhythm, i.detector, i.found or []) for i in rhythmic if i.rhythm])
+        for item, outcome in zip(rhythmic, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # its rhythm is gone: the stream starts afresh
+                failures[id(item)] = outcome
+            else:
+                item.advanced = outcome
     results: list[JobResult] = []
     for step in prepared:
         if isinstance(step, JobResult):

@@ -17,8 +17,9 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import DetectorSettings, Onset, OnsetDetector
-from server.rhythm import RhythmSession, process_sessions
+from server.rhythm import BandedOnset, Beat, RhythmSession, process_sessions
 from server.rhythm.features import FRAME_S, HOP_S
+from server.rhythm.session import SessionInput
 
 F32 = npt.NDArray[np.float32]
 
@@ -61,8 +62,11 @@ class RhythmBeside:
             return None
 
     def process(self, detector: OnsetDetector, onsets: list[Onset]) -> Advanced:
-        """:func:`advance_many` of this one stream."""
-        return advance_many([(self, detector, onsets)])[0]
+        """:func:`advance_many` of this one stream; raises what stopped it."""
+        outcome = advance_many([(self, detector, onsets)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def finish(self, onsets: list[Onset]) -> list[BandedTuple]:
         """The detector's flushed onsets: every onset still waiting, with its band."""
@@ -78,16 +82,17 @@ class RhythmBeside:
         return (tempo.bpm, tempo.confidence, tempo.next_beat_time + self._offset_s)
 
 
-def advance_many(items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]]) -> list[Advanced]:
+def advance_many(
+    items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]],
+) -> list[Advanced | Exception]:
     """After the batch's detectors: each rhythm's detector's ``take_odf()`` and rows, and its onsets (in
     time order); per item, the detection function taken, the beats committed to and the onsets whose band
-    is now decided, on the detector's timeline.
+    is now decided, on the detector's timeline, or the exception that stopped its rhythm.
 
-    Raises
-    ------
-    ValueError
-        From :func:`~server.rhythm.process_sessions`; then no rhythm has changed (but the detection
-        functions and rows are taken).
+    One item's fault does not cost the others their frames: when the shared pass turns its inputs down
+    before changing anything (a ``ValueError`` of :func:`~server.rhythm.process_sessions`), each item runs
+    alone on the frames already taken, so only a faulty one fails. Any other error may have left some
+    sessions part-way, so every item gets it (their streams start afresh: :mod:`server.stream.in_worker`).
     """
     odfs = []
     inputs = []
@@ -97,10 +102,28 @@ def advance_many(items: Sequence[tuple[RhythmBeside, OnsetDetector, list[Onset]]
         shift = rhythm._offset_s
         moved = [Onset(o.time - shift, o.strength) for o in onsets] if shift and onsets else onsets
         inputs.append((rhythm._session, odf, detector.take_rows(), moved))
-    out: list[Advanced] = []
-    for (rhythm, _, _), odf, (beats, banded) in zip(items, odfs, process_sessions(inputs), strict=True):
+    processed: list[tuple[list[Beat], list[BandedOnset]] | Exception]
+    try:
+        processed = list(process_sessions(inputs))
+    except ValueError:  # turned down before any session changed: each alone, on the frames taken
+        processed = [_alone(one) for one in inputs]
+    except Exception as exc:
+        processed = [exc] * len(inputs)
+    out: list[Advanced | Exception] = []
+    for (rhythm, _, _), odf, outcome in zip(items, odfs, processed, strict=True):
+        if isinstance(outcome, Exception):
+            out.append(outcome)
+            continue
+        beats, banded = outcome
         shift = rhythm._offset_s
         moved_beats = [(b.time + shift, b.bpm, b.confidence, b.bar_position) for b in beats] if beats else []
         out.append((odf, moved_beats,
                     [(b.onset.time + shift, b.onset.strength, b.band) for b in banded] if banded else []))
     return out
+
+
+def _alone(item: SessionInput) -> tuple[list[Beat], list[BandedOnset]] | Exception:
+    try:
+        return process_sessions([item])[0]
+    except Exception as exc:
+        return exc
