@@ -63,7 +63,7 @@ class Config:
         "streams")
     dispatch_per_stream_ms: float = _opt(
         dispatch_rule.PER_STREAM_MS, "the dispatch interval grows by this much, in ms, for each live stream "
-        "the lane serves (fewer, larger calls under load)")
+        "the lane serves (fewer, larger calls under load; 0: a fixed interval)")
     max_dispatch_interval_ms: float = _opt(
         dispatch_rule.MAX_INTERVAL_MS, "the dispatch interval never grows past this, in ms (it bounds the "
         "wait it adds to latency)")

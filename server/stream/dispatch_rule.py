@@ -6,7 +6,7 @@ of processes that share a core. The scheduler waits at least the dispatch interv
 lane, so the streams whose audio arrives within it share one call. A short interval keeps a lone stream's
 latency low; under load the same interval means many small calls, each paying the fixed cost.
 
-The interval therefore grows with the streams a lane serves: ``per_stream_ms`` for each of them, never less
+The interval can therefore grow with the streams a lane serves: ``per_stream_ms`` for each of them, never less
 than ``min_interval_ms`` (a lone stream, or a few, see today's latency: with one stream the lane's last call
 was a 20 ms chunk ago and the stream goes at once) and never more than ``max_interval_ms`` (which bounds
 what a chunk may wait before it is sent, so it bounds the latency the rule adds at any load).
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The embedded default (``server.config`` takes its option defaults from here). A lane dispatches at most
-# every 4 ms up to 80 streams, then 0.05 ms more for each stream, up to 16 ms from 320 streams on.
+# The embedded default: a fixed 4 ms, as before the rule. Measured on one core (bench/README.md, "Dispatch
+# interval by load"), 0.05 ms a stream up to 16 ms cost 8-12 % less CPU per chunk at 192 streams but held no
+# more streams (at 224-320 the server is saturated and its calls are long anyway), and it added 6-7 ms to the
+# overhead's p50 at 192 streams. So growth is there to choose (--dispatch-per-stream-ms), not the default.
 MIN_INTERVAL_MS = 4.0
-PER_STREAM_MS = 0.05
-MAX_INTERVAL_MS = 16.0
+PER_STREAM_MS = 0.0
+MAX_INTERVAL_MS = 4.0
 
 
 def dispatch_interval_s(lane_streams: int, *, min_interval_ms: float, per_stream_ms: float,
