@@ -6,7 +6,8 @@ than ``batches_per_lane`` calls in flight, the scheduler takes one job from ever
 lane (a session with a job in flight has none to give) and sends them as one batch, one pool call. Audio
 that arrives while a stream's job is in flight waits in its ring buffer and goes with the next batch, so
 batches grow with load and the per-call overhead is shared by many streams. A lane calls its worker at most
-once per dispatch interval, which can grow with the streams the lane serves (:mod:`server.stream.dispatch_rule`).
+once per dispatch interval, which can grow with the streams the lane serves
+(:mod:`server.stream.dispatch_rule`).
 """
 
 from __future__ import annotations
