@@ -6,10 +6,10 @@ of processes that share a core. The scheduler waits at least the dispatch interv
 lane, so the streams whose audio arrives within it share one call. A short interval keeps a lone stream's
 latency low; under load the same interval means many small calls, each paying the fixed cost.
 
-The interval can therefore grow with the streams a lane serves: ``per_stream_ms`` for each of them, never less
-than ``min_interval_ms`` (a lone stream, or a few, see today's latency: with one stream the lane's last call
-was a 20 ms chunk ago and the stream goes at once) and never more than ``max_interval_ms`` (which bounds
-what a chunk may wait before it is sent, so it bounds the latency the rule adds at any load).
+The interval can therefore grow with the streams a lane serves: ``per_stream_ms`` for each of them, never
+less than ``min_interval_ms`` (for a few streams; a lone stream is not held up at all, its lane's last call
+was a 20 ms chunk ago) and never more than ``max_interval_ms`` (which bounds what a chunk may wait before
+it is sent, so the latency the rule adds at any load). By default it does not grow (see below).
 """
 
 from __future__ import annotations
