@@ -70,6 +70,19 @@ def kernel_s(pid: int) -> float:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[12]) / CLOCK_TICKS
 
 
+def switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of ``pid`` so far (a voluntary one: it blocked, e.g. the
+    event loop waiting in epoll or a worker waiting for its next call)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"])
+
+
+def runqueue_s(pid: int) -> float:
+    """Seconds ``pid`` has spent runnable but waiting for a core (``/proc/PID/schedstat``): how much the
+    machine's other work held it back."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def stages(raw: Path) -> tuple[int, collections.Counter[str]]:
     """Busy samples of one py-spy raw profile, and their count by stage."""
     busy, counts = 0, collections.Counter[str]()
@@ -94,16 +107,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--duration-s", type=float, default=20.0)
-    parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--rate-hz", type=int, default=200, help="py-spy samples per second (0: no py-spy)")
     parser.add_argument("--keep", type=Path, default=None, help="keep py-spy's raw profiles here")
     parser.add_argument("--beats", choices=("on", "off"), default="on", help="the streams' setting beats")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra run.py option")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     out = args.keep or Path(tempfile.mkdtemp(prefix="profile_chunk_"))
     out.mkdir(parents=True, exist_ok=True)
     proc, url = start([str(REPO / "run.py"), "--port", "0", "--max-streams", "4096",
                        "--max-streams-per-client", "4096", "--idle-timeout-s", "120",
-                       "--log-level", "WARNING"], 0)
+                       "--log-level", "WARNING", *args.server_arg], 0)
     try:
         time.sleep(1.5)
         tree = descendants(proc.pid)
@@ -117,16 +131,23 @@ def main() -> int:
             window_s = int(args.duration_s - 8)
             cpu0 = {pid: cpu_s([pid]) for pid in tree}
             sys0 = {pid: kernel_s(pid) for pid in tree}
+            ctx0 = {pid: switches(pid) for pid in tree}
+            wait0 = {pid: runqueue_s(pid) for pid in tree}
+            t0 = time.perf_counter()
             spies = [subprocess.Popen(["taskset", "-c", "1", spy, "record", "--nonblocking", "-r",
                                        str(args.rate_hz), "-d", str(window_s), "-f", "raw", "-o",
                                        str(out / f"{pid}.txt"), "-p", str(pid)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid in tree]
-            t0 = time.perf_counter()
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for pid in tree if args.rate_hz > 0]
             for each in spies:
                 each.wait()
+            if not spies:
+                time.sleep(window_s)
             elapsed_s = time.perf_counter() - t0
             cpu1 = {pid: cpu_s([pid]) for pid in tree}
             sys1 = {pid: kernel_s(pid) for pid in tree}
+            ctx1 = {pid: switches(pid) for pid in tree}
+            wait1 = {pid: runqueue_s(pid) for pid in tree}
             shard = ShardResult(**pending.get(timeout=args.duration_s * 10 + 300))
     finally:
         proc.terminate()
@@ -140,7 +161,10 @@ def main() -> int:
         role = "event loop" if pid == proc.pid else names[pid][:70]
         kernel = sys1[pid] - sys0[pid]
         print(f"pid {pid} ({role}): {1e6 * used / chunks:.1f} us CPU per chunk, of which "
-              f"{1e6 * kernel / chunks:.1f} in the kernel")
+              f"{1e6 * kernel / chunks:.1f} in the kernel; context switches per 100 chunks "
+              f"{100 * (ctx1[pid][0] - ctx0[pid][0]) / chunks:.1f} voluntary, "
+              f"{100 * (ctx1[pid][1] - ctx0[pid][1]) / chunks:.1f} involuntary; waited for a core "
+              f"{1e6 * (wait1[pid] - wait0[pid]) / chunks:.1f} us per chunk")
         raw = out / f"{pid}.txt"
         if used > 0.05 and raw.exists():
             busy, counts = stages(raw)

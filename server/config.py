@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.stream import dispatch_rule
+
 ENV_PREFIX = "TRANSIENT_"
 DEFAULT_DATA_DIR = Path("data")
 
@@ -55,6 +57,16 @@ class Config:
     max_subscribers_per_stream: int = _opt(64, "subscribers one stream accepts")
     subscriber_queue: int = _opt(256, "events queued for one subscriber before overflow is reported")
     status_interval_s: float = _opt(0.5, "seconds between status messages while audio flows")
+    dispatch_interval_ms: float = _opt(
+        dispatch_rule.MIN_INTERVAL_MS, "a pool lane calls its worker at most this often, in ms, so that "
+        "streams whose audio arrives within it share one call; the least interval, for a lane with few "
+        "streams")
+    dispatch_per_stream_ms: float = _opt(
+        dispatch_rule.PER_STREAM_MS, "the dispatch interval grows by this much, in ms, for each live stream "
+        "the lane serves (fewer, larger calls under load; 0: a fixed interval)")
+    max_dispatch_interval_ms: float = _opt(
+        dispatch_rule.MAX_INTERVAL_MS, "the dispatch interval never grows past this, in ms (it bounds the "
+        "wait it adds to latency)")
     # Files
     max_upload_bytes: int = _opt(2 << 30, "largest accepted upload, in bytes (HTTP 413)")
     max_queued_jobs: int = _opt(1000, "file jobs waiting at once; more are refused with HTTP 503")

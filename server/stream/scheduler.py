@@ -5,7 +5,9 @@ detector lives in that lane's worker. Sessions with new audio are marked ready. 
 than ``batches_per_lane`` calls in flight, the scheduler takes one job from every ready session of that
 lane (a session with a job in flight has none to give) and sends them as one batch, one pool call. Audio
 that arrives while a stream's job is in flight waits in its ring buffer and goes with the next batch, so
-batches grow with load and the per-call overhead is shared by many streams.
+batches grow with load and the per-call overhead is shared by many streams. A lane calls its worker at most
+once per dispatch interval, which can grow with the streams the lane serves
+(:mod:`server.stream.dispatch_rule`).
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ import logging
 
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
+from server.stream.dispatch_rule import DispatchRule
 from server.stream.in_worker import Job, JobResult, PackedJobs, run_batch
 from server.stream.session import StreamSession
 
 log = logging.getLogger(__name__)
 
-# Each lane dispatches at most this often: a lone stream is dispatched at once, but under load the
-# streams that become ready within this interval share one batch, which costs far less than one call each.
-DISPATCH_INTERVAL_S = 0.004
 # Calls in flight per lane. One: audio that arrives meanwhile joins the lane's next batch, which then
 # carries every stream that has audio instead of trailing the running call by a few streams.
 BATCHES_PER_LANE = 1
@@ -34,15 +34,16 @@ class BatchScheduler:
     """Assigns sessions to lanes and feeds each lane's ready jobs to its worker."""
 
     def __init__(self, pool: DetectionPool, batches_per_lane: int = BATCHES_PER_LANE,
-                 min_interval_s: float = DISPATCH_INTERVAL_S) -> None:
+                 rule: DispatchRule | None = None) -> None:
         self._pool = pool
         lanes = pool.workers
         self.batches_per_lane = max(1, batches_per_lane)
-        self.min_interval_s = min_interval_s
+        self.rule = rule or DispatchRule()
         self._ready: list[dict[StreamSession, None]] = [{} for _ in range(lanes)]  # insertion-ordered sets
         self._forget: list[list[str]] = [[] for _ in range(lanes)]  # detector keys of ended streams
         self._streams = [0] * lanes
         self._in_flight = [0] * lanes
+        self._interval_s = [self.rule.interval_s(0)] * lanes  # each lane's dispatch interval, by its streams
         self._last_s = [float("-inf")] * lanes  # loop time of each lane's last dispatch
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,13 +54,19 @@ class BatchScheduler:
         """The lane for a new stream: the one with the fewest streams."""
         lane = self._streams.index(min(self._streams))
         self._streams[lane] += 1
+        self._interval_s[lane] = self.rule.interval_s(self._streams[lane])
         return lane
 
     def release(self, lane: int, detector_key: str | None) -> None:
         """A stream of ``lane`` ended; its worker may still hold a detector under ``detector_key``."""
         self._streams[lane] -= 1
+        self._interval_s[lane] = self.rule.interval_s(self._streams[lane])
         if detector_key is not None:
             self._forget[lane].append(detector_key)
+
+    def interval_s(self, lane: int) -> float:
+        """``lane``'s current dispatch interval, in seconds."""
+        return self._interval_s[lane]
 
     def notify(self, session: StreamSession) -> None:
         """``session`` may have work (new audio, a stop, a retry)."""
@@ -91,7 +98,7 @@ class BatchScheduler:
         for lane, ready in enumerate(self._ready):
             if not ready or self._in_flight[lane] >= self.batches_per_lane:
                 continue
-            wait_s = self._last_s[lane] + self.min_interval_s - now_s
+            wait_s = self._last_s[lane] + self._interval_s[lane] - now_s
             if wait_s > 0:
                 pause_s = wait_s if pause_s is None else min(pause_s, wait_s)
                 continue

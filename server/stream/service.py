@@ -15,6 +15,7 @@ from server.exceptions import SettingsError
 from server.pool import DetectionPool
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat
+from server.stream.dispatch_rule import DispatchRule
 from server.stream.registry import StreamRegistry
 from server.stream.scheduler import BatchScheduler
 from server.stream.session import StreamLinks, StreamSession, StreamSink, buffer_plan
@@ -29,7 +30,8 @@ class StreamService:
         self.config = config
         self.hub = hub
         self.registry = StreamRegistry(config.max_streams, config.max_streams_per_client)
-        self.scheduler = BatchScheduler(pool)
+        self.scheduler = BatchScheduler(pool, rule=DispatchRule(
+            config.dispatch_interval_ms, config.dispatch_per_stream_ms, config.max_dispatch_interval_ms))
         self.osc = OscSender.from_spec(config.osc_targets)  # a malformed --osc-targets stops start-up
         self.link = LinkOutput(config.link)
         self._tasks: list[asyncio.Task[None]] = []
