@@ -181,3 +181,16 @@ async def test_workers_start_with_the_code_of_live_batches_and_file_jobs(pool: D
     wanted = ["server.dsp", "server.stream.in_worker", "server.jobs.work", "av"]
     for lane in range(pool.workers):
         assert await pool.run_on(lane, worker_probe.loaded, wanted) == wanted
+
+
+async def test_least_busy_is_the_lane_with_fewest_calls_and_prefer_breaks_ties(pool: DetectionPool) -> None:
+    assert pool.workers == 2
+    assert pool.least_busy() == 0 and pool.least_busy(prefer=1) == 1  # none in flight: equals
+    held = asyncio.ensure_future(pool.run_on(1, time.sleep, 0.5))
+    await asyncio.sleep(0)
+    try:
+        assert pool.least_busy(prefer=1) == 0  # a preference never takes a busier lane
+        assert await pool.run(os.getpid) == pool.worker_pids(0)[0]
+    finally:
+        await held
+    assert pool.least_busy(prefer=1) == 1

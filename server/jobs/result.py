@@ -89,7 +89,7 @@ def result_text(state: FileAnalysis, pieces: ResultPieces) -> str:
                    "channels": source.channels})
     text = [head[:-1], ',"onsets":[', ",".join(pieces.onsets), '],"settings":',
             _dumps(state.settings.to_dict()), ',"clipped_samples":', _dumps(state.clipped_samples)]
-    if state.rhythm is not None:
+    if state.rhythm is not None or state.split_beats:
         text += [',"beats":[', ",".join(pieces.beats), '],"tempo_bpm":',
                  _dumps(tempo_bpm(pieces.beat_times_s))]
     text.append("}")

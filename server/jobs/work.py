@@ -14,7 +14,10 @@ still waits for at most one step.
 
 With the setting ``beats`` (on the default grid) a :class:`~server.rhythm.RhythmSession` travels beside the
 detector: each step also returns the beats committed to and the bands decided for the onsets so far (in
-onset order; a band may come a step after its onset).
+onset order; a band may come a step after its onset). A job started with ``split_beats`` leaves its
+rhythm session to another worker instead: each turn returns, block by block, the detector's onset strength,
+filterbank rows and onsets, which :mod:`server.jobs.beat_work` feeds to the session there (the same calls,
+so the same results, bitwise), while this worker goes on with the next blocks.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import soundfile as sf
 
 from server.dsp import DetectorSettings, OnsetDetector
 from server.dsp.blocks import clip_full_scale
+from server.dsp.onset import Onset
 from server.exceptions import AudioFormatError
 from server.jobs.model import ErrorCode, JobError
 from server.jobs.probe import DecodeError, Decoder, Source, probe
@@ -81,6 +85,7 @@ class FileAnalysis:
     step_samples: int = STEP_SAMPLES
     rhythm: RhythmSession | None = None
     unbanded: list[OnsetTuple] = field(default_factory=list)  # turns: onsets found, band not decided yet
+    split_beats: bool = False  # leave the rhythm session to another worker (see the module's docstring)
 
     @property
     def progress(self) -> float:
@@ -103,6 +108,12 @@ class StepOutcome:
     # (beat time s, bar position or None while the meter is not known), committed in this step
     beats: list[tuple[float, int | None]] = field(default_factory=list)
     bands: list[str] = field(default_factory=list)  # bands of the next onsets (all steps'), in order
+    # split_beats: per block, the detector's take_odf() and as many rows of take_rows(), and (frames, the
+    # onsets found); after the first step, the rhythm session to feed them to
+    odf: list[np.ndarray] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    blocks: list[tuple[int, list[Onset]]] = field(default_factory=list)
+    beat_side: RhythmSession | None = None
     error: JobError | None = None
     trace: str | None = None  # traceback of an unexpected failure, for the server's log
 
@@ -111,8 +122,7 @@ def analyse_step(state: FileAnalysis) -> StepOutcome:
     """Advance ``state`` by one bounded step. Failures come back in ``error``, never as exceptions."""
     try:
         if state.source is None:
-            _start(state)
-            return StepOutcome(state)
+            return StepOutcome(state, beat_side=_start(state))
         outcome = StepOutcome(state)
         _advance(state, outcome)
         return outcome
@@ -139,6 +149,14 @@ class TurnOutcome:
     onsets_json: str = ""
     beats_json: str = ""
     beat_times_s: list[float] = field(default_factory=list)
+    # split_beats: the turn's blocks for the rhythm session (beat_side, after the first turn), found and
+    # encoded there (server.jobs.beat_work): onset strength and filterbank rows of every frame, float32, and
+    # per block (frames, onsets found); final once the file is done
+    odf: np.ndarray | None = None
+    rows: np.ndarray | None = None
+    blocks: list[tuple[int, list[Onset]]] = field(default_factory=list)
+    final: bool = False
+    beat_side: RhythmSession | None = None
     error: JobError | None = None
     trace: str | None = None
 
@@ -161,6 +179,9 @@ def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> TurnOutcome:
         outcome.onsets += more.onsets
         outcome.beats += more.beats
         outcome.bands += more.bands
+        outcome.odf += more.odf
+        outcome.rows += more.rows
+        outcome.blocks += more.blocks
     if outcome.error is not None:
         return TurnOutcome(outcome.state, error=outcome.error, trace=outcome.trace)
     try:
@@ -172,6 +193,11 @@ def analyse_turn(state: FileAnalysis, turn_s: float = TURN_S) -> TurnOutcome:
 
 def _encoded(outcome: StepOutcome) -> TurnOutcome:
     state = outcome.state
+    if state.split_beats:  # (the onsets are encoded with their bands by the rhythm's side)
+        odf = np.concatenate(outcome.odf) if outcome.odf else np.zeros(0, dtype=np.float32)
+        rows = np.concatenate(outcome.rows) if outcome.rows else None
+        return TurnOutcome(state, odf=odf, rows=rows, blocks=outcome.blocks, final=state.finished,
+                           beat_side=outcome.beat_side)
     if state.rhythm is None:
         return TurnOutcome(state, encode_onsets(outcome.onsets, None))
     waiting = state.unbanded
@@ -181,15 +207,25 @@ def _encoded(outcome: StepOutcome) -> TurnOutcome:
                        [time_s for time_s, _ in outcome.beats])
 
 
-def _start(state: FileAnalysis) -> None:
+def _start(state: FileAnalysis) -> RhythmSession | None:
+    """Probe the file and set up its analysis; with ``split_beats`` (and a rhythm), the rhythm session to
+    hand to another worker."""
     source = probe(Path(state.upload))
-    state.detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
-    state.rhythm = rhythm_for(state.detector)
+    state.detector = detector = OnsetDetector(source.sample_rate, source.channels, state.settings)
+    rhythm = rhythm_for(detector)
+    beat_side = None
+    if rhythm is None:
+        state.split_beats = False
+    elif state.split_beats:
+        beat_side = rhythm
+    else:
+        state.rhythm = rhythm
     state.source = source
     if source.decoder is Decoder.AV:
         info = demux_to_spool(Path(state.upload), Path(state.spool))
         state.cursor = SpoolCursor()
         state.spool_bytes = info.size_bytes
+    return beat_side
 
 
 def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
@@ -215,7 +251,9 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         new = detector.process(block)
         found += new
         state.frames_done += len(block)
-        if rhythm is not None:
+        if state.split_beats:
+            _hand_over(detector, new, outcome)
+        elif rhythm is not None:
             beats, banded = rhythm.process(detector.take_odf(), detector.take_rows(), new)
             outcome.beats += [(beat.time, beat.bar_position) for beat in beats]
             outcome.bands += [item.band for item in banded]
@@ -225,10 +263,26 @@ def _advance(state: FileAnalysis, outcome: StepOutcome) -> None:
         new = detector.flush()
         found += new
         state.finished = True
-        if rhythm is not None:
+        if state.split_beats:
+            outcome.blocks.append((0, new))  # (no more frames)
+        elif rhythm is not None:
             _, banded = rhythm.process(np.zeros(0, dtype=np.float32), [], new)
             outcome.bands += [item.band for item in banded + rhythm.flush()]
     outcome.onsets = [(onset.time, onset.strength) for onset in found]
+
+
+def _hand_over(detector: OnsetDetector, onsets: list[Onset], outcome: StepOutcome) -> None:
+    """A block's detection function, its rows (one per value, as RhythmSession.process takes them) and
+    onsets, for the rhythm session in another worker."""
+    odf, rows = detector.take_odf(), detector.take_rows()
+    frames = len(odf)
+    if frames:
+        part = rows[0] if len(rows) == 1 else np.concatenate(rows)
+        if len(part) < frames:
+            raise ValueError(f"{frames} onset-strength values for {len(part)} filterbank rows")
+        outcome.odf.append(odf)
+        outcome.rows.append(part[len(part) - frames :])
+    outcome.blocks.append((frames, onsets))
 
 
 def _rejoined(pieces: list[np.ndarray], block_frames: int) -> list[np.ndarray]:

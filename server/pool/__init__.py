@@ -63,8 +63,11 @@ class DetectionPool:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the worker with the fewest calls in flight (see :meth:`run_on`)."""
-        lane = min(self._lanes, key=lambda lane: lane.in_flight)
-        return await self.run_on(lane.index, fn, *args)
+        return await self.run_on(self.least_busy(), fn, *args)
+
+    def least_busy(self, prefer: int | None = None) -> int:
+        """The lane with the fewest calls in flight: ``prefer`` among equals, else the first."""
+        return min(self._lanes, key=lambda lane: (lane.in_flight, lane.index != prefer)).index
 
     async def run_on(self, lane: int, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the worker of ``lane`` (0 to ``workers - 1``); calls on one lane run in order.

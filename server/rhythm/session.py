@@ -152,6 +152,29 @@ class RhythmSession:
         """End of stream: the bands of the onsets still waiting (frames after the end count as no rise)."""
         return self._decide(final=True)
 
+    def _placed(self, beats: list[Beat]) -> list[Beat]:
+        """The tracker's new ``beats`` with their level and bar positions; or, with none, the accents now in
+        folded in."""
+        if beats:
+            return self._with_bar_positions(beats)
+        if self._meter.count.due(self._frames) or self._level.count.due(self._frames):
+            self._with_bar_positions(beats)
+        return beats
+
+    def _banded(self, onsets: list[Onset]) -> list[BandedOnset]:
+        """Take ``onsets`` (after their frames' sums are in); the waiting onsets whose band is now decided."""
+        if onsets:
+            hop_s, offset_s = self.hop_s, self.frame_time_offset_s
+            self._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
+        pending = self._pending
+        if pending and pending[0][0] < self._frames - SPAN_FRAMES:
+            return self._decide(final=False)
+        return []
+
+    def _trim_if_long(self) -> None:
+        if len(self._sums) > 6 * KEEP_FRAMES:
+            self._trim()
+
     def _with_bar_positions(self, beats: list[Beat]) -> list[Beat]:
         """``beats`` (just committed by the tracker) at the music's metrical level
         (:mod:`server.rhythm.level`: all, or every second one at half the tempo) with their bar
@@ -204,21 +227,10 @@ class RhythmSession:
 SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Onset]]
 
 
-def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], list[BandedOnset]]]:
-    """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
-
-    One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
-    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session
-    with the same filterbank (one per sample rate's bands),
-    and one forward-filter step per frame for all their trackers
-    (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
-    get alone.
-
-    Raises
-    ------
-    ValueError
-        When a session has fewer rows than ``odf`` values, or is listed twice; no session has changed.
-    """
+def _front(items: Sequence[SessionInput]) -> list[list[float]]:
+    """:func:`process_sessions`' front end: each session's beat strength for its new frames (their group
+    sums appended to its own, its frame count and last row moved on). Raises as it does, before any
+    session has changed."""
     if len(items) > 1 and len({id(item[0]) for item in items}) != len(items):
         raise ValueError("a session is listed twice")
     # Per kind of front end (band groups, number of bands: streams at different rates differ), the
@@ -281,24 +293,30 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
             session._sums += sums_list[3 * (at - n) : 3 * at]
             session._frames += n
             at += 1
+    return strengths
+
+
+def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], list[BandedOnset]]]:
+    """Feed many sessions at once: ``(session, odf, rows, onsets)`` each, as :meth:`RhythmSession.process`.
+
+    One front end (:func:`~server.rhythm.features.rise_totals`: the band rise of the beat strength and
+    each group's summed rise, kept ``KEEP_FRAMES`` for the bands) for every new frame of every session
+    with the same filterbank (one per sample rate's bands),
+    and one forward-filter step per frame for all their trackers
+    (:func:`~server.rhythm.tracker.advance_trackers`); each session's results are bitwise those it would
+    get alone.
+
+    Raises
+    ------
+    ValueError
+        When a session has fewer rows than ``odf`` values, or is listed twice; no session has changed.
+    """
+    strengths = _front(items)
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        # beats to place in their bar, or accents to fold in (those of beats whose frames are in)
-        if found:
-            found = session._with_bar_positions(found)
-        elif session._meter.count.due(session._frames) or session._level.count.due(session._frames):
-            session._with_bar_positions(found)
-        if onsets:
-            hop_s, offset_s = session.hop_s, session.frame_time_offset_s
-            session._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
-        pending = session._pending
-        if pending and pending[0][0] < session._frames - SPAN_FRAMES:
-            out.append((found, session._decide(final=False)))
-        else:
-            out.append((found, []))
-        if len(session._sums) > 6 * KEEP_FRAMES:
-            session._trim()
+        out.append((session._placed(found), session._banded(onsets)))
+        session._trim_if_long()
     return out
 
 
