@@ -20,7 +20,7 @@ from server.dsp import DetectorSettings
 from server.jobs import runner as runner_module
 from server.jobs.beat_work import rhythm_turn
 from server.jobs.result import ResultPieces, result_text
-from server.jobs.work import FileAnalysis, analyse_turn
+from server.jobs.work import FileAnalysis, TurnOutcome, analyse_turn
 from server.pool import DetectionPool
 from server.rhythm import RhythmSession
 from testkit.rhythm_signals import beat_times, drum_track
@@ -143,3 +143,25 @@ async def test_two_workers_and_one_give_the_same_result(backlog_frames: int, sta
     split, single = results
     assert split["beats"] and split["tempo_bpm"] is not None
     assert split == single
+
+
+async def test_a_rhythm_error_is_known_before_the_detector_ends(tmp_path: Path) -> None:
+    """The job's runner asks its BeatChain after every detector turn: a rhythm turn that failed in its
+    worker is reported then (and ends the job), not only once the detector has gone through the file."""
+    state = FileAnalysis(str(generated(tmp_path)), str(tmp_path / "x.spool"), DetectorSettings(),
+                         split_beats=True)
+    first = analyse_turn(state, 0.0)
+    assert first.beat_side is not None
+    pool = DetectionPool(2)
+    await pool.start()
+    chain = runner_module.BeatChain(pool, asyncio.Semaphore(1), first.beat_side, ResultPieces())
+    try:
+        assert chain.check() is None
+        broken = TurnOutcome(first.state, odf=np.ones(10, dtype=np.float32), rows=None, blocks=[(10, [])])
+        chain.feed(broken)  # frames without their filterbank rows, as a bug would hand over
+        await asyncio.wait_for(chain.drained_to(-1), 60)  # returns once the chain has ended
+        error = chain.check()
+        assert error is not None and error.code == "internal" and "rhythm" in error.message
+    finally:
+        await chain.stop()
+        await pool.close()

@@ -208,7 +208,9 @@ class JobRunner:
                 if outcome.beat_side is not None:
                     chain = BeatChain(self.pool, self._beat_slots, outcome.beat_side, pieces)
                 if chain is not None:
-                    chain.check()  # (a failure there ends the job now, not after the detector)
+                    error = chain.check()  # a failure there ends the job now, not after the detector
+                    if error is not None:
+                        return error, pieces
                     chain.feed(outcome)
                     await chain.drained_to(MAX_BACKLOG_FRAMES)
                 now = time.monotonic()
@@ -271,10 +273,12 @@ class BeatChain:
             self._fed.clear()
             await self._fed.wait()
 
-    def check(self) -> None:
-        """Raise what ended the chain early (a worker died: :class:`~server.exceptions.PoolRestarted`)."""
+    def check(self) -> JobError | None:
+        """What ended the chain early: the rhythm's error, returned; an exception (a worker died:
+        :class:`~server.exceptions.PoolRestarted`), raised. None while it goes on."""
         if self._task.done() and not self._task.cancelled():
-            self._task.result()
+            return self._task.result()
+        return None
 
     async def finish(self) -> JobError | None:
         """Wait until every block fed is in; the error that stopped it, if any."""
