@@ -42,6 +42,7 @@ from server.jobs.spool import SpanDecoder, SpoolCursor, demux_to_spool
 from server.jobs.uploads import NO_ROOM_ERRNOS
 from server.pool.worker import calls_waiting
 from server.rhythm import RhythmSession
+from server.rhythm.session import latest_rows
 
 STEP_SAMPLES = 1 << 18  # samples (frames × channels) per step at most, in whole passes: 5.1 s at 44.1 kHz
 TURN_S = 0.2  # longest run of steps in one pool call while no other call waits for the worker, s
@@ -277,11 +278,8 @@ def _hand_over(detector: OnsetDetector, onsets: list[Onset], outcome: StepOutcom
     odf, rows = detector.take_odf(), detector.take_rows()
     frames = len(odf)
     if frames:
-        part = rows[0] if len(rows) == 1 else np.concatenate(rows)
-        if len(part) < frames:
-            raise ValueError(f"{frames} onset-strength values for {len(part)} filterbank rows")
         outcome.odf.append(odf)
-        outcome.rows.append(part[len(part) - frames :])
+        outcome.rows.append(latest_rows(rows, frames))
     outcome.blocks.append((frames, onsets))
 
 

@@ -227,6 +227,31 @@ class RhythmSession:
 SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Onset]]
 
 
+def latest_rows(rows: Sequence[F32] | F32, n: int) -> F32:
+    """The last ``n`` of the detector's ``take_rows()`` (one array, or a list of them in frame order): the
+    rows of its ``n`` new onset-strength values, shape ``(n, n_bands)``.
+
+    Raises
+    ------
+    ValueError
+        With fewer than ``n`` rows (the row tap was off, or rows were taken without their values).
+    """
+    if isinstance(rows, np.ndarray):
+        part, have = rows, len(rows)
+    elif len(rows) == 1:
+        part = rows[0]
+        have = len(part)
+    else:
+        have = sum(len(part) for part in rows)
+        part = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+    if have < n:
+        raise ValueError(
+            f"{n} onset-strength values for {have} filterbank rows: feed the detector's take_odf() and "
+            "take_rows() after each block (RhythmSession.beside turns its row tap on)"
+        )
+    return part[have - n :] if have > n else part
+
+
 def _front(items: Sequence[SessionInput]) -> list[list[float]]:
     """:func:`process_sessions`' front end: each session's beat strength for its new frames (their group
     sums appended to its own, its frame count and last row moved on). Raises as it does, before any
@@ -242,23 +267,9 @@ def _front(items: Sequence[SessionInput]) -> list[list[float]]:
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
         n = len(values)
         counts.append(n)
-        if isinstance(rows, np.ndarray):
-            part, have = rows, len(rows)
-        elif len(rows) == 1:
-            part = rows[0]
-            have = len(part)
-        else:
-            have = sum(len(part) for part in rows)
-            part = np.concatenate(rows) if rows else np.zeros((0, 0), dtype=np.float32)
-        if have < n:
-            raise ValueError(
-                f"{n} onset-strength values for {have} filterbank rows: feed the detector's take_odf() and "
-                "take_rows() after each block (RhythmSession.beside turns its row tap on)"
-            )
+        part = latest_rows(rows, n)
         if not n:
             continue
-        if have > n:
-            part = part[have - n :]
         groups = session._groups
         key = (id(groups), part.shape[1])  # (grid_for shares one BandGroups per rate)
         kind = kinds.get(key)
