@@ -1,9 +1,9 @@
 """Beat, tempo and drum-band accuracy of server.rhythm, beside librosa, aubio and madmom, in one run.
 
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
-                                     [--no-madmom] [--madmom-json PATH] [--no-generated] [--no-heldout]
-                                     [--no-changes] [--no-fresh] [--validation] [--only TEXT]
-                                     [--json PATH]
+                                     [--no-madmom] [--no-peers] [--madmom-json PATH] [--no-generated]
+                                     [--no-heldout] [--no-changes] [--no-fresh] [--validation]
+                                     [--only TEXT] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
@@ -436,8 +436,9 @@ def implied_bpm(beats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beats[1:], np.array(bpm)
 
 
-def run_case(case: Case, madmom: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every tracker on one file; print its lines, return its rows."""
+def run_case(case: Case, madmom: dict[str, Any], others: bool = True) -> list[dict[str, Any]]:
+    """Every tracker on one file (librosa and aubio only with ``others``); print its lines, return its
+    rows."""
     name, path, ref, hits, changes_s = case
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     result = ours(audio.mean(axis=1).astype(np.float32), rate)
@@ -446,8 +447,9 @@ def run_case(case: Case, madmom: dict[str, Any]) -> list[dict[str, Any]]:
     if madmom:
         peers["madmom online"] = np.array(madmom[Path(path).name]["online"])
         peers["madmom offline"] = np.array(madmom[Path(path).name]["offline"])
-    peers["librosa (offline)"] = librosa_beats(path)
-    peers["aubio (online)"] = aubio_beats(path)
+    if others:
+        peers["librosa (offline)"] = librosa_beats(path)
+        peers["aubio (online)"] = aubio_beats(path)
     rows = []
     for tracker, est in peers.items():
         f, cmlt, amlt = beat_scores(ref, est)
@@ -515,6 +517,8 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("TRANSIENT_RHYTHM_DEV", str(DEFAULT_DATA)))
     parser.add_argument("--madmom-python", default="/work/madmom-venv/bin/python")
     parser.add_argument("--no-madmom", action="store_true")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="ours only: no madmom, librosa or aubio (for quick iterations)")
     parser.add_argument("--no-generated", action="store_true")
     parser.add_argument("--no-heldout", action="store_true")
     parser.add_argument("--no-changes", action="store_true", help="leave out the tempo-change corpus")
@@ -548,7 +552,7 @@ def main() -> None:
                        for corpus, cases in corpora]
             corpora = [(corpus, cases) for corpus, cases in corpora if cases]
         madmom: dict[str, Any] = {}
-        if not args.no_madmom:
+        if not (args.no_madmom or args.no_peers):
             paths = [case.path for _, cases in corpora for case in cases]
             stored = Path(args.madmom_json) if args.madmom_json else None
             if stored is not None and stored.exists():
@@ -564,7 +568,7 @@ def main() -> None:
                   "tempo within 4 % for good (seconds from the start; beats of the new tempo after a change)")
             rows = []
             for case in cases:
-                rows += run_case(case, madmom)
+                rows += run_case(case, madmom, others=not args.no_peers)
             summarise(corpus, rows, len(cases))
             report[corpus] = rows
     if args.json:
