@@ -66,13 +66,17 @@ def descendants(*roots: int) -> list[int]:
     return found
 
 
-def rss_bytes(pids: list[int]) -> int:
-    """Summed resident set size of ``pids`` (VmRSS from /proc), in bytes; vanished processes count 0."""
-    total = 0
+def rss_bytes(pids: list[int], field: str = "VmRSS") -> int:
+    """Summed resident set size of ``pids`` (VmRSS from /proc), in bytes; vanished processes count 0.
+
+    ``field`` ``RssAnon``: only their anonymous memory (their own heaps and stacks), without the pages of
+    files they map (shared library code, shared with every process that runs it) and of shared memory
+    (the pool's arena, mapped by the server and its worker and counted by VmRSS in both)."""
+    total, prefix = 0, field + ":"
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(prefix):
                     total += int(line.split()[1]) * 1024
         except OSError:
             pass
