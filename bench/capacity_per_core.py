@@ -64,7 +64,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import descendants, launch, rss_bytes
+from bench.procs import descendants, launch, memory_of, rss_bytes
 from bench.stream_load import completing_chunks, cpu_s, machine_cpu_s, percentile
 from bench.wire_ws import BINARY, WireSocket, masked_frame
 
@@ -154,6 +154,7 @@ class ShardResult:
     rss: int = 0  # the server tree's RSS (bytes) halfway through the pacing, all streams running
     loop_rss: int = 0  # its event loop's alone
     anon: int = 0  # the server tree's anonymous memory (RssAnon) at the same time
+    memory: dict[int, dict[str, int]] = field(default_factory=dict)  # per process then (procs.memory_of)
 
 
 class Stream:
@@ -244,6 +245,7 @@ async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: 
         tree = descendants(server_pid)
         result.rss, result.loop_rss = rss_bytes(tree), rss_bytes([server_pid])
         result.anon = rss_bytes(tree, "RssAnon")
+        result.memory = memory_of(tree)
 
     cpu0, t0 = cpu_s(tree), time.perf_counter()
     noting = asyncio.create_task(note_rss())

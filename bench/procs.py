@@ -81,3 +81,33 @@ def rss_bytes(pids: list[int], field: str = "VmRSS") -> int:
         except OSError:
             pass
     return total
+
+
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")  # from /proc/PID/status, KiB
+
+
+def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
+    """Per process of ``pids``: :data:`MEMORY_FIELDS` and ``Pss`` (smaps_rollup: shared pages divided
+    among the processes that map them), in KiB; ``memfd`` the resident KiB of the shared-memory files it
+    holds open (the pool's arenas, counted once however many processes map them). Vanished ones are left
+    out."""
+    found: dict[int, dict[str, int]] = {}
+    for pid in pids:
+        try:
+            fields = {}
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in MEMORY_FIELDS:
+                    fields[name] = int(value.split()[0])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    fields["Pss"] = int(line.split()[1])
+            fields["memfd"] = 0
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith("/memfd:"):
+                        fields["memfd"] += fd.stat().st_blocks // 2
+            found[pid] = fields
+        except OSError:
+            continue
+    return found
