@@ -89,8 +89,8 @@ MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")  # from /proc/PID/st
 def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
     """Per process of ``pids``: :data:`MEMORY_FIELDS` and ``Pss`` (smaps_rollup: shared pages divided
     among the processes that map them), in KiB; ``memfd`` the resident KiB of the shared-memory files it
-    holds open (the pool's arenas, counted once however many processes map them). Vanished ones are left
-    out."""
+    holds open (the pool's arenas, each counted once however many processes map it and however many of
+    its descriptors are open). Vanished ones are left out."""
     found: dict[int, dict[str, int]] = {}
     for pid in pids:
         try:
@@ -102,11 +102,13 @@ def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     fields["Pss"] = int(line.split()[1])
-            fields["memfd"] = 0
+            memfds: dict[tuple[int, int], int] = {}
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 with contextlib.suppress(OSError):
                     if os.readlink(fd).startswith("/memfd:"):
-                        fields["memfd"] += fd.stat().st_blocks // 2
+                        info = fd.stat()
+                        memfds[info.st_dev, info.st_ino] = info.st_blocks // 2
+            fields["memfd"] = sum(memfds.values())
             found[pid] = fields
         except OSError:
             continue

@@ -86,6 +86,11 @@ class Publisher:
             sender.cancel()
             if self.session is not None:
                 self.session.request_stop("disconnected")  # finishes in the background if still running
+            # The socket's reader no longer calls back into this publisher: without this reference cycle
+            # (publisher -> socket -> reader -> tap -> publisher) the connection's objects are freed as soon
+            # as aiohttp lets go of them, not at the garbage collector's next full pass.
+            if self.codec is Codec.JSON:
+                self.ws.set_tap(None)
 
     async def _converse(self) -> None:
         if await self._start():
@@ -223,7 +228,10 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     if not isinstance(ws, StreamSocket):
         return ws  # the HTTP refusal
     scratch = request.app[appkeys.DECODE_SCRATCH]
-    await Publisher(ws, ws.codec, service, request.remote or "", scratch).run()
+    try:
+        await Publisher(ws, ws.codec, service, request.remote or "", scratch).run()
+    finally:
+        ws.detach()
     return ws
 
 
