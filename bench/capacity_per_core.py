@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/capacity_per_core.py [--steps 64,128,192,256,320] [--duration-s 10]
-                                                [--servers ours,naive] [--server-core 0] [--client-core 1]
+                                                [--servers ours,naive[,sink]] [--server-core 0]
+                                                [--client-core 1]
                                                 [--user-steps 64,128,192] [--server-arg=--workers=1]
                                                 [--keep-going] [--json bench/results/capacity_per_core.json]
 
@@ -30,6 +31,10 @@ Usage::
   Memory per stream: RSS of the server and its pool halfway through the pacing (read by the generator:
   every stream is running then, however long the set-up took), minus its idle RSS, per stream; and the
   event loop's part alone.
+- ``--servers ours,naive,sink``: ``sink`` is the peer with ``--method none --uvloop``, which reads and
+  decodes every chunk and analyses nothing, on uvloop as ours: its CPU per chunk is the floor of an aiohttp
+  server's ingest (it "holds" while
+  its core is under 90 % busy; it has no onsets, so no latency).
 - ``--user-steps``: then our server on every core, driven by the aiohttp client users use
   (:class:`server.client.TransientClient`), generator unpinned: the figure a user of both sees.
 """
@@ -101,7 +106,13 @@ def completing_aubio(samples: np.ndarray, settings: dict[str, Any] | None = None
     return found
 
 
-COMPLETING = {"ours": completing_chunks, "naive": completing_aubio}
+def completing_nothing(samples: np.ndarray,
+                       settings: dict[str, Any] | None = None) -> list[tuple[float, int]]:
+    """The sink reports no onsets."""
+    return []
+
+
+COMPLETING = {"ours": completing_chunks, "naive": completing_aubio, "sink": completing_nothing}
 
 
 @dataclass
@@ -369,8 +380,12 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
     }
     step["held"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0 and step["missed"] == 0
                     and not step["errors"])
+    if kind == "sink":  # it finds nothing: it held if it kept up, i.e. its core was not saturated
+        step["held"] = step["server_cpu_pct"] < SINK_SATURATED_PCT and not step["errors"]
     return step
 
+
+SINK_SATURATED_PCT = 90.0  # the sink's core this busy: it no longer keeps up
 
 HEADER = ("server", "streams", "held", "p50_ms", "p99_ms", "onset_p50_ms", "onset_p99_ms", "missed",
           "dropped_s", "cpu_pct_per_stream", "cpu_us_per_chunk", "kb_per_stream", "loop_kb_per_stream",
@@ -405,7 +420,8 @@ def main() -> int:
 
     ours_cmd = [str(REPO / "run.py"), "--port", "0", "--max-streams", "4096", "--max-streams-per-client",
                 "4096", "--idle-timeout-s", "120", "--log-level", "WARNING", *args.server_arg]
-    commands = {"ours": ours_cmd, "naive": [str(REPO / "bench" / "naive_aubio_server.py")]}
+    naive_cmd = [str(REPO / "bench" / "naive_aubio_server.py")]
+    commands = {"ours": ours_cmd, "naive": naive_cmd, "sink": [*naive_cmd, "--method", "none", "--uvloop"]}
     kinds = args.servers.split(",")
     results: list[dict[str, Any]] = []
     servers: dict[str, tuple[subprocess.Popen[str], str, tuple[int, int]]] = {}

@@ -1,8 +1,8 @@
 """Bar-position (downbeat) accuracy of server.rhythm's causal meter tracker, on rhythm-dev and generated
 tracks.
 
-    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--fresh] [--set NAME=VALUE ...]
-                                        [--json PATH] [--accents]
+    .venv/bin/python bench/downbeats.py [--data DIR] [--no-generated] [--fresh] [--validation]
+                                        [--set NAME=VALUE ...] [--json PATH] [--accents]
 
 For each file: ``analyze_rhythm`` (the live path, 20 ms blocks); each of our beats that carries a
 ``bar_position`` and lies within ±70 ms of an annotated beat is *matched*; it is *correct* when its position
@@ -11,7 +11,8 @@ correct / matched (the downbeat accuracy), the same modulo 2 (right half of the 
 alike), and when the first position came (s after the first annotated beat). ``--set`` overrides a constant
 of ``server.rhythm.meter`` for exploring (e.g. ``--set SWITCH_MARGIN=0.5``); the figures in bench/README.md
 use the defaults. Generated tracks (``testkit/rhythm_signals.py``) use seeds the tests do not use; ``--fresh``
-adds bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on). ``--accents`` prints instead, for
+adds bench/rhythm.py's 24 fresh kits (seeds 500-523, tuned on since branch startup), ``--validation`` its 24
+validation kits (seeds 600-623). ``--accents`` prints instead, for
 rhythm-dev, what tells the annotated bar positions apart (:func:`position_accents`). Cost: CPU
 microseconds of one beat through the meter tracker (``beat`` + ``fold``), from 20,000 beats.
 """
@@ -110,7 +111,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--no-generated", action="store_true")
     parser.add_argument("--fresh", action="store_true",
-                        help="also bench/rhythm.py's 24 fresh kits (seeds 500-523, never tuned on)")
+                        help="also bench/rhythm.py's 24 fresh kits (seeds 500-523)")
+    parser.add_argument("--validation", action="store_true",
+                        help="also bench/rhythm.py's 24 validation kits (seeds 600-623, never tuned on)")
     parser.add_argument("--accents", action="store_true",
                         help="only print what tells rhythm-dev's bar positions apart (position_accents)")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
@@ -138,11 +141,14 @@ def main() -> None:
             track = drum_track(beat_times(segments), seed=1001, **kwargs)
             rows.append(score(f"gen {name}", track.audio, track.sample_rate, track.beats,
                               track.bar_positions))
-    if args.fresh:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from rhythm import fresh_specs
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from rhythm import fresh_specs, validation_specs
 
-        for seed, (name, tempi, options, _) in enumerate(fresh_specs(), start=500):
+    extra = ((args.fresh, fresh_specs, 500), (args.validation, validation_specs, 600))
+    for wanted, specs, first_seed in extra:
+        if not wanted:
+            continue
+        for seed, (name, tempi, options, _) in enumerate(specs(), start=first_seed):
             track = drum_track(beat_times(tempi), seed=seed, **options)
             rows.append(score(name, track.audio, track.sample_rate, track.beats, track.bar_positions))
     print(f"{'file':32} {'beats':>5} {'posd':>5} {'match':>5} {'acc':>6} {'acc%2':>6} {'first s':>7}")
@@ -152,7 +158,7 @@ def main() -> None:
         first = "-" if row["first_position_s"] is None else row["first_position_s"]
         print(f"{row['file']:32} {row['beats']:5d} {row['positioned']:5d} {row['matched']:5d} {acc:>6} "
               f"{acc2:>6} {first:>7}")
-    for group in ("mdbdrums", "gen", "fresh"):
+    for group in ("mdbdrums", "gen", "fresh", "valid"):
         part = [r for r in rows if r["file"].startswith(group) and r["matched"]]
         if part:
             total = sum(r["matched"] for r in part)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/naive_aubio_server.py [--port 0] [--method hfc] [--buffer 512] [--hop 256]
+    .venv/bin/python bench/naive_aubio_server.py [--port 0] [--method hfc|none] [--buffer 512] [--hop 256]
 
 Every stream's aubio ``onset`` object is called on the event loop as its audio arrives; nothing is
 batched, nothing leaves the process. It speaks the subset of Transient's live-stream protocol
@@ -14,6 +14,10 @@ batched, nothing leaves the process. It speaks the subset of Transient's live-st
   ``strength``} as aubio finds them;
 - a text ``stop``: the remaining whole hops are analysed, then ``status`` (``dropped_s`` 0: it never
   drops), ``stopped`` and close 1000.
+
+``--method none`` makes it a sink: the same reading and decoding of every chunk, no aubio and no events.
+Its CPU per chunk is what aiohttp and the decoding cost before any DSP. ``--uvloop`` runs it on uvloop, as
+Transient runs (the peer itself uses asyncio's own loop, as a user's afternoon server would).
 
 Prints ``serving on http://HOST:PORT`` once it listens (as ``run.py`` does). Not part of the server: a
 benchmark peer, measured in the same run as ours.
@@ -30,9 +34,11 @@ import sys
 
 import aubio
 import numpy as np
+import uvloop
 from aiohttp import WSMsgType, web
 
 DTYPES = {"pcm_f32le": (np.dtype("<f4"), 1.0), "pcm_s16le": (np.dtype("<i2"), 1.0 / 32768.0)}
+SINK = "none"  # --method none: decode every chunk, analyse nothing
 AUBIO_DELAY_HOPS = 4  # aubio's onset object reports an onset this many hops after the frame it dates
 
 
@@ -45,7 +51,7 @@ class NaiveStream:
         self.channels = channels
         self.dtype, self.scale = DTYPES[encoding]
         self.hop = hop_frames
-        self.onset = aubio.onset(method, buffer_frames, hop_frames, sample_rate)
+        self.onset = None if method == SINK else aubio.onset(method, buffer_frames, hop_frames, sample_rate)
         self.pending = np.zeros(0, dtype=np.float32)
         self.frames = 0
         self.sample_rate = sample_rate
@@ -55,6 +61,8 @@ class NaiveStream:
         samples = np.frombuffer(data, self.dtype).astype(np.float32) * np.float32(self.scale)
         mono = samples.reshape(-1, self.channels).mean(axis=1, dtype=np.float32)
         self.frames += len(mono)
+        if self.onset is None:  # the sink
+            return []
         buffered = np.concatenate((self.pending, mono))
         events = []
         whole = len(buffered) - len(buffered) % self.hop
@@ -110,9 +118,7 @@ async def serve(args: argparse.Namespace) -> None:
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.base_events.Server)
-    port = server.sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     print(f"serving on http://{args.host}:{port}", flush=True)
     await asyncio.Event().wait()
 
@@ -121,12 +127,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--method", default="hfc")
+    parser.add_argument("--method", default="hfc", help=f"an aubio onset method, or {SINK!r} (a sink)")
     parser.add_argument("--buffer", type=int, default=512, help="aubio window, frames")
     parser.add_argument("--hop", type=int, default=256, help="aubio hop, frames")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: asyncio's loop)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args))
+        (uvloop.run if args.uvloop else asyncio.run)(serve(args))
     return 0
 
 

@@ -1,13 +1,15 @@
 """Beat, tempo and drum-band accuracy of server.rhythm, beside librosa, aubio and madmom, in one run.
 
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
-                                     [--no-madmom] [--madmom-json PATH] [--no-generated] [--no-heldout]
-                                     [--no-changes] [--no-fresh] [--json PATH]
+                                     [--no-madmom] [--no-peers] [--madmom-json PATH] [--no-generated]
+                                     [--no-heldout] [--no-changes] [--no-fresh] [--validation]
+                                     [--only TEXT] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
 trap and a silent gap; 12 more generated kits (seeds 300-311) and 8 generated tempo changes (seeds
-400-407) never looked at while tuning, and 24 more (seeds 500-523, 62-197 BPM) made later for the same.
+400-407) never looked at while tuning, 24 more (seeds 500-523, 62-197 BPM) made later for the same (and
+tuned on by branch startup), and 24 more made like them (seeds 600-623, 64-194 BPM, ``--validation``).
 Scores: ``mir_eval.beat`` F (±70 ms), CMLt, AMLt on untrimmed beats;
 tempo error = ``|bpm / ref_bpm - 1|`` (ours: the tracker's own ``bpm`` at each beat from 4 s after the first
 reference beat on, against the reference's local tempo; peers: 60 / median inter-beat interval of their
@@ -290,16 +292,49 @@ def fresh_specs() -> list[FreshSpec]:
     return specs
 
 
+def validation_specs() -> list[FreshSpec]:
+    """The 24 kits of :func:`validation_cases` (seeds 600 on, in this order; bench/downbeats.py
+    --validation too): made like :func:`fresh_specs` (14 steady, three in 3/4, two with swing, two without
+    hats, two tempo changes, a fast ramp) at other tempi, by branch ``startup`` (2026-12-07) before its
+    changes, and scored only once its change was chosen."""
+    steady: list[tuple[float, dict[str, Any]]] = [
+        (64, {}), (72, {}), (81, {}), (93, {}), (103, {}), (114, {}), (122, {}), (131, {}), (143, {}),
+        (152, {}), (163, {}), (175, {}), (184, {}), (194, {}), (74, {"meter": 3}), (106, {"meter": 3}),
+        (166, {"meter": 3}), (99, {"swing": 2 / 3}), (137, {"swing": 2 / 3}), (128, {"hats": False}),
+        (88, {"hats": False}),
+    ]
+    specs: list[FreshSpec] = [
+        (f"valid {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
+        for bpm, options in steady
+    ]
+    specs += [
+        ("valid 102>140", [(102, 12.0), (140, 12.0)], {}, True),
+        ("valid 170>125", [(170, 12.0), (125, 12.0)], {}, True),
+        ("valid ramp 130>178", [(130 + 3.0 * k, 1.5) for k in range(17)], {}, False),
+    ]
+    return specs
+
+
+def spec_cases(directory: str, specs: list[FreshSpec], first_seed: int, stem: str) -> list[Case]:
+    """Rendered kits of ``specs``, seeds ``first_seed`` on, written as ``{stem}{seed}.wav``."""
+    cases = []
+    for seed, (name, tempi, options, change) in enumerate(specs, start=first_seed):
+        path = os.path.join(directory, f"{stem}{seed}.wav")
+        changes = changes_of(tempi) if change else ()
+        cases.append(rendered(name, path, beat_times(tempi), seed, options, changes))
+    return cases
+
+
 def fresh_cases(directory: str) -> list[Case]:
     """Twenty-four more generated kits (seeds 500-523, 62-197 BPM), made for branch ``tempo`` (2026-12-07)
     before its changes and scored only at the end, never tuned on: 14 steady tempi, three in 3/4, two with
     swing, two without hats, two tempo changes and a fast ramp (140 to 188 BPM in 3 BPM steps every 1.5 s)."""
-    cases = []
-    for seed, (name, tempi, options, change) in enumerate(fresh_specs(), start=500):
-        path = os.path.join(directory, f"fresh{seed}.wav")
-        changes = changes_of(tempi) if change else ()
-        cases.append(rendered(name, path, beat_times(tempi), seed, options, changes))
-    return cases
+    return spec_cases(directory, fresh_specs(), 500, "fresh")
+
+
+def validation_cases(directory: str) -> list[Case]:
+    """Twenty-four more generated kits (seeds 600-623, 64-194 BPM), :func:`validation_specs`."""
+    return spec_cases(directory, validation_specs(), 600, "valid")
 
 
 @dataclass(frozen=True)
@@ -401,8 +436,9 @@ def implied_bpm(beats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beats[1:], np.array(bpm)
 
 
-def run_case(case: Case, madmom: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every tracker on one file; print its lines, return its rows."""
+def run_case(case: Case, madmom: dict[str, Any], others: bool = True) -> list[dict[str, Any]]:
+    """Every tracker on one file (librosa and aubio only with ``others``); print its lines, return its
+    rows."""
     name, path, ref, hits, changes_s = case
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     result = ours(audio.mean(axis=1).astype(np.float32), rate)
@@ -411,8 +447,9 @@ def run_case(case: Case, madmom: dict[str, Any]) -> list[dict[str, Any]]:
     if madmom:
         peers["madmom online"] = np.array(madmom[Path(path).name]["online"])
         peers["madmom offline"] = np.array(madmom[Path(path).name]["offline"])
-    peers["librosa (offline)"] = librosa_beats(path)
-    peers["aubio (online)"] = aubio_beats(path)
+    if others:
+        peers["librosa (offline)"] = librosa_beats(path)
+        peers["aubio (online)"] = aubio_beats(path)
     rows = []
     for tracker, est in peers.items():
         f, cmlt, amlt = beat_scores(ref, est)
@@ -480,11 +517,17 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("TRANSIENT_RHYTHM_DEV", str(DEFAULT_DATA)))
     parser.add_argument("--madmom-python", default="/work/madmom-venv/bin/python")
     parser.add_argument("--no-madmom", action="store_true")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="ours only: no madmom, librosa or aubio (for quick iterations)")
     parser.add_argument("--no-generated", action="store_true")
     parser.add_argument("--no-heldout", action="store_true")
     parser.add_argument("--no-changes", action="store_true", help="leave out the tempo-change corpus")
     parser.add_argument("--no-fresh", action="store_true",
-                        help="leave out the 24 kits of seeds 500-523 (never tuned on)")
+                        help="leave out the 24 kits of seeds 500-523 (tuned on since branch startup)")
+    parser.add_argument("--validation", action="store_true",
+                        help="add the 24 kits of seeds 600-623 (validation_specs; scored once per change)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
+                        help="run only the files whose name contains TEXT (repeatable)")
     parser.add_argument("--madmom-json", default=None, metavar="PATH",
                         help="madmom's beats by file name: read from PATH when it exists, else run madmom "
                         "and write them there (madmom is deterministic; the files are regenerated alike)")
@@ -501,9 +544,15 @@ def main() -> None:
         if not args.no_changes:
             corpora.append(("tempo changes, never tuned on", change_cases(tmp)))
         if not args.no_fresh:
-            corpora.append(("fresh (seeds 500-523), never tuned on", fresh_cases(tmp)))
+            corpora.append(("fresh (seeds 500-523), tuned on since branch startup", fresh_cases(tmp)))
+        if args.validation:
+            corpora.append(("validation (seeds 600-623), never tuned on", validation_cases(tmp)))
+        if args.only:
+            corpora = [(corpus, [c for c in cases if any(t in c.name for t in args.only)])
+                       for corpus, cases in corpora]
+            corpora = [(corpus, cases) for corpus, cases in corpora if cases]
         madmom: dict[str, Any] = {}
-        if not args.no_madmom:
+        if not (args.no_madmom or args.no_peers):
             paths = [case.path for _, cases in corpora for case in cases]
             stored = Path(args.madmom_json) if args.madmom_json else None
             if stored is not None and stored.exists():
@@ -519,7 +568,7 @@ def main() -> None:
                   "tempo within 4 % for good (seconds from the start; beats of the new tempo after a change)")
             rows = []
             for case in cases:
-                rows += run_case(case, madmom)
+                rows += run_case(case, madmom, others=not args.no_peers)
             summarise(corpus, rows, len(cases))
             report[corpus] = rows
     if args.json:
