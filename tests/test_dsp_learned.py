@@ -69,6 +69,9 @@ def test_the_committed_weights_are_small_float32_and_match_the_features() -> Non
     assert 10_000 <= net.n_parameters <= 100_000
     for key in ("command", "seed", "target_delay_frames", "unit", "attack_offset_hops"):
         assert key in net.meta, key
+    # The calibration recorded with the weights is the one served.
+    assert net.meta["unit"] == neural.UNIT and net.meta["attack_offset_hops"] == neural.ATTACK_OFFSET_HOPS
+    assert [p.name for p in neural.WEIGHTS_FILE.parent.glob("*.npz")] == [neural.WEIGHTS_FILE.name]
 
 
 @pytest.mark.parametrize(("frame_ms", "hop_ms", "bad"), [(40.0, 5.0, "hop_ms"), (23.0, 10.0, "frame_ms")])

@@ -111,3 +111,18 @@ def test_a_tiny_training_run_learns_saves_and_resumes(tmp_path: Path) -> None:
     train_main([*common, "--steps", "45", "--seed", "3"])
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == [15, 30, 45]
+    # The run's last checkpoint exported for serving (train.export --checkpoint): the checkpoint's model,
+    # the run's metadata with the checkpoint's step, and the calibration.
+    from train.export import export
+
+    served = export(out / "best.npz", tmp_path / "served.npz", 0.2, 1.0, checkpoint=out / "last.pt")
+    state = torch.load(out / "last.pt", weights_only=False)
+    assert state["step"] == 45 and served.meta["step"] == 45 and served.meta["checkpoint"] == "last.pt"
+    assert served.meta["seed"] == 3 and served.meta["unit"] == 0.2 and "tune_f" not in served.meta
+    model = OnsetTCN(served.n_features, served.hidden, served.dilations)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = np.random.default_rng(7).uniform(0.0, 3.0, (served.n_features, 300)).astype(np.float32)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(torch.from_numpy(x)[None]))[0].numpy()
+    assert np.abs(nn.run(served, nn.initial_state(served), x) - expected).max() < 1e-5

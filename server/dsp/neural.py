@@ -44,13 +44,13 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
-WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "onset_tcn_v1.npz"
+WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "onset_tcn_v2.npz"
 
 FRAME_MS = 1000.0 * FRAME_S  # the grid the network was trained on, as the frame_ms and hop_ms settings
 HOP_MS = 1000.0 * HOP_S
 
 # Calibration of the committed weights, chosen on the corpus's tune split (train/README.md, "Model").
-UNIT = 0.25  # the activation (0-1) that threshold 1.0 stands for
+UNIT = 0.2  # the activation (0-1) that threshold 1.0 stands for
 ATTACK_OFFSET_HOPS = 1.0  # the attack lies this many hops before the end of its peak frame
 ATTACK_OFFSET = ATTACK_OFFSET_HOPS * HOP_S / FRAME_S  # the same in frame lengths, for the method table
 WARMUP_FRAMES = 2  # ODF frames forced to 0 after a switch to the method mid-stream
