@@ -29,8 +29,10 @@ Usage::
   percent of one core and as microseconds per 20 ms chunk. A server that falls behind gets only its share
   of a busy core and reads several chunks at once, so this is its cost only at steps it held.
   Memory per stream: RSS of the server and its pool halfway through the pacing (read by the generator:
-  every stream is running then, however long the set-up took), minus its idle RSS, per stream; and the
-  event loop's part alone.
+  every stream is running then, however long the set-up took), minus its idle RSS, per stream; the
+  event loop's part alone; and the anonymous part alone (``anon_kb_per_stream``, RssAnon: without the
+  pages of shared library code that the first streams fault in, about 9 MiB once, and without the pool's
+  shared arena, which RSS counts in the server and in its worker).
 - ``--servers ours,naive,sink``: ``sink`` is the peer with ``--method none --uvloop``, which reads and
   decodes every chunk and analyses nothing, on uvloop as ours: its CPU per chunk is the floor of an aiohttp
   server's ingest (it "holds" while
@@ -62,7 +64,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import descendants, launch, rss_bytes
+from bench.procs import descendants, launch, memory_of, rss_bytes
 from bench.stream_load import completing_chunks, cpu_s, machine_cpu_s, percentile
 from bench.wire_ws import BINARY, WireSocket, masked_frame
 
@@ -151,6 +153,8 @@ class ShardResult:
     paced_s: float = 0.0
     rss: int = 0  # the server tree's RSS (bytes) halfway through the pacing, all streams running
     loop_rss: int = 0  # its event loop's alone
+    anon: int = 0  # the server tree's anonymous memory (RssAnon) at the same time
+    memory: dict[int, dict[str, int]] = field(default_factory=dict)  # per process then (procs.memory_of)
 
 
 class Stream:
@@ -238,7 +242,10 @@ async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: 
 
     async def note_rss() -> None:
         await asyncio.sleep(0.2 + duration_s / 2)
-        result.rss, result.loop_rss = rss_bytes(descendants(server_pid)), rss_bytes([server_pid])
+        tree = descendants(server_pid)
+        result.rss, result.loop_rss = rss_bytes(tree), rss_bytes([server_pid])
+        result.anon = rss_bytes(tree, "RssAnon")
+        result.memory = memory_of(tree)
 
     cpu0, t0 = cpu_s(tree), time.perf_counter()
     noting = asyncio.create_task(note_rss())
@@ -345,8 +352,9 @@ def start(command: list[str], core: int | None) -> tuple[subprocess.Popen[str], 
 
 
 def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, pool: Any,
-             idle_rss: tuple[int, int], core: int | None) -> dict[str, Any]:
-    """One step; ``idle_rss``: the server tree's and its main process's RSS before any stream."""
+             idle_rss: tuple[int, int, int], core: int | None) -> dict[str, Any]:
+    """One step; ``idle_rss``: the server tree's and its main process's RSS before any stream, and the
+    tree's anonymous memory."""
     busy0, steal0 = machine_cpu_s()
     wall0 = time.perf_counter()
     client = "user" if kind == "ours-user" else kind
@@ -377,6 +385,8 @@ def run_step(kind: str, url: str, pid: int, n: int, args: argparse.Namespace, po
         "rss_kb": round((shard.rss - idle_rss[0]) / 1024),
         "loop_rss_kb": round((shard.loop_rss - idle_rss[1]) / 1024),
         "loop_kb_per_stream": round((shard.loop_rss - idle_rss[1]) / n / 1024, 1),  # the event loop's part
+        # Without the pages of shared library code the first streams fault in and the arena counted twice:
+        "anon_kb_per_stream": round((shard.anon - idle_rss[2]) / n / 1024, 1),
     }
     step["held"] = (step["p99_ms"] <= args.p99_limit_ms and step["dropped_s"] == 0 and step["missed"] == 0
                     and not step["errors"])
@@ -389,7 +399,13 @@ SINK_SATURATED_PCT = 90.0  # the sink's core this busy: it no longer keeps up
 
 HEADER = ("server", "streams", "held", "p50_ms", "p99_ms", "onset_p50_ms", "onset_p99_ms", "missed",
           "dropped_s", "cpu_pct_per_stream", "cpu_us_per_chunk", "kb_per_stream", "loop_kb_per_stream",
-          "client_cpu_pct", "machine_busy_pct")
+          "anon_kb_per_stream", "client_cpu_pct", "machine_busy_pct")
+
+
+def idle_memory(pid: int) -> tuple[int, int, int]:
+    """The server tree's RSS, its main process's, and the tree's anonymous memory (bytes), before a step."""
+    tree = descendants(pid)
+    return rss_bytes(tree), rss_bytes([pid]), rss_bytes(tree, "RssAnon")
 
 
 def marginal_kb(results: list[dict[str, Any]], kind: str) -> str:
@@ -424,13 +440,13 @@ def main() -> int:
     commands = {"ours": ours_cmd, "naive": naive_cmd, "sink": [*naive_cmd, "--method", "none", "--uvloop"]}
     kinds = args.servers.split(",")
     results: list[dict[str, Any]] = []
-    servers: dict[str, tuple[subprocess.Popen[str], str, tuple[int, int]]] = {}
+    servers: dict[str, tuple[subprocess.Popen[str], str, tuple[int, int, int]]] = {}
     print(f"load average {os.getloadavg()}", flush=True)
     try:
         for kind in kinds:
             proc, url = start(commands[kind], args.server_core)
             time.sleep(1.0)
-            servers[kind] = (proc, url, (rss_bytes(descendants(proc.pid)), rss_bytes([proc.pid])))
+            servers[kind] = (proc, url, idle_memory(proc.pid))
             print(f"{kind}: {url} pid {proc.pid} on core {args.server_core}, "
                   f"{len(descendants(proc.pid))} processes, idle RSS {servers[kind][2][0] / 2**20:.1f} MiB",
                   flush=True)
@@ -457,7 +473,7 @@ def main() -> int:
             if args.user_steps:
                 proc, url = start(ours_cmd, None)
                 time.sleep(1.0)
-                servers["ours-user"] = (proc, url, (rss_bytes(descendants(proc.pid)), rss_bytes([proc.pid])))
+                servers["ours-user"] = (proc, url, idle_memory(proc.pid))
                 print(f"ours on every core, server.client: {url}", flush=True)
                 for n in (int(s) for s in args.user_steps.split(",") if s):
                     step = run_step("ours-user", url, proc.pid, n, args, pool, servers["ours-user"][2], None)

@@ -66,14 +66,50 @@ def descendants(*roots: int) -> list[int]:
     return found
 
 
-def rss_bytes(pids: list[int]) -> int:
-    """Summed resident set size of ``pids`` (VmRSS from /proc), in bytes; vanished processes count 0."""
-    total = 0
+def rss_bytes(pids: list[int], field: str = "VmRSS") -> int:
+    """Summed resident set size of ``pids`` (VmRSS from /proc), in bytes; vanished processes count 0.
+
+    ``field`` ``RssAnon``: only their anonymous memory (their own heaps and stacks), without the pages of
+    files they map (shared library code, shared with every process that runs it) and of shared memory
+    (the pool's arena, mapped by the server and its worker and counted by VmRSS in both)."""
+    total, prefix = 0, field + ":"
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(prefix):
                     total += int(line.split()[1]) * 1024
         except OSError:
             pass
     return total
+
+
+MEMORY_FIELDS = ("VmRSS", "RssAnon", "RssFile", "RssShmem")  # from /proc/PID/status, KiB
+
+
+def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
+    """Per process of ``pids``: :data:`MEMORY_FIELDS` and ``Pss`` (smaps_rollup: shared pages divided
+    among the processes that map them), in KiB; ``memfd`` the resident KiB of the shared-memory files it
+    holds open (the pool's arenas, each counted once however many processes map it and however many of
+    its descriptors are open). Vanished ones are left out."""
+    found: dict[int, dict[str, int]] = {}
+    for pid in pids:
+        try:
+            fields = {}
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in MEMORY_FIELDS:
+                    fields[name] = int(value.split()[0])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    fields["Pss"] = int(line.split()[1])
+            memfds: dict[tuple[int, int], int] = {}
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith("/memfd:"):
+                        info = fd.stat()
+                        memfds[info.st_dev, info.st_ino] = info.st_blocks // 2
+            fields["memfd"] = sum(memfds.values())
+            found[pid] = fields
+        except OSError:
+            continue
+    return found

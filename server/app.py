@@ -8,6 +8,8 @@ service, the WebRTC service (its peers close before the stream service stops), t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -20,6 +22,7 @@ from server.jobs.queue import LocalJobQueue
 from server.jobs.service import JobService
 from server.jobs.sqlite_store import SQLiteJobStore
 from server.pool import DetectionPool
+from server.pool.heap import HeapTrim, trim_every
 from server.security import access
 from server.stream.service import StreamService
 from server.transport import (
@@ -46,10 +49,19 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 
 async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    pool = DetectionPool(app[appkeys.CONFIG].workers)
+    """The detection pool, and the periodic return of this process's freed heap memory (its workers
+    return theirs after their calls): both with ``heap_trim_interval_s``."""
+    config = app[appkeys.CONFIG]
+    pool = DetectionPool(config.workers, config.heap_trim_interval_s)
     app[appkeys.POOL] = pool
     await pool.start()
+    heap = HeapTrim(config.heap_trim_interval_s)
+    trimming = asyncio.create_task(trim_every(heap), name="heap-trim") if heap.active else None
     yield
+    if trimming is not None:
+        trimming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trimming
     await pool.close()
 
 

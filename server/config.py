@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from server.pool import heap
 from server.stream import dispatch_rule
 
 ENV_PREFIX = "TRANSIENT_"
@@ -67,6 +68,9 @@ class Config:
     max_dispatch_interval_ms: float = _opt(
         dispatch_rule.MAX_INTERVAL_MS, "the dispatch interval never grows past this, in ms (it bounds the "
         "wait it adds to latency)")
+    heap_trim_interval_s: float = _opt(
+        heap.TRIM_EVERY_S, "the server process and each pool worker give the heap memory they have freed "
+        "back to the system (glibc malloc_trim) at most this often, in seconds; 0: never")
     # Files
     max_upload_bytes: int = _opt(2 << 30, "largest accepted upload, in bytes (HTTP 413)")
     max_queued_jobs: int = _opt(1000, "file jobs waiting at once; more are refused with HTTP 503")

@@ -20,7 +20,7 @@ from server.dsp.blocks import clip_full_scale
 from server.jobs.work import FileAnalysis, analyse_step
 from server.protocol.errors import ProtocolError
 from server.protocol.stream_messages import AudioFormat, Encoding, parse_audio
-from server.transport.audio_decode import AudioDecoder
+from server.transport.audio_decode import AudioDecoder, DecodeScratch
 from testkit import signals
 from tests.analysis_files import matches, post_file, wait_finished
 from tests.stream_client import Publisher, of_type, onset_times
@@ -158,3 +158,21 @@ def test_a_live_chunk_decodes_as_parse_audio_and_clip_full_scale_decide(channels
     with pytest.raises(ProtocolError) as raised:  # not a whole number of frames (or samples)
         decode(chunk.tobytes()[:-2])
     assert raised.value.code == "bad_audio_length"
+
+
+def test_decoders_sharing_one_scratch_decode_each_their_own_chunks() -> None:
+    """Publishers of one event loop share the check's scratch array: decoders of different chunk sizes and
+    channel counts, called in turn, each decode exactly as ``parse_audio`` + ``clip_full_scale``."""
+    scratch = DecodeScratch()
+    formats = [AudioFormat(48000, 1, Encoding.PCM_F32LE), AudioFormat(44100, 2, Encoding.PCM_F32LE)]
+    decoders = [AudioDecoder(audio_format, scratch) for audio_format in formats]
+    rng = np.random.default_rng(19)
+    for size in (960, 2048, 441, 960, 16):
+        for audio_format, decode in zip(formats, decoders, strict=True):
+            chunk = rng.uniform(-1.2, 1.2, size * audio_format.channels).astype(np.float32)
+            if size == 960:
+                chunk = np.clip(chunk, -1.0, 1.0)  # the usual chunk: within full scale, nothing clipped
+            data = chunk.tobytes()
+            want, want_clipped = clip_full_scale(parse_audio(data, audio_format))
+            samples, clipped = decode(data)
+            assert clipped == want_clipped and np.array_equal(samples, want)

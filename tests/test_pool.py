@@ -15,7 +15,7 @@ import pytest
 
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
-from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd
+from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd, unused_pages
 from server.pool.frames import FrameReader, frame
 from server.pool.worker import WORKER_NICE
 from tests import worker_probe
@@ -91,6 +91,43 @@ def test_arena_reserves_in_a_ring_released_oldest_first() -> None:
         assert arena.reserved == 2
         arena.clear()
         assert arena.place(buffers(1000)) == [(0, 1000)]  # an empty arena starts at its first byte
+    finally:
+        arena.close()
+
+
+def test_unused_pages_are_those_past_the_kept_bytes_and_the_last_use() -> None:
+    assert unused_pages(0, 0, 1 << 20, 4096) is None  # nothing written yet
+    assert unused_pages(900_000, 900_000, 1 << 20, 4096) is None  # within the bytes always kept
+    assert unused_pages(3 << 20, 10_000, 1 << 20, 4096) == (1 << 20, 2 << 20)
+    # The last interval's calls reached 1.5 MiB + 1 byte: its page stays, the rest up to 3 MiB goes.
+    assert unused_pages(3 << 20, (3 << 19) + 1, 1 << 20, 4096) == ((3 << 19) + 4096, (3 << 19) - 4096)
+    assert unused_pages(5000, 0, 0, 4096) == (0, 8192)  # the page holding the last byte written goes too
+
+
+def _resident_bytes(fd: int) -> int:
+    return os.fstat(fd).st_blocks * 512  # a memfd's pages in memory (tmpfs allocates none for holes)
+
+
+def test_arena_gives_back_the_pages_a_burst_used_once_calls_are_small_again() -> None:
+    arena = Arena(8 << 20, keep_bytes=1 << 20, release_every_s=60.0)
+    try:
+        view = ArenaView(SharedFd(os.dup(arena.fd)), 8 << 20)
+        burst = arena.place(buffers(3 << 20))  # a batch of streams that fell behind
+        assert burst is not None and view.copies(burst) == [bytes([(3 << 20) % 251]) * (3 << 20)]
+        assert _resident_bytes(arena.fd) >= 3 << 20
+        assert arena.give_back(time.monotonic() + 120.0) == 0  # a call holds its reservation
+        arena.release_oldest()  # within the interval: nothing given back yet
+        assert _resident_bytes(arena.fd) >= 3 << 20
+        # The next interval's check sees the burst's own use, so it keeps it (streams may be behind still).
+        assert arena.give_back(time.monotonic() + 120.0) == 0
+        small = arena.place(buffers(100_000))
+        assert small == [(0, 100_000)]
+        arena.release_oldest()
+        assert arena.give_back(time.monotonic() + 240.0) == 2 << 20  # small calls only: past 1 MiB goes
+        assert _resident_bytes(arena.fd) <= 1 << 20
+        assert arena.touched_bytes == 1 << 20 and arena.released_bytes == 2 << 20
+        again = arena.place(buffers(2 << 20))  # a later burst finds the memory again, intact
+        assert again is not None and view.copies(again) == [bytes([(2 << 20) % 251]) * (2 << 20)]
     finally:
         arena.close()
 

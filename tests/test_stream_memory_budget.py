@@ -4,6 +4,10 @@ arrive, its buffer is bounded by ``max_stream_buffer_bytes``, and all streams' b
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import weakref
+
 import aiohttp
 import numpy as np
 
@@ -67,3 +71,38 @@ async def test_streams_that_would_pass_max_buffer_bytes_are_refused_until_one_en
     await fourth.start(48000, 2)  # room again
     await fourth.stop()
     await second.stop()
+
+
+async def test_an_ended_stream_is_freed_when_its_connection_closes_without_the_collector(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """An ended stream's session, ring buffer and socket are freed by reference counting as soon as its
+    connection closes: they were one reference cycle, kept until the garbage collector's next full pass
+    (a server's full passes are rare), with every stream that had ended since."""
+    server = await start_server()
+    refs = []
+    gc.collect()
+    gc.disable()
+    try:
+        for stop in (True, False):  # a publisher that stops, and one that just disconnects
+            publisher = await Publisher.open(http, server)
+            await publisher.start(48000, 1)
+            (session,) = list(server.app[appkeys.STREAMS].registry)
+            refs.append(weakref.ref(session))
+            refs.append(weakref.ref(session._ring))
+            await publisher.stream(np.zeros(48000 // 2, np.float32), 48000, chunk_s=0.02)
+            if stop:
+                await publisher.stop()
+            await publisher.close()
+            del session
+            for _ in range(200):
+                if not list(server.app[appkeys.STREAMS].registry):
+                    break
+                await asyncio.sleep(0.01)
+        for _ in range(100):  # the handlers return and aiohttp lets go of the connections
+            if all(ref() is None for ref in refs):
+                break
+            await asyncio.sleep(0.02)
+        assert [ref() is None for ref in refs] == [True] * 4
+    finally:
+        gc.enable()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import time
 
@@ -12,6 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from server.dsp import detect_onsets
+from server.transport.stream_socket import StreamSocket
 from testkit import signals
 from tests.conftest import StartServer
 from tests.stream_client import Client, Publisher, listed_streams, of_type, onset_times, until_listed
@@ -99,6 +101,33 @@ async def test_disconnected_publisher_still_flushes_to_subscribers(
     assert onset_times(messages) == pytest.approx([o.time for o in detect_onsets(samples, sample_rate)])
     assert len(of_type(messages, "onset")) == 3
     assert messages[-2]["type"] == "ended" and messages[-2]["reason"] == "disconnected"
+
+
+async def test_closed_sockets_are_freed_without_the_collector(
+    start_server: StartServer, http: aiohttp.ClientSession
+) -> None:
+    """A publisher's and a subscriber's server-side sockets are freed once their connections close, by
+    reference counting: aiohttp's protocol kept each alive through its read callback (a reference cycle),
+    until the garbage collector's next full pass."""
+    server = await start_server()
+    gc.collect()
+    gc.disable()
+    try:
+        publisher = await Publisher.open(http, server)
+        stream_id = (await publisher.start(16000))["stream_id"]
+        watcher = await subscribe(http, server, stream_id)
+        assert sum(isinstance(o, StreamSocket) for o in gc.get_objects()) == 2
+        await publisher.stream(np.zeros(8000, dtype=np.float32), 16000)
+        await publisher.stop()
+        await publisher.close()
+        await watcher.receive_all()
+        for _ in range(100):
+            if not any(isinstance(o, StreamSocket) for o in gc.get_objects()):
+                break
+            await asyncio.sleep(0.02)
+        assert sum(isinstance(o, StreamSocket) for o in gc.get_objects()) == 0
+    finally:
+        gc.enable()
 
 
 def small_receive_buffer_socket(addr_info: tuple[object, ...]) -> socket.socket:

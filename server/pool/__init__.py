@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from server.exceptions import PoolRestarted
 from server.pool.cores import usable_cores
+from server.pool.heap import TRIM_EVERY_S
 from server.pool.lane import Lane, LaneBroken
 
 T = TypeVar("T")
@@ -33,14 +34,17 @@ class DetectionPool:
     """``workers`` lanes with an awaitable ``run`` (any lane) and ``run_on`` (one given lane).
 
     ``workers`` 0 gives one lane per core this process may use (:func:`~server.pool.cores.usable_cores`:
-    its CPU affinity, capped by its cgroup's CPU quota), not per core of the machine.
+    its CPU affinity, capped by its cgroup's CPU quota), not per core of the machine. Each worker gives its
+    freed heap memory back to the system at most every ``heap_trim_s`` (:mod:`server.pool.heap`; 0: never).
     """
 
-    def __init__(self, workers: int = 0) -> None:
+    def __init__(self, workers: int = 0, heap_trim_s: float = TRIM_EVERY_S) -> None:
         if workers < 0:
             raise ValueError(f"workers must be 0 (one per usable core) or more, got {workers}")
+        if heap_trim_s < 0:
+            raise ValueError(f"heap_trim_s must be 0 (never) or more, got {heap_trim_s}")
         self.workers = workers or usable_cores()
-        self._lanes = [Lane(index) for index in range(self.workers)]
+        self._lanes = [Lane(index, heap_trim_s) for index in range(self.workers)]
         self._closed = False
 
     @property

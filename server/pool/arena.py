@@ -15,6 +15,12 @@ server and its worker have both closed it, however they end. Its file descriptor
 Space is reserved per call and released when that call's answer arrives; a lane's calls are answered in
 the order they were made, so reservations are released oldest first (a ring). A call whose buffers do
 not fit goes through the pipe whole, as before.
+
+A page of the arena, once written, stays in memory (in the server and in the worker that read it) until it
+is given back: after a burst of large calls (streams that fell behind send up to 0.5 s each) the arena
+would hold megabytes that the calls since no longer use. So, at most once per :data:`RELEASE_EVERY_S`,
+when no call holds a reservation, the arena gives back the pages past both :data:`KEEP_BYTES` and the
+furthest byte the calls of that interval used (:func:`unused_pages`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import mmap
 import os
 import pickle
+import time
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing import reduction
@@ -29,7 +36,23 @@ from multiprocessing import reduction
 # Per lane. A lane's batch of 128 streams' longest jobs (0.5 s of 48 kHz float32 each) is 12 MiB; a
 # larger call goes through the pipe. Only the pages calls have used take memory.
 ARENA_BYTES = 16 << 20
+# Kept in memory whatever the calls: a batch of 256 streams' 20 ms chunks of 48 kHz float32 is 0.94 MiB.
+KEEP_BYTES = 1 << 20
+RELEASE_EVERY_S = 1.0  # the least time between two checks for pages to give back
 Span = tuple[int, int]  # (offset, bytes) of one buffer in the arena
+
+
+def unused_pages(touched_bytes: int, used_bytes: int, keep_bytes: int,
+                 page_bytes: int = mmap.PAGESIZE) -> tuple[int, int] | None:
+    """The pages to give back, ``(offset, length)`` in bytes, or ``None``.
+
+    ``touched_bytes``: the arena's first bytes written since pages were last given back; ``used_bytes``:
+    the furthest byte the calls of the last interval reserved. Everything from the page boundary at or past
+    ``max(used_bytes, keep_bytes)`` up to the end of the page holding ``touched_bytes`` goes back.
+    """
+    start = -(-max(used_bytes, keep_bytes) // page_bytes) * page_bytes
+    end = -(-touched_bytes // page_bytes) * page_bytes
+    return (start, end - start) if end > start else None
 
 
 class SharedFd:
@@ -49,19 +72,32 @@ def _rebuild_fd(duplicate: object) -> SharedFd:
 class Arena:
     """The server's side: the shared memory of one lane and its reservations, oldest first."""
 
-    def __init__(self, size_bytes: int = ARENA_BYTES) -> None:
+    def __init__(self, size_bytes: int = ARENA_BYTES, keep_bytes: int = KEEP_BYTES,
+                 release_every_s: float = RELEASE_EVERY_S) -> None:
         self.size_bytes = size_bytes
         self.fd = os.memfd_create("transient-pool-arena", os.MFD_CLOEXEC)
         os.ftruncate(self.fd, size_bytes)
         self._map = mmap.mmap(self.fd, size_bytes)
         self._held: deque[Span] = deque()
+        self._keep_bytes = keep_bytes
+        self._release_every_s = release_every_s
+        self.touched_bytes = 0  # the arena's first bytes written since pages were last given back
+        self._used_bytes = 0  # the furthest byte reserved in the current interval
+        self._interval_start_s = time.monotonic()
+        self.released_bytes = 0  # given back so far, in all
 
     def place(self, buffers: Sequence[pickle.PickleBuffer]) -> list[Span] | None:
         """Copy ``buffers`` into one new reservation; their spans, or ``None`` if they do not fit now."""
         views = [buffer.raw() for buffer in buffers]
-        start = self._reserve(sum(view.nbytes for view in views))
+        size = sum(view.nbytes for view in views)
+        start = self._reserve(size)
         if start is None:
             return None
+        end = start + size
+        if end > self.touched_bytes:
+            self.touched_bytes = end
+        if end > self._used_bytes:
+            self._used_bytes = end
         spans = []
         for view in views:
             end = start + view.nbytes
@@ -74,10 +110,28 @@ class Arena:
         """The oldest reservation's call was answered: its space is free again."""
         if self._held:  # else cleared meanwhile (the worker died, or the lane closed)
             self._held.popleft()
+        if not self._held:
+            self.give_back(time.monotonic())
 
     def clear(self) -> None:
         """Forget every reservation (the worker died: none of its calls will be answered)."""
         self._held.clear()
+
+    def give_back(self, now_s: float) -> int:
+        """If an interval has passed and no call holds a reservation, give back the pages the calls of the
+        interval did not use (:func:`unused_pages`); returns the bytes given back. Their contents are gone,
+        in the server's and the worker's mapping alike (``MADV_REMOVE`` frees the memory itself)."""
+        if self._held or now_s - self._interval_start_s < self._release_every_s:
+            return 0
+        pages = unused_pages(self.touched_bytes, self._used_bytes, self._keep_bytes)
+        self._interval_start_s, self._used_bytes = now_s, 0
+        if pages is None:
+            return 0
+        offset, length = pages
+        self._map.madvise(mmap.MADV_REMOVE, offset, length)
+        self.touched_bytes = offset
+        self.released_bytes += length
+        return length
 
     @property
     def reserved(self) -> int:

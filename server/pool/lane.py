@@ -35,6 +35,7 @@ import uvloop
 from server.exceptions import TransientError
 from server.pool.arena import Arena, SharedFd
 from server.pool.frames import HEADER, FrameReader
+from server.pool.heap import TRIM_EVERY_S
 from server.pool.worker import serve
 
 log = logging.getLogger("server.pool")
@@ -101,7 +102,7 @@ def _pipe_file(loop: asyncio.AbstractEventLoop, fd: int, mode: str) -> Any:
     return os.fdopen(fd, mode, buffering=0, closefd=not isinstance(loop, uvloop.Loop))
 
 
-def _spawn(index: int, arena: Arena) -> tuple[BaseProcess, int, int]:
+def _spawn(index: int, arena: Arena, heap_trim_s: float) -> tuple[BaseProcess, int, int]:
     """Start a worker (blocking: run it off the loop); returns it and the server's ends of its pipes."""
     context = multiprocessing.get_context("forkserver")
     # The forkserver (started with the first worker) imports the detector once, so every worker is forked
@@ -110,7 +111,8 @@ def _spawn(index: int, arena: Arena) -> tuple[BaseProcess, int, int]:
     calls_out, calls_in = context.Pipe(duplex=False)  # (worker reads, server writes)
     answers_out, answers_in = context.Pipe(duplex=False)  # (server reads, worker writes)
     process = context.Process(target=serve,
-                              args=(calls_out, answers_in, os.getpid(), SharedFd(arena.fd), arena.size_bytes),
+                              args=(calls_out, answers_in, os.getpid(), SharedFd(arena.fd), arena.size_bytes,
+                                    heap_trim_s),
                               name=f"transient-pool-{index}", daemon=True)
     try:
         process.start()
@@ -123,8 +125,9 @@ def _spawn(index: int, arena: Arena) -> tuple[BaseProcess, int, int]:
 class Lane:
     """One worker process; calls on a lane run one after another, in the order they were made."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, heap_trim_s: float = TRIM_EVERY_S) -> None:
         self.index = index
+        self.heap_trim_s = heap_trim_s  # its worker's least interval between heap trims (server.pool.heap)
         self.in_flight = 0
         self.rebuilds = 0
         self._worker: _Worker | None = None
@@ -169,7 +172,8 @@ class Lane:
     async def _start(self) -> _Worker:
         loop = asyncio.get_running_loop()
         try:
-            process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index, self._arena)
+            process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index, self._arena,
+                                                                     self.heap_trim_s)
             calls, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_file(loop, call_fd, "wb"))
             worker = _Worker(process, calls)
             await loop.connect_read_pipe(

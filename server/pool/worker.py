@@ -19,11 +19,13 @@ import pickle
 import select
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from server.pool.arena import ArenaView, SharedFd
 from server.pool.frames import HEADER, frame
+from server.pool.heap import TRIM_EVERY_S, HeapTrim
 
 # Workers run at the server's own priority. At a lower one (it was nice +10) any ordinary process of the
 # host takes their CPU first: two spinners pinned to one busy core for 4 s got 1.20 s of CPU at nice 0
@@ -103,10 +105,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def serve(calls: Connection, answers: Connection, server_pid: int, arena: SharedFd, arena_bytes: int) -> None:
+def serve(calls: Connection, answers: Connection, server_pid: int, arena: SharedFd, arena_bytes: int,
+          heap_trim_s: float = TRIM_EVERY_S) -> None:
     """Worker process main: answer every call from ``calls`` on ``answers`` until the server goes away.
 
-    A call's large buffers are in the lane's shared ``arena`` (see :mod:`server.pool.arena`)."""
+    A call's large buffers are in the lane's shared ``arena`` (see :mod:`server.pool.arena`). After an
+    answer, at most every ``heap_trim_s``, the worker gives its freed heap memory back
+    (:mod:`server.pool.heap`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if WORKER_NICE:
         os.nice(WORKER_NICE)
@@ -114,6 +119,7 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
     import server.dsp  # noqa: F401  # the first real call pays no import cost
 
     shared = ArenaView(arena, arena_bytes)
+    heap = HeapTrim(heap_trim_s)
     answer_fd = answers.fileno()  # both connections stay open (and their descriptors theirs) until exit
     call_fd = CALLS.fd = calls.fileno()
     while True:
@@ -126,3 +132,4 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
         except BaseException as exc:  # the call's failure is the caller's to see, as with any executor
             reply = _answer(False, exc)
         _write_all(answer_fd, reply)
+        heap.maybe(time.monotonic())

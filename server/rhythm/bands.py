@@ -12,6 +12,8 @@ for its hat attacks. Weights, power and the groups' edges were chosen on rhythm-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from server.rhythm.features import BAND_NAMES
 
 # Frames after the onset's own frame (the one centred on its attack) whose rise counts. 0: the band is known
@@ -23,13 +25,13 @@ NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
 
 
-def peak_scores(sums: list[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
+def peak_scores(sums: Sequence[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
     """Weighted peak rise of each group, low, mid and high, from one frame before the onset's to
     ``SPAN_FRAMES`` after it, in plain Python (a handful of values: cheaper than numpy calls).
 
     Parameters
     ----------
-    sums : list of float
+    sums : sequence of float
         Group rises (:func:`~server.rhythm.features.group_sums`, non-negative), low, mid and high of each
         frame after those of the frame before.
     frame : int

@@ -18,6 +18,8 @@ beat.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from server.rhythm.meter import BeatCount
 
 DECAY_PER_BEAT = 0.95  # accents are forgotten with this factor per tracked beat (memory ~ 20 beats)
@@ -85,7 +87,7 @@ class MetricalLevel:
             return False
         return (self.count.index + round((time_s - last_s) * bpm / 60.0)) % 2 != self._keep
 
-    def fold(self, sums: list[float], first_frame: int) -> None:
+    def fold(self, sums: Sequence[float], first_frame: int) -> None:
         """Fold in the accent of every waiting beat whose frames are in ``sums`` (:meth:`BeatCount.fold`)."""
         self.count.fold(sums, first_frame, self.observe)
 

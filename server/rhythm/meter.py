@@ -18,7 +18,7 @@ real drum kits the downbeat is often put on beat 3 (see bench/downbeats.py for t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 METERS = (3, 4)  # beats per bar that are considered
 DECAY_PER_BEAT = 0.97  # accents are forgotten with this factor per beat (memory ~ 33 beats)
@@ -31,7 +31,7 @@ BEFORE_FRAMES = 2  # a beat's accent looks at rises from this many frames before
 AFTER_FRAMES = 2  # ...to this many after (folded in once those frames are in)
 
 
-def peaks_of(sums: list[float], frame: int, before: int = BEFORE_FRAMES,
+def peaks_of(sums: Sequence[float], frame: int, before: int = BEFORE_FRAMES,
              after: int = AFTER_FRAMES) -> tuple[float, float]:
     """A beat's ``(low, mid)`` peaks from group rises (:func:`~server.rhythm.features.group_sums`: low, mid
     and high of each frame after those of the frame before, flat): the largest low and mid rise from
@@ -117,7 +117,8 @@ class BeatCount:
         self.pending.append((self.index, frame))
         return restart
 
-    def fold(self, sums: list[float], first_frame: int, observe: Callable[[int, float, float], None]) -> None:
+    def fold(self, sums: Sequence[float], first_frame: int,
+             observe: Callable[[int, float, float], None]) -> None:
         """``observe(index, low, mid)`` for every waiting beat whose frames are in ``sums`` (group rises,
         flat: low, mid, high of frame ``first_frame``, then of the next, ...), oldest first."""
         end = first_frame + len(sums) // 3
@@ -171,7 +172,7 @@ class MeterTracker:
             return None
         return (self.count.index - self._downbeat) % self._meter + 1
 
-    def fold(self, sums: list[float], first_frame: int) -> None:
+    def fold(self, sums: Sequence[float], first_frame: int) -> None:
         """Fold in the accent of every waiting beat whose frames are in ``sums`` (:meth:`BeatCount.fold`)."""
         self.count.fold(sums, first_frame, self.observe)
 

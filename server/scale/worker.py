@@ -42,7 +42,7 @@ async def run_worker(config: Config, ready: Callable[[str], None] | None = None)
     availability = Availability(client, f"Redis at {redacted(config.redis)}",
                                 "no job can be taken or finished until it answers")
     uploads = UploadDir(config.data_dir)
-    pool = DetectionPool(config.workers)
+    pool = DetectionPool(config.workers, config.heap_trim_interval_s)
 
     async def remove_files(task_id: str) -> None:
         await asyncio.to_thread(uploads.remove_job_files, task_id)

@@ -67,6 +67,19 @@ class StreamSink(Protocol):
         """The stream must end with this error: the transport reports it, calls ``stop()``, then closes."""
 
 
+class _Detached:
+    """The sink of a session that has ended: it has nothing more to deliver."""
+
+    def deliver(self, event: Event) -> None:
+        pass
+
+    def fault(self, error: ProtocolError) -> None:
+        pass
+
+
+DETACHED: StreamSink = _Detached()  # one for every ended session: it keeps nothing
+
+
 class State(enum.Enum):
     RUNNING = "running"
     STOPPING = "stopping"
@@ -410,3 +423,8 @@ class StreamSession:
         self._links.on_end(self)
         if not self._finished.done():
             self._finished.set_result(summary)
+        # An ended session emits nothing more: it lets go of its transport (which holds it), so that the two
+        # are freed by reference counting once the connection closes, not by the garbage collector's next
+        # full pass (which came seconds to minutes later, with each stream's ring, state and socket).
+        self._consumers = ()
+        self._sink = DETACHED

@@ -92,6 +92,16 @@ class StreamSocket(web.WebSocketResponse):
         async with asyncio.timeout(timeout_s):
             return await self.receive()
 
+    def detach(self) -> None:
+        """The handler is done with this socket: its connection's protocol no longer calls back into it on
+        each read. That callback (the heartbeat's, as aiohttp's own) closed a reference cycle (protocol ->
+        socket -> request -> protocol) that kept the socket, its request and its reader alive after the
+        connection closed, until the garbage collector's next full pass."""
+        request = self._req
+        protocol = request.protocol if request is not None else None
+        if protocol is not None:
+            protocol._data_received_cb = None
+
     def set_tap(self, tap: AudioHandler | None) -> None:
         """Hand binary messages to ``tap`` as they arrive, not through ``receive()`` (:mod:`audio_tap`)."""
         assert isinstance(self._reader, AudioTap)

@@ -73,11 +73,19 @@ def _refusal(exc: UnknownStream | SubscriberLimit | StorageUnavailable) -> Proto
 
 
 async def events_handler(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    config, hub = app[appkeys.CONFIG], app[appkeys.HUB]
+    config = request.app[appkeys.CONFIG]
     ws = await open_socket(request, config, receive_limit_bytes=SUBSCRIBER_MESSAGE_LIMIT_BYTES)
     if not isinstance(ws, StreamSocket):
         return ws  # the HTTP refusal
+    try:
+        return await _subscriber(request, ws)
+    finally:
+        ws.detach()  # freed once closed, not at the collector's next full pass (StreamSocket.detach)
+
+
+async def _subscriber(request: web.Request, ws: StreamSocket) -> web.StreamResponse:
+    app = request.app
+    config, hub = app[appkeys.CONFIG], app[appkeys.HUB]
     codec = ws.codec
     _cap_send_buffer(request)
     stream_id = request.match_info["stream_id"]

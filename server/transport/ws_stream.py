@@ -20,7 +20,7 @@ from server.protocol.stream_messages import Event, Start, parse_client_message
 from server.stream import control
 from server.stream.service import StreamService
 from server.stream.session import State, StreamSession
-from server.transport.audio_decode import AudioDecoder
+from server.transport.audio_decode import AudioDecoder, DecodeScratch
 from server.transport.stream_socket import Outbox, StreamSocket, open_socket
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ CLIP_WARNING_INTERVAL_S = 1.0  # least time between two `samples_clipped` warnin
 class Publisher:
     """One publishing WebSocket and, once started, its stream session."""
 
-    def __init__(self, ws: StreamSocket, codec: Codec, service: StreamService, client: str) -> None:
+    def __init__(self, ws: StreamSocket, codec: Codec, service: StreamService, client: str,
+                 scratch: DecodeScratch | None = None) -> None:
         self.ws = ws
         self.codec = codec
         self.service = service
@@ -45,6 +46,7 @@ class Publisher:
         self.clipped_samples = 0  # float samples beyond [-1, 1], clipped to it
         self._clip_warned_s = -CLIP_WARNING_INTERVAL_S
         self._decode: AudioDecoder | None = None  # the session's, once it has started
+        self._scratch = scratch  # shared by the decoders of every publisher
 
     # --- StreamSink --------------------------------------------------------------------------------------
 
@@ -84,6 +86,11 @@ class Publisher:
             sender.cancel()
             if self.session is not None:
                 self.session.request_stop("disconnected")  # finishes in the background if still running
+            # The socket's reader no longer calls back into this publisher: without this reference cycle
+            # (publisher -> socket -> reader -> tap -> publisher) the connection's objects are freed as soon
+            # as aiohttp lets go of them, not at the garbage collector's next full pass.
+            if self.codec is Codec.JSON:
+                self.ws.set_tap(None)
 
     async def _converse(self) -> None:
         if await self._start():
@@ -142,7 +149,7 @@ class Publisher:
             self._end(exc)
             return False
         self.session = session
-        self._decode = AudioDecoder(session.format)
+        self._decode = AudioDecoder(session.format, self._scratch)
         self.outbox.put(msg.started(session.stream_id, session.format, session.settings.to_dict(),
                                     session.latency_s, session.hop_s, self.service.limits()))
         return True
@@ -220,7 +227,11 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     ws = await open_socket(request, service.config)
     if not isinstance(ws, StreamSocket):
         return ws  # the HTTP refusal
-    await Publisher(ws, ws.codec, service, request.remote or "").run()
+    scratch = request.app[appkeys.DECODE_SCRATCH]
+    try:
+        await Publisher(ws, ws.codec, service, request.remote or "", scratch).run()
+    finally:
+        ws.detach()
     return ws
 
 
@@ -236,5 +247,6 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def setup(app: web.Application) -> None:
     """Route ``/api/v3/stream`` to the stream service (:data:`~server.appkeys.STREAMS`, built in app.py)."""
+    app[appkeys.DECODE_SCRATCH] = DecodeScratch()
     app.on_shutdown.append(_on_shutdown)
     app.router.add_get("/api/v3/stream", stream_handler)

@@ -226,6 +226,8 @@ async def upload_handler(request: web.Request) -> web.StreamResponse:
     except Exception:
         log.exception("upload socket failed")
         await ws.close(code=CloseCode.SERVER_FAULT, message=b"internal")
+    finally:
+        ws.detach()  # freed once closed, not at the collector's next full pass (StreamSocket.detach)
     return ws
 
 
