@@ -51,6 +51,16 @@ def job_files(data_dir: Path) -> list[str]:
     return sorted(p.name for folder in ("uploads", "work") for p in (data_dir / folder).iterdir())
 
 
+async def job_files_after_end(data_dir: Path, within_s: float = 5.0) -> list[str]:
+    """The job files still there ``within_s`` after the tasks ended, or none as soon as they are gone. A
+    successful job's upload is deleted just after its result is recorded (so a crash between the two loses
+    nothing), so a client that sees `success` may see the upload for a moment more."""
+    deadline = time.monotonic() + within_s
+    while (left := job_files(data_dir)) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return left
+
+
 async def readiness(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, object]]:
     async with http.get(base + "/readyz") as resp:
         return resp.status, await resp.json()
@@ -80,7 +90,7 @@ def test_two_mp3_jobs_whose_spools_fill_the_disk_end_failed_and_keep_nothing(
             assert all(task["status"] == "success" or code == "insufficient_storage"
                        for task, code in zip(done, codes, strict=True)), done
             assert "insufficient_storage" in codes, done
-            assert job_files(data_dir) == []  # uploads and spools deleted
+            assert await job_files_after_end(data_dir) == []  # uploads and spools deleted
             status, ready = await readiness(http, proc.url)
             assert status == 200, ready
             # The disk has room again: the same file alone fits with its spool.
@@ -89,7 +99,7 @@ def test_two_mp3_jobs_whose_spools_fill_the_disk_end_failed_and_keep_nothing(
             task = await wait_finished(http, proc.url, body["task_id"])
             assert task["status"] == "success", task
             assert matches([o["time"] for o in task["result"]["onsets"]], mp3.onsets_s) >= 0.9
-            assert job_files(data_dir) == []
+            assert await job_files_after_end(data_dir) == []
 
     run_async(scenario())
     no_tracebacks(proc)
@@ -141,7 +151,7 @@ def test_a_restart_on_a_full_disk_starts_and_settles_every_task_once_there_is_ro
             assert matches([o["time"] for o in task["result"]["onsets"]], made.onsets_s) >= 0.9
             task = await wait_finished(http, proc.url, gone, monotonic=False)
             assert task["status"] == "failed" and task["error"]["code"] == "upload_gone", task
-            assert job_files(data_dir) == []
+            assert await job_files_after_end(data_dir) == []
             status, ready = await readiness(http, proc.url)
             assert status == 200, ready
 
@@ -174,7 +184,7 @@ def test_a_disk_filled_from_outside_during_a_job_does_not_leave_it_processing(
             task = await wait_finished(http, proc.url, task_id, monotonic=False)
             assert task["status"] == "success", task
             assert matches([o["time"] for o in task["result"]["onsets"]], made.onsets_s) >= 0.9
-            assert job_files(data_dir) == []
+            assert await job_files_after_end(data_dir) == []
             status, ready = await readiness(http, proc.url)
             assert status == 200, ready
 
