@@ -271,6 +271,21 @@ def change_cases(directory: str) -> list[Case]:
 FreshSpec = tuple[str, list[tuple[float, float]], dict[str, Any], bool]
 
 
+def kit_specs(prefix: str, steady: list[tuple[float, dict[str, Any]]],
+              changes: list[tuple[float, float]], ramp_from_bpm: float) -> list[FreshSpec]:
+    """Specs of 16 s steady kits (``(bpm, drum_track options)``), 24 s tempo changes (12 s at each
+    ``(bpm, bpm)``) and a ramp of 3 BPM every 1.5 s from ``ramp_from_bpm`` over 17 steps, named
+    ``{prefix} ...``."""
+    specs: list[FreshSpec] = [
+        (f"{prefix} {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
+        for bpm, options in steady
+    ]
+    specs += [(f"{prefix} {a:g}>{b:g}", [(a, 12.0), (b, 12.0)], {}, True) for a, b in changes]
+    ramp = [(ramp_from_bpm + 3.0 * k, 1.5) for k in range(17)]
+    specs.append((f"{prefix} ramp {ramp_from_bpm:g}>{ramp[-1][0]:g}", ramp, {}, False))
+    return specs
+
+
 def fresh_specs() -> list[FreshSpec]:
     """``(name, (bpm, seconds) segments, drum_track options, whether its segments are tempo changes)`` of
     the 24 kits of :func:`fresh_cases` (seeds 500 on, in this order; bench/downbeats.py --fresh too)."""
@@ -280,16 +295,7 @@ def fresh_specs() -> list[FreshSpec]:
         (172, {"meter": 3}), (116, {"swing": 2 / 3}), (158, {"swing": 2 / 3}), (135, {"hats": False}),
         (66, {"hats": False}),
     ]
-    specs: list[FreshSpec] = [
-        (f"fresh {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
-        for bpm, options in steady
-    ]
-    specs += [
-        ("fresh 95>150", [(95, 12.0), (150, 12.0)], {}, True),
-        ("fresh 178>132", [(178, 12.0), (132, 12.0)], {}, True),
-        ("fresh ramp 140>188", [(140 + 3.0 * k, 1.5) for k in range(17)], {}, False),
-    ]
-    return specs
+    return kit_specs("fresh", steady, [(95, 150), (178, 132)], 140)
 
 
 def validation_specs() -> list[FreshSpec]:
@@ -303,16 +309,7 @@ def validation_specs() -> list[FreshSpec]:
         (166, {"meter": 3}), (99, {"swing": 2 / 3}), (137, {"swing": 2 / 3}), (128, {"hats": False}),
         (88, {"hats": False}),
     ]
-    specs: list[FreshSpec] = [
-        (f"valid {bpm:g}" + (" " + ",".join(options) if options else ""), [(bpm, 16.0)], options, False)
-        for bpm, options in steady
-    ]
-    specs += [
-        ("valid 102>140", [(102, 12.0), (140, 12.0)], {}, True),
-        ("valid 170>125", [(170, 12.0), (125, 12.0)], {}, True),
-        ("valid ramp 130>178", [(130 + 3.0 * k, 1.5) for k in range(17)], {}, False),
-    ]
-    return specs
+    return kit_specs("valid", steady, [(102, 140), (170, 125)], 130)
 
 
 def spec_cases(directory: str, specs: list[FreshSpec], first_seed: int, stem: str) -> list[Case]:
