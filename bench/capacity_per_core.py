@@ -64,7 +64,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.procs import descendants, launch, memory_of, rss_bytes
+from bench.procs import descendants, launch, memory_of, memory_totals
 from bench.stream_load import completing_chunks, cpu_s, machine_cpu_s, percentile
 from bench.wire_ws import BINARY, WireSocket, masked_frame
 
@@ -243,9 +243,8 @@ async def _paced(result: ShardResult, server_pid: int, pacing: Any, duration_s: 
     async def note_rss() -> None:
         await asyncio.sleep(0.2 + duration_s / 2)
         tree = descendants(server_pid)
-        result.rss, result.loop_rss = rss_bytes(tree), rss_bytes([server_pid])
-        result.anon = rss_bytes(tree, "RssAnon")
-        result.memory = memory_of(tree)
+        result.memory = memory_of(tree)  # one reading: the totals below come from it
+        result.rss, result.loop_rss, result.anon = memory_totals(result.memory, server_pid)
 
     cpu0, t0 = cpu_s(tree), time.perf_counter()
     noting = asyncio.create_task(note_rss())
@@ -404,8 +403,7 @@ HEADER = ("server", "streams", "held", "p50_ms", "p99_ms", "onset_p50_ms", "onse
 
 def idle_memory(pid: int) -> tuple[int, int, int]:
     """The server tree's RSS, its main process's, and the tree's anonymous memory (bytes), before a step."""
-    tree = descendants(pid)
-    return rss_bytes(tree), rss_bytes([pid]), rss_bytes(tree, "RssAnon")
+    return memory_totals(memory_of(descendants(pid)), pid)
 
 
 def marginal_kb(results: list[dict[str, Any]], kind: str) -> str:

@@ -66,20 +66,26 @@ def descendants(*roots: int) -> list[int]:
     return found
 
 
+def _status_kib(pid: int) -> dict[str, int]:
+    """The memory lines of ``/proc/PID/status`` (``VmRSS``, ``RssAnon``, ...), in KiB (raises OSError)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
 def rss_bytes(pids: list[int], field: str = "VmRSS") -> int:
     """Summed resident set size of ``pids`` (VmRSS from /proc), in bytes; vanished processes count 0.
 
     ``field`` ``RssAnon``: only their anonymous memory (their own heaps and stacks), without the pages of
     files they map (shared library code, shared with every process that runs it) and of shared memory
     (the pool's arena, mapped by the server and its worker and counted by VmRSS in both)."""
-    total, prefix = 0, field + ":"
+    total = 0
     for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith(prefix):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            total += _status_kib(pid).get(field, 0) * 1024
     return total
 
 
@@ -94,11 +100,8 @@ def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
     found: dict[int, dict[str, int]] = {}
     for pid in pids:
         try:
-            fields = {}
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                name, _, value = line.partition(":")
-                if name in MEMORY_FIELDS:
-                    fields[name] = int(value.split()[0])
+            status = _status_kib(pid)
+            fields = {name: status[name] for name in MEMORY_FIELDS if name in status}
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     fields["Pss"] = int(line.split()[1])
@@ -113,3 +116,11 @@ def memory_of(pids: list[int]) -> dict[int, dict[str, int]]:
         except OSError:
             continue
     return found
+
+
+def memory_totals(memory: dict[int, dict[str, int]], main_pid: int) -> tuple[int, int, int]:
+    """From one :func:`memory_of` reading of a process tree: its summed VmRSS, ``main_pid``'s VmRSS and its
+    summed RssAnon, in bytes (what :func:`rss_bytes` gives for each)."""
+    rss = sum(fields.get("VmRSS", 0) for fields in memory.values())
+    anon = sum(fields.get("RssAnon", 0) for fields in memory.values())
+    return rss * 1024, memory.get(main_pid, {}).get("VmRSS", 0) * 1024, anon * 1024
