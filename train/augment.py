@@ -125,9 +125,10 @@ def room_tail(bands: F64, rng: np.random.Generator, rt60_s: float, wet_db: float
     kernel *= 10.0 ** (wet_db / 10.0) / kernel.sum(axis=0)
     kernel = np.concatenate([np.zeros((1, count)), kernel])  # the tail starts one frame after the sound
     tail = scipy.signal.fftconvolve(bands**2, kernel, axes=0)[:frames]
+    tail[tail < 1e-9 * tail.max(initial=0.0)] = 0.0  # the FFT's round-off, not a tail
     ripple = segment(nuisance().white, frames, rng)[:, :count] ** 2
     ripple /= np.mean(nuisance().white[:, :count] ** 2, axis=0)
-    return np.sqrt(bands**2 + np.maximum(tail, 0.0) * ripple)
+    return np.sqrt(bands**2 + tail * ripple)
 
 
 def compress(bands: F64, threshold_db: float, ratio: float, release_s: float) -> F64:
