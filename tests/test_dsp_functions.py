@@ -10,7 +10,7 @@ import pytest
 from server.dsp import odf as odf_mod
 from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
 from server.dsp.methods import METHOD_TABLE
-from server.dsp.peaks import merge_close, peak_shift, pick_peaks, window_mean, window_median
+from server.dsp.peaks import decaying_mask, merge_close, peak_shift, pick_peaks, window_mean, window_median
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
 
@@ -146,7 +146,10 @@ def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: i
         window = odf[i - pre_avg : i + 1]
         level = float(np.median(window)) if k.get("median") else float(np.mean(window))
         above_mean = odf[i] >= k["mean_factor"] * level + k["threshold"]
-        if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"]:
+        mask = np.asarray(k.get("mask", ()), dtype=np.float64)
+        span = min(len(mask), i)
+        masked = span > 0 and odf[i] < (mask[:span] * odf[i - span : i][::-1]).max()
+        if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"] and not masked:
             found.append(i)
     return found
 
@@ -188,9 +191,10 @@ def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
         first = max(k["pre_max"], k["pre_avg"])
         stop = n - k["lookahead"]
         median = bool(trial % 2)
+        mask = decaying_mask(float(rng.choice([0.0, 0.5, 1.0])), float(rng.choice([2.0, 5.0, 40.0])))
         got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop,
-                         baseline=window_median if median else window_mean, **k)
-        assert got == pick_peaks_reference(odf, power, first, stop, median=median, **k), trial
+                         baseline=window_median if median else window_mean, mask=mask, **k)
+        assert got == pick_peaks_reference(odf, power, first, stop, median=median, mask=mask, **k), trial
 
 
 def test_a_median_baseline_ignores_one_loud_frame_and_follows_a_steady_level() -> None:
@@ -202,6 +206,25 @@ def test_a_median_baseline_ignores_one_loud_frame_and_follows_a_steady_level() -
     steady = [2.0] * 16 + [2.9, 2.0, 2.0]
     assert pick_peaks(steady, levels, first=10, stop=17, baseline=window_median, **common) == []
     assert window_median([3.0, 1.0, 2.0, 10.0]) == 2.5 and window_mean([1.0, 2.0]) == 1.5
+
+
+def test_a_decaying_mask_holds_back_a_weaker_peak_after_a_strong_one_but_not_an_equal_one() -> None:
+    mask = decaying_mask(0.6, 80.0)  # 0.6 * exp(-k / 80) for k = 1..240 frames
+    assert len(mask) == 240 and mask[0] == pytest.approx(0.6 * np.exp(-1 / 80))
+    assert decaying_mask(0.0, 80.0) == () and decaying_mask(0.6, 0.0) == ()
+    odf = [0.0] * 300
+    odf[20] = 10.0  # a strong onset
+    odf[60] = 3.0  # 400 ms later at 10 ms hops: needs 0.6 * 10 * exp(-40 / 80) = 3.64
+    odf[100] = 9.0  # as strong as the first, decayed: passes
+    odf[290] = 1.5  # 2.7 s after the strong one: past the mask's reach (240 frames)
+    levels = [1.0] * 300
+    common = {"pre_max": 3, "pre_avg": 10, "threshold": 1.0, "min_power": 1e-6, "lookahead": 1}
+    assert pick_peaks(odf, levels, first=10, stop=299, **common) == [20, 60, 100, 290]
+    assert pick_peaks(odf, levels, first=10, stop=299, mask=mask, **common) == [20, 100, 290]
+    odf[60] = 3.7
+    assert pick_peaks(odf, levels, first=10, stop=299, mask=mask, **common) == [20, 60, 100, 290]
+    # Near the start only the past that exists counts (a stream's past is its context of zeros).
+    assert pick_peaks(odf[:70], levels[:70], first=10, stop=69, mask=mask, **common) == [20, 60]
 
 
 def test_peak_shift_is_a_parabola_vertex() -> None:

@@ -341,6 +341,7 @@ class OnsetDetector:
             min_power=plan.min_power,
             mean_factor=plan.mean_factor,
             baseline=plan.baseline,
+            mask=plan.mask,
         )
         onsets: list[Onset] = []
         if picked:

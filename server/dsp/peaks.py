@@ -54,12 +54,15 @@ def pick_peaks(
     min_power: float,
     mean_factor: float = 1.0,
     baseline: Baseline = window_mean,
+    mask: Sequence[float] = (),
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
     Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
     lookahead + 1])``, ``odf[i] >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold``,
-    ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those windows rules the frame out.
+    ``odf[i] > 0``, ``power[i] >= min_power`` and, with a ``mask``, ``odf[i] >= mask[k - 1] * odf[i - k]``
+    for every ``k`` from 1 to ``len(mask)`` (as far back as ``odf`` goes). A NaN anywhere in those windows
+    rules the frame out.
 
     Parameters
     ----------
@@ -80,6 +83,9 @@ def pick_peaks(
         Multiplier of the baseline.
     baseline : callable
         :func:`window_mean` (a moving mean) or :func:`window_median` (:data:`BASELINES`).
+    mask : sequence of float
+        A forward mask (:func:`decaying_mask`): the weight of the value ``k`` frames back is ``mask[k - 1]``.
+        Empty: none.
 
     Returns
     -------
@@ -96,9 +102,31 @@ def pick_peaks(
             continue
         if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
             continue
-        if value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
-            picked.append(i)
+        if not value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
+            continue
+        if mask and not clears_mask(odf, i, mask, value):
+            continue
+        picked.append(i)
     return picked
+
+
+def clears_mask(odf: Sequence[float], i: int, mask: Sequence[float], value: float) -> bool:
+    """Whether ``value`` reaches ``mask[k - 1] * odf[i - k]`` for every ``k`` whose frame is in ``odf``."""
+    return all(value >= mask[k - 1] * odf[i - k] for k in range(1, min(len(mask), i) + 1))
+
+
+def decaying_mask(ratio: float, decay_frames: float) -> tuple[float, ...]:
+    """Weights of a forward mask that decays exponentially: ``ratio * exp(-k / decay_frames)`` for ``k`` from
+    1 to ``3 * decay_frames`` (rounded; past that the weight is under 5 % of ``ratio``). Empty when
+    ``ratio`` or ``decay_frames`` is 0.
+
+    With it, a peak must reach ``ratio`` times each earlier detection-function value decayed by its age:
+    after a strong onset, the ripples of its decay (ringing, a room, a compressor letting go) need to be
+    a large enough fraction of it, while a new hit of similar strength still passes at once.
+    """
+    if ratio <= 0.0 or decay_frames <= 0.0:
+        return ()
+    return tuple(ratio * math.exp(-k / decay_frames) for k in range(1, round(3 * decay_frames) + 1))
 
 
 def peak_shift(odf: Sequence[float], peak: int) -> float:
