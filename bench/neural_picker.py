@@ -10,10 +10,11 @@ The detection function of each clip is the served detector's own (streamed in 20
 padding :meth:`~server.dsp.OnsetDetector.flush` adds), computed once per weights file and cached. The picker
 is then re-run in numpy for each rule: the detector's (:func:`server.dsp.peaks.pick_peaks`: maximum of the
 last ``pre_max`` frames and the look-ahead, above ``mean_factor`` x the moving mean of the last ``pre_avg``
-frames plus the threshold; sub-frame shift; minimum interval), plus a **decaying mask**: a candidate must
-also reach ``mask_ratio`` times the largest earlier detection-function value of the last ``3 * mask_ms``,
-each value decayed by ``exp(-age / mask_ms)`` (:func:`server.dsp.peaks.decaying_mask`). ``--check`` compares the numpy picker with the detector's
-onsets for the served rule (the ``neural`` row at the default settings; they must agree).
+frames plus the threshold; sub-frame shift; minimum interval), plus a **forward mask**: a candidate must
+also reach ``mask_ratio`` times the largest earlier detection-function value, each decayed by
+``exp(-age / mask_ms)`` (:func:`server.dsp.peaks.mask_levels`, the detector's own). ``--check`` compares
+the numpy picker with the detector's onsets for the served rule (the ``neural`` row at the default
+settings; they must agree).
 
 Mean F (±50 ms) over clips by family, as ``bench/learned.py``. Never run it on ``valid`` to choose.
 """
@@ -45,7 +46,7 @@ from server.dsp import DetectorSettings, OnsetDetector, neural  # noqa: E402
 from server.dsp import neural_features as nf  # noqa: E402
 from server.dsp.methods import METHOD_TABLE  # noqa: E402
 from server.dsp.opening import opening_is_attack  # noqa: E402
-from server.dsp.peaks import PRE_AVG_S, decaying_mask, merge_close, peak_shift  # noqa: E402
+from server.dsp.peaks import PRE_AVG_S, mask_decay, mask_levels, merge_close, peak_shift  # noqa: E402
 from server.dsp.plan import plan_for  # noqa: E402
 
 F64 = npt.NDArray[np.float64]
@@ -99,15 +100,6 @@ def sliding_max(values: F64, before: int, after: int) -> F64:
     return np.lib.stride_tricks.sliding_window_view(padded, before + after + 1).max(axis=1)
 
 
-def masked_level(values: F64, mask: tuple[float, ...]) -> F64:
-    """``max_k mask[k - 1] * values[i - k]`` over ``k = 1 .. len(mask)`` (0 before the start): what a peak
-    must reach under :func:`server.dsp.peaks.decaying_mask` (the same products as the detector's)."""
-    out = np.zeros_like(values)
-    for k in range(1, len(mask) + 1):
-        np.maximum(out[k:], mask[k - 1] * values[:-k], out=out[k:])
-    return out
-
-
 def picked_times(
     clip: Clip,
     odf: F64,
@@ -120,27 +112,27 @@ def picked_times(
     mask_ratio: float,
     mask_ms: float,
 ) -> F64:
-    """Onset times of the detector's picker on ``odf`` with a decaying mask (``mask_ratio`` 0: none)."""
+    """Onset times of the detector's picker on ``odf`` with a forward mask (``mask_ratio`` 0: none)."""
     settings = DetectorSettings(method="neural", threshold=threshold)
     plan = plan_for(clip.sample_rate, settings)
     hop = plan.frames.grid.hop
     padded = np.concatenate([np.zeros(max(plan.context, pre_avg)), odf])
+    values = padded.tolist()
     lead = len(padded) - len(odf)
     is_max = padded >= sliding_max(padded, plan.pre_max, plan.lookahead)
     kernel = np.ones(pre_avg + 1) / (pre_avg + 1)
     mean = np.convolve(padded, kernel)[: len(padded)]
     loud = np.concatenate([np.zeros(lead), levels]) >= plan.min_power
     ok = is_max & loud & (padded >= threshold) & (padded > 0) & (padded >= mean_factor * mean + threshold)
-    mask = decaying_mask(mask_ratio, mask_ms / 1000.0 / (hop / clip.sample_rate))
-    if mask:
-        ok &= padded >= masked_level(padded, mask)
+    if mask_ratio > 0.0:
+        decay = mask_decay(mask_ms / 1000.0 / (hop / clip.sample_rate))
+        ok &= padded >= mask_ratio * np.array(mask_levels(values, 0, len(values), 0.0, decay)[:-1])
     ok[:lead] = False
     ok[len(padded) - plan.lookahead :] = False
     mono = clip.mono()
     if not opening_is_attack(mono[: plan.opening_len], clip.sample_rate, plan.silence_db):
         ok[: lead + plan.opening_frames] = False
     peaks = np.flatnonzero(ok)
-    values = padded.tolist()
     rate = clip.sample_rate
     times = [
         max(0, round((p - lead + 1 + peak_shift(values, int(p))) * hop - plan.attack_offset)) / rate

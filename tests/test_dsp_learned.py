@@ -15,7 +15,7 @@ import pytest
 from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural, process_many
 from server.dsp import neural_features as nf
 from server.dsp.methods import METHOD_TABLE
-from server.dsp.peaks import decaying_mask
+from server.dsp.peaks import mask_decay
 from server.exceptions import SettingsError
 from testkit import signals
 
@@ -206,13 +206,13 @@ def test_process_many_and_pickling_mid_stream_equal_the_whole_file() -> None:
 
 def test_the_forward_mask_is_the_method_rows_and_is_block_size_invariant_across_a_switch() -> None:
     """``neural``'s picker masks weaker peaks after strong ones (its row's ``mask_ratio`` and ``mask_ms``); a
-    stream that switches to it mid-stream, whose kept past is then shorter than the mask, gives the same
-    onsets whatever the block size."""
+    stream that switches to it mid-stream and back, and is pickled on the way, gives the same onsets
+    whatever the block size."""
     row = METHOD_TABLE["neural"]
     assert row.mask_ratio == neural.MASK_RATIO > 0 and row.mask_ms == neural.MASK_MS > 0
     plan = OnsetDetector(44100, settings=DetectorSettings(method="neural")).plan
-    assert plan.mask == decaying_mask(neural.MASK_RATIO, neural.MASK_MS / 10.0)
-    assert plan.context == len(plan.mask) > plan.pre_avg
+    assert plan.mask_ratio == neural.MASK_RATIO and plan.mask_decay == mask_decay(neural.MASK_MS / 10.0)
+    assert OnsetDetector(44100).plan.mask_decay == 0.0, "superflux has no mask"
     clip = signals.drums(44100, 4.0, seed=66)
     unmasked = dataclasses.replace(row, mask_ratio=0.0)
     settings = DetectorSettings(method="neural", threshold=0.5)
@@ -221,15 +221,20 @@ def test_the_forward_mask_is_the_method_rows_and_is_block_size_invariant_across_
     without = bare.process(clip.samples) + bare.flush()
     times = {o.time for o in with_mask}
     assert times < {o.time for o in without}, "the mask only removes onsets, and removes some here"
-    switch_at = 44100  # a boundary of every block size below
+    switches = {44100: settings, 2 * 44100: DetectorSettings(), 3 * 44100: settings}  # block boundaries
     results = []
-    for block in (441, 1470, 2205, 44100):
-        detector = OnsetDetector(44100)
+    for block, table in ((441, None), (1470, None), (2205, None), (44100, None), (1470, unmasked)):
+        methods = None if table is None else {"superflux": METHOD_TABLE["superflux"], "neural": table}
+        detector = OnsetDetector(44100, methods=methods)
         found = []
         for start in range(0, len(clip.samples), block):
-            if start == switch_at:
-                detector.configure(settings)
+            if start in switches:
+                detector.configure(switches[start])
+                if table is None:  # a pickled detector keeps only its own row of another table
+                    detector = pickle.loads(pickle.dumps(detector))
             found += detector.process(clip.samples[start : start + block])
         results.append(found + detector.flush())
-    assert all(r == results[0] for r in results[1:])
-    assert any(o.time > 1.1 for o in results[0])
+    assert all(r == results[0] for r in results[1:4])
+    assert any(o.time > 3.1 for o in results[0])
+    # The mask works after the switches too: without it, the same stream gives these onsets and more.
+    assert {o.time for o in results[0]} < {o.time for o in results[4]}

@@ -95,9 +95,8 @@ class OnsetMethod:
         Which statistic of the last ``PRE_AVG_S`` of the ODF that is: a name in
         :data:`~server.dsp.peaks.BASELINES` (``mean`` or ``median``).
     mask_ratio, mask_ms : float
-        A forward mask (:func:`~server.dsp.peaks.decaying_mask`): a peak must also reach ``mask_ratio``
-        times every earlier ODF value of the last ``3 * mask_ms``, each decayed by ``exp(-age / mask_ms)``.
-        0: none.
+        A forward mask (:func:`~server.dsp.peaks.mask_levels`): a peak must also reach ``mask_ratio``
+        times every earlier ODF value, each decayed by ``exp(-age / mask_ms)``. 0: none.
     lags : callable (FrameGrid) -> tuple of int, optional
         Classical methods: which past feature rows each frame is compared with, frames back.
     compare : callable, optional

@@ -60,9 +60,8 @@ def pick_peaks(
 
     Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
     lookahead + 1])``, ``odf[i] >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold``,
-    ``odf[i] > 0``, ``power[i] >= min_power`` and, with a ``mask``, ``odf[i] >= mask[k - 1] * odf[i - k]``
-    for every ``k`` from 1 to ``len(mask)`` (as far back as ``odf`` goes). A NaN anywhere in those windows
-    rules the frame out.
+    ``odf[i] > 0``, ``power[i] >= min_power`` and, with a ``mask``, ``odf[i] >= mask[i - first]``. A NaN
+    anywhere in those windows rules the frame out.
 
     Parameters
     ----------
@@ -84,8 +83,8 @@ def pick_peaks(
     baseline : callable
         :func:`window_mean` (a moving mean) or :func:`window_median` (:data:`BASELINES`).
     mask : sequence of float
-        A forward mask (:func:`decaying_mask`): the weight of the value ``k`` frames back is ``mask[k - 1]``.
-        Empty: none.
+        What each frame from ``first`` on must also reach (a forward mask: ``mask_ratio`` times
+        :func:`mask_levels`); empty for none.
 
     Returns
     -------
@@ -104,29 +103,43 @@ def pick_peaks(
             continue
         if not value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
             continue
-        if mask and not clears_mask(odf, i, mask, value):
+        if mask and not value >= mask[i - first]:
             continue
         picked.append(i)
     return picked
 
 
-def clears_mask(odf: Sequence[float], i: int, mask: Sequence[float], value: float) -> bool:
-    """Whether ``value`` reaches ``mask[k - 1] * odf[i - k]`` for every ``k`` whose frame is in ``odf``."""
-    return all(value >= mask[k - 1] * odf[i - k] for k in range(1, min(len(mask), i) + 1))
+def mask_decay(decay_frames: float) -> float:
+    """Per-frame factor of a forward mask that decays with time constant ``decay_frames``; 0 for none."""
+    return math.exp(-1.0 / decay_frames) if decay_frames > 0.0 else 0.0
 
 
-def decaying_mask(ratio: float, decay_frames: float) -> tuple[float, ...]:
-    """Weights of a forward mask that decays exponentially: ``ratio * exp(-k / decay_frames)`` for ``k`` from
-    1 to ``3 * decay_frames`` (rounded; past that the weight is under 5 % of ``ratio``). Empty when
-    ``ratio`` or ``decay_frames`` is 0.
+def mask_levels(odf: Sequence[float], first: int, stop: int, level: float, decay: float) -> list[float]:
+    """The forward mask's level at frames ``first`` to ``stop`` (``stop - first + 1`` values).
 
-    With it, a peak must reach ``ratio`` times each earlier detection-function value decayed by its age:
-    after a strong onset, the ripples of its decay (ringing, a room, a compressor letting go) need to be
-    a large enough fraction of it, while a new hit of similar strength still passes at once.
+    The level at frame ``i`` is ``max(odf[i - k] * decay ** k for k >= 1)``: every earlier value of the
+    detection function, decayed by its age. It is carried from frame to frame, one step per frame in a fixed
+    order (``level(i + 1) = decay * max(odf[i], level(i))``), so it never depends on the block sizes.
+
+    A peak that must also reach ``mask_ratio`` times this level (:func:`pick_peaks`' ``mask``): after a
+    strong onset, the ripples of its decay (ringing, a room, a compressor letting go) must be a large enough
+    fraction of it, while a new hit of similar strength still passes at once.
+
+    Parameters
+    ----------
+    odf : sequence of float
+    first, stop : int
+        Indices into ``odf``.
+    level : float
+        The level at ``first``.
+    decay : float
+        :func:`mask_decay`.
     """
-    if ratio <= 0.0 or decay_frames <= 0.0:
-        return ()
-    return tuple(ratio * math.exp(-k / decay_frames) for k in range(1, round(3 * decay_frames) + 1))
+    levels = [level]
+    for value in odf[first:stop]:
+        level = decay * (value if value > level else level)
+        levels.append(level)
+    return levels
 
 
 def peak_shift(odf: Sequence[float], peak: int) -> float:

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from server.dsp import odf as odf_mod
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
-from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, decaying_mask
+from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, mask_decay
 from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
@@ -110,7 +110,7 @@ class Plan:
     ----------
     frames : FramePlan
     lookahead, pre_max, pre_avg : int
-        Peak-picking windows; ``context = max(pre_max, pre_avg, len(mask))`` past values are kept.
+        Peak-picking windows; ``context = max(pre_max, pre_avg)`` past values are kept.
     odf_keep : int
         Most detection-function values kept for :meth:`OnsetDetector.take_odf`.
     threshold, mean_factor, min_power : float
@@ -118,9 +118,9 @@ class Plan:
         frame power (linear).
     baseline : callable
         The method's :data:`~server.dsp.peaks.BASELINES` statistic of the last ``pre_avg`` frames.
-    mask : tuple of float
-        The method's forward mask (:func:`~server.dsp.peaks.decaying_mask`), one weight per frame back;
-        empty for none.
+    mask_ratio, mask_decay : float
+        The method's forward mask: a peak must also reach ``mask_ratio`` times
+        :func:`~server.dsp.peaks.mask_levels`, which decay by ``mask_decay`` per frame (0: no mask).
     min_interval_s : float
     attack_offset : float
         How far an attack lies before the end of its peak frame, samples.
@@ -146,7 +146,8 @@ class Plan:
     threshold: float
     mean_factor: float
     baseline: Baseline
-    mask: tuple[float, ...]
+    mask_ratio: float
+    mask_decay: float
     min_power: float
     min_interval_s: float
     attack_offset: float
@@ -175,18 +176,19 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     pre_max = max(1, round(PRE_MAX_S / hop_s))
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
     opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime + row.delay_frames
-    mask = decaying_mask(row.mask_ratio, row.mask_ms / 1000.0 / hop_s)
+    decay = mask_decay(row.mask_ms / 1000.0 / hop_s) if row.mask_ratio > 0.0 else 0.0
     return Plan(
         frames=frames,
         lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s)),
         pre_max=pre_max,
         pre_avg=pre_avg,
-        context=max(pre_max, pre_avg, len(mask)),
+        context=max(pre_max, pre_avg),
         odf_keep=round(ODF_KEEP_S / hop_s),
         threshold=settings.threshold,
         mean_factor=row.mean_factor,
         baseline=BASELINES[row.baseline],
-        mask=mask,
+        mask_ratio=row.mask_ratio if decay else 0.0,
+        mask_decay=decay,
         min_power=10.0 ** (settings.silence_db / 10.0),
         min_interval_s=settings.min_interval_ms / 1000.0,
         attack_offset=row.attack_offset * grid.frame_len,
