@@ -27,6 +27,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import functools  # noqa: E402
 import hashlib  # noqa: E402
 import itertools  # noqa: E402
 import sys  # noqa: E402
@@ -42,9 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from corpus import Clip  # noqa: E402
 from learned import FAMILIES, corpus_clips, dev_clips  # noqa: E402
 
-from server.dsp import DetectorSettings, OnsetDetector, neural  # noqa: E402
+from server.dsp import (  # noqa: E402
+    DetectorSettings,
+    OnsetDetector,
+    neural,
+    nn,
+)
 from server.dsp import neural_features as nf  # noqa: E402
-from server.dsp.methods import METHOD_TABLE  # noqa: E402
+from server.dsp.methods import METHOD_TABLE, OnsetMethod  # noqa: E402
 from server.dsp.opening import opening_is_attack  # noqa: E402
 from server.dsp.peaks import PRE_AVG_S, mask_decay, mask_levels, merge_close, peak_shift  # noqa: E402
 from server.dsp.plan import plan_for  # noqa: E402
@@ -53,10 +60,19 @@ F64 = npt.NDArray[np.float64]
 BLOCK_MS = 20.0
 
 
-def odf_of(clip: Clip, settings: DetectorSettings) -> F64:
+def neural_row(weights: Path | None) -> OnsetMethod:
+    """The ``neural`` row of the method table, serving ``weights`` instead of the committed file if given."""
+    row = METHOD_TABLE["neural"]
+    if weights is None:
+        return row
+    net = nn.load_net(str(weights))
+    return dataclasses.replace(row, constants=functools.partial(neural.constants, net=net))
+
+
+def odf_of(clip: Clip, settings: DetectorSettings, row: OnsetMethod) -> F64:
     """The detector's detection function of a streamed clip, one value per hop from the stream's start."""
     channels = 1 if clip.samples.ndim == 1 else clip.samples.shape[1]
-    detector = OnsetDetector(clip.sample_rate, channels, settings)
+    detector = OnsetDetector(clip.sample_rate, channels, settings, methods={"neural": row})
     grid = detector.plan.frames.grid
     block = max(1, round(BLOCK_MS / 1000 * clip.sample_rate))
     shape = (grid.frame_len + grid.hop, *clip.samples.shape[1:])
@@ -76,19 +92,19 @@ def frame_levels(clip: Clip, frames: int) -> F64:
     return np.concatenate([power, np.zeros(max(0, frames - len(power)))])[:frames]
 
 
-def cached_odfs(clips: list[Clip], cache: Path) -> list[tuple[F64, F64]]:
-    """Each clip's detection function and frame levels, from ``cache`` (keyed by the weights file and clip)
-    or computed."""
-    weights = Path(neural.__file__).parent / "weights"
-    tag = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(weights.glob("*.npz")))).hexdigest()[:10]
-    tag += f"-u{neural.UNIT:g}"
+def cached_odfs(clips: list[Clip], cache: Path, weights: Path | None = None) -> list[tuple[F64, F64]]:
+    """Each clip's detection function (of ``weights``, the committed network if None) and frame levels,
+    from ``cache`` (keyed by the weights file and clip) or computed."""
+    path = neural.WEIGHTS_FILE if weights is None else weights
+    tag = hashlib.sha1(path.read_bytes()).hexdigest()[:10] + f"-u{neural.UNIT:g}"
+    row = neural_row(weights)
     cache.mkdir(parents=True, exist_ok=True)
     out = []
     settings = DetectorSettings(method="neural")
     for clip in clips:
         path = cache / f"{clip.name}.{tag}.npy"
         if not path.exists():
-            np.save(path, odf_of(clip, settings))
+            np.save(path, odf_of(clip, settings, row))
         odf = np.load(path)
         out.append((odf, frame_levels(clip, len(odf))))
     return out
@@ -213,6 +229,7 @@ def main() -> None:
     parser.add_argument("--split", default="tune")
     parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
     parser.add_argument("--family", help="only this family")
+    parser.add_argument("--weights", type=Path, help="a weights file to try instead of the committed one")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/neural_picker_cache"))
     parser.add_argument("--threshold", default="1")
     parser.add_argument("--mean-factor", default="1")
@@ -228,11 +245,13 @@ def main() -> None:
     clips = dev_clips(args.data) if args.data else corpus_clips(args.corpus, args.split)
     if args.family:
         clips = [c for c in clips if c.group == args.family]
-    odfs = cached_odfs(clips, args.cache)
+    odfs = cached_odfs(clips, args.cache, args.weights)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min", flush=True)
     if args.check:
         from accuracy import streamed
 
+        if args.weights is not None:
+            parser.error("--check compares with the committed network")
         run = streamed(DetectorSettings(method="neural"), BLOCK_MS)
         worst = 0.0
         for clip, (odf, levels) in zip(clips, odfs, strict=True):
