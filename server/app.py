@@ -24,6 +24,7 @@ from server.jobs.sqlite_store import SQLiteJobStore
 from server.pool import DetectionPool
 from server.pool.heap import HeapTrim, trim_every
 from server.security import access
+from server.stream.in_worker import warm_up
 from server.stream.service import StreamService
 from server.transport import (
     health,
@@ -54,7 +55,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[appkeys.CONFIG]
     pool = DetectionPool(config.workers, config.heap_trim_interval_s)
     app[appkeys.POOL] = pool
-    await pool.start()
+    await pool.start(warm_up)
     heap = HeapTrim(config.heap_trim_interval_s)
     trimming = asyncio.create_task(trim_every(heap), name="heap-trim") if heap.active else None
     yield

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
 from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd, unused_pages
 from server.pool.frames import FrameReader, frame
 from server.pool.worker import WORKER_NICE
+from server.stream.in_worker import Job, run_batch, warm_up
 from tests import worker_probe
 from tests.polling import until
 from tests.processes import running
@@ -231,3 +233,30 @@ async def test_least_busy_is_the_lane_with_fewest_calls_and_prefer_breaks_ties(p
     finally:
         await held
     assert pool.least_busy(prefer=1) == 1
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+async def test_a_warmed_up_worker_faults_in_no_library_code_for_its_first_stream() -> None:
+    """Started with ``warm_up`` (as the server starts its pool), a worker has already touched the code a
+    stream's jobs run; started cold, its first stream faults in megabytes of it (and waits for it)."""
+    audio = np.zeros(960, np.float32)
+    audio[10:20] = 0.5
+    grown_kib = {}
+    for ready in (os.getpid, warm_up):
+        pool = DetectionPool(1)
+        try:
+            [pid] = await pool.start(ready)
+            before = _status_kib(pid, "RssFile")
+            jobs = [Job("first", 48000, 1, "<f4", DetectorSettings(), audio.tobytes(), 0.0, fresh=True)]
+            for _ in range(50):
+                await pool.run_on(0, run_batch, jobs)
+                jobs = [Job("first", 48000, 1, "<f4", None, audio.tobytes(), 0.0)]
+            grown_kib[ready.__name__] = _status_kib(pid, "RssFile") - before
+        finally:
+            await pool.close()
+    assert grown_kib["getpid"] > 2048, grown_kib  # measured 6.2 MiB
+    assert grown_kib["warm_up"] < 512, grown_kib  # measured 0

@@ -52,13 +52,14 @@ class DetectionPool:
         """Worker processes replaced after dying, over every lane."""
         return sum(lane.rebuilds for lane in self._lanes)
 
-    async def start(self) -> list[int]:
-        """Start every worker process now and wait until each answers; returns their pids.
+    async def start(self, ready: Callable[[], int] = os.getpid) -> list[int]:
+        """Start every worker process now and wait until each has run ``ready``, which returns its pid.
 
         A worker imports the detector (numpy, scipy) before it answers its first call, which takes a few
-        hundred milliseconds: waiting here keeps that out of the first streams' latency.
+        hundred milliseconds: waiting here keeps that out of the first streams' latency. ``ready`` can also
+        warm the worker up (:func:`server.stream.in_worker.warm_up`).
         """
-        return list(await asyncio.gather(*(self.run_on(lane, os.getpid) for lane in range(self.workers))))
+        return list(await asyncio.gather(*(self.run_on(lane, ready) for lane in range(self.workers))))
 
     def worker_pids(self, lane: int | None = None) -> list[int]:
         """The worker processes' pids, of every lane or of one."""
