@@ -53,9 +53,9 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     """The detection pool, and the periodic return of this process's freed heap memory (its workers
     return theirs after their calls): both with ``heap_trim_interval_s``."""
     config = app[appkeys.CONFIG]
-    pool = DetectionPool(config.workers, config.heap_trim_interval_s)
+    pool = DetectionPool(config.workers, config.heap_trim_interval_s, warm_up)
     app[appkeys.POOL] = pool
-    await pool.start(warm_up)
+    await pool.start()
     heap = HeapTrim(config.heap_trim_interval_s)
     trimming = asyncio.create_task(trim_every(heap), name="heap-trim") if heap.active else None
     yield
