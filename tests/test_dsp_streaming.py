@@ -220,7 +220,6 @@ def test_without_lookahead_an_onset_comes_with_the_hop_that_holds_its_attack() -
         assert abs(onset.time - click_s) <= 0.001  # placed from the frame's own samples
         # Reported with the first frame whose newest hop holds the click, the block after that frame ended.
         frame_end = (int(click_s * sr) // hop + 1) * hop
-        assert onset.decided_s == frame_end / sr
         assert frame_end <= samples_in < frame_end + 48
 
 

@@ -359,10 +359,7 @@ class OnsetDetector:
                 times = [t for t in times if t >= state.hold_until_s]
                 picked = picked[len(picked) - len(times) :]
             kept, state.last_onset_s = merge_close(times, state.last_onset_s, plan.min_interval_s)
-            if lookahead:
-                onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
-            else:
-                onsets = [Onset(times[k], odf[picked[k]], (base + picked[k] + 1) * hop / rate) for k in kept]
+            onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
         self._advance(stop)
         return onsets
 

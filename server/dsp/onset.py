@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,12 +16,7 @@ class Onset:
     strength : float
         Peak value of the detection function, in units of the method's calibrated step (dimensionless;
         comparable with ``threshold``).
-    decided_s : float
-        Without look-ahead: the end of the frame the detector decided the onset at, seconds (the stream's
-        timeline), the last audio it was reported from (a band beside it, :mod:`server.rhythm`, is decided
-        from the frames up to there); ``inf`` with a look-ahead. Not part of equality.
     """
 
     time: float
     strength: float
-    decided_s: float = dataclasses.field(default=math.inf, compare=False)

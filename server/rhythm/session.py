@@ -12,7 +12,6 @@ forward-filter step per frame for every tracker), with the same results as one b
 from __future__ import annotations
 
 import dataclasses
-import math
 from array import array
 from collections.abc import Sequence
 
@@ -167,20 +166,12 @@ class RhythmSession:
     def _banded(self, onsets: list[Onset]) -> list[BandedOnset]:
         """Take ``onsets`` (after their frames' sums are in); the waiting onsets whose band is now decided."""
         if onsets:
-            self._pending += [(self._band_frame(o), o) for o in onsets]
+            hop_s, offset_s = self.hop_s, self.frame_time_offset_s
+            self._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
         pending = self._pending
         if pending and pending[0][0] < self._frames - SPAN_FRAMES:
             return self._decide(final=False)
         return []
-
-    def _band_frame(self, onset: Onset) -> int:
-        """The frame whose rise (with the one before) decides ``onset``'s band: the one centred on its attack;
-        for an onset the detector reported without look-ahead, before that frame was in, the frame it was
-        decided at (frame k ends at k + 1 hops), so that it is not held back for its band."""
-        centred = round((onset.time - self.frame_time_offset_s) / self.hop_s)
-        if onset.decided_s == math.inf:
-            return centred
-        return min(centred, round(onset.decided_s / self.hop_s) - 1)
 
     def _trim_if_long(self) -> None:
         if len(self._sums) > 6 * KEEP_FRAMES:
