@@ -39,8 +39,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.capacity_per_core import ShardResult, shard_main  # noqa: E402
-from bench.procs import launch, stop  # noqa: E402
+from bench.capacity_per_core import ShardResult, shard_main
+from bench.procs import launch, stop
 
 STEPS = (
     ("ingest -> dispatch", "fed", "taken"),
@@ -75,8 +75,9 @@ def run(n: int, args: argparse.Namespace) -> None:
         finally:
             stop(proc)
         records = json.loads(out.read_text())
-    print(f"\n{n} streams, beats {args.beats}, settings {settings}: {len(records)} onset jobs; client overhead "
-          f"p50 {np.percentile(shard.overhead_ms, 50):.2f} p99 {np.percentile(shard.overhead_ms, 99):.2f} ms, "
+    overhead = shard.overhead_ms
+    print(f"\n{n} streams, beats {args.beats}, settings {settings}: {len(records)} onset jobs; client "
+          f"overhead p50 {np.percentile(overhead, 50):.2f} p99 {np.percentile(overhead, 99):.2f} ms, "
           f"from the onset p50 {np.percentile(shard.from_onset_ms, 50):.2f} "
           f"p99 {np.percentile(shard.from_onset_ms, 99):.2f} ms; errors {sorted(set(shard.errors))}")
     for name, start, end in STEPS:
