@@ -24,6 +24,7 @@ from server.jobs.sqlite_store import SQLiteJobStore
 from server.pool import DetectionPool
 from server.pool.heap import HeapTrim, trim_every
 from server.security import access
+from server.stream.in_worker import warm_up
 from server.stream.service import StreamService
 from server.transport import (
     health,
@@ -52,7 +53,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     """The detection pool, and the periodic return of this process's freed heap memory (its workers
     return theirs after their calls): both with ``heap_trim_interval_s``."""
     config = app[appkeys.CONFIG]
-    pool = DetectionPool(config.workers, config.heap_trim_interval_s)
+    pool = DetectionPool(config.workers, config.heap_trim_interval_s, warm_up)
     app[appkeys.POOL] = pool
     await pool.start()
     heap = HeapTrim(config.heap_trim_interval_s)

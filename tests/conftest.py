@@ -156,6 +156,11 @@ class ServerProcess:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
 
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to the server and everything it started, as systemd, ``timeout`` or a terminal's ^C do."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, sig)  # the server leads its own group (start_new_session)
+
     def wait(self, timeout_s: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout_s)

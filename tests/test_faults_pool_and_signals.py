@@ -156,6 +156,51 @@ async def test_sigterm_closes_sockets_with_1001_requeues_jobs_exits_0_and_restar
         await Client(publisher, "json").close()
 
 
+async def test_sigterm_to_the_whole_process_group_shuts_down_as_sigterm_to_the_server_does(
+    server_process: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """systemd's default stop, ``timeout`` and ``kill -- -PGID`` signal every process of the server at once.
+
+    The pool workers must not die of it before the server has shut down: a worker that dies mid-job is
+    replaced and the job restarted (or failed, after too many deaths) while the server is going away."""
+    data_dir = tmp_path / "data"
+    proc = server_process("--workers", "2", data_dir=data_dir)
+    audio = make_file(tmp_path, "wav", duration_s=60.0).path
+    async with aiohttp.ClientSession() as http:
+        task_ids = []
+        for _ in range(3):
+            status, body = await post_file(http, proc.url, audio, filename="long.wav")
+            assert status == 202
+            task_ids.append(body["task_id"])
+        publisher = await http.ws_connect(proc.url + "/api/v3/stream")
+        await publisher.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
+                                             "encoding": "pcm_f32le"}))
+        assert json.loads((await publisher.receive(timeout=WAIT_S)).data)["type"] == "started"
+        await publisher.send_bytes(clicks(1.0).tobytes())
+        for _ in range(500):
+            if "processing" in stored_states(data_dir).values():
+                break
+            await asyncio.sleep(0.02)
+        assert "processing" in stored_states(data_dir).values()
+
+        proc.signal_group(signal.SIGTERM)
+        published = await receive_all(publisher)
+        assert await asyncio.to_thread(proc.wait, 60.0) == 0
+        assert of_type(published, "warning") == []  # no pool_restarted: no worker died under the stream
+        assert any(m.get("code") == "shutdown" for m in published if m["type"] == "error"), published
+        assert published[-1] == {"type": "<closed>", "code": 1001}
+        proc.stop()  # joins the output reader, so every line the server wrote is in proc.output
+        logged = "".join(proc.output)
+        assert "died" not in logged and "restarting the job" not in logged, logged
+        states = stored_states(data_dir)
+        assert {states[task_id] for task_id in task_ids} <= {"pending", "success"}, states
+
+        again = server_process("--workers", "2", data_dir=data_dir)
+        finished = [await wait_finished(http, again.url, task_id, monotonic=False) for task_id in task_ids]
+        assert [f["status"] for f in finished] == ["success"] * 3
+        assert len({json.dumps(f["result"]["onsets"]) for f in finished}) == 1
+
+
 def _descendants(pid: int) -> list[int]:
     """Every process below ``pid``, from /proc's children files (threads included)."""
     found: list[int] = []

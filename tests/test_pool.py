@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from server.dsp import DetectorSettings
 from server.exceptions import PoolRestarted
 from server.pool import DetectionPool
 from server.pool.arena import ARENA_BYTES, Arena, ArenaView, SharedFd, unused_pages
 from server.pool.frames import FrameReader, frame
 from server.pool.worker import WORKER_NICE
+from server.stream.in_worker import Job, run_batch, warm_up
 from tests import worker_probe
 from tests.polling import until
 from tests.processes import running
@@ -231,3 +233,51 @@ async def test_least_busy_is_the_lane_with_fewest_calls_and_prefer_breaks_ties(p
     finally:
         await held
     assert pool.least_busy(prefer=1) == 1
+
+
+def _status_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+async def _first_stream_file_pages_kib(pool: DetectionPool) -> int:
+    """The file pages (shared library code) lane 0's worker faults in for a new stream's first second."""
+    [pid] = pool.worker_pids(0)
+    before = _status_kib(pid, "RssFile")
+    audio = np.zeros(960, np.float32)
+    audio[10:20] = 0.5
+    jobs = [Job("first", 48000, 1, "<f4", DetectorSettings(), audio.tobytes(), 0.0, fresh=True)]
+    for _ in range(50):
+        await pool.run_on(0, run_batch, jobs)
+        jobs = [Job("first", 48000, 1, "<f4", None, audio.tobytes(), 0.0)]
+    return _status_kib(pid, "RssFile") - before
+
+
+async def _answered_by_another(pool: DetectionPool, pid: int) -> bool:
+    try:
+        return await pool.run_on(0, os.getpid) != pid
+    except PoolRestarted:
+        return False
+
+
+async def test_a_warmed_up_worker_faults_in_no_library_code_for_its_first_stream() -> None:
+    """With ``warm_up`` (as the server makes its pool) a worker, and the one that replaces it when it dies,
+    has touched the code a stream's jobs run before its first call; cold, a first stream faults in
+    megabytes of it (and waits for it)."""
+    cold = DetectionPool(1)
+    try:
+        await cold.start()
+        cold_kib = await _first_stream_file_pages_kib(cold)
+    finally:
+        await cold.close()
+    warm = DetectionPool(1, warm_up=warm_up)
+    try:
+        [first] = await warm.start()
+        warm_kib = await _first_stream_file_pages_kib(warm)
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: _answered_by_another(warm, first))  # so after the replacement's warm-up
+        replaced_kib = await _first_stream_file_pages_kib(warm)
+    finally:
+        await warm.close()
+    assert cold_kib > 2048, cold_kib  # measured 6.2 MiB
+    assert warm_kib < 512 and replaced_kib < 512, (warm_kib, replaced_kib)  # measured 0

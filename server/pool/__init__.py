@@ -36,15 +36,17 @@ class DetectionPool:
     ``workers`` 0 gives one lane per core this process may use (:func:`~server.pool.cores.usable_cores`:
     its CPU affinity, capped by its cgroup's CPU quota), not per core of the machine. Each worker gives its
     freed heap memory back to the system at most every ``heap_trim_s`` (:mod:`server.pool.heap`; 0: never).
+    Every worker, a replacement's too, runs ``warm_up`` (when given) as its first call.
     """
 
-    def __init__(self, workers: int = 0, heap_trim_s: float = TRIM_EVERY_S) -> None:
+    def __init__(self, workers: int = 0, heap_trim_s: float = TRIM_EVERY_S,
+                 warm_up: Callable[[], object] | None = None) -> None:
         if workers < 0:
             raise ValueError(f"workers must be 0 (one per usable core) or more, got {workers}")
         if heap_trim_s < 0:
             raise ValueError(f"heap_trim_s must be 0 (never) or more, got {heap_trim_s}")
         self.workers = workers or usable_cores()
-        self._lanes = [Lane(index, heap_trim_s) for index in range(self.workers)]
+        self._lanes = [Lane(index, heap_trim_s, warm_up) for index in range(self.workers)]
         self._closed = False
 
     @property
@@ -53,10 +55,13 @@ class DetectionPool:
         return sum(lane.rebuilds for lane in self._lanes)
 
     async def start(self) -> list[int]:
-        """Start every worker process now and wait until each answers; returns their pids.
+        """Start every worker process now and wait until each answers (after its ``warm_up``); returns
+        their pids.
 
         A worker imports the detector (numpy, scipy) before it answers its first call, which takes a few
-        hundred milliseconds: waiting here keeps that out of the first streams' latency.
+        hundred milliseconds, and its ``warm_up`` (:func:`server.stream.in_worker.warm_up` in the server)
+        runs the code its first streams would otherwise run cold: waiting here keeps both out of the first
+        streams' latency.
         """
         return list(await asyncio.gather(*(self.run_on(lane, os.getpid) for lane in range(self.workers))))
 

@@ -125,9 +125,11 @@ def _spawn(index: int, arena: Arena, heap_trim_s: float) -> tuple[BaseProcess, i
 class Lane:
     """One worker process; calls on a lane run one after another, in the order they were made."""
 
-    def __init__(self, index: int, heap_trim_s: float = TRIM_EVERY_S) -> None:
+    def __init__(self, index: int, heap_trim_s: float = TRIM_EVERY_S,
+                 warm_up: Callable[[], object] | None = None) -> None:
         self.index = index
         self.heap_trim_s = heap_trim_s  # its worker's least interval between heap trims (server.pool.heap)
+        self.warm_up = warm_up  # every worker's first call, before any other (a replacement's too)
         self.in_flight = 0
         self.rebuilds = 0
         self._worker: _Worker | None = None
@@ -146,6 +148,14 @@ class Lane:
         worker = await self._running()
         if not worker.alive:  # died while this call waited for it to start
             raise LaneBroken(f"detection worker {self.index} died")
+        ok, value = await self._send(worker, fn, args)
+        if not ok:
+            raise value
+        return value
+
+    def _send(self, worker: _Worker, fn: Callable[..., Any], args: tuple[Any, ...]
+              ) -> asyncio.Future[tuple[bool, Any]]:
+        """Write the call to ``worker``; the future gets ``(ok, result or exception)`` when it answers."""
         buffers: list[pickle.PickleBuffer] = []
         call = pickle.dumps((fn, args), protocol=5, buffer_callback=buffers.append)
         spans = self._arena.place(buffers) if buffers else None
@@ -156,10 +166,7 @@ class Lane:
         worker.waiting.append((future, spans is not None))
         # Two frames, the spans and the call, written as they are: no copy of a large call.
         worker.calls.writelines((HEADER.pack(len(placed)), placed, HEADER.pack(len(call)), call))
-        ok, value = await future
-        if not ok:
-            raise value
-        return value
+        return future
 
     async def _running(self) -> _Worker:
         worker = self._worker
@@ -180,6 +187,8 @@ class Lane:
                 lambda: _Answers(lambda payload: self._answered(worker, payload), lambda: self._lost(worker)),
                 _pipe_file(loop, answer_fd, "rb"))
             self._worker = worker
+            if self.warm_up is not None:  # calls run in order: every later call waits for it
+                self._send(worker, self.warm_up, ()).add_done_callback(_log_warm_up_failure)
             return worker
         finally:
             self._starting = None
@@ -242,3 +251,15 @@ def _reap(process: BaseProcess) -> None:
 def _log_start_failure(task: asyncio.Task[_Worker]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("could not start a detection worker: %s", task.exception())
+
+
+def _log_warm_up_failure(future: asyncio.Future[tuple[bool, Any]]) -> None:
+    """A worker's warm-up that failed: logged (the worker serves on; its first calls pay the cost)."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is None:
+        ok, value = future.result()
+        exc = None if ok else value
+    if exc is not None and not isinstance(exc, LaneBroken):
+        log.warning("a detection worker's warm-up failed: %s: %s", type(exc).__name__, exc)

@@ -2,8 +2,10 @@
 
 The worker is single-threaded apart from a watcher of the server process: it ends as soon as the server
 does, even when the server was killed with SIGKILL, so no detection process outlives its server. It also
-ends when the server closes its end of the call pipe (a normal shutdown). SIGINT is ignored: a Ctrl-C in a
-terminal reaches the whole process group, and only the server decides when its workers stop. It runs at
+ends when the server closes its end of the call pipe (a normal shutdown). SIGINT and SIGTERM are ignored: a
+Ctrl-C in a terminal, ``timeout``, ``kill -- -PGID`` and systemd's default stop signal the whole process
+group at once, and only the server decides when its workers stop (a worker killed under a job it is running
+would be replaced and the job restarted while the server shuts down). It runs at
 the server's CPU priority (:data:`WORKER_NICE`).
 
 A long piece of work (a file job's turn, :func:`server.jobs.work.analyse_turn`) asks :func:`calls_waiting`
@@ -112,7 +114,8 @@ def serve(calls: Connection, answers: Connection, server_pid: int, arena: Shared
     A call's large buffers are in the lane's shared ``arena`` (see :mod:`server.pool.arena`). After an
     answer, at most every ``heap_trim_s``, the worker gives its freed heap memory back
     (:mod:`server.pool.heap`)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     if WORKER_NICE:
         os.nice(WORKER_NICE)
     threading.Thread(target=_exit_with, args=(server_pid,), name="server-watch", daemon=True).start()

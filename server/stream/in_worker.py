@@ -17,6 +17,7 @@ Everything here runs in the worker process and must pickle.
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -319,3 +320,30 @@ def _process_alone(item: _Running) -> list[Onset] | Exception:
         return item.detector.process(item.job.block())
     except Exception as exc:
         return exc
+
+
+WARM_UP_RATES_HZ = (48000, 44100)  # the rates browsers and files mostly bring
+WARM_UP_S = 2.0  # of clicks, in live-stream jobs of WARM_UP_JOB_S: onsets, bands and the tracker all run
+WARM_UP_JOB_S = 0.02
+
+
+def warm_up(sample_rates_hz: Sequence[int] = WARM_UP_RATES_HZ) -> int:
+    """Run a short click track through :func:`run_batch` at each rate as a live stream would (default
+    settings, then a flush), with detectors of its own; returns this worker's pid.
+
+    A worker's first stream otherwise pays the one-off costs in its first jobs (FFT plans, filterbanks and
+    the tracker's tables built; the shared library code, which a process forked from the forkserver maps
+    but has not touched, faulted in): run once when the worker starts, they stay out of the first
+    stream's latency and of the memory its streams add."""
+    for rate_hz in sample_rates_hz:
+        resident = ResidentDetectors()
+        clicks = np.zeros(round(WARM_UP_S * rate_hz), np.float32)
+        for start in range(rate_hz // 10, len(clicks), rate_hz // 2):
+            clicks[start:start + rate_hz // 1000] = 0.5
+        step = round(WARM_UP_JOB_S * rate_hz)
+        for at in range(0, len(clicks), step):
+            audio = clicks[at:at + step].tobytes()
+            run_batch([Job("warm-up", rate_hz, 1, "<f4", DetectorSettings() if at == 0 else None, audio,
+                           0.0, fresh=at == 0)], resident=resident)
+        run_batch([Job("warm-up", rate_hz, 1, "<f4", None, b"", 0.0, flush=True)], resident=resident)
+    return os.getpid()
