@@ -3,7 +3,7 @@
 With a look-ahead the peak frame's neighbours on both sides are in, and a parabola through the three
 detection-function values places the onset within the frame (:func:`~server.dsp.peaks.peak_shift`).
 Without one (``lookahead_ms`` 0) the frame after the peak is not in yet, and the frame's end alone dates
-the onset only to within a hop: a click came out anywhere from 9 ms early to on time. The frame's own
+the onset only to within a hop: a click came out 0-9 ms early (``complex`` 3-12 ms). The frame's own
 samples date it better: the attack is where the high-passed energy (first difference of the samples) of a
 short block rises most above the blocks just before it. This uses the frame's samples only, so an onset's
 time does not depend on how the stream was cut into blocks.
