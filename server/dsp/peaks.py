@@ -54,6 +54,7 @@ def pick_peaks(
     min_power: float,
     mean_factor: float = 1.0,
     baseline: Baseline = window_mean,
+    rise_once: bool = False,
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
@@ -80,6 +81,11 @@ def pick_peaks(
         Multiplier of the baseline.
     baseline : callable
         :func:`window_mean` (a moving mean) or :func:`window_median` (:data:`BASELINES`).
+    rise_once : bool
+        Also rule out a frame whose previous frame is a candidate by the same tests (when its past is in
+        ``odf``): it is the same rise. Without look-ahead (``lookahead`` 0) a rise that lasts several frames
+        passes the maximum test at each of them, and one that lasts longer than the minimum interval would
+        give two onsets; with a look-ahead the maximum test keeps only its top.
 
     Returns
     -------
@@ -89,16 +95,29 @@ def pick_peaks(
     if first < max(pre_max, pre_avg):
         raise ValueError(f"first={first} leaves too little past context")
     picked: list[int] = []
+    context = max(pre_max, pre_avg)
     for i in range(first, stop):
-        value = odf[i]
-        # Baselines are never negative, so a value below the threshold cannot pass the baseline test.
-        if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
+        if not _candidate(odf, power, i, pre_max, lookahead, pre_avg, threshold, min_power, mean_factor,
+                          baseline):
             continue
-        if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
+        if rise_once and i > context and _candidate(odf, power, i - 1, pre_max, lookahead, pre_avg, threshold,
+                                                    min_power, mean_factor, baseline):
             continue
-        if value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
-            picked.append(i)
+        picked.append(i)
     return picked
+
+
+def _candidate(odf: Sequence[float], power: Sequence[float], i: int, pre_max: int, lookahead: int,
+               pre_avg: int, threshold: float, min_power: float, mean_factor: float,
+               baseline: Baseline) -> bool:
+    """Whether frame ``i`` passes :func:`pick_peaks`'s tests (without ``rise_once``)."""
+    value = odf[i]
+    # Baselines are never negative, so a value below the threshold cannot pass the baseline test.
+    if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
+        return False
+    if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
+        return False
+    return value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold
 
 
 def peak_shift(odf: Sequence[float], peak: int) -> float:

@@ -61,6 +61,9 @@ class StreamState:
     rows_out : list of ndarray or None
         With the row tap on (:meth:`OnsetDetector.tap_rows`), the log-filterbank magnitude rows of the new
         frames not yet taken, one array of shape (n_frames, n_bands) per pass; None when the tap is off.
+    attacks : dict of int to int
+        Without look-ahead: for each undecided frame whose ODF reached the threshold, where its attack lies,
+        samples from the frame's end (not positive; :func:`~server.dsp.attack.locate_attack`).
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -79,6 +82,7 @@ class StreamState:
     hold_until_s: float
     opening: F32 | None
     rows_out: list[F32] | None
+    attacks: dict[int, int]
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -101,6 +105,7 @@ def new_state(plan: Plan) -> StreamState:
         hold_until_s=-math.inf,
         opening=np.zeros(0, dtype=np.float32),
         rows_out=None,
+        attacks={},
     )
 
 
