@@ -3,7 +3,7 @@
     .venv/bin/python bench/rhythm.py [--data DIR] [--madmom-python /work/madmom-venv/bin/python]
                                      [--no-madmom] [--no-peers] [--madmom-json PATH] [--no-generated]
                                      [--no-heldout] [--no-changes] [--no-fresh] [--validation]
-                                     [--only TEXT] [--json PATH]
+                                     [--only TEXT] [--lookahead-ms MS] [--json PATH]
 
 Corpora: the annotated files of ``../shared/data/rhythm-dev`` (read in place) and generated drum tracks
 (``testkit/rhythm_signals.py``, seeds the tests do not use) with tempo changes, swing, rubato, a half/double
@@ -48,6 +48,7 @@ import soundfile as sf  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from server.dsp import DetectorSettings  # noqa: E402
 from server.rhythm import analyze_rhythm  # noqa: E402
 from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 
@@ -62,10 +63,10 @@ CLASSES = (("low", "KD"), ("mid", "SD"), ("high", "HH"))
 DEFAULT_DATA = Path("/work/shared/data/rhythm-dev")  # ../shared/data/rhythm-dev of the main checkout
 
 
-def ours(audio: np.ndarray, rate: int) -> dict[str, Any]:
-    """``server.rhythm.analyze_rhythm``: the detector, its rows and the rhythm fed in 20 ms blocks, as a live
-    stream (its cost beside the detector: bench/rhythm_cost.py)."""
-    result = analyze_rhythm(audio, rate, block_s=BLOCK_S)
+def ours(audio: np.ndarray, rate: int, settings: DetectorSettings | None = None) -> dict[str, Any]:
+    """``server.rhythm.analyze_rhythm``: the detector (``settings``, default when None), its rows and the
+    rhythm fed in 20 ms blocks, as a live stream (its cost beside the detector: bench/rhythm_cost.py)."""
+    result = analyze_rhythm(audio, rate, block_s=BLOCK_S, settings=settings)
     return {
         "beats": np.array([b.time for b in result.beats]),
         "bpm": np.array([b.bpm for b in result.beats]),
@@ -433,12 +434,13 @@ def implied_bpm(beats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return beats[1:], np.array(bpm)
 
 
-def run_case(case: Case, madmom: dict[str, Any], others: bool = True) -> list[dict[str, Any]]:
-    """Every tracker on one file (librosa and aubio only with ``others``); print its lines, return its
-    rows."""
+def run_case(case: Case, madmom: dict[str, Any], others: bool = True,
+             settings: DetectorSettings | None = None) -> list[dict[str, Any]]:
+    """Every tracker on one file (librosa and aubio only with ``others``; ours with detector ``settings``);
+    print its lines, return its rows."""
     name, path, ref, hits, changes_s = case
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    result = ours(audio.mean(axis=1).astype(np.float32), rate)
+    result = ours(audio.mean(axis=1).astype(np.float32), rate, settings)
     median_err, share = own_tempo(ref, result, changes_s)
     peers = {"ours (online)": result["beats"]}
     if madmom:
@@ -528,8 +530,11 @@ def main() -> None:
     parser.add_argument("--madmom-json", default=None, metavar="PATH",
                         help="madmom's beats by file name: read from PATH when it exists, else run madmom "
                         "and write them there (madmom is deterministic; the files are regenerated alike)")
+    parser.add_argument("--lookahead-ms", type=float, default=None,
+                        help="our detector's lookahead_ms (default: the detector's default)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    settings = None if args.lookahead_ms is None else DetectorSettings(lookahead_ms=args.lookahead_ms)
 
     report: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -565,7 +570,7 @@ def main() -> None:
                   "tempo within 4 % for good (seconds from the start; beats of the new tempo after a change)")
             rows = []
             for case in cases:
-                rows += run_case(case, madmom, others=not args.no_peers)
+                rows += run_case(case, madmom, others=not args.no_peers, settings=settings)
             summarise(corpus, rows, len(cases))
             report[corpus] = rows
     if args.json:

@@ -61,7 +61,7 @@ class Config:
     dispatch_interval_ms: float = _opt(
         dispatch_rule.MIN_INTERVAL_MS, "a pool lane calls its worker at most this often, in ms, so that "
         "streams whose audio arrives within it share one call; the least interval, for a lane with few "
-        "streams")
+        "streams (0: a lone stream's audio goes at once)")
     dispatch_per_stream_ms: float = _opt(
         dispatch_rule.PER_STREAM_MS, "the dispatch interval grows by this much, in ms, for each live stream "
         "the lane serves (fewer, larger calls under load; 0: a fixed interval)")

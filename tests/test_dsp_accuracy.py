@@ -45,11 +45,13 @@ def test_every_method_finds_drum_hits(method: str) -> None:
     assert f_measure(signals.drums(44100, 6.0, seed=71), DetectorSettings(method=method)) >= 0.9
 
 
+@pytest.mark.parametrize("lookahead_ms", [10.0, 0.0])
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("rate", [16000, 44100, 96000])
-def test_click_timing_error_within_5_ms(method: str, rate: int) -> None:
+def test_click_timing_error_within_5_ms(method: str, rate: int, lookahead_ms: float) -> None:
     signal = signals.clicks(rate, 4.0, seed=72)
-    found = np.array([o.time for o in detect_onsets(signal.samples, rate, DetectorSettings(method=method))])
+    settings = DetectorSettings(method=method, lookahead_ms=lookahead_ms)
+    found = np.array([o.time for o in detect_onsets(signal.samples, rate, settings)])
     assert len(found) == len(signal.onsets_s)
     errors_ms = (found - signal.onsets_s) * 1000
     assert np.max(np.abs(errors_ms)) <= 5.0, errors_ms

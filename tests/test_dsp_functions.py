@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from server.dsp import odf as odf_mod
+from server.dsp.attack import locate_attack
 from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
 from server.dsp.methods import METHOD_TABLE
 from server.dsp.peaks import (
@@ -148,17 +149,21 @@ def test_compression_floors_are_the_float32_compression_floor() -> None:
 def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: int, **k: float) -> list[int]:
     """The peak-picking rule written with numpy slices and maxima, as a second opinion."""
     pre_max, lookahead, pre_avg = int(k["pre_max"]), int(k["lookahead"]), int(k["pre_avg"])
-    found = []
-    for i in range(first, stop):
+
+    def candidate(i: int) -> bool:
         window_max = odf[i - pre_max : i + lookahead + 1].max()
         window = odf[i - pre_avg : i + 1]
         level = float(np.median(window)) if k.get("median") else float(np.mean(window))
         above_mean = odf[i] >= k["mean_factor"] * level + k["threshold"]
+        return bool(odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"])
+
+    def picked(i: int) -> bool:
         mask = k.get("mask", ())
-        masked = len(mask) > 0 and not odf[i] >= mask[i - first]
-        if odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"] and not masked:
-            found.append(i)
-    return found
+        return not (len(mask) > 0 and not odf[i] >= mask[i - first])
+
+    context = max(pre_max, pre_avg)
+    return [i for i in range(first, stop)
+            if candidate(i) and picked(i) and not (k.get("rise_once") and i > context and candidate(i - 1))]
 
 
 def test_pick_peaks_rules() -> None:
@@ -197,12 +202,48 @@ def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
         }
         first = max(k["pre_max"], k["pre_avg"])
         stop = n - k["lookahead"]
-        median = bool(trial % 2)
+        median, rise_once = bool(trial % 2), bool(trial % 3 == 0)
         ratio, decay = float(rng.choice([0.0, 0.5, 1.0])), mask_decay(float(rng.choice([2.0, 5.0, 40.0])))
         mask = [] if ratio == 0.0 else [ratio * m for m in mask_levels(odf.tolist(), first, stop, 0.0, decay)]
-        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop,
-                         baseline=window_median if median else window_mean, mask=mask, **k)
-        assert got == pick_peaks_reference(odf, power, first, stop, median=median, mask=mask, **k), trial
+        baseline = window_median if median else window_mean
+        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop, baseline=baseline,
+                         rise_once=rise_once, mask=mask, **k)
+        expected = pick_peaks_reference(odf, power, first, stop, median=median, rise_once=rise_once,
+                                        mask=mask, **k)
+        assert got == expected, trial
+
+
+def test_without_lookahead_a_long_rise_is_one_onset() -> None:
+    # A rise over five frames passes the maximum test at each of them without look-ahead; the minimum
+    # interval would merge only those within it.
+    odf = [0.0] * 12 + [2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0, 0.0, 0.0, 4.0, 0.0]
+    levels = [1.0] * len(odf)
+    common = {"pre_max": 3, "pre_avg": 10, "threshold": 1.0, "min_power": 1e-6, "lookahead": 0}
+    assert pick_peaks(odf, levels, first=10, stop=len(odf), **common) == [12, 13, 14, 15, 16, 21]
+    assert pick_peaks(odf, levels, first=10, stop=len(odf), rise_once=True, **common) == [12, 21]
+    assert pick_peaks(odf, levels, first=13, stop=len(odf), rise_once=True, **common) == [21]
+    # The frame before is judged only when its own past is there (the detector keeps one more frame).
+    assert pick_peaks(odf[2:], levels[2:], first=10, stop=len(odf) - 2, rise_once=True, **common) == [10, 19]
+
+
+def test_locate_attack_finds_a_click_in_noise_to_the_block() -> None:
+    rng = np.random.default_rng(5)
+    frame = (rng.standard_normal(1920) * 1e-3).astype(np.float32)
+    for at in (1000, 1500, 1877, 1919):
+        window = frame.copy()
+        window[at : at + 16] += 0.8
+        found = locate_attack(window, 940, 1920, 48, 5)
+        assert abs(found - at) <= 24, at  # the centre of the 48-sample block that holds the click's start
+    # A step in a tone: the high-passed energy jumps where it starts.
+    t = np.arange(1920) / 48000
+    tone = (0.01 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    tone[1300:] += (0.5 * np.sin(2 * np.pi * 3000 * t[1300:])).astype(np.float32)
+    assert abs(locate_attack(tone, 940, 1920, 48, 5) - 1300) <= 24
+    # Digital silence before the attack is a finite rise; no room for a block gives the stop.
+    silent = np.zeros(1920, dtype=np.float32)
+    silent[1700:] = 0.3
+    assert abs(locate_attack(silent, 940, 1920, 48, 5) - 1700) <= 24
+    assert locate_attack(silent, 0, 200, 48, 5) == 200
 
 
 def test_a_median_baseline_ignores_one_loud_frame_and_follows_a_steady_level() -> None:

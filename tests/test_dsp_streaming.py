@@ -36,10 +36,13 @@ def short_signals() -> list[signals.Signal]:
     return [signals.drums(16000, 2.5, seed=40), mix, signals.plucks(44100, 2.0, seed=42)]
 
 
+@pytest.mark.parametrize("lookahead_ms", [10.0, 0.0])  # 0: attacks placed from the frame's samples
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("signal", short_signals(), ids=lambda s: f"{s.name}@{s.sample_rate}")
-def test_any_block_sizes_give_identical_onsets_and_odf(method: str, signal: signals.Signal) -> None:
-    settings = DetectorSettings(method=method, threshold=0.5)  # sensitive: many decisions to compare
+def test_any_block_sizes_give_identical_onsets_and_odf(method: str, signal: signals.Signal,
+                                                       lookahead_ms: float) -> None:
+    # threshold 0.5: sensitive, many decisions to compare
+    settings = DetectorSettings(method=method, threshold=0.5, lookahead_ms=lookahead_ms)
     channels = 1 if signal.samples.ndim == 1 else signal.samples.shape[1]
     whole, whole_odf = feed(
         OnsetDetector(signal.sample_rate, channels, settings), signal.samples, len(signal.samples)
@@ -200,6 +203,24 @@ def test_reports_latency_and_onsets_within_it() -> None:
         delay_s = samples_in / sr - onset.time
         # The attack reaches the window's sensitive part after at most ~half a frame, then the look-ahead.
         assert 0 < delay_s <= frame_s / 2 + detector.latency_s + 48 / sr
+
+
+def test_without_lookahead_an_onset_comes_with_the_hop_that_holds_its_attack() -> None:
+    sr = 48000
+    detector = OnsetDetector(sr, settings=DetectorSettings(lookahead_ms=0.0))
+    hop = round(0.010 * sr)
+    assert detector.latency_s == pytest.approx(0.010)  # one hop
+    signal = signals.clicks(sr, 3.0, seed=50)
+    reported_at: list[tuple[Onset, int]] = []
+    for start in range(0, len(signal.samples), 48):
+        for onset in detector.process(signal.samples[start : start + 48]):
+            reported_at.append((onset, detector.samples_in))
+    assert len(reported_at) == len(signal.onsets_s)
+    for (onset, samples_in), click_s in zip(reported_at, signal.onsets_s, strict=True):
+        assert abs(onset.time - click_s) <= 0.001  # placed from the frame's own samples
+        # Reported with the first frame whose newest hop holds the click, the block after that frame ended.
+        frame_end = (int(click_s * sr) // hop + 1) * hop
+        assert frame_end <= samples_in < frame_end + 48
 
 
 def test_empty_blocks_and_flush_restart() -> None:

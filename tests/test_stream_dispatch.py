@@ -48,8 +48,11 @@ def test_the_servers_rule_comes_from_its_config() -> None:
     rule = DispatchRule(config.dispatch_interval_ms, config.dispatch_per_stream_ms,
                         config.max_dispatch_interval_ms)
     assert rule == DispatchRule()  # the embedded default is the config's
-    assert rule.interval_s(1) == 0.004  # a fixed 4 ms by default (growth measured, not chosen)
-    assert rule.interval_s(320) == 0.004
+    # By default 0.05 ms a stream, at most 4 ms: a lone stream is sent at once, 16 streams wait 0.8 ms at
+    # most, and from 80 streams on a lane waits 4 ms between calls.
+    assert rule.interval_s(1) == pytest.approx(0.00005)
+    assert rule.interval_s(16) == pytest.approx(0.0008)
+    assert rule.interval_s(80) == pytest.approx(0.004) and rule.interval_s(320) == 0.004
     tuned = parse_config(["--dispatch-per-stream-ms", "0.1", "--max-dispatch-interval-ms", "10"],
                          {"TRANSIENT_DISPATCH_INTERVAL_MS": "2"})
     got = (tuned.dispatch_interval_ms, tuned.dispatch_per_stream_ms, tuned.max_dispatch_interval_ms)

@@ -10,10 +10,12 @@ import pytest
 from server.dsp import METHODS, DetectorSettings, OnsetDetector
 from server.events.subscription import Subscription
 from server.exceptions import SettingsError
+from server.rhythm import RhythmSession
 from server.stream.in_worker import Job, ResidentDetectors, run_batch
 from server.stream.registry import StreamRegistry
 from server.stream.ring import RingBuffer
 from server.stream.settings import StreamOptions, StreamSettings, detector_timing
+from testkit import signals
 
 
 def frames(start: int, n: int, channels: int = 2) -> np.ndarray:
@@ -82,9 +84,35 @@ def test_ring_buffer_grows_with_a_backlog_and_gives_the_memory_back_once_it_keep
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("sample_rate", [8000, 22050, 44100, 48000, 192000])
 def test_detector_timing_is_what_a_detector_reports(method: str, sample_rate: int) -> None:
-    for settings in (DetectorSettings(method=method), DetectorSettings(method=method, lookahead_ms=0.0)):
+    for settings in (DetectorSettings(method=method, beats=False),
+                     DetectorSettings(method=method, lookahead_ms=0.0, beats=False)):
         detector = OnsetDetector(sample_rate, 1, settings)
         assert detector_timing(sample_rate, settings) == (detector.latency_s, detector.hop_s)
+    # With beats on, an onset waits for its band (the frame centred on its attack): at least two hops.
+    for settings in (DetectorSettings(method=method), DetectorSettings(method=method, lookahead_ms=0.0)):
+        detector = OnsetDetector(sample_rate, 1, settings)
+        latency_s, hop_s = detector_timing(sample_rate, settings)
+        assert hop_s == detector.hop_s
+        assert latency_s == pytest.approx(max(detector.latency_s, 2 * detector.hop_s))
+
+
+def test_with_beats_on_an_onset_comes_within_the_latency_it_is_given() -> None:
+    # The rhythm beside the detector holds an onset until its band is decided: latency_ms covers that wait.
+    sample_rate = 48000
+    for lookahead_ms in (10.0, 0.0):
+        settings = DetectorSettings(lookahead_ms=lookahead_ms)
+        latency_s, _ = detector_timing(sample_rate, settings)
+        samples = signals.drums(sample_rate, 6.0, seed=81).samples
+        detector = OnsetDetector(sample_rate, 1, settings)
+        rhythm = RhythmSession.beside(detector)
+        delays = []
+        for start in range(0, len(samples), 48):
+            found = detector.process(samples[start : start + 48])
+            _, banded = rhythm.process(detector.take_odf(), detector.take_rows(), found)
+            delays += [detector.samples_in / sample_rate - b.onset.time for b in banded]
+        assert len(delays) >= 10
+        # The band's frame ends 1.5-2.5 hops after the attack: within latency plus half a hop and a block.
+        assert max(delays) <= latency_s + 0.005 + 48 / sample_rate, (lookahead_ms, max(delays))
 
 
 async def test_subscription_reports_overflow_in_order_and_always_keeps_the_end() -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
+from server.dsp.attack import locate_attack
 from server.dsp.blocks import FLOAT32, all_finite, to_mono
 from server.dsp.filterbank import log_filterbank
 from server.dsp.onset import Onset
@@ -226,12 +227,32 @@ class _Pass:
                 hist = kept[framed * history : (framed + 1) * history]
                 if rows is not None:
                     _keep_rows(detector, rows[row:stop])
-                found.append(detector.finish_pass(tail, hist, values[row:stop], levels[row:stop], final))
+                new_values = values[row:stop]
+                if detector.plan.attack_search is not None:
+                    _locate_attacks(detector, samples, self.starts[row:stop], new_values, self.frame_len)
+                found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], final))
                 row = stop
                 framed += 1
             else:
                 found.append(detector.finish_pass(tail, None, [], [], final))
         return found
+
+
+def _locate_attacks(detector: OnsetDetector, samples: F32, starts: list[int], values: list[float],
+                    frame_len: int) -> None:
+    """Without look-ahead: note where the attack lies in each new frame whose detection function reaches the
+    threshold (only those can be onsets), from the frame's own samples (:mod:`server.dsp.attack`)."""
+    plan, state = detector.plan, detector.state
+    search = plan.attack_search
+    assert search is not None
+    threshold, first = plan.threshold, state.odf_base + len(state.odf)  # the first new frame's index
+    for k, value in enumerate(values):
+        if value >= threshold:
+            start = starts[k]
+            window = samples[start : start + frame_len]
+            at = locate_attack(window, frame_len - search[0], frame_len - search[1], plan.attack_block,
+                               plan.attack_past)
+            state.attacks[first + k] = at - frame_len
 
 
 def _raise_bad(monos: list[F32], indices: list[int], numbered: bool) -> None:

@@ -37,7 +37,7 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 6  # of the pickled state
+STATE_VERSION = 7  # of the pickled state (6: the located attacks; 7: the forward mask's level)
 
 
 class OnsetDetector:
@@ -347,18 +347,22 @@ class OnsetDetector:
             min_power=plan.min_power,
             mean_factor=plan.mean_factor,
             baseline=plan.baseline,
-            mask=[plan.mask_ratio * level for level in masks[:-1]],
+            # Without look-ahead a rise is reported at its first frame, not at its peak: no peak to mask.
+            mask=[plan.mask_ratio * level for level in masks[:-1]] if lookahead else [],
+            rise_once=not lookahead,
         )
         onsets: list[Onset] = []
         if picked:
-            hop, base = plan.frames.grid.hop, state.odf_base
-            # Without look-ahead the frame after a peak may or may not be in yet (it depends on the blocks):
-            # then no sub-frame shift, so the times do not depend on how the audio was cut.
-            times = [
-                max(0, round((base + p + 1 + (peak_shift(odf, p) if lookahead else 0.0)) * hop
-                             - plan.attack_offset)) / self._rate
-                for p in picked
-            ]
+            hop, base, rate = plan.frames.grid.hop, state.odf_base, self._rate
+            if lookahead:
+                times = [max(0, round((base + p + 1 + peak_shift(odf, p)) * hop - plan.attack_offset)) / rate
+                         for p in picked]
+            else:
+                # The frame after a peak may or may not be in yet (it depends on the blocks): the attack is
+                # placed from the peak frame's own samples instead (located in its pass, server.dsp.attack),
+                # so the times do not depend on how the audio was cut.
+                attacks, offset = state.attacks, round(plan.attack_offset)
+                times = [max(0, (base + p + 1) * hop + attacks.get(base + p, -offset)) / rate for p in picked]
             if times[0] < state.hold_until_s:  # reported early by decide_pending
                 times = [t for t in times if t >= state.hold_until_s]
                 picked = picked[len(picked) - len(times) :]
@@ -381,6 +385,10 @@ class OnsetDetector:
             first = state.next_frame - state.odf_base
             state.mask_level = mask_levels(state.odf, first, stop, state.mask_level, plan.mask_decay)[-1]
         state.next_frame = state.odf_base + stop
+        attacks = state.attacks
+        if attacks:  # located attacks of frames now decided are not needed any more
+            for frame in [frame for frame in attacks if frame < state.next_frame]:
+                del attacks[frame]
         drop = stop - plan.context
         if drop > 0:
             del state.odf[:drop]

@@ -55,6 +55,7 @@ def pick_peaks(
     mean_factor: float = 1.0,
     baseline: Baseline = window_mean,
     mask: Sequence[float] = (),
+    rise_once: bool = False,
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
@@ -85,6 +86,11 @@ def pick_peaks(
     mask : sequence of float
         What each frame from ``first`` on must also reach (a forward mask: ``mask_ratio`` times
         :func:`mask_levels`); empty for none.
+    rise_once : bool
+        Also rule out a frame whose previous frame is a candidate by the same tests (when its past is in
+        ``odf``): it is the same rise. Without look-ahead (``lookahead`` 0) a rise that lasts several frames
+        passes the maximum test at each of them, and one that lasts longer than the minimum interval would
+        give two onsets; with a look-ahead the maximum test keeps only its top.
 
     Returns
     -------
@@ -94,16 +100,15 @@ def pick_peaks(
     if first < max(pre_max, pre_avg):
         raise ValueError(f"first={first} leaves too little past context")
     picked: list[int] = []
+    context = max(pre_max, pre_avg)
     for i in range(first, stop):
-        value = odf[i]
-        # Baselines are never negative, so a value below the threshold cannot pass the baseline test.
-        if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
+        if not _candidate(odf, power, i, pre_max, lookahead, pre_avg, threshold, min_power, mean_factor,
+                          baseline):
             continue
-        if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
+        if rise_once and i > context and _candidate(odf, power, i - 1, pre_max, lookahead, pre_avg, threshold,
+                                                    min_power, mean_factor, baseline):
             continue
-        if not value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold:
-            continue
-        if mask and not value >= mask[i - first]:
+        if mask and not odf[i] >= mask[i - first]:
             continue
         picked.append(i)
     return picked
@@ -140,6 +145,17 @@ def mask_levels(odf: Sequence[float], first: int, stop: int, level: float, decay
         level = decay * (value if value > level else level)
         levels.append(level)
     return levels
+def _candidate(odf: Sequence[float], power: Sequence[float], i: int, pre_max: int, lookahead: int,
+               pre_avg: int, threshold: float, min_power: float, mean_factor: float,
+               baseline: Baseline) -> bool:
+    """Whether frame ``i`` passes :func:`pick_peaks`'s tests (without ``rise_once``)."""
+    value = odf[i]
+    # Baselines are never negative, so a value below the threshold cannot pass the baseline test.
+    if not value >= threshold or not value > 0.0 or not power[i] >= min_power:
+        return False
+    if not all(other <= value for other in odf[i - pre_max : i + lookahead + 1]):
+        return False
+    return value >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold
 
 
 def peak_shift(odf: Sequence[float], peak: int) -> float:

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
+from server.dsp.attack import BLOCK_S, PAST_S
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
 from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, mask_decay
@@ -110,7 +111,8 @@ class Plan:
     ----------
     frames : FramePlan
     lookahead, pre_max, pre_avg : int
-        Peak-picking windows; ``context = max(pre_max, pre_avg)`` past values are kept.
+        Peak-picking windows; ``context = max(pre_max, pre_avg)`` past values are kept (one more without
+        look-ahead, for :func:`~server.dsp.peaks.pick_peaks`'s ``rise_once``).
     odf_keep : int
         Most detection-function values kept for :meth:`OnsetDetector.take_odf`.
     threshold, mean_factor, min_power : float
@@ -135,6 +137,12 @@ class Plan:
         ``OPENING_S``, or up to the frame after the opening frames if that is later.
     silence_db : float
         The ``silence_db`` setting, dBFS.
+    attack_search : (int, int) or None
+        Without look-ahead: where an onset's attack is sought in its peak frame's samples
+        (:func:`~server.dsp.attack.locate_attack`), as (first, stop) samples back from the frame's end: from
+        one hop before ``attack_offset`` to the end. None with a look-ahead (the peak shift places it then).
+    attack_block, attack_past : int
+        The locator's block (samples) and the blocks before one that it is compared with.
     """
 
     frames: FramePlan
@@ -155,6 +163,9 @@ class Plan:
     opening_frames: int
     opening_len: int
     silence_db: float
+    attack_search: tuple[int, int] | None = None
+    attack_block: int = 1
+    attack_past: int = 1
 
     @property
     def latency_hops(self) -> int:
@@ -177,12 +188,18 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
     opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime + row.delay_frames
     decay = mask_decay(row.mask_ms / 1000.0 / hop_s) if row.mask_ratio > 0.0 else 0.0
+    lookahead = max(0, round(settings.lookahead_ms / 1000.0 / hop_s))
+    attack_offset = row.attack_offset * grid.frame_len
+    block = max(1, round(BLOCK_S * sample_rate))
+    search = None
+    if not lookahead:  # samples back from the frame's end: from one hop before the attack offset on
+        search = (round(attack_offset + grid.hop), 0)
     return Plan(
         frames=frames,
-        lookahead=max(0, round(settings.lookahead_ms / 1000.0 / hop_s)),
+        lookahead=lookahead,
         pre_max=pre_max,
         pre_avg=pre_avg,
-        context=max(pre_max, pre_avg),
+        context=max(pre_max, pre_avg) + (0 if lookahead else 1),  # without look-ahead: rise_once's frame
         odf_keep=round(ODF_KEEP_S / hop_s),
         threshold=settings.threshold,
         mean_factor=row.mean_factor,
@@ -191,11 +208,14 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         mask_decay=decay,
         min_power=10.0 ** (settings.silence_db / 10.0),
         min_interval_s=settings.min_interval_ms / 1000.0,
-        attack_offset=row.attack_offset * grid.frame_len,
+        attack_offset=attack_offset,
         chunk_len=CHUNK_HOPS * grid.hop,
         opening_frames=opening_frames,
         opening_len=max(round(OPENING_S * sample_rate), (opening_frames + 1) * grid.hop),
         silence_db=settings.silence_db,
+        attack_search=search,
+        attack_block=block,
+        attack_past=max(1, round(PAST_S * sample_rate / block)),
     )
 
 

@@ -64,6 +64,9 @@ class StreamState:
     mask_level : float
         The forward mask's level at ``next_frame`` (:func:`~server.dsp.peaks.mask_levels`); 0 when the
         method has no mask.
+    attacks : dict of int to int
+        Without look-ahead: for each undecided frame whose ODF reached the threshold, where its attack lies,
+        samples from the frame's end (not positive; :func:`~server.dsp.attack.locate_attack`).
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -83,6 +86,7 @@ class StreamState:
     opening: F32 | None
     rows_out: list[F32] | None
     mask_level: float
+    attacks: dict[int, int]
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -106,6 +110,7 @@ def new_state(plan: Plan) -> StreamState:
         opening=np.zeros(0, dtype=np.float32),
         rows_out=None,
         mask_level=0.0,
+        attacks={},
     )
 
 

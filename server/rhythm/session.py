@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp import OnsetDetector
+from server.dsp import DetectorSettings, OnsetDetector
 from server.dsp.onset import Onset
 from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
 from server.rhythm.beat import Beat, Tempo
@@ -350,7 +350,8 @@ class RhythmResult:
     onsets: list[BandedOnset]
 
 
-def analyze_rhythm(samples: npt.ArrayLike, sample_rate: int, *, block_s: float = 0.02) -> RhythmResult:
+def analyze_rhythm(samples: npt.ArrayLike, sample_rate: int, *, block_s: float = 0.02,
+                   settings: DetectorSettings | None = None) -> RhythmResult:
     """Beats, tempo and banded onsets of a whole mono signal, streamed as a live stream would be.
 
     Parameters
@@ -360,9 +361,11 @@ def analyze_rhythm(samples: npt.ArrayLike, sample_rate: int, *, block_s: float =
     sample_rate : int
     block_s : float
         Block length fed at a time, seconds (the result does not depend on it).
+    settings : DetectorSettings, optional
+        The detector's (the defaults when omitted); on the default grid.
     """
     audio = np.asarray(samples, dtype=np.float32).reshape(-1)
-    detector = OnsetDetector(sample_rate, 1)
+    detector = OnsetDetector(sample_rate, 1, settings)
     session = RhythmSession.beside(detector)
     block = max(1, round(block_s * sample_rate))
     beats: list[Beat] = []

@@ -7,23 +7,26 @@ lane, so the streams whose audio arrives within it share one call. A short inter
 latency low; under load the same interval means many small calls, each paying the fixed cost.
 
 The interval can therefore grow with the streams a lane serves: ``per_stream_ms`` for each of them, never
-less than ``min_interval_ms`` (for a few streams; a lone stream is not held up at all, its lane's last call
-was a 20 ms chunk ago) and never more than ``max_interval_ms`` (which bounds what a chunk may wait before
-it is sent, so the latency the rule adds at any load). By default it does not grow (see below).
+less than ``min_interval_ms`` and never more than ``max_interval_ms`` (which bounds what a chunk may wait
+before it is sent, so the latency the rule adds at any load). By default it grows from nothing: a lane with
+a few streams sends each one's audio almost as it comes, and from 80 streams on it waits the 4 ms it always
+waited (see below).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The embedded default: a fixed 4 ms, as before the rule. Measured on one core (bench/README.md, "Dispatch
-# interval by load"), 0.05 ms a stream up to 16 ms cost 8-12 % less CPU per chunk at 192 streams but held no
-# more streams (at 224-320 the server is saturated and its calls are long anyway), and it added 6-7 ms to the
-# overhead's p50 at 192 streams. So growth is there to choose (--dispatch-per-stream-ms), not the default.
-MIN_INTERVAL_MS = 4.0
-PER_STREAM_MS = 0.0
+# The embedded default: 0.05 ms a stream, at most 4 ms (from 80 streams on a lane). It was a fixed 4 ms: with
+# 16 streams on one core (a chunk every 1.25 ms) an onset's chunk then waited 1.9 ms at the median and 4.7 ms
+# at p99 for its lane's next call (bench/onset_path.py), which the growth takes to 0.04 / 1.3 ms; from 80
+# streams on the interval is the same 4 ms, so where capacity is decided (192-320 streams on a core) nothing
+# changes. Growing on past 4 ms (0.05 ms a stream up to 16 ms, bench/README.md "Dispatch interval by load")
+# cost 8-12 % less CPU per chunk at 192 streams but held no more streams and added 6-7 ms to the overhead's
+# p50 there: an option (--max-dispatch-interval-ms), not the default.
+MIN_INTERVAL_MS = 0.0
+PER_STREAM_MS = 0.05
 MAX_INTERVAL_MS = 4.0
-
 
 def dispatch_interval_s(lane_streams: int, *, min_interval_ms: float, per_stream_ms: float,
                         max_interval_ms: float) -> float:
