@@ -11,7 +11,15 @@ from server.dsp import odf as odf_mod
 from server.dsp.attack import locate_attack
 from server.dsp.filterbank import apply_filterbank, bands_of_columns, log_filterbank
 from server.dsp.methods import METHOD_TABLE
-from server.dsp.peaks import merge_close, peak_shift, pick_peaks, window_mean, window_median
+from server.dsp.peaks import (
+    mask_decay,
+    mask_levels,
+    merge_close,
+    peak_shift,
+    pick_peaks,
+    window_mean,
+    window_median,
+)
 from server.dsp.spectrum import FrameGrid, analysis_window, frame_power, frame_view, level_norm, spectrum
 
 
@@ -149,9 +157,13 @@ def pick_peaks_reference(odf: np.ndarray, power: np.ndarray, first: int, stop: i
         above_mean = odf[i] >= k["mean_factor"] * level + k["threshold"]
         return bool(odf[i] >= window_max and above_mean and odf[i] > 0 and power[i] >= k["min_power"])
 
+    def picked(i: int) -> bool:
+        mask = k.get("mask", ())
+        return not (len(mask) > 0 and not odf[i] >= mask[i - first])
+
     context = max(pre_max, pre_avg)
     return [i for i in range(first, stop)
-            if candidate(i) and not (k.get("rise_once") and i > context and candidate(i - 1))]
+            if candidate(i) and picked(i) and not (k.get("rise_once") and i > context and candidate(i - 1))]
 
 
 def test_pick_peaks_rules() -> None:
@@ -191,9 +203,13 @@ def test_pick_peaks_matches_reference_rule_on_random_odfs() -> None:
         first = max(k["pre_max"], k["pre_avg"])
         stop = n - k["lookahead"]
         median, rise_once = bool(trial % 2), bool(trial % 3 == 0)
-        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop,
-                         baseline=window_median if median else window_mean, rise_once=rise_once, **k)
-        expected = pick_peaks_reference(odf, power, first, stop, median=median, rise_once=rise_once, **k)
+        ratio, decay = float(rng.choice([0.0, 0.5, 1.0])), mask_decay(float(rng.choice([2.0, 5.0, 40.0])))
+        mask = [] if ratio == 0.0 else [ratio * m for m in mask_levels(odf.tolist(), first, stop, 0.0, decay)]
+        baseline = window_median if median else window_mean
+        got = pick_peaks(odf.tolist(), power.tolist(), first=first, stop=stop, baseline=baseline,
+                         rise_once=rise_once, mask=mask, **k)
+        expected = pick_peaks_reference(odf, power, first, stop, median=median, rise_once=rise_once,
+                                        mask=mask, **k)
         assert got == expected, trial
 
 
@@ -239,6 +255,43 @@ def test_a_median_baseline_ignores_one_loud_frame_and_follows_a_steady_level() -
     steady = [2.0] * 16 + [2.9, 2.0, 2.0]
     assert pick_peaks(steady, levels, first=10, stop=17, baseline=window_median, **common) == []
     assert window_median([3.0, 1.0, 2.0, 10.0]) == 2.5 and window_mean([1.0, 2.0]) == 1.5
+
+
+def test_mask_levels_are_every_earlier_value_decayed_by_its_age_in_any_pieces() -> None:
+    rng = np.random.default_rng(84)
+    odf = (rng.random(400) * rng.choice([0.1, 5.0], 400)).tolist()
+    decay = mask_decay(80.0)
+    assert decay == pytest.approx(np.exp(-1 / 80)) and mask_decay(0.0) == 0.0
+    levels = mask_levels(odf, 0, 400, 0.0, decay)
+    assert len(levels) == 401 and levels[0] == 0.0
+    direct = [max([odf[i - k] * decay**k for k in range(1, i + 1)], default=0.0) for i in range(401)]
+    assert np.allclose(levels, direct, rtol=1e-12, atol=0.0)
+    # Carried in pieces (blocks of frames), the levels are bitwise the same.
+    pieces, level, start = [0.0], 0.0, 0
+    while start < 400:
+        stop = min(400, start + int(rng.integers(1, 30)))
+        part = mask_levels(odf, start, stop, level, decay)
+        pieces += part[1:]
+        level, start = part[-1], stop
+    assert pieces == levels
+
+
+def test_a_forward_mask_holds_back_a_weaker_peak_after_a_strong_one_but_not_an_equal_one() -> None:
+    odf = [0.0] * 300
+    odf[20] = 10.0  # a strong onset
+    odf[60] = 3.0  # 400 ms later at 10 ms hops: needs 0.6 * 10 * exp(-40 / 80) = 3.64
+    odf[100] = 9.0  # as strong as the first, decayed: passes
+    odf[290] = 1.5  # 2.7 s after the strong one: 0.6 * 9 * exp(-190 / 80) = 0.5
+    levels = [1.0] * 300
+    common = {"pre_max": 3, "pre_avg": 10, "threshold": 1.0, "min_power": 1e-6, "lookahead": 1}
+
+    def masked(first: int, stop: int) -> list[float]:
+        return [0.6 * m for m in mask_levels(odf, first, stop, 0.0, mask_decay(80.0))[:-1]]
+
+    assert pick_peaks(odf, levels, first=10, stop=299, **common) == [20, 60, 100, 290]
+    assert pick_peaks(odf, levels, first=10, stop=299, mask=masked(10, 299), **common) == [20, 100, 290]
+    odf[60] = 3.7
+    assert pick_peaks(odf, levels, first=10, stop=299, mask=masked(10, 299), **common) == [20, 60, 100, 290]
 
 
 def test_peak_shift_is_a_parabola_vertex() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import pytest
 
 from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, neural, process_many
 from server.dsp import neural_features as nf
+from server.dsp.methods import METHOD_TABLE
+from server.dsp.peaks import mask_decay
 from server.exceptions import SettingsError
 from testkit import signals
 
@@ -71,6 +74,7 @@ def test_the_committed_weights_are_small_float32_and_match_the_features() -> Non
         assert key in net.meta, key
     # The calibration recorded with the weights is the one served.
     assert net.meta["unit"] == neural.UNIT and net.meta["attack_offset_hops"] == neural.ATTACK_OFFSET_HOPS
+    assert net.meta["mask_ratio"] == neural.MASK_RATIO and net.meta["mask_ms"] == neural.MASK_MS
     assert [p.name for p in neural.WEIGHTS_FILE.parent.glob("*.npz")] == [neural.WEIGHTS_FILE.name]
 
 
@@ -198,3 +202,39 @@ def test_process_many_and_pickling_mid_stream_equal_the_whole_file() -> None:
         odfs[k].append(detectors[k].take_odf())
         assert got[k] == whole[k][0]
         assert np.array_equal(np.concatenate(odfs[k]), whole[k][1])
+
+
+def test_the_forward_mask_is_the_method_rows_and_is_block_size_invariant_across_a_switch() -> None:
+    """``neural``'s picker masks weaker peaks after strong ones (its row's ``mask_ratio`` and ``mask_ms``); a
+    stream that switches to it mid-stream and back, and is pickled on the way, gives the same onsets
+    whatever the block size."""
+    row = METHOD_TABLE["neural"]
+    assert row.mask_ratio == neural.MASK_RATIO > 0 and row.mask_ms == neural.MASK_MS > 0
+    plan = OnsetDetector(44100, settings=DetectorSettings(method="neural")).plan
+    assert plan.mask_ratio == neural.MASK_RATIO and plan.mask_decay == mask_decay(neural.MASK_MS / 10.0)
+    assert OnsetDetector(44100).plan.mask_decay == 0.0, "superflux has no mask"
+    clip = signals.drums(44100, 4.0, seed=66)
+    unmasked = dataclasses.replace(row, mask_ratio=0.0)
+    settings = DetectorSettings(method="neural", threshold=0.5)
+    with_mask = detect_onsets(clip.samples, 44100, settings)
+    bare = OnsetDetector(44100, settings=settings, methods={"neural": unmasked})
+    without = bare.process(clip.samples) + bare.flush()
+    times = {o.time for o in with_mask}
+    assert times < {o.time for o in without}, "the mask only removes onsets, and removes some here"
+    switches = {44100: settings, 2 * 44100: DetectorSettings(), 3 * 44100: settings}  # block boundaries
+    results = []
+    for block, table in ((441, None), (1470, None), (2205, None), (44100, None), (1470, unmasked)):
+        methods = None if table is None else {"superflux": METHOD_TABLE["superflux"], "neural": table}
+        detector = OnsetDetector(44100, methods=methods)
+        found = []
+        for start in range(0, len(clip.samples), block):
+            if start in switches:
+                detector.configure(switches[start])
+                if table is None:  # a pickled detector keeps only its own row of another table
+                    detector = pickle.loads(pickle.dumps(detector))
+            found += detector.process(clip.samples[start : start + block])
+        results.append(found + detector.flush())
+    assert all(r == results[0] for r in results[1:4])
+    assert any(o.time > 3.1 for o in results[0])
+    # The mask works after the switches too: without it, the same stream gives these onsets and more.
+    assert {o.time for o in results[0]} < {o.time for o in results[4]}

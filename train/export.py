@@ -3,10 +3,13 @@
 Usage::
 
     python -m train.export --weights runs/tcn2/best.npz [--checkpoint runs/tcn2/last.pt] \\
-        --unit 0.2 --attack-offset-hops 1.0 --out server/dsp/weights/onset_tcn_v2.npz [--note "..."]
+        --unit 0.2 --attack-offset-hops 1.0 [--mask-ratio 0.6 --mask-ms 800] \
+        --out server/dsp/weights/onset_tcn_v2.npz [--note "..."]
 
 ``unit`` is the activation that ``threshold`` 1.0 stands for (chosen on the corpus's ``tune`` split);
-``attack_offset_hops`` is how far an onset lies before the end of the frame where the activation peaks.
+``attack_offset_hops`` is how far an onset lies before the end of the frame where the activation peaks;
+``mask_ratio`` and ``mask_ms`` are the peak picker's forward mask (:func:`server.dsp.peaks.decaying_mask`,
+0: none). They are constants of :mod:`server.dsp.neural`; the metadata records what they were chosen as.
 With ``--checkpoint``, the network is the model of that training checkpoint (e.g. the run's last one, at the
 end of its learning-rate decay) instead of ``best.npz``'s; ``best.npz`` of the same run still gives the
 run's metadata (command, seed, features), with the checkpoint's step and minutes.
@@ -44,12 +47,19 @@ def export(
     attack_offset_hops: float,
     note: str = "",
     checkpoint: Path | None = None,
+    mask_ratio: float = 0.0,
+    mask_ms: float = 0.0,
 ) -> nn.Net:
-    """Write ``weights`` (or ``checkpoint``'s model) to ``out`` with ``unit``, ``attack_offset_hops`` and
-    ``note`` in its metadata."""
+    """Write ``weights`` (or ``checkpoint``'s model) to ``out`` with ``unit``, ``attack_offset_hops``,
+    ``mask_ratio``, ``mask_ms`` and ``note`` in its metadata."""
     with np.load(weights, allow_pickle=False) as data:
         arrays = {key: data[key] for key in data.files}
-    meta = nn.net_from_arrays(arrays).meta | {"unit": unit, "attack_offset_hops": attack_offset_hops}
+    meta = nn.net_from_arrays(arrays).meta | {
+        "unit": unit,
+        "attack_offset_hops": attack_offset_hops,
+        "mask_ratio": mask_ratio,
+        "mask_ms": mask_ms,
+    }
     arrays = {k: v for k, v in arrays.items() if k != "meta"}
     if checkpoint is not None:
         dilations = arrays["dilations"]
@@ -75,9 +85,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--unit", type=float, required=True)
     parser.add_argument("--attack-offset-hops", type=float, required=True)
+    parser.add_argument("--mask-ratio", type=float, default=0.0, help="the picker's forward mask (0: none)")
+    parser.add_argument("--mask-ms", type=float, default=0.0, help="its decay time, ms")
     parser.add_argument("--note", default="")
     args = parser.parse_args()
-    net = export(args.weights, args.out, args.unit, args.attack_offset_hops, args.note, args.checkpoint)
+    net = export(
+        args.weights,
+        args.out,
+        args.unit,
+        args.attack_offset_hops,
+        args.note,
+        args.checkpoint,
+        args.mask_ratio,
+        args.mask_ms,
+    )
     print(f"{args.out}: {net.n_parameters} parameters, {args.out.stat().st_size} bytes, meta {net.meta}")
 
 

@@ -30,6 +30,7 @@ from torch.nn import functional
 
 from server.dsp import neural_features as nf
 from server.dsp import nn as served_nn
+from train import augment as band_augment
 from train import features as feats
 from train.model import DILATIONS, HIDDEN, OnsetTCN, export_arrays
 
@@ -140,12 +141,15 @@ def feature_stats(examples: list[feats.Example]) -> tuple[np.ndarray, np.ndarray
     return mean.astype(np.float32), np.maximum(std, 1e-2).astype(np.float32)
 
 
-def augment(log_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(log_rows: np.ndarray, rng: np.random.Generator, recording: bool = True) -> np.ndarray:
     """A crop's log band rows (frames, bands) at a random gain and with a random run of bands silenced.
 
-    ``log10(1 + LOG_GAIN * g * band)`` follows exactly from ``log10(1 + LOG_GAIN * band)``; a silenced band
-    run (frequency masking) reads 0, as silence does.
+    With ``recording``, first through :func:`train.augment.recording` (room tail, compressor, EQ tilt, noise,
+    DC and rumble, each at random). ``log10(1 + LOG_GAIN * g * band)`` follows exactly from
+    ``log10(1 + LOG_GAIN * band)``; a silenced band run (frequency masking) reads 0, as silence does.
     """
+    if recording:
+        log_rows = band_augment.recording(log_rows, rng)
     gain = 10.0 ** (rng.uniform(-24.0, 6.0) / 20.0)
     rows = np.log10(1.0 + gain * (10.0 ** log_rows.astype(np.float64) - 1.0)).astype(np.float32)
     if rng.random() < 0.5:
@@ -156,11 +160,17 @@ def augment(log_rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def batch(
-    examples: list[feats.Example], rng: np.random.Generator, size: int, frames: int, augmented: bool = True
+    examples: list[feats.Example],
+    rng: np.random.Generator,
+    size: int,
+    frames: int,
+    augmented: bool = True,
+    recording: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``size`` random crops of ``frames`` frames (shorter clips are padded with silent features).
 
-    With ``augmented``, each crop's log bands go through :func:`augment` and its rise features are made
+    With ``augmented``, each crop's log bands go through :func:`augment` (with ``recording``: also the
+    recording chain of :mod:`train.augment`) and its rise features are made
     again from them by the server's own :func:`~server.dsp.neural_features.feature_columns`.
     """
     n_features = examples[0].features.shape[0]
@@ -174,7 +184,7 @@ def batch(
         start = int(rng.integers(past, max(past + 1, length - frames + 1)))
         stop = min(length, start + frames)
         if augmented:
-            rows = augment(example.features[:bands, start - past : stop].T, rng)
+            rows = augment(example.features[:bands, start - past : stop].T, rng, recording)
             lagged = [rows[past - lag : len(rows) - lag] for lag in nf.RISE_LAGS]
             x[row, :, : stop - start] = nf.feature_columns(rows[past:], lagged)
         else:
@@ -201,7 +211,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--hidden", type=int, default=HIDDEN)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=1e-3)
-    parser.add_argument("--no-augment", action="store_true", help="no random gain or band masking")
+    parser.add_argument("--no-augment", action="store_true", help="no augmentation at all")
+    parser.add_argument(
+        "--no-recording",
+        action="store_true",
+        help="no recording chain (room tail, compressor, EQ tilt, noise, DC/rumble): gain and masking only",
+    )
     parser.add_argument("--eval-every", type=int, default=500, help="steps between evaluations on tune")
     parser.add_argument("--checkpoint-minutes", type=float, default=3.0)
     parser.add_argument(
@@ -259,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dropout": args.dropout,
         "weight_decay": args.weight_decay,
         "augment": not args.no_augment,
+        "recording_augment": not args.no_augment and not args.no_recording,
         "corpus": str(args.corpus) if args.corpus else "synthetic",
         "train_clips": len(train),
         "tune_clips": len(tune),
@@ -293,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     while step < args.steps and time.monotonic() < deadline:
         for group in optimiser.param_groups:  # linear decay over the time budget, to 5 %
             group["lr"] = args.lr * max(0.05, 1.0 - minutes_done() / args.minutes)
-        x, y = batch(train, rng, args.batch, args.frames, not args.no_augment)
+        x, y = batch(train, rng, args.batch, args.frames, not args.no_augment, not args.no_recording)
         logits = model(x)
         loss = functional.binary_cross_entropy_with_logits(logits[:, warm:], y[:, warm:])
         optimiser.zero_grad()

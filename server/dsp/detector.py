@@ -25,7 +25,7 @@ from server.dsp import batch
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.onset import Onset
 from server.dsp.opening import opening_is_attack
-from server.dsp.peaks import merge_close, peak_shift, pick_peaks
+from server.dsp.peaks import mask_levels, merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_tuple
 from server.dsp.state import StreamState, new_state, pack, switch_method, unpack
@@ -37,7 +37,7 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 6  # of the pickled state (6: the located attacks)
+STATE_VERSION = 7  # of the pickled state (6: the located attacks; 7: the forward mask's level)
 
 
 class OnsetDetector:
@@ -316,7 +316,10 @@ class OnsetDetector:
         state, plan = self.state, self.plan
         assert state.opening is not None
         if not opening_is_attack(state.opening, self._rate, plan.silence_db):
-            state.next_frame = max(state.next_frame, plan.opening_frames)
+            first = state.next_frame - state.odf_base
+            stop = min(len(state.odf), plan.opening_frames - state.odf_base)
+            if stop > first:
+                self._advance(stop)
         state.opening = None
 
     def _decide(self, *, final: bool) -> list[Onset]:
@@ -329,6 +332,9 @@ class OnsetDetector:
         stop = len(odf) - lookahead
         if stop <= first:
             return []
+        masks: list[float] = []
+        if plan.mask_decay:
+            masks = mask_levels(odf, first, stop, state.mask_level, plan.mask_decay)
         picked = pick_peaks(
             odf,
             state.levels,
@@ -341,6 +347,8 @@ class OnsetDetector:
             min_power=plan.min_power,
             mean_factor=plan.mean_factor,
             baseline=plan.baseline,
+            # Without look-ahead a rise is reported at its first frame, not at its peak: no peak to mask.
+            mask=[plan.mask_ratio * level for level in masks[:-1]] if lookahead else [],
             rise_once=not lookahead,
         )
         onsets: list[Onset] = []
@@ -360,18 +368,28 @@ class OnsetDetector:
                 picked = picked[len(picked) - len(times) :]
             kept, state.last_onset_s = merge_close(times, state.last_onset_s, plan.min_interval_s)
             onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
-        self._advance(stop)
+        self._advance(stop, masks[-1] if masks else None)
         return onsets
 
-    def _advance(self, stop: int) -> None:
-        """Frames before ``stop`` (an index into ``state.odf``) are decided; keep only the past needed."""
-        state = self.state
+    def _advance(self, stop: int, mask_level: float | None = None) -> None:
+        """Frames before ``stop`` (an index into ``state.odf``) are decided; keep only the past needed.
+
+        The forward mask's level is carried to ``stop`` (``mask_level`` when the caller has it already).
+        """
+        state, plan = self.state, self.plan
+        if not plan.mask_decay:
+            state.mask_level = 0.0
+        elif mask_level is not None:
+            state.mask_level = mask_level
+        else:
+            first = state.next_frame - state.odf_base
+            state.mask_level = mask_levels(state.odf, first, stop, state.mask_level, plan.mask_decay)[-1]
         state.next_frame = state.odf_base + stop
         attacks = state.attacks
         if attacks:  # located attacks of frames now decided are not needed any more
             for frame in [frame for frame in attacks if frame < state.next_frame]:
                 del attacks[frame]
-        drop = stop - self.plan.context
+        drop = stop - plan.context
         if drop > 0:
             del state.odf[:drop]
             del state.levels[:drop]

@@ -94,6 +94,9 @@ class OnsetMethod:
     baseline : str
         Which statistic of the last ``PRE_AVG_S`` of the ODF that is: a name in
         :data:`~server.dsp.peaks.BASELINES` (``mean`` or ``median``).
+    mask_ratio, mask_ms : float
+        A forward mask (:func:`~server.dsp.peaks.mask_levels`): a peak must also reach ``mask_ratio``
+        times every earlier ODF value, each decayed by ``exp(-age / mask_ms)``. 0: none.
     lags : callable (FrameGrid) -> tuple of int, optional
         Classical methods: which past feature rows each frame is compared with, frames back.
     compare : callable, optional
@@ -125,6 +128,8 @@ class OnsetMethod:
     attack_offset: float
     mean_factor: float = 1.0
     baseline: str = "mean"
+    mask_ratio: float = 0.0
+    mask_ms: float = 0.0
     lags: Callable[[FrameGrid], tuple[int, ...]] | None = None
     compare: odf.Compare | None = None
     peaks: Callable[[Any], F32] | None = None
@@ -218,6 +223,8 @@ def _table() -> Mapping[str, OnsetMethod]:
             unit=neural.UNIT,
             attack_offset=neural.ATTACK_OFFSET,
             mean_factor=1.0,
+            mask_ratio=neural.MASK_RATIO,
+            mask_ms=neural.MASK_MS,
             warmup=neural.WARMUP_FRAMES,
             delay_frames=neural_features.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),

@@ -50,8 +50,10 @@ FRAME_MS = 1000.0 * FRAME_S  # the grid the network was trained on, as the frame
 HOP_MS = 1000.0 * HOP_S
 
 # Calibration of the committed weights, chosen on the corpus's tune split (train/README.md, "Model").
-UNIT = 0.2  # the activation (0-1) that threshold 1.0 stands for
+UNIT = 0.16  # the activation (0-1) that threshold 1.0 stands for
 ATTACK_OFFSET_HOPS = 1.0  # the attack lies this many hops before the end of its peak frame
+MASK_RATIO = 0.6  # a peak must reach this fraction of each earlier activation, decayed by its age ...
+MASK_MS = 1000.0  # ... with this time constant, ms (server.dsp.peaks.mask_levels)
 ATTACK_OFFSET = ATTACK_OFFSET_HOPS * HOP_S / FRAME_S  # the same in frame lengths, for the method table
 WARMUP_FRAMES = 2  # ODF frames forced to 0 after a switch to the method mid-stream
 

@@ -54,13 +54,15 @@ def pick_peaks(
     min_power: float,
     mean_factor: float = 1.0,
     baseline: Baseline = window_mean,
+    mask: Sequence[float] = (),
     rise_once: bool = False,
 ) -> list[int]:
     """Indices of frames that are onset candidates.
 
     Frame ``i`` (``first <= i < stop``) is a candidate when ``odf[i] == max(odf[i - pre_max : i +
     lookahead + 1])``, ``odf[i] >= mean_factor * baseline(odf[i - pre_avg : i + 1]) + threshold``,
-    ``odf[i] > 0`` and ``power[i] >= min_power``. A NaN anywhere in those windows rules the frame out.
+    ``odf[i] > 0``, ``power[i] >= min_power`` and, with a ``mask``, ``odf[i] >= mask[i - first]``. A NaN
+    anywhere in those windows rules the frame out.
 
     Parameters
     ----------
@@ -81,6 +83,9 @@ def pick_peaks(
         Multiplier of the baseline.
     baseline : callable
         :func:`window_mean` (a moving mean) or :func:`window_median` (:data:`BASELINES`).
+    mask : sequence of float
+        What each frame from ``first`` on must also reach (a forward mask: ``mask_ratio`` times
+        :func:`mask_levels`); empty for none.
     rise_once : bool
         Also rule out a frame whose previous frame is a candidate by the same tests (when its past is in
         ``odf``): it is the same rise. Without look-ahead (``lookahead`` 0) a rise that lasts several frames
@@ -103,10 +108,43 @@ def pick_peaks(
         if rise_once and i > context and _candidate(odf, power, i - 1, pre_max, lookahead, pre_avg, threshold,
                                                     min_power, mean_factor, baseline):
             continue
+        if mask and not odf[i] >= mask[i - first]:
+            continue
         picked.append(i)
     return picked
 
 
+def mask_decay(decay_frames: float) -> float:
+    """Per-frame factor of a forward mask that decays with time constant ``decay_frames``; 0 for none."""
+    return math.exp(-1.0 / decay_frames) if decay_frames > 0.0 else 0.0
+
+
+def mask_levels(odf: Sequence[float], first: int, stop: int, level: float, decay: float) -> list[float]:
+    """The forward mask's level at frames ``first`` to ``stop`` (``stop - first + 1`` values).
+
+    The level at frame ``i`` is ``max(odf[i - k] * decay ** k for k >= 1)``: every earlier value of the
+    detection function, decayed by its age. It is carried from frame to frame, one step per frame in a fixed
+    order (``level(i + 1) = decay * max(odf[i], level(i))``), so it never depends on the block sizes.
+
+    A peak that must also reach ``mask_ratio`` times this level (:func:`pick_peaks`' ``mask``): after a
+    strong onset, the ripples of its decay (ringing, a room, a compressor letting go) must be a large enough
+    fraction of it, while a new hit of similar strength still passes at once.
+
+    Parameters
+    ----------
+    odf : sequence of float
+    first, stop : int
+        Indices into ``odf``.
+    level : float
+        The level at ``first``.
+    decay : float
+        :func:`mask_decay`.
+    """
+    levels = [level]
+    for value in odf[first:stop]:
+        level = decay * (value if value > level else level)
+        levels.append(level)
+    return levels
 def _candidate(odf: Sequence[float], power: Sequence[float], i: int, pre_max: int, lookahead: int,
                pre_avg: int, threshold: float, min_power: float, mean_factor: float,
                baseline: Baseline) -> bool:

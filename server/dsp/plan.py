@@ -19,7 +19,7 @@ from server.dsp import odf as odf_mod
 from server.dsp.attack import BLOCK_S, PAST_S
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
-from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline
+from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, mask_decay
 from server.dsp.settings import DetectorSettings, settings_from_tuple
 from server.dsp.spectrum import FrameGrid, analysis_window, level_norm, spectrum
 
@@ -120,6 +120,9 @@ class Plan:
         frame power (linear).
     baseline : callable
         The method's :data:`~server.dsp.peaks.BASELINES` statistic of the last ``pre_avg`` frames.
+    mask_ratio, mask_decay : float
+        The method's forward mask: a peak must also reach ``mask_ratio`` times
+        :func:`~server.dsp.peaks.mask_levels`, which decay by ``mask_decay`` per frame (0: no mask).
     min_interval_s : float
     attack_offset : float
         How far an attack lies before the end of its peak frame, samples.
@@ -151,6 +154,8 @@ class Plan:
     threshold: float
     mean_factor: float
     baseline: Baseline
+    mask_ratio: float
+    mask_decay: float
     min_power: float
     min_interval_s: float
     attack_offset: float
@@ -182,6 +187,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     pre_max = max(1, round(PRE_MAX_S / hop_s))
     pre_avg = max(1, round(PRE_AVG_S / hop_s))
     opening_frames = -(-grid.frame_len // grid.hop) - 1 + frames.prime + row.delay_frames
+    decay = mask_decay(row.mask_ms / 1000.0 / hop_s) if row.mask_ratio > 0.0 else 0.0
     lookahead = max(0, round(settings.lookahead_ms / 1000.0 / hop_s))
     attack_offset = row.attack_offset * grid.frame_len
     block = max(1, round(BLOCK_S * sample_rate))
@@ -198,6 +204,8 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         threshold=settings.threshold,
         mean_factor=row.mean_factor,
         baseline=BASELINES[row.baseline],
+        mask_ratio=row.mask_ratio if decay else 0.0,
+        mask_decay=decay,
         min_power=10.0 ** (settings.silence_db / 10.0),
         min_interval_s=settings.min_interval_ms / 1000.0,
         attack_offset=attack_offset,

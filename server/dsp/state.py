@@ -61,6 +61,9 @@ class StreamState:
     rows_out : list of ndarray or None
         With the row tap on (:meth:`OnsetDetector.tap_rows`), the log-filterbank magnitude rows of the new
         frames not yet taken, one array of shape (n_frames, n_bands) per pass; None when the tap is off.
+    mask_level : float
+        The forward mask's level at ``next_frame`` (:func:`~server.dsp.peaks.mask_levels`); 0 when the
+        method has no mask.
     attacks : dict of int to int
         Without look-ahead: for each undecided frame whose ODF reached the threshold, where its attack lies,
         samples from the frame's end (not positive; :func:`~server.dsp.attack.locate_attack`).
@@ -82,6 +85,7 @@ class StreamState:
     hold_until_s: float
     opening: F32 | None
     rows_out: list[F32] | None
+    mask_level: float
     attacks: dict[int, int]
 
 
@@ -105,6 +109,7 @@ def new_state(plan: Plan) -> StreamState:
         hold_until_s=-math.inf,
         opening=np.zeros(0, dtype=np.float32),
         rows_out=None,
+        mask_level=0.0,
         attacks={},
     )
 
