@@ -186,6 +186,15 @@ def test_bad_rate_or_channels_rejected(rate: int, channels: int) -> None:
         OnsetDetector(rate, channels)
 
 
+def _reported_in_blocks(detector: OnsetDetector, samples: np.ndarray, block: int) -> list[tuple[Onset, int]]:
+    """Each onset with the samples fed when it came out, feeding ``block`` samples at a time."""
+    reported_at: list[tuple[Onset, int]] = []
+    for start in range(0, len(samples), block):
+        for onset in detector.process(samples[start : start + block]):
+            reported_at.append((onset, detector.samples_in))
+    return reported_at
+
+
 def test_reports_latency_and_onsets_within_it() -> None:
     sr = 48000
     detector = OnsetDetector(sr)
@@ -193,10 +202,7 @@ def test_reports_latency_and_onsets_within_it() -> None:
     assert detector.hop_s == hop / sr
     assert detector.latency_s == pytest.approx(0.010 + 0.010)  # look-ahead + one hop
     signal = signals.clicks(sr, 3.0, seed=50)
-    reported_at: list[tuple[Onset, int]] = []
-    for start in range(0, len(signal.samples), 48):
-        for onset in detector.process(signal.samples[start : start + 48]):
-            reported_at.append((onset, detector.samples_in))
+    reported_at = _reported_in_blocks(detector, signal.samples, 48)
     assert len(reported_at) == len(signal.onsets_s)
     frame_s = detector.settings.frame_ms / 1000
     for onset, samples_in in reported_at:
@@ -211,10 +217,7 @@ def test_without_lookahead_an_onset_comes_with_the_hop_that_holds_its_attack() -
     hop = round(0.010 * sr)
     assert detector.latency_s == pytest.approx(0.010)  # one hop
     signal = signals.clicks(sr, 3.0, seed=50)
-    reported_at: list[tuple[Onset, int]] = []
-    for start in range(0, len(signal.samples), 48):
-        for onset in detector.process(signal.samples[start : start + 48]):
-            reported_at.append((onset, detector.samples_in))
+    reported_at = _reported_in_blocks(detector, signal.samples, 48)
     assert len(reported_at) == len(signal.onsets_s)
     for (onset, samples_in), click_s in zip(reported_at, signal.onsets_s, strict=True):
         assert abs(onset.time - click_s) <= 0.001  # placed from the frame's own samples

@@ -100,6 +100,22 @@ async def receive_all(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, obj
             return out
 
 
+async def _jobs_and_a_stream(http: aiohttp.ClientSession, url: str, audio: Path, jobs: int
+                             ) -> tuple[list[str], aiohttp.ClientWebSocketResponse, str]:
+    """``jobs`` file jobs of ``audio`` posted, and a publisher started: task ids, publisher, stream id."""
+    task_ids = []
+    for _ in range(jobs):
+        status, body = await post_file(http, url, audio, filename="long.wav")
+        assert status == 202
+        task_ids.append(body["task_id"])
+    publisher = await http.ws_connect(url + "/api/v3/stream")
+    await publisher.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
+                                         "encoding": "pcm_f32le"}))
+    started = json.loads((await publisher.receive(timeout=WAIT_S)).data)
+    assert started["type"] == "started", started
+    return task_ids, publisher, started["stream_id"]
+
+
 async def test_sigterm_closes_sockets_with_1001_requeues_jobs_exits_0_and_restart_finishes_them(
     server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
@@ -107,15 +123,7 @@ async def test_sigterm_closes_sockets_with_1001_requeues_jobs_exits_0_and_restar
     proc = server_process("--workers", "2", data_dir=data_dir)
     audio = make_file(tmp_path, "wav", duration_s=60.0).path
     async with aiohttp.ClientSession() as http:
-        task_ids = []
-        for _ in range(4):
-            status, body = await post_file(http, proc.url, audio, filename="long.wav")
-            assert status == 202
-            task_ids.append(body["task_id"])
-        publisher = await http.ws_connect(proc.url + "/api/v3/stream")
-        await publisher.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
-                                             "encoding": "pcm_f32le"}))
-        stream_id = json.loads((await publisher.receive(timeout=WAIT_S)).data)["stream_id"]
+        task_ids, publisher, stream_id = await _jobs_and_a_stream(http, proc.url, audio, 4)
         watcher = await http.ws_connect(f"{proc.url}/api/v3/streams/{stream_id}/events")
         assert json.loads((await watcher.receive(timeout=WAIT_S)).data)["type"] == "subscribed"
         await publisher.send_bytes(clicks(1.0).tobytes())
@@ -167,15 +175,7 @@ async def test_sigterm_to_the_whole_process_group_shuts_down_as_sigterm_to_the_s
     proc = server_process("--workers", "2", data_dir=data_dir)
     audio = make_file(tmp_path, "wav", duration_s=60.0).path
     async with aiohttp.ClientSession() as http:
-        task_ids = []
-        for _ in range(3):
-            status, body = await post_file(http, proc.url, audio, filename="long.wav")
-            assert status == 202
-            task_ids.append(body["task_id"])
-        publisher = await http.ws_connect(proc.url + "/api/v3/stream")
-        await publisher.send_str(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "channels": 1,
-                                             "encoding": "pcm_f32le"}))
-        assert json.loads((await publisher.receive(timeout=WAIT_S)).data)["type"] == "started"
+        task_ids, publisher, _ = await _jobs_and_a_stream(http, proc.url, audio, 3)
         await publisher.send_bytes(clicks(1.0).tobytes())
         for _ in range(500):
             if "processing" in stored_states(data_dir).values():
