@@ -28,6 +28,7 @@ MIN_INTERVAL_MS = 0.0
 PER_STREAM_MS = 0.05
 MAX_INTERVAL_MS = 4.0
 
+
 def dispatch_interval_s(lane_streams: int, *, min_interval_ms: float, per_stream_ms: float,
                         max_interval_ms: float) -> float:
     """Seconds a lane with ``lane_streams`` live streams waits at least between two calls to its worker.
