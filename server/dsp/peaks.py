@@ -145,6 +145,8 @@ def mask_levels(odf: Sequence[float], first: int, stop: int, level: float, decay
         level = decay * (value if value > level else level)
         levels.append(level)
     return levels
+
+
 def _candidate(odf: Sequence[float], power: Sequence[float], i: int, pre_max: int, lookahead: int,
                pre_avg: int, threshold: float, min_power: float, mean_factor: float,
                baseline: Baseline) -> bool:
