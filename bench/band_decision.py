@@ -26,6 +26,12 @@ stream's onsets, power 0.8, as served). Evidence (a table of callables, ``EVIDEN
 - ``attack samples, X ms``: the same at the first frame ending at least X ms after the attack (the decision
   frame if later): what waiting for X ms of the attack would give, and the mean wait it costs.
 
+When each onset could be sent with its band: the audio time from each annotated hit (kick, snare, hi-hat;
+with an onset within 50 ms) to the end of the 20 ms chunk (counted from the stream's start) that holds the
+frame its nearest onset's band is decided at, for each evidence and for the served rule at the default
+10 ms look-ahead (analysed the same way), p50 / p90: the algorithm's share of the latency, without the
+server's.
+
 Also the kick's separability: the area under the ROC curve of each onset's running-normalised low
 evidence for "a kick is annotated within 50 ms" on rhythm-dev, by how much audio after the attack the
 decision frame holds.
@@ -72,6 +78,7 @@ FRAME_POWER = 0.25  # weight of the decision frame's group rise beside the attac
 KICK_WINDOW_S = 0.05  # "a kick is annotated within 50 ms" (the band score's window)
 LENGTH_BINS_MS = (0.0, 6.0, 9.0, 12.0, 15.0, 1000.0)
 LATER_S = 0.006  # at look-ahead 0 the located attack lies ~6 ms before the 10 ms look-ahead's onset time
+DEFAULT_LOOKAHEAD_MS = 10.0  # the detector's default, for the comparison of when an onset could be sent
 CHUNK_S = 0.02  # a live client's chunk (capacity_per_core.py's), for the time an onset could be sent
 
 
@@ -119,11 +126,11 @@ class FileData:
         return float(self.decided[i] - self.times[i])
 
 
-def analyse(case: Any) -> FileData:
-    """Onsets at look-ahead 0, fed one hop per block: an onset's decision time is its block's end."""
+def analyse(case: Any, lookahead_ms: float = 0.0) -> FileData:
+    """Onsets at ``lookahead_ms``, fed one hop per block: an onset's decision time is its block's end."""
     audio, rate = sf.read(case.path, dtype="float32", always_2d=True)
     mono = audio.mean(axis=1).astype(np.float32)
-    detector = OnsetDetector(rate, 1, DetectorSettings(lookahead_ms=0.0))
+    detector = OnsetDetector(rate, 1, DetectorSettings(lookahead_ms=lookahead_ms))
     detector.tap_rows()
     hop = grid_for(rate)[0].hop
     times, decided, rows = [], [], []
@@ -196,18 +203,22 @@ def evidence_table(waits_ms: list[float]) -> dict[str, Evidence]:
     return table
 
 
-def score(files: list[FileData], evidence: Evidence) -> tuple[dict[str, float], float, list[float]]:
+def score(files: list[FileData], evidence: Evidence
+          ) -> tuple[dict[str, float], float, list[float], list[list[int]]]:
     """Mean band F over ``files``, the mean wait after the decision frame (ms), and each onset's audio time
     from its attack to the end of the ``CHUNK_S`` chunk (counted from the stream's start) that holds the
-    end of the frame its band is decided at (ms): when a stream sending such chunks could have it."""
+    end of the frame its band is decided at (ms): when a stream sending such chunks could have it; and
+    each file's frames the bands are decided at."""
     per: dict[str, list[float]] = {}
-    waits, latencies = [], []
+    waits, latencies, frames = [], [], []
     for data in files:
         rows, names = [], []
+        frames.append([])
         chunk = round(CHUNK_S * data.rate)
         for i in range(len(data.times)):
             scores, frame = evidence(data, i)
             rows.append([float(v) for v in scores])
+            frames[-1].append(frame)
             waits.append((frame - data.decision_frame(i)) * data.grid[0] / data.rate * 1000)
             end = (frame + 1) * data.grid[0]
             latencies.append(1000 * (-(-end // chunk) * chunk / data.rate - data.times[i]))
@@ -216,7 +227,25 @@ def score(files: list[FileData], evidence: Evidence) -> tuple[dict[str, float], 
         for band, value in rhythm_bench.band_f(result, data.hits).items():
             per.setdefault(band, []).append(value)
     bands = {band: float(np.mean(v)) for band, v in per.items()}
-    return bands, float(np.mean(waits)) if waits else 0.0, latencies
+    return bands, float(np.mean(waits)) if waits else 0.0, latencies, frames
+
+
+def hit_delays(files: list[FileData], frames: list[list[int]]) -> list[float]:
+    """For each annotated hit (kick, snare, hi-hat) with an onset within ``KICK_WINDOW_S``, the audio time
+    from the hit to the end of the ``CHUNK_S`` chunk that holds the end of the frame its nearest onset's
+    band is decided at, ms: the same reference whatever the look-ahead."""
+    out = []
+    for data, decided in zip(files, frames, strict=True):
+        if not len(data.times):
+            continue
+        chunk, hop = round(CHUNK_S * data.rate), data.grid[0]
+        for hits in data.hits.values():
+            for hit in hits:
+                i = int(np.argmin(np.abs(data.times - hit)))
+                if abs(data.times[i] - hit) <= KICK_WINDOW_S:
+                    end = (decided[i] + 1) * hop
+                    out.append(1000 * (-(-end // chunk) * chunk / data.rate - hit))
+    return out
 
 
 def auc(positive: np.ndarray, values: np.ndarray) -> float:
@@ -274,6 +303,8 @@ def main() -> None:
         if args.heldout:
             corpora.append(("generated, never tuned on", rhythm_bench.heldout_cases(tmp)))
         analysed = {corpus: [analyse(case) for case in cases] for corpus, cases in corpora}
+        default = {corpus: [analyse(case, DEFAULT_LOOKAHEAD_MS) for case in cases]
+                   for corpus, cases in corpora}
     table = evidence_table(args.waits_ms)
     for corpus, files in analysed.items():
         lengths = np.array([1000 * d.post_attack_s(i) for d in files for i in range(len(d.times))])
@@ -283,13 +314,26 @@ def main() -> None:
         print(f"{'evidence':28s} {'low':>6s} {'mid':>6s} {'high':>6s}  mean wait after the decision frame; "
               f"attack -> end of its band's {1000 * CHUNK_S:g} ms chunk p50 / p90")
         rows = {}
+        delays: dict[str, list[float]] = {}
         for name, evidence in table.items():
-            bands, wait, latency = score(files, evidence)
+            bands, wait, latency, frames = score(files, evidence)
+            delays[name] = hit_delays(files, frames)
             p50, p90 = np.percentile(latency, 50), np.percentile(latency, 90)
             rows[name] = {"bands": bands, "wait_ms": wait, "chunk_end_p50_ms": p50, "chunk_end_p90_ms": p90}
             scores = " ".join(f"{bands.get(b, float('nan')):6.3f}" for b in ("low", "mid", "high"))
             print(f"{name:28s} {scores}  {wait:5.1f} ms; {p50:5.1f} / {p90:5.1f} ms")
-        report[corpus] = {"bands": rows}
+        served = score(default[corpus], waiting(0.0))
+        name = f"served at look-ahead {DEFAULT_LOOKAHEAD_MS:g} ms (the default)"
+        delays[name] = hit_delays(default[corpus], served[3])
+        scores = " / ".join(f"{served[0].get(b, float('nan')):.3f}" for b in ("low", "mid", "high"))
+        print(f"annotated hit -> end of the {1000 * CHUNK_S:g} ms chunk holding its onset's band frame, "
+              f"p50 / p90 (bands at look-ahead {DEFAULT_LOOKAHEAD_MS:g} ms, served: {scores})")
+        for name, values in delays.items():
+            print(f"  {name:44s} {np.percentile(values, 50):5.1f} / {np.percentile(values, 90):5.1f} ms "
+                  f"({len(values)} hits)")
+        report[corpus] = {"bands": rows, "hit_to_chunk_end_ms": {
+            name: {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)), "hits": len(v)}
+            for name, v in delays.items()}}
         if corpus.startswith("rhythm-dev"):
             report[corpus]["kick_auc"] = sep = kick_separability(files)
             print("kick within 50 ms: AUC of the running-normalised low evidence, by audio after the attack "
