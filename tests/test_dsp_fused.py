@@ -21,29 +21,42 @@ def times(found: list[Onset]) -> np.ndarray:
     return np.array([o.time for o in found])
 
 
-def streamed_odf(samples: np.ndarray, rate: int, method: str, block: int = 441) -> np.ndarray:
+def streamed_odf(
+    samples: np.ndarray, rate: int, method: str, block: int = 441
+) -> tuple[np.ndarray, np.ndarray]:
+    """A method's detection function of a stream, and each frame's loudest log-filterbank band."""
     detector = OnsetDetector(rate, settings=DetectorSettings(method=method))
-    values = []
+    detector.tap_rows()
+    values, peaks = [], []
     for start in range(0, len(samples), block):
         detector.process(samples[start : start + block])
         values.append(detector.take_odf())
-    return np.concatenate(values).astype(np.float64)
+        peaks += [rows.max(axis=1) for rows in detector.take_rows()]
+    return np.concatenate(values).astype(np.float64), np.concatenate(peaks).astype(np.float64)
 
 
 def test_its_odf_is_the_weighted_sum_of_the_neural_and_superflux_methods_own() -> None:
-    """Both terms are exactly the two methods' detection functions (neural's after its own forward mask)."""
+    """Both terms are the two methods' detection functions, the network's gated by level and masked."""
+    assert METHOD_TABLE["superflux"].unit == fused.SUPERFLUX_UNIT
+    # A mix, then its tail faded out by 60 dB over two seconds, then silence.
     clip = signals.music_mix(44100, 5.0, seed=90)
-    got = streamed_odf(clip.samples, 44100, "fused")
-    net = streamed_odf(clip.samples, 44100, "neural")
-    flux = streamed_odf(clip.samples, 44100, "superflux")
-    assert len(got) == len(net) == len(flux) > 400
+    fade = np.concatenate([np.ones(3 * 44100), np.geomspace(1.0, 1e-3, 2 * 44100)]).astype(np.float32)
+    samples = np.concatenate([clip.samples * fade[: len(clip.samples)], np.zeros(44100, np.float32)])
+    got, _ = streamed_odf(samples, 44100, "fused")
+    net, _ = streamed_odf(samples, 44100, "neural")
+    flux, peaks = streamed_odf(samples, 44100, "superflux")
+    assert len(got) == len(net) == len(flux) > 500
     consts = fused.constants(OnsetDetector(44100, settings=FUSED).plan.frames.grid)
-    levels = np.array(mask_levels(net.tolist(), 0, len(net), 0.0, consts.mask_decay)[:-1])
-    masked = net * (net >= fused.NET_MASK_RATIO * levels) if fused.NET_MASK_RATIO else net
+    recent = [max(peaks[max(0, i - consts.floor_frames) : i + 1]) for i in range(len(peaks))]
+    gated = net * (peaks >= np.array(recent) * 10.0 ** (-fused.GATE_DB / 20.0))
+    closed = np.flatnonzero(gated != net)
+    assert len(closed) > 50 and closed.min() > 300, "the gate shuts frames of the fading tail only"
+    levels = np.array(mask_levels(gated.tolist(), 0, len(net), 0.0, consts.mask_decay)[:-1])
+    masked = gated * (gated >= fused.NET_MASK_RATIO * levels)
+    assert (masked == 0).sum() > (gated == 0).sum() + 100, "the mask zeroes more of the network's frames"
     expected = (fused.NEURAL_WEIGHT * masked + (1.0 - fused.NEURAL_WEIGHT) * flux) / fused.UNIT
-    # take_odf gives float32: the terms agree to its rounding, the masked frames exactly.
+    # take_odf gives float32: the terms agree to its rounding.
     assert np.allclose(got, expected, rtol=1e-5, atol=1e-5)
-    assert (masked == 0).sum() > (net == 0).sum(), "the mask zeroes some of the network's frames here"
 
 
 @pytest.mark.parametrize("rate", [16000, 44100, 96000])

@@ -6,11 +6,12 @@ log rise over the ``superflux`` row's unit), so a clear onset is about 1 in both
 then rescales the sum. Before the sum, the network's term passes a forward mask of its own: it counts
 only in frames where it reaches ``NET_MASK_RATIO`` times each of its earlier values, decayed by
 ``exp(-age / NET_MASK_MS)`` (:func:`~server.dsp.peaks.mask_levels`), so the activation's decay after a
-strong hit (ringing, a room) adds nothing to the sum, while SuperFlux's term is left whole. It can also
-be gated by level (``GATE_DB``; off, chosen so on ``tune``): counted only in frames whose loudest SuperFlux
-band is within ``GATE_DB`` of the loudest band of the last ``FLOOR_WINDOW_S`` (the recent peak that sets
-SuperFlux's compression floor). Both parts are exactly the ``neural`` and ``superflux`` methods' own detection
-functions on the network's grid (40 ms frames, 10 ms hops); one peak picker follows.
+strong hit (ringing, a room) adds nothing to the sum, while SuperFlux's term is left whole. Before that
+the network's term is gated by level: it counts only in frames whose loudest SuperFlux band is within
+``GATE_DB`` of the loudest band of the last ``FLOOR_WINDOW_S`` (the recent peak that sets SuperFlux's
+compression floor), so the small activations of a fading tail add nothing either. Both terms are the
+``neural`` and ``superflux`` methods' own detection functions on the network's grid (40 ms frames, 10 ms
+hops); one peak picker (the median baseline, no mask of its own) follows.
 
 The method's pieces, for the method table:
 
@@ -42,14 +43,14 @@ F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
 # Chosen on the corpus's tune split (bench/fused_picker.py; README, "Onset accuracy by family").
-NEURAL_WEIGHT = 0.5  # the network's share of the sum, the rest SuperFlux's
+NEURAL_WEIGHT = 0.4  # the network's share of the sum, the rest SuperFlux's
 SUPERFLUX_UNIT = 0.03  # SuperFlux's mean log rise of a clear onset (the ``superflux`` row's unit)
-GATE_DB = 0.0  # the network's term counts only within this many dB of the recent loudest band; 0: always
-NET_MASK_RATIO = 0.6  # ... and only where it reaches this fraction of each of its earlier values ...
+GATE_DB = 35.0  # the network's term counts only within this many dB of the recent loudest band; 0: always
+NET_MASK_RATIO = 0.8  # ... and only where it reaches this fraction of each of its earlier values ...
 NET_MASK_MS = 1000.0  # ... decayed with this time constant, ms (server.dsp.peaks.mask_levels); 0: always
-UNIT = 0.8  # the sum that ``threshold`` 1.0 stands for
+UNIT = 0.6  # the sum that ``threshold`` 1.0 stands for
 MEAN_FACTOR = 1.0  # the picker: a peak must clear MEAN_FACTOR x the baseline of the last 100 ms + threshold
-BASELINE = "mean"  # ... that baseline (server.dsp.peaks.BASELINES)
+BASELINE = "median"  # ... that baseline (server.dsp.peaks.BASELINES)
 MASK_RATIO = 0.0  # the picker's forward mask on the fused value (server.dsp.peaks.mask_levels); 0: none
 MASK_MS = 0.0
 
