@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,35 +168,14 @@ def recent_peaks(window: collections.deque[tuple[int, float]], frame: int, peaks
     return out
 
 
-def superflux_part(consts: FusedConstants, rows: Sequence[F32], states: Sequence[FusedState],
-                   unit: float) -> tuple[list[F64], list[list[bool]], list[FusedState]]:
-    """SuperFlux's detection function of each stream's new rows (in ``unit``), its gate, and the state's
-    SuperFlux part (the ``neural`` field is left as it was)."""
-    lag, width = consts.lag, consts.floor_frames
-    scale, low, ratio = consts.floor_scale, consts.floor_low, consts.gate_ratio
-    references, floors, gates, new_states = [], [], [], []
-    for bands, state in zip(rows, states, strict=True):
-        past = np.zeros((lag, bands.shape[1]), dtype=np.float32) if state.past is None else state.past
-        joined = np.concatenate([past, bands])
-        references.append(joined[: len(bands)])
-        peaks = odf_mod.row_max(bands).tolist()
-        window = collections.deque(state.recent)
-        recent = recent_peaks(window, state.frame, peaks, width)
-        floors += [r * scale if r * scale > low else low for r in recent]
-        gates.append([p >= r * ratio for p, r in zip(peaks, recent, strict=True)])
-        new_states.append(dataclasses.replace(
-            state, past=joined[len(bands) :].copy(), recent=tuple(window), frame=state.frame + len(bands)
-        ))
-    current = np.concatenate(rows)
-    floor = np.array(floors, dtype=np.float32)[:, None]
-    values = odf_mod.superflux_rise(current, (np.concatenate(references),), unit, floor)
-    bounds = np.cumsum([len(r) for r in rows])[:-1]
-    return list(np.split(values, bounds)), gates, new_states
-
-
 def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[FusedState],
               unit: float = UNIT) -> tuple[list[F64], list[FusedState]]:
-    """Fused detection function of several streams' new frames in one pass, and their new states.
+    """Fused detection function of several streams' new frames in one pass, and their new states (the old
+    ones are kept as they were).
+
+    Every step is row by row (element-wise maths, reductions along each row), or a recursion per stream
+    carried in its state (the recent band peak, the network term's mask), so a frame's value never depends
+    on which frames share its pass.
 
     Parameters
     ----------
@@ -211,27 +191,57 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
     odfs : list of ndarray, each shape (n_i,), float64
     states : list of FusedState
     """
-    if sum(len(r) for r in rows) == 0:
+    counts = [len(r) for r in rows]
+    if sum(counts) == 0:
         return [np.zeros(0) for _ in rows], list(states)
-    split = consts.n_neural
-    net_rows = [np.ascontiguousarray(r[:, :split]) for r in rows]
-    band_rows = [np.ascontiguousarray(r[:, split:]) for r in rows]
-    learned, net_states = neural.step_with(consts.neural, net_rows, [s.neural for s in states])
-    flux, gates, new_states = superflux_part(consts, band_rows, states, SUPERFLUX_UNIT)
-    odfs, states_out = [], []
-    ratio, decay = consts.mask_ratio, consts.mask_decay
-    for net, sf, gate, new, net_state, old in zip(learned, flux, gates, new_states, net_states, states,
-                                                   strict=True):
-        if consts.gate_ratio:
-            net = net * np.array(gate, dtype=bool)
-        level = old.mask_level
-        if ratio and len(net):
-            levels = mask_levels(net.tolist(), 0, len(net), level, decay)
-            level = levels[-1]
-            net = net * (net >= ratio * np.array(levels[:-1]))
-        odfs.append((NEURAL_WEIGHT * net + (1.0 - NEURAL_WEIGHT) * sf) / unit)
-        states_out.append(dataclasses.replace(new, neural=net_state, mask_level=level) if len(sf) else old)
-    return odfs, states_out
+    table = rows[0] if len(rows) == 1 else np.concatenate(rows)
+    split, lag = consts.n_neural, consts.lag
+    starts = np.cumsum([0, *counts]).tolist()
+    learned, net_states = neural.step_with(
+        consts.neural, [table[a:b, :split] for a, b in itertools.pairwise(starts)],
+        [s.neural for s in states],
+    )
+    bands = table[:, split:]
+    peaks = odf_mod.row_max(bands).tolist()
+    reference = np.empty_like(bands)
+    width, scale, low, ratio = consts.floor_frames, consts.floor_scale, consts.floor_low, consts.gate_ratio
+    floors: list[float] = []
+    gates: list[bool] = []
+    mask: list[float] = []
+    new_states: list[FusedState] = []
+    for a, b, state, net, net_state in zip(starts, starts[1:], states, learned, net_states, strict=False):
+        count = b - a
+        if not count:
+            new_states.append(state)
+            continue
+        past = np.zeros((lag, bands.shape[1]), dtype=np.float32) if state.past is None else state.past
+        head = min(lag, count)  # frames whose reference is a past row
+        reference[a : a + head] = past[:head]
+        reference[a + head : b] = bands[a : b - lag]
+        kept = bands[b - lag : b].copy() if count >= lag else np.concatenate([past[count:], bands[a:b]])
+        window = collections.deque(state.recent)
+        recent = recent_peaks(window, state.frame, peaks[a:b], width)
+        floors += [r * scale if r * scale > low else low for r in recent]
+        if ratio:
+            gates += [p >= r * ratio for p, r in zip(peaks[a:b], recent, strict=True)]
+        level = state.mask_level
+        if consts.mask_ratio:
+            values = net * np.array(gates[a:b], dtype=bool) if ratio else net
+            levels = mask_levels(values.tolist(), 0, count, level, consts.mask_decay)
+            level = levels.pop()
+            mask += levels
+        new_states.append(FusedState(
+            neural=net_state, past=kept, recent=tuple(window), frame=state.frame + count, mask_level=level
+        ))
+    floor = np.array(floors, dtype=np.float32)[:, None]
+    flux = odf_mod.superflux_rise(bands, (reference,), SUPERFLUX_UNIT, floor)
+    net_all = np.concatenate(learned)
+    if ratio:
+        net_all = net_all * np.array(gates, dtype=bool)
+    if consts.mask_ratio:
+        net_all = net_all * (net_all >= consts.mask_ratio * np.array(mask))
+    fused = (NEURAL_WEIGHT * net_all + (1.0 - NEURAL_WEIGHT) * flux) / unit
+    return [fused[a:b] for a, b in itertools.pairwise(starts)], new_states
 
 
 def step(
