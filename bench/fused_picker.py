@@ -46,7 +46,7 @@ from corpus import Clip  # noqa: E402
 from learned import FAMILIES, corpus_clips, dev_clips  # noqa: E402
 from neural_picker import BLOCK_MS, cached_odfs, f_of, floats, sliding_max  # noqa: E402
 
-from server.dsp import DetectorSettings, OnsetDetector  # noqa: E402
+from server.dsp import DetectorSettings, OnsetDetector, fused  # noqa: E402
 from server.dsp.neural import UNIT as NEURAL_UNIT  # noqa: E402
 from server.dsp.opening import opening_is_attack  # noqa: E402
 from server.dsp.peaks import mask_decay, mask_levels, merge_close, peak_shift  # noqa: E402
@@ -143,6 +143,34 @@ def picked(clip: Clip, odf: F64, levels: F64, *, threshold: float, mean_factor: 
     return np.array([times[k] for k in kept if times[k] < end_s - 0.01])
 
 
+def served_times(clip: Clip, n_odf: F64, levels: F64, s_odf: F64, peaks: F64) -> F64:
+    """Onsets of the served ``fused`` rule (``server/dsp/fused.py``'s constants) by this script's numpy."""
+    count = min(len(n_odf), len(s_odf))
+    net = n_odf[:count] * gate_open(peaks[:count], fused.GATE_DB, 200)
+    decay = mask_decay(fused.NET_MASK_MS / 10.0)
+    net = net * (net >= fused.NET_MASK_RATIO * np.array(mask_levels(net.tolist(), 0, count, 0.0, decay)[:-1]))
+    odf = combine("sum", fused.NEURAL_WEIGHT, net, s_odf[:count])
+    return picked(clip, odf, levels[:count], threshold=fused.UNIT, mean_factor=fused.MEAN_FACTOR,
+                  baseline=fused.BASELINE, mask_ratio=fused.MASK_RATIO, mask_ms=fused.MASK_MS)
+
+
+def check(clips: list[Clip], neural: list[tuple[F64, F64]], superflux: list[tuple[F64, F64]]) -> None:
+    """The served rule by this script against the ``fused`` detector's own onsets, clip by clip."""
+    from accuracy import streamed
+
+    run = streamed(DetectorSettings(method="fused"), BLOCK_MS)
+    worst, differ = 0.0, 0
+    for clip, (n_odf, levels), (s_odf, peaks) in zip(clips, neural, superflux, strict=True):
+        ours, real = served_times(clip, n_odf, levels, s_odf, peaks), run(clip)
+        if len(ours) != len(real):
+            differ += 1
+            print(f"{clip.name}: {len(ours)} numpy onsets, {len(real)} detector onsets")
+            continue
+        worst = max(worst, float(np.abs(ours - real).max(initial=0.0)))
+    print(f"{len(clips) - differ} of {len(clips)} clips with as many onsets; "
+          f"largest time difference there: {1000 * worst:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,6 +189,7 @@ def main() -> None:
     parser.add_argument("--baseline", default="mean")
     parser.add_argument("--mask-ratio", default="0")
     parser.add_argument("--mask-ms", default="1000")
+    parser.add_argument("--check", action="store_true", help="the served rule against the detector")
     args = parser.parse_args()
     if args.split == "valid" and args.data is None:
         print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
@@ -168,6 +197,9 @@ def main() -> None:
     neural = cached_odfs(clips, args.cache)
     superflux = cached_superflux(clips, args.cache)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min", flush=True)
+    if args.check:
+        check(clips, neural, superflux)
+        return
     groups = [f for f in FAMILIES if any(c.group == f for c in clips)] or sorted({c.group for c in clips})
     print("combine weight gate_db net_mask net_ms threshold mean_factor baseline mask_ratio mask_ms | "
           + " ".join(groups) + " | all P R")
@@ -175,7 +207,7 @@ def main() -> None:
         args.combine.split(","), floats(args.weight), floats(args.gate_db), floats(args.net_mask),
         floats(args.net_mask_ms)
     ):
-        fused = []
+        combined = []
         decay = mask_decay(net_ms / 10.0)
         for (n_odf, levels), (s_odf, peaks) in zip(neural, superflux, strict=True):
             count = min(len(n_odf), len(s_odf))
@@ -183,7 +215,7 @@ def main() -> None:
             net = n_odf[:count] * gate
             if net_mask > 0.0:
                 net = net * (net >= net_mask * np.array(mask_levels(net.tolist(), 0, count, 0.0, decay)[:-1]))
-            fused.append((combine(kind, weight, net, s_odf[:count]), levels[:count]))
+            combined.append((combine(kind, weight, net, s_odf[:count]), levels[:count]))
         for threshold, mean_factor, baseline, ratio, mask_ms in itertools.product(
             floats(args.threshold), floats(args.mean_factor), args.baseline.split(","),
             floats(args.mask_ratio), floats(args.mask_ms)
@@ -192,7 +224,7 @@ def main() -> None:
                 continue
             by_family: dict[str, list[float]] = {}
             matched = found = refs = 0
-            for clip, (odf, levels) in zip(clips, fused, strict=True):
+            for clip, (odf, levels) in zip(clips, combined, strict=True):
                 times = picked(clip, odf, levels, threshold=threshold, mean_factor=mean_factor,
                                baseline=baseline, mask_ratio=ratio, mask_ms=mask_ms)
                 f, m, n = f_of(clip, times)
