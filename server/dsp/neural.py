@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -102,21 +102,21 @@ def features(spectra: C64, consts: NeuralConstants) -> F32:
     return log_band_rows(spectra, consts.bank)
 
 
-@dataclasses.dataclass(frozen=True)
-class NeuralState:
-    """One stream's state: what its next frames need from its past.
+class NeuralState(NamedTuple):
+    """One stream's state: what its next frames need from its past (a tuple: one is made per stream and
+    pass).
 
     Attributes
     ----------
     past : ndarray, shape (max(RISE_LAGS), n_bands), float32, or None
         The last log band rows, oldest first. None until the stream's first frame: the past is then taken
         to be that frame held forever (silence at a stream's start; no jump after a switch of method).
-    buffers : tuple of ndarray, each shape (hidden, 2 * d), float32, or None
-        The network's per-layer buffers (:class:`~server.dsp.nn.NetState`); None with ``past``.
+    buffers : ndarray, shape (hidden, past_width), float32, or None
+        The network's past columns (:class:`~server.dsp.nn.NetState`); None with ``past``.
     """
 
     past: F32 | None = None
-    buffers: tuple[F32, ...] | None = None
+    buffers: F32 | None = None
 
 
 def initial_state_of(consts: NeuralConstants) -> NeuralState:
@@ -192,13 +192,15 @@ def step_with(
         kept = table[keep].reshape(members, past, -1)
     columns = feature_columns(current, lagged)
     silent = nn.silent_buffers(consts.net)
-    net_states = [nn.NetState(list(silent if s.buffers is None else s.buffers)) for s in states]
-    activations = nn.run_many(consts.net, net_states, columns, counts.tolist())
+    activations, pasts = nn.forward(
+        consts.net, [silent if s.buffers is None else s.buffers for s in states], columns, counts.tolist()
+    )
+    odf = np.divide(activations, unit, dtype=np.float64)  # one division for all, value by value
+    stops = np.cumsum(counts).tolist()
     new_states = [
-        NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) if counts[m] else states[m]
-        for m in range(members)
+        NeuralState(kept[m], pasts[m]) if counts[m] else states[m] for m in range(members)
     ]
-    return [np.divide(a, unit, dtype=np.float64) for a in activations], new_states
+    return [odf[stop - count : stop] for stop, count in zip(stops, counts.tolist(), strict=True)], new_states
 
 
 def step(
