@@ -6,9 +6,11 @@ The network maps feature columns (one per frame) to an onset activation per fram
     for each layer l with dilation d_l:  h = h + relu(W_l @ [h(t); h(t - d_l); h(t - 2 d_l)] + b_l)
     activation = sigmoid(w_out @ h + b_out)
 
-Every product is a scipy sparse (CSR) product with the frames as columns: each output value is a running
-sum over one weight row in a fixed order, whatever the number of frames, so a stream's activations are
-bitwise the same in any block sizes (a dense BLAS product is not: its kernels change with the shape).
+The frames are the products' columns. The input and dilated layers' products are BLAS products on blocks
+of a fixed number of columns (:mod:`server.dsp.products`: each column's value is then the same in any
+position and company, checked when the weights are loaded, with scipy's sparse product as the exact
+fallback); the output layer's is a scipy sparse (CSR) product, each output a running sum over the weight
+row in a fixed order. So a stream's activations are bitwise the same in any block sizes.
 
 A stream's state is, per layer, the last ``2 * d_l`` columns of that layer's input, side by side in one
 array (:class:`NetState`); a new stream starts from the network's response to silent features. Several
@@ -29,6 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
+from server.dsp.products import Product, make_product
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -42,9 +46,9 @@ class Net:
 
     Attributes
     ----------
-    w_in : csr_matrix, shape (hidden, n_features)
+    w_in : Product, shape (hidden, n_features)
     b_in : ndarray, shape (hidden, 1), float32
-    layers : tuple of (csr_matrix of shape (hidden, 3 * hidden), ndarray of shape (hidden, 1))
+    layers : tuple of (Product of shape (hidden, 3 * hidden), ndarray of shape (hidden, 1))
         Weights of the taps ``t``, ``t - d``, ``t - 2d`` side by side, and the bias.
     dilations : tuple of int
         ``d`` of each layer, frames.
@@ -54,9 +58,9 @@ class Net:
         What the weights file says about itself (features, training, calibration).
     """
 
-    w_in: scipy.sparse.csr_matrix
+    w_in: Product
     b_in: F32
-    layers: tuple[tuple[scipy.sparse.csr_matrix, F32], ...]
+    layers: tuple[tuple[Product, F32], ...]
     dilations: tuple[int, ...]
     w_out: scipy.sparse.csr_matrix
     b_out: F32
@@ -110,9 +114,9 @@ def net_from_arrays(arrays: dict[str, Any]) -> Net:
         weight = np.asarray(arrays[f"w_{index}"])
         if weight.shape != (hidden, KERNEL * hidden):
             raise ValueError(f"w_{index} has shape {weight.shape}, not {(hidden, KERNEL * hidden)}")
-        layers.append((_csr(weight), _bias(arrays[f"b_{index}"])))
+        layers.append((make_product(weight), _bias(arrays[f"b_{index}"])))
     return Net(
-        w_in=_csr(w_in),
+        w_in=make_product(w_in),
         b_in=_bias(arrays["b_in"]),
         layers=tuple(layers),
         dilations=dilations,
@@ -188,9 +192,9 @@ def sigmoid(values: F32) -> F32:
     return out
 
 
-def dense(weight: scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
+def dense(weight: Product | scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
     """``weight @ columns + bias``, each column on its own (one column per frame), float32."""
-    out: F32 = weight @ columns
+    out: F32 = weight(columns) if isinstance(weight, Product) else weight @ columns
     out += bias
     return out
 
