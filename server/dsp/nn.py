@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
+from server.dsp.nn_taps import tap_index
 from server.dsp.products import Product, make_product
 
 F32 = npt.NDArray[np.float32]
@@ -290,42 +291,35 @@ def forward(net: Net, pasts: Sequence[F32], features: F32, counts: Sequence[int]
         return np.zeros(0, dtype=np.float32), list(pasts)
     h = relu(dense(net.w_in, net.b_in, features))
     if all(count == counts[0] for count in counts):
-        h, stacked = _layers_regular(net, np.stack(pasts), h, len(counts), counts[0])
+        h, stacked = _layers_regular(net, pasts, h, counts[0])
         new_pasts = list(stacked)
     else:
         h, new_pasts = _layers_any(net, pasts, h, counts)
     return sigmoid(dense(net.w_out, net.b_out, h)[0]), new_pasts
 
 
-def _layers_regular(net: Net, old: F32, h: F32, members: int, count: int) -> tuple[F32, F32]:
-    """The dilated layers when every stream brings ``count`` frames, and the streams' new past columns.
+def _layers_regular(net: Net, pasts: Sequence[F32], h: F32, count: int) -> tuple[F32, F32]:
+    """The dilated layers when every stream brings ``count`` frames, and the streams' new past columns
+    (shape (members, hidden, past_width)).
 
-    ``old`` (shape (members, hidden, past_width)) holds the streams' past columns. Each layer's input is,
-    per stream, the sequence of its past ``2 d`` columns then its ``count`` new ones: tap ``k`` of new frame
-    ``j`` is position ``2 d - k d + j`` of it, and the new past is positions ``count`` to ``count + 2 d``.
-    Both are copied from ``old`` and the new columns by slices for all streams at once.
+    The streams' pasts are stacked once into a scratch vector, each layer's input copied in after them,
+    and each layer's taps and the new frames' part of the new pasts gathered by the flat indices of
+    :func:`~server.dsp.nn_taps.tap_index`; the rest of the new pasts is the old ones shifted by ``count``.
     """
-    hidden = len(h)
+    hidden, members = len(h), len(pasts)
+    index = tap_index(hidden, net.dilations, members, count)
+    scratch = np.empty(index.size, dtype=np.float32)
+    old = scratch[: index.input_start].reshape(members, hidden, -1)
+    np.stack(pasts, out=old)
+    layer_input = scratch[index.input_start :].reshape(hidden, members * count)
     new = np.empty_like(old)
-    for (weight, bias), dilation, (offset, past) in zip(net.layers, net.dilations, past_segments(net),
-                                                       strict=True):
-        before = old[:, :, offset : offset + past]  # (stream, unit, column)
-        now = h.reshape(hidden, members, count)  # (unit, stream, frame)
-        kept = new[:, :, offset : offset + past]
-        if count < past:
-            kept[:, :, : past - count] = before[:, :, count:]
-            kept[:, :, past - count :] = now.transpose(1, 0, 2)
-        else:
-            kept[...] = now[:, :, count - past :].transpose(1, 0, 2)
-        taps = np.empty((KERNEL, hidden, members, count), dtype=np.float32)
-        taps[0] = now
-        for tap in range(1, KERNEL):  # tap k reads frame t - k * dilation
-            start = past - tap * dilation  # the sequence position of the first new frame's tap
-            split = min(past - start, count)  # how many of the new frames' taps lie in the past
-            taps[tap, :, :, :split] = before[:, :, start : start + split].transpose(1, 0, 2)
-            if split < count:
-                taps[tap, :, :, split:] = now[:, :, : count - split]
-        out = dense(weight, bias, taps.reshape(KERNEL * hidden, members * count))
+    if index.shifted:
+        new[:, :, : index.shifted] = old[:, :, count:]
+    flat_new = new.reshape(-1)
+    for (weight, bias), gathers in zip(net.layers, index.layers, strict=True):
+        np.copyto(layer_input, h)
+        flat_new[gathers.new_past] = scratch.take(gathers.from_input)
+        out = dense(weight, bias, scratch.take(gathers.taps).reshape(KERNEL * hidden, members * count))
         relu(out)
         out += h  # h + relu(...), the same sum
         h = out
