@@ -31,22 +31,18 @@ def toy_initial_state(plan: FramePlan) -> tuple[Any, Any]:
     return np.zeros(1, dtype=np.float64), np.zeros(2, dtype=np.float64)
 
 
-def toy_step(
-    plan: FramePlan, rows: Any, counts: Sequence[int], states: Sequence[Any]
-) -> tuple[F64, list[Any]]:
+def toy_step(plan: FramePlan, rows: Sequence[Any], states: Sequence[Any]) -> tuple[list[F64], list[Any]]:
     """Layer 1: rise of log energy over the previous frame; layer 2: ReLU(h[t]) + 0.5 ReLU(h[t - 2])."""
     odfs: list[F64] = []
     new_states: list[Any] = []
-    stops = np.cumsum(counts)
-    for stop, count, (inputs, hidden) in zip(stops, counts, states, strict=True):
-        feats = rows[stop - count : stop]
+    for feats, (inputs, hidden) in zip(rows, states, strict=True):
         x = np.log10(1.0 + feats[:, 0].astype(np.float64) * 1e6)
         xs = np.concatenate([inputs, x])
         h = np.maximum(xs[1:] - xs[:-1], 0.0)
         hs = np.concatenate([hidden, h])
         odfs.append((hs[2:] + 0.5 * hs[:-2]) / plan.method.unit)
         new_states.append((xs[-1:].copy(), hs[-2:].copy()))
-    return np.concatenate(odfs), new_states
+    return odfs, new_states
 
 
 TOY = OnsetMethod(

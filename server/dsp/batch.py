@@ -393,11 +393,17 @@ def _step_stateful(current: _Pass, feats: Any) -> list[float]:
     """ODF of a stateful method's new frames: one ``step`` call for every member, states replaced."""
     plan = current.plan
     members = [detector for detector, count, _, _ in current.entries if count]
-    counts = [count for _, count, _, _ in current.entries if count]
+    rows: list[Any] = []
+    row = 0
+    for _, count, _, _ in current.entries:
+        if count:
+            rows.append(feats[row : row + count])
+            row += count
     step = plan.method.step
     assert step is not None
-    odf, states = step(plan, feats, counts, [detector.state.method_state for detector in members])
-    for detector, state in zip(members, states, strict=True):
+    odfs, states = step(plan, rows, [detector.state.method_state for detector in members])
+    values: list[float] = []
+    for detector, odf, state in zip(members, odfs, states, strict=True):
         detector.state.method_state = state
-    values: list[float] = odf.tolist()
+        values += odf.tolist()
     return values

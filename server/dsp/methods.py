@@ -22,14 +22,12 @@ How to add a method
      ``past[k]`` holds the rows ``lags[k]`` frames back and ``floor`` is each frame's log-compression
      floor (from ``peaks`` and ``floor``);
    - stateful: ``initial_state(frame_plan) -> S``, the state of a new stream (e.g. per-layer buffers of
-     past activations of a causal network, numpy arrays), and ``step(frame_plan, rows, counts, states)
-     -> (odf, states)``: for several streams of one plan at once, their new feature rows joined (shape
-     (sum(counts), n_features), stream after stream, oldest first; ``counts[i] >= 1`` rows of stream
-     ``i``) and their states in, the ODF values of those rows (float64, one per row, joined the same way,
-     already divided by the unit) and each stream's new state out. A stream's values must depend on its
-     own rows and state only, and feeding rows in two calls must give bitwise what one call gives
-     (block-size invariance). Return new arrays rather than changing the state in place; states must
-     pickle (numpy arrays, tuples, numbers).
+     past activations of a causal network, numpy arrays), and ``step(frame_plan, rows, states) ->
+     (odfs, states)``: for several streams of one plan at once, each stream's new feature rows (oldest
+     first) and its state in, each stream's ODF values (float64, one per row, already divided by the
+     unit) and its new state out. A stream's values must depend on its own rows and state only, and
+     feeding rows in two calls must give bitwise what one call gives (block-size invariance). Return new
+     arrays rather than changing the state in place; states must pickle (numpy arrays, tuples, numbers).
      ``warmup`` frames of ODF are forced to 0 after a switch to the method mid-stream.
 
 3. Add one :class:`OnsetMethod` row to :func:`_table` with its ``unit`` (ODF size of a clear onset, so
@@ -64,7 +62,7 @@ F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
 # (frame plan, each stream's new feature rows, each stream's state) -> (each stream's ODF, its new state)
-Step = Callable[["FramePlan", Any, Sequence[int], Sequence[Any]], tuple[F64, list[Any]]]
+Step = Callable[["FramePlan", Sequence[Any], Sequence[Any]], tuple[list[F64], list[Any]]]
 
 
 def _superflux_bank(grid: FrameGrid) -> Any:

@@ -215,7 +215,7 @@ def step_joined(
 
 
 def step(
-    frame_plan: Any, current: F32, counts: Sequence[int], states: Sequence[NeuralState]
-) -> tuple[F64, list[NeuralState]]:
-    """:func:`step_joined` with the plan's constants and unit (the method table's ``step``)."""
-    return step_joined(frame_plan.constants, current, counts, states, frame_plan.method.unit)
+    frame_plan: Any, rows: Sequence[F32], states: Sequence[NeuralState]
+) -> tuple[list[F64], list[NeuralState]]:
+    """:func:`step_with` the plan's constants (the method table's ``step``)."""
+    return step_with(frame_plan.constants, rows, states, frame_plan.method.unit)
