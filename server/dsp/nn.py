@@ -302,9 +302,10 @@ def _layers_regular(net: Net, pasts: Sequence[F32], h: F32, count: int) -> tuple
     """The dilated layers when every stream brings ``count`` frames, and the streams' new past columns
     (shape (members, hidden, past_width)).
 
-    The streams' pasts are stacked once into a scratch vector, each layer's input copied in after them,
-    and each layer's taps and the new frames' part of the new pasts gathered by the flat indices of
-    :func:`~server.dsp.nn_taps.tap_index`; the rest of the new pasts is the old ones shifted by ``count``.
+    The streams' pasts are stacked once into a scratch vector, the first layer's input copied in after them
+    (each layer adds its output to it in place), and each layer's taps and the new frames' part of the new
+    pasts gathered by the flat indices of :func:`~server.dsp.nn_taps.tap_index`; the rest of the new pasts
+    is the old ones shifted by ``count``.
     """
     hidden, members = len(h), len(pasts)
     index = tap_index(hidden, net.dilations, members, count)
@@ -316,14 +317,13 @@ def _layers_regular(net: Net, pasts: Sequence[F32], h: F32, count: int) -> tuple
     if index.shifted:
         new[:, :, : index.shifted] = old[:, :, count:]
     flat_new = new.reshape(-1)
+    np.copyto(layer_input, h)
     for (weight, bias), gathers in zip(net.layers, index.layers, strict=True):
-        np.copyto(layer_input, h)
         flat_new[gathers.new_past] = scratch.take(gathers.from_input)
         out = dense(weight, bias, scratch.take(gathers.taps).reshape(KERNEL * hidden, members * count))
         relu(out)
-        out += h  # h + relu(...), the same sum
-        h = out
-    return h, new
+        layer_input += out  # the next layer's input, h + relu(...), in place of h
+    return layer_input, new
 
 
 def _layers_any(net: Net, pasts: Sequence[F32], h: F32, counts: Sequence[int]) -> tuple[F32, list[F32]]:
