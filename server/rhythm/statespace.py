@@ -28,7 +28,7 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-AHEAD_FRAMES = 64  # a one-row RingBank works out its slots for this many frames at a time
+AHEAD_FRAMES = 32  # a one-row RingBank works out its slots for this many frames at a time (kept per stream)
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 SOURCE_POINTS = 256  # change_probabilities integrates over the interval changed from at this many points
 
@@ -372,7 +372,8 @@ class RingBank:
         if at == len(self._ahead):
             interval = space.observed[2]
             frames = np.arange(self._stepped + 1, self._stepped + AHEAD_FRAMES + 1, dtype=np.int64)
-            self._ahead = (self.slots[0] - self._floor[0] - frames[:, None]) % interval + self._floor[0]
+            ahead = (self.slots[0] - self._floor[0] - frames[:, None]) % interval + self._floor[0]
+            self._ahead = ahead.astype(np.int32)  # indices below 2**31: a quarter of the int64 table's bytes
             at = 0
         slots = self._ahead[at]
         self._ahead_at = at + 1

@@ -16,10 +16,11 @@ from server.pool import DetectionPool
 from server.protocol.errors import CloseCode, ProtocolError
 from server.protocol.stream_messages import AudioFormat
 from server.stream.dispatch_rule import DispatchRule
+from server.stream.in_worker import WARM_UP_RATES_HZ
 from server.stream.registry import StreamRegistry
 from server.stream.scheduler import BatchScheduler
 from server.stream.session import StreamLinks, StreamSession, StreamSink, buffer_plan
-from server.stream.settings import StreamSettings
+from server.stream.settings import StreamSettings, warm_up_timing
 from server.stream.sweep import sweep_streams
 
 
@@ -39,6 +40,7 @@ class StreamService:
 
     async def start(self) -> None:
         config = self.config
+        warm_up_timing(WARM_UP_RATES_HZ)  # before any stream: the first one's start pays no one-off cost
         await self.osc.start()
         await self.link.start()
         self._tasks = [

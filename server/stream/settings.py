@@ -9,7 +9,7 @@ add a field to :class:`StreamOptions` and its validation to :meth:`StreamOptions
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,3 +127,15 @@ def detector_timing(sample_rate: int, settings: DetectorSettings) -> tuple[float
     if follows_grid(settings):
         hops = max(hops, BAND_WAIT_HOPS)
     return hops * hop / sample_rate, hop / sample_rate
+
+
+def warm_up_timing(sample_rates_hz: Sequence[int]) -> None:
+    """Build the default settings' shared plans at ``sample_rates_hz`` in this process, as the first stream
+    at each rate would in its ``start`` (:func:`detector_timing`).
+
+    Run by the event loop's process when the server starts (the pool's workers have their own warm-up):
+    building a plan runs numpy, scipy.sparse and pocketfft code that the server process otherwise touches
+    first in a first stream's ``start``, faulting in about 1.5 MiB of library code then (and making that
+    ``start`` wait for it)."""
+    for rate_hz in sample_rates_hz:
+        detector_timing(rate_hz, DetectorSettings())
