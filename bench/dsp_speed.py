@@ -4,7 +4,7 @@
 Usage::
 
     .venv/bin/python bench/dsp_speed.py [--seconds 10] [--rates 44100,48000] [--streams 64,256]
-                                        [--method superflux] [--repeat 3] [--json PATH]
+                                        [--method superflux[,fused,...]] [--repeat 3] [--json PATH]
 
 Figures are multiples of real time on one core (audio seconds, summed over streams, per CPU second of this
 process, ``time.process_time``) and CPU microseconds per call; each is the best of ``--repeat`` runs, as
@@ -145,14 +145,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    settings = DetectorSettings(method=args.method)
     results: dict[str, object] = {}
-    for rate in [int(r) for r in args.rates.split(",")]:
+    methods = args.method.split(",")
+    for method, rate in [(m, int(r)) for r in args.rates.split(",") for m in methods]:
+        settings = DetectorSettings(method=method)
         samples = audio(rate, max(args.seconds, 4.0))
-        print(f"{rate} Hz mono, {args.method}, one core")
+        print(f"{rate} Hz mono, {method}, one core")
+        out: dict[str, object] = results
+        if len(methods) > 1:  # one entry per method
+            out = results.setdefault(method, {})  # type: ignore[assignment]
         for block_ms in (10.0, 20.0, 100.0):
             row = one_stream(samples, rate, block_ms, settings, args.repeat)
-            results[f"{rate} 1 stream {block_ms:g} ms"] = row
+            out[f"{rate} 1 stream {block_ms:g} ms"] = row
             print(
                 f"  1 stream, {block_ms:5g} ms blocks, process():      "
                 f"{row['us_per_call']:7.1f} us/call {row['x_realtime']:7.0f}x real time",
@@ -160,7 +164,7 @@ def main() -> None:
             )
         for streams in [int(n) for n in args.streams.split(",")]:
             row = many_streams(samples, rate, streams, 20.0, args.seconds, settings, args.repeat)
-            results[f"{rate} {streams} streams 20 ms"] = row
+            out[f"{rate} {streams} streams 20 ms"] = row
             for name in ("process_many", "process loop"):
                 per_block, speed = row[f"{name} us_per_block"], row[f"{name} x_realtime"]
                 print(
@@ -169,7 +173,7 @@ def main() -> None:
                     flush=True,
                 )
         round_trip = pickle_round_trip(samples, rate, settings, args.repeat)
-        results[f"{rate} pickle round trip us"] = round_trip
+        out[f"{rate} pickle round trip us"] = round_trip
         print(f"  pickle.dumps + pickle.loads of a detector mid-stream: {round_trip:.1f} us", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from server.dsp import neural, neural_features, odf
+from server.dsp import fused, neural, neural_features, odf
 from server.dsp.filterbank import log_filterbank
 from server.dsp.peaks import BASELINES, PRE_AVG_S
 from server.dsp.spectrum import FrameGrid
@@ -225,6 +225,25 @@ def _table() -> Mapping[str, OnsetMethod]:
             mean_factor=1.0,
             mask_ratio=neural.MASK_RATIO,
             mask_ms=neural.MASK_MS,
+            warmup=neural.WARMUP_FRAMES,
+            delay_frames=neural_features.TARGET_DELAY_FRAMES,
+            grid_ms=(neural.FRAME_MS, neural.HOP_MS),
+        ),
+        OnsetMethod(
+            name="fused",
+            label="Fused (learned + SuperFlux)",
+            description="The network's activation and SuperFlux summed frame by frame, each in its own unit; "
+            "40 ms frames and 10 ms hops only.",
+            constants=fused.constants,
+            features=fused.features,
+            initial_state=fused.initial_state,
+            step=fused.step,
+            unit=fused.UNIT,
+            attack_offset=neural.ATTACK_OFFSET,
+            mean_factor=fused.MEAN_FACTOR,
+            baseline=fused.BASELINE,
+            mask_ratio=fused.MASK_RATIO,
+            mask_ms=fused.MASK_MS,
             warmup=neural.WARMUP_FRAMES,
             delay_frames=neural_features.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),

@@ -11,6 +11,7 @@ export const METHODS = [
   ["hfc", "High-frequency content", "Favours bright, percussive hits (hi-hats, snares, picks)."],
   ["energy", "Energy", "Rise of loudness; cheapest, for loud isolated hits."],
   ["neural", "Neural (learned)", "A small causal network trained on rendered music; 40 ms frames and 10 ms hops only."],
+  ["fused", "Fused (learned + SuperFlux)", "The network's activation and SuperFlux summed frame by frame, each in its own unit; 40 ms frames and 10 ms hops only."],
 ];
 
 const NUMBERS = [
