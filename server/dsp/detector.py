@@ -37,7 +37,7 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 7  # of the pickled state (6: the located attacks; 7: the forward mask's level)
+STATE_VERSION = 8  # of the pickled state (6: located attacks; 7: forward mask level; 8: neural's past array)
 
 
 class OnsetDetector:

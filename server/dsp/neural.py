@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -102,21 +102,21 @@ def features(spectra: C64, consts: NeuralConstants) -> F32:
     return log_band_rows(spectra, consts.bank)
 
 
-@dataclasses.dataclass(frozen=True)
-class NeuralState:
-    """One stream's state: what its next frames need from its past.
+class NeuralState(NamedTuple):
+    """One stream's state: what its next frames need from its past (a tuple: one is made per stream and
+    pass).
 
     Attributes
     ----------
     past : ndarray, shape (max(RISE_LAGS), n_bands), float32, or None
         The last log band rows, oldest first. None until the stream's first frame: the past is then taken
         to be that frame held forever (silence at a stream's start; no jump after a switch of method).
-    buffers : tuple of ndarray, each shape (hidden, 2 * d), float32, or None
-        The network's per-layer buffers (:class:`~server.dsp.nn.NetState`); None with ``past``.
+    buffers : ndarray, shape (hidden, past_width), float32, or None
+        The network's past columns (:class:`~server.dsp.nn.NetState`); None with ``past``.
     """
 
     past: F32 | None = None
-    buffers: tuple[F32, ...] | None = None
+    buffers: F32 | None = None
 
 
 def initial_state_of(consts: NeuralConstants) -> NeuralState:
@@ -158,17 +158,30 @@ def step_with(
         Activation divided by ``unit``.
     states : list of NeuralState
     """
-    counts = np.array([len(r) for r in rows], dtype=np.int64)
-    total, members, past = int(counts.sum()), len(rows), history()
-    if total == 0:
+    counts = [len(r) for r in rows]
+    if sum(counts) == 0:
         return [np.zeros(0) for _ in rows], list(states)
+    current = np.concatenate(rows) if len(rows) > 1 else np.ascontiguousarray(rows[0])
+    odf, new_states = step_joined(consts, current, counts, states, unit)
+    stops = np.cumsum(counts).tolist()
+    return [odf[stop - count : stop] for stop, count in zip(stops, counts, strict=True)], new_states
+
+
+def step_joined(
+    consts: NeuralConstants, current: F32, counts: Sequence[int], states: Sequence[NeuralState], unit: float
+) -> tuple[F64, list[NeuralState]]:
+    """:func:`step_with` of the streams' new rows joined: ``current`` (shape (sum(counts), n_bands)), stream
+    after stream, ``counts[i]`` rows of stream ``i`` (at least one in all); the ODF joined the same way."""
+    count_array = np.asarray(counts, dtype=np.int64)
+    total, members, past = int(count_array.sum()), len(counts), history()
+    starts = np.cumsum(count_array) - count_array
     states = [
-        primed(consts, r[0]) if s.past is None and len(r) else s for r, s in zip(rows, states, strict=True)
+        primed(consts, current[start]) if s.past is None and count else s
+        for start, count, s in zip(starts.tolist(), counts, states, strict=True)
     ]
-    current = np.concatenate(rows) if members > 1 else np.ascontiguousarray(rows[0])
     width = current.shape[1]
     empty = np.zeros((past, width), dtype=np.float32)
-    if (counts == counts[0]).all():  # every stream brings as many rows: slices of one array
+    if all(count == counts[0] for count in counts):  # every stream brings as many rows: slices of one array
         count = int(counts[0])
         full = np.empty((members, past + count, width), dtype=np.float32)
         np.stack([empty if s.past is None else s.past for s in states], out=full[:, :past])
@@ -179,26 +192,26 @@ def step_with(
         # Table: every new row, then each stream's past rows. Position p of stream m's sequence (its past,
         # then its new rows) is table row N + past * m + p while p < past, else its new row p - past.
         table = np.concatenate([current, *[empty if s.past is None else s.past for s in states]])
-        member = np.repeat(np.arange(members, dtype=np.int64), counts)
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        member = np.repeat(np.arange(members, dtype=np.int64), count_array)
 
         def rows_at(stream: Any, position: Any) -> Any:
-            inside = offsets[stream] + position - past
+            inside = starts[stream] + position - past
             return np.where(position >= past, inside, total + past * stream + position)
 
-        within = np.arange(total, dtype=np.int64) - offsets[member] + past
+        within = np.arange(total, dtype=np.int64) - starts[member] + past
         lagged = [table[rows_at(member, within - lag)] for lag in RISE_LAGS]
-        keep = rows_at(np.repeat(np.arange(members), past), (counts[:, None] + np.arange(past)).ravel())
+        keep = rows_at(np.repeat(np.arange(members), past), (count_array[:, None] + np.arange(past)).ravel())
         kept = table[keep].reshape(members, past, -1)
     columns = feature_columns(current, lagged)
     silent = nn.silent_buffers(consts.net)
-    net_states = [nn.NetState(list(silent if s.buffers is None else s.buffers)) for s in states]
-    activations = nn.run_many(consts.net, net_states, columns, counts.tolist())
+    activations, pasts = nn.forward(
+        consts.net, [silent if s.buffers is None else s.buffers for s in states], columns, counts
+    )
     new_states = [
-        NeuralState(past=kept[m], buffers=tuple(net_states[m].buffers)) if counts[m] else states[m]
-        for m in range(members)
+        NeuralState(kept[m], pasts[m]) if count else state
+        for m, (count, state) in enumerate(zip(counts, states, strict=True))
     ]
-    return [np.divide(a, unit, dtype=np.float64) for a in activations], new_states
+    return np.divide(activations, unit, dtype=np.float64), new_states
 
 
 def step(

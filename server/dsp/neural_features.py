@@ -162,13 +162,13 @@ def feature_columns(current: F32, lagged: Sequence[F32]) -> F32:
     ndarray, shape (n_bands * (1 + len(RISE_LAGS)), n_frames), float32
     """
     count, width = current.shape
-    out = np.empty((width * (1 + len(lagged)), count), dtype=np.float32)
-    out[:width] = current.T
+    rows = np.empty((count, width * (1 + len(lagged))), dtype=np.float32)  # row by row, then one transpose
+    rows[:, :width] = current
     for index, before in enumerate(lagged):
-        rise = out[width * (index + 1) : width * (index + 2)]
-        np.subtract(current.T, before.T, out=rise)
+        rise = rows[:, width * (index + 1) : width * (index + 2)]
+        np.subtract(current, before, out=rise)
         np.maximum(rise, np.float32(0.0), out=rise)
-    return out
+    return np.ascontiguousarray(rows.T)
 
 
 def windowed_frames(

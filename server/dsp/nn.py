@@ -6,13 +6,15 @@ The network maps feature columns (one per frame) to an onset activation per fram
     for each layer l with dilation d_l:  h = h + relu(W_l @ [h(t); h(t - d_l); h(t - 2 d_l)] + b_l)
     activation = sigmoid(w_out @ h + b_out)
 
-Every product is a scipy sparse (CSR) product with the frames as columns: each output value is a running
-sum over one weight row in a fixed order, whatever the number of frames, so a stream's activations are
-bitwise the same in any block sizes (a dense BLAS product is not: its kernels change with the shape).
+The frames are the products' columns. The input and dilated layers' products are BLAS products on blocks
+of a fixed number of columns (:mod:`server.dsp.products`: each column's value is then the same in any
+position and company, checked when the weights are loaded, with scipy's sparse product as the exact
+fallback); the output layer's is a scipy sparse (CSR) product, each output a running sum over the weight
+row in a fixed order. So a stream's activations are bitwise the same in any block sizes.
 
-A stream's state is, per layer, the last ``2 * d_l`` columns of that layer's input (:class:`NetState`);
-a new stream starts from the network's response to silent features. Several streams' new frames can go
-through one pass (:func:`run_many`).
+A stream's state is, per layer, the last ``2 * d_l`` columns of that layer's input, side by side in one
+array (:class:`NetState`); a new stream starts from the network's response to silent features. Several
+streams' new frames go through one pass (:func:`forward`), the streams' pasts stacked once per pass.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse
 
+from server.dsp.nn_taps import tap_index
+from server.dsp.products import Product, make_product
+
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
@@ -42,9 +47,9 @@ class Net:
 
     Attributes
     ----------
-    w_in : csr_matrix, shape (hidden, n_features)
+    w_in : Product, shape (hidden, n_features)
     b_in : ndarray, shape (hidden, 1), float32
-    layers : tuple of (csr_matrix of shape (hidden, 3 * hidden), ndarray of shape (hidden, 1))
+    layers : tuple of (Product of shape (hidden, 3 * hidden), ndarray of shape (hidden, 1))
         Weights of the taps ``t``, ``t - d``, ``t - 2d`` side by side, and the bias.
     dilations : tuple of int
         ``d`` of each layer, frames.
@@ -54,9 +59,9 @@ class Net:
         What the weights file says about itself (features, training, calibration).
     """
 
-    w_in: scipy.sparse.csr_matrix
+    w_in: Product
     b_in: F32
-    layers: tuple[tuple[scipy.sparse.csr_matrix, F32], ...]
+    layers: tuple[tuple[Product, F32], ...]
     dilations: tuple[int, ...]
     w_out: scipy.sparse.csr_matrix
     b_out: F32
@@ -110,9 +115,9 @@ def net_from_arrays(arrays: dict[str, Any]) -> Net:
         weight = np.asarray(arrays[f"w_{index}"])
         if weight.shape != (hidden, KERNEL * hidden):
             raise ValueError(f"w_{index} has shape {weight.shape}, not {(hidden, KERNEL * hidden)}")
-        layers.append((_csr(weight), _bias(arrays[f"b_{index}"])))
+        layers.append((make_product(weight), _bias(arrays[f"b_{index}"])))
     return Net(
-        w_in=_csr(w_in),
+        w_in=make_product(w_in),
         b_in=_bias(arrays["b_in"]),
         layers=tuple(layers),
         dilations=dilations,
@@ -144,19 +149,35 @@ def save_net(path: str | Path, arrays: dict[str, Any], meta: dict[str, Any]) -> 
     Path(path).write_bytes(buffer.getvalue())
 
 
+def past_segments(net: Net) -> tuple[tuple[int, int], ...]:
+    """Where each dilated layer's past lies in a stream's past columns: ``(first column, 2 * d)`` per
+    layer."""
+    segments, offset = [], 0
+    for dilation in net.dilations:
+        segments.append((offset, 2 * dilation))
+        offset += 2 * dilation
+    return tuple(segments)
+
+
+def past_width(net: Net) -> int:
+    """Columns of a stream's past (:class:`NetState`): ``2 * d`` per dilated layer."""
+    return 2 * sum(net.dilations)
+
+
 @dataclasses.dataclass
 class NetState:
-    """One stream's network state: per layer, the last ``2 * d`` columns of its input.
+    """One stream's network state: per layer, the last ``2 * d`` columns of its input, side by side.
 
     Attributes
     ----------
-    buffers : list of ndarray, each shape (hidden, 2 * d), float32
+    columns : ndarray, shape (hidden, past_width(net)), float32
+        Layer ``l``'s past is ``columns[:, offset : offset + 2 * d]`` (:func:`past_segments`), oldest first.
     """
 
-    buffers: list[F32]
+    columns: F32
 
     def copy(self) -> NetState:
-        return NetState([buffer.copy() for buffer in self.buffers])
+        return NetState(self.columns.copy())
 
 
 def relu(values: F32) -> F32:
@@ -172,34 +193,35 @@ def sigmoid(values: F32) -> F32:
     return out
 
 
-def dense(weight: scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
+def dense(weight: Product | scipy.sparse.csr_matrix, bias: F32, columns: F32) -> F32:
     """``weight @ columns + bias``, each column on its own (one column per frame), float32."""
-    out: F32 = weight @ columns
+    out: F32 = weight(columns) if isinstance(weight, Product) else weight @ columns
     out += bias
     return out
 
 
-def steady_buffers(net: Net, column: F32) -> tuple[F32, ...]:
-    """Each layer's input when every past frame had the features ``column`` (shape (n_features, 1))."""
+def steady_buffers(net: Net, column: F32) -> F32:
+    """A stream's past columns when every past frame had the features ``column`` (shape (n_features, 1)):
+    shape (hidden, past_width(net)), read-only."""
     h = relu(dense(net.w_in, net.b_in, column))
-    buffers = []
+    parts = []
     for (weight, bias), dilation in zip(net.layers, net.dilations, strict=True):
-        buffer = np.repeat(h, 2 * dilation, axis=1)
-        buffer.setflags(write=False)
-        buffers.append(buffer)
+        parts.append(np.repeat(h, 2 * dilation, axis=1))
         h = h + relu(dense(weight, bias, np.concatenate([h] * KERNEL, axis=0)))
-    return tuple(buffers)
+    columns = np.ascontiguousarray(np.concatenate(parts, axis=1))
+    columns.setflags(write=False)
+    return columns
 
 
 @functools.lru_cache(maxsize=8)
-def silent_buffers(net: Net) -> tuple[F32, ...]:
+def silent_buffers(net: Net) -> F32:
     """:func:`steady_buffers` of all-zero features (silence), shared and read-only."""
     return steady_buffers(net, np.zeros((net.n_features, 1), dtype=np.float32))
 
 
 def initial_state(net: Net) -> NetState:
     """The state of a new stream: as if silence had always come before."""
-    return NetState([buffer.copy() for buffer in silent_buffers(net)])
+    return NetState(silent_buffers(net).copy())
 
 
 def run(net: Net, state: NetState, features: F32) -> F32:
@@ -217,7 +239,8 @@ def run(net: Net, state: NetState, features: F32) -> F32:
     ndarray, shape (n_frames,), float32
         Onset activation of each frame, 0–1.
     """
-    return run_many(net, [state], features, [features.shape[1]])[0]
+    activations, [state.columns] = forward(net, [state.columns], features, [features.shape[1]])
+    return activations
 
 
 def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequence[int]) -> list[F32]:
@@ -237,60 +260,95 @@ def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequen
     -------
     list of ndarray, each shape (count,), float32
     """
-    total = int(sum(counts))
-    if total == 0:
-        return [np.zeros(0, dtype=np.float32) for _ in counts]
-    h = relu(dense(net.w_in, net.b_in, features))
-    if all(count == counts[0] for count in counts):
-        h = _layers_regular(net, states, h, len(counts), counts[0])
-    else:
-        h = _layers_any(net, states, h, counts)
-    activations = sigmoid(dense(net.w_out, net.b_out, h)[0])
+    activations, pasts = forward(net, [state.columns for state in states], features, counts)
+    for state, past in zip(states, pasts, strict=True):
+        state.columns = past
     stops = np.cumsum(counts).tolist()
     return [activations[stop - count : stop] for stop, count in zip(stops, counts, strict=True)]
 
 
-def _layers_regular(net: Net, states: Sequence[NetState], h: F32, members: int, count: int) -> F32:
-    """The dilated layers when every stream brings ``count`` frames: slices of one (stream, unit, frame)
-    array instead of gathers (the same values)."""
-    hidden = len(h)
-    for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
-        past = 2 * dilation
-        full = np.empty((members, hidden, past + count), dtype=np.float32)
-        np.stack([state.buffers[index] for state in states], out=full[:, :, :past])
-        full[:, :, past:] = h.reshape(hidden, members, count).transpose(1, 0, 2)
-        taps = np.empty((KERNEL * hidden, members, count), dtype=np.float32)
-        for tap in range(KERNEL):  # tap k reads frame t - k * dilation
-            start = past - tap * dilation
-            taps[tap * hidden : (tap + 1) * hidden] = full[:, :, start : start + count].transpose(1, 0, 2)
-        kept = full[:, :, count:]
-        for member_index, state in enumerate(states):
-            state.buffers[index] = kept[member_index]
-        h = h + relu(dense(weight, bias, taps.reshape(KERNEL * hidden, members * count)))
-    return h
+def forward(net: Net, pasts: Sequence[F32], features: F32, counts: Sequence[int]) -> tuple[F32, list[F32]]:
+    """Activations of several streams' new frames in one pass, and each stream's new past columns.
+
+    Parameters
+    ----------
+    net : Net
+    pasts : sequence of ndarray, each shape (hidden, past_width(net)), float32
+        Each stream's past columns (:class:`NetState`); not changed.
+    features : ndarray, shape (n_features, sum(counts)), float32
+        The streams' new frames, stream after stream.
+    counts : sequence of int
+        New frames of each stream (may be 0).
+
+    Returns
+    -------
+    activations : ndarray, shape (sum(counts),), float32
+        Onset activation of each new frame, 0–1, stream after stream.
+    pasts : list of ndarray, each shape (hidden, past_width(net)), float32
+        Each stream's new past columns (its old ones when it brought no frame).
+    """
+    if int(sum(counts)) == 0:
+        return np.zeros(0, dtype=np.float32), list(pasts)
+    h = relu(dense(net.w_in, net.b_in, features))
+    if all(count == counts[0] for count in counts):
+        h, stacked = _layers_regular(net, pasts, h, counts[0])
+        new_pasts = list(stacked)
+    else:
+        h, new_pasts = _layers_any(net, pasts, h, counts)
+    return sigmoid(dense(net.w_out, net.b_out, h)[0]), new_pasts
 
 
-def _layers_any(net: Net, states: Sequence[NetState], h: F32, counts: Sequence[int]) -> F32:
-    """The dilated layers for any numbers of frames per stream: gathers from one table per layer."""
-    total = len(h[0])
+def _layers_regular(net: Net, pasts: Sequence[F32], h: F32, count: int) -> tuple[F32, F32]:
+    """The dilated layers when every stream brings ``count`` frames, and the streams' new past columns
+    (shape (members, hidden, past_width)).
+
+    The streams' pasts are stacked once into a scratch vector, the first layer's input copied in after them
+    (each layer adds its output to it in place), and each layer's taps and the new frames' part of the new
+    pasts gathered by the flat indices of :func:`~server.dsp.nn_taps.tap_index`; the rest of the new pasts
+    is the old ones shifted by ``count``.
+    """
+    hidden, members = len(h), len(pasts)
+    index = tap_index(hidden, net.dilations, members, count)
+    scratch = np.empty(index.size, dtype=np.float32)
+    old = scratch[: index.input_start].reshape(members, hidden, -1)
+    np.stack(pasts, out=old)
+    layer_input = scratch[index.input_start :].reshape(hidden, members * count)
+    new = np.empty_like(old)
+    if index.shifted:
+        new[:, :, : index.shifted] = old[:, :, count:]
+    flat_new = new.reshape(-1)
+    np.copyto(layer_input, h)
+    for (weight, bias), gathers in zip(net.layers, index.layers, strict=True):
+        flat_new[gathers.new_past] = scratch.take(gathers.from_input)
+        out = dense(weight, bias, scratch.take(gathers.taps).reshape(KERNEL * hidden, members * count))
+        relu(out)
+        layer_input += out  # the next layer's input, h + relu(...), in place of h
+    return layer_input, new
+
+
+def _layers_any(net: Net, pasts: Sequence[F32], h: F32, counts: Sequence[int]) -> tuple[F32, list[F32]]:
+    """The dilated layers for any numbers of frames per stream (gathers from one table per layer), and
+    the streams' new past columns."""
+    total, hidden = len(h[0]), len(h)
+    members = len(counts)
     count_array = np.asarray(counts, dtype=np.int64)
-    member = np.repeat(np.arange(len(counts)), count_array)
+    member = np.repeat(np.arange(members), count_array)
     offsets = np.concatenate([[0], np.cumsum(count_array)[:-1]])
     within = np.arange(total, dtype=np.int64) - offsets[member]  # each frame's index in its stream's block
-    for index, ((weight, bias), dilation) in enumerate(zip(net.layers, net.dilations, strict=True)):
-        past = 2 * dilation
-        # Table: each stream's buffer then its new columns, stream after stream.
+    new = np.empty((members, hidden, past_width(net)), dtype=np.float32)
+    for (weight, bias), dilation, (offset, past) in zip(net.layers, net.dilations, past_segments(net),
+                                                       strict=True):
+        # Table: each stream's past columns then its new columns, stream after stream.
         pieces: list[F32] = []
-        for state, start, count in zip(states, offsets.tolist(), counts, strict=True):
-            pieces += (state.buffers[index], h[:, start : start + count])
+        for columns, start, count in zip(pasts, offsets.tolist(), counts, strict=True):
+            pieces += (columns[:, offset : offset + past], h[:, start : start + count])
         table = np.concatenate(pieces, axis=1)
-        base = offsets + past * np.arange(len(counts), dtype=np.int64)  # where each stream's run starts
+        base = offsets + past * np.arange(members, dtype=np.int64)  # where each stream's run starts
         now = base[member] + past + within  # the table column of each new frame
         taps = np.concatenate([table[:, now - tap * dilation] for tap in range(KERNEL)], axis=0)
-        # The last `past` columns of each stream's run, gathered at once; each state keeps a view.
+        # The last `past` columns of each stream's run, gathered at once.
         keep = (base + count_array)[:, None] + np.arange(past, dtype=np.int64)
-        kept = table[:, keep.ravel()].reshape(len(table), len(counts), past)
-        for member_index, state in enumerate(states):
-            state.buffers[index] = kept[:, member_index]
+        kept = table[:, keep.ravel()].reshape(hidden, members, past)
+        new[:, :, offset : offset + past] = kept.transpose(1, 0, 2)
         h = h + relu(dense(weight, bias, taps))
-    return h
+    return h, list(new)
