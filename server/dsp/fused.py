@@ -149,25 +149,6 @@ def initial_state(frame_plan: Any) -> FusedState:
     return FusedState()
 
 
-def recent_peaks(window: collections.deque[tuple[int, float]], frame: int, peaks: list[float],
-                 width: int) -> list[float]:
-    """The loudest of each new frame's peak and the ``width`` peaks before it, streaming.
-
-    As :func:`~server.dsp.odf.compression_floors` (``window`` is updated in place the same way), before
-    the floor's scaling: a maximum is exact, so the values never depend on the block sizes.
-    """
-    out = []
-    for peak in peaks:
-        while window and window[-1][1] <= peak:
-            window.pop()
-        window.append((frame, peak))
-        if window[0][0] < frame - width:
-            window.popleft()
-        out.append(window[0][1])
-        frame += 1
-    return out
-
-
 def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[FusedState],
               unit: float = UNIT) -> tuple[list[F64], list[FusedState]]:
     """Fused detection function of several streams' new frames in one pass, and their new states (the old
@@ -220,7 +201,7 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
         reference[a + head : b] = bands[a : b - lag]
         kept = bands[b - lag : b].copy() if count >= lag else np.concatenate([past[count:], bands[a:b]])
         window = collections.deque(state.recent)
-        recent = recent_peaks(window, state.frame, peaks[a:b], width)
+        recent = odf_mod.recent_peaks(window, state.frame, peaks[a:b], width)
         floors += [r * scale if r * scale > low else low for r in recent]
         if ratio:
             gates += [p >= r * ratio for p, r in zip(peaks[a:b], recent, strict=True)]

@@ -120,6 +120,23 @@ def compression_floor(floor: tuple[np.float32, np.float32], recent_peak: F32) ->
     return np.maximum(recent_peak * scale, low)[:, None]
 
 
+def recent_peaks(window: collections.deque[tuple[int, float]], frame: int, peaks: list[float],
+                 width: int) -> list[float]:
+    """The recent peak of each new frame, streaming: the loudest of its peak and the ``width`` peaks before
+    it (``window``, updated in place: see :func:`compression_floors`). A maximum is exact, so the values
+    never depend on the block sizes."""
+    out = []
+    for peak in peaks:
+        while window and window[-1][1] <= peak:
+            window.pop()
+        window.append((frame, peak))
+        if window[0][0] < frame - width:
+            window.popleft()
+        out.append(window[0][1])
+        frame += 1
+    return out
+
+
 def compression_floors(
     window: collections.deque[tuple[int, float]],
     frame: int,
@@ -155,15 +172,9 @@ def compression_floors(
         One floor per new frame.
     """
     floors = []
-    for peak in peaks:
-        while window and window[-1][1] <= peak:
-            window.pop()
-        window.append((frame, peak))
-        if window[0][0] < frame - width:
-            window.popleft()
-        floor = window[0][1] * scale
+    for recent in recent_peaks(window, frame, peaks, width):
+        floor = recent * scale
         floors.append(floor if floor > low else low)
-        frame += 1
     return floors
 
 
