@@ -81,25 +81,26 @@ def test_one_stream_in_any_blocks_equals_many_streams_in_one_pass() -> None:
     rows, _ = nf.file_rows(rate, signals.music_mix(rate, 4.0, seed=33).samples)
     features, _ = nf.file_features(rate, signals.music_mix(rate, 4.0, seed=33).samples)
     assert features.shape[1] == len(rows)
-    whole = nn.run(net, nn.initial_state(net), features)
+    whole = nn.run(net, features)
     rng = np.random.default_rng(5)
     for sizes in ((1,), (2,), (3, 29, 64, 1), (33,), (200,)):
-        states = [nn.initial_state(net) for _ in range(4)]
-        got: list[list[np.ndarray]] = [[] for _ in states]
-        positions = [0] * len(states)
+        pasts = [nn.silent_buffers(net)] * 4
+        got: list[list[np.ndarray]] = [[] for _ in pasts]
+        positions = [0] * len(pasts)
         step = 0
         while min(positions) < features.shape[1]:
             counts = []
-            for k in range(len(states)):  # stream 0 in the sizes given, the others at random
+            for k in range(len(pasts)):  # stream 0 in the sizes given, the others at random
                 size = sizes[step % len(sizes)] if k == 0 else int(rng.integers(0, 40))
                 size = min(size, features.shape[1] - positions[k])
                 counts.append(size)
             block = np.concatenate(
-                [features[:, positions[k] : positions[k] + counts[k]] for k in range(len(states))], axis=1
+                [features[:, positions[k] : positions[k] + counts[k]] for k in range(len(pasts))], axis=1
             )
-            for k, activations in enumerate(nn.run_many(net, states, block, counts)):
-                got[k].append(activations)
+            activations, pasts = nn.forward(net, pasts, block, counts)
+            for k, stop in enumerate(np.cumsum(counts).tolist()):
+                got[k].append(activations[stop - counts[k] : stop])
                 positions[k] += counts[k]
             step += 1
-        for k in range(len(states)):
+        for k in range(len(pasts)):
             assert np.array_equal(np.concatenate(got[k]), whole), (sizes, k)

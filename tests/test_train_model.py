@@ -46,7 +46,7 @@ def test_numpy_network_matches_torch_on_fixed_inputs(tmp_path: Path) -> None:
     x = np.random.default_rng(5).uniform(0.0, 3.0, (n_features, 700)).astype(np.float32)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(x)[None]))[0].numpy()
-    got = nn.run(net, nn.initial_state(net), x)
+    got = nn.run(net, x)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-5
     assert float(np.std(got)) > 0.05, "the activations must vary for the comparison to mean anything"
@@ -54,7 +54,7 @@ def test_numpy_network_matches_torch_on_fixed_inputs(tmp_path: Path) -> None:
     silent = np.zeros((n_features, 30), dtype=np.float32)
     with torch.no_grad():
         expected_silent = torch.sigmoid(model(torch.from_numpy(silent)[None]))[0].numpy()
-    got_silent = nn.run(net, nn.initial_state(net), silent)
+    got_silent = nn.run(net, silent)
     assert np.abs(got_silent - expected_silent).max() < 1e-6
     assert np.ptp(got_silent) < 1e-6, "silence after silence gives a constant activation"
 
@@ -125,4 +125,4 @@ def test_a_tiny_training_run_learns_saves_and_resumes(tmp_path: Path) -> None:
     x = np.random.default_rng(7).uniform(0.0, 3.0, (served.n_features, 300)).astype(np.float32)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(x)[None]))[0].numpy()
-    assert np.abs(nn.run(served, nn.initial_state(served), x) - expected).max() < 1e-5
+    assert np.abs(nn.run(served, x) - expected).max() < 1e-5

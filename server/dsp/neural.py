@@ -112,7 +112,7 @@ class NeuralState(NamedTuple):
         The last log band rows, oldest first. None until the stream's first frame: the past is then taken
         to be that frame held forever (silence at a stream's start; no jump after a switch of method).
     buffers : ndarray, shape (hidden, past_width), float32, or None
-        The network's past columns (:class:`~server.dsp.nn.NetState`); None with ``past``.
+        The network's past columns (:func:`~server.dsp.nn.forward`); None with ``past``.
     """
 
     past: F32 | None = None

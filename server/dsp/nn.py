@@ -13,8 +13,9 @@ fallback); the output layer's is a scipy sparse (CSR) product, each output a run
 row in a fixed order. So a stream's activations are bitwise the same in any block sizes.
 
 A stream's state is, per layer, the last ``2 * d_l`` columns of that layer's input, side by side in one
-array (:class:`NetState`); a new stream starts from the network's response to silent features. Several
-streams' new frames go through one pass (:func:`forward`), the streams' pasts stacked once per pass.
+array, its *past* (:func:`past_segments`); a new stream starts from the network's response to silent
+features (:func:`silent_buffers`). Several streams' new frames go through one pass (:func:`forward`), the
+streams' pasts stacked once per pass.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ def save_net(path: str | Path, arrays: dict[str, Any], meta: dict[str, Any]) -> 
 
 def past_segments(net: Net) -> tuple[tuple[int, int], ...]:
     """Where each dilated layer's past lies in a stream's past columns: ``(first column, 2 * d)`` per
-    layer."""
+    layer, the layer's last ``2 * d`` input columns, oldest first."""
     segments, offset = [], 0
     for dilation in net.dilations:
         segments.append((offset, 2 * dilation))
@@ -160,24 +161,8 @@ def past_segments(net: Net) -> tuple[tuple[int, int], ...]:
 
 
 def past_width(net: Net) -> int:
-    """Columns of a stream's past (:class:`NetState`): ``2 * d`` per dilated layer."""
+    """Columns of a stream's past (:func:`past_segments`): ``2 * d`` per dilated layer."""
     return 2 * sum(net.dilations)
-
-
-@dataclasses.dataclass
-class NetState:
-    """One stream's network state: per layer, the last ``2 * d`` columns of its input, side by side.
-
-    Attributes
-    ----------
-    columns : ndarray, shape (hidden, past_width(net)), float32
-        Layer ``l``'s past is ``columns[:, offset : offset + 2 * d]`` (:func:`past_segments`), oldest first.
-    """
-
-    columns: F32
-
-    def copy(self) -> NetState:
-        return NetState(self.columns.copy())
 
 
 def relu(values: F32) -> F32:
@@ -219,19 +204,12 @@ def silent_buffers(net: Net) -> F32:
     return steady_buffers(net, np.zeros((net.n_features, 1), dtype=np.float32))
 
 
-def initial_state(net: Net) -> NetState:
-    """The state of a new stream: as if silence had always come before."""
-    return NetState(silent_buffers(net).copy())
-
-
-def run(net: Net, state: NetState, features: F32) -> F32:
-    """Activations of one stream's new frames; updates ``state``.
+def run(net: Net, features: F32) -> F32:
+    """Activations of a new stream's frames, after silence (:func:`forward` of one stream).
 
     Parameters
     ----------
     net : Net
-    state : NetState
-        The stream's state, updated in place.
     features : ndarray, shape (n_features, n_frames), float32
 
     Returns
@@ -239,32 +217,8 @@ def run(net: Net, state: NetState, features: F32) -> F32:
     ndarray, shape (n_frames,), float32
         Onset activation of each frame, 0–1.
     """
-    activations, [state.columns] = forward(net, [state.columns], features, [features.shape[1]])
+    activations, _ = forward(net, [silent_buffers(net)], features, [features.shape[1]])
     return activations
-
-
-def run_many(net: Net, states: Sequence[NetState], features: F32, counts: Sequence[int]) -> list[F32]:
-    """Activations of several streams' new frames in one pass; updates each state.
-
-    Parameters
-    ----------
-    net : Net
-    states : sequence of NetState
-        One per stream, updated in place.
-    features : ndarray, shape (n_features, sum(counts)), float32
-        The streams' new frames, stream after stream.
-    counts : sequence of int
-        New frames of each stream (may be 0).
-
-    Returns
-    -------
-    list of ndarray, each shape (count,), float32
-    """
-    activations, pasts = forward(net, [state.columns for state in states], features, counts)
-    for state, past in zip(states, pasts, strict=True):
-        state.columns = past
-    stops = np.cumsum(counts).tolist()
-    return [activations[stop - count : stop] for stop, count in zip(stops, counts, strict=True)]
 
 
 def forward(net: Net, pasts: Sequence[F32], features: F32, counts: Sequence[int]) -> tuple[F32, list[F32]]:
@@ -274,7 +228,8 @@ def forward(net: Net, pasts: Sequence[F32], features: F32, counts: Sequence[int]
     ----------
     net : Net
     pasts : sequence of ndarray, each shape (hidden, past_width(net)), float32
-        Each stream's past columns (:class:`NetState`); not changed.
+        Each stream's past columns (:func:`past_segments`; a new stream's: :func:`silent_buffers`); not
+        changed.
     features : ndarray, shape (n_features, sum(counts)), float32
         The streams' new frames, stream after stream.
     counts : sequence of int
