@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
-from server.dsp.attack import locate_attack
+from server.dsp.attack import attack_energies, locate_attack
 from server.dsp.blocks import FLOAT32, all_finite, to_mono
 from server.dsp.filterbank import log_filterbank
 from server.dsp.onset import Onset
@@ -246,6 +246,7 @@ def _locate_attacks(detector: OnsetDetector, samples: F32, starts: list[int], va
     search = plan.attack_search
     assert search is not None
     threshold, first = plan.threshold, state.odf_base + len(state.odf)  # the first new frame's index
+    filters = plan.attack_filters if state.rows_out is not None else None  # energies for a rhythm beside
     for k, value in enumerate(values):
         if value >= threshold:
             start = starts[k]
@@ -253,6 +254,8 @@ def _locate_attacks(detector: OnsetDetector, samples: F32, starts: list[int], va
             at = locate_attack(window, frame_len - search[0], frame_len - search[1], plan.attack_block,
                                plan.attack_past)
             state.attacks[first + k] = at - frame_len
+            if filters is not None:
+                state.attack_energies[first + k] = attack_energies(window, at, filters)
 
 
 def _raise_bad(monos: list[F32], indices: list[int], numbered: bool) -> None:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from server.dsp import batch
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
-from server.dsp.onset import Onset
+from server.dsp.onset import AttackEvidence, Onset
 from server.dsp.opening import opening_is_attack
 from server.dsp.peaks import mask_levels, merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
@@ -37,7 +37,8 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 8  # of the pickled state (6: located attacks; 7: forward mask level; 8: neural's past array)
+STATE_VERSION = 9  # of the pickled state (6: located attacks; 7: forward mask level; 8: neural's past array;
+# 9: attack energies)
 
 
 class OnsetDetector:
@@ -367,7 +368,12 @@ class OnsetDetector:
                 times = [t for t in times if t >= state.hold_until_s]
                 picked = picked[len(picked) - len(times) :]
             kept, state.last_onset_s = merge_close(times, state.last_onset_s, plan.min_interval_s)
-            onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
+            if not lookahead and state.attack_energies:  # a rhythm beside: what the attack's samples say
+                energies = state.attack_energies
+                onsets = [Onset(times[k], odf[picked[k]], _evidence(energies, base + picked[k], hop, rate))
+                          for k in kept]
+            else:
+                onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
         self._advance(stop, masks[-1] if masks else None)
         return onsets
 
@@ -389,8 +395,18 @@ class OnsetDetector:
         if attacks:  # located attacks of frames now decided are not needed any more
             for frame in [frame for frame in attacks if frame < state.next_frame]:
                 del attacks[frame]
+            energies = state.attack_energies
+            for frame in [frame for frame in energies if frame < state.next_frame]:
+                del energies[frame]
         drop = stop - plan.context
         if drop > 0:
             del state.odf[:drop]
             del state.levels[:drop]
             state.odf_base += drop
+
+
+def _evidence(energies: dict[int, tuple[float, float, float]], frame: int, hop: int,
+              rate: int) -> AttackEvidence | None:
+    """The attack evidence of an onset decided at ``frame`` (an index on the stream's frame timeline)."""
+    found = energies.get(frame)
+    return None if found is None else AttackEvidence((frame + 1) * hop / rate, found)

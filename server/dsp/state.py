@@ -67,6 +67,9 @@ class StreamState:
     attacks : dict of int to int
         Without look-ahead: for each undecided frame whose ODF reached the threshold, where its attack lies,
         samples from the frame's end (not positive; :func:`~server.dsp.attack.locate_attack`).
+    attack_energies : dict of int to (float, float, float)
+        Without look-ahead and with the row tap on: for the same frames, the attack's energies
+        (:func:`~server.dsp.attack.attack_energies`).
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -87,6 +90,7 @@ class StreamState:
     rows_out: list[F32] | None
     mask_level: float
     attacks: dict[int, int]
+    attack_energies: dict[int, tuple[float, float, float]]
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -111,6 +115,7 @@ def new_state(plan: Plan) -> StreamState:
         rows_out=None,
         mask_level=0.0,
         attacks={},
+        attack_energies={},
     )
 
 
