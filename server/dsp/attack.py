@@ -27,7 +27,8 @@ FLOOR = 1e-20  # added to every block's energy: digital silence before an attack
 LOW_HZ = 200.0  # the low filter's corner and the middle band's lower edge (chosen on rhythm-dev)
 HIGH_HZ = 8000.0  # the middle band's upper edge and the high filter's corner
 
-AttackFilters = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]
+Coefficients = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (b, a) of scipy.signal.lfilter
+AttackFilters = tuple[Coefficients, Coefficients, Coefficients]
 
 
 def locate_attack(window: F32, first: int, stop: int, block: int, past_blocks: int) -> int:
@@ -64,19 +65,18 @@ def locate_attack(window: F32, first: int, stop: int, block: int, past_blocks: i
 
 
 def attack_filters(sample_rate: int) -> AttackFilters:
-    """Second-order sections of :func:`attack_energies`' filters at ``sample_rate`` Hz: 2nd-order Butterworth
-    low-pass at ``LOW_HZ``, band-pass ``LOW_HZ``-``HIGH_HZ`` and high-pass at ``HIGH_HZ`` (the band-pass's top
-    and the high-pass drop out below ``HIGH_HZ``'s Nyquist rate: a high band that cannot hold energy)."""
-    nyquist_hz = sample_rate / 2.0
-    top_hz = min(HIGH_HZ, 0.95 * nyquist_hz)
-    low = scipy.signal.butter(2, LOW_HZ, "lowpass", fs=sample_rate, output="sos")
-    mid = scipy.signal.butter(2, [LOW_HZ, top_hz], "bandpass", fs=sample_rate, output="sos")
+    """Coefficients ``(b, a)`` of :func:`attack_energies`' filters at ``sample_rate`` Hz: 2nd-order
+    Butterworth low-pass at ``LOW_HZ``, band-pass ``LOW_HZ``-``HIGH_HZ`` and high-pass at ``HIGH_HZ``
+    (where ``HIGH_HZ`` is above 0.95 of the Nyquist frequency the band-pass ends there and the high filter
+    passes nothing: a high band that cannot hold energy)."""
+    top_hz = min(HIGH_HZ, 0.95 * sample_rate / 2.0)
+    low = scipy.signal.butter(2, LOW_HZ, "lowpass", fs=sample_rate)
+    mid = scipy.signal.butter(2, [LOW_HZ, top_hz], "bandpass", fs=sample_rate)
     if top_hz == HIGH_HZ:
-        high = scipy.signal.butter(2, HIGH_HZ, "highpass", fs=sample_rate, output="sos")
+        high = scipy.signal.butter(2, HIGH_HZ, "highpass", fs=sample_rate)
     else:
-        high = np.zeros((1, 6))  # no band above HIGH_HZ at this rate: no energy there
-        high[0, 3] = 1.0
-    return low, mid, high
+        high = (np.zeros(1), np.ones(1))
+    return (low[0], low[1]), (mid[0], mid[1]), (high[0], high[1])
 
 
 def attack_energies(window: F32, at: int, filters: AttackFilters) -> tuple[float, float, float]:
@@ -88,5 +88,5 @@ def attack_energies(window: F32, at: int, filters: AttackFilters) -> tuple[float
     """
     samples = window.astype(np.float64)
     at = min(max(at, 0), len(samples) - 1)
-    low, mid, high = (float(np.mean(np.square(scipy.signal.sosfilt(sos, samples)[at:]))) for sos in filters)
+    low, mid, high = (float(np.mean(np.square(scipy.signal.lfilter(b, a, samples)[at:]))) for b, a in filters)
     return low, mid, high
