@@ -269,16 +269,30 @@ def held_references(hold: np.float32, filtered: F32, counts: Sequence[int],
     """
     n_bands = filtered.shape[1]
     out = np.empty_like(filtered)
-    live = [i for i, count in enumerate(counts) if count]
     nexts: list[F32 | None] = [None] * len(counts)
+    starts = list(itertools.accumulate(counts, initial=0))
+    live = [i for i, count in enumerate(counts) if count]
+    zeros = np.zeros(n_bands, dtype=np.float32)
+    if len(live) == 1:  # one stream (a file, a lone stream): its rows in turn
+        i = live[0]
+        held = states[i].held
+        level = zeros if held is None else held
+        for row in range(starts[i], starts[i + 1]):
+            out[row] = level
+            level = np.maximum(filtered[row], level * hold)
+        nexts[i] = level
+        return out, nexts
     if not live:
         return out, nexts
-    starts = np.cumsum([0, *counts])[:-1]
-    first = starts[live]
+    first = np.array([starts[i] for i in live])
     length = np.array([counts[i] for i in live])
-    zeros = np.zeros(n_bands, dtype=np.float32)
     level = np.stack([held if (held := states[i].held) is not None else zeros for i in live])
     for j in range(int(length.max())):
+        if j < length.min():
+            rows = first + j
+            out[rows] = level
+            level = np.maximum(filtered[rows], level * hold)
+            continue
         on = length > j
         rows = first[on] + j
         out[rows] = level[on]
