@@ -183,42 +183,55 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
         [s.neural for s in states],
     )
     bands = table[:, split:]
+    n_bands = bands.shape[1]
+    silence = np.zeros((lag, n_bands), dtype=np.float32)  # the past of a stream's first frames
+    pasts = [silence if state.past is None else state.past for state in states]
+    kept: list[F32 | None]
+    count = counts[0]
+    if count and all(n == count for n in counts):  # every stream alike: one array of pasts and new rows
+        joined = np.empty((len(rows), lag + count, n_bands), dtype=np.float32)
+        np.stack(pasts, out=joined[:, :lag])
+        joined[:, lag:] = bands.reshape(len(rows), count, n_bands)
+        reference = joined[:, :count].reshape(-1, n_bands)
+        kept = list(joined[:, count:])
+    else:
+        reference = np.empty_like(bands)
+        kept = []
+        for a, b, past in zip(starts, starts[1:], pasts, strict=False):
+            n = b - a
+            head = min(lag, n)  # frames whose reference is a past row
+            reference[a : a + head] = past[:head]
+            reference[a + head : b] = bands[a : b - lag]
+            kept.append(bands[b - lag : b].copy() if n >= lag else np.concatenate([past[n:], bands[a:b]]))
+    # The recent band peak of every new frame (each stream's window a deque copied from its state).
     peaks = odf_mod.row_max(bands).tolist()
-    reference = np.empty_like(bands)
-    width, scale, low, ratio = consts.floor_frames, consts.floor_scale, consts.floor_low, consts.gate_ratio
-    floors: list[float] = []
-    gates: list[bool] = []
-    mask: list[float] = []
-    new_states: list[FusedState] = []
-    for a, b, state, net, net_state in zip(starts, starts[1:], states, learned, net_states, strict=False):
-        count = b - a
-        if not count:
-            new_states.append(state)
-            continue
-        past = np.zeros((lag, bands.shape[1]), dtype=np.float32) if state.past is None else state.past
-        head = min(lag, count)  # frames whose reference is a past row
-        reference[a : a + head] = past[:head]
-        reference[a + head : b] = bands[a : b - lag]
-        kept = bands[b - lag : b].copy() if count >= lag else np.concatenate([past[count:], bands[a:b]])
-        window = collections.deque(state.recent)
-        recent = odf_mod.recent_peaks(window, state.frame, peaks[a:b], width)
-        floors += [r * scale if r * scale > low else low for r in recent]
-        if ratio:
-            gates += [p >= r * ratio for p, r in zip(peaks[a:b], recent, strict=True)]
-        level = state.mask_level
-        if consts.mask_ratio:
-            values = net * np.array(gates[a:b], dtype=bool) if ratio else net
-            levels = mask_levels(values.tolist(), 0, count, level, consts.mask_decay)
-            level = levels.pop()
-            mask += levels
-        new_states.append(FusedState(
-            neural=net_state, past=kept, recent=tuple(window), frame=state.frame + count, mask_level=level
-        ))
-    floor = np.array(floors, dtype=np.float32)[:, None]
-    flux = odf_mod.superflux_rise(bands, (reference,), SUPERFLUX_UNIT, floor)
+    windows = [collections.deque(state.recent) for state in states]
+    recent = odf_mod.recent_peaks_many(
+        [(window, state.frame, n) for window, state, n in zip(windows, states, counts, strict=True)],
+        peaks, consts.floor_frames,
+    )
+    scale, low, ratio = consts.floor_scale, consts.floor_low, consts.gate_ratio
+    floor = np.array([f if (f := r * scale) > low else low for r in recent], dtype=np.float32)[:, None]
     net_all = np.concatenate(learned)
     if ratio:
-        net_all = net_all * np.array(gates, dtype=bool)
+        net_all = net_all * np.array([p >= r * ratio for p, r in zip(peaks, recent, strict=True)], dtype=bool)
+    mask: list[float] = []
+    levels_at = [state.mask_level for state in states]
+    if consts.mask_ratio:
+        gated = net_all.tolist()
+        for k, (a, b) in enumerate(itertools.pairwise(starts)):
+            if b > a:
+                levels = mask_levels(gated, a, b, levels_at[k], consts.mask_decay)
+                levels_at[k] = levels.pop()
+                mask += levels
+    new_states = [
+        FusedState(neural=net_state, past=past, recent=tuple(window), frame=state.frame + n, mask_level=level)
+        if n else state
+        for state, net_state, past, window, n, level in zip(
+            states, net_states, kept, windows, counts, levels_at, strict=True
+        )
+    ]
+    flux = odf_mod.superflux_rise(bands, (reference,), SUPERFLUX_UNIT, floor)
     if consts.mask_ratio:
         net_all = net_all * (net_all >= consts.mask_ratio * np.array(mask))
     fused = (NEURAL_WEIGHT * net_all + (1.0 - NEURAL_WEIGHT) * flux) / unit
