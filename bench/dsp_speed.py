@@ -5,13 +5,16 @@ Usage::
 
     .venv/bin/python bench/dsp_speed.py [--seconds 10] [--rates 44100,48000] [--streams 64,256]
                                         [--method superflux[,fused,...]] [--repeat 3] [--json PATH]
+                                        [--many-only]
 
 Figures are multiples of real time on one core (audio seconds, summed over streams, per CPU second of this
 process, ``time.process_time``) and CPU microseconds per call; each is the best of ``--repeat`` runs, as
 other processes on a shared machine only ever slow a run down (they share its caches and cores). Thread
 pools are limited to one thread before numpy is imported. The audio is a generated music-like mix
 (``testkit/signals.py``); stream ``i`` of ``N`` starts at its own offset into it. Every stream's
-``take_odf()`` is called after each block, as a live stream's pool job does.
+``take_odf()`` is called after each block, as a live stream's pool job does. ``--many-only`` measures only
+``process_many`` (no single stream, no loop of ``process()`` calls, no pickle round trip): a few minutes
+less per method, for back-to-back runs of two versions.
 """
 
 from __future__ import annotations
@@ -95,12 +98,13 @@ def many_streams(
     seconds: float,
     settings: DetectorSettings,
     repeat: int,
+    ways: tuple[str, ...] = ("process_many", "process loop"),
 ) -> dict[str, float]:
     """``streams`` detectors fed blocks of ``block_ms`` in lockstep: by ``process_many`` and by a loop."""
     blocks = stream_blocks(samples, rate, streams, block_ms, seconds)
     audio_s = len(blocks) * streams * len(blocks[0][0]) / rate
     result: dict[str, float] = {}
-    for name in ("process_many", "process loop"):
+    for name in ways:
 
         def run(name: str = name) -> None:
             detectors = [OnsetDetector(rate, 1, settings) for _ in range(streams)]
@@ -144,7 +148,9 @@ def main() -> None:
     parser.add_argument("--method", default="superflux")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best counts")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--many-only", action="store_true", help="measure process_many only")
     args = parser.parse_args()
+    ways = ("process_many",) if args.many_only else ("process_many", "process loop")
     results: dict[str, object] = {}
     methods = args.method.split(",")
     for method, rate in [(m, int(r)) for r in args.rates.split(",") for m in methods]:
@@ -154,7 +160,7 @@ def main() -> None:
         out: dict[str, object] = results
         if len(methods) > 1:  # one entry per method
             out = results.setdefault(method, {})  # type: ignore[assignment]
-        for block_ms in (10.0, 20.0, 100.0):
+        for block_ms in () if args.many_only else (10.0, 20.0, 100.0):
             row = one_stream(samples, rate, block_ms, settings, args.repeat)
             out[f"{rate} 1 stream {block_ms:g} ms"] = row
             print(
@@ -163,15 +169,17 @@ def main() -> None:
                 flush=True,
             )
         for streams in [int(n) for n in args.streams.split(",")]:
-            row = many_streams(samples, rate, streams, 20.0, args.seconds, settings, args.repeat)
+            row = many_streams(samples, rate, streams, 20.0, args.seconds, settings, args.repeat, ways)
             out[f"{rate} {streams} streams 20 ms"] = row
-            for name in ("process_many", "process loop"):
+            for name in ways:
                 per_block, speed = row[f"{name} us_per_block"], row[f"{name} x_realtime"]
                 print(
                     f"  {streams:3d} streams, 20 ms blocks, {name + ':':15s} "
                     f"{per_block:7.1f} us/block {speed:6.0f}x real time",
                     flush=True,
                 )
+        if args.many_only:
+            continue
         round_trip = pickle_round_trip(samples, rate, settings, args.repeat)
         out[f"{rate} pickle round trip us"] = round_trip
         print(f"  pickle.dumps + pickle.loads of a detector mid-stream: {round_trip:.1f} us", flush=True)

@@ -1,4 +1,4 @@
-"""Where the learned detector's CPU goes through ``process_many``: a pass's stages, per stream hop.
+"""Where a method's CPU goes through ``process_many`` (default ``neural``): a pass's stages, per stream hop.
 
 Usage::
 
@@ -8,7 +8,8 @@ Usage::
 N streams of 20 ms blocks in lockstep, as ``bench/dsp_speed.py`` feeds them (its audio, offsets and
 ``take_odf()`` after each block), once to warm up, then once timed with a CPU-time (``time.process_time``)
 wrapper around each stage's function: the batched maths of a pass (``batch._analyse_frames``), in it the
-FFT, the frame power, the log bands, the neural step (the rise features, the states and the network), in
+FFT, the frame power, a classical method's comparison (its streams' compression floors, past rows and
+ODF), the log bands, the neural step (the rise features, the states and the network), in
 that the network, its dilated layers, its products and its sigmoid; and the per-stream Python outside the
 batched maths (adding blocks to a pass, ``finish_pass``, peak picking, ``take_odf``). Nested stages are
 included in their parents. The wrappers cost about 1 us per hop, so the total is a little above
@@ -42,6 +43,7 @@ STAGES: tuple[tuple[Any, str, str], ...] = (
     (batch, "_analyse_frames", "batched maths of the pass (all below)"),
     (batch, "spectrum", "  FFT"),
     (batch, "frame_power", "  frame power"),
+    (batch, "_compare_classical", "  classical ODF: compression floors, past rows, comparison"),
     (neural, "log_band_rows", "  log bands"),
     (neural, "step_with", "  neural step (rise features, states, network)"),
     (nn, "forward", "    network"),

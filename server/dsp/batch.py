@@ -10,6 +10,7 @@ per detector, in :class:`~server.dsp.detector.OnsetDetector`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -151,13 +152,13 @@ class _Pass:
         "frame_len",
         "frames",
         "hop",
+        "length",
         "members",
         "pieces",
         "plan",
         "regular",
         "samples",
         "size",
-        "starts",
         "tapped",
     )
 
@@ -165,35 +166,47 @@ class _Pass:
         self.plan = plan
         self.frame_len, self.hop = plan.grid.frame_len, plan.grid.hop
         self.members: list[int] = []  # caller's index of each detector
-        # Per member: detector, its new frames, its samples in the joined pieces, its new samples.
-        self.entries: list[tuple[OnsetDetector, int, int, int]] = []
+        # Per member: detector, its new frames, its samples in the joined pieces, its new samples, and where
+        # its samples start in the joined pieces.
+        self.entries: list[tuple[OnsetDetector, int, int, int, int]] = []
         self.pieces: list[F32] = []  # each detector's unframed samples, then its new ones
-        self.starts: list[int] = []  # offset of each new frame in the joined pieces
         self.frames = 0  # new frames in all
         self.size = 0  # samples in all
+        self.length = -1  # samples of the first member
         self.regular = True  # every member has new frames and as many samples as the others
         self.tapped = False  # some member keeps its log-filterbank rows (OnsetDetector.tap_rows)
         self.samples: F32 = np.zeros(0, dtype=np.float32)
 
     def add(self, index: int, detector: OnsetDetector, mono: F32) -> None:
-        tail = detector.state.tail
+        state = detector.state
+        tail = state.tail
         length = len(tail) + len(mono)
         offset = self.size
         self.size = offset + length
         self.pieces += (tail, mono)
         self.members.append(index)
-        if detector.state.rows_out is not None:
+        if state.rows_out is not None:
             self.tapped = True
         if length >= self.frame_len:
             count = (length - self.frame_len) // self.hop + 1
-            self.starts += range(offset, offset + count * self.hop, self.hop)
             self.frames += count
-            self.entries.append((detector, count, length, len(mono)))
         else:
-            self.entries.append((detector, 0, length, len(mono)))
+            count = 0
             self.regular = False
-        if length != self.entries[0][2]:  # the number of frames follows from the length
-            self.regular = False
+        self.entries.append((detector, count, length, len(mono), offset))
+        if length != self.length:  # the number of frames follows from the length
+            if self.length < 0:
+                self.length = length
+            else:
+                self.regular = False
+
+    def starts(self) -> list[int]:
+        """Where each new frame starts in the joined samples, member after member."""
+        starts: list[int] = []
+        hop = self.hop
+        for _, count, _, _, offset in self.entries:
+            starts += range(offset, offset + count * hop, hop)
+        return starts
 
     def seal(self) -> None:
         """Join the pieces (nothing changes in the detectors yet)."""
@@ -205,21 +218,26 @@ class _Pass:
 
         With ``final`` (end of stream) the new samples are padding: they do not count in ``samples_in``.
         """
+        values: list[float] = []
+        levels: list[float] = []
+        kept: Any = None
         rows = None
-        if self.starts:
+        if self.frames:
             values, levels, kept, rows = _analyse_frames(self)
+            if self.regular and not final and rows is None:
+                return self._run_regular(values, levels, kept)
         samples, hop, history = self.samples, self.hop, self.plan.history
         found: list[list[Onset]] = []
-        offset = row = framed = 0
-        for detector, count, length, new in self.entries:
+        row = framed = 0
+        for detector, count, length, new, offset in self.entries:
             tail = samples[offset + count * hop : offset + length]
-            offset += length
             if not final:
                 state = detector.state
                 state.samples_in += new
                 opening = state.opening
-                if opening is not None and new and len(opening) < detector.plan.opening_len:
-                    more = samples[offset - new : offset][: detector.plan.opening_len - len(opening)]
+                wanted = detector.plan.opening_len
+                if opening is not None and new and len(opening) < wanted:
+                    more = samples[offset + length - new : offset + length][: wanted - len(opening)]
                     state.opening = np.concatenate([opening, more])
             if count:
                 stop = row + count
@@ -228,7 +246,7 @@ class _Pass:
                     _keep_rows(detector, rows[row:stop])
                 new_values = values[row:stop]
                 if detector.plan.attack_search is not None:
-                    _keep_attack_windows(detector, samples, self.starts[row:stop], new_values, self.frame_len)
+                    _keep_attack_windows(detector, samples, offset, new_values, self.frame_len, hop)
                 found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], final))
                 row = stop
                 framed += 1
@@ -236,18 +254,45 @@ class _Pass:
                 found.append(detector.finish_pass(tail, None, [], [], final))
         return found
 
+    def _run_regular(self, values: list[float], levels: list[float], kept: Any) -> list[list[Onset]]:
+        """:meth:`run` of a regular pass (every member as many samples and new frames), not final, no tap:
+        the members' tails and history rows are the rows of one array each."""
+        members, length = len(self.entries), self.length
+        count = self.entries[0][1]
+        samples, frame_len, hop = self.samples, self.frame_len, self.hop
+        tails = samples.reshape(members, length)[:, count * hop :]
+        hists = kept.reshape(members, self.plan.history, kept.shape[1])
+        found: list[list[Onset]] = []
+        row = 0
+        for (detector, _, _, new, offset), tail, hist in zip(self.entries, tails, hists, strict=True):
+            state = detector.state
+            state.samples_in += new
+            plan = detector.plan
+            opening = state.opening
+            if opening is not None and new and len(opening) < plan.opening_len:
+                more = samples[offset + length - new : offset + length][: plan.opening_len - len(opening)]
+                state.opening = np.concatenate([opening, more])
+            stop = row + count
+            new_values = values[row:stop]
+            if plan.attack_search is not None:
+                _keep_attack_windows(detector, samples, offset, new_values, frame_len, hop)
+            found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], False))
+            row = stop
+        return found
 
-def _keep_attack_windows(detector: OnsetDetector, samples: F32, starts: list[int], values: list[float],
-                         frame_len: int) -> None:
+
+def _keep_attack_windows(detector: OnsetDetector, samples: F32, offset: int, values: list[float],
+                         frame_len: int, hop: int) -> None:
     """Without look-ahead: keep the samples of each new frame whose detection function reaches the threshold
     (only those can be onsets): the onset's attack is located in them once the frame is one
-    (:mod:`server.dsp.attack`), so its time does not depend on how the audio was cut."""
+    (:mod:`server.dsp.attack`), so its time does not depend on how the audio was cut. The detector's
+    samples start at ``offset`` in ``samples``; ``values`` are its new frames' ODF."""
     state = detector.state
     threshold, first = detector.plan.threshold, state.odf_base + len(state.odf)  # the first new frame's index
     windows = state.attack_windows
     for k, value in enumerate(values):
         if value >= threshold:
-            start = starts[k]
+            start = offset + k * hop
             windows[first + k] = samples[start : start + frame_len].copy()
 
 
@@ -293,11 +338,11 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any, F32 
     """
     plan, samples = current.plan, current.samples
     grid = plan.grid
-    starts, step, frame_len = current.starts, samples.strides[0], grid.frame_len
+    step, frame_len = samples.strides[0], grid.frame_len
     # Windowed frames go straight into a zero-padded buffer: the FFT then copies nothing.
-    padded = np.empty((len(starts), grid.fft_size), dtype=np.float32)
+    padded = np.empty((current.frames, grid.fft_size), dtype=np.float32)
     padded[:, frame_len:] = 0.0
-    count, length = current.entries[0][1:3]
+    count, length = current.entries[0][1], current.length
     if current.regular:  # every member brought as many samples: its frames lie on a regular grid
         frames = np.ndarray(
             (len(current.entries), count, frame_len),
@@ -310,7 +355,7 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any, F32 
         )
     else:
         every_start = frame_view(samples, frame_len, 1)  # a frame at every sample; pick ours
-        np.multiply(every_start[starts], plan.window, out=padded[:, :frame_len])
+        np.multiply(every_start[current.starts()], plan.window, out=padded[:, :frame_len])
     windowed = padded[:, :frame_len]
     spectra = spectrum(padded, grid.fft_size)
     levels = frame_power(windowed, plan.level_norm, overwrite=True).tolist()  # padded is free now
@@ -326,7 +371,7 @@ def _analyse_frames(current: _Pass) -> tuple[list[float], list[float], Any, F32 
 def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:
     """ODF of a classical method's new frames (each compared with its ``lags`` past rows) and the rows kept.
 
-    Row r of ``table`` is a new frame's features for r < len(starts), then each member's history rows.
+    Row r of ``table`` is a new frame's features for r < current.frames, then each member's history rows.
     A member's frames in stream order are its history rows, then its new rows: position p of that
     sequence is table row ``row + p - history`` when p >= history, else its history row p (a detector
     priming after a method switch has no history: its first new row stands for all of it).
@@ -334,32 +379,35 @@ def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:
     plan = current.plan
     method, history, lags = plan.method, plan.history, plan.lags
     assert method.peaks is not None and method.compare is not None
-    peaks = method.peaks(feats).tolist()
-    hist_parts: list[Any] = []
-    past: list[list[int]] = [[] for _ in lags]
-    keep: list[int] = []
-    floors: list[float] = []
-    row = 0
-    next_hist = len(current.starts)
-    simple = lags == (1,) and history == 1
-    width, scale, low = plan.floor_frames, plan.floor_scale, plan.floor_low
-    for detector, count, _, _ in current.entries:
-        if not count:
-            continue
-        state = detector.state
-        hist = state.history
-        if hist is None:
-            first, step = row, 0
-        else:
-            hist_parts.append(hist)
-            first, step = next_hist, 1
-            next_hist += history
-        if simple:
-            rows = past[0]
-            rows.append(first)
-            rows += range(row, row + count - 1)
-            keep.append(row + count - 1)
-        else:
+    counts = [count for _, count, _, _, _ in current.entries if count]
+    states = [detector.state for detector, count, _, _, _ in current.entries if count]
+    windows = [(s.recent, s.odf_base + len(s.odf), count) for s, count in zip(states, counts, strict=True)]
+    recent = odf_mod.recent_peaks_many(windows, method.peaks(feats).tolist(), plan.floor_frames)
+    scale, low = plan.floor_scale, plan.floor_low
+    floor = np.array([f if (f := r * scale) > low else low for r in recent], dtype=np.float32)[:, None]
+    hist_parts = [state.history for state in states]
+    if current.regular and not any(hist is None for hist in hist_parts):
+        if len(hist_parts) == 1 and lags == (1,) and history == 1:
+            # One member (a lone detector's pass): its past is its history, then its new rows.
+            references: tuple[Any, ...] = (np.concatenate([hist_parts[0], feats[:-1]]),)
+            kept = feats[-1:]
+        else:  # every member alike: the rows to gather depend on the pass's shape alone
+            past_rows, keep = _classical_rows(len(states), counts[0], history, lags)
+            table = np.concatenate([feats, *hist_parts])
+            references = tuple(table[rows] for rows in past_rows)
+            kept = table[keep]
+    else:
+        hist_parts = [hist for hist in hist_parts if hist is not None]
+        past: list[list[int]] = [[] for _ in lags]
+        keep_list: list[int] = []
+        row = 0
+        next_hist = current.frames
+        for state, count in zip(states, counts, strict=True):
+            if state.history is None:
+                first, step = row, 0
+            else:
+                first, step = next_hist, 1
+                next_hist += history
             for lag, rows in zip(lags, past, strict=True):
                 # Frame k compares with position history + k - lag: a history row while k < lag.
                 head = lag if lag < count else count
@@ -367,39 +415,56 @@ def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:
                     rows.append(first + step * (history + k - lag))
                 rows += range(row, row + count - head)
             for position in range(count, count + history):
-                keep.append(row + position - history if position >= history else first + step * position)
-        frame = state.odf_base + len(state.odf)  # the first new frame's index
-        floors += odf_mod.compression_floors(state.recent, frame, peaks[row : row + count], width, scale, low)
-        row += count
-
-    floor = np.array(floors, dtype=np.float32)[:, None]
-    if simple and len(hist_parts) == 1 and len(hist_parts) == len(keep):
-        # One member with history (a lone detector's pass): its past is its history, then its new rows.
-        references: tuple[Any, ...] = (np.concatenate([hist_parts[0], feats[:-1]]),)
-        kept = feats[-1:]
-    else:
+                keep_list.append(row + position - history if position >= history else first + step * position)
+            row += count
         table = np.concatenate([feats, *hist_parts]) if hist_parts else feats
         references = tuple(table[rows] for rows in past)
-        kept = table[keep]
+        kept = table[keep_list]
     values: list[float] = method.compare(feats, references, method.unit, floor).tolist()
     return values, kept
+
+
+@functools.lru_cache(maxsize=256)
+def _classical_rows(
+    members: int, count: int, history: int, lags: tuple[int, ...]
+) -> tuple[tuple[Any, ...], Any]:
+    """:func:`_compare_classical`'s gathers when each of ``members`` brings ``count`` new rows and has its
+    ``history`` rows: per lag, the table row each new frame compares with, and the rows each member keeps
+    (member after member). Read-only."""
+    new_rows = members * count
+    member = np.arange(members, dtype=np.int64)[:, None]
+    first = new_rows + history * member  # the member's first history row in the table
+    k = np.arange(count, dtype=np.int64)[None, :]
+    past = []
+    for lag in lags:
+        rows = np.where(k < lag, first + history + k - lag, member * count + k - lag).ravel()
+        rows.setflags(write=False)
+        past.append(rows)
+    position = np.arange(count, count + history, dtype=np.int64)[None, :]
+    keep = np.where(position >= history, member * count + position - history, first + position).ravel()
+    keep.setflags(write=False)
+    return tuple(past), keep
 
 
 def _step_stateful(current: _Pass, feats: Any) -> list[float]:
     """ODF of a stateful method's new frames: one ``step`` call for every member, states replaced."""
     plan = current.plan
-    members = [detector for detector, count, _, _ in current.entries if count]
-    rows: list[Any] = []
-    row = 0
-    for _, count, _, _ in current.entries:
-        if count:
-            rows.append(feats[row : row + count])
-            row += count
+    entries = current.entries
+    if current.regular:  # every member brings as many rows: the rows of one array
+        members = [detector for detector, _, _, _, _ in entries]
+        rows: list[Any] = list(feats.reshape(len(members), entries[0][1], -1))
+    else:
+        members = [detector for detector, count, _, _, _ in entries if count]
+        rows = []
+        row = 0
+        for _, count, _, _, _ in entries:
+            if count:
+                rows.append(feats[row : row + count])
+                row += count
     step = plan.method.step
     assert step is not None
     odfs, states = step(plan, rows, [detector.state.method_state for detector in members])
-    values: list[float] = []
-    for detector, odf, state in zip(members, odfs, states, strict=True):
+    for detector, state in zip(members, states, strict=True):
         detector.state.method_state = state
-        values += odf.tolist()
+    values: list[float] = np.concatenate(odfs).tolist() if odfs else []
     return values

@@ -29,7 +29,7 @@ from server.dsp.opening import opening_is_attack
 from server.dsp.peaks import mask_levels, merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
 from server.dsp.settings import GRID_SETTINGS, DetectorSettings, settings_tuple
-from server.dsp.state import StreamState, new_state, pack, switch_method, unpack
+from server.dsp.state import FLOAT32, StreamState, new_state, pack, switch_method, unpack
 from server.exceptions import AudioFormatError, SettingsError
 
 F32 = npt.NDArray[np.float32]
@@ -208,7 +208,7 @@ class OnsetDetector:
         if len(values) > self.plan.odf_keep:
             values = values[-self.plan.odf_keep :]
         state.odf_out = []
-        return np.array(values, dtype=np.float32)
+        return np.asarray(values, FLOAT32)  # a dtype object: a little faster than the type
 
     def drop_odf(self) -> None:
         """Forget the detection function values produced since :meth:`take_odf` was last called."""

@@ -203,38 +203,35 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
     bands = table[:, split:]
     peaks = odf_mod.row_max(bands).tolist()
     reference, nexts = held_references(consts.hold, odf_mod.max_filter_bands(bands), counts, states)
-    width, scale, low, ratio = consts.floor_frames, consts.floor_scale, consts.floor_low, consts.gate_ratio
-    floors: list[float] = []
-    gates: list[bool] = []
-    mask: list[float] = []
-    new_states: list[FusedState] = []
-    for a, b, state, net, net_state, held in zip(starts, starts[1:], states, learned, net_states, nexts,
-                                                 strict=False):
-        count = b - a
-        if not count:
-            new_states.append(state)
-            continue
-        window = collections.deque(state.recent)
-        recent = odf_mod.recent_peaks(window, state.frame, peaks[a:b], width)
-        floors += [r * scale if r * scale > low else low for r in recent]
-        if ratio:
-            gates += [p >= r * ratio for p, r in zip(peaks[a:b], recent, strict=True)]
-        level = state.mask_level
-        if consts.mask_ratio:
-            values = net * np.array(gates[a:b], dtype=bool) if ratio else net
-            levels = mask_levels(values.tolist(), 0, count, level, consts.mask_decay)
-            level = levels.pop()
-            mask += levels
-        new_states.append(FusedState(
-            neural=net_state, held=held, recent=tuple(window), frame=state.frame + count,
-            mask_level=level,
-        ))
-    floor = np.array(floors, dtype=np.float32)[:, None]
-    rise = odf_mod.log_rise(bands, reference, floor)
-    flux = np.divide(np.add.reduce(rise, axis=1), rise.shape[1] * SUPERFLUX_UNIT, dtype=np.float64)
+    # The recent band peak of every new frame (each stream's window a deque copied from its state).
+    windows = [collections.deque(state.recent) for state in states]
+    recent = odf_mod.recent_peaks_many(
+        [(window, state.frame, n) for window, state, n in zip(windows, states, counts, strict=True)],
+        peaks, consts.floor_frames,
+    )
+    scale, low, ratio = consts.floor_scale, consts.floor_low, consts.gate_ratio
+    floor = np.array([f if (f := r * scale) > low else low for r in recent], dtype=np.float32)[:, None]
     net_all = np.concatenate(learned)
     if ratio:
-        net_all = net_all * np.array(gates, dtype=bool)
+        net_all = net_all * np.array([p >= r * ratio for p, r in zip(peaks, recent, strict=True)], dtype=bool)
+    mask: list[float] = []
+    levels_at = [state.mask_level for state in states]
+    if consts.mask_ratio:
+        gated = net_all.tolist()
+        for k, (a, b) in enumerate(itertools.pairwise(starts)):
+            if b > a:
+                levels = mask_levels(gated, a, b, levels_at[k], consts.mask_decay)
+                levels_at[k] = levels.pop()
+                mask += levels
+    new_states = [
+        FusedState(neural=net_state, held=held, recent=tuple(window), frame=state.frame + n, mask_level=level)
+        if n else state
+        for state, net_state, held, window, n, level in zip(
+            states, net_states, nexts, windows, counts, levels_at, strict=True
+        )
+    ]
+    rise = odf_mod.log_rise(bands, reference, floor)
+    flux = np.divide(np.add.reduce(rise, axis=1), rise.shape[1] * SUPERFLUX_UNIT, dtype=np.float64)
     if consts.mask_ratio:
         net_all = net_all * (net_all >= consts.mask_ratio * np.array(mask))
     fused = (NEURAL_WEIGHT * net_all + (1.0 - NEURAL_WEIGHT) * flux) / unit

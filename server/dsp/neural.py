@@ -208,8 +208,8 @@ def step_joined(
         consts.net, [silent if s.buffers is None else s.buffers for s in states], columns, counts
     )
     new_states = [
-        NeuralState(kept[m], pasts[m]) if count else state
-        for m, (count, state) in enumerate(zip(counts, states, strict=True))
+        NeuralState(rows, columns) if count else state
+        for rows, columns, count, state in zip(kept, pasts, counts, states, strict=True)
     ]
     return np.divide(activations, unit, dtype=np.float64), new_states
 

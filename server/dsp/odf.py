@@ -12,7 +12,7 @@ which method is the table in :mod:`server.dsp.methods`.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -125,15 +125,35 @@ def recent_peaks(window: collections.deque[tuple[int, float]], frame: int, peaks
     """The recent peak of each new frame, streaming: the loudest of its peak and the ``width`` peaks before
     it (``window``, updated in place: see :func:`compression_floors`). A maximum is exact, so the values
     never depend on the block sizes."""
-    out = []
-    for peak in peaks:
-        while window and window[-1][1] <= peak:
-            window.pop()
-        window.append((frame, peak))
-        if window[0][0] < frame - width:
-            window.popleft()
-        out.append(window[0][1])
-        frame += 1
+    return recent_peaks_many([(window, frame, len(peaks))], peaks, width)
+
+
+def recent_peaks_many(streams: Iterable[tuple[collections.deque[tuple[int, float]], int, int]],
+                      peaks: list[float], width: int) -> list[float]:
+    """:func:`recent_peaks` of several streams' new frames in one call, joined.
+
+    Parameters
+    ----------
+    streams : iterable of (window, frame, count)
+        Each stream's window (updated in place), the index of its first new frame and its number of new
+        frames.
+    peaks : list of float
+        The streams' new frame peaks, stream after stream.
+    width : int
+    """
+    out: list[float] = []
+    append = out.append
+    row = 0
+    for window, frame, count in streams:
+        for peak in peaks[row : row + count]:
+            while window and window[-1][1] <= peak:
+                window.pop()
+            window.append((frame, peak))
+            if window[0][0] < frame - width:
+                window.popleft()
+            append(window[0][1])
+            frame += 1
+        row += count
     return out
 
 
