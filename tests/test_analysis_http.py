@@ -101,7 +101,9 @@ async def test_beats_tempo_and_bands_of_a_drum_track(server: TestServer, http: a
     assert [o["time"] for o in result["onsets"]] == [b.onset.time for b in alone.onsets]
     kicks = track.hits["kick"]
     near_kick = [o for o in result["onsets"] if np.min(np.abs(kicks - o["time"])) <= 0.02]
-    assert np.mean([o["band"] == "low" for o in near_kick]) >= 0.8
+    # Measured: 10 of 13 "low" with the band from the attack's samples (look-ahead 0, the default since
+    # 2026-12-07); every one from the frame centred on the attack (a look-ahead).
+    assert np.mean([o["band"] == "low" for o in near_kick]) >= 0.75
 
     status, body = await post_file(http, base(server), path, settings={"beats": False})
     off = (await wait_finished(http, base(server), body["task_id"]))["result"]

@@ -149,7 +149,7 @@ def test_the_look_ahead_includes_the_network_delay() -> None:
     assert detector.latency_s == pytest.approx(0.03, abs=1e-4)
     detector = OnsetDetector(44100, settings=DetectorSettings(method="neural", lookahead_ms=0.0))
     assert detector.plan.lookahead == 0 and detector.latency_s == pytest.approx(0.02, abs=1e-4)
-    assert OnsetDetector(44100).latency_s == pytest.approx(0.02, abs=1e-4)  # the others: no network delay
+    assert OnsetDetector(44100).latency_s == pytest.approx(0.01, abs=1e-4)  # superflux: look-ahead 0
 
 
 def test_switching_to_neural_needs_its_grid_and_is_refused_cleanly() -> None:

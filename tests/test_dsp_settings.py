@@ -74,3 +74,26 @@ def test_settings_are_frozen() -> None:
     settings = DetectorSettings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.threshold = 3.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("method", "lookahead_ms"), [("superflux", 0.0), ("complex", 0.0), ("hfc", 0.0),
+                                                      ("energy", 0.0), ("neural", 10.0), ("fused", 10.0)])
+def test_an_omitted_look_ahead_is_the_methods_own(method: str, lookahead_ms: float) -> None:
+    assert DetectorSettings(method=method).lookahead_ms == lookahead_ms
+    assert DetectorSettings.from_mapping({"method": method}).lookahead_ms == lookahead_ms
+    assert DetectorSettings.from_mapping({"method": method}).to_dict()["lookahead_ms"] == lookahead_ms
+    assert DetectorSettings(method=method, lookahead_ms=30).lookahead_ms == 30.0
+
+
+def test_a_method_change_moves_a_default_look_ahead_but_keeps_a_chosen_one() -> None:
+    base = DetectorSettings()
+    neural = DetectorSettings.from_mapping({"method": "neural"}, base=base)
+    assert neural.lookahead_ms == 10.0
+    assert DetectorSettings.from_mapping({"method": "superflux"}, base=neural).lookahead_ms == 0.0
+    chosen = DetectorSettings.from_mapping({"lookahead_ms": 20}, base=base)
+    assert DetectorSettings.from_mapping({"method": "fused"}, base=chosen).lookahead_ms == 20.0
+    both = DetectorSettings.from_mapping({"method": "neural", "lookahead_ms": 0}, base=base)
+    assert both.lookahead_ms == 0.0
+    assert DetectorSettings.from_mapping({"threshold": 2}, base=neural).lookahead_ms == 10.0
+    with pytest.raises(SettingsError, match="lookahead_ms"):
+        DetectorSettings.from_mapping({"lookahead_ms": None})

@@ -197,7 +197,8 @@ def _reported_in_blocks(detector: OnsetDetector, samples: np.ndarray, block: int
 
 def test_reports_latency_and_onsets_within_it() -> None:
     sr = 48000
-    detector = OnsetDetector(sr)
+    assert OnsetDetector(sr).latency_s == pytest.approx(0.010)  # the default: no look-ahead, one hop
+    detector = OnsetDetector(sr, settings=DetectorSettings(lookahead_ms=10.0))
     hop = round(0.010 * sr)
     assert detector.hop_s == hop / sr
     assert detector.latency_s == pytest.approx(0.010 + 0.010)  # look-ahead + one hop

@@ -173,7 +173,7 @@ async def test_idle_stream_gets_an_error_its_onsets_then_close_1008(
 ) -> None:
     server = await start_server(idle_timeout_s=0.4, status_interval_s=0.1)
     publisher = await Publisher.open(http, server)
-    await publisher.start(16000)
+    await publisher.start(16000, settings={"lookahead_ms": 10.0})
     click = np.zeros(3200, dtype=np.float32)
     click[800:816] = 0.9
     click[3000:3016] = 0.9  # 12.5 ms before the end, inside the look-ahead: only the final flush reports it

@@ -20,6 +20,8 @@ from tests.test_webrtc_stream import base_url, check_onsets, stream_and_stop
 
 SR = 44100
 HOP_S = 0.01  # an onset decided by flush is where an ending stream puts it: within one hop of the whole's
+# A look-ahead, so that an onset can be inside it (the default, 0, decides onsets with their frame)
+LOOKING_AHEAD = DetectorSettings(lookahead_ms=10.0)
 
 
 def clicks_with_cut() -> tuple[np.ndarray, int, float]:
@@ -47,7 +49,7 @@ def test_decide_pending_reports_early_and_changes_nothing_after(method: str) -> 
 
 def test_decide_pending_reports_the_onset_inside_the_look_ahead() -> None:
     samples, cut, attack_s = clicks_with_cut()
-    detector = OnsetDetector(SR)
+    detector = OnsetDetector(SR, settings=LOOKING_AHEAD)
     assert all(o.time < attack_s - 0.1 for o in detector.process(samples[:cut]))
     decided = detector.decide_pending()
     assert len(decided) == 1 and abs(decided[0].time - attack_s) <= 0.005
@@ -63,7 +65,7 @@ async def test_flush_over_a_websocket(
     server = await start_server()
     samples, cut, attack_s = clicks_with_cut()
     publisher = await Publisher.open(http, server, codec)
-    await publisher.start(SR)
+    await publisher.start(SR, settings={"lookahead_ms": LOOKING_AHEAD.lookahead_ms})
     await publisher.send({"type": "flush"})  # before any audio: nothing pending
     first = await publisher.receive_until("flushed")
     assert first[-1] == {"type": "flushed", "stream_id": first[-1]["stream_id"], "received_s": 0.0,
@@ -80,7 +82,7 @@ async def test_flush_over_a_websocket(
     await publisher.stream(samples[cut:], SR, chunk_s=0.02)
     after = await publisher.stop()
     assert of_type(after, "stopped")[0]["onsets"] == len(times) + len(onset_times(after))
-    whole = [o.time for o in detect_onsets(samples, SR)]
+    whole = [o.time for o in detect_onsets(samples, SR, LOOKING_AHEAD)]
     got = times + onset_times(after)
     assert len(got) == len(whole) and np.max(np.abs(np.array(got) - whole)) <= HOP_S
     assert after[-1] == {"type": "<closed>", "code": 1000}

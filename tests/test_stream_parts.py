@@ -88,16 +88,14 @@ def test_detector_timing_is_what_a_detector_reports(method: str, sample_rate: in
                      DetectorSettings(method=method, lookahead_ms=0.0, beats=False)):
         detector = OnsetDetector(sample_rate, 1, settings)
         assert detector_timing(sample_rate, settings) == (detector.latency_s, detector.hop_s)
-    # With beats on, an onset waits for its band (the frame centred on its attack): at least two hops.
-    for settings in (DetectorSettings(method=method), DetectorSettings(method=method, lookahead_ms=0.0)):
+    # With beats on, an onset's band is decided with it: nothing is added.
+    for settings in (DetectorSettings(method=method), DetectorSettings(method=method, lookahead_ms=10.0)):
         detector = OnsetDetector(sample_rate, 1, settings)
-        latency_s, hop_s = detector_timing(sample_rate, settings)
-        assert hop_s == detector.hop_s
-        assert latency_s == pytest.approx(max(detector.latency_s, 2 * detector.hop_s))
+        assert detector_timing(sample_rate, settings) == (detector.latency_s, detector.hop_s)
 
 
 def test_with_beats_on_an_onset_comes_within_the_latency_it_is_given() -> None:
-    # The rhythm beside the detector holds an onset until its band is decided: latency_ms covers that wait.
+    # The rhythm beside the detector names an onset's band when the onset comes: latency_ms is the detector's.
     sample_rate = 48000
     for lookahead_ms in (10.0, 0.0):
         settings = DetectorSettings(lookahead_ms=lookahead_ms)
@@ -111,7 +109,7 @@ def test_with_beats_on_an_onset_comes_within_the_latency_it_is_given() -> None:
             _, banded = rhythm.process(detector.take_odf(), detector.take_rows(), found)
             delays += [detector.samples_in / sample_rate - b.onset.time for b in banded]
         assert len(delays) >= 10
-        # The band's frame ends 1.5-2.5 hops after the attack: within latency plus half a hop and a block.
+        # Within the latency plus half a hop (where the attack lies in its hop) and a block.
         assert max(delays) <= latency_s + 0.005 + 48 / sample_rate, (lookahead_ms, max(delays))
 
 

@@ -118,7 +118,7 @@ async def test_stop_flushes_an_onset_inside_the_look_ahead(
     for at_s in (0.3, 0.6, 0.985):  # the last click is 15 ms before the end: only flush() can report it
         samples[round(at_s * sample_rate): round(at_s * sample_rate) + 48] = 0.9
     publisher = await Publisher.open(http, server)
-    started = await publisher.start(sample_rate)
+    started = await publisher.start(sample_rate, settings={"lookahead_ms": 10.0})  # default 0: nothing inside
     assert started["latency_ms"] / 1000.0 > 1.0 - 0.985
     await publisher.stream(samples, sample_rate)
     messages = await publisher.stop()

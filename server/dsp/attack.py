@@ -7,18 +7,28 @@ the onset only to within a hop: a click came out 0-9 ms early (``complex`` 3-12 
 samples date it better: the attack is where the high-passed energy (first difference of the samples) of a
 short block rises most above the blocks just before it. This uses the frame's samples only, so an onset's
 time does not depend on how the stream was cut into blocks.
+
+The same samples say where the attack's energy lies (:func:`attack_energies`): below ``LOW_HZ``, between
+``LOW_HZ`` and ``HIGH_HZ``, above ``HIGH_HZ``. A rhythm beside the detector names an onset's drum band from
+them as soon as the onset is decided (:mod:`server.rhythm.bands`), without waiting for later frames.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import scipy.signal
 
 F32 = npt.NDArray[np.float32]
 
 BLOCK_S = 0.001  # energy blocks, seconds
 PAST_S = 0.005  # a block's rise is measured against the mean of this much audio before it, seconds
 FLOOR = 1e-20  # added to every block's energy: digital silence before an attack is a finite rise
+LOW_HZ = 200.0  # the low filter's corner and the middle band's lower edge (chosen on rhythm-dev)
+HIGH_HZ = 8000.0  # the middle band's upper edge and the high filter's corner
+
+Coefficients = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]  # (b, a) of scipy.signal.lfilter
+AttackFilters = tuple[Coefficients, Coefficients, Coefficients]
 
 
 def locate_attack(window: F32, first: int, stop: int, block: int, past_blocks: int) -> int:
@@ -52,3 +62,31 @@ def locate_attack(window: F32, first: int, stop: int, block: int, past_blocks: i
     past = np.lib.stride_tricks.sliding_window_view(energy[:-1], past_blocks).sum(axis=1)  # before each
     best = int(np.argmax(energy[past_blocks:] / past))
     return start + (past_blocks + best) * block + block // 2
+
+
+def attack_filters(sample_rate: int) -> AttackFilters:
+    """Coefficients ``(b, a)`` of :func:`attack_energies`' filters at ``sample_rate`` Hz: 2nd-order
+    Butterworth low-pass at ``LOW_HZ``, band-pass ``LOW_HZ``-``HIGH_HZ`` and high-pass at ``HIGH_HZ``
+    (where ``HIGH_HZ`` is above 0.95 of the Nyquist frequency the band-pass ends there and the high filter
+    passes nothing: a high band that cannot hold energy)."""
+    top_hz = min(HIGH_HZ, 0.95 * sample_rate / 2.0)
+    low = scipy.signal.butter(2, LOW_HZ, "lowpass", fs=sample_rate)
+    mid = scipy.signal.butter(2, [LOW_HZ, top_hz], "bandpass", fs=sample_rate)
+    if top_hz == HIGH_HZ:
+        high = scipy.signal.butter(2, HIGH_HZ, "highpass", fs=sample_rate)
+    else:
+        high = (np.zeros(1), np.ones(1))
+    return (low[0], low[1]), (mid[0], mid[1]), (high[0], high[1])
+
+
+def attack_energies(window: F32, at: int, filters: AttackFilters) -> tuple[float, float, float]:
+    """Mean square per sample of ``window`` (one frame's samples, oldest first) through each of ``filters``
+    (:func:`attack_filters`), from sample ``at`` (the attack, :func:`locate_attack`) to the window's end.
+
+    The filters start from rest at the window's first sample, so the result depends on the frame's samples
+    alone, not on how the stream was cut.
+    """
+    samples = window.astype(np.float64)
+    at = min(max(at, 0), len(samples) - 1)
+    low, mid, high = (float(np.mean(np.square(scipy.signal.lfilter(b, a, samples)[at:]))) for b, a in filters)
+    return low, mid, high

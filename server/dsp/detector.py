@@ -22,8 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import batch
+from server.dsp.attack import attack_energies, locate_attack
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
-from server.dsp.onset import Onset
+from server.dsp.onset import AttackEvidence, Onset
 from server.dsp.opening import opening_is_attack
 from server.dsp.peaks import mask_levels, merge_close, peak_shift, pick_peaks
 from server.dsp.plan import Plan, plan_for, restore_plan
@@ -37,7 +38,8 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 MAX_CHANNELS = 64
 END_GUARD_S = 0.01  # the abrupt end of a stream looks like an attack: flush() drops onsets this close to it
-STATE_VERSION = 8  # of the pickled state (6: located attacks; 7: forward mask level; 8: neural's past array)
+STATE_VERSION = 9  # of the pickled state (6: located attacks; 7: forward mask level; 8: neural's past array;
+# 9: frames' samples kept for the attack instead of its located position)
 
 
 class OnsetDetector:
@@ -354,22 +356,52 @@ class OnsetDetector:
         onsets: list[Onset] = []
         if picked:
             hop, base, rate = plan.frames.grid.hop, state.odf_base, self._rate
+            attacks: list[int] = []
             if lookahead:
                 times = [max(0, round((base + p + 1 + peak_shift(odf, p)) * hop - plan.attack_offset)) / rate
                          for p in picked]
             else:
                 # The frame after a peak may or may not be in yet (it depends on the blocks): the attack is
-                # placed from the peak frame's own samples instead (located in its pass, server.dsp.attack),
-                # so the times do not depend on how the audio was cut.
-                attacks, offset = state.attacks, round(plan.attack_offset)
-                times = [max(0, (base + p + 1) * hop + attacks.get(base + p, -offset)) / rate for p in picked]
+                # placed from the peak frame's own samples instead (kept in its pass, server.dsp.attack), so
+                # the times do not depend on how the audio was cut.
+                attacks = [self._attack_at(base + p) for p in picked]
+                times = [max(0, (base + p + 1) * hop + at) / rate
+                         for p, at in zip(picked, attacks, strict=True)]
             if times[0] < state.hold_until_s:  # reported early by decide_pending
                 times = [t for t in times if t >= state.hold_until_s]
                 picked = picked[len(picked) - len(times) :]
             kept, state.last_onset_s = merge_close(times, state.last_onset_s, plan.min_interval_s)
-            onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
+            if not lookahead and state.rows_out is not None:  # a rhythm beside: what the attack's samples say
+                first = len(attacks) - len(picked)  # picked may have lost its first (hold_until_s)
+                onsets = [Onset(times[k], odf[picked[k]],
+                                self._evidence(base + picked[k], attacks[first + k])) for k in kept]
+            else:
+                onsets = [Onset(time=times[k], strength=odf[picked[k]]) for k in kept]
         self._advance(stop, masks[-1] if masks else None)
         return onsets
+
+    def _attack_at(self, frame: int) -> int:
+        """Without look-ahead: where the attack of an onset decided at ``frame`` (on the stream's frame
+        timeline) lies, samples back from the frame's end (not positive), located in the frame's kept samples
+        (:func:`~server.dsp.attack.locate_attack`); the window's attack offset without them."""
+        plan = self.plan
+        window, search = self.state.attack_windows.get(frame), plan.attack_search
+        if window is None or search is None:
+            return -round(plan.attack_offset)
+        frame_len = len(window)
+        at = locate_attack(window, frame_len - search[0], frame_len - search[1], plan.attack_block,
+                           plan.attack_past)
+        return at - frame_len
+
+    def _evidence(self, frame: int, attack_at: int) -> AttackEvidence | None:
+        """The attack evidence of an onset decided at ``frame``, its attack ``attack_at`` samples back from
+        the frame's end (:meth:`_attack_at`), from that frame's kept samples; None without them."""
+        window, filters = self.state.attack_windows.get(frame), self.plan.attack_filters
+        if window is None or filters is None:
+            return None
+        hop = self.plan.frames.grid.hop
+        energies = attack_energies(window, len(window) + attack_at, filters)
+        return AttackEvidence((frame + 1) * hop / self._rate, energies)
 
     def _advance(self, stop: int, mask_level: float | None = None) -> None:
         """Frames before ``stop`` (an index into ``state.odf``) are decided; keep only the past needed.
@@ -385,12 +417,13 @@ class OnsetDetector:
             first = state.next_frame - state.odf_base
             state.mask_level = mask_levels(state.odf, first, stop, state.mask_level, plan.mask_decay)[-1]
         state.next_frame = state.odf_base + stop
-        attacks = state.attacks
-        if attacks:  # located attacks of frames now decided are not needed any more
-            for frame in [frame for frame in attacks if frame < state.next_frame]:
-                del attacks[frame]
+        windows = state.attack_windows
+        if windows:  # the samples of frames now decided are not needed any more
+            for frame in [frame for frame in windows if frame < state.next_frame]:
+                del windows[frame]
         drop = stop - plan.context
         if drop > 0:
             del state.odf[:drop]
             del state.levels[:drop]
             state.odf_base += drop
+

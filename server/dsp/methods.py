@@ -61,6 +61,11 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
+# The learned methods' default look-ahead: their forward mask (mask_ratio) judges a peak, which needs the
+# frame after it; without look-ahead a rise is reported at its first frame, unmasked (bench/README.md,
+# "Look-ahead 0 by default").
+MASKED_LOOKAHEAD_MS = 10.0
+
 # (frame plan, each stream's new feature rows, each stream's state) -> (each stream's ODF, its new state)
 Step = Callable[["FramePlan", Sequence[Any], Sequence[Any]], tuple[list[F64], list[Any]]]
 
@@ -117,6 +122,9 @@ class OnsetMethod:
     grid_ms : (float, float), optional
         The only ``(frame_ms, hop_ms)`` the method runs at (a network trained on that grid); settings
         with another are refused.
+    default_lookahead_ms : float
+        The setting ``lookahead_ms`` when a client does not give one: 0 (an onset is reported with the
+        frame that first tops the past) for most; 10 where the method's forward mask needs the peak.
     """
 
     name: str
@@ -139,6 +147,7 @@ class OnsetMethod:
     warmup: int = 0
     delay_frames: int = 0
     grid_ms: tuple[float, float] | None = None
+    default_lookahead_ms: float = 0.0
 
     def __post_init__(self) -> None:
         classical = self.lags is not None and self.compare is not None and self.peaks is not None
@@ -228,6 +237,7 @@ def _table() -> Mapping[str, OnsetMethod]:
             warmup=neural.WARMUP_FRAMES,
             delay_frames=neural_features.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),
+            default_lookahead_ms=MASKED_LOOKAHEAD_MS,
         ),
         OnsetMethod(
             name="fused",
@@ -247,6 +257,7 @@ def _table() -> Mapping[str, OnsetMethod]:
             warmup=neural.WARMUP_FRAMES,
             delay_frames=neural_features.TARGET_DELAY_FRAMES,
             grid_ms=(neural.FRAME_MS, neural.HOP_MS),
+            default_lookahead_ms=MASKED_LOOKAHEAD_MS,
         ),
     )
     return types.MappingProxyType({row.name: row for row in rows})

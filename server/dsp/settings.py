@@ -75,9 +75,11 @@ class DetectorSettings:
     silence_db : float
         Frames whose windowed RMS level is below this, in dBFS (a full-scale square wave is 0 dBFS, a
         full-scale sine -3 dBFS), never give an onset. -140–0.
-    lookahead_ms : float
+    lookahead_ms : float or None
         Look-ahead of the peak picker, milliseconds, 0–200: a peak must be the maximum of the detection
-        function up to this far ahead. The detector's latency is this plus one hop.
+        function up to this far ahead. The detector's latency is this plus one hop. None (the default):
+        the method's own default (``OnsetMethod.default_lookahead_ms``: 0, or 10 for ``neural`` and
+        ``fused``); the settings hold the number from then on.
     frame_ms : float
         Analysis window length, milliseconds, 10–100. Fixed for the life of a stream.
     hop_ms : float
@@ -91,7 +93,7 @@ class DetectorSettings:
     threshold: float = 1.0
     min_interval_ms: float = 30.0
     silence_db: float = -90.0
-    lookahead_ms: float = 10.0
+    lookahead_ms: float | None = None
     frame_ms: float = 40.0
     hop_ms: float = 10.0
     beats: bool = True
@@ -101,6 +103,8 @@ class DetectorSettings:
             raise SettingsError("beats", self.beats, "must be true or false")
         if self.method not in METHODS:
             raise SettingsError("method", self.method, f"must be one of {', '.join(METHODS)}")
+        if self.lookahead_ms is None:
+            object.__setattr__(self, "lookahead_ms", METHOD_TABLE[self.method].default_lookahead_ms)
         check_ranges(self, RANGES)
         only = METHOD_TABLE[self.method].grid_ms
         if only is not None:  # a method that runs on one grid only (a network trained on it)
@@ -136,7 +140,15 @@ class DetectorSettings:
                 raise SettingsError(str(key), value, f"unknown setting; known: {', '.join(sorted(known))}")
             if key == "method" and not isinstance(value, str):
                 raise SettingsError(key, value, "must be a string")
-        return dataclasses.replace(base or cls(), **cast(dict[str, Any], dict(values)))
+            if key == "lookahead_ms" and value is None:
+                raise SettingsError(key, value, "must be a number (omit it for the method's default)")
+        changes = cast(dict[str, Any], dict(values))
+        base = base or cls()
+        # a look-ahead that was the old method's default follows the method: the new one's default
+        if ("method" in changes and "lookahead_ms" not in changes
+                and base.lookahead_ms == METHOD_TABLE[base.method].default_lookahead_ms):
+            changes["lookahead_ms"] = None
+        return dataclasses.replace(base, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Every effective setting as a plain JSON-compatible dict."""

@@ -64,9 +64,11 @@ class StreamState:
     mask_level : float
         The forward mask's level at ``next_frame`` (:func:`~server.dsp.peaks.mask_levels`); 0 when the
         method has no mask.
-    attacks : dict of int to int
-        Without look-ahead: for each undecided frame whose ODF reached the threshold, where its attack lies,
-        samples from the frame's end (not positive; :func:`~server.dsp.attack.locate_attack`).
+    attack_windows : dict of int to ndarray of float32
+        Without look-ahead: the samples of each undecided frame whose ODF reached the threshold (only those
+        can be onsets). Where the attack lies (:func:`~server.dsp.attack.locate_attack`) and, with the row
+        tap on, its energies (:func:`~server.dsp.attack.attack_energies`) are worked out from them only for
+        the frames that become onsets.
     """
 
     # The first three are converted for pickling (see pack), the others pickle as they are.
@@ -86,7 +88,7 @@ class StreamState:
     opening: F32 | None
     rows_out: list[F32] | None
     mask_level: float
-    attacks: dict[int, int]
+    attack_windows: dict[int, F32]
 
 
 def new_state(plan: Plan) -> StreamState:
@@ -110,7 +112,7 @@ def new_state(plan: Plan) -> StreamState:
         opening=np.zeros(0, dtype=np.float32),
         rows_out=None,
         mask_level=0.0,
-        attacks={},
+        attack_windows={},
     )
 
 

@@ -8,6 +8,13 @@ small against a drum's), decides. Each group's score is first divided by its run
 stream's past onsets to the power ``NORM_POWER`` (:class:`OnsetBands`): where the attack is strongest
 relative to each band's typical level, so a kit whose hats are quiet against its kick still gets "high"
 for its hat attacks. Weights, power and the groups' edges were chosen on rhythm-dev (bench/README.md).
+
+Without look-ahead (``lookahead_ms`` 0, the default) the detector decides an onset before the frame centred
+on its attack is in. The band then comes from what is in at that moment (:func:`attack_scores`): the
+energy of the attack's own samples below 200 Hz, from 200 Hz to 8 kHz and above 8 kHz
+(:class:`~server.dsp.onset.AttackEvidence`), each times the decision frame's group rise to the power
+``FRAME_POWER``; normalised by their own running means the same way. So the onset is sent with its band
+in the block it is decided in (chosen on rhythm-dev with bench/band_decision.py).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ SPAN_FRAMES = 0
 WEIGHTS = (1.0, 1.0, 2.0)  # low, mid, high
 NORM_POWER = 0.8  # scores are divided by their running mean to this power
 NORM_ONSETS = 32.0  # time constant of the running mean, onsets
+FRAME_POWER = 0.25  # weight of the decision frame's group rise beside the attack's energies
+RISE_FLOOR = 1e-9  # added to the rise: a frame without any rise still lets the energies decide
 
 
 def peak_scores(sums: Sequence[float], frame: int, weights: tuple[float, float, float]) -> list[float]:
@@ -46,6 +55,14 @@ def peak_scores(sums: Sequence[float], frame: int, weights: tuple[float, float, 
         if values:
             best[group] = max(best[group], max(values))
     return [best[0] * weights[0], best[1] * weights[1], best[2] * weights[2]]
+
+
+def attack_scores(sums: Sequence[float], frame: int, energies: tuple[float, float, float]) -> list[float]:
+    """Scores, low, mid and high, of an onset decided at ``frame`` without look-ahead: its attack's
+    ``energies`` (:class:`~server.dsp.onset.AttackEvidence`), each times the group's peak rise over that
+    frame and the one before (:func:`peak_scores`, unweighted) to the power ``FRAME_POWER``."""
+    rises = peak_scores(sums, frame, (1.0, 1.0, 1.0))
+    return [energy * (rise + RISE_FLOOR) ** FRAME_POWER for energy, rise in zip(energies, rises, strict=True)]
 
 
 def strongest(scores: list[float]) -> str:

@@ -20,7 +20,7 @@ import numpy.typing as npt
 
 from server.dsp import DetectorSettings, OnsetDetector
 from server.dsp.onset import Onset
-from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, peak_scores
+from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, attack_scores, peak_scores
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.level import MetricalLevel
@@ -79,7 +79,8 @@ class RhythmSession:
         self.hop_s = grid.hop / sample_rate
         self.frame_time_offset_s = (grid.hop - grid.frame_len / 2) / sample_rate
         self._tracker = BeatTracker(self.hop_s, settings, time_offset_s=BEAT_OFFSET_HOPS * self.hop_s)
-        self._bands = OnsetBands()
+        self._bands = OnsetBands()  # bands from the frame centred on the attack (with a look-ahead)
+        self._attack_bands = OnsetBands()  # bands from the attack's samples (without: AttackEvidence)
         self._level = MetricalLevel()  # which tracked beats are the music's (all, or every second one)
         self._meter = MeterTracker()  # each beat's bar position
         silence = np.zeros((1, bank.n_bands), dtype=np.float32)
@@ -91,7 +92,9 @@ class RhythmSession:
         self._sums = array("d")
         self._sums_first = 0  # frame index of self._sums[0:3]
         self._frames = 0
-        self._pending: list[tuple[int, Onset]] = []  # onsets waiting for their band, with their frame
+        # onsets waiting for their band, with their frame: the one centred on the attack, or with attack
+        # evidence the one they were decided at
+        self._pending: list[tuple[int, Onset]] = []
 
     @classmethod
     def beside(cls, detector: OnsetDetector, settings: TrackerSettings | None = None) -> RhythmSession:
@@ -167,7 +170,7 @@ class RhythmSession:
         """Take ``onsets`` (after their frames' sums are in); the waiting onsets whose band is now decided."""
         if onsets:
             hop_s, offset_s = self.hop_s, self.frame_time_offset_s
-            self._pending += [(round((o.time - offset_s) / hop_s), o) for o in onsets]
+            self._pending += [(band_frame(o, hop_s, offset_s), o) for o in onsets]
         pending = self._pending
         if pending and pending[0][0] < self._frames - SPAN_FRAMES:
             return self._decide(final=False)
@@ -219,11 +222,27 @@ class RhythmSession:
                 ready += 1
         if not ready:
             return []
-        scores = [peak_scores(self._sums, frame - self._sums_first, WEIGHTS) for frame, _ in pending[:ready]]
-        names = self._bands.classify_rows(scores)
-        done = [BandedOnset(onset, name) for (_, onset), name in zip(pending[:ready], names, strict=True)]
+        sums, first = self._sums, self._sums_first
+        done = []
+        for frame, onset in pending[:ready]:
+            attack = onset.attack
+            if attack is None:
+                name = self._bands.classify_rows([peak_scores(sums, frame - first, WEIGHTS)])[0]
+            else:
+                scores = attack_scores(sums, frame - first, attack.energies)
+                name = self._attack_bands.classify_rows([scores])[0]
+            done.append(BandedOnset(onset, name))
         del pending[:ready]
         return done
+
+
+def band_frame(onset: Onset, hop_s: float, offset_s: float) -> int:
+    """The frame whose rise names ``onset``'s band: the one centred on its attack (``offset_s``: where a
+    frame's attack lies from its end, :attr:`RhythmSession.frame_time_offset_s`), or with attack evidence
+    the frame it was decided at (in by then, so the onset does not wait)."""
+    if onset.attack is None:
+        return round((onset.time - offset_s) / hop_s)
+    return round(onset.attack.decided_s / hop_s) - 1
 
 
 SessionInput = tuple[RhythmSession, npt.ArrayLike, Sequence[F32] | F32, list[Onset]]

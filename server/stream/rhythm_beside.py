@@ -72,7 +72,7 @@ class RhythmBeside:
         """The detector's flushed onsets: every onset still waiting, with its band."""
         shift = self._offset_s
         empty = np.zeros(0, dtype=np.float32)
-        _, banded = self._session.process(empty, [], [Onset(o.time - shift, o.strength) for o in onsets])
+        _, banded = self._session.process(empty, [], [o.shifted(shift) for o in onsets])
         return [(b.onset.time + shift, b.onset.strength, b.band) for b in banded + self._session.flush()]
 
     def tempo(self) -> TempoTuple | None:
@@ -100,7 +100,7 @@ def advance_many(
         odf = detector.take_odf()
         odfs.append(odf)
         shift = rhythm._offset_s
-        moved = [Onset(o.time - shift, o.strength) for o in onsets] if shift and onsets else onsets
+        moved = [o.shifted(shift) for o in onsets] if shift and onsets else onsets
         inputs.append((rhythm._session, odf, detector.take_rows(), moved))
     processed: list[tuple[list[Beat], list[BandedOnset]] | Exception]
     try:

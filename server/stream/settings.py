@@ -17,13 +17,8 @@ from server.dsp import DetectorSettings
 from server.dsp.plan import plan_for
 from server.dsp.settings import GRID_SETTINGS
 from server.exceptions import SettingsError
-from server.stream.rhythm_beside import follows_grid
 
 MAX_NAME_CHARS = 64  # the stream option ``name``
-# With a rhythm beside the detector (setting beats) an onset comes out once its band is decided, from the
-# frame centred on its attack, which ends about two hops after it (15-25 ms at 10 ms hops, p50 19-19.5,
-# whatever the look-ahead): without look-ahead the detector alone would say one hop.
-BAND_WAIT_HOPS = 2
 
 
 @dataclass(frozen=True)
@@ -119,14 +114,12 @@ class StreamSettings:
 def detector_timing(sample_rate: int, settings: DetectorSettings) -> tuple[float, float]:
     """``(latency_s, hop_s)`` of a detector at ``sample_rate`` with ``settings``, from their shared cached
     plan, without building a detector: the algorithmic latency (:attr:`~server.dsp.plan.Plan.latency_hops`:
-    the look-ahead plus one hop, as :class:`~server.dsp.OnsetDetector` reports it; with a rhythm beside the
-    detector at least :data:`BAND_WAIT_HOPS`) and the distance between analysis frames."""
+    the look-ahead plus one hop, as :class:`~server.dsp.OnsetDetector` reports it; a rhythm beside the
+    detector adds nothing: an onset's band is decided with the onset, :mod:`server.rhythm.bands`) and the
+    distance between analysis frames."""
     plan = plan_for(sample_rate, settings)
     hop = plan.frames.grid.hop
-    hops = plan.latency_hops
-    if follows_grid(settings):
-        hops = max(hops, BAND_WAIT_HOPS)
-    return hops * hop / sample_rate, hop / sample_rate
+    return plan.latency_hops * hop / sample_rate, hop / sample_rate
 
 
 def warm_up_timing(sample_rates_hz: Sequence[int]) -> None:
