@@ -18,6 +18,9 @@ onset). They are combined frame by frame:
 - ``sumclip``: ``sum`` with superflux no larger than the network's largest value (activation 1);
 - ``max``: ``max(weight * neural, (1 - weight) * superflux) * 2``;
 
+SuperFlux's term here is the ``superflux`` method's own (``fused.HOLD_DB`` 0); ``bench/pitched_picker.py``
+sweeps the held reference ``fused`` serves, and checks the served rule.
+
 with the neural part set to 0 where the frame's loudest band is more than ``gate_db`` below the recent
 loudest (0: no gate). The detector's picker (as ``bench/neural_picker.py``, with the median or mean
 baseline) then runs on the result. Mean F (±50 ms) over clips by family, pooled precision and recall.
@@ -53,6 +56,7 @@ from server.dsp.peaks import mask_decay, mask_levels, merge_close, peak_shift  #
 from server.dsp.plan import plan_for  # noqa: E402
 
 F64 = npt.NDArray[np.float64]
+PRE_MAX: int | None = None  # the picker's pre_max, frames, instead of the plan's (bench/pitched_picker.py)
 
 
 def superflux_of(clip: Clip) -> tuple[F64, F64]:
@@ -118,7 +122,7 @@ def picked(clip: Clip, odf: F64, levels: F64, *, threshold: float, mean_factor: 
     lead = max(plan.context, pre_avg)
     padded = np.concatenate([np.zeros(lead), odf])
     values = padded.tolist()
-    is_max = padded >= sliding_max(padded, plan.pre_max, plan.lookahead)
+    is_max = padded >= sliding_max(padded, plan.pre_max if PRE_MAX is None else PRE_MAX, plan.lookahead)
     if baseline == "mean":
         base = np.convolve(padded, np.ones(pre_avg + 1) / (pre_avg + 1))[: len(padded)]
     else:
@@ -144,7 +148,8 @@ def picked(clip: Clip, odf: F64, levels: F64, *, threshold: float, mean_factor: 
 
 
 def served_times(clip: Clip, n_odf: F64, levels: F64, s_odf: F64, peaks: F64) -> F64:
-    """Onsets of the served ``fused`` rule (``server/dsp/fused.py``'s constants) by this script's numpy."""
+    """Onsets of the served ``fused`` rule (``server/dsp/fused.py``'s constants) by this script's numpy,
+    but for SuperFlux's held reference (``fused.HOLD_DB``: ``bench/pitched_picker.py --check`` has it)."""
     count = min(len(n_odf), len(s_odf))
     net = n_odf[:count] * gate_open(peaks[:count], fused.GATE_DB, 200)
     decay = mask_decay(fused.NET_MASK_MS / 10.0)
@@ -158,6 +163,10 @@ def check(clips: list[Clip], neural: list[tuple[F64, F64]], superflux: list[tupl
     """The served rule by this script against the ``fused`` detector's own onsets, clip by clip."""
     from accuracy import streamed
 
+    if fused.HOLD_DB > 0.0:
+        print("fused.HOLD_DB > 0: this script's SuperFlux term is the plain one; run bench/pitched_picker.py "
+              "--check")
+        return
     run = streamed(DetectorSettings(method="fused"), BLOCK_MS)
     worst, differ = 0.0, 0
     for clip, (n_odf, levels), (s_odf, peaks) in zip(clips, neural, superflux, strict=True):

@@ -8,7 +8,16 @@ import mir_eval
 import numpy as np
 import pytest
 
-from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, fused, neural, process_many
+from server.dsp import (
+    DetectorSettings,
+    Onset,
+    OnsetDetector,
+    detect_onsets,
+    fused,
+    neural,
+    odf,
+    process_many,
+)
 from server.dsp.methods import METHOD_TABLE
 from server.dsp.peaks import mask_levels
 from server.exceptions import SettingsError
@@ -24,19 +33,34 @@ def times(found: list[Onset]) -> np.ndarray:
 def streamed_odf(
     samples: np.ndarray, rate: int, method: str, block: int = 441
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A method's detection function of a stream, and each frame's loudest log-filterbank band."""
+    """A method's detection function of a stream, and each frame's log-filterbank bands."""
     detector = OnsetDetector(rate, settings=DetectorSettings(method=method))
     detector.tap_rows()
-    values, peaks = [], []
+    values, rows = [], []
     for start in range(0, len(samples), block):
         detector.process(samples[start : start + block])
         values.append(detector.take_odf())
-        peaks += [rows.max(axis=1) for rows in detector.take_rows()]
-    return np.concatenate(values).astype(np.float64), np.concatenate(peaks).astype(np.float64)
+        rows += detector.take_rows()
+    return np.concatenate(values).astype(np.float64), np.concatenate(rows)
 
 
-def test_its_odf_is_the_weighted_sum_of_the_neural_and_superflux_methods_own() -> None:
-    """Both terms are the two methods' detection functions, the network's gated by level and masked."""
+def held_superflux(rows: np.ndarray, hold: np.float32, floor_frames: int) -> np.ndarray:
+    """SuperFlux of each row against the decaying hold of the earlier ones, from its definition."""
+    filtered = odf.max_filter_bands(rows)
+    reference = np.zeros_like(rows)
+    for t in range(1, len(rows)):
+        reference[t] = np.maximum(filtered[t - 1], reference[t - 1] * hold)
+    peaks = rows.max(axis=1)
+    scale, low = odf.amplitude_floor()
+    recent = np.array([peaks[max(0, i - floor_frames) : i + 1].max() for i in range(len(peaks))])
+    floor = np.maximum(recent * scale, low).astype(np.float32)[:, None]
+    return odf.log_rise(rows, reference, floor).mean(axis=1, dtype=np.float64) / fused.SUPERFLUX_UNIT
+
+
+def test_its_odf_is_the_weighted_sum_of_the_neural_and_a_held_superflux() -> None:
+    """The network's term is the ``neural`` method's detection function, gated by level and masked; the
+    SuperFlux term is the ``superflux`` method's on the same rows but against a decaying hold of the
+    earlier rows (never more than the method's own, and less after a level held a few hops before)."""
     assert METHOD_TABLE["superflux"].unit == fused.SUPERFLUX_UNIT
     # A mix, then its tail faded out by 60 dB over two seconds, then silence.
     clip = signals.music_mix(44100, 5.0, seed=90)
@@ -44,9 +68,14 @@ def test_its_odf_is_the_weighted_sum_of_the_neural_and_superflux_methods_own() -
     samples = np.concatenate([clip.samples * fade[: len(clip.samples)], np.zeros(44100, np.float32)])
     got, _ = streamed_odf(samples, 44100, "fused")
     net, _ = streamed_odf(samples, 44100, "neural")
-    flux, peaks = streamed_odf(samples, 44100, "superflux")
-    assert len(got) == len(net) == len(flux) > 500
+    plain, rows = streamed_odf(samples, 44100, "superflux")
+    assert len(got) == len(net) == len(plain) == len(rows) > 500
     consts = fused.constants(OnsetDetector(44100, settings=FUSED).plan.frames.grid)
+    assert 0 < consts.hold < 1
+    flux = held_superflux(rows, consts.hold, consts.floor_frames)
+    assert np.allclose(held_superflux(rows, np.float32(0.0), consts.floor_frames), plain, atol=1e-5)
+    assert np.all(flux <= plain + 1e-5) and (flux < plain - 0.05).sum() > 20
+    peaks = rows.max(axis=1).astype(np.float64)
     recent = [max(peaks[max(0, i - consts.floor_frames) : i + 1]) for i in range(len(peaks))]
     gated = net * (peaks >= np.array(recent) * 10.0 ** (-fused.GATE_DB / 20.0))
     closed = np.flatnonzero(gated != net)
