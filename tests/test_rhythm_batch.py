@@ -98,3 +98,39 @@ def test_one_rhythms_fault_fails_only_its_stream() -> None:
         assert onsets[i] == [(b.onset.time, b.band) for b in alone.onsets]
     late = [t for t in beats[1] if t > fault_at * block / rate + 3.0]  # the fresh rhythm found the beat again
     assert len(late) >= 4
+
+
+def test_one_frame_per_stream_batches_equal_each_alone() -> None:
+    """Streams in 20 ms blocks complete one tracker frame each per batch (the trackers' one-pass path):
+    with one stream joining late, one silent past the tracker's reset in the middle (it skips steps while
+    the others step) and one at 48 kHz, each stream's beats (time, bpm, confidence, bar position) and
+    banded onsets (time, strength, band) are bitwise those of its audio alone."""
+    specs = [((118, 10.0), 71, 44100), ((96, 10.0), 72, 44100), ((141, 8.0), 73, 44100),
+             ((104, 10.0), 74, 48000)]
+    tracks = [drum_track(beat_times([bpm]), seed=seed, sample_rate=rate) for bpm, seed, rate in specs]
+    tracks[1].audio[3 * 44100 : 7 * 44100] = 0.0  # digital silence: the tracker forgets its tempo
+    joins = [0, 0, 60, 0]  # the job at which each stream starts
+    resident = ResidentDetectors()
+    beats: list[list[tuple[float, float, float, int | None]]] = [[] for _ in tracks]
+    onsets: list[list[tuple[float, float, str | None]]] = [[] for _ in tracks]
+    last = max(j + -(-len(t.audio) // (t.sample_rate // 50)) for j, t in zip(joins, tracks, strict=True))
+    for k in range(last):
+        jobs = []
+        for i, track in enumerate(tracks):
+            block = track.sample_rate // 50
+            start = (k - joins[i]) * block
+            if not 0 <= start < len(track.audio):
+                continue
+            settings = DetectorSettings() if start == 0 else None
+            jobs.append(Job(f"s{i}/0", track.sample_rate, 1, "<f4", settings,
+                            track.audio[start : start + block].tobytes(), 0.0, fresh=start == 0,
+                            flush=start + block >= len(track.audio)))
+        for job, result in zip(jobs, run_batch(jobs, resident=resident), strict=True):
+            assert result.ok, result.error
+            beats[int(job.key[1])] += result.beats
+            onsets[int(job.key[1])] += result.onsets
+    for i, track in enumerate(tracks):
+        alone = analyze_rhythm(track.audio, track.sample_rate)
+        assert beats[i] == [(b.time, b.bpm, b.confidence, b.bar_position) for b in alone.beats]
+        assert onsets[i] == [(b.onset.time, b.onset.strength, b.band) for b in alone.onsets]
+        assert len(beats[i]) >= 8

@@ -24,7 +24,7 @@ from server.rhythm.bands import SPAN_FRAMES, WEIGHTS, OnsetBands, attack_scores,
 from server.rhythm.beat import Beat, Tempo
 from server.rhythm.features import FRAME_S, HOP_S, RISE_WEIGHT, BandGroups, grid_for, rise_totals
 from server.rhythm.level import MetricalLevel
-from server.rhythm.meter import MeterTracker
+from server.rhythm.meter import AFTER_FRAMES, MeterTracker
 from server.rhythm.settings import TrackerSettings
 from server.rhythm.tracker import BeatTracker, advance_trackers
 
@@ -284,19 +284,25 @@ def _front(items: Sequence[SessionInput]) -> list[list[float]]:
     # each followed by a 0 (beside the next one's previous row).
     kinds: dict[tuple[int, int], tuple[BandGroups, list[int], list[F32], list[float]]] = {}
     counts: list[int] = []
+    last_groups, last_bands = None, -1  # the kind of the last session (a batch is mostly of one kind)
     for index, (session, odf, rows, _) in enumerate(items):
         values = odf if isinstance(odf, np.ndarray) and odf.ndim == 1 else np.ravel(odf)
         n = len(values)
         counts.append(n)
-        part = latest_rows(rows, n)
+        if type(rows) is list and len(rows) == 1 and len(rows[0]) == n:  # latest_rows' usual case
+            part = rows[0]
+        else:
+            part = latest_rows(rows, n)
         if not n:
             continue
         groups = session._groups
-        key = (id(groups), part.shape[1])  # (grid_for shares one BandGroups per rate)
-        kind = kinds.get(key)
-        if kind is None:
-            kind = kinds[key] = (groups, [], [], [])
-        _, members, stacked, odfs = kind
+        if groups is not last_groups or part.shape[1] != last_bands:
+            last_groups, last_bands = groups, part.shape[1]
+            key = (id(groups), last_bands)  # (grid_for shares one BandGroups per rate)
+            kind = kinds.get(key)
+            if kind is None:
+                kind = kinds[key] = (groups, [], [], [])
+            _, members, stacked, odfs = kind
         members.append(index)
         previous = session._previous
         stacked.append(part[:1] if previous is None else previous)
@@ -346,9 +352,25 @@ def process_sessions(items: Sequence[SessionInput]) -> list[tuple[list[Beat], li
     strengths = _front(items)
     beats = advance_trackers([item[0]._tracker for item in items], strengths)
     out: list[tuple[list[Beat], list[BandedOnset]]] = []
+    limit = 6 * KEEP_FRAMES
     for (session, _, _, onsets), found in zip(items, beats, strict=True):
-        out.append((session._placed(found), session._banded(onsets)))
-        session._trim_if_long()
+        # _placed, _banded and _trim_if_long, their tests inline (most frames have nothing to do)
+        frames = session._frames
+        if found:
+            placed = session._with_bar_positions(found)
+        else:
+            placed = found
+            waiting, also = session._meter.count.pending, session._level.count.pending
+            if (waiting and waiting[0][1] + AFTER_FRAMES < frames) or (
+                    also and also[0][1] + AFTER_FRAMES < frames):  # BeatCount.due
+                session._with_bar_positions(found)
+        pending = session._pending
+        if onsets or (pending and pending[0][0] < frames - SPAN_FRAMES):
+            out.append((placed, session._banded(onsets)))
+        else:
+            out.append((placed, []))
+        if len(session._sums) > limit:
+            session._trim()
     return out
 
 

@@ -378,6 +378,8 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
     if len(trackers) == 1 == len(values):  # a stream alone (a whole file, a lone live stream): no batch
         tracker = trackers[0]
         return [tracker._advance_alone(tracker._take_values(values[0]))]
+    if trackers and _one_frame_each(trackers, values):
+        return _advance_one_frame(trackers, values)
     frames = [tracker._take_values(row) for tracker, row in zip(trackers, values, strict=True)]
     beats: list[list[Beat]] = [[] for _ in trackers]
     for round_ in range(max(map(len, frames), default=0)):
@@ -399,6 +401,71 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
                 beat = tracker._after_step(slot, frames[index][round_])
                 if beat is not None:
                     beats[index].append(beat)
+    return beats
+
+
+def _one_frame_each(trackers: list[BeatTracker], values: list[list[float]]) -> bool:
+    """Whether each tracker completes exactly one frame with its ``values`` (a live batch of 20 ms blocks,
+    the usual case), all of them on one state space: :func:`_advance_one_frame` applies."""
+    space = trackers[0]._space
+    for tracker, row in zip(trackers, values, strict=True):
+        per_frame = tracker._per_frame
+        if len(row) != per_frame or tracker._n_in % per_frame or tracker._space is not space:
+            return False
+    return True
+
+
+def _advance_one_frame(trackers: list[BeatTracker], values: list[list[float]]) -> list[list[Beat]]:
+    """:func:`advance_trackers` (values checked) when :func:`_one_frame_each`: one pass over the trackers
+    before the shared step and one after it, without the general path's rounds of frames; the same
+    operations on the same values, so the same bits."""
+    members: list[int] = []
+    ratios: list[float] = []
+    frames: list[tuple[float, int, int]] = []
+    for index, (tracker, row) in enumerate(zip(trackers, values, strict=True)):
+        # _take_values' path for one whole frame
+        activity, per_frame, n_in = tracker._settings.activity, tracker._per_frame, tracker._n_in
+        strength = max(row)
+        last_active = tracker._last_active
+        for at in range(per_frame - 1, -1, -1):
+            if row[at] >= activity:
+                last_active = tracker._last_active = n_in + at
+                break
+        tracker._n_in = n_in + per_frame
+        silent_for = per_frame - 1 - (last_active - n_in)
+        frames.append((strength, n_in + row.index(strength), silent_for))
+        # _before_step
+        tracker._step += 1
+        if silent_for >= tracker._reset_after:
+            if tracker._alpha is not None:
+                tracker._forget()
+            continue
+        mean = tracker._mean = tracker._mean + tracker._mean_rate * (strength - tracker._mean)
+        if tracker._alpha is None:
+            tracker._alpha = tracker._space.prior.copy()  # the same in every ring layout
+            tracker._bank = None
+        settings = tracker._settings
+        z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
+        members.append(index)
+        ratios.append(((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness)
+    beats: list[list[Beat]] = [[] for _ in trackers]
+    if not members:
+        return beats
+    group = trackers if len(members) == len(trackers) else [trackers[index] for index in members]
+    space = group[0]._space
+    bank = _bank_of(space, group)
+    rows = [t._row for t in group]
+    normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
+    interval_list, position_list = space.interval_list, space.position_list
+    for index, tracker, slot in zip(members, group, bank.step(rows, ratios, normalise), strict=True):
+        interval = interval_list[slot]
+        position = (position_list[slot] + tracker._step) % interval
+        if position > 1 and position > interval // 10:  # no beat is due (_after_step's first test)
+            tracker._best = slot
+            continue
+        beat = tracker._after_step(slot, frames[index])
+        if beat is not None:
+            beats[index].append(beat)
     return beats
 
 
