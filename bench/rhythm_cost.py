@@ -41,9 +41,10 @@ from testkit.rhythm_signals import beat_times, drum_track  # noqa: E402
 RATE = 44100
 
 
-def run(audio: np.ndarray, streams: int, chunk: int, beats: bool) -> float:
-    """CPU seconds for ``streams`` streams of ``audio`` in ``chunk``-sample blocks."""
-    settings = DetectorSettings(beats=beats)
+def run(audio: np.ndarray, streams: int, chunk: int, beats: bool, lookahead_ms: float | None = None) -> float:
+    """CPU seconds for ``streams`` streams of ``audio`` in ``chunk``-sample blocks (``lookahead_ms`` None: the
+    default)."""
+    settings = DetectorSettings(beats=beats, lookahead_ms=lookahead_ms)
     resident = ResidentDetectors()
     offsets = [(i * 7919) % (len(audio) // 2) for i in range(streams)]
     length = len(audio) // 2
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=float, default=20.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--file-s", type=float, default=0.0, help="also a whole file of this many seconds")
+    parser.add_argument("--lookahead-ms", type=float, default=None,
+                        help="the detector's look-ahead (default: the method's own, 0 for superflux)")
     args = parser.parse_args()
     track = drum_track(beat_times([(124.0, max(2 * args.seconds, args.file_s) + 1.0)]), seed=5)
     audio = track.audio.astype(np.float32)
@@ -87,8 +90,8 @@ def main() -> None:
     print(f"{args.seconds:g} s per stream, {args.chunk_ms:g} ms blocks, CPU us per stream per 10 ms hop")
     for streams in (int(s) for s in args.streams.split(",")):
         clip = audio[: 2 * round(args.seconds * RATE)]
-        off = min(run(clip, streams, chunk, False) for _ in range(args.repeat))
-        on = min(run(clip, streams, chunk, True) for _ in range(args.repeat))
+        off = min(run(clip, streams, chunk, False, args.lookahead_ms) for _ in range(args.repeat))
+        on = min(run(clip, streams, chunk, True, args.lookahead_ms) for _ in range(args.repeat))
         per_off, per_on = off / streams / hops * 1e6, on / streams / hops * 1e6
         print(f"streams {streams:4d}: beats off {per_off:7.1f} us, on {per_on:7.1f} us, "
               f"added {per_on - per_off:7.1f} us = {100 * (per_on - per_off) / per_off:5.1f} % of the "
