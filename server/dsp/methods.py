@@ -61,8 +61,9 @@ F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 C64 = npt.NDArray[np.complex64]
 
-# The learned methods' default look-ahead: their forward mask (mask_ratio) judges a peak, which needs the
-# frame after it; without look-ahead a rise is reported at its first frame, unmasked (bench/README.md,
+# The learned methods' default look-ahead: `neural`'s forward mask (mask_ratio) judges a peak, which needs
+# the frame after it (without look-ahead a rise is reported at its first frame, unmasked); `fused`'s
+# constants were chosen at this look-ahead (bench/fused_picker.py) and it keeps it (bench/README.md,
 # "Look-ahead 0 by default").
 MASKED_LOOKAHEAD_MS = 10.0
 

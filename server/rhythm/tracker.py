@@ -433,21 +433,13 @@ def _advance_one_frame(trackers: list[BeatTracker], values: list[list[float]]) -
                 break
         tracker._n_in = n_in + per_frame
         silent_for = per_frame - 1 - (last_active - n_in)
-        frames.append((strength, n_in + row.index(strength), silent_for))
-        # _before_step
-        tracker._step += 1
-        if silent_for >= tracker._reset_after:
-            if tracker._alpha is not None:
-                tracker._forget()
+        frame = (strength, n_in + row.index(strength), silent_for)
+        frames.append(frame)
+        ratio = tracker._before_step(frame)
+        if ratio is None:
             continue
-        mean = tracker._mean = tracker._mean + tracker._mean_rate * (strength - tracker._mean)
-        if tracker._alpha is None:
-            tracker._alpha = tracker._space.prior.copy()  # the same in every ring layout
-            tracker._bank = None
-        settings = tracker._settings
-        z = min(strength / (settings.reference * mean), settings.cap) if mean > 0.0 else 0.0
         members.append(index)
-        ratios.append(((z + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness)
+        ratios.append(ratio)
     beats: list[list[Beat]] = [[] for _ in trackers]
     if not members:
         return beats
