@@ -15,9 +15,10 @@ them as soon as the onset is decided (:mod:`server.rhythm.bands`), without waiti
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import numpy.typing as npt
-import scipy.signal
 
 F32 = npt.NDArray[np.float32]
 
@@ -64,11 +65,19 @@ def locate_attack(window: F32, first: int, stop: int, block: int, past_blocks: i
     return start + (past_blocks + best) * block + block // 2
 
 
+@functools.lru_cache(maxsize=64)
 def attack_filters(sample_rate: int) -> AttackFilters:
     """Coefficients ``(b, a)`` of :func:`attack_energies`' filters at ``sample_rate`` Hz: 2nd-order
     Butterworth low-pass at ``LOW_HZ``, band-pass ``LOW_HZ``-``HIGH_HZ`` and high-pass at ``HIGH_HZ``
     (where ``HIGH_HZ`` is above 0.95 of the Nyquist frequency the band-pass ends there and the high filter
-    passes nothing: a high band that cannot hold energy)."""
+    passes nothing: a high band that cannot hold energy).
+
+    scipy.signal is imported here, not with the module: it takes ~1 s of CPU (scipy.stats comes with it),
+    which every process importing the detector (the event loop, the command-line clients) would pay,
+    while only the processes that filter need it (the pool's forkserver imports it once for its workers).
+    """
+    import scipy.signal
+
     top_hz = min(HIGH_HZ, 0.95 * sample_rate / 2.0)
     low = scipy.signal.butter(2, LOW_HZ, "lowpass", fs=sample_rate)
     mid = scipy.signal.butter(2, [LOW_HZ, top_hz], "bandpass", fs=sample_rate)
@@ -86,7 +95,9 @@ def attack_energies(window: F32, at: int, filters: AttackFilters) -> tuple[float
     The filters start from rest at the window's first sample, so the result depends on the frame's samples
     alone, not on how the stream was cut.
     """
+    from scipy.signal import lfilter  # imported by attack_filters already (see there)
+
     samples = window.astype(np.float64)
     at = min(max(at, 0), len(samples) - 1)
-    low, mid, high = (float(np.mean(np.square(scipy.signal.lfilter(b, a, samples)[at:]))) for b, a in filters)
+    low, mid, high = (float(np.mean(np.square(lfilter(b, a, samples)[at:]))) for b, a in filters)
     return low, mid, high

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import batch
-from server.dsp.attack import attack_energies, locate_attack
+from server.dsp.attack import attack_energies, attack_filters, locate_attack
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.onset import AttackEvidence, Onset
 from server.dsp.opening import opening_is_attack
@@ -396,11 +396,11 @@ class OnsetDetector:
     def _evidence(self, frame: int, attack_at: int) -> AttackEvidence | None:
         """The attack evidence of an onset decided at ``frame``, its attack ``attack_at`` samples back from
         the frame's end (:meth:`_attack_at`), from that frame's kept samples; None without them."""
-        window, filters = self.state.attack_windows.get(frame), self.plan.attack_filters
-        if window is None or filters is None:
+        window = self.state.attack_windows.get(frame)
+        if window is None or self.plan.attack_search is None:
             return None
         hop = self.plan.frames.grid.hop
-        energies = attack_energies(window, len(window) + attack_at, filters)
+        energies = attack_energies(window, len(window) + attack_at, attack_filters(self._rate))
         return AttackEvidence((frame + 1) * hop / self._rate, energies)
 
     def _advance(self, stop: int, mask_level: float | None = None) -> None:

@@ -45,8 +45,10 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux
 PIPE_BYTES = 1 << 20  # Linux's default /proc/sys/fs/pipe-max-size
 # Imported once by the forkserver, so every worker starts with them: the detector, and the modules whose
 # functions the server sends (live batches, file jobs; without these a worker's first file job waited
-# 0.1-0.3 s for imports such as PyAV).
-FORKSERVER_PRELOAD = ("server.pool.worker", "server.dsp", "server.stream.in_worker", "server.jobs.work")
+# 0.1-0.3 s for imports such as PyAV), and scipy.signal, which the detector imports only where it filters
+# (server.dsp.attack).
+FORKSERVER_PRELOAD = ("server.pool.worker", "server.dsp", "server.stream.in_worker", "server.jobs.work",
+                      "scipy.signal")
 STOP_TIMEOUT_S = 5.0  # a worker that has not exited this long after its call pipe closed is killed
 
 
