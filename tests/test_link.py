@@ -175,7 +175,9 @@ def test_a_second_link_peer_follows_the_stream_tempo_and_beat_phase(
     namespace: list[str], server_process: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
     first, second = tmp_path / "first.wav", tmp_path / "second.wav"
-    write_track(first, FIRST_BPM, 24.0, seed=61)
+    # A runs until B has claimed Link (B starts after A's sixth positioned beat, ~7.6 s into A, and its
+    # first event came 2 s later at load average 6), then B's 10 s decide the test's length.
+    write_track(first, FIRST_BPM, 18.0, seed=61)
     write_track(second, SECOND_BPM, 10.0, seed=62)
     server = server_process("--link", "--workers", "1", prefix=namespace)
     peer_log = tmp_path / "peer.jsonl"  # a file, not a pipe: nobody reads it until the end
