@@ -28,10 +28,12 @@ $(VENV)/.bench-stamp: pyproject.toml | $(BIN)/python
 run: $(VENV)/.run-stamp
 	$(BIN)/python run.py $(if $(PORT),--port $(PORT))
 
+# The suite runs a worker per core (pytest-xdist), a test file at a time on each: much of its time is spent
+# waiting on servers, browsers and real-time streams, which the other worker fills.
 test: $(VENV)/.test-stamp
 	$(BIN)/ruff check server testkit train tests bench run.py
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 lint: $(VENV)/.test-stamp
 	$(BIN)/ruff check server testkit train tests bench run.py
