@@ -88,5 +88,8 @@ def attack_energies(window: F32, at: int, filters: AttackFilters) -> tuple[float
     """
     samples = window.astype(np.float64)
     at = min(max(at, 0), len(samples) - 1)
-    low, mid, high = (float(np.mean(np.square(scipy.signal.lfilter(b, a, samples)[at:]))) for b, a in filters)
+    count = len(samples) - at
+    # np.mean's own sum and division without its per-call overhead (about a fifth of the time): the same bits
+    lfilter, square, total = scipy.signal.lfilter, np.square, np.add.reduce
+    low, mid, high = [float(total(square(lfilter(b, a, samples)[at:]))) / count for b, a in filters]
     return low, mid, high
