@@ -400,7 +400,7 @@ class OnsetDetector:
         if window is None or filters is None:
             return None
         hop = self.plan.frames.grid.hop
-        energies = attack_energies(window, len(window) + attack_at, filters)
+        energies = attack_energies(window, len(window) + attack_at, filters, self.plan.attack_run_in)
         return AttackEvidence((frame + 1) * hop / self._rate, energies)
 
     def _advance(self, stop: int, mask_level: float | None = None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
-from server.dsp.attack import BLOCK_S, PAST_S, AttackFilters, attack_filters
+from server.dsp.attack import BLOCK_S, PAST_S, RUN_IN_S, AttackFilters, attack_filters
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
 from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, mask_decay
@@ -146,6 +146,8 @@ class Plan:
     attack_filters : tuple of ndarray or None
         Without look-ahead: the filters of :func:`~server.dsp.attack.attack_energies` at this rate (used
         with the row tap on); None with a look-ahead.
+    attack_run_in : int
+        Samples before an attack from which those filters run (``RUN_IN_S``).
     """
 
     frames: FramePlan
@@ -170,6 +172,7 @@ class Plan:
     attack_block: int = 1
     attack_past: int = 1
     attack_filters: AttackFilters | None = None
+    attack_run_in: int = 0
 
     @property
     def latency_hops(self) -> int:
@@ -222,6 +225,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         attack_block=block,
         attack_past=max(1, round(PAST_S * sample_rate / block)),
         attack_filters=None if search is None else attack_filters(sample_rate),
+        attack_run_in=round(RUN_IN_S * sample_rate),
     )
 
 
