@@ -400,7 +400,8 @@ class OnsetDetector:
         if window is None or self.plan.attack_search is None:
             return None
         hop = self.plan.frames.grid.hop
-        energies = attack_energies(window, len(window) + attack_at, attack_filters(self._rate))
+        energies = attack_energies(window, len(window) + attack_at, attack_filters(self._rate),
+                                   self.plan.attack_run_in)
         return AttackEvidence((frame + 1) * hop / self._rate, energies)
 
     def _advance(self, stop: int, mask_level: float | None = None) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.dsp import odf as odf_mod
-from server.dsp.attack import BLOCK_S, PAST_S
+from server.dsp.attack import BLOCK_S, PAST_S, RUN_IN_S
 from server.dsp.methods import METHOD_TABLE, OnsetMethod
 from server.dsp.opening import OPENING_S
 from server.dsp.peaks import BASELINES, PRE_AVG_S, PRE_MAX_S, Baseline, mask_decay
@@ -143,6 +143,9 @@ class Plan:
         one hop before ``attack_offset`` to the end. None with a look-ahead (the peak shift places it then).
     attack_block, attack_past : int
         The locator's block (samples) and the blocks before one that it is compared with.
+    attack_run_in : int
+        Samples before an attack from which the filters of :func:`~server.dsp.attack.attack_energies` run
+        (``RUN_IN_S``).
     """
 
     frames: FramePlan
@@ -166,6 +169,7 @@ class Plan:
     attack_search: tuple[int, int] | None = None
     attack_block: int = 1
     attack_past: int = 1
+    attack_run_in: int = 0
 
     @property
     def latency_hops(self) -> int:
@@ -217,6 +221,7 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
         attack_search=search,
         attack_block=block,
         attack_past=max(1, round(PAST_S * sample_rate / block)),
+        attack_run_in=round(RUN_IN_S * sample_rate),
     )
 
 

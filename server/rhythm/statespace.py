@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import numpy as np
 import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 AHEAD_FRAMES = 32  # a one-row RingBank works out its slots for this many frames at a time (kept per stream)
@@ -52,11 +52,12 @@ class StateSpace:
     near_states : ndarray of int64
         Flat indices of the other states within ``beat_width`` of a beat: they take the square root of a
         frame's likelihood ratio (timing slack that does not punish the silence around a click as hard).
-    transition : ndarray of float64, shape (n_tempi, n_tempi)
+    transition : ndarray of float32, shape (n_tempi, n_tempi)
         ``transition[j, k]``: weight of a beat interval of tempo ``j`` being followed by tempo ``k``: the
         probability of that change times the prior of ``k`` to the power ``prior_weight`` (so rows sum to
-        at most 1; the forward variable is normalised every frame).
-    prior : ndarray of float64, shape (n_states,)
+        at most 1; the forward variable is normalised every few frames). Float32, like the forward
+        variables: a frame's step reads and writes half the bytes of float64.
+    prior : ndarray of float32, shape (n_states,)
         Initial distribution: the tempo prior, spread evenly over each tempo's positions; sums to 1.
     """
 
@@ -68,8 +69,8 @@ class StateSpace:
     position_of: I64
     beat_states: I64
     near_states: I64
-    transition: F64
-    prior: F64
+    transition: F32
+    prior: F32
 
     @property
     def n_states(self) -> int:
@@ -263,7 +264,8 @@ def state_space(
     # Every beat at tempo k costs weights[k] ** prior_weight, rows are not normalised again: a tempo twice
     # as fast pays its prior twice as often, which is what keeps eighth notes from passing for beats.
     transition *= weights[None, :] ** prior_weight
-    prior = (weights / weights.sum() / intervals)[tempo_of]
+    prior = (weights / weights.sum() / intervals)[tempo_of].astype(np.float32)
+    transition = transition.astype(np.float32)
     space = StateSpace(
         fps=fps,
         intervals=intervals,
@@ -287,23 +289,23 @@ class RingBank:
     Parameters
     ----------
     space : StateSpace
-    alphas : list of ndarray, shape (n_states,), float64
+    alphas : list of ndarray, shape (n_states,), float32 (others are converted)
         Each stream's forward variable, in the ring layout of frame ``steps[i]``.
     steps : list of int
         The frame of each one's layout.
 
     Attributes
     ----------
-    alpha : ndarray, shape (n_rows, n_states), float64
+    alpha : ndarray, shape (n_rows, n_states), float32
     slots : ndarray, shape (n_rows, n_observed), int64
         Flat index (into ``alpha``) of each observed state (:attr:`StateSpace.observed`) of each row at its
         current frame; each frame moves them one slot back around their ring. (A bank of one row reads its
         slots from a table of the next ``AHEAD_FRAMES`` frames' instead, and leaves these as they were.)
     """
 
-    def __init__(self, space: StateSpace, alphas: list[F64], steps: list[int]) -> None:
+    def __init__(self, space: StateSpace, alphas: list[F32], steps: list[int]) -> None:
         self.space = space
-        self.alpha = np.stack(alphas)
+        self.alpha = np.stack(alphas, dtype=np.float32)
         first, position, interval = space.observed
         self._floor = first + np.arange(len(alphas), dtype=np.int64)[:, None] * space.n_states
         self.slots = (position - np.array(steps, dtype=np.int64)[:, None]) % interval + self._floor
@@ -322,8 +324,8 @@ class RingBank:
         ----------
         rows : list of int
         ratios : list of float
-            Likelihood of each row's observation in a beat state over that in any other state (> 0). States
-            near a beat get its square root.
+            Likelihood of each row's observation in a beat state over that in any other state (> 0), taken
+            as float32. States near a beat get its square root (float32's).
         normalise : list of int
             The rows to scale to sum 1 (the most likely state does not depend on it; skipping it for a few
             frames saves time, as long as the factor cannot overflow).
@@ -350,7 +352,7 @@ class RingBank:
         flat = alpha.reshape(-1)
         values = flat[slots]
         beats = len(space.intervals)
-        ratio = np.array(ratios, dtype=np.float64)[:, None]
+        ratio = np.array(ratios, dtype=np.float32)[:, None]
         moved = np.matmul(values[:, None, :beats], space.transition)[:, 0, :]
         values *= np.sqrt(ratio)  # the near-beat slots (contiguous: cheaper than their columns alone)
         np.multiply(moved, ratio, out=values[:, :beats])  # the beat slots: overwritten
@@ -381,8 +383,9 @@ class RingBank:
         values = row[slots]
         beats = len(space.intervals)
         moved = values[:beats].dot(space.transition)
-        values *= math.sqrt(ratio)
-        np.multiply(moved, ratio, out=values[:beats])
+        ratio32 = np.float32(ratio)  # (as the batch's array of ratios has it, and its square root)
+        values *= np.sqrt(ratio32)
+        np.multiply(moved, ratio32, out=values[:beats])
         row[slots] = values
         if normalise:
             row *= 1.0 / np.add.reduce(row)

@@ -9,7 +9,7 @@ a tenth of an interval after it, no sooner than half an interval after the last 
 confidence reaches ``min_confidence``, and not after ``hold_s`` without sound. It never looks ahead: a beat is
 sent as soon as the tracker commits to it, and ``tempo()`` predicts the next one.
 
-State is the forward variable (a few thousand float64), the input not yet framed, the running mean of the
+State is the forward variable (a few thousand float32), the input not yet framed, the running mean of the
 strength, and the last beat; the state space itself is shared and cached, so the pickle stays small.
 :func:`advance_trackers` steps many streams' trackers at once: their forward variables become rows of one
 array (kept between calls while the same trackers step together), one numpy pass per frame for all.
@@ -30,8 +30,9 @@ from server.rhythm.statespace import RingBank, StateSpace, state_space
 
 F32 = npt.NDArray[np.float32]
 
-STATE_VERSION = 3  # 2: the forward variable in the ring layout; 3: and the run of beat intervals (_run)
-NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames (ratio <= 1e8)
+STATE_VERSION = 4  # 2: the forward variable in the ring layout; 3: the beat intervals' run (_run); 4: float32
+NORMALISE_FRAMES = 8  # the forward variable is scaled to sum 1 every this many frames, or more often when
+GROWTH_LIMIT = 1e30  # the largest ratio to that power could pass this (float32 ends at 3.4e38)
 PHASE_WINDOW = 0.08  # states within this fraction of a beat of the most likely phase make the confidence
 RUN_BEATS = 4  # a beat's bpm is the mean beat interval of the tracker's tempo at up to this many beats,
 RUN_SLACK_FRAMES = 1.0  # those since its interval last moved by more than this many frames from their mean
@@ -64,7 +65,7 @@ class BeatTracker:
         Stream time of input value 0, seconds (value ``i`` is at ``i * hop_s + time_offset_s``).
     """
 
-    _alpha: npt.NDArray[np.float64] | None  # the forward variable; None: silent so long that it is forgotten
+    _alpha: npt.NDArray[np.float32] | None  # the forward variable; None: silent so long that it is forgotten
     _bank: RingBank | None  # the bank whose row _row _alpha is (advance_trackers), or None
     _run: list[float]  # the tracker's beat interval at its last (up to RUN_BEATS) beats, frames (_run_bpm)
 
@@ -178,7 +179,7 @@ class BeatTracker:
         ) = state
         self._run = list(run)
         self._use_settings(TrackerSettings(*values))
-        self._alpha = None if alpha is None else np.frombuffer(alpha, dtype=np.float64).copy()
+        self._alpha = None if alpha is None else np.frombuffer(alpha, dtype=np.float32).copy()
         self._bank = None
         self._row = 0
         self._summary_step = -2
@@ -192,6 +193,9 @@ class BeatTracker:
         frame_s = self._per_frame * self._hop_s
         self._space = space_for(dataclasses.replace(settings, frame_s=frame_s))
         self._mean_rate = 1.0 - math.exp(-frame_s / settings.norm_s)
+        top = ((settings.cap + settings.floor) / (1.0 + settings.floor)) ** settings.sharpness  # top ratio:
+        frames = int(math.log(GROWTH_LIMIT) / math.log(top)) if top > 1.0 else NORMALISE_FRAMES
+        self._normalise_every = max(1, min(NORMALISE_FRAMES, frames))  # 2,074 at the defaults, so 8
         self._hold = round(settings.hold_s / self._hop_s)
         self._reset_after = round(settings.reset_s / self._hop_s)
 
@@ -249,7 +253,7 @@ class BeatTracker:
             bank = self._bank
             if bank is None:
                 bank = _bank_of(space, [self])
-            normalise = [self._row] if not self._step % NORMALISE_FRAMES else []
+            normalise = [self._row] if not self._step % self._normalise_every else []
             slot = bank.step([self._row], [ratio], normalise)[0]  # (a bank of this row alone: the 1-D path)
             beat = self._after_step(slot, frame)
             if beat is not None:
@@ -395,7 +399,7 @@ def advance_trackers(trackers: list[BeatTracker], values: list[list[float]]) -> 
             group = [trackers[index] for index in members]
             bank = _bank_of(space, group)
             rows = [t._row for t in group]
-            normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
+            normalise = [t._row for t in group if not t._step % t._normalise_every]
             best = bank.step(rows, ratios, normalise)
             for index, tracker, slot in zip(members, group, best, strict=True):
                 beat = tracker._after_step(slot, frames[index][round_])
@@ -447,7 +451,7 @@ def _advance_one_frame(trackers: list[BeatTracker], values: list[list[float]]) -
     space = group[0]._space
     bank = _bank_of(space, group)
     rows = [t._row for t in group]
-    normalise = [t._row for t in group if not t._step % NORMALISE_FRAMES]
+    normalise = [t._row for t in group if not t._step % t._normalise_every]
     interval_list, position_list = space.interval_list, space.position_list
     for index, tracker, slot in zip(members, group, bank.step(rows, ratios, normalise), strict=True):
         interval = interval_list[slot]
