@@ -8,7 +8,7 @@ Usage::
   float32: decode the binary message (``AudioDecoder``) and ``StreamSession.feed`` it, then per job (one
   chunk each) ``take_job``, the batch's ``PackedJobs`` and ``complete`` with the usual empty result.
 - ``worker``: what the pool worker does per chunk: unpickle a batch of one-chunk jobs of the capacity
-  bench's click tracks (beats off), ``run_batch``, pickle the results.
+  bench's click tracks (beats off, or ``--beats on``), ``run_batch``, pickle the results.
 
 Prints the best round's CPU time per chunk (``time.process_time``). On a shared machine count instructions
 instead, which do not depend on the load: run it twice under ``valgrind --tool=callgrind
@@ -96,10 +96,15 @@ async def session_side(streams: int, rounds: int, per_job: int = 1) -> tuple[flo
     return best_feed, best_job
 
 
-def worker_side(streams: int, rounds: int, per_job: int = 1) -> float:
+def worker_side(streams: int, rounds: int, per_job: int = 1, beats: bool = False,
+                lookahead_ms: float | None = None) -> float:
     """Best seconds per chunk of unpickling a batch, ``run_batch`` and pickling its results (each job
-    ``per_job`` chunks)."""
-    settings = StreamSettings.from_mapping({"beats": False}).detector
+    ``per_job`` chunks; with ``beats`` the rhythm beside each detector too; ``lookahead_ms``: the setting,
+    None for the default)."""
+    values: dict[str, Any] = {"beats": beats}
+    if lookahead_ms is not None:
+        values["lookahead_ms"] = lookahead_ms
+    settings = StreamSettings.from_mapping(values).detector
     frames = per_job * CHUNK_FRAMES
     total_s = WORKER_CALLS * frames / SAMPLE_RATE + 1.0
     tracks = [click_track(0.137 + k * CLICK_EVERY_S / CLICK_PHASES, total_s, seed=1000 + k)[0]
@@ -130,6 +135,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--part", choices=("session", "worker", "both"), default="both")
     parser.add_argument("--chunks-per-job", type=int, default=1, help="20 ms chunks each job carries")
+    parser.add_argument("--beats", choices=("on", "off"), default="off", help="worker: the setting beats")
+    parser.add_argument("--lookahead-ms", type=float, default=None, help="worker: the setting lookahead_ms")
     args = parser.parse_args()
     rounds = max(args.rounds, WARM_ROUNDS + 1)
     if args.part in ("session", "both"):
@@ -138,9 +145,10 @@ def main() -> int:
               f"take_job + PackedJobs + complete {1e6 * job_s:.2f} us per chunk "
               f"({args.chunks_per_job} chunks a job)")
     if args.part in ("worker", "both"):
-        print(f"worker side, {args.streams} streams: unpickle + run_batch + pickle "
-              f"{1e6 * worker_side(args.streams, rounds, args.chunks_per_job):.2f} us per chunk "
-              f"({args.chunks_per_job} chunks a job)")
+        worker_s = worker_side(args.streams, rounds, args.chunks_per_job, args.beats == "on",
+                               args.lookahead_ms)
+        print(f"worker side, {args.streams} streams: unpickle + run_batch + pickle {1e6 * worker_s:.2f} us "
+              f"per chunk ({args.chunks_per_job} chunks a job, beats {args.beats})")
     return 0
 
 

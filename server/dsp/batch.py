@@ -245,7 +245,8 @@ class _Pass:
                 if rows is not None:
                     _keep_rows(detector, rows[row:stop])
                 new_values = values[row:stop]
-                if detector.plan.attack_search is not None:
+                plan = detector.plan
+                if plan.attack_search is not None and max(new_values) >= plan.threshold:
                     _keep_attack_windows(detector, samples, offset, new_values, self.frame_len, hop)
                 found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], final))
                 row = stop
@@ -274,7 +275,7 @@ class _Pass:
                 state.opening = np.concatenate([opening, more])
             stop = row + count
             new_values = values[row:stop]
-            if plan.attack_search is not None:
+            if plan.attack_search is not None and max(new_values) >= plan.threshold:  # else none is kept
                 _keep_attack_windows(detector, samples, offset, new_values, frame_len, hop)
             found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], False))
             row = stop
