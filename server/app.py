@@ -40,6 +40,7 @@ from server.transport import (
     ws_upload,
 )
 from server.transport import metrics as metrics_endpoint
+from server.transport.warm_up import warm_up_ingest
 from server.webrtc.ice import parse_ice_servers
 from server.webrtc.jitter import JITTER_BUFFERS
 from server.webrtc.service import WebRtcService
@@ -76,6 +77,7 @@ async def _streams_ctx(app: web.Application) -> AsyncIterator[None]:
     service = StreamService(config, app[appkeys.POOL], hub)
     app[appkeys.STREAMS] = service
     await service.start()
+    warm_up_ingest(asyncio.get_running_loop())  # the first stream's socket code, run before any stream
     yield
     await service.close()
     await hub.close()

@@ -29,6 +29,7 @@ F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
 AHEAD_FRAMES = 32  # a one-row RingBank works out its slots for this many frames at a time (kept per stream)
+_STEPS_AHEAD = np.arange(1, AHEAD_FRAMES + 1, dtype=np.int32)[:, None]  # k, frames ahead of the last stepped
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 SOURCE_POINTS = 256  # change_probabilities integrates over the interval changed from at this many points
 
@@ -364,6 +365,23 @@ class RingBank:
         best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
         return best
 
+    def _slots_ahead(self) -> npt.NDArray[np.int32]:
+        """The one row's slots at each of the next ``AHEAD_FRAMES`` frames: at frame ``stepped + k``, each
+        observed state's ``(slot - floor - stepped - k) % interval + floor``, worked out as
+        ``((slot - floor - stepped) % interval - k) % interval + floor`` (the same integers), so the table
+        is written in place, in int32 (indices below 2**31), into the one it replaces: no int64 table and
+        no temporary of its size (they were ~130 KiB of heap at a time per stream, faulted in at each
+        recomputation after a heap trim; bench/README.md, "Memory per stream")."""
+        first, interval = self._floor[0], self.space.observed[2]
+        ring = (self.slots[0] - first - self._stepped) % interval  # one row: the frame count mod interval
+        ahead = self._ahead
+        if ahead.dtype != np.int32 or ahead.shape != (AHEAD_FRAMES, len(ring)):
+            ahead = np.empty((AHEAD_FRAMES, len(ring)), np.int32)
+        np.subtract(ring.astype(np.int32), _STEPS_AHEAD, out=ahead)
+        np.remainder(ahead, interval.astype(np.int32), out=ahead)
+        np.add(ahead, first.astype(np.int32), out=ahead)
+        return ahead
+
     def _step_one(self, ratio: float, normalise: bool) -> int:
         """:meth:`step` of a bank of one row (a stream alone: numpy's cost per call is most of it there),
         in fewer and one-dimensional calls: the same operations on the same values, so the same bits (the
@@ -372,10 +390,7 @@ class RingBank:
         space, row = self.space, self.alpha[0]
         at = self._ahead_at
         if at == len(self._ahead):
-            interval = space.observed[2]
-            frames = np.arange(self._stepped + 1, self._stepped + AHEAD_FRAMES + 1, dtype=np.int64)
-            ahead = (self.slots[0] - self._floor[0] - frames[:, None]) % interval + self._floor[0]
-            self._ahead = ahead.astype(np.int32)  # indices below 2**31: a quarter of the int64 table's bytes
+            self._ahead = self._slots_ahead()
             at = 0
         slots = self._ahead[at]
         self._ahead_at = at + 1
