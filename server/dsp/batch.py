@@ -232,13 +232,7 @@ class _Pass:
         for detector, count, length, new, offset in self.entries:
             tail = samples[offset + count * hop : offset + length]
             if not final:
-                state = detector.state
-                state.samples_in += new
-                opening = state.opening
-                wanted = detector.plan.opening_len
-                if opening is not None and new and len(opening) < wanted:
-                    more = samples[offset + length - new : offset + length][: wanted - len(opening)]
-                    state.opening = np.concatenate([opening, more])
+                _take_new_samples(detector, samples, offset + length, new)
             if count:
                 stop = row + count
                 hist = kept[framed * history : (framed + 1) * history]
@@ -266,13 +260,8 @@ class _Pass:
         found: list[list[Onset]] = []
         row = 0
         for (detector, _, _, new, offset), tail, hist in zip(self.entries, tails, hists, strict=True):
-            state = detector.state
-            state.samples_in += new
+            _take_new_samples(detector, samples, offset + length, new)
             plan = detector.plan
-            opening = state.opening
-            if opening is not None and new and len(opening) < plan.opening_len:
-                more = samples[offset + length - new : offset + length][: plan.opening_len - len(opening)]
-                state.opening = np.concatenate([opening, more])
             stop = row + count
             new_values = values[row:stop]
             if plan.attack_search is not None and max(new_values) >= plan.threshold:  # else none is kept
@@ -280,6 +269,16 @@ class _Pass:
             found.append(detector.finish_pass(tail, hist, new_values, levels[row:stop], False))
             row = stop
         return found
+
+
+def _take_new_samples(detector: OnsetDetector, samples: F32, end: int, new: int) -> None:
+    """Count a member's ``new`` samples, which end at ``end`` in the pass's joined ``samples``, and extend its
+    opening (the samples judged before its first frame) with them while it is shorter than the plan's."""
+    state = detector.state
+    state.samples_in += new
+    opening, wanted = state.opening, detector.plan.opening_len
+    if opening is not None and new and len(opening) < wanted:
+        state.opening = np.concatenate([opening, samples[end - new : end][: wanted - len(opening)]])
 
 
 def _keep_attack_windows(detector: OnsetDetector, samples: F32, offset: int, values: list[float],
@@ -385,7 +384,7 @@ def _compare_classical(current: _Pass, feats: Any) -> tuple[list[float], Any]:
     windows = [(s.recent, s.odf_base + len(s.odf), count) for s, count in zip(states, counts, strict=True)]
     recent = odf_mod.recent_peaks_many(windows, method.peaks(feats).tolist(), plan.floor_frames)
     scale, low = plan.floor_scale, plan.floor_low
-    floor = np.array([f if (f := r * scale) > low else low for r in recent], dtype=np.float32)[:, None]
+    floor = np.array(odf_mod.floors_of(recent, scale, low), dtype=np.float32)[:, None]
     hist_parts = [state.history for state in states]
     if current.regular and not any(hist is None for hist in hist_parts):
         if len(hist_parts) == 1 and lags == (1,) and history == 1:

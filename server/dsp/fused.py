@@ -210,7 +210,7 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
         peaks, consts.floor_frames,
     )
     scale, low, ratio = consts.floor_scale, consts.floor_low, consts.gate_ratio
-    floor = np.array([f if (f := r * scale) > low else low for r in recent], dtype=np.float32)[:, None]
+    floor = np.array(odf_mod.floors_of(recent, scale, low), dtype=np.float32)[:, None]
     net_all = np.concatenate(learned)
     if ratio:
         net_all = net_all * np.array([p >= r * ratio for p, r in zip(peaks, recent, strict=True)], dtype=bool)
@@ -230,8 +230,7 @@ def step_with(consts: FusedConstants, rows: Sequence[F32], states: Sequence[Fuse
             states, net_states, nexts, windows, counts, levels_at, strict=True
         )
     ]
-    rise = odf_mod.log_rise(bands, reference, floor)
-    flux = np.divide(np.add.reduce(rise, axis=1), rise.shape[1] * SUPERFLUX_UNIT, dtype=np.float64)
+    flux = odf_mod.mean_log_rise(bands, reference, SUPERFLUX_UNIT, floor)
     if consts.mask_ratio:
         net_all = net_all * (net_all >= consts.mask_ratio * np.array(mask))
     fused = (NEURAL_WEIGHT * net_all + (1.0 - NEURAL_WEIGHT) * flux) / unit

@@ -191,11 +191,13 @@ def compression_floors(
     list of float
         One floor per new frame.
     """
-    floors = []
-    for recent in recent_peaks(window, frame, peaks, width):
-        floor = recent * scale
-        floors.append(floor if floor > low else low)
-    return floors
+    return floors_of(recent_peaks(window, frame, peaks, width), scale, low)
+
+
+def floors_of(recent: Iterable[float], scale: float, low: float) -> list[float]:
+    """:func:`compression_floor` of each recent peak (:func:`recent_peaks`, :func:`recent_peaks_many`), in
+    floats: ``max(peak * scale, low)``."""
+    return [floor if (floor := peak * scale) > low else low for peak in recent]
 
 
 # --- Comparisons: (current, past rows per lag, unit, floor) -> ODF float64 -------------------------------
@@ -237,7 +239,12 @@ def log_rise(current: F32, reference: F32, floor: F32) -> F32:
 
 def superflux_rise(current: F32, past: tuple[F32, ...], unit: float, floor: F32) -> F64:
     """Mean log rise of each band over the 3-band maximum of the reference frame (Böck & Widmer, 2013)."""
-    rise = log_rise(current, max_filter_bands(past[0]), floor)
+    return mean_log_rise(current, max_filter_bands(past[0]), unit, floor)
+
+
+def mean_log_rise(current: F32, reference: F32, unit: float, floor: F32) -> F64:
+    """:func:`log_rise` of each frame's bands over its reference, averaged over the bands, in ``unit``."""
+    rise = log_rise(current, reference, floor)
     return np.divide(np.add.reduce(rise, axis=1), rise.shape[1] * unit, dtype=np.float64)
 
 
