@@ -46,8 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from corpus import Clip  # noqa: E402
-from learned import FAMILIES, corpus_clips, dev_clips  # noqa: E402
-from neural_picker import BLOCK_MS, cached_odfs, f_of, floats, sliding_max  # noqa: E402
+from learned import FAMILIES  # noqa: E402
+from neural_picker import (  # noqa: E402
+    BLOCK_MS,
+    add_clip_arguments,
+    cached_odfs,
+    clips_of,
+    f_of,
+    floats,
+    report_agreement,
+    sliding_max,
+)
 
 from server.dsp import DetectorSettings, OnsetDetector, fused  # noqa: E402
 from server.dsp.neural import UNIT as NEURAL_UNIT  # noqa: E402
@@ -168,26 +177,15 @@ def check(clips: list[Clip], neural: list[tuple[F64, F64]], superflux: list[tupl
               "--check")
         return
     run = streamed(DetectorSettings(method="fused"), BLOCK_MS)
-    worst, differ = 0.0, 0
-    for clip, (n_odf, levels), (s_odf, peaks) in zip(clips, neural, superflux, strict=True):
-        ours, real = served_times(clip, n_odf, levels, s_odf, peaks), run(clip)
-        if len(ours) != len(real):
-            differ += 1
-            print(f"{clip.name}: {len(ours)} numpy onsets, {len(real)} detector onsets")
-            continue
-        worst = max(worst, float(np.abs(ours - real).max(initial=0.0)))
-    print(f"{len(clips) - differ} of {len(clips)} clips with as many onsets; "
-          f"largest time difference there: {1000 * worst:.3f} ms")
+    report_agreement((clip, served_times(clip, n_odf, levels, s_odf, peaks), run(clip))
+                     for clip, (n_odf, levels), (s_odf, peaks) in zip(clips, neural, superflux, strict=True))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
-    parser.add_argument("--split", default="tune")
-    parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/neural_picker_cache"))
+    add_clip_arguments(parser, Path("/tmp/neural_picker_cache"))
     parser.add_argument("--combine", default="sum")
     parser.add_argument("--weight", default="0.5")
     parser.add_argument("--gate-db", default="0")
@@ -200,9 +198,7 @@ def main() -> None:
     parser.add_argument("--mask-ms", default="1000")
     parser.add_argument("--check", action="store_true", help="the served rule against the detector")
     args = parser.parse_args()
-    if args.split == "valid" and args.data is None:
-        print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
-    clips = dev_clips(args.data) if args.data else corpus_clips(args.corpus, args.split)
+    clips = clips_of(args)
     neural = cached_odfs(clips, args.cache)
     superflux = cached_superflux(clips, args.cache)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min", flush=True)

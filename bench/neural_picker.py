@@ -32,6 +32,7 @@ import functools  # noqa: E402
 import hashlib  # noqa: E402
 import itertools  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import mir_eval  # noqa: E402
@@ -221,16 +222,50 @@ def after_hits(clips: list[Clip], odfs: list[tuple[F64, F64]]) -> None:
     print("  matched onsets' strength:", np.percentile(matched_strengths, q).round(2))
 
 
+def add_clip_arguments(parser: argparse.ArgumentParser, cache: Path) -> None:
+    """The pickers' options for their clips: the corpus and its split, or real annotated clips instead, and
+    the folder where the clips' detection functions are cached (``cache`` by default)."""
+    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
+    parser.add_argument("--split", default="tune")
+    parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
+    parser.add_argument("--cache", type=Path, default=cache)
+
+
+def clips_of(args: argparse.Namespace) -> list[Clip]:
+    """The clips that :func:`add_clip_arguments`' options name, only those of ``args.family`` when a script
+    has that option and it is given; a warning when they are the corpus's valid split, which is for
+    reporting once, not for choosing."""
+    if args.split == "valid" and args.data is None:
+        print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
+    clips = dev_clips(args.data) if args.data else corpus_clips(args.corpus, args.split)
+    family = getattr(args, "family", None)
+    return [c for c in clips if c.group == family] if family else clips
+
+
+def report_agreement(pairs: Iterable[tuple[Clip, F64, F64]]) -> None:
+    """A picker's onset times against the detector's, clip by clip (``pairs``: the clip, the picker's times,
+    the detector's): each clip whose counts differ, then how many clips agree in count and the largest time
+    difference among them."""
+    clips = differ = 0
+    worst = 0.0
+    for clip, ours, real in pairs:
+        clips += 1
+        if len(ours) != len(real):
+            differ += 1
+            print(f"{clip.name}: {len(ours)} numpy onsets, {len(real)} detector onsets")
+            continue
+        worst = max(worst, float(np.abs(ours - real).max(initial=0.0)))
+    print(f"{clips - differ} of {clips} clips with as many onsets; "
+          f"largest time difference there: {1000 * worst:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
-    parser.add_argument("--split", default="tune")
-    parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
+    add_clip_arguments(parser, Path("/tmp/neural_picker_cache"))
     parser.add_argument("--family", help="only this family")
     parser.add_argument("--weights", type=Path, help="a weights file to try instead of the committed one")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/neural_picker_cache"))
     parser.add_argument("--threshold", default="1")
     parser.add_argument("--mean-factor", default="1")
     parser.add_argument("--pre-avg-ms", default="100")
@@ -240,11 +275,7 @@ def main() -> None:
     parser.add_argument("--after-hits", action="store_true")
     parser.add_argument("--check", action="store_true", help="the numpy picker against the detector")
     args = parser.parse_args()
-    if args.split == "valid" and args.data is None:
-        print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
-    clips = dev_clips(args.data) if args.data else corpus_clips(args.corpus, args.split)
-    if args.family:
-        clips = [c for c in clips if c.group == args.family]
+    clips = clips_of(args)
     odfs = cached_odfs(clips, args.cache, args.weights)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min", flush=True)
     if args.check:
@@ -253,15 +284,8 @@ def main() -> None:
         if args.weights is not None:
             parser.error("--check compares with the committed network")
         run = streamed(DetectorSettings(method="neural"), BLOCK_MS)
-        worst = 0.0
-        for clip, (odf, levels) in zip(clips, odfs, strict=True):
-            ours = picked_times(clip, odf, levels, **served())
-            real = run(clip)
-            if len(ours) != len(real):
-                print(f"{clip.name}: {len(ours)} numpy onsets, {len(real)} detector onsets")
-                continue
-            worst = max(worst, float(np.abs(ours - real).max(initial=0.0)))
-        print(f"largest time difference where the counts agree: {1000 * worst:.3f} ms")
+        report_agreement((clip, picked_times(clip, odf, levels, **served()), run(clip))
+                         for clip, (odf, levels) in zip(clips, odfs, strict=True))
         return
     if args.after_hits:
         after_hits(clips, odfs)

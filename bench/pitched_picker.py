@@ -38,6 +38,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import sys  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -49,8 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fused_picker  # noqa: E402
 from corpus import Clip  # noqa: E402
 from fused_picker import BLOCK_MS, gate_open, picked  # noqa: E402
-from learned import FAMILIES, corpus_clips, dev_clips  # noqa: E402
-from neural_picker import cached_odfs, f_of, floats, sliding_max  # noqa: E402
+from learned import FAMILIES  # noqa: E402
+from neural_picker import (  # noqa: E402
+    add_clip_arguments,
+    cached_odfs,
+    clips_of,
+    f_of,
+    floats,
+    report_agreement,
+    sliding_max,
+)
 
 from server.dsp import DetectorSettings, OnsetDetector, fused, odf  # noqa: E402
 from server.dsp.peaks import mask_decay, mask_levels  # noqa: E402
@@ -198,46 +207,34 @@ def check(clips: list[Clip], neural: list[tuple[F64, F64]], superflux: list[tupl
 
     served = {name: float(default) for name, default, _ in OPTIONS}
     run = streamed(DetectorSettings(method="fused"), BLOCK_MS)
-    worst_odf = worst = 0.0
-    differ = frames = apart = 0
-    for clip, (n_odf, levels), (_, rows) in zip(clips, neural, superflux, strict=True):
-        values = fused_odf(n_odf, rows, term_of(rows, served), served)
-        detector = superflux_rows(clip, "fused")[0] * fused.UNIT
-        count = min(len(values), len(detector))
-        gaps = np.abs(values[:count] - detector[:count])
-        worst_odf, frames, apart = max(worst_odf, float(gaps.max(initial=0.0))), frames + count, apart + int(
-            (gaps > 1e-4).sum())
-        ours, real = times_of(clip, values, levels, served), run(clip)
-        if len(ours) != len(real):
-            differ += 1
-            print(f"{clip.name}: {len(ours)} numpy onsets, {len(real)} detector onsets")
-            continue
-        worst = max(worst, float(np.abs(ours - real).max(initial=0.0)))
-    print(f"detection function (sum units): {apart} of {frames} frames more than 1e-4 apart (a term at a "
-          f"gate's or mask's edge in float32 against float64), largest {worst_odf:.2e}")
-    print(f"{len(clips) - differ} of {len(clips)} clips with as many onsets; "
-          f"largest time difference there: {1000 * worst:.3f} ms")
+    gaps: list[F64] = []
 
+    def pairs() -> Iterator[tuple[Clip, F64, F64]]:
+        for clip, (n_odf, levels), (_, rows) in zip(clips, neural, superflux, strict=True):
+            values = fused_odf(n_odf, rows, term_of(rows, served), served)
+            detector = superflux_rows(clip, "fused")[0] * fused.UNIT
+            count = min(len(values), len(detector))
+            gaps.append(np.abs(values[:count] - detector[:count]))
+            yield clip, times_of(clip, values, levels, served), run(clip)
+
+    report_agreement(pairs())
+    every = np.concatenate(gaps) if gaps else np.zeros(0)
+    print(f"detection function (sum units): {int((every > 1e-4).sum())} of {len(every)} frames more than "
+          f"1e-4 apart (a term at a gate's or mask's edge in float32 against float64), largest "
+          f"{float(every.max(initial=0.0)):.2e}")
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
-    parser.add_argument("--split", default="tune")
-    parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/pitched_picker_cache"))
+    add_clip_arguments(parser, Path("/tmp/pitched_picker_cache"))
     parser.add_argument("--family", help="only clips of this family")
     parser.add_argument("--soft-gate", action="store_true", help="scale the network by min(1, sf / sf_gate)")
     parser.add_argument("--check", action="store_true", help="the served rule against the detector")
     for name, default, meaning in OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), default=default, help=meaning)
     args = parser.parse_args()
-    if args.split == "valid" and args.data is None:
-        print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
-    clips = dev_clips(args.data) if args.data else corpus_clips(args.corpus, args.split)
-    if args.family:
-        clips = [c for c in clips if c.group == args.family]
+    clips = clips_of(args)
     neural = cached_odfs(clips, args.cache)
     superflux = cached_rows(clips, args.cache)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min", flush=True)
