@@ -33,7 +33,7 @@ from server.client.options import (
     server_url,
 )
 from server.jobs.probe import DecodeError
-from server.protocol.stream_messages import Encoding
+from server.protocol.encoding import Encoding
 
 DECODE_BLOCK_S = 1.0  # audio decoded from a file per step (off the event loop)
 

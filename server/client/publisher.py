@@ -18,7 +18,7 @@ import numpy as np
 
 from server.client.errors import ClientError
 from server.client.wire import Message, MessageSocket, to_pcm
-from server.protocol.stream_messages import Encoding
+from server.protocol.encoding import Encoding
 
 STREAM_PATH = "/api/v3/stream"
 REPLY_TIMEOUT_S = 30.0

@@ -18,7 +18,7 @@ import numpy as np
 
 from server.client.auth import auth_headers
 from server.client.errors import ClientError
-from server.protocol.stream_messages import Encoding
+from server.protocol.encoding import Encoding
 
 CODECS = ("json", "msgpack")
 ACCESS_STATUSES = (401, 403)  # refusals of the access checks (docs/protocol.md, "Access tokens")

@@ -23,12 +23,15 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
 from server.exceptions import SettingsError
-from server.protocol.stream_messages import Event
+
+if TYPE_CHECKING:  # only a type: importing it at run time would load the detector into every client
+    from server.protocol.stream_messages import Event
 
 log = logging.getLogger(__name__)
 

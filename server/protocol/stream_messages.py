@@ -7,7 +7,6 @@ The layout of each message is documented in docs/protocol.md, section "Live stre
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -18,6 +17,7 @@ import numpy as np
 from server.dsp import detector
 from server.dsp.methods import detector_info
 from server.protocol.codec import Control
+from server.protocol.encoding import Encoding
 from server.protocol.errors import CloseCode, ProtocolError
 
 # One source for the audio limits: the detector's (server.dsp.detector). A live stream accepts the
@@ -28,27 +28,6 @@ MAX_SAMPLE_RATE_HZ = detector.MAX_RATE_HZ
 MAX_CHANNELS = min(32, detector.MAX_CHANNELS)
 
 Event = dict[str, Any]
-
-
-class Encoding(enum.Enum):
-    """Sample encodings of binary audio frames: raw, interleaved, little-endian."""
-
-    PCM_F32LE = "pcm_f32le"
-    PCM_S16LE = "pcm_s16le"
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return _DTYPES[self]
-
-    @property
-    def bytes_per_sample(self) -> int:
-        return _DTYPES[self].itemsize
-
-
-_DTYPES: Mapping[Encoding, np.dtype[Any]] = MappingProxyType({
-    Encoding.PCM_F32LE: np.dtype("<f4"),
-    Encoding.PCM_S16LE: np.dtype("<i2"),
-})
 
 
 @dataclass(frozen=True, slots=True)
