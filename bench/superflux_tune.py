@@ -8,13 +8,14 @@ Usage::
         [--pre-max-ms 30] [--min-interval-ms 30] [--baseline median] [--stress-only] [--no-stress]
         [--family voice] [--jobs 2]
 
-Each combination of the options builds a ``superflux`` row of the method table (``dataclasses.replace``
+Each combination of the options builds a ``--method`` row (``superflux``, the default, or
+``superflux_half``) of the method table (``dataclasses.replace``
 of the served one, handed to :class:`~server.dsp.OnsetDetector` as its table) and runs the detector on
 every clip, whole (its onsets are the same whatever the block size: ``tests/test_dsp_streaming.py``):
 
 - ``--width W``: the maximum filter across frequency spans ``2 W + 1`` bands (the served 1: 3 bands);
-- ``--lag L``: the reference row is ``L`` frames back (0: the served, half a frame: 2 frames at 40 ms /
-  10 ms; before branch ``sfpitch`` a quarter frame, 1);
+- ``--lag L``: the reference row is ``L`` frames back (0: the served row's: ``superflux`` a quarter frame,
+  1 frame at 40 ms / 10 ms; ``superflux_half`` half a frame, 2);
 - ``--hold K`` and ``--hold-db D``: the reference is the largest of the rows ``L`` to ``L + K - 1`` frames
   back, each older than ``L`` lowered by ``D`` dB per frame of age (``K`` 1: the served single row). A
   band that only comes back to a level it had a few frames ago (vibrato, tremolo) does not rise;
@@ -61,14 +62,17 @@ from server.dsp.methods import METHOD_TABLE  # noqa: E402
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 
-SERVED = METHOD_TABLE["superflux"]
+SERVED = METHOD_TABLE["superflux"]  # the row varied (--method), set before the pool forks
 
 # Options swept: name, default (the served rule), meaning.
 OPTIONS = (
     ("width", "1", "max filter across frequency: 2 W + 1 bands"),
-    ("lag", "0", "reference row, frames back (0: the served lag, half a frame)"),
+    ("lag", "0", "reference row, frames back (0: the served row's)"),
     ("hold", "1", "the reference: the largest of this many rows from the lag back"),
     ("hold_db", "0", "each older row lowered by this, dB per frame of age"),
+    ("slow_lag", "0", "a second, slower reference this many frames back (0: none)"),
+    ("slow_weight", "0.5", "the slow rise's share of the detection function"),
+    ("band_db", "0", "each band's rise counts only above this, dB"),
     ("range_db", f"{odf.RANGE_DB:g}", "compression floor below the recent loudest band, dB"),
     ("threshold", "1", "the threshold setting"),
     ("mean_factor", f"{SERVED.mean_factor:g}", "the baseline's factor"),
@@ -76,7 +80,7 @@ OPTIONS = (
     ("pre_max_ms", f"{peaks.PRE_MAX_S * 1000:g}", "a peak is the largest of this long a past, ms"),
     ("min_interval_ms", "30", "the minimum interval, ms"),
     ("lookahead_ms", "0", "the look-ahead, ms"),
-    ("attack_offset", f"{SERVED.attack_offset:g}", "the attack before the end of the peak's frame, frames"),
+    ("attack_offset", "-1", "the attack before the end of the peak's frame, frames (-1: the row's)"),
 )
 
 
@@ -199,21 +203,35 @@ def variant_row(p: dict[str, float]) -> Any:
     width, lag, hold, hold_db = int(p["width"]), int(p["lag"]), int(p["hold"]), p["hold_db"]
     factor = np.float32(10.0 ** (-hold_db / 20.0))
 
+    slow_lag, slow_weight = int(p["slow_lag"]), p["slow_weight"]
+    margin = np.float32(10.0 ** (p["band_db"] / 20.0))
+
     def lags(grid: Any) -> tuple[int, ...]:
         first = lag or SERVED.lags(grid)[0]
-        return tuple(range(first, first + hold))
+        return tuple(range(first, first + hold)) + ((slow_lag,) if slow_lag else ())
+
+    def rise(current: F32, reference: F32, unit: float, floor: F32) -> F64:
+        if margin != 1.0:
+            reference = (floor + reference) * margin - floor
+        return odf.mean_log_rise(current, reference, unit, floor)
 
     def compare(current: F32, past: tuple[F32, ...], unit: float, floor: F32) -> F64:
+        slow = past[-1] if slow_lag else None
+        past = past[:-1] if slow_lag else past
         reference = wide_max(past[0], width)
         scale = np.float32(1.0)
         for row in past[1:]:
             scale = scale * factor
             np.maximum(reference, wide_max(row, width) * scale, out=reference)
-        return odf.mean_log_rise(current, reference, unit, floor)
+        if slow is None:
+            return rise(current, reference, unit, floor)
+        return np.asarray((1.0 - slow_weight) * rise(current, reference, unit, floor)
+                          + slow_weight * rise(current, wide_max(slow, width), unit, floor))
 
     floor = (np.float32(10.0 ** (-p["range_db"] / 20.0)), np.float32(odf.ABS_FLOOR))
+    offset = SERVED.attack_offset if p["attack_offset"] < 0 else p["attack_offset"]
     return dataclasses.replace(SERVED, lags=lags, compare=compare, floor=floor, mean_factor=p["mean_factor"],
-                               attack_offset=p["attack_offset"])
+                               attack_offset=offset)
 
 
 def run_clip(job: tuple[Clip, dict[str, float]]) -> tuple[str, F64]:
@@ -258,9 +276,12 @@ def main() -> None:
     parser.add_argument("--no-stress", action="store_true", help="without the generated stress set")
     parser.add_argument("--stress-only", action="store_true", help="only the generated stress set")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--method", default="superflux", help="the served row varied (superflux_half)")
     for name, default, meaning in OPTIONS:
         parser.add_argument("--" + name.replace("_", "-"), default=default, help=meaning)
     args = parser.parse_args()
+    global SERVED
+    SERVED = METHOD_TABLE[args.method]
     if args.split == "valid":
         print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
     clips: list[Clip] = []

@@ -44,13 +44,12 @@ def streamed_odf(
     return np.concatenate(values).astype(np.float64), np.concatenate(rows)
 
 
-def held_superflux(rows: np.ndarray, hold: np.float32, floor_frames: int, lag: int = 1) -> np.ndarray:
-    """SuperFlux of each row against the decaying hold of the earlier ones from ``lag`` rows back, from its
-    definition."""
+def held_superflux(rows: np.ndarray, hold: np.float32, floor_frames: int) -> np.ndarray:
+    """SuperFlux of each row against the decaying hold of the earlier ones, from its definition."""
     filtered = odf.max_filter_bands(rows)
     reference = np.zeros_like(rows)
-    for t in range(lag, len(rows)):
-        reference[t] = np.maximum(filtered[t - lag], reference[t - 1] * hold)
+    for t in range(1, len(rows)):
+        reference[t] = np.maximum(filtered[t - 1], reference[t - 1] * hold)
     peaks = rows.max(axis=1)
     scale, low = odf.amplitude_floor()
     recent = np.array([peaks[max(0, i - floor_frames) : i + 1].max() for i in range(len(peaks))])
@@ -60,9 +59,8 @@ def held_superflux(rows: np.ndarray, hold: np.float32, floor_frames: int, lag: i
 
 def test_its_odf_is_the_weighted_sum_of_the_neural_and_a_held_superflux() -> None:
     """The network's term is the ``neural`` method's detection function, gated by level and masked; the
-    SuperFlux term is made from the ``superflux`` method's rows, against a decaying hold of the earlier rows
-    from the one before (never more than the rise over that row alone, and less after a level held a few
-    hops before); the ``superflux`` method itself compares with the row half a frame (two hops) back."""
+    SuperFlux term is the ``superflux`` method's on the same rows but against a decaying hold of the
+    earlier rows (never more than the method's own, and less after a level held a few hops before)."""
     assert METHOD_TABLE["superflux"].unit == fused.SUPERFLUX_UNIT
     # A mix, then its tail faded out by 60 dB over two seconds, then silence.
     clip = signals.music_mix(44100, 5.0, seed=90)
@@ -75,9 +73,8 @@ def test_its_odf_is_the_weighted_sum_of_the_neural_and_a_held_superflux() -> Non
     consts = fused.constants(OnsetDetector(44100, settings=FUSED).plan.frames.grid)
     assert 0 < consts.hold < 1
     flux = held_superflux(rows, consts.hold, consts.floor_frames)
-    assert np.allclose(held_superflux(rows, np.float32(0.0), consts.floor_frames, lag=2), plain, atol=1e-5)
-    one_hop = held_superflux(rows, np.float32(0.0), consts.floor_frames)
-    assert np.all(flux <= one_hop + 1e-5) and (flux < one_hop - 0.05).sum() > 20
+    assert np.allclose(held_superflux(rows, np.float32(0.0), consts.floor_frames), plain, atol=1e-5)
+    assert np.all(flux <= plain + 1e-5) and (flux < plain - 0.05).sum() > 20
     peaks = rows.max(axis=1).astype(np.float64)
     recent = [max(peaks[max(0, i - consts.floor_frames) : i + 1]) for i in range(len(peaks))]
     gated = net * (peaks >= np.array(recent) * 10.0 ** (-fused.GATE_DB / 20.0))
