@@ -324,7 +324,7 @@ def half_frame_lag(grid: FrameGrid) -> tuple[int, ...]:
     that take 30-300 ms to rise rise little in any one hop. Half a frame back doubles their rise, while the
     3-band maximum filter still keeps vibrato out (chosen on the corpus's ``tune`` split and generated
     sustained notes: ``bench/superflux_tune.py``; scored on ``valid`` and the real clips: bench/README.md,
-    "Branch `sfpitch`").
+    "The default on pitched material").
     """
     return (max(1, round(grid.frame_len / 2 / grid.hop)),)
 
