@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.dsp import DetectorSettings, Onset, OnsetDetector, process_many
+from server.dsp import DetectorSettings, Onset, OnsetDetector, detect_onsets, process_many
 from server.dsp import odf as odf_mod
 from server.dsp.methods import METHOD_NAMES, METHOD_TABLE, OnsetMethod, describe
 from server.dsp.plan import FramePlan
@@ -149,3 +149,43 @@ def test_settings_docs_and_browser_follow_the_table() -> None:
     row = next(line for line in protocol.splitlines() if line.startswith("| `method` |"))
     allowed = row.split("|")[4]
     assert re.findall(r"`([a-z_]+)`", allowed) == list(METHOD_NAMES)
+
+
+def _odf_and_rows(samples: np.ndarray, rate: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+    detector = OnsetDetector(rate, settings=DetectorSettings(method=method))
+    detector.tap_rows()
+    detector.process(samples)
+    return detector.take_odf().astype(np.float64), np.concatenate(detector.take_rows())
+
+
+def test_superflux_half_is_superflux_against_the_frame_half_a_frame_back() -> None:
+    """The two rows differ in the lag (and where a peak's attack lies): a quarter frame, one 10 ms hop at the
+    defaults, against half a frame, two; 20 ms at any hop. A note that swells by 20 dB over 150 ms rises
+    about twice as much against the frame two hops back: an onset for ``superflux_half``, none for
+    ``superflux``."""
+    rate = 44100
+    for hop_ms, quarter, half in ((10.0, 1, 2), (5.0, 2, 4)):
+        grid = OnsetDetector(rate, settings=DetectorSettings(hop_ms=hop_ms)).plan.frames.grid
+        assert METHOD_TABLE["superflux"].lags(grid) == (quarter,)  # type: ignore[misc]
+        assert METHOD_TABLE["superflux_half"].lags(grid) == (half,)  # type: ignore[misc]
+    t = np.arange(2 * rate) / rate
+    envelope = np.clip((t - 0.5) / 0.15, 0.0, 1.0)
+    swell = (0.3 * (0.1 + 0.9 * envelope) * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    plain, rows = _odf_and_rows(swell, rate, "superflux")
+    half, half_rows = _odf_and_rows(swell, rate, "superflux_half")
+    assert np.array_equal(rows, half_rows), "the same features"
+    scale, low = odf_mod.amplitude_floor()
+    peaks = rows.max(axis=1)
+    width = round(odf_mod.FLOOR_WINDOW_S * 100)
+    recent = np.array([peaks[max(0, i - width) : i + 1].max() for i in range(len(peaks))])
+    floor = np.maximum(recent * scale, low).astype(np.float32)[:, None]
+    reference = np.zeros_like(rows)
+    reference[2:] = odf_mod.max_filter_bands(rows[:-2])
+    expected = odf_mod.mean_log_rise(rows, reference, METHOD_TABLE["superflux_half"].unit, floor)
+    assert np.allclose(half[2:], expected[2:], rtol=1e-5, atol=1e-5)
+    during = slice(46, 70)  # the frames whose windows reach into the swell
+    assert half[during].max() > 1.6 * plain[during].max() > 0
+    found = {m: [o.time for o in detect_onsets(swell, rate, DetectorSettings(method=m))]
+             for m in ("superflux", "superflux_half")}
+    assert found["superflux"] == [] and len(found["superflux_half"]) == 1
+    assert abs(found["superflux_half"][0] - 0.5) < 0.02

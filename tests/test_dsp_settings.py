@@ -33,7 +33,7 @@ def test_from_mapping_takes_unspecified_values_from_base() -> None:
     ("values", "name", "reason"),
     [
         ({"thresh": 1.0}, "thresh", "unknown setting"),
-        ({"method": "spectral"}, "method", "must be one of superflux, complex, hfc, energy"),
+        ({"method": "spectral"}, "method", "must be one of superflux, superflux_half, complex, hfc, energy"),
         ({"method": 3}, "method", "must be a string"),
         ({"threshold": "high"}, "threshold", "must be a number"),
         ({"threshold": True}, "threshold", "must be a number"),
@@ -76,8 +76,9 @@ def test_settings_are_frozen() -> None:
         settings.threshold = 3.0  # type: ignore[misc]
 
 
-@pytest.mark.parametrize(("method", "lookahead_ms"), [("superflux", 0.0), ("complex", 0.0), ("hfc", 0.0),
-                                                      ("energy", 0.0), ("neural", 10.0), ("fused", 10.0)])
+@pytest.mark.parametrize(("method", "lookahead_ms"), [("superflux", 0.0), ("superflux_half", 0.0),
+                                                      ("complex", 0.0), ("hfc", 0.0), ("energy", 0.0),
+                                                      ("neural", 10.0), ("fused", 10.0)])
 def test_an_omitted_look_ahead_is_the_methods_own(method: str, lookahead_ms: float) -> None:
     assert DetectorSettings(method=method).lookahead_ms == lookahead_ms
     assert DetectorSettings.from_mapping({"method": method}).lookahead_ms == lookahead_ms

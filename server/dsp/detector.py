@@ -383,11 +383,13 @@ class OnsetDetector:
     def _attack_at(self, frame: int) -> int:
         """Without look-ahead: where the attack of an onset decided at ``frame`` (on the stream's frame
         timeline) lies, samples back from the frame's end (not positive), located in the frame's kept samples
-        (:func:`~server.dsp.attack.locate_attack`); the window's attack offset without them."""
+        (:func:`~server.dsp.attack.locate_attack`); the method's rise offset without them."""
         plan = self.plan
         window, search = self.state.attack_windows.get(frame), plan.attack_search
-        if window is None or search is None:
+        if search is None:
             return -round(plan.attack_offset)
+        if window is None:
+            return -(search[0] - plan.frames.grid.hop)
         frame_len = len(window)
         at = locate_attack(window, frame_len - search[0], frame_len - search[1], plan.attack_block,
                            plan.attack_past)

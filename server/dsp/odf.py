@@ -315,6 +315,20 @@ def half_overlap_lag(grid: FrameGrid) -> tuple[int, ...]:
     return (max(1, round(grid.frame_len / 4 / grid.hop)),)
 
 
+def half_frame_lag(grid: FrameGrid) -> tuple[int, ...]:
+    """``superflux_half``'s lag: half a frame (20 ms at the default 40 ms frames and 10 ms hops), at least 1.
+
+    :func:`half_overlap_lag` (where the Hann windows overlap at half height, SuperFlux's published rule)
+    is a quarter frame, one 10 ms hop at the defaults: frames that share three quarters of their samples,
+    whose difference is small for all but the sharpest attacks, so bowed, blown, sung and padded notes
+    that take 30-300 ms to rise rise little in any one hop. Half a frame back doubles their rise, while the
+    3-band maximum filter still keeps vibrato out (chosen on the corpus's ``tune`` split and generated
+    sustained notes: ``bench/superflux_tune.py``; scored on ``valid`` and the real clips: bench/README.md,
+    "The default on pitched material").
+    """
+    return (max(1, round(grid.frame_len / 2 / grid.hop)),)
+
+
 def last_two(grid: FrameGrid) -> tuple[int, ...]:
     """The two previous frames (a phase prediction needs both)."""
     return (1, 2)

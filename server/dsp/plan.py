@@ -140,7 +140,8 @@ class Plan:
     attack_search : (int, int) or None
         Without look-ahead: where an onset's attack is sought in its peak frame's samples
         (:func:`~server.dsp.attack.locate_attack`), as (first, stop) samples back from the frame's end: from
-        one hop before ``attack_offset`` to the end. None with a look-ahead (the peak shift places it then).
+        one hop before the method's ``rise_offset`` (its ``attack_offset`` if None) to the end. None with a
+        look-ahead (the peak shift places it then).
     attack_block, attack_past : int
         The locator's block (samples) and the blocks before one that it is compared with.
     attack_run_in : int
@@ -198,7 +199,8 @@ def plan_for(sample_rate: int, settings: DetectorSettings, method: OnsetMethod |
     block = max(1, round(BLOCK_S * sample_rate))
     search = None
     if not lookahead:  # samples back from the frame's end: from one hop before the attack offset on
-        search = (round(attack_offset + grid.hop), 0)
+        rise_offset = attack_offset if row.rise_offset is None else row.rise_offset * grid.frame_len
+        search = (round(rise_offset + grid.hop), 0)
     return Plan(
         frames=frames,
         lookahead=lookahead,

@@ -7,6 +7,7 @@ import { element } from "./ui.js";
 // page, which gets no `started`, keeps these.
 export const METHODS = [
   ["superflux", "SuperFlux", "Log-filtered spectral flux; the best all-rounder, robust to vibrato."],
+  ["superflux_half", "SuperFlux, half-frame lag", "SuperFlux against the frame half a frame back: more of slow, bowed, sung and padded attacks; more false onsets on real pitched recordings."],
   ["complex", "Complex domain", "Phase and magnitude; finds soft and pitched attacks."],
   ["hfc", "High-frequency content", "Favours bright, percussive hits (hi-hats, snares, picks)."],
   ["energy", "Energy", "Rise of loudness; cheapest, for loud isolated hits."],
