@@ -14,7 +14,9 @@ def test_client_imports_without_the_detector(module: str) -> None:
         f"import sys, {module}\n"
         "print(sorted(m for m in sys.modules if m.startswith(('server.dsp', 'server.rhythm', 'scipy'))))"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 
