@@ -5,6 +5,8 @@
   ``4.01``). ``tempo_bpm`` is 60 over the median interval of the beats the result shows.
 - WebRTC offer: an ``sdp`` that is not a session description at all is ``bad_sdp`` (it was
   ``no_audio_track``).
+- ``start`` with a ``sample_rate`` or ``channels`` of NaN or ±Infinity (JSON ``NaN``, ``Infinity``, ``1e400``;
+  msgpack floats) is ``bad_start``, close 1007 (the socket was closed 1000 with no error message).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import io
 from pathlib import Path
 
 import aiohttp
+import msgpack
 import numpy as np
 import pytest
 import soundfile as sf
@@ -21,7 +24,7 @@ from aiohttp.test_utils import TestServer
 from testkit.rhythm_signals import beat_times, drum_track
 from tests.analysis_files import post_file, wait_finished
 from tests.conftest import StartServer
-from tests.stream_client import Publisher, of_type
+from tests.stream_client import Client, Publisher, of_type
 
 BPM = 112.0
 
@@ -69,3 +72,33 @@ async def test_an_offer_that_is_no_session_description_is_bad_sdp(server: TestSe
     async with http.post(server.make_url("/api/v3/webrtc/offer"), json={"sdp": sdp, "type": "offer"}) as r:
         body = await r.json()
     assert (r.status, body["error"]["code"]) == (400, "bad_sdp"), body
+
+
+@pytest.mark.parametrize(("codec", "start"), [
+    ("json", '{"type": "start", "sample_rate": Infinity, "channels": 1, "encoding": "pcm_f32le"}'),
+    ("json", '{"type": "start", "sample_rate": NaN, "channels": 1, "encoding": "pcm_f32le"}'),
+    ("json", '{"type": "start", "sample_rate": 48000, "channels": 1e400, "encoding": "pcm_f32le"}'),
+    ("json", '{"type": "start", "sample_rate": -Infinity, "channels": 1, "encoding": "pcm_s16le"}'),
+    ("msgpack", {"type": "start", "sample_rate": float("inf"), "channels": 1, "encoding": "pcm_f32le"}),
+    ("msgpack", {"type": "start", "sample_rate": 48000, "channels": float("nan"), "encoding": "pcm_f32le"}),
+])
+async def test_a_start_with_a_rate_or_channels_not_finite_is_bad_start(
+        server: TestServer, http: aiohttp.ClientSession, codec: str, start: str | dict[str, object]) -> None:
+    client = await Client.connect(http, server, "/api/v3/stream", codec)
+    if isinstance(start, str):
+        await client.ws.send_str(start)
+    else:
+        await client.ws.send_bytes(msgpack.packb(start))
+    messages = await client.receive_all()
+    assert [m["type"] for m in messages] == ["error", "<closed>"], messages
+    assert messages[0]["code"] == "bad_start" and messages[1]["code"] == 1007, messages
+
+
+async def test_a_start_with_a_whole_float_rate_is_that_rate(server: TestServer,
+                                                            http: aiohttp.ClientSession) -> None:
+    client = await Client.connect(http, server, "/api/v3/stream")
+    await client.ws.send_str('{"type": "start", "sample_rate": 48000.0, "channels": 2.0, '
+                             '"encoding": "pcm_s16le"}')
+    started = await client.receive()
+    assert (started["type"], started["sample_rate"], started["channels"]) == ("started", 48000, 2), started
+    await client.close()
