@@ -38,13 +38,13 @@ def encode_onsets(onsets: Sequence[OnsetTuple], bands: Sequence[str] | None) -> 
     return _dumps(items)[1:-1]
 
 
+BEAT_TIME_DECIMALS = 6  # a live beat event's time is rounded to 1 µs (server.protocol.stream_messages.beat)
+
+
 def beat_time(time_s: float) -> float:
     """A beat's ``time`` as results show it: rounded to 1 µs, exactly as a live stream's ``beat`` event
     carries it (:func:`server.protocol.stream_messages.beat`), so a file's beats equal the stream's."""
     return round(time_s, BEAT_TIME_DECIMALS)
-
-
-BEAT_TIME_DECIMALS = 6
 
 
 def encode_beats(beats: Sequence[BeatTuple]) -> str:
