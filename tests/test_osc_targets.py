@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from pythonosc.osc_bundle import OscBundle
@@ -20,6 +24,7 @@ from server.events.osc import (
 )
 from server.exceptions import SettingsError
 
+REPO = Path(__file__).resolve().parent.parent
 NTP_UNIX_OFFSET_S = 2_208_988_800  # seconds from 1900-01-01 (NTP era 0) to 1970-01-01
 
 
@@ -70,6 +75,20 @@ def test_host_port_for_the_command_line() -> None:
     assert parse_host_port("127.0.0.1:9000") == ("127.0.0.1", 9000)
     assert parse_host_port("[fe80::1]:1") == ("fe80::1", 1)
     assert parse_host_port("localhost:65535") == ("localhost", 65535)
+
+
+@pytest.mark.parametrize("spec", ["x=1.2.3.4", "x=1.2.3.4:0", "a=1.2.3.4:1,a=1.2.3.4:2",
+                                  "x=1.2.3.4:9000@/a/"])
+def test_a_malformed_option_stops_the_real_server_with_one_line_and_status_2(spec: str) -> None:
+    # docs/protocol.md, OSC output: a malformed value stops the server at start-up with a message naming the
+    # entry; Command line: failures are one line on stderr, never a traceback (it was a ValueError's, exit 1).
+    done = subprocess.run([sys.executable, str(REPO / "run.py"), "--port", "0", "--workers", "1",
+                           "--osc-targets", spec], cwd=REPO, env=dict(os.environ), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("run.py: error: osc_targets: OSC target "), done.stderr
+    assert "serving on" not in done.stdout
 
 
 def test_the_server_option_and_environment_variable_name_the_targets() -> None:

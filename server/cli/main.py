@@ -29,7 +29,8 @@ def commands() -> dict[str, Command]:
     return {
         "serve": _lazy("serve", "serve HTTP, WebSocket and WebRTC (the default)"),
         "analyze": _lazy("analyze", "analyse audio files here, without a server; print or write the onsets"),
-        "listen": _lazy("listen", "follow a live stream's events; print them or forward onsets to OSC"),
+        "listen": _lazy("listen", "follow a live stream's events; print them or send its onsets and beats "
+                        "as OSC"),
         "stream": _lazy("stream", "publish a file or raw PCM from stdin as a live stream; print its onsets"),
         "worker": _lazy("worker", "run a file-analysis worker on a shared Redis (--redis URL); no HTTP"),
     }

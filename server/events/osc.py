@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.parsing import osc_types
 
-from server.exceptions import SettingsError
+from server.exceptions import ConfigError, SettingsError
 
 if TYPE_CHECKING:  # only a type: importing it at run time would load the detector into every client
     from server.protocol.stream_messages import Event
@@ -84,7 +84,8 @@ def parse_host_port(text: str) -> tuple[str, int]:
 def parse_targets(spec: str) -> dict[str, OscTarget]:
     """Parse ``NAME=HOST:PORT[/bundle[+DELAY_MS]],...`` into targets by name (empty spec: none).
 
-    Raises :class:`ValueError` naming the offending entry.
+    Raises :class:`ConfigError` (a :class:`ValueError`) naming the option and the offending entry, so a
+    malformed ``--osc-targets`` stops start-up with one line, like every other option.
     """
     targets: dict[str, OscTarget] = {}
     for raw in spec.split(","):
@@ -94,15 +95,16 @@ def parse_targets(spec: str) -> dict[str, OscTarget]:
         name, sep, rest = entry.partition("=")
         name = name.strip()
         if not sep:
-            raise ValueError(f"OSC target {entry!r}: expected NAME=HOST:PORT")
+            raise ConfigError(f"osc_targets: OSC target {entry!r}: expected NAME=HOST:PORT")
         if not _NAME.fullmatch(name):
-            raise ValueError(f"OSC target {entry!r}: the name must be 1-64 of A-Z a-z 0-9 _ . -")
+            raise ConfigError(f"osc_targets: OSC target {entry!r}: the name must be 1-64 of "
+                              "A-Z a-z 0-9 _ . -")
         if name in targets:
-            raise ValueError(f"OSC target {name!r} is named twice")
+            raise ConfigError(f"osc_targets: OSC target {name!r} is named twice")
         try:
             targets[name] = parse_target(name, rest)
         except ValueError as exc:
-            raise ValueError(f"OSC target {name!r}: {exc}") from None
+            raise ConfigError(f"osc_targets: OSC target {name!r}: {exc}") from None
     return targets
 
 

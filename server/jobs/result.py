@@ -38,17 +38,27 @@ def encode_onsets(onsets: Sequence[OnsetTuple], bands: Sequence[str] | None) -> 
     return _dumps(items)[1:-1]
 
 
+BEAT_TIME_DECIMALS = 6  # a live beat event's time is rounded to 1 µs (server.protocol.stream_messages.beat)
+
+
+def beat_time(time_s: float) -> float:
+    """A beat's ``time`` as results show it: rounded to 1 µs, exactly as a live stream's ``beat`` event
+    carries it (:func:`server.protocol.stream_messages.beat`), so a file's beats equal the stream's."""
+    return round(time_s, BEAT_TIME_DECIMALS)
+
+
 def encode_beats(beats: Sequence[BeatTuple]) -> str:
     """The beat objects as JSON array items (no brackets; ``""`` for none)."""
-    return _dumps([{"time": time_s} if bar is None else {"time": time_s, "bar_position": bar}
-                   for time_s, bar in beats])[1:-1]
+    return _dumps([{"time": beat_time(time_s)} if bar is None
+                   else {"time": beat_time(time_s), "bar_position": bar} for time_s, bar in beats])[1:-1]
 
 
 def tempo_bpm(beat_times_s: list[float]) -> float | None:
-    """60 over the median interval between consecutive beats, beats per minute; None with < 2 beats."""
+    """60 over the median interval between consecutive beats (their times as the result shows them), beats
+    per minute; None with < 2 beats."""
     if len(beat_times_s) < 2:
         return None
-    return float(60.0 / np.median(np.diff(beat_times_s)))
+    return float(60.0 / np.median(np.diff([beat_time(time_s) for time_s in beat_times_s])))
 
 
 @dataclass(slots=True)

@@ -79,6 +79,11 @@ def check_media(text: str) -> bool:
 
     The offer must send exactly one audio track; other media (video) are refused rather than ignored.
     """
+    if not text.lstrip().startswith("v="):
+        # aiortc's parser skips lines it does not know, so any text parses as a session without media
+        # (which would be refused as no_audio_track); RFC 8866 §5: a description begins with "v=".
+        raise _bad("bad_sdp", f"the offer's SDP cannot be parsed: it must begin with a 'v=' line, got "
+                   f"{clip(text.lstrip(), 40)!r}")
     try:
         description = sdp.SessionDescription.parse(text)
     except Exception as exc:  # aiortc's parser raises assorted types on malformed SDP
