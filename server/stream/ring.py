@@ -23,6 +23,8 @@ class RingBuffer:
     previous read, so a stream that fell behind once gives the memory back once it keeps up again.
     """
 
+    __slots__ = ("__weakref__", "_data", "_end", "_head", "_peak", "_size", "capacity")
+
     def __init__(self, capacity: int, channels: int, dtype: np.dtype[Any] | type) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least one frame, got {capacity}")
