@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -184,3 +187,25 @@ def test_a_nesting_depth_is_counted_without_recursion() -> None:
     assert nesting_depth(value) == MAX_NESTING_DEPTH + 1  # it stops counting past the limit
     assert nesting_depth({"a": [1, {"b": []}]}) == 4  # an empty array is a level too
     assert nesting_depth("text") == 0
+    assert nesting_depth((1, (2,), {"c": ()})) == 3  # tuples (msgpack's arrays may be) and a nested map
+    assert nesting_depth(MappingProxyType({"a": [1]})) == 2  # a Mapping that is not a dict counts too
+
+
+def test_a_first_start_message_leaves_no_abstract_class_caches() -> None:
+    """Counting a client message's depth tells JSON's values by their type: an isinstance check against
+    Mapping would walk every registered subclass of it for each type it has not seen and cache the answer
+    in each (162 KiB after the first start message on a fresh import of the server, tracemalloc)."""
+    script = (
+        "import gc, tracemalloc\n"
+        "import server.app\n"
+        "from server.protocol.codec import parse_json\n"
+        "gc.collect()\n"
+        "tracemalloc.start()\n"
+        "before = tracemalloc.get_traced_memory()[0]\n"
+        "value = parse_json(b'{\"type\": \"start\", \"sample_rate\": 48000, \"channels\": 1, "
+        "\"encoding\": \"pcm_f32le\", \"settings\": "
+        "{\"beats\": true, \"a\": 0.5, \"b\": null, \"c\": [1]}}')\n"
+        "print(tracemalloc.get_traced_memory()[0] - before)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(result.stdout.split()[-1]) < 16 * 1024  # was ~166,000 bytes

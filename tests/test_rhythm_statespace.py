@@ -11,10 +11,15 @@ from server.rhythm.settings import TrackerSettings
 from server.rhythm.statespace import AHEAD_FRAMES, RingBank, change_probabilities
 from server.rhythm.tracker import NORMALISE_FRAMES, space_for
 
+# The defaults (1462 states: the one-row table in int16), and a range of 43,380 states (int32).
+WIDE = TrackerSettings(frame_s=0.005, min_bpm=40.0, max_bpm=200.0)
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_a_bank_of_one_row_steps_as_a_row_of_many(seed: int) -> None:
-    space = space_for(TrackerSettings())
+
+@pytest.mark.parametrize(("seed", "settings", "table"), [
+    (1, TrackerSettings(), np.int16), (2, TrackerSettings(), np.int16), (3, TrackerSettings(), np.int16),
+    (4, WIDE, np.int32)])
+def test_a_bank_of_one_row_steps_as_a_row_of_many(seed: int, settings: TrackerSettings, table: type) -> None:
+    space = space_for(settings)
     rng = np.random.default_rng(seed)
     start_step = int(rng.integers(0, 1000))
     alphas = [space.prior * rng.uniform(0.5, 1.5, space.n_states) for _ in range(3)]
@@ -30,6 +35,7 @@ def test_a_bank_of_one_row_steps_as_a_row_of_many(seed: int) -> None:
         assert best_alone == [best_together[1]]
         bests.append(best_alone[0])
         assert np.array_equal(alone.alpha[0], together.alpha[1])
+    assert alone._ahead.dtype == table and alone._ahead.shape == (AHEAD_FRAMES, len(space.observed[0]))
     assert len(set(bests)) > 10  # the most likely state moved: the test saw the filter work
 
 

@@ -24,6 +24,12 @@ from aiohttp import WSMsgType, web
 from server.protocol.errors import CloseCode, ProtocolError
 
 MAX_NESTING_DEPTH = 32  # arrays and objects inside one another; the deepest real message has 3
+# The values JSON and msgpack give besides maps and arrays: no depth. They, dicts, lists and tuples are told
+# by their type, not by an isinstance check against Mapping, an abstract class whose check of a type it has
+# not seen walks every registered subclass of it and caches the answer in each (a first stream's start
+# message left such caches in the event loop: 162 KiB on a bare import of the server, tracemalloc;
+# bench/README.md, "Memory per stream").
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 ERROR_QUOTE_CHARS = 200  # at most this much of a client's text is repeated in an error message
 
 
@@ -44,8 +50,14 @@ def nesting_depth(value: object, limit: int = MAX_NESTING_DEPTH) -> int:
     pending: list[tuple[object, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
-        if isinstance(item, Mapping):
-            children: Any = list(item.keys()) + list(item.values())
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        children: Any
+        if kind is list or kind is tuple:
+            children = item
+        elif kind is dict or isinstance(item, Mapping):
+            children = list(item.keys()) + list(item.values())  # type: ignore[attr-defined]
         elif isinstance(item, list | tuple):
             children = item
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +29,7 @@ F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
 
-AHEAD_FRAMES = 32  # a one-row RingBank works out its slots for this many frames at a time (kept per stream)
-_STEPS_AHEAD = np.arange(1, AHEAD_FRAMES + 1, dtype=np.int32)[:, None]  # k, frames ahead of the last stepped
+AHEAD_FRAMES = 16  # a one-row RingBank works out its slots for this many frames at a time (kept per stream)
 TEMPO_WINDOW = 0.06  # tempi within this relative distance of one another count as the same tempo
 SOURCE_POINTS = 256  # change_probabilities integrates over the interval changed from at this many points
 
@@ -102,6 +102,19 @@ class StateSpace:
         states = np.concatenate((self.beat_states, self.near_states))
         tempo = self.tempo_of[states]
         out = (self.first[tempo], self.position_of[states], self.intervals[tempo])
+        for array in out:
+            array.setflags(write=False)
+        return out
+
+    @functools.cached_property
+    def ahead_constants(self) -> tuple[npt.NDArray[np.signedinteger[Any]], ...]:
+        """``(k, interval, first)`` for a one-row :class:`RingBank`'s table of slots ahead: the frames ahead
+        ``1 .. AHEAD_FRAMES`` as a column, and the observed states' intervals and first slots
+        (:attr:`observed`), all in the table's type: int16 when every slot fits, else int32."""
+        kind = np.dtype(np.int16 if self.n_states <= np.iinfo(np.int16).max else np.int32)
+        first, _, interval = self.observed
+        out: tuple[npt.NDArray[np.signedinteger[Any]], ...] = (
+            np.arange(1, AHEAD_FRAMES + 1, dtype=kind)[:, None], interval.astype(kind), first.astype(kind))
         for array in out:
             array.setflags(write=False)
         return out
@@ -365,21 +378,24 @@ class RingBank:
         best: list[int] = (alpha if every else alpha[rows]).argmax(axis=1).tolist()
         return best
 
-    def _slots_ahead(self) -> npt.NDArray[np.int32]:
+    def _slots_ahead(self) -> npt.NDArray[np.signedinteger[Any]]:
         """The one row's slots at each of the next ``AHEAD_FRAMES`` frames: at frame ``stepped + k``, each
         observed state's ``(slot - floor - stepped - k) % interval + floor``, worked out as
         ``((slot - floor - stepped) % interval - k) % interval + floor`` (the same integers), so the table
-        is written in place, in int32 (indices below 2**31), into the one it replaces: no int64 table and
-        no temporary of its size (they were ~130 KiB of heap at a time per stream, faulted in at each
-        recomputation after a heap trim; bench/README.md, "Memory per stream")."""
+        is written in place into the one it replaces, in int16 when every slot fits (1462 states at the
+        defaults), else int32. It is kept per stream: ~130 KiB of int64 tables and temporaries at first,
+        faulted in again at each recomputation after a heap trim; then 22 KiB in int32 for 32 frames; now
+        5.5 KiB (bench/README.md, "Memory per stream"). A frame converts its row to numpy's index type
+        (:meth:`_step_one`), which indexes ~3x faster than a table of a narrower type."""
         first, interval = self._floor[0], self.space.observed[2]
         ring = (self.slots[0] - first - self._stepped) % interval  # one row: the frame count mod interval
+        steps, narrow_interval, narrow_first = self.space.ahead_constants
         ahead = self._ahead
-        if ahead.dtype != np.int32 or ahead.shape != (AHEAD_FRAMES, len(ring)):
-            ahead = np.empty((AHEAD_FRAMES, len(ring)), np.int32)
-        np.subtract(ring.astype(np.int32), _STEPS_AHEAD, out=ahead)
-        np.remainder(ahead, interval.astype(np.int32), out=ahead)
-        np.add(ahead, first.astype(np.int32), out=ahead)
+        if ahead.dtype != steps.dtype or ahead.shape != (AHEAD_FRAMES, len(ring)):
+            ahead = np.empty((AHEAD_FRAMES, len(ring)), steps.dtype)
+        np.subtract(ring.astype(steps.dtype), steps, out=ahead)
+        np.remainder(ahead, narrow_interval, out=ahead)
+        np.add(ahead, narrow_first, out=ahead)
         return ahead
 
     def _step_one(self, ratio: float, normalise: bool) -> int:
@@ -392,7 +408,7 @@ class RingBank:
         if at == len(self._ahead):
             self._ahead = self._slots_ahead()
             at = 0
-        slots = self._ahead[at]
+        slots = self._ahead[at].astype(np.intp)
         self._ahead_at = at + 1
         self._stepped += 1
         values = row[slots]

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 
 # Storage starts this small (43 ms of 48 kHz: two 20 ms chunks) and doubles on demand, up to the capacity; it
-# halves again once what waits has stayed under a quarter of it (see RingBuffer).
+# halves again once what waits has stayed under a quarter of it (see RingBuffer). It is allocated, not zeroed
+# (no slot is read before it is written), so a stream that keeps up touches only the pages its chunks reach.
 INITIAL_FRAMES = 2048
 
 
@@ -22,11 +23,13 @@ class RingBuffer:
     previous read, so a stream that fell behind once gives the memory back once it keeps up again.
     """
 
+    __slots__ = ("__weakref__", "_data", "_end", "_head", "_peak", "_size", "capacity")
+
     def __init__(self, capacity: int, channels: int, dtype: np.dtype[Any] | type) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least one frame, got {capacity}")
         self.capacity = capacity
-        self._data = np.zeros((min(capacity, INITIAL_FRAMES), channels), dtype=dtype)
+        self._data = np.empty((min(capacity, INITIAL_FRAMES), channels), dtype=dtype)
         self._head = 0  # slot of the oldest frame
         self._size = 0
         self._end = 0
@@ -59,7 +62,7 @@ class RingBuffer:
         slots = len(self._data)
         while slots < needed:
             slots *= 2
-        data = np.zeros((min(slots, self.capacity), self._data.shape[1]), dtype=self._data.dtype)
+        data = np.empty((min(slots, self.capacity), self._data.shape[1]), dtype=self._data.dtype)
         data[:self._size] = self._oldest(self._size, copy=False)
         self._data = data
         self._head = 0
@@ -155,5 +158,5 @@ class RingBuffer:
         # Emptied, the next write starts at the first slot (a chunk then rarely wraps around the end).
         self._head = (self._head + n) % slots if self._size else 0
         if self._size == 0 and slots > INITIAL_FRAMES and 4 * self._peak <= slots:
-            self._data = np.zeros((max(INITIAL_FRAMES, slots // 2), self._data.shape[1]), self._data.dtype)
+            self._data = np.empty((max(INITIAL_FRAMES, slots // 2), self._data.shape[1]), self._data.dtype)
         self._peak = self._size

@@ -107,6 +107,13 @@ class StreamLinks:
 
 
 class StreamSession:
+    # Slots, not an instance dict: one per stream in the event loop (bench/README.md, "Memory per stream").
+    __slots__ = ("__weakref__", "_analysed", "_arrivals", "_consumers", "_downmix", "_dropped", "_end_reason",
+                 "_faulted", "_finished", "_flush_wanted", "_forget_every", "_handoff", "_keep_frames",
+                 "_last_drop_warning_s", "_links", "_next_forget", "_odf_count", "_onsets", "_ring", "_sink",
+                 "_status_mark", "_tempo", "buffer_bytes", "client", "end_reason", "format", "hop_s", "lane",
+                 "last_activity_s", "latency_s", "settings", "started_at", "state", "stream_id", "transport")
+
     def __init__(self, stream_id: str, audio_format: AudioFormat, settings: StreamSettings, *,
                  max_buffer_s: float, sink: StreamSink, links: StreamLinks, lane: int = 0, client: str = "",
                  transport: str = "websocket", max_buffer_bytes: int = 1 << 62) -> None:
