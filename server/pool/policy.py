@@ -1,0 +1,31 @@
+"""The Linux scheduling policy of the event loop and its pool workers (``--sched-policy``).
+
+``normal`` is the default policy (``SCHED_OTHER``). With ``batch`` (``SCHED_BATCH``) the same processes
+get the same share of the CPU at the same nice level, but a task the kernel wakes no longer preempts the
+task running on its core: it runs when that one blocks or its time slice ends. On a core shared by the
+event loop and a worker, every call wakes the worker (which then preempted the loop in the middle of its
+iteration), every answer and every arriving chunk wakes the loop (which then preempted the worker in the
+middle of a batch); each preemption is two context switches, and each process comes back to caches the
+other has refilled. With ``batch`` each runs until it waits: the loop reads its sockets and dispatches, then
+the worker runs the whole batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+log = logging.getLogger("server.pool")
+
+SCHED_POLICIES = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH}
+
+
+def set_policy(tid: int, policy: str) -> None:
+    """Give thread ``tid`` (0: the calling thread; a process's pid: its main thread) ``policy`` (a name in
+    :data:`SCHED_POLICIES`). A thread that has gone, or a system that refuses, is logged and left as is."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.sched_setscheduler(tid, SCHED_POLICIES[policy], os.sched_param(0))
+        except PermissionError as exc:
+            log.warning("could not set the scheduling policy %s: %s", policy, exc)
