@@ -54,7 +54,7 @@ async def _pool_ctx(app: web.Application) -> AsyncIterator[None]:
     """The detection pool, and the periodic return of this process's freed heap memory (its workers
     return theirs after their calls): both with ``heap_trim_interval_s``."""
     config = app[appkeys.CONFIG]
-    pool = DetectionPool(config.workers, config.heap_trim_interval_s, warm_up)
+    pool = DetectionPool(config.workers, config.heap_trim_interval_s, warm_up, config.sched_policy)
     app[appkeys.POOL] = pool
     await pool.start()
     heap = HeapTrim(config.heap_trim_interval_s)

@@ -39,6 +39,10 @@ class Config:
     workers: int = _opt(
         0, "processes in the detection pool; 0: one per core this process may use (its CPU affinity, "
         "capped by its cgroup CPU quota)")
+    sched_policy: str = _opt(
+        "batch", "Linux scheduling policy of the event loop and the pool's workers: batch (SCHED_BATCH: a "
+        "woken process waits for the running one to block or use up its time slice instead of preempting "
+        "it, so the loop and a worker sharing a core take turns in whole batches) or normal (SCHED_OTHER)")
     # Live streams
     max_streams: int = _opt(512, "live streams accepted at once; more are refused with close 1013")
     max_streams_per_client: int = _opt(64, "live streams one client address may hold at once; also its "

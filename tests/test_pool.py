@@ -200,6 +200,30 @@ async def test_a_killed_worker_fails_its_calls_and_is_replaced_alone(pool: Detec
     assert await pool.run_on(0, arrays_sum, arrays) == [960.0 * i for i in range(50)]
 
 
+def own_policy() -> int:
+    return os.sched_getscheduler(0)
+
+
+async def test_the_batch_policy_reaches_the_loop_every_worker_and_a_replacement() -> None:
+    pool = DetectionPool(2, sched_policy="batch")
+    try:
+        pids = await pool.start()
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH  # the event loop's thread
+        assert [os.sched_getscheduler(pid) for pid in pids] == [os.SCHED_BATCH] * 2
+        running = asyncio.ensure_future(pool.run_on(0, slow_echo, 1, 5.0))
+        await asyncio.sleep(0.2)
+        os.kill(pids[0], signal.SIGKILL)
+        with pytest.raises(PoolRestarted):
+            await running
+        assert await pool.run_on(0, own_policy) == os.SCHED_BATCH
+    finally:
+        await pool.close()
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # the test process's, as it was
+    assert DetectionPool(1).sched_policy == "normal"
+    with pytest.raises(ValueError, match="sched_policy"):
+        DetectionPool(1, sched_policy="fifo")
+
+
 async def test_close_ends_every_worker() -> None:
     pool = DetectionPool(2)
     pids = await pool.start()

@@ -15,7 +15,7 @@ from server.pool import DetectionPool
 from server.protocol.errors import ProtocolError
 from server.protocol.stream_messages import AudioFormat, Encoding, Event
 from server.stream.dispatch_rule import DispatchRule, dispatch_interval_s
-from server.stream.scheduler import BatchScheduler
+from server.stream.scheduler import TIMER_TICK_S, BatchScheduler, pause_for
 from server.stream.session import StreamLinks, StreamSession
 from server.stream.settings import StreamSettings
 from tests.polling import until
@@ -41,6 +41,17 @@ def test_edge_rules() -> None:
     # Crossed bounds: the maximum, the latency bound, wins; a negative setting never gives a negative wait.
     assert dispatch_interval_s(1, min_interval_ms=10.0, per_stream_ms=0.0, max_interval_ms=6.0) == 0.006
     assert dispatch_interval_s(10, min_interval_ms=-1.0, per_stream_ms=-1.0, max_interval_ms=-1.0) == 0.0
+
+
+def test_a_lane_waits_at_least_a_timer_tick_and_float_error_is_no_wait() -> None:
+    # uvloop's timers and clock count milliseconds: a shorter sleep would wake the scheduler at once, again
+    # and again until the millisecond turns.
+    assert pause_for(0.0032) == 0.0032
+    assert pause_for(0.0002) == TIMER_TICK_S == 0.001
+    assert pause_for(0.0) is None and pause_for(-0.001) is None
+    last_s, now_s = 1000003 / 1000, 1000007 / 1000  # two readings of uvloop's millisecond clock, 4 ms apart
+    assert last_s + 0.004 - now_s > 0  # float error, not time left
+    assert pause_for(last_s + 0.004 - now_s) is None
 
 
 def test_the_servers_rule_comes_from_its_config() -> None:

@@ -24,10 +24,11 @@ from server.exceptions import PoolRestarted
 from server.pool.cores import usable_cores
 from server.pool.heap import TRIM_EVERY_S
 from server.pool.lane import Lane, LaneBroken
+from server.pool.policy import SCHED_POLICIES, set_policy
 
 T = TypeVar("T")
 
-__all__ = ["DetectionPool"]
+__all__ = ["SCHED_POLICIES", "DetectionPool"]
 
 
 class DetectionPool:
@@ -37,16 +38,22 @@ class DetectionPool:
     its CPU affinity, capped by its cgroup's CPU quota), not per core of the machine. Each worker gives its
     freed heap memory back to the system at most every ``heap_trim_s`` (:mod:`server.pool.heap`; 0: never).
     Every worker, a replacement's too, runs ``warm_up`` (when given) as its first call.
+
+    ``sched_policy`` (:data:`~server.pool.policy.SCHED_POLICIES`) is the Linux scheduling policy of every
+    worker and, from :meth:`start` on, of the event loop's thread (:mod:`server.pool.policy`).
     """
 
     def __init__(self, workers: int = 0, heap_trim_s: float = TRIM_EVERY_S,
-                 warm_up: Callable[[], object] | None = None) -> None:
+                 warm_up: Callable[[], object] | None = None, sched_policy: str = "normal") -> None:
         if workers < 0:
             raise ValueError(f"workers must be 0 (one per usable core) or more, got {workers}")
         if heap_trim_s < 0:
             raise ValueError(f"heap_trim_s must be 0 (never) or more, got {heap_trim_s}")
+        if sched_policy not in SCHED_POLICIES:
+            raise ValueError(f"sched_policy must be one of {', '.join(SCHED_POLICIES)}, got {sched_policy!r}")
         self.workers = workers or usable_cores()
-        self._lanes = [Lane(index, heap_trim_s, warm_up) for index in range(self.workers)]
+        self.sched_policy = sched_policy
+        self._lanes = [Lane(index, heap_trim_s, warm_up, sched_policy) for index in range(self.workers)]
         self._closed = False
 
     @property
@@ -63,6 +70,8 @@ class DetectionPool:
         runs the code its first streams would otherwise run cold: waiting here keeps both out of the first
         streams' latency.
         """
+        if self.sched_policy != "normal":
+            set_policy(0, self.sched_policy)  # the calling thread: the event loop's
         return list(await asyncio.gather(*(self.run_on(lane, os.getpid) for lane in range(self.workers))))
 
     def worker_pids(self, lane: int | None = None) -> list[int]:

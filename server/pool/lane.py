@@ -36,6 +36,7 @@ from server.exceptions import TransientError
 from server.pool.arena import Arena, SharedFd
 from server.pool.frames import HEADER, FrameReader
 from server.pool.heap import TRIM_EVERY_S
+from server.pool.policy import set_policy
 from server.pool.worker import serve
 
 log = logging.getLogger("server.pool")
@@ -128,8 +129,9 @@ class Lane:
     """One worker process; calls on a lane run one after another, in the order they were made."""
 
     def __init__(self, index: int, heap_trim_s: float = TRIM_EVERY_S,
-                 warm_up: Callable[[], object] | None = None) -> None:
+                 warm_up: Callable[[], object] | None = None, sched_policy: str = "normal") -> None:
         self.index = index
+        self.sched_policy = sched_policy  # its worker's (server.pool.policy)
         self.heap_trim_s = heap_trim_s  # its worker's least interval between heap trims (server.pool.heap)
         self.warm_up = warm_up  # every worker's first call, before any other (a replacement's too)
         self.in_flight = 0
@@ -183,6 +185,8 @@ class Lane:
         try:
             process, call_fd, answer_fd = await loop.run_in_executor(None, _spawn, self.index, self._arena,
                                                                      self.heap_trim_s)
+            if self.sched_policy != "normal" and process.pid:
+                set_policy(process.pid, self.sched_policy)
             calls, _ = await loop.connect_write_pipe(asyncio.Protocol, _pipe_file(loop, call_fd, "wb"))
             worker = _Worker(process, calls)
             await loop.connect_read_pipe(
