@@ -118,3 +118,39 @@ async def test_a_killed_worker_reinitialises_only_its_own_streams(
         assert all(near(times, t) for t in click_times if t > 1.6)
         assert of_type(messages, "stopped")[0]["duration"] == pytest.approx(3.0)
     assert pool.rebuilds == 1
+
+
+async def test_an_unexpected_fault_in_the_receive_loop_is_internal_1011_and_keeps_the_accepted_audio(
+    start_server: StartServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    # No client message can make the server fail unexpectedly (that would be a bug of its own), so the
+    # fault is put in by hand: handling a `keepalive` raises. It used to close the socket 1000, silently.
+    from server.stream import control
+
+    handle = control.handle
+
+    def failing(session: object, message: object, controlled: object) -> None:
+        if type(message).__name__ == "Keepalive":
+            raise RuntimeError("a fault put in by the test")
+        handle(session, message, controlled)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(control, "handle", failing)
+    server = await start_server()
+    publisher = await Publisher.open(http, server)
+    await publisher.start(SAMPLE_RATE)
+    clicks, times = click_train(1.0, 0.25, 0.1)
+    await publisher.stream(clicks, SAMPLE_RATE)
+    await publisher.send({"type": "keepalive"})
+    messages = await publisher.receive_all()
+    errors = of_type(messages, "error")
+    assert [e["code"] for e in errors] == ["internal"], messages
+    assert messages[-1] == {"type": "<closed>", "code": 1011}, messages
+    found = onset_times(messages)
+    assert all(near(found, t) for t in times), (found, times)  # the audio accepted before it, analysed
+    assert "unexpected error" in caplog.text and "a fault put in by the test" in caplog.text
+    # The server serves the next stream as before.
+    other = await Publisher.open(http, server)
+    await other.start(SAMPLE_RATE)
+    await other.stream(clicks, SAMPLE_RATE)
+    assert len(onset_times(await other.stop())) == len(times)

@@ -74,6 +74,7 @@ class Publisher:
         receiver = self._receiver = asyncio.create_task(self._converse())
         try:
             await asyncio.wait((receiver,))
+            self._fault_if_raised(receiver)
             session = self.session
             if self._ending is None and session is not None and session.state is not State.ENDED:
                 await session.stop("disconnected")
@@ -91,6 +92,20 @@ class Publisher:
             # as aiohttp lets go of them, not at the garbage collector's next full pass.
             if self.codec is Codec.JSON:
                 self.ws.set_tap(None)
+
+    def _fault_if_raised(self, receiver: asyncio.Task[None]) -> None:
+        """A receive loop that raised unexpectedly is a server fault: logged with its traceback, and the
+        stream ends as for any fatal error (the accepted audio analysed and sent), with ``internal`` and
+        close 1011. A connection lost under it is only the client going away."""
+        if receiver.cancelled() or self._ending is not None:
+            return
+        exc = receiver.exception()
+        if exc is None or isinstance(exc, ConnectionError):
+            return
+        stream_id = self.session.stream_id if self.session is not None else "(not started)"
+        log.error("live stream %s: unexpected error", stream_id, exc_info=exc)
+        self._end(ProtocolError("internal", "a server fault (logged with its traceback)",
+                                CloseCode.SERVER_FAULT))
 
     async def _converse(self) -> None:
         if await self._start():
