@@ -102,3 +102,31 @@ async def test_a_start_with_a_whole_float_rate_is_that_rate(server: TestServer,
     started = await client.receive()
     assert (started["type"], started["sample_rate"], started["channels"]) == ("started", 48000, 2), started
     await client.close()
+
+
+@pytest.mark.parametrize("start", [
+    {"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "pcm_f32le", b"rate": 1},
+    {"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "pcm_f32le", 7: 1, "x": 2},
+])
+async def test_a_msgpack_start_with_a_key_that_is_no_string_is_bad_message(
+        server: TestServer, http: aiohttp.ClientSession, start: dict[object, object]) -> None:
+    # msgpack maps may have bytes or integer keys; such a key is an unknown field (it was a TypeError in
+    # the receive loop, found by tests/test_fuzz_server.py once such faults were no longer silent).
+    client = await Client.connect(http, server, "/api/v3/stream", "msgpack")
+    await client.ws.send_bytes(msgpack.packb(start, use_bin_type=True))
+    messages = await client.receive_all()
+    assert [m["type"] for m in messages] == ["error", "<closed>"], messages
+    assert messages[0]["code"] == "bad_message" and messages[1]["code"] == 1007, messages
+
+
+async def test_msgpack_settings_with_keys_that_are_no_strings_are_bad_settings(
+        server: TestServer, http: aiohttp.ClientSession) -> None:
+    client = await Client.connect(http, server, "/api/v3/stream", "msgpack")
+    await client.send({"type": "start", "sample_rate": 48000, "channels": 1, "encoding": "pcm_f32le"})
+    assert (await client.receive())["type"] == "started"
+    await client.ws.send_bytes(msgpack.packb({"type": "configure", "settings": {1: 2, b"k": 3, "z": 4}}))
+    error = await client.receive()
+    assert (error["type"], error["code"]) == ("error", "bad_settings"), error
+    await client.send({"type": "configure", "settings": {"threshold": 1.5}})
+    assert (await client.receive())["type"] == "configured"
+    await client.close()

@@ -75,7 +75,8 @@ ClientMessage = Start | Configure | Stop | Keepalive | Flush
 
 
 def _fields(control: Control, allowed: frozenset[str]) -> None:
-    unknown = sorted(set(control.body) - allowed - {"type"})
+    # msgpack maps may have keys of any type (bytes, integers): each is an unknown field, named as text
+    unknown = sorted(str(key) for key in control.body if key not in allowed and key != "type")
     if unknown:
         raise ProtocolError("bad_message", f"{control.type!r} message has unknown field(s) {unknown}",
                             CloseCode.INVALID_PAYLOAD)
