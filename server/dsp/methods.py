@@ -171,41 +171,36 @@ class OnsetMethod:
 
 
 def _table() -> Mapping[str, OnsetMethod]:
+    superflux = OnsetMethod(
+        name="superflux",
+        label="SuperFlux",
+        description="Log-filtered spectral flux; the best all-rounder, robust to vibrato.",
+        constants=_superflux_bank,
+        features=odf.band_magnitudes,
+        lags=odf.half_overlap_lag,
+        compare=odf.superflux_rise,
+        peaks=odf.row_max,
+        unit=0.03,
+        attack_offset=0.24,
+        # Chosen on the corpus's tune split and onsets-dev (README, "Onset accuracy"): the median lets a
+        # soft hit soon after a loud one through (ghost notes, fills), where the mean held it back.
+        baseline="median",
+        mean_factor=1.25,
+    )
     rows = (
-        OnsetMethod(
-            name="superflux",
-            label="SuperFlux",
-            description="Log-filtered spectral flux; the best all-rounder, robust to vibrato.",
-            constants=_superflux_bank,
-            features=odf.band_magnitudes,
-            lags=odf.half_overlap_lag,
-            compare=odf.superflux_rise,
-            peaks=odf.row_max,
-            unit=0.03,
-            attack_offset=0.24,
-            # Chosen on the corpus's tune split and onsets-dev (README, "Onset accuracy"): the median lets a
-            # soft hit soon after a loud one through (ghost notes, fills), where the mean held it back.
-            baseline="median",
-            mean_factor=1.25,
-        ),
-        OnsetMethod(
+        superflux,
+        dataclasses.replace(
+            superflux,
             name="superflux_half",
             label="SuperFlux, half-frame lag",
             description="SuperFlux against the frame half a frame back: more of slow, bowed, sung and padded "
             "attacks; more false onsets on real pitched recordings.",
-            constants=_superflux_bank,
-            features=odf.band_magnitudes,
             lags=odf.half_frame_lag,
-            compare=odf.superflux_rise,
-            peaks=odf.row_max,
-            unit=0.03,
             # Its detection function peaks about a hop later than superflux's (0.24): calibrated on clicks
             # and drum hits at a 10 ms look-ahead as superflux's was. The first frame that rises is where it
             # is for superflux, so the search without look-ahead keeps 0.24.
             attack_offset=0.38,
             rise_offset=0.24,
-            baseline="median",
-            mean_factor=1.25,
         ),
         OnsetMethod(
             name="complex",
