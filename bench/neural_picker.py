@@ -222,13 +222,14 @@ def after_hits(clips: list[Clip], odfs: list[tuple[F64, F64]]) -> None:
     print("  matched onsets' strength:", np.percentile(matched_strengths, q).round(2))
 
 
-def add_clip_arguments(parser: argparse.ArgumentParser, cache: Path) -> None:
-    """The pickers' options for their clips: the corpus and its split, or real annotated clips instead, and
-    the folder where the clips' detection functions are cached (``cache`` by default)."""
+def add_clip_arguments(parser: argparse.ArgumentParser, cache: Path | None = None) -> None:
+    """The pickers' options for their clips: the corpus and its split, or real annotated clips instead, and,
+    for a script that caches the clips' detection functions, the folder (``cache`` by default)."""
     parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
     parser.add_argument("--split", default="tune")
     parser.add_argument("--data", type=Path, help="real annotated clips instead of the corpus")
-    parser.add_argument("--cache", type=Path, default=cache)
+    if cache is not None:
+        parser.add_argument("--cache", type=Path, default=cache)
 
 
 def clips_of(args: argparse.Namespace) -> list[Clip]:

@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from corpus import Clip  # noqa: E402
-from learned import FAMILIES, corpus_clips  # noqa: E402
+from learned import FAMILIES  # noqa: E402
+from neural_picker import add_clip_arguments, clips_of, floats  # noqa: E402
 
 from server.dsp import DetectorSettings, OnsetDetector, odf, peaks, plan  # noqa: E402
 from server.dsp.methods import METHOD_TABLE  # noqa: E402
@@ -270,8 +271,7 @@ def cell(items: Sequence[tuple[float, int, int, int]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
-    parser.add_argument("--split", default="tune")
+    add_clip_arguments(parser)
     parser.add_argument("--family", help="only corpus clips of this family")
     parser.add_argument("--no-stress", action="store_true", help="without the generated stress set")
     parser.add_argument("--stress-only", action="store_true", help="only the generated stress set")
@@ -282,12 +282,7 @@ def main() -> None:
     args = parser.parse_args()
     global SERVED
     SERVED = METHOD_TABLE[args.method]
-    if args.split == "valid":
-        print("warning: valid is for reporting once, not for choosing", file=sys.stderr)
-    clips: list[Clip] = []
-    if not args.stress_only:
-        clips += [c for c in corpus_clips(args.corpus, args.split)
-                  if not args.family or c.group == args.family]
+    clips: list[Clip] = [] if args.stress_only else clips_of(args)
     stress = [] if args.no_stress else stress_clips()
     clips += stress
     groups = [f for f in FAMILIES if any(c.group == f for c in clips)]
@@ -299,7 +294,7 @@ def main() -> None:
           + " | corpus F P R | stress F P R false/s | error median (p10 / p90)", flush=True)
     by_name = {c.name: c for c in clips}
     with multiprocessing.Pool(args.jobs) as pool:
-        for values in itertools.product(*([float(v) for v in getattr(args, n).split(",")] for n in names)):
+        for values in itertools.product(*(floats(getattr(args, n)) for n in names)):
             p = dict(zip(names, values, strict=True))
             cells: dict[str, list[tuple[float, int, int, int]]] = {}
             ERRORS_MS.clear()
